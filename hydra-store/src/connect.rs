@@ -1,0 +1,267 @@
+//! Opening a database by URL, with bounded connect time, and migrating it.
+
+use crate::error::StoreError;
+use hydra_migrations::{Migrator, MigratorTrait};
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, TransactionOptions, TransactionTrait,
+};
+use std::time::Duration;
+
+/// Which database a [`crate::Store`] talks to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Backend {
+    /// SQLite: a file in WAL mode, or in memory.
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
+/// How to open a [`crate::Store`]. Build with [`StoreOptions::new`] and the
+/// setters; defaults suit a laptop and a production worker alike.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct StoreOptions {
+    pub(crate) url: String,
+    pub(crate) max_connections: Option<u32>,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) busy_timeout: Duration,
+}
+
+impl StoreOptions {
+    /// Options for `url`: `sqlite://PATH?mode=rwc` (a file, created if
+    /// missing), `sqlite::memory:`, or `postgres://user:pass@host:port/db`.
+    ///
+    /// Defaults: connect timeout 5 s; SQLite busy timeout 5 s; pool size 8
+    /// for a SQLite file, 1 for `sqlite::memory:` (each connection to an
+    /// in-memory database would see its own empty database), 16 for
+    /// PostgreSQL.
+    pub fn new(url: impl Into<String>) -> Self {
+        StoreOptions {
+            url: url.into(),
+            max_connections: None,
+            connect_timeout: Duration::from_secs(5),
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// The most pooled connections (ignored for `sqlite::memory:`, which is always 1).
+    pub fn max_connections(mut self, n: u32) -> Self {
+        self.max_connections = Some(n.max(1));
+        self
+    }
+
+    /// How long connecting may take before it fails with
+    /// [`StoreError::Connect`]. Also bounds waiting for a pooled connection.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long a SQLite statement waits for another process's write lock
+    /// before failing with a retryable busy error.
+    pub fn busy_timeout(mut self, timeout: Duration) -> Self {
+        self.busy_timeout = timeout;
+        self
+    }
+}
+
+/// What a URL points at.
+#[derive(Debug, PartialEq, Eq)]
+enum Target {
+    SqliteFile { url: String },
+    SqliteMemory,
+    Postgres,
+}
+
+/// The URL with any password replaced, safe for error messages and logs.
+pub(crate) fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn classify(url: &str) -> Result<Target, StoreError> {
+    let invalid = |reason: &str| StoreError::InvalidUrl { url: redact(url), reason: reason.to_owned() };
+    let trimmed = url.trim();
+    if trimmed.is_empty() {
+        return Err(invalid("the URL is empty"));
+    }
+    if let Some(rest) = trimmed.strip_prefix("sqlite:") {
+        if rest == ":memory:" || rest.contains("mode=memory") || rest == "//:memory:" {
+            return Ok(Target::SqliteMemory);
+        }
+        let rest = rest.strip_prefix("//").unwrap_or(rest);
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        if path.is_empty() {
+            return Err(invalid("no file path after `sqlite://`"));
+        }
+        let parent = std::path::Path::new(path).parent().filter(|p| !p.as_os_str().is_empty());
+        if let Some(dir) = parent
+            && !dir.is_dir()
+        {
+            return Err(invalid(&format!("directory `{}` does not exist", dir.display())));
+        }
+        // A file URL without a mode creates the file, as the embedded default should.
+        let url = if query.split('&').any(|kv| kv.starts_with("mode=")) {
+            format!("sqlite://{path}?{query}")
+        } else if query.is_empty() {
+            format!("sqlite://{path}?mode=rwc")
+        } else {
+            format!("sqlite://{path}?{query}&mode=rwc")
+        };
+        return Ok(Target::SqliteFile { url });
+    }
+    if trimmed.starts_with("postgres://") || trimmed.starts_with("postgresql://") {
+        let parsed = url::Url::parse(trimmed).map_err(|e| invalid(&e.to_string()))?;
+        if parsed.host_str().is_none_or(str::is_empty) {
+            return Err(invalid("no host"));
+        }
+        return Ok(Target::Postgres);
+    }
+    match trimmed.split_once(':') {
+        Some((scheme, _)) if !scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphanumeric() || c == '+') => {
+            Err(StoreError::UnsupportedScheme { scheme: scheme.to_owned(), url: redact(url) })
+        }
+        _ => Err(invalid("expected sqlite://PATH?mode=rwc, sqlite::memory: or postgres://…")),
+    }
+}
+
+/// Opens the database, applies migrations and returns the connection.
+pub(crate) async fn open(opts: &StoreOptions) -> Result<(DatabaseConnection, Backend), StoreError> {
+    let target = classify(&opts.url)?;
+    let timeout = opts.connect_timeout;
+    let busy = opts.busy_timeout;
+    let (mut co, backend) = match &target {
+        Target::SqliteFile { url } => {
+            let mut co = ConnectOptions::new(url.clone());
+            co.max_connections(opts.max_connections.unwrap_or(8)).map_sqlx_sqlite_opts(move |o| {
+                o.journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .busy_timeout(busy)
+                    .foreign_keys(true)
+            });
+            (co, Backend::Sqlite)
+        }
+        Target::SqliteMemory => {
+            let mut co = ConnectOptions::new("sqlite::memory:");
+            // One connection that never idles out: the database lives as long as it does.
+            co.max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .map_sqlx_sqlite_opts(move |o| o.busy_timeout(busy).foreign_keys(true));
+            (co, Backend::Sqlite)
+        }
+        Target::Postgres => {
+            let mut co = ConnectOptions::new(opts.url.trim().to_owned());
+            co.max_connections(opts.max_connections.unwrap_or(16));
+            (co, Backend::Postgres)
+        }
+    };
+    co.connect_timeout(timeout).acquire_timeout(timeout).sqlx_logging(false);
+
+    let shown = redact(&opts.url);
+    let connect_err = |reason: String| StoreError::Connect { url: shown.clone(), timeout, reason };
+    let deadline = tokio::time::Instant::now() + timeout;
+    let db = loop {
+        // The driver's own timeout covers refused and silent servers; the
+        // outer one is a backstop so no path can hang past the deadline.
+        let attempt = tokio::time::timeout_at(deadline + Duration::from_secs(1), Database::connect(co.clone())).await;
+        match attempt {
+            Ok(Ok(db)) => break db,
+            // A brand-new SQLite file being switched to WAL by several
+            // processes at once can report "locked"; that clears in moments.
+            Ok(Err(e)) if crate::error::is_transient(&e) && tokio::time::Instant::now() < deadline => {
+                if backend == Backend::Postgres {
+                    return Err(connect_err(describe(&e)));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Ok(Err(e)) => return Err(connect_err(describe(&e))),
+            Err(_) => return Err(connect_err("timed out".into())),
+        }
+    };
+    migrate(&db, backend, deadline).await?;
+    Ok((db, backend))
+}
+
+fn describe(e: &sea_orm::DbErr) -> String {
+    let text = e.to_string();
+    if text.contains("PoolTimedOut") || text.contains("pool timed out") {
+        format!("{text} (the server did not accept a connection in time: is it running and reachable?)")
+    } else {
+        text
+    }
+}
+
+/// Applies pending migrations. Several processes may start at once, so the
+/// migrator runs inside a write-locked transaction: an advisory lock on
+/// PostgreSQL, `BEGIN IMMEDIATE` on SQLite.
+async fn migrate(db: &DatabaseConnection, backend: Backend, deadline: tokio::time::Instant) -> Result<(), StoreError> {
+    const MIGRATION_LOCK: i64 = 0x0048_7964_7261; // "Hydra"
+    let run = async {
+        let txn = db.begin_with_options(immediate()).await?;
+        if backend == Backend::Postgres {
+            txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")).await?;
+        }
+        Migrator::up(&txn, None).await?;
+        txn.commit().await
+    };
+    // Migration may legitimately wait for another process's migration; allow
+    // it a generous bound, not an unbounded one.
+    match tokio::time::timeout_at(deadline + Duration::from_secs(30), run).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(StoreError::Migration(e)),
+        Err(_) => Err(StoreError::Migration(sea_orm::DbErr::Custom("timed out waiting for the migration lock".into()))),
+    }
+}
+
+/// `BEGIN IMMEDIATE` on SQLite (takes the write lock up front, so a
+/// transaction that reads then writes never fails with BUSY_SNAPSHOT); a
+/// plain `BEGIN` on PostgreSQL.
+pub(crate) fn immediate() -> TransactionOptions {
+    TransactionOptions {
+        sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
+        ..Default::default()
+    }
+}
+
+pub(crate) fn db_backend(backend: Backend) -> DbBackend {
+    match backend {
+        Backend::Sqlite => DbBackend::Sqlite,
+        Backend::Postgres => DbBackend::Postgres,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_urls() {
+        assert_eq!(classify("sqlite::memory:").ok(), Some(Target::SqliteMemory));
+        assert_eq!(classify("sqlite://x.db").ok(), Some(Target::SqliteFile { url: "sqlite://x.db?mode=rwc".into() }));
+        assert_eq!(
+            classify("sqlite://x.db?mode=ro").ok(),
+            Some(Target::SqliteFile { url: "sqlite://x.db?mode=ro".into() })
+        );
+        assert_eq!(classify("postgres://u@localhost/db").ok(), Some(Target::Postgres));
+        assert!(matches!(classify("mysql://u@h/db"), Err(StoreError::UnsupportedScheme { .. })));
+        assert!(matches!(classify(""), Err(StoreError::InvalidUrl { .. })));
+        assert!(matches!(classify("not a url"), Err(StoreError::InvalidUrl { .. })));
+        assert!(matches!(classify("postgres://"), Err(StoreError::InvalidUrl { .. })));
+        assert!(matches!(classify("sqlite:///no/such/dir/x.db"), Err(StoreError::InvalidUrl { .. })));
+    }
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact("sqlite::memory:"), "sqlite::memory:");
+    }
+}

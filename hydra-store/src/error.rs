@@ -1,0 +1,140 @@
+//! The store's error type.
+
+use crate::ids::{ExecutionId, FencingToken, StepId};
+use std::time::Duration;
+
+/// Everything a [`crate::Store`] operation can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database URL could not be parsed.
+    #[error("invalid database URL `{url}`: {reason}")]
+    InvalidUrl {
+        /// The URL as given (with any password removed).
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The URL names a database Hydra does not support.
+    #[error(
+        "unsupported database scheme `{scheme}` in `{url}`: use sqlite://PATH?mode=rwc, sqlite::memory: or postgres://…"
+    )]
+    UnsupportedScheme {
+        /// The scheme found.
+        scheme: String,
+        /// The URL as given (with any password removed).
+        url: String,
+    },
+    /// The database could not be reached or opened within the connect timeout.
+    #[error("could not connect to `{url}` within {timeout:?}: {reason}")]
+    Connect {
+        /// The URL as given (with any password removed).
+        url: String,
+        /// The connect timeout that applied.
+        timeout: Duration,
+        /// The underlying cause, as reported by the driver.
+        reason: String,
+    },
+    /// Applying the schema migrations failed.
+    #[error("schema migration failed: {0}")]
+    Migration(#[source] sea_orm::DbErr),
+    /// The caller no longer holds the lease of this execution: another worker
+    /// claimed it (the fencing token moved on), or the run was ended or
+    /// released. The write was not applied.
+    #[error("lease lost on execution {execution} (token {token} is no longer current)")]
+    LeaseLost {
+        /// The execution.
+        execution: ExecutionId,
+        /// The token the caller presented.
+        token: FencingToken,
+    },
+    /// A result for this (execution, step) is already recorded; a step result
+    /// is recorded once.
+    #[error("step `{step}` of execution {execution} already has a recorded result")]
+    StepAlreadyRecorded {
+        /// The execution.
+        execution: ExecutionId,
+        /// The step.
+        step: StepId,
+    },
+    /// Another step is already recorded at this position of the run.
+    #[error("execution {execution} already has a different step recorded at position {position}")]
+    PositionTaken {
+        /// The execution.
+        execution: ExecutionId,
+        /// The position in the run's step sequence.
+        position: u32,
+    },
+    /// No such execution in this namespace.
+    #[error("execution {execution} not found in namespace `{namespace}`")]
+    ExecutionNotFound {
+        /// The namespace searched.
+        namespace: String,
+        /// The execution.
+        execution: ExecutionId,
+    },
+    /// A value read from the database is not one this version understands
+    /// (for example an unknown status written by a newer version).
+    #[error("corrupt row in `{table}`: {reason}")]
+    CorruptRow {
+        /// The table.
+        table: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The database returned an error.
+    #[error("database error: {0}")]
+    Database(#[from] sea_orm::DbErr),
+}
+
+impl StoreError {
+    /// True when the write was refused because the caller's lease is gone;
+    /// the caller must stop working on that execution.
+    pub fn is_lease_lost(&self) -> bool {
+        matches!(self, StoreError::LeaseLost { .. })
+    }
+
+    /// True when the same call may succeed if tried again later: a lost or
+    /// busy connection, a locked SQLite file, a serialization failure.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            StoreError::Connect { .. } => true,
+            StoreError::Database(e) => is_transient(e),
+            _ => false,
+        }
+    }
+}
+
+/// Whether a database error is transient (connection trouble, lock
+/// contention) rather than a statement that will always fail.
+pub(crate) fn is_transient(err: &sea_orm::DbErr) -> bool {
+    use sea_orm::{DbErr, RuntimeErr};
+    match err {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
+            use sea_orm::sqlx::Error as SqlxError;
+            match e.as_ref() {
+                SqlxError::Io(_)
+                | SqlxError::PoolTimedOut
+                | SqlxError::PoolClosed
+                | SqlxError::WorkerCrashed
+                | SqlxError::Protocol(_) => true,
+                SqlxError::Database(d) => {
+                    let code = d.code().unwrap_or_default();
+                    // SQLite: 5 BUSY, 6 LOCKED, 517 BUSY_SNAPSHOT, 261 BUSY_RECOVERY.
+                    // PostgreSQL: 40001 serialization, 40P01 deadlock, 57P01..03 admin shutdown,
+                    // 08xxx connection exceptions, 53300 too many connections.
+                    matches!(
+                        code.as_ref(),
+                        "5" | "6" | "517" | "261" | "40001" | "40P01" | "57P01" | "57P02" | "57P03" | "53300"
+                    ) || code.starts_with("08")
+                }
+                _ => false,
+            }
+        }
+        DbErr::Exec(RuntimeErr::Internal(msg)) | DbErr::Query(RuntimeErr::Internal(msg)) => {
+            msg.contains("connection") || msg.contains("closed")
+        }
+        _ => false,
+    }
+}

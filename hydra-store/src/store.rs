@@ -1,0 +1,758 @@
+//! The `Store`: every SQL statement the runtime needs, and nothing else.
+//!
+//! Policy (retries, backoff, what a lost lease means) is the runtime's; the
+//! store only applies writes atomically and reports what happened. Every
+//! write made on behalf of a claimed run is conditional on the caller's
+//! fencing token and fails with [`StoreError::LeaseLost`] when the token is no
+//! longer current. Times are milliseconds on the engine's clock, passed in
+//! by the caller: the store never reads a clock.
+
+use crate::connect::{self, Backend, StoreOptions, db_backend, immediate};
+use crate::entity::{leases, workflow_executions as exec, workflow_steps as steps};
+use crate::error::StoreError;
+use crate::ids::{ExecutionId, StepId, WorkerId};
+use crate::model::{
+    CancelOutcome, ClaimRequest, ClaimedExecution, Created, Execution, ExecutionFilter, ExecutionStatus, Lease,
+    NewExecution, Renewed, Step, StepAttempt, StepOutcome, StepRecord, Terminal, WorkerLease, to_i32,
+};
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect, SqlErr, Statement, TransactionTrait, TryInsertResult, Value,
+};
+
+/// Appends the fencing condition to a run update: the write applies only if
+/// the caller's token is current and the run is still running.
+macro_rules! concat_fence {
+    ($sql:literal) => {
+        concat!($sql, " WHERE id = ? AND namespace = ? AND fencing_token = ? AND status = 'running'")
+    };
+}
+
+/// What a checkpoint does to the run besides (optionally) recording a step.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Transition {
+    /// Keep running (the write only records a step).
+    Continue,
+    /// Park the run until `until` and give up the lease (durable sleep, or a
+    /// step retry backoff). The attempt continues when it is claimed again.
+    Sleep {
+        /// When it may be claimed again (ms).
+        until: i64,
+    },
+    /// End this workflow attempt with `error` and start a new one at `at`.
+    Retry {
+        /// When the next attempt may be claimed (ms).
+        at: i64,
+        /// Why this attempt failed.
+        error: String,
+    },
+    /// End the run.
+    Finish(Terminal),
+    /// Give up the lease so that any worker can resume the run at once
+    /// (graceful shutdown). Not a new attempt.
+    Release,
+}
+
+/// One atomic write on behalf of a claimed run: an optional step record and
+/// a transition of the run, both applied under the fencing check, together
+/// or not at all.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Checkpoint {
+    /// The step result to record, if any.
+    pub step: Option<StepRecord>,
+    /// What happens to the run.
+    pub transition: Transition,
+}
+
+impl Checkpoint {
+    /// Record a step and keep running.
+    pub fn step(record: StepRecord) -> Self {
+        Checkpoint { step: Some(record), transition: Transition::Continue }
+    }
+
+    /// Change the run without recording a step.
+    pub fn transition(transition: Transition) -> Self {
+        Checkpoint { step: None, transition }
+    }
+
+    /// Record a step and change the run in the same commit.
+    pub fn step_and(record: StepRecord, transition: Transition) -> Self {
+        Checkpoint { step: Some(record), transition }
+    }
+}
+
+/// The persistence layer of one database, shared by engines and workers.
+/// Cheap to clone (the connection pool is shared).
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: DatabaseConnection,
+    backend: Backend,
+}
+
+impl Store {
+    /// Opens `url` with default [`StoreOptions`] and applies migrations.
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        Store::connect_with(StoreOptions::new(url)).await
+    }
+
+    /// Opens a database and applies migrations. Fails with a clear
+    /// [`StoreError`] within the connect timeout on a bad URL, an unknown
+    /// scheme or an unreachable server.
+    pub async fn connect_with(options: StoreOptions) -> Result<Store, StoreError> {
+        let (db, backend) = connect::open(&options).await?;
+        Ok(Store { db, backend })
+    }
+
+    /// Which database this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The underlying sea-orm connection pool.
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// Closes the pool.
+    pub async fn close(self) -> Result<(), StoreError> {
+        self.db.close().await.map_err(StoreError::from)
+    }
+
+    /// Turns `?` placeholders into `$n` on PostgreSQL. Every statement in
+    /// this file is written once, with `?`, and never contains a literal `?`.
+    fn stmt(&self, sql: &str, values: Vec<Value>) -> Statement {
+        let text: String = match self.backend {
+            Backend::Sqlite => sql.to_owned(),
+            Backend::Postgres => {
+                let mut out = String::with_capacity(sql.len() + 16);
+                let mut n = 0;
+                for c in sql.chars() {
+                    if c == '?' {
+                        n += 1;
+                        out.push('$');
+                        out.push_str(&n.to_string());
+                    } else {
+                        out.push(c);
+                    }
+                }
+                out
+            }
+        };
+        Statement::from_sql_and_values(db_backend(self.backend), text, values)
+    }
+
+    // ----- creating and reading runs -------------------------------------
+
+    /// Inserts a run. With an idempotency key already used in the same
+    /// (namespace, workflow), inserts nothing and returns the existing run.
+    pub async fn create_execution(&self, new: NewExecution) -> Result<Created, StoreError> {
+        let key = new.idempotency_key.clone();
+        let am = exec::ActiveModel {
+            id: Set(new.id.as_str().to_owned()),
+            namespace: Set(new.namespace.clone()),
+            workflow_name: Set(new.workflow_name.clone()),
+            status: Set(ExecutionStatus::Pending.as_str().to_owned()),
+            input_data: Set(new.input),
+            output_data: Set(None),
+            error_message: Set(None),
+            max_attempts: Set(to_i32(new.max_attempts.max(1))),
+            attempts: Set(0),
+            idempotency_key: Set(new.idempotency_key),
+            trigger_type: Set(new.trigger_type.as_str().to_owned()),
+            trigger_source: Set(new.trigger_source),
+            created_at: Set(new.now),
+            started_at: Set(None),
+            updated_at: Set(new.now),
+            completed_at: Set(None),
+            due_at: Set(Some(new.due_at)),
+            deadline_at: Set(new.deadline_at),
+            lease_owner: Set(None),
+            fencing_token: Set(0),
+            cancel_requested: Set(false),
+        };
+        let inserted = exec::Entity::insert(am)
+            .on_conflict_do_nothing_on([
+                exec::Column::Namespace,
+                exec::Column::WorkflowName,
+                exec::Column::IdempotencyKey,
+            ])
+            .exec_without_returning(&self.db)
+            .await?;
+        let rows = match inserted {
+            TryInsertResult::Inserted(n) => n,
+            TryInsertResult::Conflicted | TryInsertResult::Empty => 0,
+        };
+        if rows == 1 {
+            let execution = self.get_execution(&new.namespace, &new.id).await?.ok_or_else(|| {
+                StoreError::ExecutionNotFound { namespace: new.namespace.clone(), execution: new.id.clone() }
+            })?;
+            return Ok(Created::New(execution));
+        }
+        match key {
+            Some(key) => {
+                let existing = exec::Entity::find()
+                    .filter(exec::Column::Namespace.eq(&new.namespace))
+                    .filter(exec::Column::WorkflowName.eq(&new.workflow_name))
+                    .filter(exec::Column::IdempotencyKey.eq(&key))
+                    .one(&self.db)
+                    .await?
+                    .ok_or_else(|| {
+                        StoreError::Database(DbErr::Custom(format!(
+                            "idempotency key `{key}` conflicted but no run holds it"
+                        )))
+                    })?;
+                Ok(Created::Existing(Execution::try_from(existing)?))
+            }
+            None => Err(StoreError::Database(DbErr::Custom(format!(
+                "execution {} was not inserted (ID already taken)",
+                new.id
+            )))),
+        }
+    }
+
+    /// A run by ID, only if it belongs to `namespace`.
+    pub async fn get_execution(&self, namespace: &str, id: &ExecutionId) -> Result<Option<Execution>, StoreError> {
+        exec::Entity::find_by_id(id.as_str())
+            .filter(exec::Column::Namespace.eq(namespace))
+            .one(&self.db)
+            .await?
+            .map(Execution::try_from)
+            .transpose()
+    }
+
+    /// Runs matching `filter`, newest first.
+    pub async fn list_executions(&self, filter: &ExecutionFilter) -> Result<Vec<Execution>, StoreError> {
+        let mut q = exec::Entity::find().filter(exec::Column::Namespace.eq(&filter.namespace));
+        if let Some(w) = &filter.workflow_name {
+            q = q.filter(exec::Column::WorkflowName.eq(w));
+        }
+        if let Some(s) = filter.status {
+            q = q.filter(exec::Column::Status.eq(s.as_str()));
+        }
+        if let Some(t) = filter.created_before {
+            q = q.filter(exec::Column::CreatedAt.lt(t));
+        }
+        q.order_by_desc(exec::Column::CreatedAt)
+            .order_by_desc(exec::Column::Id)
+            .limit(filter.limit)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(Execution::try_from)
+            .collect()
+    }
+
+    /// The recorded steps of a run, in call order.
+    pub async fn steps(&self, namespace: &str, id: &ExecutionId) -> Result<Vec<Step>, StoreError> {
+        steps::Entity::find()
+            .filter(steps::Column::Namespace.eq(namespace))
+            .filter(steps::Column::ExecutionId.eq(id.as_str()))
+            .order_by_asc(steps::Column::Position)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(Step::try_from)
+            .collect()
+    }
+
+    /// One recorded step of a run.
+    pub async fn step(&self, namespace: &str, id: &ExecutionId, step: &StepId) -> Result<Option<Step>, StoreError> {
+        steps::Entity::find()
+            .filter(steps::Column::Namespace.eq(namespace))
+            .filter(steps::Column::ExecutionId.eq(id.as_str()))
+            .filter(steps::Column::StepId.eq(step.as_str()))
+            .one(&self.db)
+            .await?
+            .map(Step::try_from)
+            .transpose()
+    }
+
+    // ----- claiming and leases --------------------------------------------
+
+    /// Claims up to `limit` due runs of the given workflows in one atomic
+    /// statement: pending and sleeping runs whose `due_at` has passed, and
+    /// running runs whose lease expired. Each claimed run gets a new fencing
+    /// token (old token + 1), the worker as lease owner and a lease until
+    /// `now + lease_ttl_ms`. A claim of a pending run, or a takeover of an
+    /// expired one, begins a new workflow attempt (`attempts + 1`); a claim
+    /// of a sleeping run continues the current one.
+    ///
+    /// On PostgreSQL the candidate rows are locked with `FOR UPDATE SKIP
+    /// LOCKED`, so concurrent claimers take disjoint sets; on SQLite the
+    /// single statement holds the write lock. The candidates are read from
+    /// the partial index `(namespace, due_at) WHERE due_at IS NOT NULL`,
+    /// which holds no finished run.
+    pub async fn claim(&self, req: &ClaimRequest) -> Result<Vec<ClaimedExecution>, StoreError> {
+        if req.workflow_names.is_empty() || req.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let lock = match self.backend {
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        let placeholders = vec!["?"; req.workflow_names.len()].join(", ");
+        let sql = format!(
+            "UPDATE workflow_executions SET status = 'running', lease_owner = ?, \
+             fencing_token = fencing_token + 1, due_at = ?, updated_at = ?, \
+             started_at = COALESCE(started_at, ?), \
+             attempts = CASE WHEN status = 'sleeping' THEN attempts ELSE attempts + 1 END \
+             WHERE id IN (SELECT id FROM workflow_executions \
+               WHERE namespace = ? AND due_at IS NOT NULL AND due_at <= ? AND workflow_name IN ({placeholders}) \
+               ORDER BY due_at LIMIT ?{lock}) \
+             RETURNING *"
+        );
+        let mut values: Vec<Value> = vec![
+            req.worker_id.as_str().into(),
+            (req.now + req.lease_ttl_ms).into(),
+            req.now.into(),
+            req.now.into(),
+            req.namespace.as_str().into(),
+            req.now.into(),
+        ];
+        values.extend(req.workflow_names.iter().map(|n| Value::from(n.as_str())));
+        values.push(i64::from(req.limit).into());
+        let stmt = self.stmt(&sql, values);
+        let rows = exec::Entity::find().from_raw_sql(stmt).all(&self.db).await?;
+        let mut claimed = rows
+            .into_iter()
+            .map(|m| {
+                let execution = Execution::try_from(m)?;
+                let lease = Lease {
+                    namespace: execution.namespace.clone(),
+                    execution_id: execution.id.clone(),
+                    worker_id: req.worker_id.clone(),
+                    token: execution.fencing_token,
+                };
+                Ok(ClaimedExecution { execution, lease })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        // RETURNING order is unspecified; hand them out oldest-due first.
+        claimed.sort_by_key(|c| (c.execution.started_at, c.execution.created_at));
+        Ok(claimed)
+    }
+
+    /// Extends the lease of one run to `now + ttl_ms`. Fails with
+    /// [`StoreError::LeaseLost`] when the token is no longer current, the run
+    /// is no longer running, or the lease already expired.
+    pub async fn renew_lease(&self, lease: &Lease, now: i64, ttl_ms: i64) -> Result<Renewed, StoreError> {
+        let row = self
+            .db
+            .query_one_raw(self.stmt(
+                "UPDATE workflow_executions SET due_at = ?, updated_at = ? \
+                 WHERE id = ? AND namespace = ? AND fencing_token = ? AND status = 'running' AND due_at > ? \
+                 RETURNING cancel_requested",
+                vec![
+                    (now + ttl_ms).into(),
+                    now.into(),
+                    lease.execution_id.as_str().into(),
+                    lease.namespace.as_str().into(),
+                    lease.token.0.into(),
+                    now.into(),
+                ],
+            ))
+            .await?;
+        match row {
+            Some(r) => {
+                Ok(Renewed { expires_at: now + ttl_ms, cancel_requested: r.try_get::<bool>("", "cancel_requested")? })
+            }
+            None => Err(lease_lost(lease)),
+        }
+    }
+
+    /// Renews many leases in one transaction; one result per lease, in order.
+    pub async fn renew_leases(
+        &self,
+        leases: &[Lease],
+        now: i64,
+        ttl_ms: i64,
+    ) -> Result<Vec<Result<Renewed, StoreError>>, StoreError> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let txn = self.db.begin_with_options(immediate()).await?;
+        let mut out = Vec::with_capacity(leases.len());
+        for lease in leases {
+            let row = txn
+                .query_one_raw(self.stmt(
+                    "UPDATE workflow_executions SET due_at = ?, updated_at = ? \
+                     WHERE id = ? AND namespace = ? AND fencing_token = ? AND status = 'running' AND due_at > ? \
+                     RETURNING cancel_requested",
+                    vec![
+                        (now + ttl_ms).into(),
+                        now.into(),
+                        lease.execution_id.as_str().into(),
+                        lease.namespace.as_str().into(),
+                        lease.token.0.into(),
+                        now.into(),
+                    ],
+                ))
+                .await?;
+            out.push(match row {
+                Some(r) => Ok(Renewed {
+                    expires_at: now + ttl_ms,
+                    cancel_requested: r.try_get::<bool>("", "cancel_requested")?,
+                }),
+                None => Err(lease_lost(lease)),
+            });
+        }
+        txn.commit().await?;
+        Ok(out)
+    }
+
+    /// Ends the lease of every running run in `namespace` whose lease expired
+    /// before `now`: the run goes back to pending (its next claim is a new
+    /// attempt, so a crash counts) and its fencing token moves on, so the old
+    /// holder's writes are refused even before anyone claims it. Returns how
+    /// many runs were reclaimed.
+    pub async fn reclaim_expired(&self, namespace: &str, now: i64) -> Result<u64, StoreError> {
+        let r = self
+            .db
+            .execute_raw(self.stmt(
+                "UPDATE workflow_executions SET status = 'pending', lease_owner = NULL, \
+                 fencing_token = fencing_token + 1, due_at = ?, updated_at = ? \
+                 WHERE namespace = ? AND status = 'running' AND due_at IS NOT NULL AND due_at <= ?",
+                vec![now.into(), now.into(), namespace.into(), now.into()],
+            ))
+            .await?;
+        Ok(r.rows_affected())
+    }
+
+    // ----- fenced writes ---------------------------------------------------
+
+    /// Records the start of a step attempt before its body runs, so that a
+    /// crash during the body counts as an attempt. Returns the attempt
+    /// number (1 for the first). Fails with [`StoreError::StepAlreadyRecorded`]
+    /// if the step already has a result, and with
+    /// [`StoreError::PositionTaken`] if another step holds its position.
+    pub async fn record_step_attempt(&self, lease: &Lease, attempt: &StepAttempt, now: i64) -> Result<u32, StoreError> {
+        let txn = self.db.begin_with_options(immediate()).await?;
+        self.guard(&txn, lease, now).await?;
+        let row = txn
+            .query_one_raw(self.stmt(
+                "INSERT INTO workflow_steps (execution_id, namespace, step_id, step_name, position, kind, status, \
+                   attempts, max_attempts, started_at, fencing_token) \
+                 VALUES (?, ?, ?, ?, ?, ?, 'running', 1, ?, ?, ?) \
+                 ON CONFLICT (execution_id, step_id) DO UPDATE SET attempts = workflow_steps.attempts + 1, \
+                   fencing_token = excluded.fencing_token, error_message = NULL \
+                 WHERE workflow_steps.status = 'running' \
+                 RETURNING attempts, position",
+                vec![
+                    lease.execution_id.as_str().into(),
+                    lease.namespace.as_str().into(),
+                    attempt.step_id.as_str().into(),
+                    attempt.step_name.as_str().into(),
+                    to_i32(attempt.position).into(),
+                    attempt.kind.as_str().into(),
+                    to_i32(attempt.max_attempts.max(1)).into(),
+                    now.into(),
+                    lease.token.0.into(),
+                ],
+            ))
+            .await
+            .map_err(|e| position_conflict(e, lease, attempt.position))?;
+        let Some(row) = row else {
+            txn.rollback().await?;
+            return Err(StoreError::StepAlreadyRecorded {
+                execution: lease.execution_id.clone(),
+                step: attempt.step_id.clone(),
+            });
+        };
+        let position: i32 = row.try_get("", "position")?;
+        if position != to_i32(attempt.position) {
+            txn.rollback().await?;
+            return Err(StoreError::PositionTaken {
+                execution: lease.execution_id.clone(),
+                position: attempt.position,
+            });
+        }
+        let attempts: i32 = row.try_get("", "attempts")?;
+        txn.commit().await?;
+        Ok(u32::try_from(attempts).unwrap_or(0))
+    }
+
+    /// Records a step's result and keeps running. See [`Store::checkpoint`].
+    pub async fn record_step_result(&self, lease: &Lease, record: StepRecord, now: i64) -> Result<(), StoreError> {
+        self.checkpoint(lease, Checkpoint::step(record), now).await
+    }
+
+    /// Parks the run until `until`, releasing the lease.
+    pub async fn schedule_wakeup(&self, lease: &Lease, until: i64, now: i64) -> Result<(), StoreError> {
+        self.checkpoint(lease, Checkpoint::transition(Transition::Sleep { until }), now).await
+    }
+
+    /// Ends the run.
+    pub async fn finish(&self, lease: &Lease, terminal: Terminal, now: i64) -> Result<(), StoreError> {
+        self.checkpoint(lease, Checkpoint::transition(Transition::Finish(terminal)), now).await
+    }
+
+    /// Gives the lease back so any worker may resume the run at once.
+    pub async fn release(&self, lease: &Lease, now: i64) -> Result<(), StoreError> {
+        self.checkpoint(lease, Checkpoint::transition(Transition::Release), now).await
+    }
+
+    /// Applies one checkpoint atomically under the fencing check: the run's
+    /// transition (which is itself conditional on the token) and the step
+    /// record commit together or not at all.
+    pub async fn checkpoint(&self, lease: &Lease, checkpoint: Checkpoint, now: i64) -> Result<(), StoreError> {
+        let txn = self.db.begin_with_options(immediate()).await?;
+        match self.apply(&txn, lease, &checkpoint, now).await {
+            Ok(()) => Ok(txn.commit().await?),
+            Err(e) => {
+                txn.rollback().await?;
+                Err(e)
+            }
+        }
+    }
+
+    /// The fencing check: touches the run only if the caller's token is
+    /// current and the run is running. The row stays locked until the
+    /// transaction ends, so no claim can slip in between check and commit.
+    async fn guard(&self, txn: &DatabaseTransaction, lease: &Lease, now: i64) -> Result<(), StoreError> {
+        let r = txn
+            .execute_raw(self.stmt(
+                "UPDATE workflow_executions SET updated_at = ? \
+                 WHERE id = ? AND namespace = ? AND fencing_token = ? AND status = 'running'",
+                vec![
+                    now.into(),
+                    lease.execution_id.as_str().into(),
+                    lease.namespace.as_str().into(),
+                    lease.token.0.into(),
+                ],
+            ))
+            .await?;
+        if r.rows_affected() == 1 { Ok(()) } else { Err(lease_lost(lease)) }
+    }
+
+    async fn apply(
+        &self,
+        txn: &DatabaseTransaction,
+        lease: &Lease,
+        cp: &Checkpoint,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let fence: Vec<Value> =
+            vec![lease.execution_id.as_str().into(), lease.namespace.as_str().into(), lease.token.0.into()];
+        let (sql, mut values): (&'static str, Vec<Value>) = match &cp.transition {
+            Transition::Continue => {
+                self.guard(txn, lease, now).await?;
+                ("", Vec::new())
+            }
+            Transition::Sleep { until } => (
+                concat_fence!(
+                    "UPDATE workflow_executions SET status = 'sleeping', due_at = ?, lease_owner = NULL, updated_at = ?"
+                ),
+                vec![(*until).into(), now.into()],
+            ),
+            Transition::Release => (
+                concat_fence!(
+                    "UPDATE workflow_executions SET status = 'sleeping', due_at = ?, lease_owner = NULL, updated_at = ?"
+                ),
+                vec![now.into(), now.into()],
+            ),
+            Transition::Retry { at, error } => (
+                concat_fence!(
+                    "UPDATE workflow_executions SET status = 'pending', due_at = ?, error_message = ?, \
+                     lease_owner = NULL, updated_at = ?"
+                ),
+                vec![(*at).into(), error.as_str().into(), now.into()],
+            ),
+            Transition::Finish(t) => {
+                let (output, error): (Option<Vec<u8>>, Option<String>) = match t {
+                    Terminal::Completed(out) => (Some(out.clone()), None),
+                    Terminal::Failed(e) | Terminal::Cancelled(e) | Terminal::TimedOut(e) => (None, Some(e.clone())),
+                };
+                (
+                    concat_fence!(
+                        "UPDATE workflow_executions SET status = ?, output_data = ?, error_message = ?, \
+                         completed_at = ?, due_at = NULL, lease_owner = NULL, updated_at = ?"
+                    ),
+                    vec![t.status().as_str().into(), output.into(), error.into(), now.into(), now.into()],
+                )
+            }
+        };
+        if !sql.is_empty() {
+            values.extend(fence);
+            let r = txn.execute_raw(self.stmt(sql, values)).await?;
+            if r.rows_affected() != 1 {
+                return Err(lease_lost(lease));
+            }
+        }
+        if let Some(record) = &cp.step {
+            self.write_step(txn, lease, record, now).await?;
+        }
+        Ok(())
+    }
+
+    async fn write_step(
+        &self,
+        txn: &DatabaseTransaction,
+        lease: &Lease,
+        rec: &StepRecord,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let (status, output, error, completed_at): (&str, Option<Vec<u8>>, Option<String>, Option<i64>) =
+            match &rec.outcome {
+                StepOutcome::Completed(out) => ("completed", Some(out.clone()), None, Some(now)),
+                StepOutcome::Failed(e) => ("failed", None, Some(e.clone()), Some(now)),
+                StepOutcome::AttemptFailed(e) => ("running", None, Some(e.clone()), None),
+            };
+        let r = txn
+            .execute_raw(self.stmt(
+                "INSERT INTO workflow_steps (execution_id, namespace, step_id, step_name, position, kind, status, \
+                   attempts, max_attempts, output_data, error_message, started_at, completed_at, wake_at, fencing_token) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (execution_id, step_id) DO UPDATE SET status = excluded.status, \
+                   output_data = excluded.output_data, error_message = excluded.error_message, \
+                   completed_at = excluded.completed_at, wake_at = excluded.wake_at, \
+                   fencing_token = excluded.fencing_token \
+                 WHERE workflow_steps.status = 'running' AND workflow_steps.position = excluded.position",
+                vec![
+                    lease.execution_id.as_str().into(),
+                    lease.namespace.as_str().into(),
+                    rec.step_id.as_str().into(),
+                    rec.step_name.as_str().into(),
+                    to_i32(rec.position).into(),
+                    rec.kind.as_str().into(),
+                    status.into(),
+                    to_i32(rec.max_attempts.max(1)).into(),
+                    output.into(),
+                    error.into(),
+                    now.into(),
+                    completed_at.into(),
+                    rec.wake_at.into(),
+                    lease.token.0.into(),
+                ],
+            ))
+            .await
+            .map_err(|e| position_conflict(e, lease, rec.position))?;
+        if r.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::StepAlreadyRecorded { execution: lease.execution_id.clone(), step: rec.step_id.clone() })
+        }
+    }
+
+    // ----- cancellation ------------------------------------------------------
+
+    /// Cancels a run. A run that is not running ends `cancelled` at once (its
+    /// token moves on); a running run is flagged and its worker stops it at
+    /// its next checkpoint or heartbeat.
+    pub async fn request_cancel(
+        &self,
+        namespace: &str,
+        id: &ExecutionId,
+        now: i64,
+    ) -> Result<CancelOutcome, StoreError> {
+        for _ in 0..3 {
+            let r = self
+                .db
+                .execute_raw(self.stmt(
+                    "UPDATE workflow_executions SET status = 'cancelled', error_message = 'cancelled', \
+                     completed_at = ?, updated_at = ?, due_at = NULL, lease_owner = NULL, \
+                     fencing_token = fencing_token + 1 \
+                     WHERE id = ? AND namespace = ? AND status IN ('pending', 'sleeping')",
+                    vec![now.into(), now.into(), id.as_str().into(), namespace.into()],
+                ))
+                .await?;
+            if r.rows_affected() == 1 {
+                return Ok(CancelOutcome::Cancelled);
+            }
+            let r = self
+                .db
+                .execute_raw(self.stmt(
+                    "UPDATE workflow_executions SET cancel_requested = ?, updated_at = ? \
+                     WHERE id = ? AND namespace = ? AND status = 'running'",
+                    vec![true.into(), now.into(), id.as_str().into(), namespace.into()],
+                ))
+                .await?;
+            if r.rows_affected() == 1 {
+                return Ok(CancelOutcome::Requested);
+            }
+            match self.get_execution(namespace, id).await? {
+                None => {
+                    return Err(StoreError::ExecutionNotFound {
+                        namespace: namespace.to_owned(),
+                        execution: id.clone(),
+                    });
+                }
+                Some(e) if e.status.is_terminal() => return Ok(CancelOutcome::AlreadyEnded(e.status)),
+                // It changed state between the two updates; try again.
+                Some(_) => continue,
+            }
+        }
+        Err(StoreError::Database(DbErr::Custom(format!("execution {id} kept changing state while being cancelled"))))
+    }
+
+    // ----- worker liveness ---------------------------------------------------
+
+    /// Registers or renews a worker's liveness row until `now + ttl_ms`.
+    pub async fn heartbeat_worker(
+        &self,
+        namespace: &str,
+        worker: &WorkerId,
+        now: i64,
+        ttl_ms: i64,
+    ) -> Result<(), StoreError> {
+        let am = leases::ActiveModel {
+            resource_id: Set(worker.as_str().to_owned()),
+            kind: Set("worker".to_owned()),
+            namespace: Set(namespace.to_owned()),
+            worker_id: Set(worker.as_str().to_owned()),
+            acquired_at: Set(now),
+            expires_at: Set(now + ttl_ms),
+            heartbeat_at: Set(now),
+        };
+        leases::Entity::insert(am)
+            .on_conflict(
+                OnConflict::column(leases::Column::ResourceId)
+                    .update_columns([leases::Column::ExpiresAt, leases::Column::HeartbeatAt])
+                    .to_owned(),
+            )
+            .exec_without_returning(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Removes a worker's liveness row (clean shutdown).
+    pub async fn remove_worker(&self, worker: &WorkerId) -> Result<(), StoreError> {
+        leases::Entity::delete_by_id(worker.as_str()).exec(&self.db).await?;
+        Ok(())
+    }
+
+    /// Workers of `namespace` whose liveness has not expired at `now`.
+    pub async fn live_workers(&self, namespace: &str, now: i64) -> Result<Vec<WorkerLease>, StoreError> {
+        let rows = leases::Entity::find()
+            .filter(leases::Column::Namespace.eq(namespace))
+            .filter(leases::Column::Kind.eq("worker"))
+            .filter(leases::Column::ExpiresAt.gt(now))
+            .order_by_asc(leases::Column::AcquiredAt)
+            .all(&self.db)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|m| WorkerLease {
+                worker_id: WorkerId::from_string(m.worker_id),
+                namespace: m.namespace,
+                acquired_at: m.acquired_at,
+                heartbeat_at: m.heartbeat_at,
+                expires_at: m.expires_at,
+            })
+            .collect())
+    }
+}
+
+fn lease_lost(lease: &Lease) -> StoreError {
+    StoreError::LeaseLost { execution: lease.execution_id.clone(), token: lease.token }
+}
+
+fn position_conflict(e: DbErr, lease: &Lease, position: u32) -> StoreError {
+    match e.sql_err() {
+        Some(SqlErr::UniqueConstraintViolation(_)) => {
+            StoreError::PositionTaken { execution: lease.execution_id.clone(), position }
+        }
+        _ => StoreError::Database(e),
+    }
+}

@@ -1,0 +1,23 @@
+//! Schema migrations for Hydra.
+//!
+//! One file per migration, named `mYYYYMMDD_HHMMSS_what.rs`; a file name is the
+//! migration's identity in `seaql_migrations` and is never renamed once released.
+//! The runtime applies these on connect through `hydra_store::Store`, which
+//! serialises concurrent migrators (advisory lock on PostgreSQL, `BEGIN
+//! IMMEDIATE` on SQLite).
+
+pub use sea_orm_migration::MigratorTrait;
+use sea_orm_migration::{MigrationTrait, async_trait::async_trait};
+
+mod m20261122_000001_create_schema;
+
+/// Every migration of the Hydra schema, in order.
+#[derive(Debug)]
+pub struct Migrator;
+
+#[async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261122_000001_create_schema::Migration)]
+    }
+}

@@ -1,0 +1,146 @@
+//! Support for Hydra's integration tests: a fresh database per test on
+//! SQLite (a file in a temporary directory) or PostgreSQL (a new database on
+//! the server named by `HYDRA_TEST_PG_URL`, which `scripts/test` starts).
+//!
+//! PostgreSQL tests never skip: without `HYDRA_TEST_PG_URL` they fail and
+//! say how to run them.
+
+use hydra_store::{Store, StoreOptions};
+use sea_orm::{ConnectionTrait, Database};
+use std::path::PathBuf;
+
+/// The environment variable naming a PostgreSQL server URL (any database on
+/// it; tests create their own databases next to it).
+pub const PG_URL_VAR: &str = "HYDRA_TEST_PG_URL";
+
+/// A database created for one test.
+#[derive(Debug)]
+pub struct TestDb {
+    /// The URL to connect to.
+    pub url: String,
+    /// Which backend.
+    pub kind: DbKind,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// Which backend a [`TestDb`] is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DbKind {
+    /// A SQLite file.
+    Sqlite,
+    /// A PostgreSQL database.
+    Postgres,
+}
+
+impl TestDb {
+    /// A fresh database of `kind`.
+    pub async fn new(kind: DbKind) -> TestDb {
+        match kind {
+            DbKind::Sqlite => TestDb::sqlite(),
+            DbKind::Postgres => TestDb::postgres().await,
+        }
+    }
+
+    /// A fresh SQLite file in its own temporary directory.
+    pub fn sqlite() -> TestDb {
+        let dir = tempfile::tempdir().expect("create a temporary directory");
+        let path: PathBuf = dir.path().join("hydra.db");
+        TestDb { url: format!("sqlite://{}?mode=rwc", path.display()), kind: DbKind::Sqlite, _dir: Some(dir) }
+    }
+
+    /// A fresh database on the test PostgreSQL server.
+    pub async fn postgres() -> TestDb {
+        let admin = pg_admin_url();
+        let name = format!("hydra_t_{}", uuid::Uuid::new_v4().simple());
+        let conn = Database::connect(admin.as_str())
+            .await
+            .unwrap_or_else(|e| panic!("cannot reach the test PostgreSQL at {admin}: {e}"));
+        conn.execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+            .await
+            .unwrap_or_else(|e| panic!("cannot create test database {name}: {e}"));
+        let _ = conn.close().await;
+        TestDb { url: replace_db(&admin, &name), kind: DbKind::Postgres, _dir: None }
+    }
+
+    /// Opens a store on this database with default options.
+    pub async fn store(&self) -> Store {
+        self.store_with(|o| o).await
+    }
+
+    /// Opens a store on this database with adjusted options.
+    pub async fn store_with(&self, f: impl FnOnce(StoreOptions) -> StoreOptions) -> Store {
+        Store::connect_with(f(StoreOptions::new(self.url.clone())))
+            .await
+            .unwrap_or_else(|e| panic!("open store on {}: {e}", self.url))
+    }
+}
+
+/// The admin URL of the test PostgreSQL server, or a panic explaining how to
+/// get one.
+pub fn pg_admin_url() -> String {
+    match std::env::var(PG_URL_VAR) {
+        Ok(u) if !u.is_empty() => u,
+        _ => panic!(
+            "{PG_URL_VAR} is not set: PostgreSQL tests need a server. Run `scripts/test`, which starts a \
+             throwaway PostgreSQL and sets it, or point {PG_URL_VAR} at a server you own."
+        ),
+    }
+}
+
+fn replace_db(url: &str, db: &str) -> String {
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let prefix_end = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[prefix_end..].find('/') {
+        Some(slash) => &base[..prefix_end + slash],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{db}?{q}"),
+        None => format!("{base}/{db}"),
+    }
+}
+
+/// Defines each test twice, in modules `sqlite` and `postgres`, so test
+/// names say which backend ran: `store::sqlite::claim_…`.
+///
+/// ```text
+/// both_backends! {
+///     async fn my_test(db: TestDb) { … }
+/// }
+/// ```
+#[macro_export]
+macro_rules! both_backends {
+    ($(async fn $name:ident($db:ident: TestDb) $body:block)*) => {
+        $(
+            async fn $name($db: $crate::TestDb) $body
+        )*
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::TestDb::new($crate::DbKind::Sqlite).await).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::TestDb::new($crate::DbKind::Postgres).await).await
+                }
+            )*
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::replace_db;
+
+    #[test]
+    fn replaces_the_database_name() {
+        assert_eq!(replace_db("postgres://u@h:1/postgres", "x"), "postgres://u@h:1/x");
+        assert_eq!(replace_db("postgres://u@h:1", "x"), "postgres://u@h:1/x");
+        assert_eq!(replace_db("postgres://u@h:1/p?sslmode=disable", "x"), "postgres://u@h:1/x?sslmode=disable");
+    }
+}
