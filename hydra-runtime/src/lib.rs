@@ -1,1 +1,65 @@
-//! placeholder
+//! Hydra: a durable workflow engine for Rust.
+//!
+//! Write workflows as ordinary `async fn`s whose steps are checkpointed in a
+//! SQL database (SQLite by default, PostgreSQL by URL). A crashed worker's
+//! runs are resumed by another worker where they stopped; recorded steps are
+//! never re-run; failed steps are retried by policy; sleeps are durable.
+//!
+//! ```no_run
+//! use hydra_runtime::prelude::*;
+//! use std::time::Duration;
+//!
+//! struct Order;
+//! impl Workflow for Order {
+//!     const NAME: &'static str = "order";
+//!     type Input = u64;
+//!     type Output = String;
+//!     async fn run(&self, ctx: WorkflowContext, amount: u64) -> Result<String, WorkflowError> {
+//!         let payment: String = ctx
+//!             .step("charge-card", |s| async move { Ok::<_, StepError>(format!("pay-{amount}-{}", s.idempotency_key())) })
+//!             .await?;
+//!         ctx.sleep(Duration::from_secs(3600)).await;
+//!         Ok(payment)
+//!     }
+//! }
+//!
+//! # async fn demo() -> Result<(), hydra_runtime::Error> {
+//! let engine = Engine::builder().database_url("sqlite://hydra.db?mode=rwc").namespace("prod").build().await?;
+//! let worker = Worker::builder(&engine).register(Order).concurrency(32).start().await?;
+//! let handle = engine.start::<Order>(42).await?;
+//! let receipt: String = handle.result().await?;
+//! worker.shutdown(Duration::from_secs(10)).await;
+//! # Ok(()) }
+//! ```
+
+mod clock;
+mod codec;
+mod context;
+mod engine;
+mod error;
+mod retry;
+mod worker;
+mod workflow;
+
+pub use clock::Clock;
+pub use codec::{Bincode, Codec, Json, PayloadCodec};
+pub use context::{StepContext, StepOptions, WorkflowContext};
+pub use engine::{
+    DEFAULT_DATABASE_URL, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_NAMESPACE, Engine, EngineBuilder, RunHandle, StartOptions,
+};
+pub use error::{Error, StepError, WorkflowError};
+pub use hydra_store::{
+    Backend, CancelOutcome, Execution, ExecutionFilter, ExecutionId, ExecutionStatus, Step, StepId, StepKind,
+    StepStatus, Store, StoreError, StoreOptions, TriggerType, WorkerId,
+};
+pub use retry::RetryPolicy;
+pub use worker::{Worker, WorkerBuilder};
+pub use workflow::{Workflow, WorkflowOptions};
+
+/// Everything a workflow author needs: `use hydra_runtime::prelude::*;`.
+pub mod prelude {
+    pub use crate::{
+        Codec, Engine, Error, ExecutionId, ExecutionStatus, RetryPolicy, StartOptions, StepContext, StepError,
+        StepOptions, Worker, Workflow, WorkflowContext, WorkflowError, WorkflowOptions,
+    };
+}

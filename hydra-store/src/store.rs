@@ -42,6 +42,8 @@ pub enum Transition {
         until: i64,
     },
     /// End this workflow attempt with `error` and start a new one at `at`.
+    /// Steps that failed in this attempt become re-runnable (attempts reset);
+    /// completed steps stay recorded.
     Retry {
         /// When the next attempt may be claimed (ms).
         at: i64,
@@ -579,6 +581,16 @@ impl Store {
             if r.rows_affected() != 1 {
                 return Err(lease_lost(lease));
             }
+        }
+        if let Transition::Retry { .. } = cp.transition {
+            // A new workflow attempt re-runs the steps that failed in the old
+            // one, with fresh step attempts; completed steps stay recorded.
+            txn.execute_raw(self.stmt(
+                "UPDATE workflow_steps SET status = 'running', attempts = 0, completed_at = NULL, wake_at = NULL \
+                 WHERE execution_id = ? AND namespace = ? AND status = 'failed'",
+                vec![lease.execution_id.as_str().into(), lease.namespace.as_str().into()],
+            ))
+            .await?;
         }
         if let Some(record) = &cp.step {
             self.write_step(txn, lease, record, now).await?;

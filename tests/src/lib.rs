@@ -5,6 +5,8 @@
 //! PostgreSQL tests never skip: without `HYDRA_TEST_PG_URL` they fail and
 //! say how to run them.
 
+pub mod flow;
+
 use hydra_store::{Store, StoreOptions};
 use sea_orm::{ConnectionTrait, Database};
 use std::path::PathBuf;

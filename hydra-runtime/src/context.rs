@@ -1,0 +1,627 @@
+//! [`WorkflowContext`]: checkpointed replay of steps, attempts, retries,
+//! durable sleep; and [`StepContext`], what a step body sees.
+//!
+//! A run's workflow function runs again from the top every time the run is
+//! claimed. Each step call takes the next position in the run; the step ID
+//! is formed by [`StepId::new`] from the base ID and the call's occurrence
+//! number. If the history records that position, the call is answered from
+//! it (or, if the history names a different step there, the run fails with
+//! a non-determinism error). Otherwise the attempt is recorded before the
+//! body runs, and the result is recorded, under the lease's fencing token,
+//! before it is handed back to the workflow.
+//!
+//! When the run must stop (sleep, durable backoff, cancel, timeout, lost
+//! lease, non-determinism), the step call never returns: it signals the
+//! worker, which drops the workflow future.
+
+use crate::clock::{Clock, duration_ms};
+use crate::codec::Codec;
+use crate::error::{Error, StepError};
+use crate::retry::RetryPolicy;
+use futures_util::FutureExt;
+use hydra_store::{
+    Checkpoint, ExecutionId, Lease, Step, StepAttempt, StepId, StepKind, StepOutcome, StepRecord, StepStatus, Store,
+    StoreError, Transition,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// The base ID of durable sleeps in the step history.
+pub(crate) const SLEEP_STEP: &str = "hydra.sleep";
+
+/// Options of one step call. The `#[step]` macro builds these from its
+/// attributes; without macros, pass them to [`WorkflowContext::step_with`].
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct StepOptions {
+    /// The step's base ID.
+    pub id: Cow<'static, str>,
+    /// Its retry policy (default: [`RetryPolicy::default`], 3 attempts).
+    pub retry: RetryPolicy,
+    /// A bound on each attempt's run time (default: none).
+    pub timeout: Option<Duration>,
+}
+
+impl StepOptions {
+    /// Options for step `id` with the default retry policy and no timeout.
+    pub fn new(id: impl Into<Cow<'static, str>>) -> Self {
+        StepOptions { id: id.into(), retry: RetryPolicy::default(), timeout: None }
+    }
+
+    /// Sets the retry policy.
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Sets the per-attempt timeout.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+}
+
+/// What a step body sees.
+#[derive(Clone, Debug)]
+pub struct StepContext {
+    execution_id: ExecutionId,
+    step_id: StepId,
+    attempt: u32,
+    cancel: CancellationToken,
+}
+
+impl StepContext {
+    /// The attempt number, from 1. A crashed attempt counts.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// A key that is the same on every attempt of this step in this run:
+    /// `{execution}/{step}`. Pass it to external services as their
+    /// idempotency key, so a body that runs again (after a crash between its
+    /// effect and its checkpoint) does not repeat the effect there.
+    pub fn idempotency_key(&self) -> String {
+        format!("{}/{}", self.execution_id, self.step_id)
+    }
+
+    /// The run.
+    pub fn execution_id(&self) -> &ExecutionId {
+        &self.execution_id
+    }
+
+    /// This step's ID.
+    pub fn step_id(&self) -> &StepId {
+        &self.step_id
+    }
+
+    /// True once the run was cancelled, its lease lost, or its worker is
+    /// shutting down; a long body should stop early.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// Completes when [`StepContext::is_cancelled`] becomes true.
+    pub async fn cancelled(&self) {
+        self.cancel.cancelled().await
+    }
+}
+
+/// Why a run stopped before its workflow function returned.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Interrupt {
+    /// Parked until `until` (already written); the worker may poke its poll
+    /// loop then.
+    Suspended { until: i64 },
+    /// End the run failed with this message.
+    Fail(String),
+    /// End the run cancelled.
+    Cancel,
+    /// End the run timed out.
+    TimeOut(String),
+    /// Stop without writing: the lease is gone.
+    LeaseLost,
+    /// Stop and hand the lease back (worker shutting down).
+    Release,
+}
+
+struct Cursor {
+    next_position: u32,
+    occurrences: HashMap<String, u32>,
+}
+
+pub(crate) struct RunState {
+    pub(crate) store: Store,
+    pub(crate) codec: Codec,
+    pub(crate) clock: Clock,
+    pub(crate) lease: Lease,
+    pub(crate) workflow_name: String,
+    pub(crate) attempt: u32,
+    pub(crate) deadline_at: Option<i64>,
+    history: HashMap<u32, Step>,
+    cursor: Mutex<Cursor>,
+    /// Cancelled when the run was cancelled, its lease lost, or the worker drains.
+    pub(crate) cancel: CancellationToken,
+    pub(crate) cancel_requested: std::sync::atomic::AtomicBool,
+    pub(crate) draining: std::sync::atomic::AtomicBool,
+    interrupt: watch::Sender<Option<Interrupt>>,
+    /// Backoffs up to this long are waited out in process; longer ones park
+    /// the run durably.
+    pub(crate) inline_backoff: Duration,
+    /// How long a checkpoint write is retried through transient database
+    /// errors before the run is given up locally.
+    pub(crate) write_patience: Duration,
+}
+
+impl std::fmt::Debug for RunState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunState").field("lease", &self.lease).field("workflow", &self.workflow_name).finish()
+    }
+}
+
+pub(crate) struct RunSetup {
+    pub(crate) store: Store,
+    pub(crate) codec: Codec,
+    pub(crate) clock: Clock,
+    pub(crate) lease: Lease,
+    pub(crate) workflow_name: String,
+    pub(crate) attempt: u32,
+    pub(crate) deadline_at: Option<i64>,
+    pub(crate) history: Vec<Step>,
+    pub(crate) inline_backoff: Duration,
+    pub(crate) write_patience: Duration,
+}
+
+impl RunState {
+    pub(crate) fn new(s: RunSetup) -> (Arc<RunState>, watch::Receiver<Option<Interrupt>>) {
+        let (tx, rx) = watch::channel(None);
+        let state = RunState {
+            store: s.store,
+            codec: s.codec,
+            clock: s.clock,
+            lease: s.lease,
+            workflow_name: s.workflow_name,
+            attempt: s.attempt,
+            deadline_at: s.deadline_at,
+            history: s.history.into_iter().map(|st| (st.position, st)).collect(),
+            cursor: Mutex::new(Cursor { next_position: 0, occurrences: HashMap::new() }),
+            cancel: CancellationToken::new(),
+            cancel_requested: false.into(),
+            draining: false.into(),
+            interrupt: tx,
+            inline_backoff: s.inline_backoff,
+            write_patience: s.write_patience,
+        };
+        (Arc::new(state), rx)
+    }
+
+    /// Signals the worker (first signal wins) and never returns.
+    pub(crate) async fn halt(&self, why: Interrupt) -> Infallible {
+        self.interrupt.send_if_modified(|slot| {
+            if slot.is_none() {
+                *slot = Some(why);
+                true
+            } else {
+                false
+            }
+        });
+        if !matches!(self.interrupt.borrow().as_ref(), Some(Interrupt::Suspended { .. })) {
+            self.cancel.cancel();
+        }
+        std::future::pending::<Infallible>().await
+    }
+
+    /// Raises an interrupt from outside the workflow (heartbeat, shutdown).
+    pub(crate) fn interrupt(&self, why: Interrupt) {
+        self.interrupt.send_if_modified(|slot| {
+            if slot.is_none() {
+                *slot = Some(why);
+                true
+            } else {
+                false
+            }
+        });
+        self.cancel.cancel();
+    }
+
+    fn next_step_id(&self, base: &str) -> (u32, StepId) {
+        let mut c = self.cursor.lock().unwrap_or_else(|p| p.into_inner());
+        let position = c.next_position;
+        c.next_position += 1;
+        let n = c.occurrences.entry(base.to_owned()).or_insert(0);
+        *n += 1;
+        (position, StepId::new(base, *n))
+    }
+
+    fn now(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// The run's wake-up for `until`, brought forward to its deadline.
+    fn park_until(&self, until: i64) -> i64 {
+        self.deadline_at.map_or(until, |d| until.min(d))
+    }
+
+    /// Checks that apply at every checkpoint: cancellation, deadline, drain.
+    async fn checkpoint_gate(&self) {
+        if self.cancel_requested.load(std::sync::atomic::Ordering::SeqCst) {
+            match self.halt(Interrupt::Cancel).await {}
+        }
+        if let Some(d) = self.deadline_at
+            && self.now() >= d
+        {
+            match self.halt(Interrupt::TimeOut("the run passed its deadline".into())).await {}
+        }
+        if self.draining.load(std::sync::atomic::Ordering::SeqCst) {
+            match self.halt(Interrupt::Release).await {}
+        }
+    }
+
+    /// Runs a store write, retrying transient failures for a while. A lost
+    /// lease halts the run; any other failure ends it failed.
+    async fn write<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
+        let give_up = tokio::time::Instant::now() + self.write_patience;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match op().await {
+                Ok(v) => return Ok(v),
+                Err(e) if e.is_lease_lost() => {
+                    tracing::warn!(execution_id = %self.lease.execution_id, "lease lost during {what}; stopping this run");
+                    match self.halt(Interrupt::LeaseLost).await {}
+                }
+                Err(e) if e.is_retryable() && tokio::time::Instant::now() + pause < give_up => {
+                    tracing::warn!(execution_id = %self.lease.execution_id, error = %e, "transient failure during {what}; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+                Err(e) if e.is_retryable() => {
+                    // The database stayed unreachable: stop locally and let the
+                    // lease expire, so a healthy worker resumes the run.
+                    tracing::error!(execution_id = %self.lease.execution_id, error = %e, "giving up on {what}");
+                    match self.halt(Interrupt::LeaseLost).await {}
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Records a step outcome. If an earlier try of this same write committed
+    /// but its reply was lost, the retry finds the result already recorded
+    /// under this lease's token and counts that as success.
+    async fn record(&self, rec: StepRecord, transition: Transition) -> Result<(), StoreError> {
+        let result = self
+            .write("checkpoint", || {
+                self.store.checkpoint(&self.lease, Checkpoint::step_and(rec.clone(), transition.clone()), self.now())
+            })
+            .await;
+        match result {
+            Err(StoreError::StepAlreadyRecorded { .. }) => {
+                let ours = self
+                    .store
+                    .step(&self.lease.namespace, &self.lease.execution_id, &rec.step_id)
+                    .await?
+                    .is_some_and(|s| s.fencing_token == self.lease.token && s.status != StepStatus::Running);
+                if ours { Ok(()) } else { result }
+            }
+            other => other,
+        }
+    }
+
+    async fn fail_run(&self, message: String) -> Infallible {
+        tracing::error!(execution_id = %self.lease.execution_id, "{message}");
+        self.halt(Interrupt::Fail(message)).await
+    }
+}
+
+/// The handle a workflow function uses to run steps and sleep. Cheap to
+/// clone; every clone belongs to the same run.
+#[derive(Clone, Debug)]
+pub struct WorkflowContext {
+    pub(crate) run: Arc<RunState>,
+}
+
+impl WorkflowContext {
+    /// The run's ID.
+    pub fn execution_id(&self) -> &ExecutionId {
+        &self.run.lease.execution_id
+    }
+
+    /// The workflow's registered name.
+    pub fn workflow_name(&self) -> &str {
+        &self.run.workflow_name
+    }
+
+    /// The workflow attempt (from 1).
+    pub fn attempt(&self) -> u32 {
+        self.run.attempt
+    }
+
+    /// The run's namespace.
+    pub fn namespace(&self) -> &str {
+        &self.run.lease.namespace
+    }
+
+    /// Runs step `id` with default options. See [`WorkflowContext::step_with`].
+    pub async fn step<T, F, Fut>(&self, id: &'static str, body: F) -> Result<T, StepError>
+    where
+        T: Serialize + DeserializeOwned + Send,
+        F: FnMut(StepContext) -> Fut + Send,
+        Fut: Future<Output = Result<T, StepError>> + Send,
+    {
+        self.step_with(StepOptions::new(id), body).await
+    }
+
+    /// Runs a step: answered from the history if recorded; otherwise its
+    /// attempt is recorded, the body runs (retried by `options.retry`), and
+    /// the result is recorded before it is returned.
+    ///
+    /// The body may run more than once only when a worker died (or lost its
+    /// lease) after the body finished and before its result was recorded;
+    /// use [`StepContext::idempotency_key`] for external effects.
+    pub async fn step_with<T, F, Fut>(&self, options: StepOptions, body: F) -> Result<T, StepError>
+    where
+        T: Serialize + DeserializeOwned + Send,
+        F: FnMut(StepContext) -> Fut + Send,
+        Fut: Future<Output = Result<T, StepError>> + Send,
+    {
+        let run = &*self.run;
+        if let Err(why) = StepId::validate_base(&options.id) {
+            match run.fail_run(format!("invalid step ID: {why}")).await {}
+        }
+        let (position, step_id) = run.next_step_id(&options.id);
+        let span = tracing::info_span!(
+            "step",
+            namespace = %run.lease.namespace,
+            workflow = %run.workflow_name,
+            execution_id = %run.lease.execution_id,
+            step_id = %step_id,
+            attempt = tracing::field::Empty,
+        );
+        self.run_step(options, body, position, step_id).instrument(span).await
+    }
+
+    async fn run_step<T, F, Fut>(
+        &self,
+        options: StepOptions,
+        mut body: F,
+        position: u32,
+        step_id: StepId,
+    ) -> Result<T, StepError>
+    where
+        T: Serialize + DeserializeOwned + Send,
+        F: FnMut(StepContext) -> Fut + Send,
+        Fut: Future<Output = Result<T, StepError>> + Send,
+    {
+        let run = &*self.run;
+        let policy = options.retry;
+        let max_attempts = policy.max_attempts.max(1);
+        let mut prior_attempts = 0;
+        let mut wake_at = None;
+        if let Some(rec) = run.history.get(&position) {
+            self.check_recorded(rec, position, &step_id, StepKind::Step).await;
+            match rec.status {
+                StepStatus::Completed => {
+                    let bytes = rec.output.as_deref().unwrap_or_default();
+                    return match Codec::decode::<T>(bytes) {
+                        Ok(v) => {
+                            tracing::debug!("step answered from history");
+                            Ok(v)
+                        }
+                        Err(reason) => {
+                            let e = Error::Decode {
+                                execution: run.lease.execution_id.clone(),
+                                what: format!("the stored output of step `{step_id}`"),
+                                reason,
+                            };
+                            match run.fail_run(e.to_string()).await {}
+                        }
+                    };
+                }
+                StepStatus::Failed => {
+                    return Err(StepError::permanent(rec.error.clone().unwrap_or_else(|| "step failed".into())));
+                }
+                StepStatus::Running => {
+                    prior_attempts = rec.attempts;
+                    wake_at = rec.wake_at;
+                }
+                other => {
+                    match run.fail_run(format!("step `{step_id}` has status `{other}`, unknown to this version")).await {}
+                }
+            }
+        }
+        let record = |outcome: StepOutcome| {
+            StepRecord::new(step_id.clone(), options.id.to_string(), position, StepKind::Step, max_attempts, outcome)
+        };
+        // A durable backoff from an earlier attempt that has not run out yet.
+        if let Some(w) = wake_at
+            && run.now() < w
+        {
+            run.checkpoint_gate().await;
+            let until = run.park_until(w);
+            run.write("park", || run.store.schedule_wakeup(&run.lease, until, run.now())).await.ok();
+            match run.halt(Interrupt::Suspended { until }).await {}
+        }
+        loop {
+            run.checkpoint_gate().await;
+            if prior_attempts >= max_attempts {
+                let msg = format!(
+                    "step `{step_id}` ran out of attempts ({max_attempts}): the last attempt never finished \
+                     (its worker died or lost its lease)"
+                );
+                self.finish_step(record(StepOutcome::Failed(msg.clone())), Transition::Continue).await;
+                return Err(StepError::permanent(msg));
+            }
+            let attempt_row =
+                StepAttempt::new(step_id.clone(), options.id.to_string(), position, StepKind::Step, max_attempts);
+            let attempt = match run
+                .write("step attempt", || run.store.record_step_attempt(&run.lease, &attempt_row, run.now()))
+                .await
+            {
+                Ok(n) => n,
+                Err(StoreError::PositionTaken { .. }) | Err(StoreError::StepAlreadyRecorded { .. }) => {
+                    // Someone recorded this position after our history was read:
+                    // only possible if the code is not deterministic.
+                    match run
+                        .fail_run(format!(
+                            "step `{step_id}` at position {position} conflicts with the recorded history"
+                        ))
+                        .await {}
+                }
+                Err(e) => match run.fail_run(format!("could not record an attempt of step `{step_id}`: {e}")).await {},
+            };
+            tracing::Span::current().record("attempt", attempt);
+            let sctx = StepContext {
+                execution_id: run.lease.execution_id.clone(),
+                step_id: step_id.clone(),
+                attempt,
+                cancel: run.cancel.child_token(),
+            };
+            let fut = AssertUnwindSafe(body(sctx)).catch_unwind();
+            let result = match options.timeout {
+                Some(t) => match tokio::time::timeout(t, fut).await {
+                    Ok(r) => r,
+                    Err(_) => Ok(Err(StepError::retryable(format!("step `{step_id}` timed out after {t:?}")))),
+                },
+                None => fut.await,
+            };
+            let result = match result {
+                Ok(r) => r,
+                Err(panic) => {
+                    Err(StepError::permanent(format!("step `{step_id}` panicked: {}", panic_message(&panic))))
+                }
+            };
+            match result {
+                Ok(value) => match run.codec.encode(&value) {
+                    Ok(bytes) => {
+                        self.finish_step(record(StepOutcome::Completed(bytes)), Transition::Continue).await;
+                        return Ok(value);
+                    }
+                    Err(reason) => {
+                        // The body ran and its effect happened: record a
+                        // permanent failure, never a silent re-run.
+                        let e = Error::Encode { what: format!("the output of step `{step_id}`"), reason };
+                        let msg = e.to_string();
+                        self.finish_step(record(StepOutcome::Failed(msg.clone())), Transition::Continue).await;
+                        return Err(StepError::permanent(msg));
+                    }
+                },
+                Err(e) if e.is_permanent() || attempt >= max_attempts => {
+                    let msg = if e.is_permanent() {
+                        e.message().to_owned()
+                    } else {
+                        format!("{} (after {attempt} attempts)", e.message())
+                    };
+                    tracing::warn!(error = %msg, "step failed");
+                    self.finish_step(record(StepOutcome::Failed(msg.clone())), Transition::Continue).await;
+                    return Err(StepError::permanent(msg));
+                }
+                Err(e) => {
+                    let delay = policy.next_delay(attempt);
+                    tracing::info!(error = %e, ?delay, "step attempt failed; retrying");
+                    if delay <= run.inline_backoff {
+                        self.finish_step(
+                            record(StepOutcome::AttemptFailed(e.message().to_owned())),
+                            Transition::Continue,
+                        )
+                        .await;
+                        tokio::time::sleep(delay).await;
+                        prior_attempts = attempt;
+                    } else {
+                        let wake = run.now() + duration_ms(delay);
+                        let until = run.park_until(wake);
+                        let mut rec = record(StepOutcome::AttemptFailed(e.message().to_owned()));
+                        rec.wake_at = Some(wake);
+                        self.finish_step(rec, Transition::Sleep { until }).await;
+                        match run.halt(Interrupt::Suspended { until }).await {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn finish_step(&self, rec: StepRecord, transition: Transition) {
+        let run = &*self.run;
+        let step = rec.step_id.clone();
+        if let Err(e) = run.record(rec, transition).await {
+            match run.fail_run(format!("could not record the result of step `{step}`: {e}")).await {}
+        }
+    }
+
+    async fn check_recorded(&self, rec: &Step, position: u32, called: &StepId, kind: StepKind) {
+        if &rec.step_id != called || rec.kind != kind {
+            let e = Error::NonDeterminism {
+                execution: self.run.lease.execution_id.clone(),
+                position,
+                recorded: rec.step_id.clone(),
+                called: called.clone(),
+            };
+            match self.run.fail_run(e.to_string()).await {}
+        }
+    }
+
+    /// Sleeps durably for `duration`: the wake-up time is recorded as a step
+    /// and the worker is released; the run resumes after it. On replay the
+    /// recorded wake-up time is used, so a resumed run does not sleep again.
+    pub async fn sleep(&self, duration: Duration) {
+        let wake = self.run.now().saturating_add(duration_ms(duration));
+        self.sleep_inner(wake).await
+    }
+
+    /// Sleeps durably until `wake_at_ms` on the engine clock.
+    pub async fn sleep_until(&self, wake_at_ms: i64) {
+        self.sleep_inner(wake_at_ms).await
+    }
+
+    async fn sleep_inner(&self, requested_wake: i64) {
+        let run = &*self.run;
+        let (position, step_id) = run.next_step_id(SLEEP_STEP);
+        let recorded = run.history.get(&position);
+        let wake = match recorded {
+            Some(rec) => {
+                self.check_recorded(rec, position, &step_id, StepKind::Sleep).await;
+                rec.wake_at.unwrap_or(requested_wake)
+            }
+            None => requested_wake,
+        };
+        if recorded.is_some() && run.now() >= wake {
+            return;
+        }
+        run.checkpoint_gate().await;
+        let until = run.park_until(wake);
+        if recorded.is_none() {
+            let rec =
+                StepRecord::new(step_id, SLEEP_STEP, position, StepKind::Sleep, 1, StepOutcome::Completed(Vec::new()))
+                    .wake_at(wake);
+            if let Err(e) = run.record(rec, Transition::Sleep { until }).await {
+                match run.fail_run(format!("could not record a sleep: {e}")).await {}
+            }
+        } else {
+            run.write("park", || run.store.schedule_wakeup(&run.lease, until, run.now())).await.ok();
+        }
+        tracing::debug!(wake_at = wake, "sleeping durably");
+        match run.halt(Interrupt::Suspended { until }).await {}
+    }
+}
+
+pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}

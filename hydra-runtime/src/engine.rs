@@ -1,0 +1,376 @@
+//! [`Engine`]: starts, reads and cancels runs in one namespace.
+
+use crate::clock::{Clock, duration_ms};
+use crate::codec::Codec;
+use crate::error::Error;
+use crate::workflow::{Workflow, WorkflowOptions};
+use hydra_store::{
+    CancelOutcome, Execution, ExecutionFilter, ExecutionId, ExecutionStatus, NewExecution, Step, Store, StoreOptions,
+    TriggerType,
+};
+use serde::de::DeserializeOwned;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// The default database: a SQLite file in the working directory.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://hydra.db?mode=rwc";
+/// The default namespace.
+pub const DEFAULT_NAMESPACE: &str = "default";
+/// The default limit on an encoded input (8 MiB).
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 8 * 1024 * 1024;
+
+/// The entry point: one database, one namespace, one codec, one clock.
+/// Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Engine {
+    pub(crate) inner: Arc<EngineInner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct EngineInner {
+    pub(crate) store: Store,
+    pub(crate) namespace: String,
+    pub(crate) codec: Codec,
+    pub(crate) clock: Clock,
+    pub(crate) max_payload_bytes: usize,
+    /// Bumped when a run is started here, so local idle workers claim at once.
+    pub(crate) work: watch::Sender<u64>,
+    /// Bumped when a local worker ends a run, so waiting handles look again.
+    pub(crate) done: watch::Sender<u64>,
+}
+
+/// Builds an [`Engine`].
+#[derive(Debug, Default)]
+#[must_use]
+pub struct EngineBuilder {
+    url: Option<String>,
+    store_options: Option<StoreOptions>,
+    store: Option<Store>,
+    namespace: Option<String>,
+    codec: Codec,
+    clock: Option<Clock>,
+    max_payload_bytes: Option<usize>,
+}
+
+impl EngineBuilder {
+    /// The database URL (default [`DEFAULT_DATABASE_URL`]).
+    pub fn database_url(mut self, url: impl Into<String>) -> Self {
+        self.url = Some(url.into());
+        self
+    }
+
+    /// Full store options (pool size, timeouts), instead of a bare URL.
+    pub fn store_options(mut self, options: StoreOptions) -> Self {
+        self.store_options = Some(options);
+        self
+    }
+
+    /// An already open store (shared between engines of several namespaces).
+    pub fn store(mut self, store: Store) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// The namespace (default [`DEFAULT_NAMESPACE`]). Engines and workers
+    /// only see runs of their own namespace.
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = Some(namespace.into());
+        self
+    }
+
+    /// The codec for new payloads (default bincode). Stored payloads keep
+    /// decoding by their tag whatever this is.
+    pub fn codec(mut self, codec: Codec) -> Self {
+        self.codec = codec;
+        self
+    }
+
+    /// The clock (default the system clock).
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// The largest encoded input accepted by `start` (default 8 MiB).
+    pub fn max_payload_bytes(mut self, bytes: usize) -> Self {
+        self.max_payload_bytes = Some(bytes);
+        self
+    }
+
+    /// Opens the database (applying migrations) and builds the engine.
+    pub async fn build(self) -> Result<Engine, Error> {
+        let namespace = self.namespace.unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
+        if namespace.is_empty() || namespace.len() > 255 {
+            return Err(Error::Config(format!("namespace must be 1 to 255 bytes, got {:?}", namespace)));
+        }
+        let store = match (self.store, self.store_options, self.url) {
+            (Some(store), _, _) => store,
+            (None, Some(opts), _) => Store::connect_with(opts).await?,
+            (None, None, url) => Store::connect(url.as_deref().unwrap_or(DEFAULT_DATABASE_URL)).await?,
+        };
+        Ok(Engine {
+            inner: Arc::new(EngineInner {
+                store,
+                namespace,
+                codec: self.codec,
+                clock: self.clock.unwrap_or_default(),
+                max_payload_bytes: self.max_payload_bytes.unwrap_or(DEFAULT_MAX_PAYLOAD_BYTES),
+                work: watch::channel(0).0,
+                done: watch::channel(0).0,
+            }),
+        })
+    }
+}
+
+/// Options of one start.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct StartOptions {
+    /// A second start with the same key (same namespace and workflow)
+    /// returns the first run instead of creating another.
+    pub idempotency_key: Option<String>,
+    /// Workflow attempts allowed (default: the workflow's retry policy).
+    pub max_attempts: Option<u32>,
+    /// Run timeout (default: the workflow's).
+    pub timeout: Option<Duration>,
+    /// Do not start before this long from now.
+    pub delay: Option<Duration>,
+    /// What started it (default: the API).
+    pub trigger_type: Option<TriggerType>,
+    /// Which schedule or caller started it.
+    pub trigger_source: Option<String>,
+}
+
+impl StartOptions {
+    /// Default options.
+    pub fn new() -> Self {
+        StartOptions::default()
+    }
+
+    /// Sets the idempotency key.
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+
+    /// Sets the workflow attempts allowed.
+    pub fn max_attempts(mut self, n: u32) -> Self {
+        self.max_attempts = Some(n.max(1));
+        self
+    }
+
+    /// Sets the run timeout.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Delays the first claim.
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay = Some(delay);
+        self
+    }
+
+    /// Sets the trigger.
+    pub fn trigger(mut self, trigger_type: TriggerType, source: impl Into<String>) -> Self {
+        self.trigger_type = Some(trigger_type);
+        self.trigger_source = Some(source.into());
+        self
+    }
+}
+
+impl Engine {
+    /// A builder with defaults: SQLite file `hydra.db`, namespace `default`,
+    /// bincode, system clock.
+    pub fn builder() -> EngineBuilder {
+        EngineBuilder::default()
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The namespace.
+    pub fn namespace(&self) -> &str {
+        &self.inner.namespace
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &Clock {
+        &self.inner.clock
+    }
+
+    /// The codec for new payloads.
+    pub fn codec(&self) -> Codec {
+        self.inner.codec
+    }
+
+    /// Starts a run of `W` with `input`.
+    pub async fn start<W: Workflow>(&self, input: W::Input) -> Result<RunHandle<W::Output>, Error> {
+        self.start_with::<W>(input, StartOptions::default()).await
+    }
+
+    /// Starts a run of `W` with `input` and `options`.
+    pub async fn start_with<W: Workflow>(
+        &self,
+        input: W::Input,
+        options: StartOptions,
+    ) -> Result<RunHandle<W::Output>, Error> {
+        let bytes = self
+            .inner
+            .codec
+            .encode(&input)
+            .map_err(|reason| Error::Encode { what: format!("the input of `{}`", W::NAME), reason })?;
+        let execution = self.start_encoded(W::NAME, bytes, W::options(), options).await?;
+        Ok(self.handle(execution.id))
+    }
+
+    /// Starts a run of the workflow registered as `name` with an already
+    /// encoded input (as produced by [`Codec::encode`]).
+    pub async fn start_encoded(
+        &self,
+        name: &str,
+        input: Vec<u8>,
+        defaults: WorkflowOptions,
+        options: StartOptions,
+    ) -> Result<Execution, Error> {
+        if name.is_empty() {
+            return Err(Error::UnknownWorkflow(name.to_owned()));
+        }
+        if input.len() > self.inner.max_payload_bytes {
+            return Err(Error::TooLarge {
+                what: format!("the input of `{name}`"),
+                size: input.len(),
+                limit: self.inner.max_payload_bytes,
+            });
+        }
+        let now = self.inner.clock.now_ms();
+        let mut new = NewExecution::new(ExecutionId::generate(now), self.inner.namespace.clone(), name, input, now);
+        new.max_attempts = options.max_attempts.unwrap_or(defaults.retry.max_attempts).max(1);
+        new.idempotency_key = options.idempotency_key;
+        new.trigger_type = options.trigger_type.unwrap_or(TriggerType::Api);
+        new.trigger_source = options.trigger_source;
+        new.due_at = now.saturating_add(options.delay.map_or(0, duration_ms));
+        new.deadline_at = options.timeout.or(defaults.timeout).map(|t| now.saturating_add(duration_ms(t)));
+        let created = self.inner.store.create_execution(new).await?;
+        if matches!(created, hydra_store::Created::New(_)) {
+            tracing::info!(namespace = %self.inner.namespace, workflow = name, execution_id = %created.execution().id, "run started");
+            self.inner.work.send_modify(|n| *n = n.wrapping_add(1));
+        }
+        Ok(created.into_execution())
+    }
+
+    /// A typed handle on an existing run (the type is not checked until
+    /// the output is decoded).
+    pub fn handle<O>(&self, id: ExecutionId) -> RunHandle<O> {
+        RunHandle { engine: self.clone(), id, _output: PhantomData }
+    }
+
+    /// A run of this namespace.
+    pub async fn get(&self, id: &ExecutionId) -> Result<Option<Execution>, Error> {
+        Ok(self.inner.store.get_execution(&self.inner.namespace, id).await?)
+    }
+
+    /// The recorded steps of a run, in call order.
+    pub async fn steps(&self, id: &ExecutionId) -> Result<Vec<Step>, Error> {
+        Ok(self.inner.store.steps(&self.inner.namespace, id).await?)
+    }
+
+    /// Runs of this namespace, newest first (`filter`'s namespace is replaced
+    /// by the engine's).
+    pub async fn list(&self, filter: ExecutionFilter) -> Result<Vec<Execution>, Error> {
+        let mut f = filter;
+        f.namespace = self.inner.namespace.clone();
+        Ok(self.inner.store.list_executions(&f).await?)
+    }
+
+    /// Cancels a run: one that is not running ends at once; a running one
+    /// stops at its next checkpoint (its step bodies see
+    /// [`crate::StepContext::cancelled`]).
+    pub async fn cancel(&self, id: &ExecutionId) -> Result<CancelOutcome, Error> {
+        match self.inner.store.request_cancel(&self.inner.namespace, id, self.inner.clock.now_ms()).await {
+            Ok(o) => {
+                self.inner.done.send_modify(|n| *n = n.wrapping_add(1));
+                Ok(o)
+            }
+            Err(hydra_store::StoreError::ExecutionNotFound { execution, .. }) => Err(Error::NotFound(execution)),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// A typed handle on one run.
+#[derive(Debug)]
+pub struct RunHandle<O> {
+    engine: Engine,
+    id: ExecutionId,
+    _output: PhantomData<fn() -> O>,
+}
+
+impl<O> Clone for RunHandle<O> {
+    fn clone(&self) -> Self {
+        RunHandle { engine: self.engine.clone(), id: self.id.clone(), _output: PhantomData }
+    }
+}
+
+impl<O: DeserializeOwned> RunHandle<O> {
+    /// The run's ID.
+    pub fn id(&self) -> &ExecutionId {
+        &self.id
+    }
+
+    /// The run as stored now.
+    pub async fn execution(&self) -> Result<Execution, Error> {
+        self.engine.get(&self.id).await?.ok_or_else(|| Error::NotFound(self.id.clone()))
+    }
+
+    /// Where the run is now.
+    pub async fn status(&self) -> Result<ExecutionStatus, Error> {
+        Ok(self.execution().await?.status)
+    }
+
+    /// Cancels the run. See [`Engine::cancel`].
+    pub async fn cancel(&self) -> Result<CancelOutcome, Error> {
+        self.engine.cancel(&self.id).await
+    }
+
+    /// Waits until the run ends and returns its output, or
+    /// [`Error::RunEnded`] if it failed, was cancelled or timed out. Runs
+    /// finished by workers in this process are seen at once; others within
+    /// `poll` (250 ms).
+    pub async fn result(&self) -> Result<O, Error> {
+        let mut done = self.engine.inner.done.subscribe();
+        loop {
+            let e = self.execution().await?;
+            if e.status.is_terminal() {
+                return decode_result(&e);
+            }
+            tokio::select! {
+                _ = done.changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            }
+        }
+    }
+}
+
+/// The output of an ended run, or why there is none.
+pub(crate) fn decode_result<O: DeserializeOwned>(e: &Execution) -> Result<O, Error> {
+    match e.status {
+        ExecutionStatus::Completed => {
+            let bytes = e.output.as_deref().unwrap_or_default();
+            Codec::decode(bytes).map_err(|reason| Error::Decode {
+                execution: e.id.clone(),
+                what: "the output".into(),
+                reason,
+            })
+        }
+        status => Err(Error::RunEnded {
+            execution: e.id.clone(),
+            status,
+            message: e.error.clone().unwrap_or_else(|| status.to_string()),
+        }),
+    }
+}

@@ -1,0 +1,617 @@
+//! [`Worker`]: claims due runs of its registered workflows, drives them,
+//! heartbeats their leases, and shuts down gracefully.
+//!
+//! Defaults (see [`WorkerBuilder`]): concurrency 32, poll interval 1 s,
+//! heartbeat every 5 s, lease TTL 30 s, claims in batches of up to 32.
+//! A run started by an engine in the same process wakes an idle worker at
+//! once; runs started elsewhere are found by the next poll.
+
+use crate::clock::duration_ms;
+use crate::context::{Interrupt, RunSetup, RunState, WorkflowContext, panic_message};
+use crate::engine::Engine;
+use crate::error::Error;
+use crate::workflow::{ErasedWorkflow, Registered, Returned, Workflow};
+use futures_util::FutureExt;
+use hydra_store::{
+    ClaimRequest, ClaimedExecution, Execution, ExecutionId, Lease, StoreError, Terminal, Transition, WorkerId,
+};
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// Worker settings; see [`WorkerBuilder`] for defaults.
+#[derive(Clone, Debug)]
+struct WorkerConfig {
+    concurrency: usize,
+    poll_interval: Duration,
+    heartbeat_interval: Duration,
+    lease_ttl: Duration,
+    claim_batch: u32,
+    inline_backoff: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            concurrency: 32,
+            poll_interval: Duration::from_secs(1),
+            heartbeat_interval: Duration::from_secs(5),
+            lease_ttl: Duration::from_secs(30),
+            claim_batch: 32,
+            inline_backoff: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Builds and starts a [`Worker`].
+#[must_use]
+pub struct WorkerBuilder {
+    engine: Engine,
+    id: Option<WorkerId>,
+    registry: HashMap<&'static str, Arc<dyn ErasedWorkflow>>,
+    duplicate: Option<&'static str>,
+    config: WorkerConfig,
+}
+
+impl std::fmt::Debug for WorkerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<_> = self.registry.keys().collect();
+        names.sort();
+        f.debug_struct("WorkerBuilder").field("workflows", &names).field("config", &self.config).finish()
+    }
+}
+
+impl WorkerBuilder {
+    /// Registers a workflow. Registering two workflows with one name is an
+    /// error at [`WorkerBuilder::start`].
+    pub fn register<W: Workflow>(mut self, workflow: W) -> Self {
+        if self.registry.insert(W::NAME, Arc::new(Registered(Arc::new(workflow)))).is_some() {
+            self.duplicate = Some(W::NAME);
+        }
+        self
+    }
+
+    /// How many runs execute at once (default 32).
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.config.concurrency = n;
+        self
+    }
+
+    /// How often to look for due runs when nothing wakes the worker (default 1 s).
+    pub fn poll_interval(mut self, d: Duration) -> Self {
+        self.config.poll_interval = d;
+        self
+    }
+
+    /// How often leases are renewed (default 5 s; must be under a third of the lease TTL).
+    pub fn heartbeat_interval(mut self, d: Duration) -> Self {
+        self.config.heartbeat_interval = d;
+        self
+    }
+
+    /// How long a lease lasts without renewal (default 30 s). A worker that
+    /// cannot renew stops the run before this runs out.
+    pub fn lease_ttl(mut self, d: Duration) -> Self {
+        self.config.lease_ttl = d;
+        self
+    }
+
+    /// The most runs claimed in one statement (default 32).
+    pub fn claim_batch(mut self, n: u32) -> Self {
+        self.config.claim_batch = n;
+        self
+    }
+
+    /// Step retry backoffs up to this long are waited out in process
+    /// (holding the run); longer ones park the run durably (default 2 s).
+    pub fn inline_backoff(mut self, d: Duration) -> Self {
+        self.config.inline_backoff = d;
+        self
+    }
+
+    /// A fixed worker ID (default: random).
+    pub fn worker_id(mut self, id: WorkerId) -> Self {
+        self.id = Some(id);
+        self
+    }
+
+    /// Validates the settings and starts polling.
+    pub async fn start(self) -> Result<Worker, Error> {
+        let c = &self.config;
+        if let Some(name) = self.duplicate {
+            return Err(Error::Config(format!("workflow `{name}` registered twice")));
+        }
+        if self.registry.is_empty() {
+            return Err(Error::Config("a worker needs at least one registered workflow".into()));
+        }
+        if c.concurrency == 0 || c.claim_batch == 0 {
+            return Err(Error::Config("concurrency and claim_batch must be at least 1".into()));
+        }
+        if c.poll_interval.is_zero() || c.heartbeat_interval.is_zero() {
+            return Err(Error::Config("poll_interval and heartbeat_interval must be above zero".into()));
+        }
+        if c.heartbeat_interval * 3 > c.lease_ttl {
+            return Err(Error::Config(format!(
+                "heartbeat_interval ({:?}) must be at most a third of lease_ttl ({:?}) so leases are renewed well \
+                 before they expire",
+                c.heartbeat_interval, c.lease_ttl
+            )));
+        }
+        let id = self.id.unwrap_or_else(WorkerId::generate);
+        let mut names: Vec<String> = self.registry.keys().map(|s| (*s).to_owned()).collect();
+        names.sort();
+        let shared = Arc::new(Shared {
+            engine: self.engine,
+            id,
+            registry: self.registry,
+            names,
+            slots: Arc::new(Semaphore::new(self.config.concurrency)),
+            config: self.config,
+            active: Mutex::new(HashMap::new()),
+            wake: Notify::new(),
+            stop_claiming: CancellationToken::new(),
+            stop_all: CancellationToken::new(),
+            runs: Mutex::new(JoinSet::new()),
+        });
+        let now = shared.engine.clock().now_ms();
+        if let Err(e) = shared
+            .engine
+            .store()
+            .heartbeat_worker(shared.engine.namespace(), &shared.id, now, duration_ms(shared.config.lease_ttl))
+            .await
+        {
+            tracing::warn!(error = %e, "could not register worker liveness");
+        }
+        tracing::info!(worker_id = %shared.id, namespace = shared.engine.namespace(), workflows = ?shared.names, "worker started");
+        let poll = tokio::spawn(poll_loop(Arc::clone(&shared)));
+        let heartbeat = tokio::spawn(heartbeat_loop(Arc::clone(&shared)));
+        Ok(Worker { shared, poll: Some(poll), heartbeat: Some(heartbeat) })
+    }
+}
+
+struct ActiveRun {
+    run: Arc<RunState>,
+    renewed_at: tokio::time::Instant,
+}
+
+struct Shared {
+    engine: Engine,
+    id: WorkerId,
+    registry: HashMap<&'static str, Arc<dyn ErasedWorkflow>>,
+    names: Vec<String>,
+    config: WorkerConfig,
+    slots: Arc<Semaphore>,
+    active: Mutex<HashMap<ExecutionId, ActiveRun>>,
+    /// Pokes the poll loop: a slot freed, or a parked run is due.
+    wake: Notify,
+    stop_claiming: CancellationToken,
+    stop_all: CancellationToken,
+    runs: Mutex<JoinSet<()>>,
+}
+
+impl Shared {
+    fn active(&self) -> std::sync::MutexGuard<'_, HashMap<ExecutionId, ActiveRun>> {
+        self.active.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A running worker. Stop it with [`Worker::shutdown`]; dropping it stops
+/// claiming and abandons its runs (their leases expire and another worker
+/// resumes them).
+pub struct Worker {
+    shared: Arc<Shared>,
+    poll: Option<tokio::task::JoinHandle<()>>,
+    heartbeat: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker").field("id", &self.shared.id).field("workflows", &self.shared.names).finish()
+    }
+}
+
+impl Worker {
+    /// A builder for a worker of `engine`.
+    pub fn builder(engine: &Engine) -> WorkerBuilder {
+        WorkerBuilder {
+            engine: engine.clone(),
+            id: None,
+            registry: HashMap::new(),
+            duplicate: None,
+            config: WorkerConfig::default(),
+        }
+    }
+
+    /// This worker's ID.
+    pub fn id(&self) -> &WorkerId {
+        &self.shared.id
+    }
+
+    /// How many runs it is executing now.
+    pub fn active_runs(&self) -> usize {
+        self.shared.active().len()
+    }
+
+    /// Stops claiming, lets running executions reach their next checkpoint
+    /// (at most `grace`), then releases the leases of any still running so
+    /// another worker resumes them at once.
+    pub async fn shutdown(mut self, grace: Duration) {
+        let s = Arc::clone(&self.shared);
+        s.stop_claiming.cancel();
+        if let Some(p) = self.poll.take() {
+            let _ = p.await;
+        }
+        for a in s.active().values() {
+            a.run.draining.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        let deadline = tokio::time::Instant::now() + grace;
+        while !s.active().is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for a in s.active().values() {
+            a.run.interrupt(Interrupt::Release);
+        }
+        loop {
+            let next = {
+                let mut runs = s.runs.lock().unwrap_or_else(|p| p.into_inner());
+                runs.try_join_next()
+            };
+            match next {
+                Some(_) => continue,
+                None if s.active().is_empty() => break,
+                None => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        }
+        s.stop_all.cancel();
+        if let Some(h) = self.heartbeat.take() {
+            let _ = h.await;
+        }
+        if let Err(e) = s.engine.store().remove_worker(&s.id).await {
+            tracing::warn!(error = %e, "could not remove worker liveness row");
+        }
+        tracing::info!(worker_id = %s.id, "worker stopped");
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.shared.stop_claiming.cancel();
+        self.shared.stop_all.cancel();
+        self.shared.runs.lock().unwrap_or_else(|p| p.into_inner()).abort_all();
+    }
+}
+
+async fn poll_loop(s: Arc<Shared>) {
+    let mut work = s.engine.inner.work.subscribe();
+    let mut ticks = s.engine.clock().subscribe();
+    loop {
+        claim_available(&s).await;
+        tokio::select! {
+            _ = s.stop_claiming.cancelled() => return,
+            _ = tokio::time::sleep(s.config.poll_interval) => {}
+            _ = work.changed() => {}
+            _ = ticks.changed() => {}
+            _ = s.wake.notified() => {}
+        }
+    }
+}
+
+/// Claims as many due runs as there are free slots, batch by batch.
+async fn claim_available(s: &Arc<Shared>) {
+    loop {
+        if s.stop_claiming.is_cancelled() {
+            return;
+        }
+        let free = s.slots.available_permits();
+        if free == 0 {
+            return;
+        }
+        let limit = u32::try_from(free).unwrap_or(u32::MAX).min(s.config.claim_batch);
+        let req = ClaimRequest::new(
+            s.engine.namespace(),
+            s.names.clone(),
+            s.id.clone(),
+            s.engine.clock().now_ms(),
+            duration_ms(s.config.lease_ttl),
+            limit,
+        );
+        let claimed = match s.engine.store().claim(&req).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(worker_id = %s.id, error = %e, "claim failed");
+                return;
+            }
+        };
+        let n = claimed.len();
+        for c in claimed {
+            let Ok(permit) = Arc::clone(&s.slots).try_acquire_owned() else {
+                // Cannot happen (only this loop takes permits); give the run back.
+                let _ = s.engine.store().release(&c.lease, s.engine.clock().now_ms()).await;
+                continue;
+            };
+            let shared = Arc::clone(s);
+            s.runs.lock().unwrap_or_else(|p| p.into_inner()).spawn(drive(shared, c, permit));
+        }
+        // Reap finished tasks so the set does not grow.
+        {
+            let mut runs = s.runs.lock().unwrap_or_else(|p| p.into_inner());
+            while runs.try_join_next().is_some() {}
+        }
+        if n < limit as usize {
+            return;
+        }
+    }
+}
+
+async fn heartbeat_loop(s: Arc<Shared>) {
+    let ttl = s.config.lease_ttl;
+    // Stop a run locally once its lease has gone this long without a
+    // renewal: well before the lease can expire and be taken over.
+    let local_limit = ttl.saturating_sub(s.config.heartbeat_interval);
+    loop {
+        tokio::select! {
+            _ = s.stop_all.cancelled() => return,
+            _ = tokio::time::sleep(s.config.heartbeat_interval) => {}
+        }
+        let now = s.engine.clock().now_ms();
+        let ttl_ms = duration_ms(ttl);
+        if let Err(e) = s.engine.store().heartbeat_worker(s.engine.namespace(), &s.id, now, ttl_ms).await {
+            tracing::warn!(worker_id = %s.id, error = %e, "worker heartbeat failed");
+        }
+        let runs: Vec<(Lease, Arc<RunState>)> =
+            s.active().values().map(|a| (a.run.lease.clone(), Arc::clone(&a.run))).collect();
+        if !runs.is_empty() {
+            let leases: Vec<Lease> = runs.iter().map(|(l, _)| l.clone()).collect();
+            match s.engine.store().renew_leases(&leases, now, ttl_ms).await {
+                Ok(results) => {
+                    let renewed_at = tokio::time::Instant::now();
+                    let mut active = s.active();
+                    for ((lease, run), result) in runs.iter().zip(results) {
+                        match result {
+                            Ok(r) => {
+                                if let Some(a) = active.get_mut(&lease.execution_id) {
+                                    a.renewed_at = renewed_at;
+                                }
+                                if r.cancel_requested {
+                                    run.cancel_requested.store(true, std::sync::atomic::Ordering::SeqCst);
+                                    run.cancel.cancel();
+                                }
+                            }
+                            Err(e) => {
+                                tracing::warn!(execution_id = %lease.execution_id, error = %e, "lease lost at heartbeat; stopping the run");
+                                run.interrupt(Interrupt::LeaseLost);
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(worker_id = %s.id, error = %e, "lease renewal failed"),
+            }
+        }
+        let real_now = tokio::time::Instant::now();
+        for a in s.active().values() {
+            if real_now.duration_since(a.renewed_at) >= local_limit {
+                tracing::warn!(execution_id = %a.run.lease.execution_id, "lease not renewed in time; stopping the run before it expires");
+                a.run.interrupt(Interrupt::LeaseLost);
+            }
+            if let Some(d) = a.run.deadline_at
+                && now >= d
+            {
+                a.run.interrupt(Interrupt::TimeOut("the run passed its deadline".into()));
+            }
+        }
+    }
+}
+
+/// Drives one claimed run until it ends, parks, or is stopped.
+async fn drive(s: Arc<Shared>, claimed: ClaimedExecution, permit: OwnedSemaphorePermit) {
+    let ClaimedExecution { execution, lease, .. } = claimed;
+    let span = tracing::info_span!(
+        "workflow_run",
+        namespace = %execution.namespace,
+        workflow = %execution.workflow_name,
+        execution_id = %execution.id,
+        attempt = execution.attempts,
+    );
+    drive_inner(&s, execution, lease).instrument(span).await;
+    drop(permit);
+    s.wake.notify_one();
+}
+
+async fn drive_inner(s: &Arc<Shared>, execution: Execution, lease: Lease) {
+    let engine = &s.engine;
+    let now = engine.clock().now_ms();
+    let Some(workflow) = s.registry.get(execution.workflow_name.as_str()).cloned() else {
+        // Not ours (claims filter by name, so only on a race with a rename).
+        let _ = engine.store().release(&lease, now).await;
+        return;
+    };
+    if execution.cancel_requested {
+        return end(s, &lease, Terminal::Cancelled("cancelled".into())).await;
+    }
+    if execution.deadline_at.is_some_and(|d| now >= d) {
+        return end(s, &lease, Terminal::TimedOut("the run passed its deadline".into())).await;
+    }
+    if execution.attempts > execution.max_attempts {
+        let msg = format!(
+            "out of attempts: {} of {} allowed began; the last one never finished (its worker died or lost its lease)",
+            execution.attempts, execution.max_attempts
+        );
+        return end(s, &lease, Terminal::Failed(msg)).await;
+    }
+    let history = loop {
+        match engine.store().steps(&lease.namespace, &lease.execution_id).await {
+            Ok(h) => break h,
+            Err(e) if e.is_retryable() => {
+                tracing::warn!(error = %e, "could not load history; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                if s.stop_all.is_cancelled() {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not load history; leaving the run to expire");
+                return;
+            }
+        }
+    };
+    let (run, mut interrupts) = RunState::new(RunSetup {
+        store: engine.store().clone(),
+        codec: engine.codec(),
+        clock: engine.clock().clone(),
+        lease: lease.clone(),
+        workflow_name: execution.workflow_name.clone(),
+        attempt: execution.attempts,
+        deadline_at: execution.deadline_at,
+        history,
+        inline_backoff: s.config.inline_backoff,
+        write_patience: s.config.lease_ttl.saturating_sub(s.config.heartbeat_interval * 2),
+    });
+    let ctx = WorkflowContext { run: Arc::clone(&run) };
+    let future = match workflow.start(ctx, &execution.input, engine.codec()) {
+        Ok(f) => f,
+        Err(reason) => {
+            let e = Error::Decode { execution: execution.id.clone(), what: "the input".into(), reason };
+            return end(s, &lease, Terminal::Failed(e.to_string())).await;
+        }
+    };
+    let stale = s
+        .active()
+        .insert(execution.id.clone(), ActiveRun { run: Arc::clone(&run), renewed_at: tokio::time::Instant::now() });
+    if let Some(old) = stale {
+        // This worker re-claimed a run it was still driving under an older
+        // token (its own lease expired): that drive's writes are fenced off
+        // already; stop it.
+        old.run.interrupt(Interrupt::LeaseLost);
+    }
+    enum Outcome {
+        Returned(Result<Returned, String>),
+        Interrupted(Interrupt),
+    }
+    let outcome = tokio::select! {
+        biased;
+        i = interrupts.wait_for(Option::is_some) => match i {
+            Ok(v) => Outcome::Interrupted(v.clone().unwrap_or(Interrupt::LeaseLost)),
+            Err(_) => Outcome::Interrupted(Interrupt::LeaseLost),
+        },
+        r = AssertUnwindSafe(future).catch_unwind() => Outcome::Returned(r.map_err(|p| panic_message(&p))),
+    };
+    // The workflow future is dropped here: nothing more runs for this claim.
+    {
+        let mut active = s.active();
+        if active.get(&execution.id).is_some_and(|a| a.run.lease.token == lease.token) {
+            active.remove(&execution.id);
+        }
+    }
+    let cancelled = run.cancel_requested.load(std::sync::atomic::Ordering::SeqCst);
+    match outcome {
+        Outcome::Interrupted(Interrupt::Suspended { until }) => {
+            schedule_wake(s, until);
+        }
+        Outcome::Interrupted(Interrupt::LeaseLost) => {}
+        Outcome::Interrupted(Interrupt::Release) => {
+            if let Err(e) = engine.store().release(&lease, engine.clock().now_ms()).await {
+                tracing::warn!(error = %e, "could not release the lease; it will expire");
+            }
+        }
+        Outcome::Interrupted(Interrupt::Cancel) => end(s, &lease, Terminal::Cancelled("cancelled".into())).await,
+        Outcome::Interrupted(Interrupt::TimeOut(m)) => end(s, &lease, Terminal::TimedOut(m)).await,
+        Outcome::Interrupted(Interrupt::Fail(m)) => end(s, &lease, Terminal::Failed(m)).await,
+        Outcome::Returned(_) if cancelled => end(s, &lease, Terminal::Cancelled("cancelled".into())).await,
+        Outcome::Returned(Ok(Returned::Output(bytes))) => end(s, &lease, Terminal::Completed(bytes)).await,
+        Outcome::Returned(Ok(Returned::EncodeFailed(reason))) => {
+            let e = Error::Encode { what: format!("the output of `{}`", execution.workflow_name), reason };
+            end(s, &lease, Terminal::Failed(e.to_string())).await
+        }
+        Outcome::Returned(Ok(Returned::Failed(e))) => {
+            let attempts = execution.attempts.max(1);
+            if e.is_permanent() || attempts >= execution.max_attempts {
+                let msg = if e.is_permanent() {
+                    e.message().to_owned()
+                } else {
+                    format!("{} (after {attempts} workflow attempts)", e.message())
+                };
+                end(s, &lease, Terminal::Failed(msg)).await
+            } else {
+                let delay = workflow.options().retry.next_delay(attempts);
+                let now = engine.clock().now_ms();
+                let at = now.saturating_add(duration_ms(delay));
+                let at = execution.deadline_at.map_or(at, |d| at.min(d));
+                tracing::info!(error = %e, ?delay, "workflow attempt failed; retrying");
+                let r = write_retrying(s, || {
+                    engine.store().checkpoint(
+                        &lease,
+                        hydra_store::Checkpoint::transition(Transition::Retry { at, error: e.message().to_owned() }),
+                        engine.clock().now_ms(),
+                    )
+                })
+                .await;
+                if r.is_ok() {
+                    schedule_wake(s, at);
+                }
+            }
+        }
+        Outcome::Returned(Err(panic)) => end(s, &lease, Terminal::Failed(format!("workflow panicked: {panic}"))).await,
+    }
+}
+
+/// Writes a run's end, retrying transient failures.
+async fn end(s: &Arc<Shared>, lease: &Lease, terminal: Terminal) {
+    let status = format!("{:?}", terminal).split('(').next().unwrap_or_default().to_lowercase();
+    let engine = &s.engine;
+    let r = write_retrying(s, || engine.store().finish(lease, terminal.clone(), engine.clock().now_ms())).await;
+    if r.is_ok() {
+        tracing::info!(execution_id = %lease.execution_id, status, "run ended");
+        engine.inner.done.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
+async fn write_retrying<F, Fut>(s: &Arc<Shared>, mut op: F) -> Result<(), StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), StoreError>>,
+{
+    let give_up = tokio::time::Instant::now() + s.config.lease_ttl;
+    let mut pause = Duration::from_millis(50);
+    loop {
+        match op().await {
+            Ok(()) => return Ok(()),
+            Err(e)
+                if e.is_retryable() && tokio::time::Instant::now() + pause < give_up && !s.stop_all.is_cancelled() =>
+            {
+                tracing::warn!(error = %e, "transient failure writing a run's state; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => {
+                if e.is_lease_lost() {
+                    tracing::warn!(error = %e, "lease lost before the run's state was written");
+                } else {
+                    tracing::error!(error = %e, "could not write a run's state; its lease will expire");
+                }
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// Pokes the poll loop when a parked run becomes due soon; far-off wake-ups
+/// are left to polling, so a sleeping run costs a row, not a timer.
+fn schedule_wake(s: &Arc<Shared>, until: i64) {
+    let clock = s.engine.clock().clone();
+    let horizon = duration_ms(s.config.poll_interval.saturating_mul(10)).max(60_000);
+    if until - clock.now_ms() > horizon {
+        return;
+    }
+    let shared = Arc::clone(s);
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = clock.sleep_until(until, Duration::from_millis(u64::try_from(horizon).unwrap_or(60_000))) => shared.wake.notify_one(),
+            _ = shared.stop_claiming.cancelled() => {}
+        }
+    });
+}
