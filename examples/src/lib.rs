@@ -1,2 +1,3 @@
-//! Runnable Hydra programs (order processing, approval with a durable sleep,
-//! a cron report, and the benchmark) live in this crate's `src/bin/`.
+//! Workflows shared by the runnable Hydra programs in `src/bin/`.
+
+pub mod orders;
