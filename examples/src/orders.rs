@@ -123,7 +123,10 @@ impl Workflow for OrderProcessing {
                         return Err(StepError::permanent("card declined by the issuer"));
                     }
                     if s.attempt() <= req.flaky_payment {
-                        return Err(StepError::retryable(format!("payment provider timed out (attempt {})", s.attempt())));
+                        return Err(StepError::retryable(format!(
+                            "payment provider timed out (attempt {})",
+                            s.attempt()
+                        )));
                     }
                     Ok(Payment { id: format!("pay_{}", short(&s.idempotency_key())), amount_cents: req.total_cents })
                 }

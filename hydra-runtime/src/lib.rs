@@ -32,6 +32,11 @@
 //! # Ok(()) }
 //! ```
 
+// The README's examples compile against this crate.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeExamples;
+
 mod clock;
 mod codec;
 mod context;
