@@ -8,7 +8,6 @@
 use hydra_runtime::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::fmt;
-use std::time::Duration;
 
 /// One item line.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -103,68 +102,52 @@ impl fmt::Display for Receipt {
 /// Items the fake warehouse does not have.
 const OUT_OF_STOCK: &[&str] = &["unicorn"];
 
-/// The order-processing workflow.
-#[derive(Clone, Debug, Default)]
-pub struct OrderProcessing;
-
-impl Workflow for OrderProcessing {
-    const NAME: &'static str = "order-processing";
-    type Input = OrderRequest;
-    type Output = Receipt;
-
-    async fn run(&self, ctx: WorkflowContext, req: OrderRequest) -> Result<Receipt, WorkflowError> {
-        let payment_retry = RetryPolicy::attempts(5).initial(Duration::from_millis(50)).max(Duration::from_secs(1));
-        let charge = req.clone();
-        let payment: Payment = ctx
-            .step_with(StepOptions::new("charge-card").retry(payment_retry), move |s| {
-                let req = charge.clone();
-                async move {
-                    if req.declined {
-                        return Err(StepError::permanent("card declined by the issuer"));
-                    }
-                    if s.attempt() <= req.flaky_payment {
-                        return Err(StepError::retryable(format!(
-                            "payment provider timed out (attempt {})",
-                            s.attempt()
-                        )));
-                    }
-                    Ok(Payment { id: format!("pay_{}", short(&s.idempotency_key())), amount_cents: req.total_cents })
-                }
-            })
-            .await?;
-
-        let items = req.items.clone();
-        let reservation = ctx
-            .step("reserve-inventory", move |s| {
-                let items = items.clone();
-                async move {
-                    if let Some(i) = items.iter().find(|i| OUT_OF_STOCK.contains(&i.sku.as_str())) {
-                        return Err(StepError::permanent(format!("`{}` is out of stock", i.sku)));
-                    }
-                    Ok(Reservation { id: format!("res_{}", short(&s.idempotency_key())) })
-                }
-            })
-            .await;
-        let reservation = match reservation {
-            Ok(r) => r,
-            Err(e) => {
-                let refund = payment.clone();
-                ctx.step("refund-payment", move |_s| {
-                    let refund = refund.clone();
-                    async move { Ok::<_, StepError>(format!("refunded {} ¢ of {}", refund.amount_cents, refund.id)) }
-                })
-                .await?;
-                return Err(WorkflowError::permanent(format!("{e}; payment refunded")));
-            }
-        };
-
-        let shipment = ctx
-            .step("create-shipping", |s| async move {
-                Ok::<_, StepError>(Shipment { tracking: format!("TRK-{}", short(&s.idempotency_key())).to_uppercase() })
-            })
-            .await?;
-        Ok(Receipt { payment, reservation, shipment })
+/// Charges the card. The provider is flaky: retried up to 5 times.
+#[step(retry(max_attempts = 5, initial = "50ms", max = "1s"))]
+pub async fn charge_card(s: StepContext, req: OrderRequest) -> Result<Payment, StepError> {
+    if req.declined {
+        return Err(StepError::permanent("card declined by the issuer"));
     }
+    if s.attempt() <= req.flaky_payment {
+        return Err(StepError::retryable(format!("payment provider timed out (attempt {})", s.attempt())));
+    }
+    Ok(Payment { id: format!("pay_{}", short(&s.idempotency_key())), amount_cents: req.total_cents })
+}
+
+/// Reserves stock; an unknown item is a permanent failure.
+#[step(id = "reserve-inventory")]
+pub async fn reserve(s: StepContext, items: Vec<Item>) -> Result<Reservation, StepError> {
+    if let Some(i) = items.iter().find(|i| OUT_OF_STOCK.contains(&i.sku.as_str())) {
+        return Err(StepError::permanent(format!("`{}` is out of stock", i.sku)));
+    }
+    Ok(Reservation { id: format!("res_{}", short(&s.idempotency_key())) })
+}
+
+/// Gives the money back.
+#[step(id = "refund-payment")]
+pub async fn refund(payment: Payment) -> Result<String, StepError> {
+    Ok(format!("refunded {} ¢ of {}", payment.amount_cents, payment.id))
+}
+
+/// Creates the shipping label.
+#[step(id = "create-shipping")]
+pub async fn create_shipping(s: StepContext, reservation: Reservation) -> Result<Shipment, StepError> {
+    Ok(Shipment { tracking: format!("TRK-{}-{}", short(&reservation.id), short(&s.idempotency_key())).to_uppercase() })
+}
+
+/// The order-processing workflow.
+#[workflow(name = "order-processing")]
+pub async fn order_processing(ctx: WorkflowContext, req: OrderRequest) -> Result<Receipt, WorkflowError> {
+    let payment = charge_card(&ctx, req.clone()).await?;
+    let reservation = match reserve(&ctx, req.items.clone()).await {
+        Ok(r) => r,
+        Err(e) => {
+            refund(&ctx, payment.clone()).await?;
+            return Err(WorkflowError::permanent(format!("{e}; payment refunded")));
+        }
+    };
+    let shipment = create_shipping(&ctx, reservation.clone()).await?;
+    Ok(Receipt { payment, reservation, shipment })
 }
 
 /// A short, stable tag of a key, for readable fake IDs.

@@ -5,7 +5,7 @@ use crate::codec::Codec;
 use crate::error::Error;
 use crate::workflow::{Workflow, WorkflowOptions};
 use hydra_store::{
-    CancelOutcome, Execution, ExecutionFilter, ExecutionId, ExecutionStatus, NewExecution, Step, Store, StoreOptions,
+    CancelOutcome, Execution, ExecutionFilter, ExecutionId, ExecutionStatus, NewExecution, Store, StoreOptions,
     TriggerType,
 };
 use serde::de::DeserializeOwned;
@@ -275,7 +275,7 @@ impl Engine {
     }
 
     /// The recorded steps of a run, in call order.
-    pub async fn steps(&self, id: &ExecutionId) -> Result<Vec<Step>, Error> {
+    pub async fn steps(&self, id: &ExecutionId) -> Result<Vec<hydra_store::Step>, Error> {
         Ok(self.inner.store.steps(&self.inner.namespace, id).await?)
     }
 

@@ -37,6 +37,7 @@
 #[doc = include_str!("../../README.md")]
 struct ReadmeExamples;
 
+mod client;
 mod clock;
 mod codec;
 mod context;
@@ -46,6 +47,7 @@ mod retry;
 mod worker;
 mod workflow;
 
+pub use client::{WorkflowClient, WorkflowRun};
 pub use clock::Clock;
 pub use codec::{Bincode, Codec, Json, PayloadCodec};
 pub use context::{StepContext, StepOptions, WorkflowContext};
@@ -53,18 +55,56 @@ pub use engine::{
     DEFAULT_DATABASE_URL, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_NAMESPACE, Engine, EngineBuilder, RunHandle, StartOptions,
 };
 pub use error::{Error, StepError, WorkflowError};
+pub use hydra_macros::{step, workflow};
 pub use hydra_store::{
-    Backend, CancelOutcome, Execution, ExecutionFilter, ExecutionId, ExecutionStatus, Step, StepId, StepKind,
-    StepStatus, Store, StoreError, StoreOptions, TriggerType, WorkerId,
+    Backend, CancelOutcome, Execution, ExecutionFilter, ExecutionId, ExecutionStatus, Step as RecordedStep, StepId,
+    StepKind, StepStatus, Store, StoreError, StoreOptions, TriggerType, WorkerId,
 };
 pub use retry::RetryPolicy;
 pub use worker::{Worker, WorkerBuilder};
-pub use workflow::{Workflow, WorkflowOptions};
+pub use workflow::{Step, StepOf, Workflow, WorkflowOptions};
+
+/// Items the macros' generated code refers to. Not a stable API: names and
+/// signatures may change in any release.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::{
+        Engine, Error, RetryPolicy, RunHandle, StartOptions, Step, StepError, StepOf, StepOptions, Workflow,
+        WorkflowClient, WorkflowContext, WorkflowError, WorkflowOptions,
+    };
+
+    /// Converts a step body's error (a function, so that user crates see no
+    /// `useless_conversion` lint when the error already is a `StepError`).
+    pub fn into_step_error<E: Into<StepError>>(e: E) -> StepError {
+        e.into()
+    }
+
+    /// Converts a workflow body's error.
+    pub fn into_workflow_error<E: Into<WorkflowError>>(e: E) -> WorkflowError {
+        e.into()
+    }
+
+    /// Compile-time string equality, for the duplicate step ID check.
+    pub const fn str_eq(a: &str, b: &str) -> bool {
+        let (a, b) = (a.as_bytes(), b.as_bytes());
+        if a.len() != b.len() {
+            return false;
+        }
+        let mut i = 0;
+        while i < a.len() {
+            if a[i] != b[i] {
+                return false;
+            }
+            i += 1;
+        }
+        true
+    }
+}
 
 /// Everything a workflow author needs: `use hydra_runtime::prelude::*;`.
 pub mod prelude {
     pub use crate::{
         Codec, Engine, Error, ExecutionId, ExecutionStatus, RetryPolicy, StartOptions, StepContext, StepError,
-        StepOptions, Worker, Workflow, WorkflowContext, WorkflowError, WorkflowOptions,
+        StepOptions, Worker, Workflow, WorkflowContext, WorkflowError, WorkflowOptions, step, workflow,
     };
 }

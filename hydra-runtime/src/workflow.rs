@@ -55,6 +55,32 @@ pub trait Workflow: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Self::Output, WorkflowError>> + Send;
 }
 
+/// A `#[step]` function's marker type: its ID, output type and policy.
+///
+/// `#[step]` implements this on a type named like the function; typed
+/// clients use it (`run.step::<charge_card>()`).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a `#[step]` function",
+    label = "only `#[step]` functions may be called with the workflow context",
+    note = "mark the function `#[step]`, or call it without the context"
+)]
+pub trait Step {
+    /// The step's base ID.
+    const ID: &'static str;
+    /// What it returns on success.
+    type Output: Serialize + DeserializeOwned + Send;
+    /// Its retry policy and timeout.
+    fn options() -> crate::context::StepOptions;
+}
+
+/// Implemented by `#[workflow]` for every step the workflow calls, so a
+/// typed client only offers the outputs of that workflow's own steps.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a `#[step]` called by workflow `{W}`",
+    label = "this workflow does not call that step"
+)]
+pub trait StepOf<W>: Step {}
+
 /// Workflow-level settings.
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[non_exhaustive]

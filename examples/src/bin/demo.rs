@@ -8,7 +8,7 @@
 //! second run shows the first run's history too. `HYDRA_DATABASE_URL`
 //! points it elsewhere (for example a PostgreSQL server).
 
-use hydra_examples::orders::{OrderProcessing, OrderRequest, Receipt};
+use hydra_examples::orders::{OrderRequest, Receipt, order_processing};
 use hydra_runtime::prelude::*;
 use hydra_runtime::{ExecutionFilter, RunHandle};
 use std::time::Duration;
@@ -22,7 +22,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("Hydra demo: database {url}, namespace \"demo\"\n");
     let engine = Engine::builder().database_url(&url).namespace("demo").build().await?;
     let worker = Worker::builder(&engine)
-        .register(OrderProcessing::default())
+        .register(order_processing)
         .concurrency(8)
         .poll_interval(Duration::from_millis(200))
         .start()
@@ -39,7 +39,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut handles: Vec<(String, RunHandle<Receipt>)> = Vec::new();
     for order in orders {
         let who = order.customer.clone();
-        handles.push((who, engine.start::<OrderProcessing>(order).await?));
+        handles.push((who, order_processing::start(&engine, order).await?));
     }
     println!("started {} orders; waiting for them to finish…\n", handles.len());
     for (who, h) in &handles {

@@ -1,0 +1,111 @@
+//! Typed inspection of runs: [`WorkflowClient`] and [`WorkflowRun`].
+
+use crate::codec::Codec;
+use crate::engine::{Engine, RunHandle};
+use crate::error::Error;
+use crate::workflow::{StepOf, Workflow};
+use hydra_store::{Execution, ExecutionFilter, ExecutionId, ExecutionStatus, StepId, StepStatus};
+use std::marker::PhantomData;
+
+/// Reads runs of one workflow with their types: `order_processing::client(&engine)`.
+#[derive(Debug)]
+pub struct WorkflowClient<W> {
+    engine: Engine,
+    _workflow: PhantomData<fn() -> W>,
+}
+
+impl<W> Clone for WorkflowClient<W> {
+    fn clone(&self) -> Self {
+        WorkflowClient { engine: self.engine.clone(), _workflow: PhantomData }
+    }
+}
+
+impl<W: Workflow> WorkflowClient<W> {
+    /// A client on `engine` for workflow `W`.
+    pub fn new(engine: &Engine) -> Self {
+        WorkflowClient { engine: engine.clone(), _workflow: PhantomData }
+    }
+
+    /// A run of `W` with its recorded steps, or `None` if there is no such
+    /// run of this workflow in the engine's namespace.
+    pub async fn get(&self, id: &ExecutionId) -> Result<Option<WorkflowRun<W>>, Error> {
+        let Some(execution) = self.engine.get(id).await? else { return Ok(None) };
+        if execution.workflow_name != W::NAME {
+            return Ok(None);
+        }
+        let steps = self.engine.steps(id).await?;
+        Ok(Some(WorkflowRun { execution, steps, _workflow: PhantomData }))
+    }
+
+    /// The newest `limit` runs of `W`.
+    pub async fn list(&self, limit: u64) -> Result<Vec<Execution>, Error> {
+        self.list_filtered(ExecutionFilter::new(self.engine.namespace()).limit(limit)).await
+    }
+
+    /// Runs of `W` matching `filter` (its workflow is replaced by `W`'s).
+    pub async fn list_filtered(&self, filter: ExecutionFilter) -> Result<Vec<Execution>, Error> {
+        self.engine.list(filter.workflow(W::NAME)).await
+    }
+
+    /// A typed handle on a run of `W`.
+    pub fn handle(&self, id: ExecutionId) -> RunHandle<W::Output> {
+        self.engine.handle(id)
+    }
+}
+
+/// One run of `W` with its recorded steps, read at one moment.
+#[derive(Debug)]
+pub struct WorkflowRun<W> {
+    execution: Execution,
+    steps: Vec<hydra_store::Step>,
+    _workflow: PhantomData<fn() -> W>,
+}
+
+impl<W: Workflow> WorkflowRun<W> {
+    /// The run's row: status, attempts, timings, error.
+    pub fn execution(&self) -> &Execution {
+        &self.execution
+    }
+
+    /// Its ID.
+    pub fn id(&self) -> &ExecutionId {
+        &self.execution.id
+    }
+
+    /// Where it is.
+    pub fn status(&self) -> ExecutionStatus {
+        self.execution.status
+    }
+
+    /// Its recorded steps in call order.
+    pub fn steps(&self) -> &[hydra_store::Step] {
+        &self.steps
+    }
+
+    /// The output, once completed.
+    pub fn output(&self) -> Result<Option<W::Output>, Error> {
+        if self.execution.status != ExecutionStatus::Completed {
+            return Ok(None);
+        }
+        crate::engine::decode_result(&self.execution).map(Some)
+    }
+
+    /// The output of the first call of step `S`, once it completed.
+    pub fn step<S: StepOf<W>>(&self) -> Result<Option<S::Output>, Error> {
+        self.step_occurrence::<S>(1)
+    }
+
+    /// The output of the `n`-th call (from 1) of step `S`, once it completed.
+    pub fn step_occurrence<S: StepOf<W>>(&self, n: u32) -> Result<Option<S::Output>, Error> {
+        let id = StepId::new(S::ID, n);
+        let Some(s) = self.steps.iter().find(|s| s.step_id == id) else { return Ok(None) };
+        if s.status != StepStatus::Completed {
+            return Ok(None);
+        }
+        Codec::decode(s.output.as_deref().unwrap_or_default()).map(Some).map_err(|reason| Error::Decode {
+            execution: self.execution.id.clone(),
+            what: format!("the stored output of step `{id}`"),
+            reason,
+        })
+    }
+}

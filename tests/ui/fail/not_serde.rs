@@ -1,0 +1,12 @@
+use hydra_runtime::prelude::*;
+
+pub struct Secret {
+    pub value: u32,
+}
+
+#[workflow]
+async fn flow(_ctx: WorkflowContext, input: Secret) -> Result<u32, WorkflowError> {
+    Ok(input.value)
+}
+
+fn main() {}
