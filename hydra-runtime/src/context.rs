@@ -206,6 +206,9 @@ impl RunState {
 
     /// Signals the worker (first signal wins) and never returns.
     pub(crate) async fn halt(&self, why: Interrupt) -> Infallible {
+        if matches!(why, Interrupt::Suspended { .. }) {
+            crate::metrics::parked(&self.lease.namespace, &self.workflow_name);
+        }
         self.interrupt.send_if_modified(|slot| {
             if slot.is_none() {
                 *slot = Some(why);
@@ -418,6 +421,7 @@ impl WorkflowContext {
                     return match Codec::decode::<T>(bytes) {
                         Ok(v) => {
                             tracing::debug!("step answered from history");
+                            crate::metrics::step_cached(&run.lease.namespace, &run.workflow_name, &options.id);
                             Ok(v)
                         }
                         Err(reason) => {
@@ -489,6 +493,7 @@ impl WorkflowContext {
                 attempt,
                 cancel: run.cancel.child_token(),
             };
+            let started = std::time::Instant::now();
             let fut = AssertUnwindSafe(body(sctx)).catch_unwind();
             let result = match options.timeout {
                 Some(t) => match tokio::time::timeout(t, fut).await {
@@ -503,15 +508,20 @@ impl WorkflowContext {
                     Err(StepError::permanent(format!("step `{step_id}` panicked: {}", panic_message(&panic))))
                 }
             };
+            let took = started.elapsed().as_secs_f64();
+            let (ns, wf, name) = (&run.lease.namespace, &run.workflow_name, &*options.id);
             match result {
                 Ok(value) => match run.codec.encode(&value) {
                     Ok(bytes) => {
+                        crate::metrics::step_executed(ns, wf, name, "completed", took);
+                        crate::metrics::payload(ns, wf, "step", bytes.len());
                         self.finish_step(record(StepOutcome::Completed(bytes)), Transition::Continue).await;
                         return Ok(value);
                     }
                     Err(reason) => {
                         // The body ran and its effect happened: record a
                         // permanent failure, never a silent re-run.
+                        crate::metrics::step_executed(ns, wf, name, "failed", took);
                         let e = Error::Encode { what: format!("the output of step `{step_id}`"), reason };
                         let msg = e.to_string();
                         self.finish_step(record(StepOutcome::Failed(msg.clone())), Transition::Continue).await;
@@ -525,12 +535,15 @@ impl WorkflowContext {
                         format!("{} (after {attempt} attempts)", e.message())
                     };
                     tracing::warn!(error = %msg, "step failed");
+                    crate::metrics::step_executed(ns, wf, name, "failed", took);
                     self.finish_step(record(StepOutcome::Failed(msg.clone())), Transition::Continue).await;
                     return Err(StepError::permanent(msg));
                 }
                 Err(e) => {
                     let delay = policy.next_delay(attempt);
                     tracing::info!(error = %e, ?delay, "step attempt failed; retrying");
+                    crate::metrics::step_executed(ns, wf, name, "retry", took);
+                    crate::metrics::step_retried(ns, wf, name);
                     if delay <= run.inline_backoff {
                         self.finish_step(
                             record(StepOutcome::AttemptFailed(e.message().to_owned())),
@@ -562,6 +575,7 @@ impl WorkflowContext {
 
     async fn check_recorded(&self, rec: &Step, position: u32, called: &StepId, kind: StepKind) {
         if &rec.step_id != called || rec.kind != kind {
+            crate::metrics::nondeterminism(&self.run.lease.namespace, &self.run.workflow_name);
             let e = Error::NonDeterminism {
                 execution: self.run.lease.execution_id.clone(),
                 position,

@@ -52,6 +52,7 @@ pub struct EngineBuilder {
     codec: Codec,
     clock: Option<Clock>,
     max_payload_bytes: Option<usize>,
+    prometheus: Option<std::net::SocketAddr>,
 }
 
 impl EngineBuilder {
@@ -99,8 +100,19 @@ impl EngineBuilder {
         self
     }
 
+    /// Serves Prometheus metrics on `addr` (`http://addr/metrics`); use a
+    /// loopback address unless the port is protected. Installs the process's
+    /// metrics recorder, so call it on one engine per process.
+    pub fn prometheus(mut self, addr: std::net::SocketAddr) -> Self {
+        self.prometheus = Some(addr);
+        self
+    }
+
     /// Opens the database (applying migrations) and builds the engine.
     pub async fn build(self) -> Result<Engine, Error> {
+        if let Some(addr) = self.prometheus {
+            crate::metrics::install_prometheus(addr)?;
+        }
         let namespace = self.namespace.unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
         if namespace.is_empty() || namespace.len() > 255 {
             return Err(Error::Config(format!("namespace must be 1 to 255 bytes, got {:?}", namespace)));
@@ -256,7 +268,8 @@ impl Engine {
         new.due_at = now.saturating_add(options.delay.map_or(0, duration_ms));
         new.deadline_at = options.timeout.or(defaults.timeout).map(|t| now.saturating_add(duration_ms(t)));
         let created = self.inner.store.create_execution(new).await?;
-        if matches!(created, hydra_store::Created::New(_)) {
+        if let hydra_store::Created::New(e) = &created {
+            crate::metrics::workflow_started(&e.namespace, name, e.trigger_type.as_str(), e.input.len());
             tracing::info!(namespace = %self.inner.namespace, workflow = name, execution_id = %created.execution().id, "run started");
             self.inner.work.send_modify(|n| *n = n.wrapping_add(1));
         }

@@ -43,6 +43,7 @@ mod codec;
 mod context;
 mod engine;
 mod error;
+pub mod metrics;
 mod retry;
 mod worker;
 mod workflow;

@@ -168,6 +168,8 @@ impl WorkerBuilder {
             tracing::warn!(error = %e, "could not register worker liveness");
         }
         tracing::info!(worker_id = %shared.id, namespace = shared.engine.namespace(), workflows = ?shared.names, "worker started");
+        crate::metrics::concurrency(shared.engine.namespace(), shared.id.as_str(), shared.config.concurrency);
+        crate::metrics::active(shared.engine.namespace(), shared.id.as_str(), 0);
         let poll = tokio::spawn(poll_loop(Arc::clone(&shared)));
         let heartbeat = tokio::spawn(heartbeat_loop(Arc::clone(&shared)));
         Ok(Worker { shared, poll: Some(poll), heartbeat: Some(heartbeat) })
@@ -274,6 +276,8 @@ impl Worker {
         if let Err(e) = s.engine.store().remove_worker(&s.id).await {
             tracing::warn!(error = %e, "could not remove worker liveness row");
         }
+        crate::metrics::concurrency(s.engine.namespace(), s.id.as_str(), 0);
+        crate::metrics::active(s.engine.namespace(), s.id.as_str(), 0);
         tracing::info!(worker_id = %s.id, "worker stopped");
     }
 }
@@ -320,6 +324,7 @@ async fn claim_available(s: &Arc<Shared>) {
             duration_ms(s.config.lease_ttl),
             limit,
         );
+        crate::metrics::poll(s.engine.namespace(), s.id.as_str());
         let claimed = match s.engine.store().claim(&req).await {
             Ok(c) => c,
             Err(e) => {
@@ -329,6 +334,11 @@ async fn claim_available(s: &Arc<Shared>) {
         };
         let n = claimed.len();
         for c in claimed {
+            crate::metrics::lease_acquired(s.engine.namespace(), s.id.as_str(), &c.execution.workflow_name);
+            if c.execution.started_at == Some(req.now) && c.execution.attempts == 1 {
+                let waited = (req.now - c.execution.created_at).max(0) as f64 / 1000.0;
+                crate::metrics::queue_time(s.engine.namespace(), &c.execution.workflow_name, waited);
+            }
             let Ok(permit) = Arc::clone(&s.slots).try_acquire_owned() else {
                 // Cannot happen (only this loop takes permits); give the run back.
                 let _ = s.engine.store().release(&c.lease, s.engine.clock().now_ms()).await;
@@ -360,7 +370,9 @@ async fn heartbeat_loop(s: Arc<Shared>) {
         }
         let now = s.engine.clock().now_ms();
         let ttl_ms = duration_ms(ttl);
-        if let Err(e) = s.engine.store().heartbeat_worker(s.engine.namespace(), &s.id, now, ttl_ms).await {
+        let beat = s.engine.store().heartbeat_worker(s.engine.namespace(), &s.id, now, ttl_ms).await;
+        crate::metrics::heartbeat(s.engine.namespace(), s.id.as_str(), beat.is_ok());
+        if let Err(e) = beat {
             tracing::warn!(worker_id = %s.id, error = %e, "worker heartbeat failed");
         }
         let runs: Vec<(Lease, Arc<RunState>)> =
@@ -425,23 +437,24 @@ async fn drive(s: Arc<Shared>, claimed: ClaimedExecution, permit: OwnedSemaphore
 async fn drive_inner(s: &Arc<Shared>, execution: Execution, lease: Lease) {
     let engine = &s.engine;
     let now = engine.clock().now_ms();
+    tracing::debug!(token = lease.token.get(), expires_at = ?execution.lease_expires_at(), "lease acquired");
     let Some(workflow) = s.registry.get(execution.workflow_name.as_str()).cloned() else {
         // Not ours (claims filter by name, so only on a race with a rename).
         let _ = engine.store().release(&lease, now).await;
         return;
     };
     if execution.cancel_requested {
-        return end(s, &lease, Terminal::Cancelled("cancelled".into())).await;
+        return end(s, &execution, &lease, Terminal::Cancelled("cancelled".into())).await;
     }
     if execution.deadline_at.is_some_and(|d| now >= d) {
-        return end(s, &lease, Terminal::TimedOut("the run passed its deadline".into())).await;
+        return end(s, &execution, &lease, Terminal::TimedOut("the run passed its deadline".into())).await;
     }
     if execution.attempts > execution.max_attempts {
         let msg = format!(
             "out of attempts: {} of {} allowed began; the last one never finished (its worker died or lost its lease)",
             execution.attempts, execution.max_attempts
         );
-        return end(s, &lease, Terminal::Failed(msg)).await;
+        return end(s, &execution, &lease, Terminal::Failed(msg)).await;
     }
     let history = loop {
         match engine.store().steps(&lease.namespace, &lease.execution_id).await {
@@ -476,12 +489,13 @@ async fn drive_inner(s: &Arc<Shared>, execution: Execution, lease: Lease) {
         Ok(f) => f,
         Err(reason) => {
             let e = Error::Decode { execution: execution.id.clone(), what: "the input".into(), reason };
-            return end(s, &lease, Terminal::Failed(e.to_string())).await;
+            return end(s, &execution, &lease, Terminal::Failed(e.to_string())).await;
         }
     };
     let stale = s
         .active()
         .insert(execution.id.clone(), ActiveRun { run: Arc::clone(&run), renewed_at: tokio::time::Instant::now() });
+    crate::metrics::active(engine.namespace(), s.id.as_str(), s.active().len());
     if let Some(old) = stale {
         // This worker re-claimed a run it was still driving under an older
         // token (its own lease expired): that drive's writes are fenced off
@@ -506,26 +520,32 @@ async fn drive_inner(s: &Arc<Shared>, execution: Execution, lease: Lease) {
         if active.get(&execution.id).is_some_and(|a| a.run.lease.token == lease.token) {
             active.remove(&execution.id);
         }
+        crate::metrics::active(engine.namespace(), s.id.as_str(), active.len());
     }
     let cancelled = run.cancel_requested.load(std::sync::atomic::Ordering::SeqCst);
     match outcome {
         Outcome::Interrupted(Interrupt::Suspended { until }) => {
+            tracing::debug!(until, "run parked; lease released");
             schedule_wake(s, until);
         }
-        Outcome::Interrupted(Interrupt::LeaseLost) => {}
+        Outcome::Interrupted(Interrupt::LeaseLost) => {
+            crate::metrics::lease_lost(&lease.namespace, &execution.workflow_name);
+        }
         Outcome::Interrupted(Interrupt::Release) => {
             if let Err(e) = engine.store().release(&lease, engine.clock().now_ms()).await {
                 tracing::warn!(error = %e, "could not release the lease; it will expire");
             }
         }
-        Outcome::Interrupted(Interrupt::Cancel) => end(s, &lease, Terminal::Cancelled("cancelled".into())).await,
-        Outcome::Interrupted(Interrupt::TimeOut(m)) => end(s, &lease, Terminal::TimedOut(m)).await,
-        Outcome::Interrupted(Interrupt::Fail(m)) => end(s, &lease, Terminal::Failed(m)).await,
-        Outcome::Returned(_) if cancelled => end(s, &lease, Terminal::Cancelled("cancelled".into())).await,
-        Outcome::Returned(Ok(Returned::Output(bytes))) => end(s, &lease, Terminal::Completed(bytes)).await,
+        Outcome::Interrupted(Interrupt::Cancel) => {
+            end(s, &execution, &lease, Terminal::Cancelled("cancelled".into())).await
+        }
+        Outcome::Interrupted(Interrupt::TimeOut(m)) => end(s, &execution, &lease, Terminal::TimedOut(m)).await,
+        Outcome::Interrupted(Interrupt::Fail(m)) => end(s, &execution, &lease, Terminal::Failed(m)).await,
+        Outcome::Returned(_) if cancelled => end(s, &execution, &lease, Terminal::Cancelled("cancelled".into())).await,
+        Outcome::Returned(Ok(Returned::Output(bytes))) => end(s, &execution, &lease, Terminal::Completed(bytes)).await,
         Outcome::Returned(Ok(Returned::EncodeFailed(reason))) => {
             let e = Error::Encode { what: format!("the output of `{}`", execution.workflow_name), reason };
-            end(s, &lease, Terminal::Failed(e.to_string())).await
+            end(s, &execution, &lease, Terminal::Failed(e.to_string())).await
         }
         Outcome::Returned(Ok(Returned::Failed(e))) => {
             let attempts = execution.attempts.max(1);
@@ -535,7 +555,7 @@ async fn drive_inner(s: &Arc<Shared>, execution: Execution, lease: Lease) {
                 } else {
                     format!("{} (after {attempts} workflow attempts)", e.message())
                 };
-                end(s, &lease, Terminal::Failed(msg)).await
+                end(s, &execution, &lease, Terminal::Failed(msg)).await
             } else {
                 let delay = workflow.options().retry.next_delay(attempts);
                 let now = engine.clock().now_ms();
@@ -555,18 +575,35 @@ async fn drive_inner(s: &Arc<Shared>, execution: Execution, lease: Lease) {
                 }
             }
         }
-        Outcome::Returned(Err(panic)) => end(s, &lease, Terminal::Failed(format!("workflow panicked: {panic}"))).await,
+        Outcome::Returned(Err(panic)) => {
+            end(s, &execution, &lease, Terminal::Failed(format!("workflow panicked: {panic}"))).await
+        }
     }
 }
 
 /// Writes a run's end, retrying transient failures.
-async fn end(s: &Arc<Shared>, lease: &Lease, terminal: Terminal) {
-    let status = format!("{:?}", terminal).split('(').next().unwrap_or_default().to_lowercase();
+async fn end(s: &Arc<Shared>, execution: &Execution, lease: &Lease, terminal: Terminal) {
+    let status = match &terminal {
+        Terminal::Completed(out) => {
+            crate::metrics::payload(&lease.namespace, &execution.workflow_name, "output", out.len());
+            "completed"
+        }
+        Terminal::Failed(_) => "failed",
+        Terminal::Cancelled(_) => "cancelled",
+        Terminal::TimedOut(_) => "timed_out",
+        _ => "ended",
+    };
     let engine = &s.engine;
     let r = write_retrying(s, || engine.store().finish(lease, terminal.clone(), engine.clock().now_ms())).await;
-    if r.is_ok() {
-        tracing::info!(execution_id = %lease.execution_id, status, "run ended");
-        engine.inner.done.send_modify(|n| *n = n.wrapping_add(1));
+    match r {
+        Ok(()) => {
+            let seconds = (engine.clock().now_ms() - execution.created_at).max(0) as f64 / 1000.0;
+            crate::metrics::workflow_ended(&lease.namespace, &execution.workflow_name, status, seconds);
+            tracing::info!(execution_id = %lease.execution_id, status, "run ended");
+            engine.inner.done.send_modify(|n| *n = n.wrapping_add(1));
+        }
+        Err(e) if e.is_lease_lost() => crate::metrics::lease_lost(&lease.namespace, &execution.workflow_name),
+        Err(_) => {}
     }
 }
 

@@ -6,7 +6,9 @@
 //!
 //! The database (`hydra-demo.db` in the working directory) is kept, so a
 //! second run shows the first run's history too. `HYDRA_DATABASE_URL`
-//! points it elsewhere (for example a PostgreSQL server).
+//! points it elsewhere (for example a PostgreSQL server). Metrics are served
+//! on http://127.0.0.1:9464/metrics while it runs (`HYDRA_METRICS_ADDR`);
+//! `RUST_LOG=hydra_runtime=debug` shows the engine's tracing.
 
 use hydra_examples::orders::{OrderRequest, Receipt, order_processing};
 use hydra_runtime::prelude::*;
@@ -20,7 +22,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
     let url = std::env::var("HYDRA_DATABASE_URL").unwrap_or_else(|_| "sqlite://hydra-demo.db?mode=rwc".into());
     println!("Hydra demo: database {url}, namespace \"demo\"\n");
-    let engine = Engine::builder().database_url(&url).namespace("demo").build().await?;
+    let metrics_addr: std::net::SocketAddr =
+        std::env::var("HYDRA_METRICS_ADDR").ok().and_then(|a| a.parse().ok()).unwrap_or(([127, 0, 0, 1], 9464).into());
+    let engine = match Engine::builder().database_url(&url).namespace("demo").prometheus(metrics_addr).build().await {
+        Ok(engine) => {
+            println!("Prometheus metrics: http://{metrics_addr}/metrics (HYDRA_METRICS_ADDR to move it)\n");
+            engine
+        }
+        Err(e @ hydra_runtime::Error::Config(_)) => {
+            println!("metrics endpoint not started ({e}); continuing without it\n");
+            Engine::builder().database_url(&url).namespace("demo").build().await?
+        }
+        Err(e) => return Err(e.into()),
+    };
     let worker = Worker::builder(&engine)
         .register(order_processing)
         .concurrency(8)

@@ -1,0 +1,158 @@
+//! Metrics, through the `metrics` facade, recorded where each event happens.
+//!
+//! The names are the contract (they match the Go engine's documentation)
+//! and are listed in [`ALL`]. Labels are bounded: namespace, workflow name,
+//! step name (the step's base ID), worker ID and a status; never an
+//! execution ID. [`install_prometheus`] serves them over HTTP.
+
+use std::net::SocketAddr;
+
+/// Runs started (label: namespace, workflow_name, trigger).
+pub const WORKFLOWS_STARTED: &str = "hydra_workflows_started_total";
+/// Runs ended (labels: namespace, workflow_name, status = completed | failed | cancelled | timed_out).
+pub const WORKFLOWS_COMPLETED: &str = "hydra_workflows_completed_total";
+/// Creation-to-end time of ended runs, seconds (namespace, workflow_name, status).
+pub const WORKFLOW_DURATION: &str = "hydra_workflow_duration_seconds";
+/// Creation-to-first-claim time, seconds (namespace, workflow_name).
+pub const WORKFLOW_QUEUE_TIME: &str = "hydra_workflow_queue_time_seconds";
+/// Runs a worker is executing now (namespace, worker_id).
+pub const WORKFLOWS_ACTIVE: &str = "hydra_workflows_active";
+/// Step bodies executed (namespace, workflow_name, step_name, status = completed | failed | retry).
+pub const STEPS_EXECUTED: &str = "hydra_steps_executed_total";
+/// Step body run time, seconds (namespace, workflow_name, step_name).
+pub const STEP_DURATION: &str = "hydra_step_duration_seconds";
+/// Steps answered from the recorded history (namespace, workflow_name, step_name).
+pub const STEPS_CACHED: &str = "hydra_steps_cached_total";
+/// Step retries scheduled (namespace, workflow_name, step_name).
+pub const STEPS_RETRIED: &str = "hydra_steps_retried_total";
+/// Claim queries made (namespace, worker_id).
+pub const WORKER_POLLS: &str = "hydra_worker_polls_total";
+/// Heartbeats (namespace, worker_id, status = ok | error).
+pub const WORKER_HEARTBEATS: &str = "hydra_worker_heartbeats_total";
+/// Runs claimed (namespace, worker_id, workflow_name).
+pub const LEASE_ACQUISITIONS: &str = "hydra_lease_acquisitions_total";
+/// The worker's configured concurrency (namespace, worker_id); utilization
+/// is `hydra_workflows_active / hydra_worker_concurrency_current`.
+pub const WORKER_CONCURRENCY: &str = "hydra_worker_concurrency_current";
+/// Runs a worker stopped because it lost the lease (namespace, workflow_name).
+pub const LEASES_LOST: &str = "hydra_leases_lost_total";
+/// Runs failed by a non-determinism error (namespace, workflow_name).
+pub const NONDETERMINISM_ERRORS: &str = "hydra_nondeterminism_errors_total";
+/// Runs parked durably: sleeps and long retry backoffs (namespace, workflow_name).
+pub const WORKFLOWS_PARKED: &str = "hydra_workflows_parked_total";
+/// Runs started by cron schedules (namespace, schedule).
+pub const CRON_TRIGGERS: &str = "hydra_cron_triggers_total";
+/// Encoded payload sizes, bytes (namespace, workflow_name, kind = input | output | step).
+pub const PAYLOAD_BYTES: &str = "hydra_payload_bytes";
+
+/// Every metric name Hydra records.
+pub const ALL: &[&str] = &[
+    WORKFLOWS_STARTED,
+    WORKFLOWS_COMPLETED,
+    WORKFLOW_DURATION,
+    WORKFLOW_QUEUE_TIME,
+    WORKFLOWS_ACTIVE,
+    STEPS_EXECUTED,
+    STEP_DURATION,
+    STEPS_CACHED,
+    STEPS_RETRIED,
+    WORKER_POLLS,
+    WORKER_HEARTBEATS,
+    LEASE_ACQUISITIONS,
+    WORKER_CONCURRENCY,
+    LEASES_LOST,
+    NONDETERMINISM_ERRORS,
+    WORKFLOWS_PARKED,
+    CRON_TRIGGERS,
+    PAYLOAD_BYTES,
+];
+
+const SECONDS_BUCKETS: &[f64] =
+    &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0];
+const BYTES_BUCKETS: &[f64] = &[64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262_144.0, 1_048_576.0, 8_388_608.0];
+
+/// Installs a Prometheus exporter as the process's metrics recorder and
+/// serves `/metrics` on `addr` (use a loopback address unless the port is
+/// protected). One per process.
+pub fn install_prometheus(addr: SocketAddr) -> Result<(), crate::Error> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    let config = |e: metrics_exporter_prometheus::BuildError| crate::Error::Config(format!("prometheus exporter: {e}"));
+    let mut b = PrometheusBuilder::new().with_http_listener(addr);
+    for name in [WORKFLOW_DURATION, WORKFLOW_QUEUE_TIME, STEP_DURATION] {
+        b = b.set_buckets_for_metric(Matcher::Full(name.to_owned()), SECONDS_BUCKETS).map_err(config)?;
+    }
+    b = b.set_buckets_for_metric(Matcher::Full(PAYLOAD_BYTES.to_owned()), BYTES_BUCKETS).map_err(config)?;
+    b.install().map_err(config)
+}
+
+pub(crate) fn workflow_started(ns: &str, workflow: &str, trigger: &str, input_bytes: usize) {
+    metrics::counter!(WORKFLOWS_STARTED, "namespace" => ns.to_owned(), "workflow_name" => workflow.to_owned(), "trigger" => trigger.to_owned()).increment(1);
+    payload(ns, workflow, "input", input_bytes);
+}
+
+pub(crate) fn workflow_ended(ns: &str, workflow: &str, status: &str, seconds: f64) {
+    metrics::counter!(WORKFLOWS_COMPLETED, "namespace" => ns.to_owned(), "workflow_name" => workflow.to_owned(), "status" => status.to_owned()).increment(1);
+    metrics::histogram!(WORKFLOW_DURATION, "namespace" => ns.to_owned(), "workflow_name" => workflow.to_owned(), "status" => status.to_owned()).record(seconds);
+}
+
+pub(crate) fn queue_time(ns: &str, workflow: &str, seconds: f64) {
+    metrics::histogram!(WORKFLOW_QUEUE_TIME, "namespace" => ns.to_owned(), "workflow_name" => workflow.to_owned())
+        .record(seconds);
+}
+
+pub(crate) fn active(ns: &str, worker: &str, n: usize) {
+    metrics::gauge!(WORKFLOWS_ACTIVE, "namespace" => ns.to_owned(), "worker_id" => worker.to_owned()).set(n as f64);
+}
+
+pub(crate) fn concurrency(ns: &str, worker: &str, n: usize) {
+    metrics::gauge!(WORKER_CONCURRENCY, "namespace" => ns.to_owned(), "worker_id" => worker.to_owned()).set(n as f64);
+}
+
+pub(crate) fn step_executed(ns: &str, workflow: &str, step: &str, status: &'static str, seconds: f64) {
+    metrics::counter!(STEPS_EXECUTED, "namespace" => ns.to_owned(), "workflow_name" => workflow.to_owned(), "step_name" => step.to_owned(), "status" => status).increment(1);
+    metrics::histogram!(STEP_DURATION, "namespace" => ns.to_owned(), "workflow_name" => workflow.to_owned(), "step_name" => step.to_owned()).record(seconds);
+}
+
+pub(crate) fn step_cached(ns: &str, workflow: &str, step: &str) {
+    metrics::counter!(STEPS_CACHED, "namespace" => ns.to_owned(), "workflow_name" => workflow.to_owned(), "step_name" => step.to_owned()).increment(1);
+}
+
+pub(crate) fn step_retried(ns: &str, workflow: &str, step: &str) {
+    metrics::counter!(STEPS_RETRIED, "namespace" => ns.to_owned(), "workflow_name" => workflow.to_owned(), "step_name" => step.to_owned()).increment(1);
+}
+
+pub(crate) fn poll(ns: &str, worker: &str) {
+    metrics::counter!(WORKER_POLLS, "namespace" => ns.to_owned(), "worker_id" => worker.to_owned()).increment(1);
+}
+
+pub(crate) fn heartbeat(ns: &str, worker: &str, ok: bool) {
+    let status = if ok { "ok" } else { "error" };
+    metrics::counter!(WORKER_HEARTBEATS, "namespace" => ns.to_owned(), "worker_id" => worker.to_owned(), "status" => status).increment(1);
+}
+
+pub(crate) fn lease_acquired(ns: &str, worker: &str, workflow: &str) {
+    metrics::counter!(LEASE_ACQUISITIONS, "namespace" => ns.to_owned(), "worker_id" => worker.to_owned(), "workflow_name" => workflow.to_owned()).increment(1);
+}
+
+pub(crate) fn lease_lost(ns: &str, workflow: &str) {
+    metrics::counter!(LEASES_LOST, "namespace" => ns.to_owned(), "workflow_name" => workflow.to_owned()).increment(1);
+}
+
+pub(crate) fn nondeterminism(ns: &str, workflow: &str) {
+    metrics::counter!(NONDETERMINISM_ERRORS, "namespace" => ns.to_owned(), "workflow_name" => workflow.to_owned())
+        .increment(1);
+}
+
+pub(crate) fn parked(ns: &str, workflow: &str) {
+    metrics::counter!(WORKFLOWS_PARKED, "namespace" => ns.to_owned(), "workflow_name" => workflow.to_owned())
+        .increment(1);
+}
+
+pub(crate) fn payload(ns: &str, workflow: &str, kind: &'static str, bytes: usize) {
+    metrics::histogram!(PAYLOAD_BYTES, "namespace" => ns.to_owned(), "workflow_name" => workflow.to_owned(), "kind" => kind).record(bytes as f64);
+}
+
+/// Records a run started by a cron schedule.
+pub(crate) fn cron_trigger(ns: &str, schedule: &str) {
+    metrics::counter!(CRON_TRIGGERS, "namespace" => ns.to_owned(), "schedule" => schedule.to_owned()).increment(1);
+}

@@ -1,0 +1,226 @@
+//! Metrics: a workload with success, retry, cache hits (resume), failure,
+//! non-determinism and a lease takeover, on SQLite and PostgreSQL, then a
+//! scrape of the Prometheus endpoint over HTTP. The recorder is global to
+//! the process, so both backends run in this one test, under different
+//! namespace labels.
+
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
+use hydra_runtime::metrics;
+use hydra_runtime::prelude::*;
+use hydra_runtime::{Clock, ExecutionStatus};
+use hydra_tests::flow::{Act, Flow, StepPlan};
+use hydra_tests::{DbKind, TestDb};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const T0: i64 = 1_700_000_000_000;
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn wait_for(engine: &Engine, id: &ExecutionId, done: impl Fn(ExecutionStatus) -> bool) {
+    tokio::time::timeout(WAIT, async {
+        while !done(engine.get(id).await.unwrap().unwrap().status) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("run {id} did not reach the expected state"));
+}
+
+/// Runs the workload in `engine`'s namespace.
+async fn workload(engine: &Engine, clock: &Clock) {
+    let (flow_a, probe_a) = Flow::new();
+    let (flow_b, probe_b) = Flow::new();
+    probe_b.open("t");
+    // A: one slot, slow heartbeats: it stalls on `t` and loses the lease.
+    let a = Worker::builder(engine)
+        .register(flow_a)
+        .concurrency(1)
+        .poll_interval(Duration::from_millis(50))
+        .heartbeat_interval(Duration::from_secs(10))
+        .lease_ttl(Duration::from_secs(30))
+        .start()
+        .await
+        .unwrap();
+    let taken = engine.start::<Flow>(vec![StepPlan::new("t", Act::Gate("t".into()))]).await.unwrap();
+    tokio::time::timeout(WAIT, async {
+        while probe_a.bodies("t") == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap();
+    let b = Worker::builder(engine)
+        .register(flow_b)
+        .concurrency(8)
+        .poll_interval(Duration::from_millis(50))
+        .heartbeat_interval(Duration::from_millis(50))
+        .lease_ttl(Duration::from_secs(30))
+        .start()
+        .await
+        .unwrap();
+    let ok = engine.start::<Flow>(vec![StepPlan::new("a", Act::Ok), StepPlan::new("b", Act::Ok)]).await.unwrap();
+    let retry = engine.start::<Flow>(vec![StepPlan::new("r", Act::FailTimes(1))]).await.unwrap();
+    let fail = engine.start::<Flow>(vec![StepPlan::new("p", Act::Permanent)]).await.unwrap();
+    let sleeper = engine
+        .start::<Flow>(vec![
+            StepPlan::new("s1", Act::Ok),
+            StepPlan::new("z", Act::Sleep(1_000)),
+            StepPlan::new("s2", Act::Ok),
+        ])
+        .await
+        .unwrap();
+    let changed = engine
+        .start::<Flow>(vec![
+            StepPlan::new("_", Act::Switch("old".into(), "new".into())),
+            StepPlan::new("z", Act::Sleep(1_000)),
+        ])
+        .await
+        .unwrap();
+    for h in [&ok, &retry, &fail] {
+        wait_for(engine, h.id(), |s| s.is_terminal()).await;
+    }
+    wait_for(engine, sleeper.id(), |s| s == ExecutionStatus::Sleeping).await;
+    wait_for(engine, changed.id(), |s| s == ExecutionStatus::Sleeping).await;
+    // A deploy changes the code of `changed`; time passes: A's lease expires,
+    // sleepers wake, B takes over `taken`.
+    probe_b.switch.store(true, Ordering::SeqCst);
+    clock.advance(Duration::from_secs(31));
+    for h in [&taken, &sleeper, &changed] {
+        wait_for(engine, h.id(), |s| s.is_terminal()).await;
+    }
+    // A wakes up and tries to record under its stale token.
+    probe_a.open("t");
+    tokio::time::timeout(WAIT, async {
+        while a.active_runs() > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await; // a few heartbeats of B
+    a.shutdown(Duration::from_secs(1)).await;
+    b.shutdown(Duration::from_secs(1)).await;
+}
+
+async fn scrape(addr: SocketAddr) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.") && head.contains(" 200"), "{head}");
+    body.to_owned()
+}
+
+/// Sum of the samples of `name` whose labels include all of `labels`.
+fn value(body: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, v) = l.rsplit_once(' ')?;
+            let (n, rest) = series.split_once('{').unwrap_or((series, ""));
+            (n == name && labels.iter().all(|(k, val)| rest.contains(&format!("{k}=\"{val}\""))))
+                .then(|| v.parse::<f64>().ok())
+                .flatten()
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scrape_lists_every_seed_metric_with_expected_values() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut namespaces = Vec::new();
+    for (i, kind) in [DbKind::Sqlite, DbKind::Postgres].into_iter().enumerate() {
+        let db = TestDb::new(kind).await;
+        let ns = format!("metrics-{}", if kind == DbKind::Sqlite { "sqlite" } else { "postgres" });
+        let clock = Clock::manual(T0);
+        let mut builder = Engine::builder().store(db.store().await).namespace(&ns).clock(clock.clone());
+        if i == 0 {
+            builder = builder.prometheus(addr);
+        }
+        let engine = builder.build().await.unwrap();
+        workload(&engine, &clock).await;
+        namespaces.push(ns);
+    }
+    let body = scrape(addr).await;
+
+    let seed = [
+        "hydra_workflows_started_total",
+        "hydra_workflows_completed_total",
+        "hydra_workflow_duration_seconds",
+        "hydra_workflow_queue_time_seconds",
+        "hydra_workflows_active",
+        "hydra_steps_executed_total",
+        "hydra_step_duration_seconds",
+        "hydra_steps_cached_total",
+        "hydra_steps_retried_total",
+        "hydra_worker_polls_total",
+        "hydra_worker_heartbeats_total",
+        "hydra_lease_acquisitions_total",
+        "hydra_worker_concurrency_current",
+    ];
+    for name in seed.iter().chain(metrics::ALL.iter().filter(|n| **n != metrics::CRON_TRIGGERS)) {
+        assert!(body.contains(&format!("\n{name}")), "metric {name} missing from the scrape:\n{body}");
+    }
+    for ns in &namespaces {
+        let n = [("namespace", ns.as_str())];
+        let wf = |extra: &[(&'static str, &'static str)]| {
+            let mut l = vec![("namespace", ns.as_str()), ("workflow_name", "flow")];
+            l.extend_from_slice(extra);
+            l
+        };
+        assert_eq!(value(&body, metrics::WORKFLOWS_STARTED, &wf(&[])), 6.0, "{ns}");
+        assert_eq!(value(&body, metrics::WORKFLOWS_COMPLETED, &wf(&[("status", "completed")])), 4.0, "{ns}");
+        assert_eq!(value(&body, metrics::WORKFLOWS_COMPLETED, &wf(&[("status", "failed")])), 2.0, "{ns}");
+        assert_eq!(value(&body, "hydra_workflow_duration_seconds_count", &wf(&[])), 6.0, "{ns}");
+        assert_eq!(value(&body, "hydra_workflow_queue_time_seconds_count", &wf(&[])), 6.0, "{ns}");
+        assert_eq!(value(&body, metrics::STEPS_RETRIED, &wf(&[("step_name", "r")])), 1.0, "{ns}");
+        assert_eq!(value(&body, metrics::STEPS_EXECUTED, &wf(&[("step_name", "r"), ("status", "retry")])), 1.0, "{ns}");
+        assert_eq!(value(&body, metrics::STEPS_EXECUTED, &wf(&[("step_name", "r"), ("status", "completed")])), 1.0);
+        assert_eq!(value(&body, metrics::STEPS_EXECUTED, &wf(&[("step_name", "p"), ("status", "failed")])), 1.0);
+        assert_eq!(value(&body, metrics::STEPS_CACHED, &wf(&[("step_name", "s1")])), 1.0, "resumed after the sleep");
+        assert!(value(&body, "hydra_step_duration_seconds_count", &wf(&[("step_name", "a")])) >= 1.0);
+        assert_eq!(value(&body, metrics::NONDETERMINISM_ERRORS, &wf(&[])), 1.0, "{ns}");
+        assert_eq!(value(&body, metrics::LEASES_LOST, &wf(&[])), 1.0, "A lost its lease once: {ns}");
+        assert!(value(&body, metrics::WORKFLOWS_PARKED, &wf(&[])) >= 2.0);
+        assert!(value(&body, metrics::LEASE_ACQUISITIONS, &n) >= 9.0, "6 runs, 2 wake-ups, 1 takeover: {ns}");
+        assert!(value(&body, metrics::WORKER_POLLS, &n) >= 2.0);
+        assert!(value(&body, metrics::WORKER_HEARTBEATS, &[("namespace", ns.as_str()), ("status", "ok")]) >= 2.0);
+        assert!(value(&body, "hydra_payload_bytes_count", &wf(&[("kind", "input")])) >= 6.0);
+        assert!(body.contains(&format!("hydra_worker_concurrency_current{{namespace=\"{ns}\"")), "{ns}");
+        assert_eq!(value(&body, metrics::WORKFLOWS_ACTIVE, &n), 0.0, "all runs ended");
+    }
+    assert!(!body.contains("execution_id"), "no execution IDs as labels");
+}
+
+#[test]
+fn the_grafana_dashboard_has_the_seed_queries_and_only_real_metrics() {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/grafana/hydra-dashboard.json"))
+            .unwrap();
+    let dash: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let exprs: Vec<String> = dash["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().iter().map(|t| t["expr"].as_str().unwrap().to_owned()))
+        .collect();
+    let all = exprs.join("\n");
+    for seed in [
+        "rate(hydra_workflows_completed_total[5m])",
+        "rate(hydra_workflow_duration_seconds_sum[5m])) / sum by (workflow_name) (rate(hydra_workflow_duration_seconds_count[5m])",
+        "rate(hydra_steps_cached_total[5m])) / sum(rate(hydra_steps_executed_total[5m])",
+        "hydra_workflows_active / hydra_worker_concurrency_current",
+    ] {
+        assert!(all.contains(seed), "dashboard lacks the seed query {seed}");
+    }
+    for word in all.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| w.starts_with("hydra_")) {
+        let base = word.trim_end_matches("_bucket").trim_end_matches("_sum").trim_end_matches("_count");
+        assert!(metrics::ALL.contains(&base), "dashboard uses {word}, which Hydra does not record");
+    }
+}
