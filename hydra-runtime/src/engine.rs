@@ -39,6 +39,8 @@ pub(crate) struct EngineInner {
     pub(crate) work: watch::Sender<u64>,
     /// Bumped when a local worker ends a run, so waiting handles look again.
     pub(crate) done: watch::Sender<u64>,
+    /// Workflows registered by this process's workers (for by-name checks).
+    pub(crate) known: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// Builds an [`Engine`].
@@ -131,6 +133,7 @@ impl EngineBuilder {
                 max_payload_bytes: self.max_payload_bytes.unwrap_or(DEFAULT_MAX_PAYLOAD_BYTES),
                 work: watch::channel(0).0,
                 done: watch::channel(0).0,
+                known: std::sync::Mutex::new(std::collections::HashSet::new()),
             }),
         })
     }
@@ -274,6 +277,11 @@ impl Engine {
             self.inner.work.send_modify(|n| *n = n.wrapping_add(1));
         }
         Ok(created.into_execution())
+    }
+
+    /// Whether a worker of this engine registered workflow `name`.
+    pub fn knows_workflow(&self, name: &str) -> bool {
+        self.inner.known.lock().unwrap_or_else(|p| p.into_inner()).contains(name)
     }
 
     /// A typed handle on an existing run (the type is not checked until

@@ -60,6 +60,17 @@ pub enum Error {
         /// Its error message.
         message: String,
     },
+    /// A cron expression or time zone does not parse.
+    #[error("invalid cron schedule `{spec}`: {reason}")]
+    InvalidCron {
+        /// The expression.
+        spec: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// No cron schedule of this name in this namespace.
+    #[error("cron schedule `{0}` not found")]
+    CronNotFound(String),
     /// A setting is out of range.
     #[error("invalid configuration: {0}")]
     Config(String),

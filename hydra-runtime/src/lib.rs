@@ -41,6 +41,7 @@ mod client;
 mod clock;
 mod codec;
 mod context;
+mod cron;
 mod engine;
 mod error;
 pub mod metrics;
@@ -52,11 +53,13 @@ pub use client::{WorkflowClient, WorkflowRun};
 pub use clock::Clock;
 pub use codec::{Bincode, Codec, Json, PayloadCodec};
 pub use context::{StepContext, StepOptions, WorkflowContext};
+pub use cron::{CronSchedule, MissedTicks, SKIP_GRACE_MS};
 pub use engine::{
     DEFAULT_DATABASE_URL, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_NAMESPACE, Engine, EngineBuilder, RunHandle, StartOptions,
 };
 pub use error::{Error, StepError, WorkflowError};
 pub use hydra_macros::{step, workflow};
+pub use hydra_store::CronJob;
 pub use hydra_store::{
     Backend, CancelOutcome, Execution, ExecutionFilter, ExecutionId, ExecutionStatus, Step as RecordedStep, StepId,
     StepKind, StepStatus, Store, StoreError, StoreOptions, TriggerType, WorkerId,

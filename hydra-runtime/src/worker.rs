@@ -53,8 +53,9 @@ impl Default for WorkerConfig {
 pub struct WorkerBuilder {
     engine: Engine,
     id: Option<WorkerId>,
-    registry: HashMap<&'static str, Arc<dyn ErasedWorkflow>>,
-    duplicate: Option<&'static str>,
+    registry: HashMap<String, Arc<dyn ErasedWorkflow>>,
+    duplicate: Option<String>,
+    handler_schedules: Vec<crate::cron::CronSchedule>,
     config: WorkerConfig,
 }
 
@@ -70,9 +71,28 @@ impl WorkerBuilder {
     /// Registers a workflow. Registering two workflows with one name is an
     /// error at [`WorkerBuilder::start`].
     pub fn register<W: Workflow>(mut self, workflow: W) -> Self {
-        if self.registry.insert(W::NAME, Arc::new(Registered(Arc::new(workflow)))).is_some() {
-            self.duplicate = Some(W::NAME);
+        if self.registry.insert(W::NAME.to_owned(), Arc::new(Registered(Arc::new(workflow)))).is_some() {
+            self.duplicate = Some(W::NAME.to_owned());
         }
+        self
+    }
+
+    /// Registers a schedule `name` that runs a plain async `handler` at every
+    /// tick of `spec` (UTC), exactly once per tick across all workers. Each
+    /// handler run is recorded as a run of workflow `hydra.cron.{name}` with
+    /// one step; its [`crate::StepContext`] gives a per-tick idempotency key.
+    /// Every worker that may run it must register the handler.
+    pub fn cron_handler<F, Fut>(mut self, name: &str, spec: &str, handler: F) -> Self
+    where
+        F: Fn(crate::StepContext) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<(), crate::StepError>> + Send + 'static,
+    {
+        let workflow = crate::cron::handler_workflow_name(name);
+        let handler: crate::cron::Handler = Arc::new(move |s| Box::pin(handler(s)));
+        if self.registry.insert(workflow.clone(), Arc::new(crate::cron::HandlerWorkflow { handler })).is_some() {
+            self.duplicate = Some(workflow.clone());
+        }
+        self.handler_schedules.push(crate::cron::CronSchedule::workflow_named(name, spec, workflow, ()));
         self
     }
 
@@ -142,8 +162,15 @@ impl WorkerBuilder {
                 c.heartbeat_interval, c.lease_ttl
             )));
         }
+        {
+            let mut known = self.engine.inner.known.lock().unwrap_or_else(|p| p.into_inner());
+            known.extend(self.registry.keys().cloned());
+        }
+        for schedule in self.handler_schedules {
+            self.engine.register_cron(schedule).await?;
+        }
         let id = self.id.unwrap_or_else(WorkerId::generate);
-        let mut names: Vec<String> = self.registry.keys().map(|s| (*s).to_owned()).collect();
+        let mut names: Vec<String> = self.registry.keys().cloned().collect();
         names.sort();
         let shared = Arc::new(Shared {
             engine: self.engine,
@@ -172,7 +199,8 @@ impl WorkerBuilder {
         crate::metrics::active(shared.engine.namespace(), shared.id.as_str(), 0);
         let poll = tokio::spawn(poll_loop(Arc::clone(&shared)));
         let heartbeat = tokio::spawn(heartbeat_loop(Arc::clone(&shared)));
-        Ok(Worker { shared, poll: Some(poll), heartbeat: Some(heartbeat) })
+        let cron = tokio::spawn(cron_loop(Arc::clone(&shared)));
+        Ok(Worker { shared, poll: Some(poll), heartbeat: Some(heartbeat), cron: Some(cron) })
     }
 }
 
@@ -184,7 +212,7 @@ struct ActiveRun {
 struct Shared {
     engine: Engine,
     id: WorkerId,
-    registry: HashMap<&'static str, Arc<dyn ErasedWorkflow>>,
+    registry: HashMap<String, Arc<dyn ErasedWorkflow>>,
     names: Vec<String>,
     config: WorkerConfig,
     slots: Arc<Semaphore>,
@@ -209,6 +237,7 @@ pub struct Worker {
     shared: Arc<Shared>,
     poll: Option<tokio::task::JoinHandle<()>>,
     heartbeat: Option<tokio::task::JoinHandle<()>>,
+    cron: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -225,6 +254,7 @@ impl Worker {
             id: None,
             registry: HashMap::new(),
             duplicate: None,
+            handler_schedules: Vec::new(),
             config: WorkerConfig::default(),
         }
     }
@@ -247,6 +277,9 @@ impl Worker {
         s.stop_claiming.cancel();
         if let Some(p) = self.poll.take() {
             let _ = p.await;
+        }
+        if let Some(c) = self.cron.take() {
+            let _ = c.await;
         }
         for a in s.active().values() {
             a.run.draining.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -354,6 +387,24 @@ async fn claim_available(s: &Arc<Shared>) {
         }
         if n < limit as usize {
             return;
+        }
+    }
+}
+
+/// Fires due cron ticks. Every worker runs one; the store makes sure each
+/// tick fires once.
+async fn cron_loop(s: Arc<Shared>) {
+    let mut ticks = s.engine.clock().subscribe();
+    let every = s.config.poll_interval.min(Duration::from_secs(1));
+    let options = |name: &str| s.registry.get(name).map(|w| w.options());
+    loop {
+        if let Err(e) = crate::cron::fire_due(&s.engine, &options).await {
+            tracing::warn!(worker_id = %s.id, error = %e, "cron scheduling failed");
+        }
+        tokio::select! {
+            _ = s.stop_claiming.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+            _ = ticks.changed() => {}
         }
     }
 }

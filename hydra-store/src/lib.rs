@@ -33,9 +33,9 @@ pub use connect::{Backend, StoreOptions};
 pub use error::StoreError;
 pub use ids::{ExecutionId, FencingToken, StepId, WorkerId};
 pub use model::{
-    CancelOutcome, ClaimRequest, ClaimedExecution, Created, Execution, ExecutionFilter, ExecutionStatus, Lease,
-    NewExecution, Renewed, Step, StepAttempt, StepKind, StepOutcome, StepRecord, StepStatus, Terminal, TriggerType,
-    WorkerLease,
+    CancelOutcome, ClaimRequest, ClaimedExecution, Created, CronJob, CronUpsert, Execution, ExecutionFilter,
+    ExecutionStatus, Lease, NewExecution, Renewed, Step, StepAttempt, StepKind, StepOutcome, StepRecord, StepStatus,
+    Terminal, TriggerType, WorkerLease,
 };
 pub use store::{Checkpoint, Store, Transition};
 

@@ -8,12 +8,13 @@
 //! by the caller: the store never reads a clock.
 
 use crate::connect::{self, Backend, StoreOptions, db_backend, immediate};
-use crate::entity::{leases, workflow_executions as exec, workflow_steps as steps};
+use crate::entity::{cron_jobs, leases, workflow_executions as exec, workflow_steps as steps};
 use crate::error::StoreError;
 use crate::ids::{ExecutionId, StepId, WorkerId};
 use crate::model::{
-    CancelOutcome, ClaimRequest, ClaimedExecution, Created, Execution, ExecutionFilter, ExecutionStatus, Lease,
-    NewExecution, Renewed, Step, StepAttempt, StepOutcome, StepRecord, Terminal, WorkerLease, to_i32,
+    CancelOutcome, ClaimRequest, ClaimedExecution, Created, CronJob, CronUpsert, Execution, ExecutionFilter,
+    ExecutionStatus, Lease, NewExecution, Renewed, Step, StepAttempt, StepOutcome, StepRecord, Terminal, WorkerLease,
+    to_i32,
 };
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
@@ -152,47 +153,18 @@ impl Store {
     /// (namespace, workflow), inserts nothing and returns the existing run.
     pub async fn create_execution(&self, new: NewExecution) -> Result<Created, StoreError> {
         let key = new.idempotency_key.clone();
-        let am = exec::ActiveModel {
-            id: Set(new.id.as_str().to_owned()),
-            namespace: Set(new.namespace.clone()),
-            workflow_name: Set(new.workflow_name.clone()),
-            status: Set(ExecutionStatus::Pending.as_str().to_owned()),
-            input_data: Set(new.input),
-            output_data: Set(None),
-            error_message: Set(None),
-            max_attempts: Set(to_i32(new.max_attempts.max(1))),
-            attempts: Set(0),
-            idempotency_key: Set(new.idempotency_key),
-            trigger_type: Set(new.trigger_type.as_str().to_owned()),
-            trigger_source: Set(new.trigger_source),
-            created_at: Set(new.now),
-            started_at: Set(None),
-            updated_at: Set(new.now),
-            completed_at: Set(None),
-            due_at: Set(Some(new.due_at)),
-            deadline_at: Set(new.deadline_at),
-            lease_owner: Set(None),
-            fencing_token: Set(0),
-            cancel_requested: Set(false),
-        };
-        let inserted = exec::Entity::insert(am)
-            .on_conflict_do_nothing_on([
-                exec::Column::Namespace,
-                exec::Column::WorkflowName,
-                exec::Column::IdempotencyKey,
-            ])
-            .exec_without_returning(&self.db)
-            .await?;
-        let rows = match inserted {
-            TryInsertResult::Inserted(n) => n,
-            TryInsertResult::Conflicted | TryInsertResult::Empty => 0,
-        };
+        let am = execution_row(&new);
+        let rows = insert_execution(&self.db, am).await?;
         if rows == 1 {
             let execution = self.get_execution(&new.namespace, &new.id).await?.ok_or_else(|| {
                 StoreError::ExecutionNotFound { namespace: new.namespace.clone(), execution: new.id.clone() }
             })?;
             return Ok(Created::New(execution));
         }
+        self.existing_for_key(&new, key).await
+    }
+
+    async fn existing_for_key(&self, new: &NewExecution, key: Option<String>) -> Result<Created, StoreError> {
         match key {
             Some(key) => {
                 let existing = exec::Entity::find()
@@ -698,6 +670,160 @@ impl Store {
         Err(StoreError::Database(DbErr::Custom(format!("execution {id} kept changing state while being cancelled"))))
     }
 
+    // ----- cron schedules --------------------------------------------------
+
+    /// Creates a schedule, or updates an existing one of the same name. An
+    /// update keeps the schedule's next tick when its expression and time zone
+    /// are unchanged (a restart re-registering it does not reset it), and
+    /// keeps it paused if it was paused.
+    pub async fn upsert_cron(&self, c: &CronUpsert) -> Result<CronJob, StoreError> {
+        let row = self
+            .db
+            .query_one_raw(self.stmt(
+                "INSERT INTO cron_jobs (id, namespace, name, cron_spec, timezone, workflow_name, input_data, \
+                   missed_policy, enabled, created_at, updated_at, next_run_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (namespace, name) DO UPDATE SET \
+                   next_run_at = CASE WHEN cron_jobs.cron_spec = excluded.cron_spec \
+                     AND cron_jobs.timezone = excluded.timezone THEN cron_jobs.next_run_at \
+                     ELSE excluded.next_run_at END, \
+                   cron_spec = excluded.cron_spec, timezone = excluded.timezone, \
+                   workflow_name = excluded.workflow_name, input_data = excluded.input_data, \
+                   missed_policy = excluded.missed_policy, updated_at = excluded.updated_at \
+                 RETURNING id",
+                vec![
+                    uuid::Uuid::new_v4().to_string().into(),
+                    c.namespace.as_str().into(),
+                    c.name.as_str().into(),
+                    c.spec.as_str().into(),
+                    c.timezone.as_str().into(),
+                    c.workflow_name.as_str().into(),
+                    c.input.clone().into(),
+                    c.missed_policy.as_str().into(),
+                    true.into(),
+                    c.now.into(),
+                    c.now.into(),
+                    c.next_run_at.into(),
+                ],
+            ))
+            .await?;
+        if row.is_none() {
+            return Err(StoreError::Database(DbErr::Custom(format!("cron schedule `{}` was not stored", c.name))));
+        }
+        self.cron(&c.namespace, &c.name)
+            .await?
+            .ok_or_else(|| StoreError::Database(DbErr::Custom(format!("cron schedule `{}` vanished", c.name))))
+    }
+
+    /// One schedule by name.
+    pub async fn cron(&self, namespace: &str, name: &str) -> Result<Option<CronJob>, StoreError> {
+        Ok(cron_jobs::Entity::find()
+            .filter(cron_jobs::Column::Namespace.eq(namespace))
+            .filter(cron_jobs::Column::Name.eq(name))
+            .one(&self.db)
+            .await?
+            .map(CronJob::from))
+    }
+
+    /// Every schedule of a namespace, by name.
+    pub async fn list_crons(&self, namespace: &str) -> Result<Vec<CronJob>, StoreError> {
+        Ok(cron_jobs::Entity::find()
+            .filter(cron_jobs::Column::Namespace.eq(namespace))
+            .order_by_asc(cron_jobs::Column::Name)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(CronJob::from)
+            .collect())
+    }
+
+    /// Enabled schedules whose next tick is at or before `now`.
+    pub async fn due_crons(&self, namespace: &str, now: i64, limit: u64) -> Result<Vec<CronJob>, StoreError> {
+        Ok(cron_jobs::Entity::find()
+            .filter(cron_jobs::Column::Namespace.eq(namespace))
+            .filter(cron_jobs::Column::Enabled.eq(true))
+            .filter(cron_jobs::Column::NextRunAt.lte(now))
+            .order_by_asc(cron_jobs::Column::NextRunAt)
+            .limit(limit)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(CronJob::from)
+            .collect())
+    }
+
+    /// Pauses or resumes a schedule; `next_run_at` is the next tick to use
+    /// when resuming. Returns false if there is no such schedule.
+    pub async fn set_cron_enabled(
+        &self,
+        namespace: &str,
+        name: &str,
+        enabled: bool,
+        next_run_at: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let r = self
+            .db
+            .execute_raw(self.stmt(
+                "UPDATE cron_jobs SET enabled = ?, next_run_at = ?, updated_at = ? WHERE namespace = ? AND name = ?",
+                vec![enabled.into(), next_run_at.into(), now.into(), namespace.into(), name.into()],
+            ))
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Deletes a schedule. Returns false if there was none.
+    pub async fn delete_cron(&self, namespace: &str, name: &str) -> Result<bool, StoreError> {
+        let r = cron_jobs::Entity::delete_many()
+            .filter(cron_jobs::Column::Namespace.eq(namespace))
+            .filter(cron_jobs::Column::Name.eq(name))
+            .exec(&self.db)
+            .await?;
+        Ok(r.rows_affected == 1)
+    }
+
+    /// Fires one tick of a schedule, atomically: moves `next_run_at` from
+    /// `expected_next` to `new_next` (only if no one else did) and, in the
+    /// same transaction, creates `run` (whose idempotency key names the
+    /// schedule and tick). Returns true if this caller fired the tick. A
+    /// crash before the commit leaves the tick unfired; two callers cannot
+    /// both fire it.
+    pub async fn fire_cron_tick(
+        &self,
+        job: &CronJob,
+        expected_next: i64,
+        new_next: i64,
+        fired_tick: Option<i64>,
+        run: Option<&NewExecution>,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let txn = self.db.begin_with_options(immediate()).await?;
+        let r = txn
+            .execute_raw(self.stmt(
+                "UPDATE cron_jobs SET next_run_at = ?, last_tick_at = COALESCE(?, last_tick_at), updated_at = ? \
+                 WHERE id = ? AND namespace = ? AND next_run_at = ? AND enabled = ?",
+                vec![
+                    new_next.into(),
+                    fired_tick.into(),
+                    now.into(),
+                    job.id.as_str().into(),
+                    job.namespace.as_str().into(),
+                    expected_next.into(),
+                    true.into(),
+                ],
+            ))
+            .await?;
+        if r.rows_affected() != 1 {
+            txn.rollback().await?;
+            return Ok(false);
+        }
+        if let Some(run) = run {
+            insert_execution(&txn, execution_row(run)).await?;
+        }
+        txn.commit().await?;
+        Ok(true)
+    }
+
     // ----- worker liveness ---------------------------------------------------
 
     /// Registers or renews a worker's liveness row until `now + ttl_ms`.
@@ -767,4 +893,43 @@ fn position_conflict(e: DbErr, lease: &Lease, position: u32) -> StoreError {
         }
         _ => StoreError::Database(e),
     }
+}
+
+/// The row of a new, pending run.
+fn execution_row(new: &NewExecution) -> exec::ActiveModel {
+    exec::ActiveModel {
+        id: Set(new.id.as_str().to_owned()),
+        namespace: Set(new.namespace.clone()),
+        workflow_name: Set(new.workflow_name.clone()),
+        status: Set(ExecutionStatus::Pending.as_str().to_owned()),
+        input_data: Set(new.input.clone()),
+        output_data: Set(None),
+        error_message: Set(None),
+        max_attempts: Set(to_i32(new.max_attempts.max(1))),
+        attempts: Set(0),
+        idempotency_key: Set(new.idempotency_key.clone()),
+        trigger_type: Set(new.trigger_type.as_str().to_owned()),
+        trigger_source: Set(new.trigger_source.clone()),
+        created_at: Set(new.now),
+        started_at: Set(None),
+        updated_at: Set(new.now),
+        completed_at: Set(None),
+        due_at: Set(Some(new.due_at)),
+        deadline_at: Set(new.deadline_at),
+        lease_owner: Set(None),
+        fencing_token: Set(0),
+        cancel_requested: Set(false),
+    }
+}
+
+/// Inserts a run unless its idempotency key is taken; returns the rows inserted.
+async fn insert_execution<C: ConnectionTrait>(conn: &C, row: exec::ActiveModel) -> Result<u64, StoreError> {
+    let inserted = exec::Entity::insert(row)
+        .on_conflict_do_nothing_on([exec::Column::Namespace, exec::Column::WorkflowName, exec::Column::IdempotencyKey])
+        .exec_without_returning(conn)
+        .await?;
+    Ok(match inserted {
+        TryInsertResult::Inserted(n) => n,
+        TryInsertResult::Conflicted | TryInsertResult::Empty => 0,
+    })
 }

@@ -147,7 +147,46 @@ async fn the_scrape_lists_every_seed_metric_with_expected_values() {
         workload(&engine, &clock).await;
         namespaces.push(ns);
     }
+    // A cron tick, in its own namespace.
+    {
+        let db = TestDb::new(DbKind::Sqlite).await;
+        let clock = Clock::manual(T0);
+        let engine = Engine::builder()
+            .store(db.store().await)
+            .namespace("metrics-cron")
+            .clock(clock.clone())
+            .build()
+            .await
+            .unwrap();
+        let (flow, probe) = Flow::new();
+        let w = Worker::builder(&engine)
+            .register(flow)
+            .poll_interval(Duration::from_millis(50))
+            .heartbeat_interval(Duration::from_millis(50))
+            .lease_ttl(Duration::from_secs(3600))
+            .start()
+            .await
+            .unwrap();
+        engine
+            .register_cron(hydra_runtime::CronSchedule::workflow::<Flow>(
+                "tick",
+                "* * * * *",
+                vec![StepPlan::new("c", Act::Ok)],
+            ))
+            .await
+            .unwrap();
+        clock.advance(Duration::from_secs(60));
+        tokio::time::timeout(WAIT, async {
+            while probe.bodies("c") == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .unwrap();
+        w.shutdown(Duration::from_secs(1)).await;
+    }
     let body = scrape(addr).await;
+    assert_eq!(value(&body, metrics::CRON_TRIGGERS, &[("namespace", "metrics-cron"), ("schedule", "tick")]), 1.0);
 
     let seed = [
         "hydra_workflows_started_total",
@@ -164,7 +203,7 @@ async fn the_scrape_lists_every_seed_metric_with_expected_values() {
         "hydra_lease_acquisitions_total",
         "hydra_worker_concurrency_current",
     ];
-    for name in seed.iter().chain(metrics::ALL.iter().filter(|n| **n != metrics::CRON_TRIGGERS)) {
+    for name in seed.iter().chain(metrics::ALL) {
         assert!(body.contains(&format!("\n{name}")), "metric {name} missing from the scrape:\n{body}");
     }
     for ns in &namespaces {

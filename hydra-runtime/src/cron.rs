@@ -1,0 +1,365 @@
+//! Cron schedules that start exactly one run per tick across all workers.
+//!
+//! A schedule lives in `cron_jobs`. Every worker's scheduler looks for due
+//! schedules and fires a tick with one transaction that moves the
+//! schedule's `next_run_at` on (only if it still holds the expected tick)
+//! and creates the tick's run, whose idempotency key is
+//! `cron:{schedule}:{tick}`. Two workers cannot both fire a tick, and a
+//! crash before the commit leaves the tick to be fired by someone else.
+//!
+//! Ticks missed while no worker ran follow the schedule's [`MissedTicks`]
+//! policy; the default, [`MissedTicks::RunOnce`], starts one run for the
+//! missed interval when a worker comes back.
+
+use crate::clock::Clock;
+use crate::codec::Codec;
+use crate::engine::Engine;
+use crate::error::Error;
+use crate::workflow::{Workflow, WorkflowOptions};
+use chrono::TimeZone;
+use hydra_store::{CronJob, CronUpsert, ExecutionId, NewExecution, TriggerType};
+use serde::Serialize;
+use std::str::FromStr;
+
+/// How long after its tick a run may still start under [`MissedTicks::Skip`].
+pub const SKIP_GRACE_MS: i64 = 60_000;
+
+/// What to do about ticks that passed while no worker was running.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MissedTicks {
+    /// Start one run for the whole missed interval (for its latest tick),
+    /// then continue with the next future tick. The default: nothing is
+    /// silently lost.
+    #[default]
+    RunOnce,
+    /// Start nothing for ticks more than [`SKIP_GRACE_MS`] old; continue
+    /// with the next future tick.
+    Skip,
+}
+
+impl MissedTicks {
+    fn as_str(self) -> &'static str {
+        match self {
+            MissedTicks::RunOnce => "run_once",
+            MissedTicks::Skip => "skip",
+        }
+    }
+}
+
+type InputEncoder = Box<dyn FnOnce(Codec) -> Result<Vec<u8>, String> + Send>;
+
+/// A schedule to register with [`Engine::register_cron`].
+#[must_use]
+pub struct CronSchedule {
+    name: String,
+    spec: String,
+    timezone: String,
+    workflow_name: String,
+    known_type: bool,
+    input: InputEncoder,
+    missed: MissedTicks,
+}
+
+impl std::fmt::Debug for CronSchedule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CronSchedule")
+            .field("name", &self.name)
+            .field("spec", &self.spec)
+            .field("timezone", &self.timezone)
+            .field("workflow", &self.workflow_name)
+            .field("missed", &self.missed)
+            .finish()
+    }
+}
+
+impl CronSchedule {
+    /// A schedule `name` that starts workflow `W` with `input` at every tick
+    /// of `spec` (5 fields, optional seconds and year fields, or `@daily`,
+    /// `@hourly`… nicknames), in UTC unless [`CronSchedule::timezone`] says otherwise.
+    pub fn workflow<W: Workflow>(name: impl Into<String>, spec: impl Into<String>, input: W::Input) -> Self {
+        CronSchedule {
+            name: name.into(),
+            spec: spec.into(),
+            timezone: "UTC".into(),
+            workflow_name: W::NAME.into(),
+            known_type: true,
+            input: Box::new(move |codec| codec.encode(&input)),
+            missed: MissedTicks::default(),
+        }
+    }
+
+    /// A schedule that starts the workflow registered as `workflow_name`.
+    /// Registration fails with [`Error::UnknownWorkflow`] unless a worker of
+    /// this engine has registered that workflow.
+    pub fn workflow_named<I: Serialize + Send + 'static>(
+        name: impl Into<String>,
+        spec: impl Into<String>,
+        workflow_name: impl Into<String>,
+        input: I,
+    ) -> Self {
+        CronSchedule {
+            name: name.into(),
+            spec: spec.into(),
+            timezone: "UTC".into(),
+            workflow_name: workflow_name.into(),
+            known_type: false,
+            input: Box::new(move |codec| codec.encode(&input)),
+            missed: MissedTicks::default(),
+        }
+    }
+
+    /// The IANA time zone the expression is read in (default `UTC`).
+    pub fn timezone(mut self, tz: impl Into<String>) -> Self {
+        self.timezone = tz.into();
+        self
+    }
+
+    /// The missed-tick policy (default [`MissedTicks::RunOnce`]).
+    pub fn missed_ticks(mut self, policy: MissedTicks) -> Self {
+        self.missed = policy;
+        self
+    }
+}
+
+/// A parsed expression in its time zone.
+#[derive(Debug)]
+pub(crate) struct Spec {
+    cron: croner::Cron,
+    tz: chrono_tz::Tz,
+}
+
+impl Spec {
+    pub(crate) fn parse(spec: &str, timezone: &str) -> Result<Spec, Error> {
+        let cron = croner::Cron::from_str(spec)
+            .map_err(|e| Error::InvalidCron { spec: spec.to_owned(), reason: e.to_string() })?;
+        let tz = chrono_tz::Tz::from_str(timezone).map_err(|_| Error::InvalidCron {
+            spec: spec.to_owned(),
+            reason: format!("unknown time zone `{timezone}` (use an IANA name such as `Europe/Berlin` or `UTC`)"),
+        })?;
+        Ok(Spec { cron, tz })
+    }
+
+    fn at(&self, ms: i64) -> Option<chrono::DateTime<chrono_tz::Tz>> {
+        self.tz.timestamp_millis_opt(ms).single()
+    }
+
+    /// The first tick strictly after `ms`.
+    pub(crate) fn next_after(&self, ms: i64) -> Option<i64> {
+        let t = self.at(ms)?;
+        self.cron.find_next_occurrence(&t, false).ok().map(|d| d.timestamp_millis())
+    }
+
+    /// The last tick at or before `ms`.
+    pub(crate) fn latest_at_or_before(&self, ms: i64) -> Option<i64> {
+        let t = self.at(ms)?;
+        self.cron.find_previous_occurrence(&t, true).ok().map(|d| d.timestamp_millis())
+    }
+}
+
+/// A schedule that will never fire again keeps this as its next tick.
+const NEVER: i64 = i64::MAX;
+
+impl Engine {
+    /// Creates or updates a schedule. The expression, time zone and (for
+    /// [`CronSchedule::workflow_named`]) the workflow are checked first; a
+    /// bad one is an error and nothing is stored. Registering an existing
+    /// name again updates its target and policy and keeps its next tick if
+    /// the expression and time zone are unchanged (so restarts do not reset
+    /// it); a paused schedule stays paused.
+    pub async fn register_cron(&self, schedule: CronSchedule) -> Result<CronJob, Error> {
+        if schedule.name.is_empty() || schedule.name.len() > 200 {
+            return Err(Error::Config("a cron schedule name must be 1 to 200 bytes".into()));
+        }
+        let spec = Spec::parse(&schedule.spec, &schedule.timezone)?;
+        if !schedule.known_type && !self.knows_workflow(&schedule.workflow_name) {
+            return Err(Error::UnknownWorkflow(schedule.workflow_name));
+        }
+        let input = (schedule.input)(self.codec()).map_err(|reason| Error::Encode {
+            what: format!("the input of cron schedule `{}`", schedule.name),
+            reason,
+        })?;
+        let now = self.clock().now_ms();
+        let next = spec.next_after(now).unwrap_or(NEVER);
+        let row = CronUpsert::new(
+            self.namespace(),
+            schedule.name.clone(),
+            schedule.spec,
+            schedule.timezone,
+            schedule.workflow_name,
+            input,
+            schedule.missed.as_str(),
+            next,
+            now,
+        );
+        let job = self.store().upsert_cron(&row).await?;
+        tracing::info!(schedule = %job.name, spec = %job.spec, next_run_at = job.next_run_at, "cron schedule registered");
+        Ok(job)
+    }
+
+    /// Every schedule of this namespace.
+    pub async fn list_crons(&self) -> Result<Vec<CronJob>, Error> {
+        Ok(self.store().list_crons(self.namespace()).await?)
+    }
+
+    /// Pauses a schedule: no tick fires until it is resumed.
+    pub async fn pause_cron(&self, name: &str) -> Result<(), Error> {
+        let job = self.cron_job(name).await?;
+        let now = self.clock().now_ms();
+        if !self.store().set_cron_enabled(self.namespace(), name, false, job.next_run_at, now).await? {
+            return Err(Error::CronNotFound(name.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Resumes a paused schedule from the next tick after now (ticks that
+    /// passed while paused are not fired).
+    pub async fn resume_cron(&self, name: &str) -> Result<(), Error> {
+        let job = self.cron_job(name).await?;
+        let now = self.clock().now_ms();
+        let next = Spec::parse(&job.spec, &job.timezone)?.next_after(now).unwrap_or(NEVER);
+        if !self.store().set_cron_enabled(self.namespace(), name, true, next, now).await? {
+            return Err(Error::CronNotFound(name.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Deletes a schedule (runs it started are kept).
+    pub async fn delete_cron(&self, name: &str) -> Result<(), Error> {
+        if self.store().delete_cron(self.namespace(), name).await? {
+            Ok(())
+        } else {
+            Err(Error::CronNotFound(name.to_owned()))
+        }
+    }
+
+    async fn cron_job(&self, name: &str) -> Result<CronJob, Error> {
+        self.store().cron(self.namespace(), name).await?.ok_or_else(|| Error::CronNotFound(name.to_owned()))
+    }
+}
+
+/// Fires every due tick of this engine's namespace. `options` gives the
+/// workflow defaults (attempts, timeout) of locally registered workflows.
+/// Returns how many runs were started.
+pub(crate) async fn fire_due(
+    engine: &Engine,
+    options: &(dyn Fn(&str) -> Option<WorkflowOptions> + Sync),
+) -> Result<usize, Error> {
+    let clock: &Clock = engine.clock();
+    let now = clock.now_ms();
+    let mut started = 0;
+    for job in engine.store().due_crons(engine.namespace(), now, 64).await? {
+        let spec = match Spec::parse(&job.spec, &job.timezone) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(schedule = %job.name, error = %e, "stored cron schedule no longer parses; skipping it");
+                continue;
+            }
+        };
+        let latest = spec.latest_at_or_before(now).unwrap_or(job.next_run_at).max(job.next_run_at);
+        let next = spec.next_after(latest).unwrap_or(NEVER);
+        let fire = match job.missed_policy.as_str() {
+            "skip" if now - latest > SKIP_GRACE_MS => None,
+            _ => Some(latest),
+        };
+        let run = fire.map(|tick| {
+            let defaults = options(&job.workflow_name).unwrap_or_default();
+            let mut new = NewExecution::new(
+                ExecutionId::generate(now),
+                engine.namespace(),
+                job.workflow_name.clone(),
+                job.input.clone(),
+                now,
+            );
+            new.max_attempts = defaults.retry.max_attempts.max(1);
+            new.deadline_at = defaults.timeout.map(|t| now.saturating_add(crate::clock::duration_ms(t)));
+            new.idempotency_key = Some(format!("cron:{}:{tick}", job.name));
+            new.trigger_type = TriggerType::Cron;
+            new.trigger_source = Some(job.name.clone());
+            new
+        });
+        if engine.store().fire_cron_tick(&job, job.next_run_at, next, fire, run.as_ref(), now).await? {
+            match fire {
+                Some(tick) => {
+                    tracing::info!(schedule = %job.name, tick, next_run_at = next, "cron tick fired");
+                    crate::metrics::cron_trigger(engine.namespace(), &job.name);
+                    started += 1;
+                }
+                None => tracing::warn!(schedule = %job.name, missed_until = latest, "missed cron ticks skipped"),
+            }
+        }
+    }
+    if started > 0 {
+        engine.inner.work.send_modify(|n| *n = n.wrapping_add(1));
+    }
+    Ok(started)
+}
+
+/// A plain async cron handler, as registered with
+/// [`crate::WorkerBuilder::cron_handler`].
+pub(crate) type Handler = std::sync::Arc<
+    dyn Fn(crate::StepContext) -> futures_util::future::BoxFuture<'static, Result<(), crate::StepError>> + Send + Sync,
+>;
+
+/// The workflow name under which a handler schedule's runs are recorded.
+pub(crate) fn handler_workflow_name(schedule: &str) -> String {
+    format!("hydra.cron.{schedule}")
+}
+
+/// Runs a plain handler as a one-step workflow, so each tick's handler run
+/// is recorded, retried and exactly-once like any other run.
+pub(crate) struct HandlerWorkflow {
+    pub(crate) handler: Handler,
+}
+
+impl crate::workflow::ErasedWorkflow for HandlerWorkflow {
+    fn options(&self) -> WorkflowOptions {
+        WorkflowOptions::default()
+    }
+
+    fn start(
+        &self,
+        ctx: crate::WorkflowContext,
+        input: &[u8],
+        codec: Codec,
+    ) -> Result<futures_util::future::BoxFuture<'static, crate::workflow::Returned>, String> {
+        let () = Codec::decode(input)?;
+        let handler = std::sync::Arc::clone(&self.handler);
+        Ok(Box::pin(async move {
+            use crate::workflow::Returned;
+            let result = ctx
+                .step("handler", move |s| {
+                    let handler = std::sync::Arc::clone(&handler);
+                    async move { handler(s).await }
+                })
+                .await;
+            match result {
+                Ok(()) => match codec.encode(&()) {
+                    Ok(bytes) => Returned::Output(bytes),
+                    Err(e) => Returned::EncodeFailed(e),
+                },
+                Err(e) => Returned::Failed(e.into()),
+            }
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_parse_in_their_time_zone() {
+        let s = Spec::parse("0 0 * * *", "UTC").unwrap();
+        // 2023-11-14T22:13:20Z → next midnight UTC is 2023-11-15T00:00:00Z.
+        assert_eq!(s.next_after(1_700_000_000_000), Some(1_700_006_400_000));
+        assert_eq!(s.latest_at_or_before(1_700_006_400_000), Some(1_700_006_400_000));
+        let berlin = Spec::parse("0 0 * * *", "Europe/Berlin").unwrap();
+        assert_eq!(berlin.next_after(1_700_000_000_000), Some(1_700_002_800_000), "midnight CET is 23:00 UTC");
+        assert!(Spec::parse("@daily", "UTC").is_ok());
+        assert!(Spec::parse("*/10 * * * * *", "UTC").is_ok(), "six fields: seconds");
+        assert!(matches!(Spec::parse("61 * * * *", "UTC"), Err(Error::InvalidCron { .. })));
+        assert!(matches!(Spec::parse("in five minutes", "UTC"), Err(Error::InvalidCron { .. })));
+        assert!(Spec::parse("0 0 * * *", "Mars/Olympus").unwrap_err().to_string().contains("unknown time zone"));
+    }
+}
