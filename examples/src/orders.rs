@@ -6,6 +6,7 @@
 //! an item that is out of stock.
 
 use hydra_runtime::prelude::*;
+use hydra_runtime::sea_orm::{ConnectionTrait, DbBackend, Statement};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -114,6 +115,39 @@ pub async fn charge_card(s: StepContext, req: OrderRequest) -> Result<Payment, S
     Ok(Payment { id: format!("pay_{}", short(&s.idempotency_key())), amount_cents: req.total_cents })
 }
 
+/// Creates the example's own `ledger_entries` table (in the engine's
+/// database) if it does not exist.
+pub async fn create_ledger_table(engine: &Engine) -> Result<(), hydra_runtime::Error> {
+    let conn = engine.store().connection();
+    let sql = match conn.get_database_backend() {
+        DbBackend::Postgres => {
+            "CREATE TABLE IF NOT EXISTS ledger_entries (id BIGSERIAL PRIMARY KEY, payment_id TEXT NOT NULL, \
+             amount_cents BIGINT NOT NULL)"
+        }
+        _ => {
+            "CREATE TABLE IF NOT EXISTS ledger_entries (id INTEGER PRIMARY KEY AUTOINCREMENT, payment_id TEXT NOT NULL, \
+             amount_cents BIGINT NOT NULL)"
+        }
+    };
+    conn.execute_unprepared(sql).await.map_err(hydra_runtime::StoreError::from)?;
+    Ok(())
+}
+
+/// Books the payment in the ledger. Transactional: the ledger row and the
+/// step's checkpoint commit together, so the entry exists exactly once even
+/// if the worker dies mid-step.
+#[step(id = "post-ledger", transactional)]
+pub async fn post_ledger(tx: &StepTransaction, payment: Payment) -> Result<i64, StepError> {
+    let backend = tx.get_database_backend();
+    let sql = match backend {
+        DbBackend::Postgres => "INSERT INTO ledger_entries (payment_id, amount_cents) VALUES ($1, $2)",
+        _ => "INSERT INTO ledger_entries (payment_id, amount_cents) VALUES (?, ?)",
+    };
+    let amount = i64::try_from(payment.amount_cents).map_err(StepError::permanent)?;
+    tx.execute_raw(Statement::from_sql_and_values(backend, sql, [payment.id.clone().into(), amount.into()])).await?;
+    Ok(amount)
+}
+
 /// Reserves stock; an unknown item is a permanent failure.
 #[step(id = "reserve-inventory")]
 pub async fn reserve(s: StepContext, items: Vec<Item>) -> Result<Reservation, StepError> {
@@ -139,6 +173,7 @@ pub async fn create_shipping(s: StepContext, reservation: Reservation) -> Result
 #[workflow(name = "order-processing")]
 pub async fn order_processing(ctx: WorkflowContext, req: OrderRequest) -> Result<Receipt, WorkflowError> {
     let payment = charge_card(&ctx, req.clone()).await?;
+    post_ledger(&ctx, payment.clone()).await?;
     let reservation = match reserve(&ctx, req.items.clone()).await {
         Ok(r) => r,
         Err(e) => {

@@ -24,6 +24,7 @@ pub(crate) struct StepArgs {
     pub(crate) retry: Option<Retry>,
     pub(crate) timeout_ms: Option<u64>,
     pub(crate) krate: Option<Path>,
+    pub(crate) transactional: Option<Span>,
 }
 
 /// Arguments of `#[workflow]`.
@@ -52,7 +53,7 @@ impl Errors {
     }
 }
 
-const STEP_KEYS: &str = "`id`, `retry`, `timeout`, `crate`";
+const STEP_KEYS: &str = "`id`, `retry`, `timeout`, `transactional`, `crate`";
 const WORKFLOW_KEYS: &str = "`name`, `retry`, `timeout`, `crate`";
 const RETRY_KEYS: &str = "`max_attempts`, `initial`, `max`, `multiplier`, `jitter`";
 
@@ -94,6 +95,14 @@ pub(crate) fn parse_step_args(attr: TokenStream) -> syn::Result<StepArgs> {
             "retry" => parse_retry(&meta).and_then(|r| once(&mut args.retry, r, "retry", span)),
             "timeout" => parse_duration_value(&meta).and_then(|d| once(&mut args.timeout_ms, d, "timeout", span)),
             "crate" => parse_crate(&meta).and_then(|p| once(&mut args.krate, p, "crate", span)),
+            "transactional" => {
+                if meta.input.peek(syn::Token![=]) || meta.input.peek(syn::token::Paren) {
+                    skip_value(&meta)?;
+                    Err(syn::Error::new(span, "`transactional` takes no value: `#[step(transactional)]`"))
+                } else {
+                    once(&mut args.transactional, span, "transactional", span)
+                }
+            }
             _ => {
                 skip_value(&meta)?;
                 Err(syn::Error::new(span, format!("unknown `#[step]` option `{key}`; valid options are {STEP_KEYS}")))

@@ -80,18 +80,51 @@ fn expand_step(f: &ItemFn, args: &StepArgs, checked: &crate::valid::StepFn) -> T
     let block = &f.block;
     let idents: Vec<&Ident> = checked.params.iter().map(|p| &p.ident).collect();
     let types: Vec<&syn::Type> = checked.params.iter().map(|p| &p.ty).collect();
-    let call_args =
-        if checked.takes_step_context { quote!(__hydra_step_ctx, #(#idents),*) } else { quote!(#(#idents),*) };
+    // The body's arguments in the user's order: the step context, the
+    // transaction and the user's own parameters.
+    let mut call_list: Vec<TokenStream> = Vec::new();
+    let mut user = idents.iter();
+    for (i, _) in f.sig.inputs.iter().enumerate() {
+        if checked.takes_step_context && i == 0 {
+            call_list.push(quote!(__hydra_step_ctx));
+        } else if let Some((at, by_ref)) = checked.transaction
+            && at == i
+        {
+            call_list.push(if by_ref { quote!(&__hydra_tx) } else { quote!(__hydra_tx) });
+        } else if let Some(id) = user.next() {
+            call_list.push(quote!(#id));
+        }
+    }
+    let call_args = quote!(#(#call_list),*);
     let ignore_ctx = if checked.takes_step_context { quote!() } else { quote!(let _ = __hydra_step_ctx;) };
+    if args.transactional.is_some() != checked.transaction.is_some() {
+        let msg = if args.transactional.is_some() {
+            "a `#[step(transactional)]` takes the transaction as a parameter: `tx: &StepTransaction`"
+        } else {
+            "a step that takes a `StepTransaction` must be marked `#[step(transactional)]`"
+        };
+        let span = args.transactional.unwrap_or_else(|| f.sig.ident.span());
+        return with_errors(f.to_token_stream(), &syn::Error::new(span, msg));
+    }
     let retry = retry_tokens(&krate, quote!(#p::RetryPolicy::default()), &args.retry);
     let timeout = args.timeout_ms.map(|ms| quote!(.timeout(::core::time::Duration::from_millis(#ms))));
     // Spanned at the user's name: a non-Send body future is reported there.
-    let call = quote_spanned! {name.span()=>
-        __hydra_ctx.step_with(<#name as #p::Step>::options(), move |__hydra_step_ctx| {
-            #ignore_ctx
-            #( let #idents = ::core::clone::Clone::clone(&#idents); )*
-            async move { __hydra_body(#call_args).await.map_err(#p::into_step_error) }
-        })
+    let call = if checked.transaction.is_some() {
+        quote_spanned! {name.span()=>
+            __hydra_ctx.transactional_step(<#name as #p::Step>::options(), move |__hydra_tx, __hydra_step_ctx| {
+                #ignore_ctx
+                #( let #idents = ::core::clone::Clone::clone(&#idents); )*
+                async move { __hydra_body(#call_args).await.map_err(#p::into_step_error) }
+            })
+        }
+    } else {
+        quote_spanned! {name.span()=>
+            __hydra_ctx.step_with(<#name as #p::Step>::options(), move |__hydra_step_ctx| {
+                #ignore_ctx
+                #( let #idents = ::core::clone::Clone::clone(&#idents); )*
+                async move { __hydra_body(#call_args).await.map_err(#p::into_step_error) }
+            })
+        }
     };
     let doc = format!("Step marker of [`{name}()`](fn@{name}): its ID (`{id}`), output type and policy.");
     // The outer function is the user's own item, edited: its `fn`, name and

@@ -15,6 +15,9 @@ pub(crate) struct Param {
 pub(crate) struct StepFn {
     /// Whether the first parameter is the `StepContext`.
     pub(crate) takes_step_context: bool,
+    /// The `StepTransaction` parameter of a transactional step: its position
+    /// among the user's parameters and whether it is taken by reference.
+    pub(crate) transaction: Option<(usize, bool)>,
     pub(crate) params: Vec<Param>,
     pub(crate) output: Type,
 }
@@ -93,9 +96,15 @@ pub(crate) fn check_step(f: &ItemFn) -> syn::Result<StepFn> {
     common(f, "step", &mut errors);
     let mut params = Vec::new();
     let mut takes_step_context = false;
+    let mut transaction = None;
     for (i, arg) in f.sig.inputs.iter().enumerate() {
         let Some(p) = param(arg, "step", &mut errors) else { continue };
-        if last_segment_is(&p.ty, "WorkflowContext") {
+        if last_segment_is(&p.ty, "StepTransaction") {
+            if transaction.is_some() {
+                errors.push(syn::Error::new(p.ty.span(), "only one `StepTransaction` parameter"));
+            }
+            transaction = Some((i, matches!(p.ty, Type::Reference(_))));
+        } else if last_segment_is(&p.ty, "WorkflowContext") {
             errors.push(syn::Error::new(
                 p.ty.span(),
                 "a `#[step]` does not take the `WorkflowContext`: callers pass it, the macro adds the parameter",
@@ -122,7 +131,7 @@ pub(crate) fn check_step(f: &ItemFn) -> syn::Result<StepFn> {
     };
     errors.finish()?;
     let output = output.ok_or_else(|| syn::Error::new(f.sig.output.span(), "missing output type"))?;
-    Ok(StepFn { takes_step_context, params, output })
+    Ok(StepFn { takes_step_context, transaction, params, output })
 }
 
 pub(crate) fn check_workflow(f: &ItemFn) -> syn::Result<WorkflowFn> {

@@ -116,6 +116,30 @@ impl StepContext {
     }
 }
 
+/// The database transaction a transactional step's body writes through.
+///
+/// It dereferences to sea-orm's `DatabaseTransaction`, so entity and raw
+/// statements run on it (`Entity::insert(row).exec(&*tx)`,
+/// `tx.execute_unprepared(…)`). The engine writes the step's checkpoint in
+/// this same transaction and commits once; do not commit or keep it.
+#[derive(Clone)]
+pub struct StepTransaction {
+    inner: Arc<hydra_store::sea_orm::DatabaseTransaction>,
+}
+
+impl std::fmt::Debug for StepTransaction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StepTransaction")
+    }
+}
+
+impl std::ops::Deref for StepTransaction {
+    type Target = hydra_store::sea_orm::DatabaseTransaction;
+    fn deref(&self) -> &Self::Target {
+        &self.inner
+    }
+}
+
 /// Why a run stopped before its workflow function returned.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Interrupt {
@@ -154,6 +178,9 @@ pub(crate) struct RunState {
     pub(crate) cancel_requested: std::sync::atomic::AtomicBool,
     pub(crate) draining: std::sync::atomic::AtomicBool,
     interrupt: watch::Sender<Option<Interrupt>>,
+    /// Transactions of transactional steps whose bodies succeeded, waiting
+    /// for their checkpoint to be written into them.
+    pending_tx: Mutex<HashMap<StepId, Arc<hydra_store::sea_orm::DatabaseTransaction>>>,
     /// Backoffs up to this long are waited out in process; longer ones park
     /// the run durably.
     pub(crate) inline_backoff: Duration,
@@ -198,6 +225,7 @@ impl RunState {
             cancel_requested: false.into(),
             draining: false.into(),
             interrupt: tx,
+            pending_tx: Mutex::new(HashMap::new()),
             inline_backoff: s.inline_backoff,
             write_patience: s.write_patience,
         };
@@ -305,6 +333,30 @@ impl RunState {
     /// but its reply was lost, the retry finds the result already recorded
     /// under this lease's token and counts that as success.
     async fn record(&self, rec: StepRecord, transition: Transition) -> Result<(), StoreError> {
+        let pending = self.pending_tx.lock().unwrap_or_else(|p| p.into_inner()).remove(&rec.step_id);
+        if let Some(txn) = pending {
+            let Ok(txn) = Arc::try_unwrap(txn) else {
+                return Err(StoreError::Database(hydra_store::sea_orm::DbErr::Custom(format!(
+                    "the transaction of step `{}` is still held by its body",
+                    rec.step_id
+                ))));
+            };
+            if matches!(rec.outcome, StepOutcome::Completed(_)) && matches!(transition, Transition::Continue) {
+                return match self.store.commit_step_transaction(txn, &self.lease, rec, self.now()).await {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.is_lease_lost() => match self.halt(Interrupt::LeaseLost).await {},
+                    Err(e) => {
+                        // The commit may or may not have happened; the recorded
+                        // history decides on the next claim. Hand the run back.
+                        tracing::warn!(execution_id = %self.lease.execution_id, error = %e, "transactional step commit failed");
+                        match self.halt(Interrupt::Release).await {}
+                    }
+                };
+            }
+            // Not a success (for example the output did not encode): nothing
+            // the body wrote may survive.
+            txn.rollback().await?;
+        }
         let result = self
             .write("checkpoint", || {
                 self.store.checkpoint(&self.lease, Checkpoint::step_and(rec.clone(), transition.clone()), self.now())
@@ -394,6 +446,48 @@ impl WorkflowContext {
             attempt = tracing::field::Empty,
         );
         self.run_step(options, body, position, step_id).instrument(span).await
+    }
+
+    /// Runs a transactional step: its body gets a [`StepTransaction`] on the
+    /// engine's database; on success the step's checkpoint is written in
+    /// that transaction, under the fencing check, and committed with the
+    /// body's writes. If the body fails, times out, or the worker dies or
+    /// loses its lease before the commit, the body's writes are rolled back
+    /// and the step runs again (retries and timeouts apply as for any step).
+    /// For data in the same database the effect is exactly once.
+    pub async fn transactional_step<T, F, Fut>(&self, options: StepOptions, body: F) -> Result<T, StepError>
+    where
+        T: Serialize + DeserializeOwned + Send,
+        F: FnMut(StepTransaction, StepContext) -> Fut + Send,
+        Fut: Future<Output = Result<T, StepError>> + Send,
+    {
+        let run = Arc::clone(&self.run);
+        let body = Arc::new(Mutex::new(body));
+        self.step_with(options, move |s: StepContext| {
+            let run = Arc::clone(&run);
+            let body = Arc::clone(&body);
+            async move {
+                let step_id = s.step_id.clone();
+                let txn = match run.store.begin_step_transaction().await {
+                    Ok(t) => Arc::new(t),
+                    Err(e) => return Err(StepError::retryable(format!("could not begin the step transaction: {e}"))),
+                };
+                let tx = StepTransaction { inner: Arc::clone(&txn) };
+                // The user's future is created under the lock, never awaited under it.
+                let attempt = {
+                    let mut body = body.lock().unwrap_or_else(|p| p.into_inner());
+                    (*body)(tx, s)
+                };
+                let result = attempt.await;
+                if result.is_ok() {
+                    run.pending_tx.lock().unwrap_or_else(|p| p.into_inner()).insert(step_id, txn);
+                } else if let Ok(t) = Arc::try_unwrap(txn) {
+                    let _ = t.rollback().await;
+                }
+                result
+            }
+        })
+        .await
     }
 
     async fn run_step<T, F, Fut>(

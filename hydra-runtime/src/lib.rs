@@ -52,7 +52,7 @@ mod workflow;
 pub use client::{WorkflowClient, WorkflowRun};
 pub use clock::Clock;
 pub use codec::{Bincode, Codec, Json, PayloadCodec};
-pub use context::{StepContext, StepOptions, WorkflowContext};
+pub use context::{StepContext, StepOptions, StepTransaction, WorkflowContext};
 pub use cron::{CronSchedule, MissedTicks, SKIP_GRACE_MS};
 pub use engine::{
     DEFAULT_DATABASE_URL, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_NAMESPACE, Engine, EngineBuilder, RunHandle, StartOptions,
@@ -60,6 +60,8 @@ pub use engine::{
 pub use error::{Error, StepError, WorkflowError};
 pub use hydra_macros::{step, workflow};
 pub use hydra_store::CronJob;
+/// sea-orm, as used by the store: for transactional steps and your own tables.
+pub use hydra_store::sea_orm;
 pub use hydra_store::{
     Backend, CancelOutcome, Execution, ExecutionFilter, ExecutionId, ExecutionStatus, Step as RecordedStep, StepId,
     StepKind, StepStatus, Store, StoreError, StoreOptions, TriggerType, WorkerId,
@@ -73,8 +75,8 @@ pub use workflow::{Step, StepOf, Workflow, WorkflowOptions};
 #[doc(hidden)]
 pub mod __private {
     pub use crate::{
-        Engine, Error, RetryPolicy, RunHandle, StartOptions, Step, StepError, StepOf, StepOptions, Workflow,
-        WorkflowClient, WorkflowContext, WorkflowError, WorkflowOptions,
+        Engine, Error, RetryPolicy, RunHandle, StartOptions, Step, StepError, StepOf, StepOptions, StepTransaction,
+        Workflow, WorkflowClient, WorkflowContext, WorkflowError, WorkflowOptions,
     };
 
     /// Converts a step body's error (a function, so that user crates see no
@@ -109,6 +111,7 @@ pub mod __private {
 pub mod prelude {
     pub use crate::{
         Codec, Engine, Error, ExecutionId, ExecutionStatus, RetryPolicy, StartOptions, StepContext, StepError,
-        StepOptions, Worker, Workflow, WorkflowContext, WorkflowError, WorkflowOptions, step, workflow,
+        StepOptions, StepTransaction, Worker, Workflow, WorkflowContext, WorkflowError, WorkflowOptions, step,
+        workflow,
     };
 }

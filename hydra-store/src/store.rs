@@ -481,6 +481,34 @@ impl Store {
         }
     }
 
+    /// Begins the transaction of a transactional step (`BEGIN IMMEDIATE` on
+    /// SQLite: it holds the database's write lock until it ends, so keep
+    /// transactional bodies short).
+    pub async fn begin_step_transaction(&self) -> Result<DatabaseTransaction, StoreError> {
+        Ok(self.db.begin_with_options(immediate()).await?)
+    }
+
+    /// Records a transactional step's result inside the step's own
+    /// transaction, under the fencing check, and commits: the step's writes
+    /// and its checkpoint become durable together or not at all. On any
+    /// error (including [`StoreError::LeaseLost`]) the transaction is rolled
+    /// back.
+    pub async fn commit_step_transaction(
+        &self,
+        txn: DatabaseTransaction,
+        lease: &Lease,
+        record: StepRecord,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        match self.apply(&txn, lease, &Checkpoint::step(record), now).await {
+            Ok(()) => Ok(txn.commit().await?),
+            Err(e) => {
+                txn.rollback().await?;
+                Err(e)
+            }
+        }
+    }
+
     /// The fencing check: touches the run only if the caller's token is
     /// current and the run is running. The row stays locked until the
     /// transaction ends, so no claim can slip in between check and commit.

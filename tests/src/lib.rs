@@ -5,6 +5,7 @@
 //! PostgreSQL tests never skip: without `HYDRA_TEST_PG_URL` they fail and
 //! say how to run them.
 
+pub mod fault;
 pub mod flow;
 
 use hydra_store::{Store, StoreOptions};

@@ -5,8 +5,11 @@
 // Test code: a failed unwrap is a failed test, with its message.
 #![allow(clippy::unwrap_used)]
 
-use hydra_examples::orders::{OrderRequest, Payment, charge_card, order_processing, refund, reserve};
+use hydra_examples::orders::{
+    OrderRequest, Payment, charge_card, create_ledger_table, order_processing, refund, reserve,
+};
 use hydra_runtime::prelude::*;
+use hydra_runtime::sea_orm::{ConnectionTrait, Statement};
 use hydra_runtime::{ExecutionFilter, StepStatus};
 use hydra_tests::both_backends;
 use std::time::Duration;
@@ -16,6 +19,7 @@ const WAIT: Duration = Duration::from_secs(30);
 both_backends! {
     async fn order_example_completes_fails_and_refunds(db: TestDb) {
         let engine = Engine::builder().store(db.store().await).namespace("orders").build().await.unwrap();
+        create_ledger_table(&engine).await.unwrap();
         let worker = Worker::builder(&engine)
             .register(order_processing)
             .poll_interval(Duration::from_millis(50))
@@ -59,11 +63,21 @@ both_backends! {
 
         let failed = client.get(out_of_stock.id()).await.unwrap().unwrap();
         assert!(failed.step::<reserve>().unwrap().is_none(), "a failed step has no output");
-        assert_eq!(failed.steps()[1].status, StepStatus::Failed);
+        let reserve_row = failed.steps().iter().find(|s| s.step_name == "reserve-inventory").unwrap();
+        assert_eq!(reserve_row.status, StepStatus::Failed);
         let refunded: String = failed.step::<refund>().unwrap().expect("the refund ran");
         assert!(refunded.contains("refunded 9900"), "{refunded}");
 
         assert_eq!(client.list(100).await.unwrap().len(), 3);
+        let conn = engine.store().connection();
+        let rows = conn
+            .query_one_raw(Statement::from_string(conn.get_database_backend(), "SELECT COUNT(*) FROM ledger_entries"))
+            .await
+            .unwrap()
+            .unwrap()
+            .try_get_by_index::<i64>(0)
+            .unwrap();
+        assert_eq!(rows, 3, "one ledger entry per charged order, written by the transactional step");
         assert_eq!(engine.list(ExecutionFilter::new("x").status(ExecutionStatus::Failed)).await.unwrap().len(), 1);
         worker.shutdown(Duration::from_secs(5)).await;
     }

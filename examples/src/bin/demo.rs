@@ -10,7 +10,7 @@
 //! on http://127.0.0.1:9464/metrics while it runs (`HYDRA_METRICS_ADDR`);
 //! `RUST_LOG=hydra_runtime=debug` shows the engine's tracing.
 
-use hydra_examples::orders::{OrderRequest, Receipt, order_processing};
+use hydra_examples::orders::{OrderRequest, Receipt, create_ledger_table, order_processing};
 use hydra_runtime::prelude::*;
 use hydra_runtime::{ExecutionFilter, RunHandle};
 use std::time::Duration;
@@ -35,6 +35,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         Err(e) => return Err(e.into()),
     };
+    create_ledger_table(&engine).await?;
     let worker = Worker::builder(&engine)
         .register(order_processing)
         .concurrency(8)

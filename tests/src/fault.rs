@@ -1,0 +1,260 @@
+//! The fault campaign's workflow and process harness: worker processes that
+//! tests kill, pause and resume, and the side records (a body log file, a
+//! ledger table) that count real effects independently of the engine.
+
+use hydra_runtime::prelude::*;
+use hydra_store::sea_orm::{ConnectionTrait, DbBackend, Statement};
+use serde::{Deserialize, Serialize};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// Reads an environment variable, or `default`.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// What a fault-campaign run does.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FaultPlan {
+    /// Ordinary steps, each logging its body and sleeping `step_ms`.
+    pub steps: u32,
+    /// Time spent in each body.
+    pub step_ms: u64,
+    /// First, a transactional step writing one `ledger` row.
+    pub transactional: bool,
+    /// How long the transactional body pauses after its write, on its first
+    /// attempt only (the window in which tests kill the worker).
+    pub tx_pause_ms: u64,
+    /// Last, a step whose output cannot be encoded.
+    pub unencodable: bool,
+}
+
+impl FaultPlan {
+    /// `steps` ordinary steps of `step_ms` each.
+    pub fn steps(steps: u32, step_ms: u64) -> Self {
+        FaultPlan { steps, step_ms, transactional: false, tx_pause_ms: 0, unencodable: false }
+    }
+}
+
+/// A value whose serialization always fails.
+#[derive(Debug, Deserialize)]
+pub struct Unencodable;
+
+impl Serialize for Unencodable {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom("this value refuses to be encoded"))
+    }
+}
+
+/// The campaign's workflow.
+#[derive(Clone, Debug)]
+pub struct FaultFlow {
+    log: PathBuf,
+}
+
+impl FaultFlow {
+    /// A workflow logging bodies to `HYDRA_FAULT_LOG`.
+    pub fn from_env() -> Result<Self, std::env::VarError> {
+        Ok(FaultFlow { log: PathBuf::from(std::env::var("HYDRA_FAULT_LOG")?) })
+    }
+
+    /// A workflow logging bodies to `log`.
+    pub fn new(log: PathBuf) -> Self {
+        FaultFlow { log }
+    }
+}
+
+/// Appends one line to the body log (one `write` call, `O_APPEND`: lines
+/// from several processes do not interleave).
+fn log_body(log: &Path, s: &StepContext) -> Result<(), StepError> {
+    let line = format!("{} {} {} {}\n", s.execution_id(), s.step_id(), s.attempt(), std::process::id());
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+    f.write_all(line.as_bytes())?;
+    Ok(())
+}
+
+fn policy() -> RetryPolicy {
+    RetryPolicy::attempts(1_000).initial(Duration::from_millis(10)).max(Duration::from_millis(200))
+}
+
+impl Workflow for FaultFlow {
+    const NAME: &'static str = "fault-flow";
+    type Input = FaultPlan;
+    type Output = Vec<u32>;
+
+    fn options() -> WorkflowOptions {
+        // Crashes count as workflow attempts; the campaign crashes a lot.
+        WorkflowOptions::default().retry(RetryPolicy::attempts(1_000).initial(Duration::from_millis(10)))
+    }
+
+    async fn run(&self, ctx: WorkflowContext, plan: FaultPlan) -> Result<Vec<u32>, WorkflowError> {
+        let mut pids = Vec::new();
+        if plan.transactional {
+            let log = self.log.clone();
+            let pause = plan.tx_pause_ms;
+            let pid: u32 = ctx
+                .transactional_step(StepOptions::new("ledger").retry(policy()), move |tx, s| {
+                    let log = log.clone();
+                    async move {
+                        let backend = tx.get_database_backend();
+                        let sql = match backend {
+                            DbBackend::Postgres => "INSERT INTO ledger (execution_id, pid) VALUES ($1, $2)",
+                            _ => "INSERT INTO ledger (execution_id, pid) VALUES (?, ?)",
+                        };
+                        let pid = std::process::id();
+                        tx.execute_raw(Statement::from_sql_and_values(
+                            backend,
+                            sql,
+                            [s.execution_id().as_str().into(), i64::from(pid).into()],
+                        ))
+                        .await?;
+                        // Logged after the write: a kill from here on falls
+                        // between the step's writes and its commit.
+                        log_body(&log, &s)?;
+                        if s.attempt() == 1 && pause > 0 {
+                            tokio::time::sleep(Duration::from_millis(pause)).await;
+                        }
+                        Ok(pid)
+                    }
+                })
+                .await?;
+            pids.push(pid);
+        }
+        for i in 0..plan.steps {
+            let log = self.log.clone();
+            let ms = plan.step_ms;
+            let pid: u32 = ctx
+                .step_with(StepOptions::new(format!("s{i}")).retry(policy()), move |s| {
+                    let log = log.clone();
+                    async move {
+                        log_body(&log, &s)?;
+                        tokio::time::sleep(Duration::from_millis(ms)).await;
+                        Ok(std::process::id())
+                    }
+                })
+                .await?;
+            pids.push(pid);
+        }
+        if plan.unencodable {
+            let log = self.log.clone();
+            let _: Unencodable = ctx
+                .step_with(StepOptions::new("unencodable").retry(policy()), move |s| {
+                    let log = log.clone();
+                    async move {
+                        log_body(&log, &s)?;
+                        Ok(Unencodable)
+                    }
+                })
+                .await?;
+        }
+        Ok(pids)
+    }
+}
+
+/// Creates the side table the transactional step writes.
+pub async fn create_ledger(conn: &impl ConnectionTrait) {
+    let sql = match conn.get_database_backend() {
+        DbBackend::Postgres => {
+            "CREATE TABLE IF NOT EXISTS ledger (id BIGSERIAL PRIMARY KEY, execution_id TEXT NOT NULL, pid BIGINT NOT NULL)"
+        }
+        _ => {
+            "CREATE TABLE IF NOT EXISTS ledger (id INTEGER PRIMARY KEY AUTOINCREMENT, execution_id TEXT NOT NULL, pid BIGINT NOT NULL)"
+        }
+    };
+    conn.execute_unprepared(sql).await.expect("create ledger");
+}
+
+/// Lines of the body log: (execution, step, attempt, pid).
+pub fn body_log(path: &Path) -> Vec<(String, String, u32, u32)> {
+    let Ok(text) = std::fs::read_to_string(path) else { return Vec::new() };
+    text.lines()
+        .filter_map(|l| {
+            let mut p = l.split(' ');
+            Some((p.next()?.to_owned(), p.next()?.to_owned(), p.next()?.parse().ok()?, p.next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// One worker process.
+#[derive(Debug)]
+pub struct WorkerProc {
+    child: Child,
+    /// Its PID.
+    pub pid: u32,
+    /// Its stderr file.
+    pub stderr: PathBuf,
+}
+
+/// Settings for worker processes.
+#[derive(Clone, Debug)]
+pub struct ProcConfig {
+    /// The `fault_worker` binary (`env!("CARGO_BIN_EXE_fault_worker")` in a test).
+    pub bin: PathBuf,
+    /// Database URL.
+    pub url: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Body log file.
+    pub log: PathBuf,
+    /// Directory for stderr files.
+    pub dir: PathBuf,
+    /// Runs per worker.
+    pub concurrency: usize,
+    /// Lease TTL (ms).
+    pub ttl_ms: u64,
+    /// Heartbeat interval (ms).
+    pub heartbeat_ms: u64,
+}
+
+impl WorkerProc {
+    /// Starts a worker process and waits until it is claiming.
+    pub fn start(cfg: &ProcConfig, n: usize) -> WorkerProc {
+        let stderr = cfg.dir.join(format!("worker-{n}-{}.stderr", uuid::Uuid::new_v4().simple()));
+        let err = std::fs::File::create(&stderr).expect("stderr file");
+        let mut child = Command::new(&cfg.bin)
+            .env("HYDRA_FAULT_URL", &cfg.url)
+            .env("HYDRA_FAULT_NS", &cfg.namespace)
+            .env("HYDRA_FAULT_LOG", &cfg.log)
+            .env("HYDRA_FAULT_CONCURRENCY", cfg.concurrency.to_string())
+            .env("HYDRA_FAULT_TTL_MS", cfg.ttl_ms.to_string())
+            .env("HYDRA_FAULT_HEARTBEAT_MS", cfg.heartbeat_ms.to_string())
+            .env("HYDRA_FAULT_TRACE", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(err)
+            .spawn()
+            .expect("spawn fault_worker");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("read ready line");
+        assert_eq!(line.trim(), "ready", "worker {n} did not start; see {}", stderr.display());
+        let pid = child.id();
+        WorkerProc { child, pid, stderr }
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends a signal by name (`STOP`, `CONT`).
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").arg(format!("-{sig}")).arg(self.pid.to_string()).status().expect("kill(1)");
+        assert!(ok.success(), "kill -{sig} {} failed", self.pid);
+    }
+
+    /// Lines of its stderr containing `needle`.
+    pub fn stderr_count(&self, needle: &str) -> usize {
+        std::fs::read_to_string(&self.stderr).map_or(0, |t| t.lines().filter(|l| l.contains(needle)).count())
+    }
+}
+
+impl Drop for WorkerProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

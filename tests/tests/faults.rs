@@ -1,0 +1,342 @@
+//! The fault campaign: real worker processes SIGKILLed, SIGSTOPped past their
+//! lease, fed poison, and started in a herd, on SQLite (one file shared by
+//! several processes) and PostgreSQL. Every body execution is counted in a
+//! log file outside the engine's tables. Seeds are printed; `HYDRA_FAULT_SEED`
+//! replays one, `HYDRA_SOAK=1` runs ten times longer.
+
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
+use hydra_runtime::prelude::*;
+use hydra_runtime::{Execution, ExecutionFilter, StepStatus};
+use hydra_store::sea_orm::{ConnectionTrait, Statement};
+use hydra_tests::fault::{FaultFlow, FaultPlan, ProcConfig, WorkerProc, body_log, create_ledger, env_or};
+use hydra_tests::{DbKind, TestDb, both_backends};
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+/// Heavy scenarios run one at a time: the machine has two cores.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+struct Campaign {
+    db: TestDb,
+    engine: Engine,
+    cfg: ProcConfig,
+    _dir: tempfile::TempDir,
+}
+
+impl Campaign {
+    async fn new(db: TestDb, concurrency: usize) -> Campaign {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::builder().store(db.store().await).namespace("faults").build().await.unwrap();
+        create_ledger(engine.store().connection()).await;
+        let cfg = ProcConfig {
+            bin: env!("CARGO_BIN_EXE_fault_worker").into(),
+            url: db.url.clone(),
+            namespace: "faults".into(),
+            log: dir.path().join("bodies.log"),
+            dir: dir.path().to_owned(),
+            concurrency,
+            ttl_ms: 1_500,
+            heartbeat_ms: 250,
+        };
+        Campaign { db, engine, cfg, _dir: dir }
+    }
+
+    async fn start(&self, n: usize, plan: FaultPlan) -> Vec<ExecutionId> {
+        let mut ids = Vec::with_capacity(n);
+        for _ in 0..n {
+            ids.push(self.engine.start::<FaultFlow>(plan.clone()).await.unwrap().id().clone());
+        }
+        ids
+    }
+
+    async fn runs(&self) -> Vec<Execution> {
+        self.engine.list(ExecutionFilter::new("faults").limit(100_000)).await.unwrap()
+    }
+
+    async fn until_all_ended(&self, n: usize, limit: Duration) -> Vec<Execution> {
+        let give_up = Instant::now() + limit;
+        loop {
+            let runs = self.runs().await;
+            if runs.len() == n && runs.iter().all(|r| r.status.is_terminal()) {
+                return runs;
+            }
+            assert!(Instant::now() < give_up, "runs did not all end within {limit:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn count(&self, sql: &str) -> i64 {
+        let c = self.engine.store().connection();
+        let row = c.query_one_raw(Statement::from_string(c.get_database_backend(), sql)).await.unwrap().unwrap();
+        row.try_get_by_index::<i64>(0).unwrap()
+    }
+
+    fn seed() -> u64 {
+        let seed = env_or("HYDRA_FAULT_SEED", fastrand::u64(..));
+        eprintln!("fault campaign seed: {seed} (replay with HYDRA_FAULT_SEED={seed})");
+        seed
+    }
+}
+
+fn scale() -> usize {
+    if std::env::var_os("HYDRA_SOAK").is_some() { 10 } else { 1 }
+}
+
+/// Kills a random worker every 150–350 ms and restarts it, until at least
+/// `min_kills` kills and `done` says the work is finished (or no work is left).
+async fn kill_campaign(
+    c: &Campaign,
+    procs: &mut Vec<WorkerProc>,
+    rng: &mut fastrand::Rng,
+    min_kills: usize,
+    n: usize,
+) -> usize {
+    let mut kills = 0;
+    let give_up = Instant::now() + Duration::from_secs(240);
+    loop {
+        tokio::time::sleep(Duration::from_millis(rng.u64(150..=350))).await;
+        let finished = {
+            let runs = c.runs().await;
+            runs.len() == n && runs.iter().all(|r| r.status.is_terminal())
+        };
+        if kills >= min_kills || (finished && kills > 0 && Instant::now() > give_up) {
+            return kills;
+        }
+        let i = rng.usize(..procs.len());
+        let victim = procs.remove(i);
+        victim.kill();
+        kills += 1;
+        procs.insert(i, WorkerProc::start(&c.cfg, i));
+    }
+}
+
+both_backends! {
+    async fn kill_mid_step_loses_and_duplicates_nothing(db: TestDb) {
+        let _serial = SERIAL.lock().await;
+        let mut rng = fastrand::Rng::with_seed(Campaign::seed());
+        let kind = db.kind;
+        let c = Campaign::new(db, 1).await;
+        let (n, steps) = (200 * scale(), 5);
+        let ids = c.start(n, FaultPlan::steps(steps, 15)).await;
+        let mut procs: Vec<WorkerProc> = (0..3).map(|i| WorkerProc::start(&c.cfg, i)).collect();
+        let kills = kill_campaign(&c, &mut procs, &mut rng, 20 * scale(), n).await;
+        let runs = c.until_all_ended(n, Duration::from_secs(300)).await;
+        drop(procs);
+        let lost = runs.iter().filter(|r| r.status != ExecutionStatus::Completed).count();
+        let recorded = c.count("SELECT COUNT(*) FROM workflow_steps WHERE status = 'completed'").await;
+        let duplicates = c
+            .count("SELECT COUNT(*) FROM (SELECT execution_id, step_id FROM workflow_steps GROUP BY execution_id, step_id HAVING COUNT(*) > 1) d")
+            .await;
+        let bodies = body_log(&c.cfg.log);
+        let extra = bodies.len() as i64 - (n * steps as usize) as i64;
+        eprintln!(
+            "kill-mid-step [{kind:?}]: runs {n}, kills {kills}, body executions {}, extra {extra}, duplicates {duplicates}, lost runs {lost}",
+            bodies.len()
+        );
+        assert!(kills >= 20 * scale());
+        assert_eq!(lost, 0, "every run completed");
+        assert_eq!(duplicates, 0);
+        assert_eq!(recorded, (n * steps as usize) as i64, "exactly one recorded result per (run, step)");
+        let per_step: HashSet<(String, String)> = bodies.iter().map(|b| (b.0.clone(), b.1.clone())).collect();
+        assert_eq!(per_step.len(), n * steps as usize, "every step body ran");
+        assert!(extra >= 0 && extra <= kills as i64, "extra body executions ({extra}) must not exceed kills ({kills})");
+        assert_eq!(ids.len(), n);
+    }
+
+    async fn transactional_effects_are_exactly_once_under_kills(db: TestDb) {
+        let _serial = SERIAL.lock().await;
+        let mut rng = fastrand::Rng::with_seed(Campaign::seed());
+        let kind = db.kind;
+        let c = Campaign::new(db, 1).await;
+        let n = 100 * scale();
+        let plan = FaultPlan { steps: 2, step_ms: 10, transactional: true, tx_pause_ms: 30, unencodable: false };
+        c.start(n, plan).await;
+        let mut procs: Vec<WorkerProc> = (0..3).map(|i| WorkerProc::start(&c.cfg, i)).collect();
+        let kills = kill_campaign(&c, &mut procs, &mut rng, 20 * scale(), n).await;
+        let runs = c.until_all_ended(n, Duration::from_secs(300)).await;
+        drop(procs);
+        let effects = c.count("SELECT COUNT(*) FROM ledger").await;
+        let distinct = c.count("SELECT COUNT(DISTINCT execution_id) FROM ledger").await;
+        let bodies = body_log(&c.cfg.log).iter().filter(|b| b.1 == "ledger").count();
+        eprintln!("transactional kill campaign [{kind:?}]: runs {n}, kills {kills}, ledger bodies {bodies}, effect rows {effects}");
+        assert!(runs.iter().all(|r| r.status == ExecutionStatus::Completed));
+        assert_eq!(effects, n as i64, "effect rows == runs exactly");
+        assert_eq!(distinct, n as i64);
+    }
+
+    async fn a_kill_between_transactional_writes_and_commit_leaves_no_effect(db: TestDb) {
+        let _serial = SERIAL.lock().await;
+        let c = Campaign::new(db, 1).await;
+        let plan = FaultPlan { steps: 1, step_ms: 1, transactional: true, tx_pause_ms: 60_000, unencodable: false };
+        let id = c.start(1, plan).await.remove(0);
+        let a = WorkerProc::start(&c.cfg, 0);
+        let give_up = Instant::now() + Duration::from_secs(30);
+        while body_log(&c.cfg.log).is_empty() {
+            assert!(Instant::now() < give_up, "the transactional body never ran");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // The body has written its ledger row and is pausing before the commit.
+        a.kill();
+        assert_eq!(c.count("SELECT COUNT(*) FROM ledger").await, 0, "no effect without its checkpoint");
+        assert!(c.engine.steps(&id).await.unwrap().iter().all(|s| s.status != StepStatus::Completed));
+        let b = WorkerProc::start(&c.cfg, 1);
+        let runs = c.until_all_ended(1, Duration::from_secs(60)).await;
+        drop(b);
+        assert_eq!(runs[0].status, ExecutionStatus::Completed);
+        assert_eq!(c.count("SELECT COUNT(*) FROM ledger").await, 1, "exactly one effect row in the end");
+        let ledger = c.engine.steps(&id).await.unwrap().into_iter().find(|s| s.step_name == "ledger").unwrap();
+        assert_eq!(ledger.attempts, 2, "the step ran again after the kill");
+    }
+
+    async fn a_worker_paused_past_its_lease_has_its_writes_rejected(db: TestDb) {
+        let _serial = SERIAL.lock().await;
+        let kind = db.kind;
+        let c = Campaign::new(db, 1).await;
+        let id = c.start(1, FaultPlan::steps(1, 2_500)).await.remove(0);
+        let a = WorkerProc::start(&c.cfg, 0);
+        let give_up = Instant::now() + Duration::from_secs(30);
+        while body_log(&c.cfg.log).is_empty() {
+            assert!(Instant::now() < give_up);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        a.signal("STOP");
+        let b = WorkerProc::start(&c.cfg, 1);
+        let runs = c.until_all_ended(1, Duration::from_secs(60)).await;
+        let after_b: Vec<_> = c.engine.steps(&id).await.unwrap();
+        a.signal("CONT");
+        // Give A time to wake, finish its body and try to write.
+        tokio::time::sleep(Duration::from_millis(3_500)).await;
+        let rejected = a.stderr_count("lease lost");
+        let after_a = c.engine.steps(&id).await.unwrap();
+        eprintln!("pause past the lease [{kind:?}]: stale writes rejected or stopped by A: {rejected}");
+        assert_eq!(runs[0].status, ExecutionStatus::Completed);
+        assert_eq!(after_a, after_b, "A changed nothing after resuming");
+        let out: Vec<u32> = c.engine.handle::<Vec<u32>>(id.clone()).result().await.unwrap();
+        assert_eq!(out, vec![b.pid], "the result is B's");
+        assert!(rejected >= 1, "A noticed it had lost the lease");
+        drop(b);
+    }
+
+    async fn a_thundering_herd_claims_every_run_once(db: TestDb) {
+        let _serial = SERIAL.lock().await;
+        let kind = db.kind;
+        let mut c = Campaign::new(db, 8).await;
+        c.cfg.ttl_ms = 30_000;
+        c.cfg.heartbeat_ms = 1_000;
+        let n = 1_000;
+        c.start(n, FaultPlan::steps(1, 0)).await;
+        let procs: Vec<WorkerProc> = (0..10).map(|i| WorkerProc::start(&c.cfg, i)).collect();
+        let runs = c.until_all_ended(n, Duration::from_secs(300)).await;
+        drop(procs);
+        let claimed_more_than_once = runs.iter().filter(|r| r.fencing_token.get() != 1).count();
+        let bodies = body_log(&c.cfg.log).len();
+        eprintln!("thundering herd [{kind:?}]: runs {n}, workers 10, runs claimed twice {claimed_more_than_once}, bodies {bodies}");
+        assert!(runs.iter().all(|r| r.status == ExecutionStatus::Completed));
+        assert_eq!(claimed_more_than_once, 0, "every run claimed exactly once");
+        assert_eq!(bodies, n);
+    }
+
+    async fn poison_and_unencodable_runs_fail_cleanly_while_others_finish(db: TestDb) {
+        let _serial = SERIAL.lock().await;
+        let c = Campaign::new(db, 2).await;
+        let poisoned = c.start(1, FaultPlan::steps(1, 1)).await.remove(0);
+        let c2 = c.engine.store().connection();
+        let sql = match c2.get_database_backend() {
+            hydra_store::sea_orm::DbBackend::Postgres => "UPDATE workflow_executions SET input_data = $1 WHERE id = $2",
+            _ => "UPDATE workflow_executions SET input_data = ? WHERE id = ?",
+        };
+        c2.execute_raw(Statement::from_sql_and_values(
+            c2.get_database_backend(),
+            sql,
+            [vec![1u8, 0xff, 0xfe].into(), poisoned.as_str().into()],
+        ))
+        .await
+        .unwrap();
+        let unencodable = c
+            .start(1, FaultPlan { steps: 1, step_ms: 1, transactional: false, tx_pause_ms: 0, unencodable: true })
+            .await
+            .remove(0);
+        c.start(20, FaultPlan::steps(2, 1)).await;
+        let w = WorkerProc::start(&c.cfg, 0);
+        let runs = c.until_all_ended(22, Duration::from_secs(60)).await;
+        drop(w);
+        let by_id: HashMap<_, _> = runs.iter().map(|r| (r.id.clone(), r)).collect();
+        let p = by_id[&poisoned];
+        assert_eq!(p.status, ExecutionStatus::Failed);
+        assert!(p.error.as_deref().unwrap().contains("decode the input") && p.error.as_deref().unwrap().contains(poisoned.as_str()));
+        let u = by_id[&unencodable];
+        assert_eq!(u.status, ExecutionStatus::Failed);
+        assert!(u.error.as_deref().unwrap().contains("could not encode the output of step `unencodable`"), "{:?}", u.error);
+        let unencodable_bodies = body_log(&c.cfg.log).iter().filter(|b| b.1 == "unencodable").count();
+        assert_eq!(unencodable_bodies, 1, "the body's effect counted once, no re-run");
+        assert_eq!(runs.iter().filter(|r| r.status == ExecutionStatus::Completed).count(), 20, "the worker kept serving");
+    }
+}
+
+/// SQLite: another process holds the database file's write lock for a while;
+/// workers wait (busy timeout) and retry rather than fail runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_briefly_locked_file_delays_but_fails_nothing() {
+    let _serial = SERIAL.lock().await;
+    let c = Campaign::new(TestDb::new(DbKind::Sqlite).await, 1).await;
+    c.start(30, FaultPlan::steps(3, 5)).await;
+    let procs: Vec<WorkerProc> = (0..2).map(|i| WorkerProc::start(&c.cfg, i)).collect();
+    let path = c.db.url.trim_start_matches("sqlite://").split('?').next().unwrap().to_owned();
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let status = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import sqlite3,sys,time; c=sqlite3.connect(sys.argv[1], isolation_level=None, timeout=10); \
+                 c.execute('BEGIN EXCLUSIVE'); time.sleep(1.5); c.execute('COMMIT')",
+                &path,
+            ])
+            .status()
+            .unwrap();
+        assert!(status.success(), "the locking process failed");
+    }
+    let runs = c.until_all_ended(30, Duration::from_secs(120)).await;
+    drop(procs);
+    assert!(runs.iter().all(|r| r.status == ExecutionStatus::Completed), "no run failed because of the lock");
+    assert_eq!(c.count("SELECT COUNT(*) FROM workflow_steps").await, 90);
+}
+
+/// PostgreSQL: the workers' connections are terminated in the middle of
+/// checkpoints, repeatedly; every run still finishes with one result per step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_killed_connections_mid_checkpoint_lose_nothing() {
+    let _serial = SERIAL.lock().await;
+    let c = Campaign::new(TestDb::new(DbKind::Postgres).await, 4).await;
+    let n = 60;
+    c.start(n, FaultPlan::steps(4, 5)).await;
+    let procs: Vec<WorkerProc> = (0..2).map(|i| WorkerProc::start(&c.cfg, i)).collect();
+    let db_name = c.db.url.rsplit('/').next().unwrap().split('?').next().unwrap().to_owned();
+    let admin = hydra_store::sea_orm::Database::connect(hydra_tests::pg_admin_url()).await.unwrap();
+    let mut terminated = 0i64;
+    for _ in 0..15 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let row = admin
+            .query_one_raw(Statement::from_sql_and_values(
+                hydra_store::sea_orm::DbBackend::Postgres,
+                "SELECT COUNT(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = $1 AND pid <> pg_backend_pid() AND application_name <> 'hydra-test-reader') t",
+                [db_name.clone().into()],
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        terminated += row.try_get_by_index::<i64>(0).unwrap();
+    }
+    let runs = c.until_all_ended(n, Duration::from_secs(120)).await;
+    drop(procs);
+    eprintln!("killed connections: {terminated} backends terminated during {n} runs");
+    assert!(terminated > 0);
+    assert!(
+        runs.iter().all(|r| r.status == ExecutionStatus::Completed),
+        "{:?}",
+        runs.iter().find(|r| r.status != ExecutionStatus::Completed)
+    );
+    assert_eq!(c.count("SELECT COUNT(*) FROM workflow_steps").await, (n * 4) as i64, "one result per step");
+}
