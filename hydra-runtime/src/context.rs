@@ -164,6 +164,7 @@ struct Cursor {
 }
 
 pub(crate) struct RunState {
+    committer: Option<crate::commit::Committer>,
     pub(crate) store: Store,
     pub(crate) codec: Codec,
     pub(crate) clock: Clock,
@@ -196,6 +197,7 @@ impl std::fmt::Debug for RunState {
 }
 
 pub(crate) struct RunSetup {
+    pub(crate) committer: Option<crate::commit::Committer>,
     pub(crate) store: Store,
     pub(crate) codec: Codec,
     pub(crate) clock: Clock,
@@ -212,6 +214,7 @@ impl RunState {
     pub(crate) fn new(s: RunSetup) -> (Arc<RunState>, watch::Receiver<Option<Interrupt>>) {
         let (tx, rx) = watch::channel(None);
         let state = RunState {
+            committer: s.committer,
             store: s.store,
             codec: s.codec,
             clock: s.clock,
@@ -358,8 +361,12 @@ impl RunState {
             txn.rollback().await?;
         }
         let result = self
-            .write("checkpoint", || {
-                self.store.checkpoint(&self.lease, Checkpoint::step_and(rec.clone(), transition.clone()), self.now())
+            .write("checkpoint", || async {
+                let cp = Checkpoint::step_and(rec.clone(), transition.clone());
+                match &self.committer {
+                    Some(c) => c.submit(hydra_store::BatchOp::Checkpoint(self.lease.clone(), cp)).await.map(|_| ()),
+                    None => self.store.checkpoint(&self.lease, cp, self.now()).await,
+                }
             })
             .await;
         match result {
@@ -565,7 +572,18 @@ impl WorkflowContext {
             let attempt_row =
                 StepAttempt::new(step_id.clone(), options.id.to_string(), position, StepKind::Step, max_attempts);
             let attempt = match run
-                .write("step attempt", || run.store.record_step_attempt(&run.lease, &attempt_row, run.now()))
+                .write("step attempt", || async {
+                    match &run.committer {
+                        Some(c) => match c
+                            .submit(hydra_store::BatchOp::Attempt(run.lease.clone(), attempt_row.clone()))
+                            .await?
+                        {
+                            hydra_store::BatchValue::Attempt(n) => Ok(n),
+                            other => Err(StoreError::Transient(format!("unexpected group-commit reply {other:?}"))),
+                        },
+                        None => run.store.record_step_attempt(&run.lease, &attempt_row, run.now()).await,
+                    }
+                })
                 .await
             {
                 Ok(n) => n,

@@ -39,6 +39,8 @@ pub(crate) struct EngineInner {
     pub(crate) work: watch::Sender<u64>,
     /// Bumped when a local worker ends a run, so waiting handles look again.
     pub(crate) done: watch::Sender<u64>,
+    /// Group commit of run checkpoints (None: each write commits alone).
+    pub(crate) committer: Option<crate::commit::Committer>,
     /// Workflows registered by this process's workers (for by-name checks).
     pub(crate) known: std::sync::Mutex<std::collections::HashSet<String>>,
 }
@@ -55,6 +57,7 @@ pub struct EngineBuilder {
     clock: Option<Clock>,
     max_payload_bytes: Option<usize>,
     prometheus: Option<std::net::SocketAddr>,
+    no_group_commit: bool,
 }
 
 impl EngineBuilder {
@@ -110,6 +113,13 @@ impl EngineBuilder {
         self
     }
 
+    /// Whether checkpoints of concurrent runs are committed together (group
+    /// commit, the default) or each in its own transaction.
+    pub fn group_commit(mut self, enabled: bool) -> Self {
+        self.no_group_commit = !enabled;
+        self
+    }
+
     /// Opens the database (applying migrations) and builds the engine.
     pub async fn build(self) -> Result<Engine, Error> {
         if let Some(addr) = self.prometheus {
@@ -124,12 +134,15 @@ impl EngineBuilder {
             (None, Some(opts), _) => Store::connect_with(opts).await?,
             (None, None, url) => Store::connect(url.as_deref().unwrap_or(DEFAULT_DATABASE_URL)).await?,
         };
+        let clock = self.clock.unwrap_or_default();
+        let committer = (!self.no_group_commit).then(|| crate::commit::Committer::start(store.clone(), clock.clone()));
         Ok(Engine {
             inner: Arc::new(EngineInner {
                 store,
                 namespace,
                 codec: self.codec,
-                clock: self.clock.unwrap_or_default(),
+                committer,
+                clock,
                 max_payload_bytes: self.max_payload_bytes.unwrap_or(DEFAULT_MAX_PAYLOAD_BYTES),
                 work: watch::channel(0).0,
                 done: watch::channel(0).0,

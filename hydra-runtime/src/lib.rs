@@ -40,6 +40,7 @@ struct ReadmeExamples;
 mod client;
 mod clock;
 mod codec;
+mod commit;
 mod context;
 mod cron;
 mod engine;
@@ -68,7 +69,7 @@ pub use hydra_store::{
 };
 pub use retry::RetryPolicy;
 pub use worker::{Worker, WorkerBuilder};
-pub use workflow::{Step, StepOf, Workflow, WorkflowOptions};
+pub use workflow::{Payload, Step, StepOf, Workflow, WorkflowOptions};
 
 /// Items the macros' generated code refers to. Not a stable API: names and
 /// signatures may change in any release.

@@ -524,6 +524,7 @@ async fn drive_inner(s: &Arc<Shared>, execution: Execution, lease: Lease) {
         }
     };
     let (run, mut interrupts) = RunState::new(RunSetup {
+        committer: engine.inner.committer.clone(),
         store: engine.store().clone(),
         codec: engine.codec(),
         clock: engine.clock().clone(),
@@ -645,7 +646,16 @@ async fn end(s: &Arc<Shared>, execution: &Execution, lease: &Lease, terminal: Te
         _ => "ended",
     };
     let engine = &s.engine;
-    let r = write_retrying(s, || engine.store().finish(lease, terminal.clone(), engine.clock().now_ms())).await;
+    let r = write_retrying(s, || async {
+        match &engine.inner.committer {
+            Some(c) => {
+                let cp = hydra_store::Checkpoint::transition(Transition::Finish(terminal.clone()));
+                c.submit(hydra_store::BatchOp::Checkpoint(lease.clone(), cp)).await.map(|_| ())
+            }
+            None => engine.store().finish(lease, terminal.clone(), engine.clock().now_ms()).await,
+        }
+    })
+    .await;
     match r {
         Ok(()) => {
             let seconds = (engine.clock().now_ms() - execution.created_at).max(0) as f64 / 1000.0;

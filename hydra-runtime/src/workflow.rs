@@ -11,6 +11,18 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// A type that can be a workflow's input or output or a step's output:
+/// serde-serializable and deserializable, `Send` and `'static`.
+/// Implemented for every such type.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a Hydra payload",
+    label = "payloads must implement serde's `Serialize` and `Deserialize` (and be `Send + 'static`)",
+    note = "add `#[derive(serde::Serialize, serde::Deserialize)]` to `{Self}`"
+)]
+pub trait Payload: Serialize + DeserializeOwned + Send + 'static {}
+
+impl<T: Serialize + DeserializeOwned + Send + 'static> Payload for T {}
+
 /// A workflow: a named async function of a context and a typed input.
 ///
 /// The `#[workflow]` macro writes this for you; implementing it by hand is
@@ -37,9 +49,9 @@ pub trait Workflow: Send + Sync + 'static {
     /// The registered name; runs are matched to code by it.
     const NAME: &'static str;
     /// The input type.
-    type Input: Serialize + DeserializeOwned + Send + 'static;
+    type Input: Payload;
     /// The output type.
-    type Output: Serialize + DeserializeOwned + Send + 'static;
+    type Output: Payload;
 
     /// Retry policy and timeout of the whole workflow.
     fn options() -> WorkflowOptions {

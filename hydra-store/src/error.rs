@@ -85,6 +85,10 @@ pub enum StoreError {
     /// The database returned an error.
     #[error("database error: {0}")]
     Database(#[from] sea_orm::DbErr),
+    /// A transient failure (lost connection, locked database) that ended a
+    /// group commit without applying it; retrying may succeed.
+    #[error("transient database failure: {0}")]
+    Transient(String),
 }
 
 impl StoreError {
@@ -98,7 +102,7 @@ impl StoreError {
     /// busy connection, a locked SQLite file, a serialization failure.
     pub fn is_retryable(&self) -> bool {
         match self {
-            StoreError::Connect { .. } => true,
+            StoreError::Connect { .. } | StoreError::Transient(_) => true,
             StoreError::Database(e) => is_transient(e),
             _ => false,
         }

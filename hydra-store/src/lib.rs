@@ -37,7 +37,7 @@ pub use model::{
     ExecutionStatus, Lease, NewExecution, Renewed, Step, StepAttempt, StepKind, StepOutcome, StepRecord, StepStatus,
     Terminal, TriggerType, WorkerLease,
 };
-pub use store::{Checkpoint, Store, Transition};
+pub use store::{BatchOp, BatchValue, Checkpoint, Store, Transition};
 
 /// Re-exported so that transactional code can name the connection types.
 pub use sea_orm;

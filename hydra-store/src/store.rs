@@ -87,12 +87,34 @@ impl Checkpoint {
     }
 }
 
+/// One write of a group commit (see [`Store::apply_batch`]).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum BatchOp {
+    /// [`Store::record_step_attempt`].
+    Attempt(Lease, StepAttempt),
+    /// [`Store::checkpoint`].
+    Checkpoint(Lease, Checkpoint),
+}
+
+/// What one write of a group commit returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BatchValue {
+    /// The attempt number recorded.
+    Attempt(u32),
+    /// The checkpoint was applied.
+    Checkpoint,
+}
+
 /// The persistence layer of one database, shared by engines and workers.
 /// Cheap to clone (the connection pool is shared).
 #[derive(Clone, Debug)]
 pub struct Store {
     db: DatabaseConnection,
     backend: Backend,
+    /// Write transactions committed through this store (for benchmarks).
+    commits: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Store {
@@ -106,12 +128,23 @@ impl Store {
     /// scheme or an unreachable server.
     pub async fn connect_with(options: StoreOptions) -> Result<Store, StoreError> {
         let (db, backend) = connect::open(&options).await?;
-        Ok(Store { db, backend })
+        Ok(Store { db, backend, commits: Default::default() })
     }
 
     /// Which database this is.
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// How many write transactions this store (and its clones) committed:
+    /// creates, claims that claimed something, renewals, checkpoints, group
+    /// commits. The benchmark reports it per step.
+    pub fn write_commits(&self) -> u64 {
+        self.commits.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn count(&self) {
+        self.commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The underlying sea-orm connection pool.
@@ -155,6 +188,7 @@ impl Store {
         let key = new.idempotency_key.clone();
         let am = execution_row(&new);
         let rows = insert_execution(&self.db, am).await?;
+        self.count();
         if rows == 1 {
             let execution = self.get_execution(&new.namespace, &new.id).await?.ok_or_else(|| {
                 StoreError::ExecutionNotFound { namespace: new.namespace.clone(), execution: new.id.clone() }
@@ -290,6 +324,9 @@ impl Store {
         values.push(i64::from(req.limit).into());
         let stmt = self.stmt(&sql, values);
         let rows = exec::Entity::find().from_raw_sql(stmt).all(&self.db).await?;
+        if !rows.is_empty() {
+            self.count();
+        }
         let mut claimed = rows
             .into_iter()
             .map(|m| {
@@ -373,6 +410,7 @@ impl Store {
             });
         }
         txn.commit().await?;
+        self.count();
         Ok(out)
     }
 
@@ -403,7 +441,30 @@ impl Store {
     /// [`StoreError::PositionTaken`] if another step holds its position.
     pub async fn record_step_attempt(&self, lease: &Lease, attempt: &StepAttempt, now: i64) -> Result<u32, StoreError> {
         let txn = self.db.begin_with_options(immediate()).await?;
-        self.guard(&txn, lease, now).await?;
+        let r = match self.guard(&txn, lease, now).await {
+            Ok(()) => self.attempt_in(&txn, lease, attempt, now).await,
+            Err(e) => Err(e),
+        };
+        match r {
+            Ok(n) => {
+                txn.commit().await?;
+                self.count();
+                Ok(n)
+            }
+            Err(e) => {
+                txn.rollback().await?;
+                Err(e)
+            }
+        }
+    }
+
+    async fn attempt_in(
+        &self,
+        txn: &DatabaseTransaction,
+        lease: &Lease,
+        attempt: &StepAttempt,
+        now: i64,
+    ) -> Result<u32, StoreError> {
         let row = txn
             .query_one_raw(self.stmt(
                 "INSERT INTO workflow_steps (execution_id, namespace, step_id, step_name, position, kind, status, \
@@ -428,7 +489,6 @@ impl Store {
             .await
             .map_err(|e| position_conflict(e, lease, attempt.position))?;
         let Some(row) = row else {
-            txn.rollback().await?;
             return Err(StoreError::StepAlreadyRecorded {
                 execution: lease.execution_id.clone(),
                 step: attempt.step_id.clone(),
@@ -436,15 +496,95 @@ impl Store {
         };
         let position: i32 = row.try_get("", "position")?;
         if position != to_i32(attempt.position) {
-            txn.rollback().await?;
             return Err(StoreError::PositionTaken {
                 execution: lease.execution_id.clone(),
                 position: attempt.position,
             });
         }
         let attempts: i32 = row.try_get("", "attempts")?;
-        txn.commit().await?;
         Ok(u32::try_from(attempts).unwrap_or(0))
+    }
+
+    /// Applies many writes of many runs in one transaction (group commit)
+    /// and commits once. A write that is refused (a lost lease, a recorded
+    /// step) is reported and leaves nothing behind: its statements either
+    /// write nothing or, for a write that both records a step and changes
+    /// the run, run inside a savepoint that is rolled back. If any write
+    /// hits an SQL error, the batch is rolled back and every write is
+    /// applied again in its own transaction, so one bad write cannot take
+    /// the others down. The outer error means nothing was applied.
+    pub async fn apply_batch(
+        &self,
+        ops: &[BatchOp],
+        now: i64,
+    ) -> Result<Vec<Result<BatchValue, StoreError>>, StoreError> {
+        let txn = self.db.begin_with_options(immediate()).await?;
+        let mut out = Vec::with_capacity(ops.len());
+        for op in ops {
+            let r = match op {
+                BatchOp::Attempt(lease, attempt) => match self.guard(&txn, lease, now).await {
+                    Ok(()) => self.attempt_in(&txn, lease, attempt, now).await.map(BatchValue::Attempt),
+                    Err(e) => Err(e),
+                },
+                BatchOp::Checkpoint(lease, cp)
+                    if cp.step.is_some() && !matches!(cp.transition, Transition::Continue) =>
+                {
+                    let sp = txn.begin().await?;
+                    match self.apply(&sp, lease, cp, now).await {
+                        Ok(()) => {
+                            sp.commit().await?;
+                            Ok(BatchValue::Checkpoint)
+                        }
+                        Err(e) => {
+                            sp.rollback().await?;
+                            Err(e)
+                        }
+                    }
+                }
+                BatchOp::Checkpoint(lease, cp) => {
+                    self.apply(&txn, lease, cp, now).await.map(|()| BatchValue::Checkpoint)
+                }
+            };
+            match r {
+                Err(StoreError::Database(e)) => {
+                    if e.sql_err().is_none() && crate::error::is_transient(&e) {
+                        return Err(StoreError::Database(e));
+                    }
+                    // An SQL error (PostgreSQL aborts the whole transaction on
+                    // one): isolate the writes from each other.
+                    txn.rollback().await?;
+                    return self.apply_one_by_one(ops, now).await;
+                }
+                Err(e @ StoreError::PositionTaken { .. }) if self.backend == Backend::Postgres => {
+                    let _ = e;
+                    txn.rollback().await?;
+                    return self.apply_one_by_one(ops, now).await;
+                }
+                other => out.push(other),
+            }
+        }
+        txn.commit().await?;
+        self.count();
+        Ok(out)
+    }
+
+    async fn apply_one_by_one(
+        &self,
+        ops: &[BatchOp],
+        now: i64,
+    ) -> Result<Vec<Result<BatchValue, StoreError>>, StoreError> {
+        let mut out = Vec::with_capacity(ops.len());
+        for op in ops {
+            out.push(match op {
+                BatchOp::Attempt(lease, attempt) => {
+                    self.record_step_attempt(lease, attempt, now).await.map(BatchValue::Attempt)
+                }
+                BatchOp::Checkpoint(lease, cp) => {
+                    self.checkpoint(lease, cp.clone(), now).await.map(|()| BatchValue::Checkpoint)
+                }
+            });
+        }
+        Ok(out)
     }
 
     /// Records a step's result and keeps running. See [`Store::checkpoint`].
@@ -473,7 +613,11 @@ impl Store {
     pub async fn checkpoint(&self, lease: &Lease, checkpoint: Checkpoint, now: i64) -> Result<(), StoreError> {
         let txn = self.db.begin_with_options(immediate()).await?;
         match self.apply(&txn, lease, &checkpoint, now).await {
-            Ok(()) => Ok(txn.commit().await?),
+            Ok(()) => {
+                txn.commit().await?;
+                self.count();
+                Ok(())
+            }
             Err(e) => {
                 txn.rollback().await?;
                 Err(e)
@@ -501,7 +645,11 @@ impl Store {
         now: i64,
     ) -> Result<(), StoreError> {
         match self.apply(&txn, lease, &Checkpoint::step(record), now).await {
-            Ok(()) => Ok(txn.commit().await?),
+            Ok(()) => {
+                txn.commit().await?;
+                self.count();
+                Ok(())
+            }
             Err(e) => {
                 txn.rollback().await?;
                 Err(e)
@@ -879,6 +1027,7 @@ impl Store {
             )
             .exec_without_returning(&self.db)
             .await?;
+        self.count();
         Ok(())
     }
 

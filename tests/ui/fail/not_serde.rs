@@ -1,5 +1,7 @@
 use hydra_runtime::prelude::*;
 
+// Deserialize only: it cannot be stored.
+#[derive(serde::Deserialize)]
 pub struct Secret {
     pub value: u32,
 }

@@ -1,0 +1,310 @@
+//! Throughput and latency benchmark: N workflows of K no-op steps with W
+//! runs at once in one process, on SQLite (file, WAL) and PostgreSQL, next
+//! to the floor measured in the same run: bare single-row insert
+//! transactions (one commit each) through the same database and pool
+//! settings.
+//!
+//!     cargo run --release -p hydra-examples --bin bench -- [OPTIONS]
+//!
+//! Options: `--backend sqlite|postgres|both` (sqlite), `--pg-url URL` (admin
+//! URL of a PostgreSQL server; the benchmark creates its own databases),
+//! `-n N` (1000), `-k K` (10), `-w W` (64), `--matrix` (K = 1, 10, 100 ×
+//! W = 1, 16, 64), `--no-group-commit`, `--floor-secs S` (5).
+//!
+//! Prints one table row and one JSON line per configuration. Times come
+//! from the engine's own records: `seconds` runs from just before the first
+//! start to the last recorded completion.
+
+use hydra_runtime::prelude::*;
+use hydra_runtime::sea_orm::{ConnectionTrait, Database, Statement};
+use hydra_runtime::{ExecutionFilter, StoreOptions};
+use std::time::{Duration, Instant};
+
+#[step]
+async fn noop(i: u32) -> Result<u32, StepError> {
+    Ok(i)
+}
+
+#[workflow(name = "bench")]
+async fn bench_wf(ctx: WorkflowContext, k: u32) -> Result<u64, WorkflowError> {
+    let mut sum = 0u64;
+    for i in 0..k {
+        sum += u64::from(noop(&ctx, i).await?);
+    }
+    Ok(sum)
+}
+
+#[derive(Clone, Debug)]
+struct Args {
+    backends: Vec<String>,
+    pg_url: String,
+    n: usize,
+    k: u32,
+    w: usize,
+    matrix: bool,
+    group_commit: bool,
+    floor_secs: f64,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut a = Args {
+        backends: vec!["sqlite".into()],
+        pg_url: "postgres://postgres@127.0.0.1:55432/postgres".into(),
+        n: 1000,
+        k: 10,
+        w: 64,
+        matrix: false,
+        group_commit: true,
+        floor_secs: 5.0,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut val = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
+        match arg.as_str() {
+            "--backend" => {
+                a.backends = match val("--backend")?.as_str() {
+                    "both" => vec!["sqlite".into(), "postgres".into()],
+                    b @ ("sqlite" | "postgres") => vec![b.to_owned()],
+                    other => return Err(format!("unknown backend `{other}`")),
+                }
+            }
+            "--pg-url" => a.pg_url = val("--pg-url")?,
+            "-n" => a.n = val("-n")?.parse().map_err(|e| format!("-n: {e}"))?,
+            "-k" => a.k = val("-k")?.parse().map_err(|e| format!("-k: {e}"))?,
+            "-w" => a.w = val("-w")?.parse().map_err(|e| format!("-w: {e}"))?,
+            "--floor-secs" => a.floor_secs = val("--floor-secs")?.parse().map_err(|e| format!("--floor-secs: {e}"))?,
+            "--matrix" => a.matrix = true,
+            "--no-group-commit" => a.group_commit = false,
+            "-h" | "--help" => return Err(String::new()),
+            other => return Err(format!("unknown argument `{other}`")),
+        }
+    }
+    Ok(a)
+}
+
+fn percentile(sorted: &[i64], p: f64) -> i64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_owned))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// A fresh database URL for one configuration.
+async fn fresh_db(backend: &str, args: &Args, tag: &str) -> Result<String, Box<dyn std::error::Error>> {
+    if backend == "sqlite" {
+        let dir = std::env::temp_dir().join("hydra-bench");
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join(format!("{tag}.db"));
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+        return Ok(format!("sqlite://{}?mode=rwc", path.display()));
+    }
+    let admin = Database::connect(args.pg_url.as_str()).await?;
+    let name = format!("hydra_bench_{tag}");
+    admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await?;
+    admin.execute_unprepared(&format!("CREATE DATABASE \"{name}\"")).await?;
+    admin.close().await?;
+    let base = args.pg_url.rsplit_once('/').map_or(args.pg_url.as_str(), |(b, _)| b);
+    Ok(format!("{base}/{name}"))
+}
+
+/// Bare single-row insert transactions, one commit each, sequential, through
+/// a pool with the store's settings. Returns commits per second.
+async fn floor(backend: &str, args: &Args, commits: usize) -> Result<f64, Box<dyn std::error::Error>> {
+    let url = fresh_db(backend, args, "floor").await?;
+    let store = hydra_runtime::Store::connect_with(StoreOptions::new(url)).await?;
+    let db = store.connection();
+    let be = db.get_database_backend();
+    let (create, insert) = match backend {
+        "sqlite" => {
+            ("CREATE TABLE floor (id INTEGER PRIMARY KEY, wf TEXT, v TEXT)", "INSERT INTO floor (wf, v) VALUES (?, ?)")
+        }
+        _ => (
+            "CREATE TABLE floor (id BIGSERIAL PRIMARY KEY, wf TEXT, v TEXT)",
+            "INSERT INTO floor (wf, v) VALUES ($1, $2)",
+        ),
+    };
+    db.execute_unprepared(create).await?;
+    let t0 = Instant::now();
+    let mut done = 0;
+    while done < commits {
+        use hydra_runtime::sea_orm::TransactionTrait;
+        let txn = db.begin().await?;
+        txn.execute_raw(Statement::from_sql_and_values(
+            be,
+            insert,
+            [format!("wf-{done}").into(), done.to_string().into()],
+        ))
+        .await?;
+        txn.commit().await?;
+        done += 1;
+        if done % 64 == 0 && t0.elapsed().as_secs_f64() > args.floor_secs {
+            break;
+        }
+    }
+    Ok(done as f64 / t0.elapsed().as_secs_f64())
+}
+
+struct Outcome {
+    seconds: f64,
+    workflows_per_s: f64,
+    steps_per_s: f64,
+    first_step_p50: i64,
+    first_step_p99: i64,
+    total_p50: i64,
+    total_p99: i64,
+    commits_per_step: f64,
+}
+
+async fn run_one(
+    backend: &str,
+    args: &Args,
+    n: usize,
+    k: u32,
+    w: usize,
+) -> Result<Outcome, Box<dyn std::error::Error>> {
+    let url = fresh_db(backend, args, &format!("{n}_{k}_{w}")).await?;
+    let opts = StoreOptions::new(url).max_connections(if backend == "sqlite" { 8 } else { 32 });
+    let engine =
+        Engine::builder().store_options(opts).namespace("bench").group_commit(args.group_commit).build().await?;
+    let worker =
+        Worker::builder(&engine).register(bench_wf).concurrency(w).claim_batch(w.min(256) as u32).start().await?;
+    let commits_before = engine.store().write_commits();
+    let t0 = engine.clock().now_ms();
+    let mut handles = Vec::with_capacity(n);
+    for _ in 0..n {
+        handles.push(bench_wf::start(&engine, k).await?);
+    }
+    let expected = u64::from(k) * u64::from(k.saturating_sub(1)) / 2;
+    for h in &handles {
+        let v = tokio::time::timeout(Duration::from_secs(600), h.result()).await??;
+        assert_eq!(v, expected, "wrong result");
+    }
+    let commits = engine.store().write_commits() - commits_before;
+    worker.shutdown(Duration::from_secs(5)).await;
+    let runs = engine.list(ExecutionFilter::new("bench").limit(n as u64 + 10)).await?;
+    let last = runs.iter().filter_map(|r| r.completed_at).max().unwrap_or(t0);
+    let seconds = ((last - t0) as f64 / 1000.0).max(0.001);
+    let mut total: Vec<i64> = runs.iter().filter_map(|r| r.completed_at.map(|c| c - r.created_at)).collect();
+    total.sort_unstable();
+    // First-step latency for a sample of runs (reading every run's steps would dominate).
+    let mut first: Vec<i64> = Vec::new();
+    for r in runs.iter().step_by((runs.len() / 200).max(1)) {
+        if let Some(s) = engine.steps(&r.id).await?.into_iter().find(|s| s.position == 0) {
+            first.push(s.started_at - r.created_at);
+        }
+    }
+    first.sort_unstable();
+    let steps = (n * k as usize) as f64;
+    Ok(Outcome {
+        seconds,
+        workflows_per_s: n as f64 / seconds,
+        steps_per_s: steps / seconds,
+        first_step_p50: percentile(&first, 0.5),
+        first_step_p99: percentile(&first, 0.99),
+        total_p50: percentile(&total, 0.5),
+        total_p99: percentile(&total, 0.99),
+        commits_per_step: commits as f64 / steps.max(1.0),
+    })
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            if !e.is_empty() {
+                eprintln!("bench: {e}");
+            }
+            eprintln!(
+                "usage: bench [--backend sqlite|postgres|both] [--pg-url URL] [-n N] [-k K] [-w W] [--matrix] [--no-group-commit] [--floor-secs S]"
+            );
+            std::process::exit(2);
+        }
+    };
+    let configs: Vec<(usize, u32, usize)> = if args.matrix {
+        let mut v = Vec::new();
+        for k in [1u32, 10, 100] {
+            for w in [1usize, 16, 64] {
+                let n = match (k, w) {
+                    (100, 1) => 20,
+                    (100, _) => 200,
+                    (10, 1) => 100,
+                    (_, 1) => 300,
+                    _ => 2_000,
+                };
+                v.push((n, k, w));
+            }
+        }
+        v
+    } else {
+        vec![(args.n, args.k, args.w)]
+    };
+    println!(
+        "{:<8} {:>5} {:>4} {:>3} {:>7} {:>8} {:>9} {:>10} {:>10} {:>9} {:>9} {:>8} {:>9} {:>7}",
+        "backend",
+        "N",
+        "K",
+        "W",
+        "secs",
+        "wf/s",
+        "steps/s",
+        "1st p50ms",
+        "1st p99ms",
+        "end p50",
+        "end p99",
+        "cmt/step",
+        "floor c/s",
+        "ratio"
+    );
+    for backend in &args.backends {
+        let floor_rate = floor(backend, &args, 200_000).await?;
+        for &(n, k, w) in &configs {
+            let o = run_one(backend, &args, n, k, w).await?;
+            let ratio = o.steps_per_s / floor_rate;
+            println!(
+                "{:<8} {:>5} {:>4} {:>3} {:>7.2} {:>8.1} {:>9.1} {:>10} {:>10} {:>9} {:>9} {:>8.3} {:>9.1} {:>7.2}",
+                backend,
+                n,
+                k,
+                w,
+                o.seconds,
+                o.workflows_per_s,
+                o.steps_per_s,
+                o.first_step_p50,
+                o.first_step_p99,
+                o.total_p50,
+                o.total_p99,
+                o.commits_per_step,
+                floor_rate,
+                ratio
+            );
+            println!(
+                "{{\"bench\":\"hydra\",\"backend\":\"{backend}\",\"n\":{n},\"k\":{k},\"w\":{w},\"group_commit\":{},\"seconds\":{:.3},\"workflows_per_s\":{:.1},\"steps_per_s\":{:.1},\"first_step_p50_ms\":{},\"first_step_p99_ms\":{},\"completion_p50_ms\":{},\"completion_p99_ms\":{},\"commits_per_step\":{:.4},\"floor_commits_per_s\":{:.1},\"steps_per_floor_commit\":{:.3},\"peak_rss_mb\":{:.1}}}",
+                args.group_commit,
+                o.seconds,
+                o.workflows_per_s,
+                o.steps_per_s,
+                o.first_step_p50,
+                o.first_step_p99,
+                o.total_p50,
+                o.total_p99,
+                o.commits_per_step,
+                floor_rate,
+                ratio,
+                peak_rss_mb()
+            );
+        }
+    }
+    Ok(())
+}
