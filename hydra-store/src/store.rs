@@ -441,10 +441,7 @@ impl Store {
     /// [`StoreError::PositionTaken`] if another step holds its position.
     pub async fn record_step_attempt(&self, lease: &Lease, attempt: &StepAttempt, now: i64) -> Result<u32, StoreError> {
         let txn = self.db.begin_with_options(immediate()).await?;
-        let r = match self.guard(&txn, lease, now).await {
-            Ok(()) => self.attempt_in(&txn, lease, attempt, now).await,
-            Err(e) => Err(e),
-        };
+        let r = self.attempt_in(&txn, lease, attempt, now).await;
         match r {
             Ok(n) => {
                 txn.commit().await?;
@@ -458,6 +455,8 @@ impl Store {
         }
     }
 
+    /// The fenced step-attempt upsert: one statement that writes only if
+    /// the caller's token is current (see [`Store::fenced_insert`]).
     async fn attempt_in(
         &self,
         txn: &DatabaseTransaction,
@@ -465,34 +464,36 @@ impl Store {
         attempt: &StepAttempt,
         now: i64,
     ) -> Result<u32, StoreError> {
+        let sql = self.fenced_insert(
+            "INSERT INTO workflow_steps (execution_id, namespace, step_id, step_name, position, kind, status, \
+               attempts, max_attempts, started_at, fencing_token)",
+            "?, ?, ?, ?, ?, ?, 'running', 1, ?, ?, ?",
+            "ON CONFLICT (execution_id, step_id) DO UPDATE SET attempts = workflow_steps.attempts + 1, \
+               fencing_token = excluded.fencing_token, error_message = NULL \
+             WHERE workflow_steps.status = 'running' \
+             RETURNING attempts, position",
+        );
+        let values = self.fenced_values(
+            lease,
+            now,
+            vec![
+                lease.execution_id.as_str().into(),
+                lease.namespace.as_str().into(),
+                attempt.step_id.as_str().into(),
+                attempt.step_name.as_str().into(),
+                to_i32(attempt.position).into(),
+                attempt.kind.as_str().into(),
+                to_i32(attempt.max_attempts.max(1)).into(),
+                now.into(),
+                lease.token.0.into(),
+            ],
+        );
         let row = txn
-            .query_one_raw(self.stmt(
-                "INSERT INTO workflow_steps (execution_id, namespace, step_id, step_name, position, kind, status, \
-                   attempts, max_attempts, started_at, fencing_token) \
-                 VALUES (?, ?, ?, ?, ?, ?, 'running', 1, ?, ?, ?) \
-                 ON CONFLICT (execution_id, step_id) DO UPDATE SET attempts = workflow_steps.attempts + 1, \
-                   fencing_token = excluded.fencing_token, error_message = NULL \
-                 WHERE workflow_steps.status = 'running' \
-                 RETURNING attempts, position",
-                vec![
-                    lease.execution_id.as_str().into(),
-                    lease.namespace.as_str().into(),
-                    attempt.step_id.as_str().into(),
-                    attempt.step_name.as_str().into(),
-                    to_i32(attempt.position).into(),
-                    attempt.kind.as_str().into(),
-                    to_i32(attempt.max_attempts.max(1)).into(),
-                    now.into(),
-                    lease.token.0.into(),
-                ],
-            ))
+            .query_one_raw(self.stmt(&sql, values))
             .await
             .map_err(|e| position_conflict(e, lease, attempt.position))?;
         let Some(row) = row else {
-            return Err(StoreError::StepAlreadyRecorded {
-                execution: lease.execution_id.clone(),
-                step: attempt.step_id.clone(),
-            });
+            return Err(self.why_refused(txn, lease, &attempt.step_id).await);
         };
         let position: i32 = row.try_get("", "position")?;
         if position != to_i32(attempt.position) {
@@ -503,6 +504,62 @@ impl Store {
         }
         let attempts: i32 = row.try_get("", "attempts")?;
         Ok(u32::try_from(attempts).unwrap_or(0))
+    }
+
+    /// An `INSERT … SELECT` that inserts only while the lease's token is
+    /// current. PostgreSQL: a data-modifying CTE updates (and so locks) the
+    /// run's row first, so no claim can slip in before the commit. SQLite:
+    /// an `EXISTS` check, safe because every write transaction here holds
+    /// the database's write lock (`BEGIN IMMEDIATE`). Values: see
+    /// [`Store::fenced_values`].
+    fn fenced_insert(&self, insert: &str, select: &str, tail: &str) -> String {
+        match self.backend {
+            Backend::Postgres => format!(
+                "WITH fence AS (UPDATE workflow_executions SET updated_at = ? \
+                 WHERE id = ? AND namespace = ? AND fencing_token = ? AND status = 'running' RETURNING id) \
+                 {insert} SELECT {select} FROM fence {tail}"
+            ),
+            Backend::Sqlite => format!(
+                "{insert} SELECT {select} WHERE EXISTS (SELECT 1 FROM workflow_executions \
+                 WHERE id = ? AND namespace = ? AND fencing_token = ? AND status = 'running') {tail}"
+            ),
+        }
+    }
+
+    /// The values of a [`Store::fenced_insert`]: the fence first on
+    /// PostgreSQL (the CTE comes first), last on SQLite.
+    fn fenced_values(&self, lease: &Lease, now: i64, row: Vec<Value>) -> Vec<Value> {
+        let fence: [Value; 3] =
+            [lease.execution_id.as_str().into(), lease.namespace.as_str().into(), lease.token.0.into()];
+        match self.backend {
+            Backend::Postgres => {
+                let mut v: Vec<Value> = vec![now.into()];
+                v.extend(fence);
+                v.extend(row);
+                v
+            }
+            Backend::Sqlite => {
+                let mut v = row;
+                v.extend(fence);
+                v
+            }
+        }
+    }
+
+    /// Why a fenced write wrote nothing: the lease is gone, or the step is
+    /// already recorded.
+    async fn why_refused(&self, txn: &DatabaseTransaction, lease: &Lease, step: &StepId) -> StoreError {
+        let current = exec::Entity::find_by_id(lease.execution_id.as_str())
+            .filter(exec::Column::Namespace.eq(lease.namespace.as_str()))
+            .one(txn)
+            .await;
+        match current {
+            Ok(Some(e)) if e.fencing_token == lease.token.0 && e.status == "running" => {
+                StoreError::StepAlreadyRecorded { execution: lease.execution_id.clone(), step: step.clone() }
+            }
+            Ok(_) => lease_lost(lease),
+            Err(e) => StoreError::Database(e),
+        }
     }
 
     /// Applies many writes of many runs in one transaction (group commit)
@@ -522,10 +579,9 @@ impl Store {
         let mut out = Vec::with_capacity(ops.len());
         for op in ops {
             let r = match op {
-                BatchOp::Attempt(lease, attempt) => match self.guard(&txn, lease, now).await {
-                    Ok(()) => self.attempt_in(&txn, lease, attempt, now).await.map(BatchValue::Attempt),
-                    Err(e) => Err(e),
-                },
+                BatchOp::Attempt(lease, attempt) => {
+                    self.attempt_in(&txn, lease, attempt, now).await.map(BatchValue::Attempt)
+                }
                 BatchOp::Checkpoint(lease, cp)
                     if cp.step.is_some() && !matches!(cp.transition, Transition::Continue) =>
                 {
@@ -686,10 +742,14 @@ impl Store {
         let fence: Vec<Value> =
             vec![lease.execution_id.as_str().into(), lease.namespace.as_str().into(), lease.token.0.into()];
         let (sql, mut values): (&'static str, Vec<Value>) = match &cp.transition {
-            Transition::Continue => {
-                self.guard(txn, lease, now).await?;
-                ("", Vec::new())
-            }
+            Transition::Continue => match &cp.step {
+                // The step write carries the fence itself: one statement.
+                Some(record) => return self.write_step(txn, lease, record, now, true).await,
+                None => {
+                    self.guard(txn, lease, now).await?;
+                    ("", Vec::new())
+                }
+            },
             Transition::Sleep { until } => (
                 concat_fence!(
                     "UPDATE workflow_executions SET status = 'sleeping', due_at = ?, lease_owner = NULL, updated_at = ?"
@@ -741,17 +801,21 @@ impl Store {
             .await?;
         }
         if let Some(record) = &cp.step {
-            self.write_step(txn, lease, record, now).await?;
+            self.write_step(txn, lease, record, now, false).await?;
         }
         Ok(())
     }
 
+    /// Records a step outcome. With `fenced`, the statement itself checks
+    /// the lease (the caller ran no guard); otherwise the caller already
+    /// holds the run's row under the fencing check.
     async fn write_step(
         &self,
         txn: &DatabaseTransaction,
         lease: &Lease,
         rec: &StepRecord,
         now: i64,
+        fenced: bool,
     ) -> Result<(), StoreError> {
         let (status, output, error, completed_at): (&str, Option<Vec<u8>>, Option<String>, Option<i64>) =
             match &rec.outcome {
@@ -759,37 +823,41 @@ impl Store {
                 StepOutcome::Failed(e) => ("failed", None, Some(e.clone()), Some(now)),
                 StepOutcome::AttemptFailed(e) => ("running", None, Some(e.clone()), None),
             };
-        let r = txn
-            .execute_raw(self.stmt(
-                "INSERT INTO workflow_steps (execution_id, namespace, step_id, step_name, position, kind, status, \
-                   attempts, max_attempts, output_data, error_message, started_at, completed_at, wake_at, fencing_token) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?) \
-                 ON CONFLICT (execution_id, step_id) DO UPDATE SET status = excluded.status, \
-                   output_data = excluded.output_data, error_message = excluded.error_message, \
-                   completed_at = excluded.completed_at, wake_at = excluded.wake_at, \
-                   fencing_token = excluded.fencing_token \
-                 WHERE workflow_steps.status = 'running' AND workflow_steps.position = excluded.position",
-                vec![
-                    lease.execution_id.as_str().into(),
-                    lease.namespace.as_str().into(),
-                    rec.step_id.as_str().into(),
-                    rec.step_name.as_str().into(),
-                    to_i32(rec.position).into(),
-                    rec.kind.as_str().into(),
-                    status.into(),
-                    to_i32(rec.max_attempts.max(1)).into(),
-                    output.into(),
-                    error.into(),
-                    now.into(),
-                    completed_at.into(),
-                    rec.wake_at.into(),
-                    lease.token.0.into(),
-                ],
-            ))
-            .await
-            .map_err(|e| position_conflict(e, lease, rec.position))?;
+        const INSERT: &str = "INSERT INTO workflow_steps (execution_id, namespace, step_id, step_name, position, \
+               kind, status, attempts, max_attempts, output_data, error_message, started_at, completed_at, wake_at, \
+               fencing_token)";
+        const TAIL: &str = "ON CONFLICT (execution_id, step_id) DO UPDATE SET status = excluded.status, \
+               output_data = excluded.output_data, error_message = excluded.error_message, \
+               completed_at = excluded.completed_at, wake_at = excluded.wake_at, \
+               fencing_token = excluded.fencing_token \
+             WHERE workflow_steps.status = 'running' AND workflow_steps.position = excluded.position";
+        const ROW: &str = "?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?";
+        let row: Vec<Value> = vec![
+            lease.execution_id.as_str().into(),
+            lease.namespace.as_str().into(),
+            rec.step_id.as_str().into(),
+            rec.step_name.as_str().into(),
+            to_i32(rec.position).into(),
+            rec.kind.as_str().into(),
+            status.into(),
+            to_i32(rec.max_attempts.max(1)).into(),
+            output.into(),
+            error.into(),
+            now.into(),
+            completed_at.into(),
+            rec.wake_at.into(),
+            lease.token.0.into(),
+        ];
+        let stmt = if fenced {
+            self.stmt(&self.fenced_insert(INSERT, ROW, TAIL), self.fenced_values(lease, now, row))
+        } else {
+            self.stmt(&format!("{INSERT} VALUES ({ROW}) {TAIL}"), row)
+        };
+        let r = txn.execute_raw(stmt).await.map_err(|e| position_conflict(e, lease, rec.position))?;
         if r.rows_affected() == 1 {
             Ok(())
+        } else if fenced {
+            Err(self.why_refused(txn, lease, &rec.step_id).await)
         } else {
             Err(StoreError::StepAlreadyRecorded { execution: lease.execution_id.clone(), step: rec.step_id.clone() })
         }
