@@ -222,7 +222,8 @@ fn expand_workflow(f: &ItemFn, args: &WorkflowArgs, w: &crate::valid::WorkflowFn
     let out_ty = &w.output;
     let err_ty = &w.error;
     let wf_name = args.name.as_ref().map_or_else(|| name.to_string(), syn::LitStr::value);
-    let retry = retry_tokens(&krate, quote!(#p::RetryPolicy::none()), &args.retry);
+    let retry =
+        retry_tokens(&krate, quote!(<#p::WorkflowOptions as ::core::default::Default>::default().retry), &args.retry);
     let timeout = args.timeout_ms.map(|ms| quote!(.timeout(::core::time::Duration::from_millis(#ms))));
 
     let mut visitor = StepCalls { ctx, calls: Vec::new() };

@@ -556,7 +556,9 @@ impl WorkflowContext {
         {
             run.checkpoint_gate().await;
             let until = run.park_until(w);
-            run.write("park", || run.store.schedule_wakeup(&run.lease, until, run.now())).await.ok();
+            if let Err(e) = run.write("park", || run.store.schedule_wakeup(&run.lease, until, run.now())).await {
+                match run.fail_run(format!("could not park the run until its retry: {e}")).await {}
+            }
             match run.halt(Interrupt::Suspended { until }).await {}
         }
         loop {
@@ -735,7 +737,9 @@ impl WorkflowContext {
                 match run.fail_run(format!("could not record a sleep: {e}")).await {}
             }
         } else {
-            run.write("park", || run.store.schedule_wakeup(&run.lease, until, run.now())).await.ok();
+            if let Err(e) = run.write("park", || run.store.schedule_wakeup(&run.lease, until, run.now())).await {
+                match run.fail_run(format!("could not park the run: {e}")).await {}
+            }
         }
         tracing::debug!(wake_at = wake, "sleeping durably");
         match run.halt(Interrupt::Suspended { until }).await {}

@@ -199,6 +199,7 @@ impl WorkerBuilder {
         crate::metrics::active(shared.engine.namespace(), shared.id.as_str(), 0);
         let poll = tokio::spawn(poll_loop(Arc::clone(&shared)));
         let heartbeat = tokio::spawn(heartbeat_loop(Arc::clone(&shared)));
+        tokio::spawn(lease_guard_loop(Arc::clone(&shared)));
         let cron = tokio::spawn(cron_loop(Arc::clone(&shared)));
         Ok(Worker { shared, poll: Some(poll), heartbeat: Some(heartbeat), cron: Some(cron) })
     }
@@ -358,6 +359,8 @@ async fn claim_available(s: &Arc<Shared>) {
             limit,
         );
         crate::metrics::poll(s.engine.namespace(), s.id.as_str());
+        // The lease's local clock starts before the claim is sent.
+        let claim_sent = tokio::time::Instant::now();
         let claimed = match s.engine.store().claim(&req).await {
             Ok(c) => c,
             Err(e) => {
@@ -378,7 +381,7 @@ async fn claim_available(s: &Arc<Shared>) {
                 continue;
             };
             let shared = Arc::clone(s);
-            s.runs.lock().unwrap_or_else(|p| p.into_inner()).spawn(drive(shared, c, permit));
+            s.runs.lock().unwrap_or_else(|p| p.into_inner()).spawn(drive(shared, c, permit, claim_sent));
         }
         // Reap finished tasks so the set does not grow.
         {
@@ -411,53 +414,78 @@ async fn cron_loop(s: Arc<Shared>) {
 
 async fn heartbeat_loop(s: Arc<Shared>) {
     let ttl = s.config.lease_ttl;
-    // Stop a run locally once its lease has gone this long without a
-    // renewal: well before the lease can expire and be taken over.
-    let local_limit = ttl.saturating_sub(s.config.heartbeat_interval);
+    let hb = s.config.heartbeat_interval;
     loop {
         tokio::select! {
             _ = s.stop_all.cancelled() => return,
-            _ = tokio::time::sleep(s.config.heartbeat_interval) => {}
+            _ = tokio::time::sleep(hb) => {}
         }
+        // Taken before the calls: the database computes the new expiry from
+        // `now`, so the local deadline must not start any later.
+        let started = tokio::time::Instant::now();
         let now = s.engine.clock().now_ms();
         let ttl_ms = duration_ms(ttl);
-        let beat = s.engine.store().heartbeat_worker(s.engine.namespace(), &s.id, now, ttl_ms).await;
-        crate::metrics::heartbeat(s.engine.namespace(), s.id.as_str(), beat.is_ok());
-        if let Err(e) = beat {
-            tracing::warn!(worker_id = %s.id, error = %e, "worker heartbeat failed");
+        // No call may hold the heartbeat up for longer than one interval.
+        let beat =
+            tokio::time::timeout(hb, s.engine.store().heartbeat_worker(s.engine.namespace(), &s.id, now, ttl_ms)).await;
+        let ok = matches!(beat, Ok(Ok(())));
+        crate::metrics::heartbeat(s.engine.namespace(), s.id.as_str(), ok);
+        if !ok {
+            tracing::warn!(worker_id = %s.id, "worker heartbeat failed or timed out");
         }
         let runs: Vec<(Lease, Arc<RunState>)> =
             s.active().values().map(|a| (a.run.lease.clone(), Arc::clone(&a.run))).collect();
-        if !runs.is_empty() {
-            let leases: Vec<Lease> = runs.iter().map(|(l, _)| l.clone()).collect();
-            match s.engine.store().renew_leases(&leases, now, ttl_ms).await {
-                Ok(results) => {
-                    let renewed_at = tokio::time::Instant::now();
-                    let mut active = s.active();
-                    for ((lease, run), result) in runs.iter().zip(results) {
-                        match result {
-                            Ok(r) => {
-                                if let Some(a) = active.get_mut(&lease.execution_id) {
-                                    a.renewed_at = renewed_at;
-                                }
-                                if r.cancel_requested {
-                                    run.cancel_requested.store(true, std::sync::atomic::Ordering::SeqCst);
-                                    run.cancel.cancel();
-                                }
+        if runs.is_empty() {
+            continue;
+        }
+        let leases: Vec<Lease> = runs.iter().map(|(l, _)| l.clone()).collect();
+        match tokio::time::timeout(hb, s.engine.store().renew_leases(&leases, now, ttl_ms)).await {
+            Ok(Ok(results)) => {
+                let mut active = s.active();
+                for ((lease, run), result) in runs.iter().zip(results) {
+                    match result {
+                        Ok(r) => {
+                            if let Some(a) = active.get_mut(&lease.execution_id)
+                                && a.run.lease.token == lease.token
+                            {
+                                a.renewed_at = started;
                             }
-                            Err(e) => {
-                                tracing::warn!(execution_id = %lease.execution_id, error = %e, "lease lost at heartbeat; stopping the run");
-                                run.interrupt(Interrupt::LeaseLost);
+                            if r.cancel_requested {
+                                run.cancel_requested.store(true, std::sync::atomic::Ordering::SeqCst);
+                                run.cancel.cancel();
                             }
+                        }
+                        Err(e) => {
+                            tracing::warn!(execution_id = %lease.execution_id, error = %e, "lease lost at heartbeat; stopping the run");
+                            run.interrupt(Interrupt::LeaseLost);
                         }
                     }
                 }
-                Err(e) => tracing::warn!(worker_id = %s.id, error = %e, "lease renewal failed"),
             }
+            Ok(Err(e)) => tracing::warn!(worker_id = %s.id, error = %e, "lease renewal failed"),
+            Err(_) => tracing::warn!(worker_id = %s.id, "lease renewal timed out"),
+        }
+    }
+}
+
+/// Stops runs before their leases can expire, and runs past their
+/// deadline. Separate from the heartbeat, on its own timer, so that no slow
+/// or hung database call can delay it: a run whose lease went
+/// `lease_ttl - heartbeat_interval` without a renewal is stopped within half
+/// a heartbeat interval more, which is before the lease expires.
+async fn lease_guard_loop(s: Arc<Shared>) {
+    let hb = s.config.heartbeat_interval;
+    let local_limit = s.config.lease_ttl.saturating_sub(hb);
+    let every = (hb / 2).max(Duration::from_millis(1));
+    loop {
+        tokio::select! {
+            _ = s.stop_all.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
         }
         let real_now = tokio::time::Instant::now();
+        let now = s.engine.clock().now_ms();
         for a in s.active().values() {
-            if real_now.duration_since(a.renewed_at) >= local_limit {
+            if real_now.saturating_duration_since(a.renewed_at) >= local_limit {
                 tracing::warn!(execution_id = %a.run.lease.execution_id, "lease not renewed in time; stopping the run before it expires");
                 a.run.interrupt(Interrupt::LeaseLost);
             }
@@ -471,7 +499,12 @@ async fn heartbeat_loop(s: Arc<Shared>) {
 }
 
 /// Drives one claimed run until it ends, parks, or is stopped.
-async fn drive(s: Arc<Shared>, claimed: ClaimedExecution, permit: OwnedSemaphorePermit) {
+async fn drive(
+    s: Arc<Shared>,
+    claimed: ClaimedExecution,
+    permit: OwnedSemaphorePermit,
+    claim_sent: tokio::time::Instant,
+) {
     let ClaimedExecution { execution, lease, .. } = claimed;
     let span = tracing::info_span!(
         "workflow_run",
@@ -480,12 +513,12 @@ async fn drive(s: Arc<Shared>, claimed: ClaimedExecution, permit: OwnedSemaphore
         execution_id = %execution.id,
         attempt = execution.attempts,
     );
-    drive_inner(&s, execution, lease).instrument(span).await;
+    drive_inner(&s, execution, lease, claim_sent).instrument(span).await;
     drop(permit);
     s.wake.notify_one();
 }
 
-async fn drive_inner(s: &Arc<Shared>, execution: Execution, lease: Lease) {
+async fn drive_inner(s: &Arc<Shared>, execution: Execution, lease: Lease, claim_sent: tokio::time::Instant) {
     let engine = &s.engine;
     let now = engine.clock().now_ms();
     tracing::debug!(token = lease.token.get(), expires_at = ?execution.lease_expires_at(), "lease acquired");
@@ -544,9 +577,7 @@ async fn drive_inner(s: &Arc<Shared>, execution: Execution, lease: Lease) {
             return end(s, &execution, &lease, Terminal::Failed(e.to_string())).await;
         }
     };
-    let stale = s
-        .active()
-        .insert(execution.id.clone(), ActiveRun { run: Arc::clone(&run), renewed_at: tokio::time::Instant::now() });
+    let stale = s.active().insert(execution.id.clone(), ActiveRun { run: Arc::clone(&run), renewed_at: claim_sent });
     crate::metrics::active(engine.namespace(), s.id.as_str(), s.active().len());
     if let Some(old) = stale {
         // This worker re-claimed a run it was still driving under an older

@@ -98,7 +98,10 @@ pub trait StepOf<W>: Step {}
 #[non_exhaustive]
 pub struct WorkflowOptions {
     /// How often the whole workflow is attempted (recorded steps are not
-    /// re-run by a workflow retry; failed ones are). Default: one attempt.
+    /// re-run by a workflow retry; failed ones are). An attempt ends when
+    /// the workflow returns a retryable error or when its worker dies or
+    /// loses its lease (a crash counts as an attempt). Default: 10 attempts,
+    /// 200 ms initial backoff, ×2, at most 30 s.
     pub retry: RetryPolicy,
     /// The longest a run may take from its creation; it ends `timed_out`
     /// after that. Default: none.
@@ -107,7 +110,7 @@ pub struct WorkflowOptions {
 
 impl Default for WorkflowOptions {
     fn default() -> Self {
-        WorkflowOptions { retry: RetryPolicy::none(), timeout: None }
+        WorkflowOptions { retry: RetryPolicy::attempts(10), timeout: None }
     }
 }
 

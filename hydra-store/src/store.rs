@@ -470,7 +470,7 @@ impl Store {
             "?, ?, ?, ?, ?, ?, 'running', 1, ?, ?, ?",
             "ON CONFLICT (execution_id, step_id) DO UPDATE SET attempts = workflow_steps.attempts + 1, \
                fencing_token = excluded.fencing_token, error_message = NULL \
-             WHERE workflow_steps.status = 'running' \
+             WHERE workflow_steps.status = 'running' AND workflow_steps.position = excluded.position \
              RETURNING attempts, position",
         );
         let values = self.fenced_values(

@@ -90,6 +90,18 @@ impl Serialize for Unencodable {
     }
 }
 
+/// Records, when dropped, the moment a body stopped.
+struct StopMark(Arc<Probe>);
+
+impl Drop for StopMark {
+    fn drop(&mut self) {
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        self.0.cancelled_at.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(at);
+    }
+}
+
 /// State shared between the test and the workflow code.
 #[derive(Debug, Default)]
 pub struct Probe {
@@ -100,6 +112,8 @@ pub struct Probe {
     pub switch: AtomicBool,
     /// A tag the worker's bodies return (which worker ran it).
     pub tag: Mutex<String>,
+    /// When (system clock, ms) a [`Act::WaitForCancel`] body stopped.
+    pub cancelled_at: Mutex<Option<i64>>,
 }
 
 impl Probe {
@@ -126,7 +140,8 @@ impl Probe {
         self.open.lock().unwrap_or_else(|p| p.into_inner()).iter().any(|g| g == name)
     }
 
-    async fn wait_gate(&self, name: &str) {
+    /// Waits until gate `name` is open.
+    pub async fn wait_gate(&self, name: &str) {
         let gate = self.gate(name);
         loop {
             let notified = gate.notified();
@@ -230,6 +245,9 @@ impl Workflow for Flow {
                                 Ok(probe.tag.lock().unwrap_or_else(|p| p.into_inner()).clone())
                             }
                             Act::WaitForCancel => {
+                                // Marks the moment the body stops, whether it
+                                // returns or its future is dropped.
+                                let _mark = StopMark(Arc::clone(&probe));
                                 s.cancelled().await;
                                 Err(StepError::retryable("stopped by cancellation"))
                             }

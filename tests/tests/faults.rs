@@ -208,14 +208,16 @@ both_backends! {
         a.signal("CONT");
         // Give A time to wake, finish its body and try to write.
         tokio::time::sleep(Duration::from_millis(3_500)).await;
-        let rejected = a.stderr_count("lease lost");
+        // A either stops the run itself (its lease went unrenewed) or has a
+        // write refused by the fence; both are logged.
+        let rejected = a.stderr_count("lease lost") + a.stderr_count("lease not renewed in time");
         let after_a = c.engine.steps(&id).await.unwrap();
         eprintln!("pause past the lease [{kind:?}]: stale writes rejected or stopped by A: {rejected}");
         assert_eq!(runs[0].status, ExecutionStatus::Completed);
         assert_eq!(after_a, after_b, "A changed nothing after resuming");
         let out: Vec<u32> = c.engine.handle::<Vec<u32>>(id.clone()).result().await.unwrap();
         assert_eq!(out, vec![b.pid], "the result is B's");
-        assert!(rejected >= 1, "A noticed it had lost the lease");
+        assert!(rejected >= 1, "A noticed it had lost the lease (stopped itself or was refused)");
         drop(b);
     }
 

@@ -75,7 +75,88 @@ fn ok(id: &str) -> StepPlan {
     StepPlan::new(id, Act::Ok)
 }
 
+/// A workflow with default options: it must survive a worker crash.
+#[derive(Clone)]
+struct Defaults(Arc<Probe>);
+
+impl Workflow for Defaults {
+    const NAME: &'static str = "defaults";
+    type Input = ();
+    type Output = String;
+
+    async fn run(&self, ctx: WorkflowContext, _: ()) -> Result<String, WorkflowError> {
+        let probe = Arc::clone(&self.0);
+        Ok(ctx
+            .step("wait", move |_s| {
+                let probe = Arc::clone(&probe);
+                async move {
+                    probe.wait_gate("g").await;
+                    Ok::<_, StepError>("done".to_owned())
+                }
+            })
+            .await?)
+    }
+}
+
 both_backends! {
+    async fn a_workflow_with_default_options_survives_a_worker_crash(db: TestDb) {
+        let clock = Clock::manual(T0);
+        let e1 = engine(&db, &clock).await;
+        let probe = Arc::new(Probe::default());
+        let w1 = Worker::builder(&e1).register(Defaults(Arc::clone(&probe))).poll_interval(Duration::from_millis(50)).start().await.unwrap();
+        let h = e1.start::<Defaults>(()).await.unwrap();
+        until_status(&e1, h.id(), ExecutionStatus::Running).await;
+        drop(w1); // the worker dies mid-step
+        clock.advance(Duration::from_secs(31));
+        probe.open("g");
+        let e2 = engine(&db, &clock).await;
+        let w2 = Worker::builder(&e2).register(Defaults(Arc::clone(&probe))).poll_interval(Duration::from_millis(50)).start().await.unwrap();
+        let done = until_ended(&e2, h.id()).await;
+        assert_eq!(done.status, ExecutionStatus::Completed, "{:?}", done.error);
+        assert_eq!(done.attempts, 2, "the crash counted as an attempt, within the default limit");
+        w2.shutdown(Duration::from_secs(1)).await;
+    }
+
+    async fn a_worker_that_cannot_renew_stops_the_run_before_its_lease_expires(db: TestDb) {
+        let clock = Clock::system();
+        let e = engine(&db, &clock).await;
+        let (flow, probe) = Flow::new();
+        let w = worker_for(&e, flow)
+            .heartbeat_interval(Duration::from_millis(300))
+            .lease_ttl(Duration::from_millis(1_500))
+            .start()
+            .await
+            .unwrap();
+        let h = start(&e, vec![StepPlan::new("hold", Act::WaitForCancel).attempts(1)]).await;
+        until("the step to start", || probe.bodies("hold") == 1).await;
+        // Another connection takes the database (SQLite) or the table
+        // (PostgreSQL): from now on no renewal can succeed.
+        let locker = db.store_with(|o| o.max_connections(1)).await;
+        let conn = locker.connection();
+        let postgres = conn.get_database_backend() == hydra_store::sea_orm::DbBackend::Postgres;
+        if postgres {
+            conn.execute_unprepared("BEGIN").await.unwrap();
+            conn.execute_unprepared("LOCK TABLE workflow_executions IN ACCESS EXCLUSIVE MODE").await.unwrap();
+        } else {
+            conn.execute_unprepared("BEGIN EXCLUSIVE").await.unwrap();
+        }
+        // The true expiry: read under the lock, nothing can move it now.
+        let q = format!("SELECT due_at FROM workflow_executions WHERE id = '{}'", h.id());
+        let expiry: i64 = conn
+            .query_one_raw(Statement::from_string(conn.get_database_backend(), q))
+            .await
+            .unwrap()
+            .unwrap()
+            .try_get_by_index(0)
+            .unwrap();
+        until("the worker to stop the run", || probe.cancelled_at.lock().unwrap().is_some()).await;
+        let stopped_at = probe.cancelled_at.lock().unwrap().unwrap();
+        conn.execute_unprepared("COMMIT").await.unwrap();
+        assert!(stopped_at < expiry, "stopped at {stopped_at}, but the lease expired at {expiry}");
+        until("the worker to let go", || w.active_runs() == 0).await;
+        w.shutdown(Duration::from_secs(1)).await;
+    }
+
     async fn one_step_executes_exactly_once(db: TestDb) {
         let clock = Clock::system();
         let e = engine(&db, &clock).await;

@@ -9,7 +9,10 @@ impl ::hydra_runtime::__private::Workflow for order_processing {
     type Output = String;
     fn options() -> ::hydra_runtime::__private::WorkflowOptions {
         ::hydra_runtime::__private::WorkflowOptions::default()
-            .retry(::hydra_runtime::__private::RetryPolicy::none())
+            .retry(
+                <::hydra_runtime::__private::WorkflowOptions as ::core::default::Default>::default()
+                    .retry,
+            )
             .timeout(::core::time::Duration::from_millis(3600000u64))
     }
     async fn run(
