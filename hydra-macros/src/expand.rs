@@ -17,6 +17,18 @@ fn with_errors(item: TokenStream, error: &syn::Error) -> TokenStream {
     quote! { #item #errors }
 }
 
+/// Both results, or every error of the two combined.
+fn both<A, B>(a: syn::Result<A>, b: syn::Result<B>) -> syn::Result<(A, B)> {
+    match (a, b) {
+        (Ok(a), Ok(b)) => Ok((a, b)),
+        (Err(mut e), Err(e2)) => {
+            e.combine(e2);
+            Err(e)
+        }
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    }
+}
+
 fn krate(p: &Option<Path>) -> TokenStream {
     p.as_ref().map_or_else(|| quote!(::hydra_runtime), ToTokens::to_token_stream)
 }
@@ -50,19 +62,9 @@ pub(crate) fn step(attr: TokenStream, item: TokenStream) -> TokenStream {
     };
     let args = parse_step_args(attr);
     let checked = check_step(&f);
-    let (args, checked) = match (args, checked) {
-        (Ok(a), Ok(c)) => (a, c),
-        (a, c) => {
-            let mut errs: Option<syn::Error> = None;
-            for e in [a.err(), c.err()].into_iter().flatten() {
-                match &mut errs {
-                    Some(all) => all.combine(e),
-                    None => errs = Some(e),
-                }
-            }
-            let e = errs.unwrap_or_else(|| syn::Error::new(f.sig.span(), "invalid #[step]"));
-            return with_errors(item, &e);
-        }
+    let (args, checked) = match both(args, checked) {
+        Ok(pair) => pair,
+        Err(e) => return with_errors(item, &e),
     };
     expand_step(&f, &args, &checked)
 }
@@ -171,19 +173,9 @@ pub(crate) fn workflow(attr: TokenStream, item: TokenStream) -> TokenStream {
     };
     let args = parse_workflow_args(attr);
     let checked = check_workflow(&f);
-    let (args, checked) = match (args, checked) {
-        (Ok(a), Ok(c)) => (a, c),
-        (a, c) => {
-            let mut errs: Option<syn::Error> = None;
-            for e in [a.err(), c.err()].into_iter().flatten() {
-                match &mut errs {
-                    Some(all) => all.combine(e),
-                    None => errs = Some(e),
-                }
-            }
-            let e = errs.unwrap_or_else(|| syn::Error::new(f.sig.span(), "invalid #[workflow]"));
-            return with_errors(item, &e);
-        }
+    let (args, checked) = match both(args, checked) {
+        Ok(pair) => pair,
+        Err(e) => return with_errors(item, &e),
     };
     expand_workflow(&f, &args, &checked)
 }

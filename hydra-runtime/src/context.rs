@@ -240,6 +240,18 @@ impl RunState {
         if matches!(why, Interrupt::Suspended { .. }) {
             crate::metrics::parked(&self.lease.namespace, &self.workflow_name);
         }
+        self.raise(why);
+        std::future::pending::<Infallible>().await
+    }
+
+    /// Raises an interrupt from outside the workflow (heartbeat, shutdown).
+    pub(crate) fn interrupt(&self, why: Interrupt) {
+        self.raise(why);
+    }
+
+    /// Records the first interrupt (later ones are ignored) and, unless the
+    /// run merely parked, cancels its step bodies.
+    fn raise(&self, why: Interrupt) {
         self.interrupt.send_if_modified(|slot| {
             if slot.is_none() {
                 *slot = Some(why);
@@ -251,20 +263,6 @@ impl RunState {
         if !matches!(self.interrupt.borrow().as_ref(), Some(Interrupt::Suspended { .. })) {
             self.cancel.cancel();
         }
-        std::future::pending::<Infallible>().await
-    }
-
-    /// Raises an interrupt from outside the workflow (heartbeat, shutdown).
-    pub(crate) fn interrupt(&self, why: Interrupt) {
-        self.interrupt.send_if_modified(|slot| {
-            if slot.is_none() {
-                *slot = Some(why);
-                true
-            } else {
-                false
-            }
-        });
-        self.cancel.cancel();
     }
 
     fn next_step_id(&self, base: &str) -> (u32, StepId) {

@@ -130,8 +130,9 @@ mod tests {
     fn jitter_stays_within_its_fraction() {
         let p = RetryPolicy::default().jitter(0.5);
         let base = p.base_delay(2).as_secs_f64();
-        assert!((p.delay(2, 0.0).as_secs_f64() - base * 0.5).abs() < 1e-9);
-        assert!((p.delay(2, 1.0).as_secs_f64() - base * 1.5).abs() < 1e-9);
+        let (low, high) = (p.delay(2, 0.0).as_secs_f64(), p.delay(2, 1.0).as_secs_f64());
+        assert!((low - base * 0.5).abs() < 1e-9, "{low} vs {base}");
+        assert!((high - base * 1.5).abs() < 1e-9, "{high} vs {base}");
     }
 
     #[test]

@@ -349,28 +349,10 @@ impl Store {
     /// [`StoreError::LeaseLost`] when the token is no longer current, the run
     /// is no longer running, or the lease already expired.
     pub async fn renew_lease(&self, lease: &Lease, now: i64, ttl_ms: i64) -> Result<Renewed, StoreError> {
-        let row = self
-            .db
-            .query_one_raw(self.stmt(
-                "UPDATE workflow_executions SET due_at = ?, updated_at = ? \
-                 WHERE id = ? AND namespace = ? AND fencing_token = ? AND status = 'running' AND due_at > ? \
-                 RETURNING cancel_requested",
-                vec![
-                    (now + ttl_ms).into(),
-                    now.into(),
-                    lease.execution_id.as_str().into(),
-                    lease.namespace.as_str().into(),
-                    lease.token.0.into(),
-                    now.into(),
-                ],
-            ))
-            .await?;
-        match row {
-            Some(r) => {
-                Ok(Renewed { expires_at: now + ttl_ms, cancel_requested: r.try_get::<bool>("", "cancel_requested")? })
-            }
-            None => Err(lease_lost(lease)),
-        }
+        self.renew_leases(std::slice::from_ref(lease), now, ttl_ms)
+            .await?
+            .pop()
+            .unwrap_or_else(|| Err(lease_lost(lease)))
     }
 
     /// Renews many leases in one transaction; one result per lease, in order.
