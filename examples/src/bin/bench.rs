@@ -9,7 +9,9 @@
 //! Options: `--backend sqlite|postgres|both` (sqlite), `--pg-url URL` (admin
 //! URL of a PostgreSQL server; the benchmark creates its own databases),
 //! `-n N` (1000), `-k K` (10), `-w W` (64), `--matrix` (K = 1, 10, 100 ×
-//! W = 1, 16, 64), `--no-group-commit`, `--floor-secs S` (5).
+//! W = 1, 16, 64), `--no-group-commit`, `--floor-secs S` (5),
+//! `--claim-flatness` (instead: the cost of a claim with 10³ and with 10⁶
+//! finished and sleeping runs in the table).
 //!
 //! Prints one table row and one JSON line per configuration. Times come
 //! from the engine's own records: `seconds` runs from just before the first
@@ -44,6 +46,7 @@ struct Args {
     matrix: bool,
     group_commit: bool,
     floor_secs: f64,
+    claim_flatness: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -56,6 +59,7 @@ fn parse_args() -> Result<Args, String> {
         matrix: false,
         group_commit: true,
         floor_secs: 5.0,
+        claim_flatness: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -75,6 +79,7 @@ fn parse_args() -> Result<Args, String> {
             "--floor-secs" => a.floor_secs = val("--floor-secs")?.parse().map_err(|e| format!("--floor-secs: {e}"))?,
             "--matrix" => a.matrix = true,
             "--no-group-commit" => a.group_commit = false,
+            "--claim-flatness" => a.claim_flatness = true,
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument `{other}`")),
         }
@@ -218,6 +223,46 @@ async fn run_one(
     })
 }
 
+/// Mean time of one claim (batch of 1) of 300 due runs, with `finished`
+/// finished-or-sleeping runs already in the table.
+async fn claim_cost(backend: &str, args: &Args, finished: i64) -> Result<f64, Box<dyn std::error::Error>> {
+    use hydra_runtime::sea_orm::DbBackend;
+    use hydra_store::{ClaimRequest, ExecutionId, NewExecution, WorkerId};
+    let url = fresh_db(backend, args, &format!("claim_{finished}")).await?;
+    let store = hydra_runtime::Store::connect_with(StoreOptions::new(url)).await?;
+    let db = store.connection();
+    // Nine in ten finished, one in ten sleeping far in the future.
+    let seed = match db.get_database_backend() {
+        DbBackend::Postgres => format!(
+            "INSERT INTO workflow_executions (id, namespace, workflow_name, status, input_data, max_attempts, attempts, \
+             trigger_type, created_at, updated_at, due_at, fencing_token, cancel_requested) \
+             SELECT 'seed-' || i, 'bench', 'bench', CASE WHEN i % 10 = 0 THEN 'sleeping' ELSE 'completed' END, \
+             '\\x00'::bytea, 1, 1, 'api', 0, 0, CASE WHEN i % 10 = 0 THEN 9000000000000 ELSE NULL END, 1, false \
+             FROM generate_series(1, {finished}) i"
+        ),
+        _ => format!(
+            "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < {finished}) \
+             INSERT INTO workflow_executions (id, namespace, workflow_name, status, input_data, max_attempts, attempts, \
+             trigger_type, created_at, updated_at, due_at, fencing_token, cancel_requested) \
+             SELECT 'seed-' || i, 'bench', 'bench', CASE WHEN i % 10 = 0 THEN 'sleeping' ELSE 'completed' END, \
+             X'00', 1, 1, 'api', 0, 0, CASE WHEN i % 10 = 0 THEN 9000000000000 ELSE NULL END, 1, 0 FROM s"
+        ),
+    };
+    db.execute_unprepared(&seed).await?;
+    db.execute_unprepared("ANALYZE").await?;
+    for i in 0..300 {
+        store.create_execution(NewExecution::new(ExecutionId::generate(i), "bench", "bench", vec![1, 0], i)).await?;
+    }
+    let worker = WorkerId::generate();
+    let t0 = Instant::now();
+    let mut claimed = 0;
+    while claimed < 300 {
+        let req = ClaimRequest::new("bench", vec!["bench".into()], worker.clone(), 1_000_000, 60_000, 1);
+        claimed += store.claim(&req).await?.len();
+    }
+    Ok(t0.elapsed().as_secs_f64() * 1e6 / 300.0)
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = match parse_args() {
@@ -232,6 +277,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             std::process::exit(2);
         }
     };
+    if args.claim_flatness {
+        println!("{:<8} {:>12} {:>12} {:>7}", "backend", "µs/claim 1e3", "µs/claim 1e6", "ratio");
+        for backend in &args.backends {
+            let small = claim_cost(backend, &args, 1_000).await?;
+            let large = claim_cost(backend, &args, 1_000_000).await?;
+            println!("{backend:<8} {small:>12.1} {large:>12.1} {:>7.2}", large / small);
+            println!(
+                "{{\"bench\":\"claim-flatness\",\"backend\":\"{backend}\",\"us_per_claim_1e3\":{small:.1},\"us_per_claim_1e6\":{large:.1},\"ratio\":{:.3}}}",
+                large / small
+            );
+        }
+        return Ok(());
+    }
     let configs: Vec<(usize, u32, usize)> = if args.matrix {
         let mut v = Vec::new();
         for k in [1u32, 10, 100] {
