@@ -540,7 +540,12 @@ async fn drive_inner(s: &Arc<Shared>, execution: Execution, lease: Lease, claim_
         );
         return end(s, &execution, &lease, Terminal::Failed(msg)).await;
     }
+    // The first claim of a run (token 1) cannot have a history: every step
+    // write needs a lease. Skip the query.
     let history = loop {
+        if lease.token.get() == 1 {
+            break Vec::new();
+        }
         match engine.store().steps(&lease.namespace, &lease.execution_id).await {
             Ok(h) => break h,
             Err(e) if e.is_retryable() => {

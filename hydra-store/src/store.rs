@@ -424,17 +424,7 @@ impl Store {
     pub async fn record_step_attempt(&self, lease: &Lease, attempt: &StepAttempt, now: i64) -> Result<u32, StoreError> {
         let txn = self.db.begin_with_options(immediate()).await?;
         let r = self.attempt_in(&txn, lease, attempt, now).await;
-        match r {
-            Ok(n) => {
-                txn.commit().await?;
-                self.count();
-                Ok(n)
-            }
-            Err(e) => {
-                txn.rollback().await?;
-                Err(e)
-            }
-        }
+        self.settle(txn, r).await
     }
 
     /// The fenced step-attempt upsert: one statement that writes only if
@@ -650,11 +640,18 @@ impl Store {
     /// record commit together or not at all.
     pub async fn checkpoint(&self, lease: &Lease, checkpoint: Checkpoint, now: i64) -> Result<(), StoreError> {
         let txn = self.db.begin_with_options(immediate()).await?;
-        match self.apply(&txn, lease, &checkpoint, now).await {
-            Ok(()) => {
+        let r = self.apply(&txn, lease, &checkpoint, now).await;
+        self.settle(txn, r).await
+    }
+
+    /// Commits `txn` (and counts the commit) if `result` is a success,
+    /// rolls it back otherwise.
+    async fn settle<T>(&self, txn: DatabaseTransaction, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        match result {
+            Ok(v) => {
                 txn.commit().await?;
                 self.count();
-                Ok(())
+                Ok(v)
             }
             Err(e) => {
                 txn.rollback().await?;
@@ -682,17 +679,8 @@ impl Store {
         record: StepRecord,
         now: i64,
     ) -> Result<(), StoreError> {
-        match self.apply(&txn, lease, &Checkpoint::step(record), now).await {
-            Ok(()) => {
-                txn.commit().await?;
-                self.count();
-                Ok(())
-            }
-            Err(e) => {
-                txn.rollback().await?;
-                Err(e)
-            }
-        }
+        let r = self.apply(&txn, lease, &Checkpoint::step(record), now).await;
+        self.settle(txn, r).await
     }
 
     /// The fencing check: touches the run only if the caller's token is
