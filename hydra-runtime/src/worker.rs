@@ -370,6 +370,12 @@ async fn claim_available(s: &Arc<Shared>) {
         };
         let n = claimed.len();
         for c in claimed {
+            if s.stop_claiming.is_cancelled() {
+                // Stopped (or dropped) while this claim was in flight: start
+                // nothing, hand the run back so another worker resumes it.
+                let _ = s.engine.store().release(&c.lease, s.engine.clock().now_ms()).await;
+                continue;
+            }
             crate::metrics::lease_acquired(s.engine.namespace(), s.id.as_str(), &c.execution.workflow_name);
             if c.execution.started_at == Some(req.now) && c.execution.attempts == 1 {
                 let waited = (req.now - c.execution.created_at).max(0) as f64 / 1000.0;
@@ -381,7 +387,21 @@ async fn claim_available(s: &Arc<Shared>) {
                 continue;
             };
             let shared = Arc::clone(s);
-            s.runs.lock().unwrap_or_else(|p| p.into_inner()).spawn(drive(shared, c, permit, claim_sent));
+            // Checked again under the lock Drop takes after cancelling: either
+            // this spawn happens first (and Drop aborts it) or it is skipped.
+            let lease = c.lease.clone();
+            let spawned = {
+                let mut runs = s.runs.lock().unwrap_or_else(|p| p.into_inner());
+                if s.stop_claiming.is_cancelled() {
+                    false
+                } else {
+                    runs.spawn(drive(shared, c, permit, claim_sent));
+                    true
+                }
+            };
+            if !spawned {
+                let _ = s.engine.store().release(&lease, s.engine.clock().now_ms()).await;
+            }
         }
         // Reap finished tasks so the set does not grow.
         {
