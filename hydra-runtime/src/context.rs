@@ -20,8 +20,8 @@ use crate::error::{Error, StepError};
 use crate::retry::RetryPolicy;
 use futures_util::FutureExt;
 use hydra_store::{
-    Checkpoint, ExecutionId, Lease, Step, StepAttempt, StepId, StepKind, StepOutcome, StepRecord, StepStatus, Store,
-    StoreError, Transition,
+    Checkpoint, ExecutionId, Lease, OpenStep, Step, StepAttempt, StepId, StepKind, StepOutcome, StepRecord, StepStatus,
+    Store, StoreError, Transition,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -163,6 +163,18 @@ struct Cursor {
     occurrences: HashMap<String, u32>,
 }
 
+/// This lease holder's view of the run's open step (see
+/// [`hydra_store::OpenStep`]); it changes only with writes under the lease.
+#[derive(Clone, Copy, Debug)]
+struct Open {
+    position: u32,
+    /// Attempts counted in the database, including one reserved for us
+    /// unless `begun`.
+    attempts: u32,
+    /// Whether the last counted attempt has begun running.
+    begun: bool,
+}
+
 pub(crate) struct RunState {
     committer: Option<crate::commit::Committer>,
     pub(crate) store: Store,
@@ -174,6 +186,7 @@ pub(crate) struct RunState {
     pub(crate) deadline_at: Option<i64>,
     history: HashMap<u32, Step>,
     cursor: Mutex<Cursor>,
+    open: Mutex<Open>,
     /// Cancelled when the run was cancelled, its lease lost, or the worker drains.
     pub(crate) cancel: CancellationToken,
     pub(crate) cancel_requested: std::sync::atomic::AtomicBool,
@@ -206,6 +219,7 @@ pub(crate) struct RunSetup {
     pub(crate) attempt: u32,
     pub(crate) deadline_at: Option<i64>,
     pub(crate) history: Vec<Step>,
+    pub(crate) open_step: OpenStep,
     pub(crate) inline_backoff: Duration,
     pub(crate) write_patience: Duration,
 }
@@ -224,6 +238,7 @@ impl RunState {
             deadline_at: s.deadline_at,
             history: s.history.into_iter().map(|st| (st.position, st)).collect(),
             cursor: Mutex::new(Cursor { next_position: 0, occurrences: HashMap::new() }),
+            open: Mutex::new(Open { position: s.open_step.position, attempts: s.open_step.attempts, begun: false }),
             cancel: CancellationToken::new(),
             cancel_requested: false.into(),
             draining: false.into(),
@@ -276,6 +291,45 @@ impl RunState {
 
     fn now(&self) -> i64 {
         self.clock.now_ms()
+    }
+
+    fn open_state(&self) -> std::sync::MutexGuard<'_, Open> {
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The attempt already counted for the step at `position`, if one is
+    /// reserved for this lease holder and not begun. `prior` is the count
+    /// on the step's row, if it has one.
+    fn reserved_attempt(&self, position: u32, prior: u32) -> Option<u32> {
+        let o = self.open_state();
+        (o.position == position && !o.begun && o.attempts > prior).then_some(o.attempts)
+    }
+
+    /// Notes that `attempt` of the step at `position` began. An attempt
+    /// counted on the step's own row (not at the open position) leaves the
+    /// open step as it is.
+    fn begin_attempt(&self, position: u32, attempt: u32) {
+        let mut o = self.open_state();
+        if o.position == position {
+            o.attempts = o.attempts.max(attempt);
+            o.begun = true;
+        }
+    }
+
+    /// Parks the run until `until`, handing back any reserved attempt.
+    async fn park(&self, until: i64) -> Result<(), StoreError> {
+        self.write("park", || {
+            let cp = Checkpoint::transition(Transition::Sleep { until }).open(self.open_to_hand_back());
+            self.store.checkpoint(&self.lease, cp, self.now())
+        })
+        .await
+    }
+
+    /// The open step to leave behind when the lease is handed back: an
+    /// attempt reserved for us that never began is taken back.
+    pub(crate) fn open_to_hand_back(&self) -> OpenStep {
+        let o = *self.open_state();
+        OpenStep::new(o.position, if o.begun { o.attempts } else { o.attempts.saturating_sub(1) })
     }
 
     /// The run's wake-up for `until`, brought forward to its deadline.
@@ -333,7 +387,15 @@ impl RunState {
     /// Records a step outcome. If an earlier try of this same write committed
     /// but its reply was lost, the retry finds the result already recorded
     /// under this lease's token and counts that as success.
-    async fn record(&self, rec: StepRecord, transition: Transition) -> Result<(), StoreError> {
+    async fn record(&self, rec: StepRecord, transition: Transition, open: OpenStep) -> Result<(), StoreError> {
+        let r = self.record_inner(rec, transition, open).await;
+        if r.is_ok() {
+            *self.open_state() = Open { position: open.position, attempts: open.attempts, begun: false };
+        }
+        r
+    }
+
+    async fn record_inner(&self, rec: StepRecord, transition: Transition, open: OpenStep) -> Result<(), StoreError> {
         let pending = self.pending_tx.lock().unwrap_or_else(|p| p.into_inner()).remove(&rec.step_id);
         if let Some(txn) = pending {
             let Ok(txn) = Arc::try_unwrap(txn) else {
@@ -343,7 +405,7 @@ impl RunState {
                 ))));
             };
             if matches!(rec.outcome, StepOutcome::Completed(_)) && matches!(transition, Transition::Continue) {
-                return match self.store.commit_step_transaction(txn, &self.lease, rec, self.now()).await {
+                return match self.store.commit_step_transaction(txn, &self.lease, rec, Some(open), self.now()).await {
                     Ok(()) => Ok(()),
                     Err(e) if e.is_lease_lost() => match self.halt(Interrupt::LeaseLost).await {},
                     Err(e) => {
@@ -360,7 +422,7 @@ impl RunState {
         }
         let result = self
             .write("checkpoint", || async {
-                let cp = Checkpoint::step_and(rec.clone(), transition.clone());
+                let cp = Checkpoint::step_and(rec.clone(), transition.clone()).open(open);
                 match &self.committer {
                     Some(c) => c.submit(hydra_store::BatchOp::Checkpoint(self.lease.clone(), cp)).await.map(|_| ()),
                     None => self.store.checkpoint(&self.lease, cp, self.now()).await,
@@ -425,8 +487,10 @@ impl WorkflowContext {
     }
 
     /// Runs a step: answered from the history if recorded; otherwise its
-    /// attempt is recorded, the body runs (retried by `options.retry`), and
-    /// the result is recorded before it is returned.
+    /// attempt is counted durably (usually already, by the claim or by the
+    /// previous step's result, so no write precedes the body), the body runs
+    /// (retried by `options.retry`), and the result is recorded before it
+    /// is returned.
     ///
     /// The body may run more than once only when a worker died (or lost its
     /// lease) after the body finished and before its result was recorded;
@@ -554,50 +618,33 @@ impl WorkflowContext {
         {
             run.checkpoint_gate().await;
             let until = run.park_until(w);
-            if let Err(e) = run.write("park", || run.store.schedule_wakeup(&run.lease, until, run.now())).await {
+            if let Err(e) = run.park(until).await {
                 match run.fail_run(format!("could not park the run until its retry: {e}")).await {}
             }
             match run.halt(Interrupt::Suspended { until }).await {}
         }
+        // After a result, the next position has its first attempt counted.
+        let next_step = OpenStep::new(position + 1, 1);
         loop {
             run.checkpoint_gate().await;
-            if prior_attempts >= max_attempts {
+            // Usually the attempt is counted already (by the claim or by the
+            // previous result): no write before the body.
+            let reserved = run.reserved_attempt(position, prior_attempts);
+            let began = reserved.map_or(prior_attempts, |a| a - 1);
+            if began >= max_attempts {
                 let msg = format!(
                     "step `{step_id}` ran out of attempts ({max_attempts}): the last attempt never finished \
                      (its worker died or lost its lease)"
                 );
-                self.finish_step(record(StepOutcome::Failed(msg.clone())), Transition::Continue).await;
+                let rec = record(StepOutcome::Failed(msg.clone())).attempt(began);
+                self.finish_step(rec, Transition::Continue, next_step).await;
                 return Err(StepError::permanent(msg));
             }
-            let attempt_row =
-                StepAttempt::new(step_id.clone(), options.id.to_string(), position, StepKind::Step, max_attempts);
-            let attempt = match run
-                .write("step attempt", || async {
-                    match &run.committer {
-                        Some(c) => match c
-                            .submit(hydra_store::BatchOp::Attempt(run.lease.clone(), attempt_row.clone()))
-                            .await?
-                        {
-                            hydra_store::BatchValue::Attempt(n) => Ok(n),
-                            other => Err(StoreError::Transient(format!("unexpected group-commit reply {other:?}"))),
-                        },
-                        None => run.store.record_step_attempt(&run.lease, &attempt_row, run.now()).await,
-                    }
-                })
-                .await
-            {
-                Ok(n) => n,
-                Err(StoreError::PositionTaken { .. }) | Err(StoreError::StepAlreadyRecorded { .. }) => {
-                    // Someone recorded this position after our history was read:
-                    // only possible if the code is not deterministic.
-                    match run
-                        .fail_run(format!(
-                            "step `{step_id}` at position {position} conflicts with the recorded history"
-                        ))
-                        .await {}
-                }
-                Err(e) => match run.fail_run(format!("could not record an attempt of step `{step_id}`: {e}")).await {},
+            let attempt = match reserved {
+                Some(a) => a,
+                None => self.count_attempt(&options, position, &step_id, max_attempts).await,
             };
+            run.begin_attempt(position, attempt);
             tracing::Span::current().record("attempt", attempt);
             let sctx = StepContext {
                 execution_id: run.lease.execution_id.clone(),
@@ -627,7 +674,8 @@ impl WorkflowContext {
                     Ok(bytes) => {
                         crate::metrics::step_executed(ns, wf, name, "completed", took);
                         crate::metrics::payload(ns, wf, "step", bytes.len());
-                        self.finish_step(record(StepOutcome::Completed(bytes)), Transition::Continue).await;
+                        let rec = record(StepOutcome::Completed(bytes)).attempt(attempt);
+                        self.finish_step(rec, Transition::Continue, next_step).await;
                         return Ok(value);
                     }
                     Err(reason) => {
@@ -636,7 +684,8 @@ impl WorkflowContext {
                         crate::metrics::step_executed(ns, wf, name, "failed", took);
                         let e = Error::Encode { what: format!("the output of step `{step_id}`"), reason };
                         let msg = e.to_string();
-                        self.finish_step(record(StepOutcome::Failed(msg.clone())), Transition::Continue).await;
+                        let rec = record(StepOutcome::Failed(msg.clone())).attempt(attempt);
+                        self.finish_step(rec, Transition::Continue, next_step).await;
                         return Err(StepError::permanent(msg));
                     }
                 },
@@ -648,7 +697,8 @@ impl WorkflowContext {
                     };
                     tracing::warn!(error = %msg, "step failed");
                     crate::metrics::step_executed(ns, wf, name, "failed", took);
-                    self.finish_step(record(StepOutcome::Failed(msg.clone())), Transition::Continue).await;
+                    let rec = record(StepOutcome::Failed(msg.clone())).attempt(attempt);
+                    self.finish_step(rec, Transition::Continue, next_step).await;
                     return Err(StepError::permanent(msg));
                 }
                 Err(e) => {
@@ -657,9 +707,11 @@ impl WorkflowContext {
                     crate::metrics::step_executed(ns, wf, name, "retry", took);
                     crate::metrics::step_retried(ns, wf, name);
                     if delay <= run.inline_backoff {
+                        // The retry's attempt is counted with this result.
                         self.finish_step(
-                            record(StepOutcome::AttemptFailed(e.message().to_owned())),
+                            record(StepOutcome::AttemptFailed(e.message().to_owned())).attempt(attempt),
                             Transition::Continue,
+                            OpenStep::new(position, attempt + 1),
                         )
                         .await;
                         tokio::time::sleep(delay).await;
@@ -667,9 +719,10 @@ impl WorkflowContext {
                     } else {
                         let wake = run.now() + duration_ms(delay);
                         let until = run.park_until(wake);
-                        let mut rec = record(StepOutcome::AttemptFailed(e.message().to_owned()));
-                        rec.wake_at = Some(wake);
-                        self.finish_step(rec, Transition::Sleep { until }).await;
+                        let rec =
+                            record(StepOutcome::AttemptFailed(e.message().to_owned())).attempt(attempt).wake_at(wake);
+                        // Parked: the claim that wakes it counts the retry.
+                        self.finish_step(rec, Transition::Sleep { until }, OpenStep::new(position, attempt)).await;
                         match run.halt(Interrupt::Suspended { until }).await {}
                     }
                 }
@@ -677,10 +730,43 @@ impl WorkflowContext {
         }
     }
 
-    async fn finish_step(&self, rec: StepRecord, transition: Transition) {
+    /// Counts an attempt on the step's own row before its body runs: for a
+    /// step that is not the run's open step (a step re-run after a workflow
+    /// retry, or one whose row counts more attempts than the open step).
+    async fn count_attempt(&self, options: &StepOptions, position: u32, step_id: &StepId, max_attempts: u32) -> u32 {
+        let run = &*self.run;
+        let attempt_row =
+            StepAttempt::new(step_id.clone(), options.id.to_string(), position, StepKind::Step, max_attempts);
+        let written = run
+            .write("step attempt", || async {
+                match &run.committer {
+                    Some(c) => {
+                        match c.submit(hydra_store::BatchOp::Attempt(run.lease.clone(), attempt_row.clone())).await? {
+                            hydra_store::BatchValue::Attempt(n) => Ok(n),
+                            other => Err(StoreError::Transient(format!("unexpected group-commit reply {other:?}"))),
+                        }
+                    }
+                    None => run.store.record_step_attempt(&run.lease, &attempt_row, run.now()).await,
+                }
+            })
+            .await;
+        match written {
+            Ok(n) => n,
+            Err(StoreError::PositionTaken { .. }) | Err(StoreError::StepAlreadyRecorded { .. }) => {
+                // Someone recorded this position after our history was read:
+                // only possible if the code is not deterministic.
+                match run
+                    .fail_run(format!("step `{step_id}` at position {position} conflicts with the recorded history"))
+                    .await {}
+            }
+            Err(e) => match run.fail_run(format!("could not record an attempt of step `{step_id}`: {e}")).await {},
+        }
+    }
+
+    async fn finish_step(&self, rec: StepRecord, transition: Transition, open: OpenStep) {
         let run = &*self.run;
         let step = rec.step_id.clone();
-        if let Err(e) = run.record(rec, transition).await {
+        if let Err(e) = run.record(rec, transition, open).await {
             match run.fail_run(format!("could not record the result of step `{step}`: {e}")).await {}
         }
     }
@@ -731,11 +817,12 @@ impl WorkflowContext {
             let rec =
                 StepRecord::new(step_id, SLEEP_STEP, position, StepKind::Sleep, 1, StepOutcome::Completed(Vec::new()))
                     .wake_at(wake);
-            if let Err(e) = run.record(rec, Transition::Sleep { until }).await {
+            // The claim that wakes the run counts the next step's first attempt.
+            if let Err(e) = run.record(rec, Transition::Sleep { until }, OpenStep::new(position + 1, 0)).await {
                 match run.fail_run(format!("could not record a sleep: {e}")).await {}
             }
         } else {
-            if let Err(e) = run.write("park", || run.store.schedule_wakeup(&run.lease, until, run.now())).await {
+            if let Err(e) = run.park(until).await {
                 match run.fail_run(format!("could not park the run: {e}")).await {}
             }
         }

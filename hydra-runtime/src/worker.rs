@@ -13,7 +13,7 @@ use crate::error::Error;
 use crate::workflow::{ErasedWorkflow, Registered, Returned, Workflow};
 use futures_util::FutureExt;
 use hydra_store::{
-    ClaimRequest, ClaimedExecution, Execution, ExecutionId, Lease, StoreError, Terminal, Transition, WorkerId,
+    ClaimRequest, ClaimedExecution, Execution, ExecutionId, Lease, OpenStep, StoreError, Terminal, Transition, WorkerId,
 };
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
@@ -373,7 +373,7 @@ async fn claim_available(s: &Arc<Shared>) {
             if s.stop_claiming.is_cancelled() {
                 // Stopped (or dropped) while this claim was in flight: start
                 // nothing, hand the run back so another worker resumes it.
-                let _ = s.engine.store().release(&c.lease, s.engine.clock().now_ms()).await;
+                let _ = hand_back(&s.engine, &c.execution, &c.lease).await;
                 continue;
             }
             crate::metrics::lease_acquired(s.engine.namespace(), s.id.as_str(), &c.execution.workflow_name);
@@ -383,13 +383,13 @@ async fn claim_available(s: &Arc<Shared>) {
             }
             let Ok(permit) = Arc::clone(&s.slots).try_acquire_owned() else {
                 // Cannot happen (only this loop takes permits); give the run back.
-                let _ = s.engine.store().release(&c.lease, s.engine.clock().now_ms()).await;
+                let _ = hand_back(&s.engine, &c.execution, &c.lease).await;
                 continue;
             };
             let shared = Arc::clone(s);
             // Checked again under the lock Drop takes after cancelling: either
             // this spawn happens first (and Drop aborts it) or it is skipped.
-            let lease = c.lease.clone();
+            let (lease, execution) = (c.lease.clone(), c.execution.clone());
             let spawned = {
                 let mut runs = s.runs.lock().unwrap_or_else(|p| p.into_inner());
                 if s.stop_claiming.is_cancelled() {
@@ -400,7 +400,7 @@ async fn claim_available(s: &Arc<Shared>) {
                 }
             };
             if !spawned {
-                let _ = s.engine.store().release(&lease, s.engine.clock().now_ms()).await;
+                let _ = hand_back(&s.engine, &execution, &lease).await;
             }
         }
         // Reap finished tasks so the set does not grow.
@@ -544,7 +544,7 @@ async fn drive_inner(s: &Arc<Shared>, execution: Execution, lease: Lease, claim_
     tracing::debug!(token = lease.token.get(), expires_at = ?execution.lease_expires_at(), "lease acquired");
     let Some(workflow) = s.registry.get(execution.workflow_name.as_str()).cloned() else {
         // Not ours (claims filter by name, so only on a race with a rename).
-        let _ = engine.store().release(&lease, now).await;
+        let _ = hand_back(engine, &execution, &lease).await;
         return;
     };
     if execution.cancel_requested {
@@ -591,6 +591,7 @@ async fn drive_inner(s: &Arc<Shared>, execution: Execution, lease: Lease, claim_
         attempt: execution.attempts,
         deadline_at: execution.deadline_at,
         history,
+        open_step: execution.open_step,
         inline_backoff: s.config.inline_backoff,
         write_patience: s.config.lease_ttl.saturating_sub(s.config.heartbeat_interval * 2),
     });
@@ -640,7 +641,8 @@ async fn drive_inner(s: &Arc<Shared>, execution: Execution, lease: Lease, claim_
             crate::metrics::lease_lost(&lease.namespace, &execution.workflow_name);
         }
         Outcome::Interrupted(Interrupt::Release) => {
-            if let Err(e) = engine.store().release(&lease, engine.clock().now_ms()).await {
+            let cp = hydra_store::Checkpoint::transition(Transition::Release).open(run.open_to_hand_back());
+            if let Err(e) = engine.store().checkpoint(&lease, cp, engine.clock().now_ms()).await {
                 tracing::warn!(error = %e, "could not release the lease; it will expire");
             }
         }
@@ -673,7 +675,8 @@ async fn drive_inner(s: &Arc<Shared>, execution: Execution, lease: Lease, claim_
                 let r = write_retrying(s, || {
                     engine.store().checkpoint(
                         &lease,
-                        hydra_store::Checkpoint::transition(Transition::Retry { at, error: e.message().to_owned() }),
+                        hydra_store::Checkpoint::transition(Transition::Retry { at, error: e.message().to_owned() })
+                            .open(run.open_to_hand_back()),
                         engine.clock().now_ms(),
                     )
                 })
@@ -687,6 +690,15 @@ async fn drive_inner(s: &Arc<Shared>, execution: Execution, lease: Lease, claim_
             end(s, &execution, &lease, Terminal::Failed(format!("workflow panicked: {panic}"))).await
         }
     }
+}
+
+/// Hands back a run this claim never started. The claim counted an
+/// attempt of the run's open step; none began, so it is taken back.
+async fn hand_back(engine: &Engine, execution: &Execution, lease: &Lease) -> Result<(), StoreError> {
+    let open = execution.open_step;
+    let cp = hydra_store::Checkpoint::transition(Transition::Release)
+        .open(OpenStep::new(open.position, open.attempts.saturating_sub(1)));
+    engine.store().checkpoint(lease, cp, engine.clock().now_ms()).await
 }
 
 /// Writes a run's end, retrying transient failures.

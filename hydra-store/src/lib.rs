@@ -34,8 +34,8 @@ pub use error::StoreError;
 pub use ids::{ExecutionId, FencingToken, StepId, WorkerId};
 pub use model::{
     CancelOutcome, ClaimRequest, ClaimedExecution, Created, CronJob, CronUpsert, Execution, ExecutionFilter,
-    ExecutionStatus, Lease, NewExecution, Renewed, Step, StepAttempt, StepKind, StepOutcome, StepRecord, StepStatus,
-    Terminal, TriggerType, WorkerLease,
+    ExecutionStatus, Lease, NewExecution, OpenStep, Renewed, Step, StepAttempt, StepKind, StepOutcome, StepRecord,
+    StepStatus, Terminal, TriggerType, WorkerLease,
 };
 pub use store::{BatchOp, BatchValue, Checkpoint, Store, Transition};
 

@@ -153,6 +153,35 @@ pub struct Execution {
     pub fencing_token: FencingToken,
     /// A cancel was requested while it was running.
     pub cancel_requested: bool,
+    /// The run's open step: the first position without a result and the
+    /// attempts of it counted so far (see [`OpenStep`]).
+    pub open_step: OpenStep,
+}
+
+/// The attempts counted for the step a run has reached but not recorded.
+///
+/// Every claim adds one attempt here before the run's code resumes, and
+/// every step result moves it on (to the next position with one attempt
+/// counted, or to the same position for a retry). So the worker holding
+/// the lease finds the attempt it is about to begin already durable, and
+/// a step body needs no write before it runs; a worker that dies in the
+/// body leaves the attempt counted. Writes that hand the run back set the
+/// count to the attempts that really began.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OpenStep {
+    /// The position of the step (0 for the first).
+    pub position: u32,
+    /// Attempts of that step counted (begun, or reserved for the current
+    /// lease holder).
+    pub attempts: u32,
+}
+
+impl OpenStep {
+    /// Attempts `attempts` counted at `position`.
+    pub fn new(position: u32, attempts: u32) -> Self {
+        OpenStep { position, attempts }
+    }
 }
 
 impl Execution {
@@ -187,6 +216,7 @@ impl TryFrom<workflow_executions::Model> for Execution {
             lease_owner: m.lease_owner.map(WorkerId::from_string),
             fencing_token: FencingToken(m.fencing_token),
             cancel_requested: m.cancel_requested,
+            open_step: OpenStep { position: to_u32(m.open_position), attempts: to_u32(m.open_attempts) },
         })
     }
 }
@@ -430,6 +460,9 @@ pub struct StepRecord {
     pub kind: StepKind,
     /// Attempts allowed (used when no attempt row exists yet).
     pub max_attempts: u32,
+    /// The attempt that produced this outcome (from 1). The row keeps the
+    /// higher of this and the attempts it already counts.
+    pub attempt: u32,
     /// How it ended.
     pub outcome: StepOutcome,
     /// For sleeps: when to wake.
@@ -580,7 +613,22 @@ impl StepRecord {
         max_attempts: u32,
         outcome: StepOutcome,
     ) -> Self {
-        StepRecord { step_id, step_name: step_name.into(), position, kind, max_attempts, outcome, wake_at: None }
+        StepRecord {
+            step_id,
+            step_name: step_name.into(),
+            position,
+            kind,
+            max_attempts,
+            attempt: 1,
+            outcome,
+            wake_at: None,
+        }
+    }
+
+    /// Sets the attempt that produced the outcome (default 1).
+    pub fn attempt(mut self, attempt: u32) -> Self {
+        self.attempt = attempt;
+        self
     }
 
     /// Sets the wake-up time (sleeps).

@@ -13,8 +13,8 @@ use crate::error::StoreError;
 use crate::ids::{ExecutionId, StepId, WorkerId};
 use crate::model::{
     CancelOutcome, ClaimRequest, ClaimedExecution, Created, CronJob, CronUpsert, Execution, ExecutionFilter,
-    ExecutionStatus, Lease, NewExecution, Renewed, Step, StepAttempt, StepOutcome, StepRecord, Terminal, WorkerLease,
-    to_i32,
+    ExecutionStatus, Lease, NewExecution, OpenStep, Renewed, Step, StepAttempt, StepOutcome, StepRecord, Terminal,
+    WorkerLease, to_i32,
 };
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
@@ -24,11 +24,9 @@ use sea_orm::{
 
 /// Appends the fencing condition to a run update: the write applies only if
 /// the caller's token is current and the run is still running.
-macro_rules! concat_fence {
-    ($sql:literal) => {
-        concat!($sql, " WHERE id = ? AND namespace = ? AND fencing_token = ? AND status = 'running'")
-    };
-}
+/// The fencing condition on `workflow_executions`; binds the run's ID,
+/// namespace and the caller's token.
+const FENCE: &str = " WHERE id = ? AND namespace = ? AND fencing_token = ? AND status = 'running'";
 
 /// What a checkpoint does to the run besides (optionally) recording a step.
 #[derive(Clone, Debug)]
@@ -68,22 +66,31 @@ pub struct Checkpoint {
     pub step: Option<StepRecord>,
     /// What happens to the run.
     pub transition: Transition,
+    /// The run's open step after this write, if it changes (see
+    /// [`OpenStep`]).
+    pub open: Option<OpenStep>,
 }
 
 impl Checkpoint {
     /// Record a step and keep running.
     pub fn step(record: StepRecord) -> Self {
-        Checkpoint { step: Some(record), transition: Transition::Continue }
+        Checkpoint { step: Some(record), transition: Transition::Continue, open: None }
     }
 
     /// Change the run without recording a step.
     pub fn transition(transition: Transition) -> Self {
-        Checkpoint { step: None, transition }
+        Checkpoint { step: None, transition, open: None }
     }
 
     /// Record a step and change the run in the same commit.
     pub fn step_and(record: StepRecord, transition: Transition) -> Self {
-        Checkpoint { step: Some(record), transition }
+        Checkpoint { step: Some(record), transition, open: None }
+    }
+
+    /// Also sets the run's open step, in the same fenced statement.
+    pub fn open(mut self, open: OpenStep) -> Self {
+        self.open = Some(open);
+        self
     }
 }
 
@@ -293,6 +300,10 @@ impl Store {
     /// single statement holds the write lock. The candidates are read from
     /// the partial index `(namespace, due_at) WHERE due_at IS NOT NULL`,
     /// which holds no finished run.
+    ///
+    /// Every claim also counts one attempt of the run's open step (see
+    /// [`OpenStep`]): the attempt the new holder is about to begin, or the
+    /// one a dead holder left unfinished.
     pub async fn claim(&self, req: &ClaimRequest) -> Result<Vec<ClaimedExecution>, StoreError> {
         if req.workflow_names.is_empty() || req.limit == 0 {
             return Ok(Vec::new());
@@ -306,7 +317,8 @@ impl Store {
             "UPDATE workflow_executions SET status = 'running', lease_owner = ?, \
              fencing_token = fencing_token + 1, due_at = ?, updated_at = ?, \
              started_at = COALESCE(started_at, ?), \
-             attempts = CASE WHEN status = 'sleeping' THEN attempts ELSE attempts + 1 END \
+             attempts = CASE WHEN status = 'sleeping' THEN attempts ELSE attempts + 1 END, \
+             open_attempts = open_attempts + 1 \
              WHERE id IN (SELECT id FROM workflow_executions \
                WHERE namespace = ? AND due_at IS NOT NULL AND due_at <= ? AND workflow_name IN ({placeholders}) \
                ORDER BY due_at LIMIT ?{lock}) \
@@ -437,6 +449,7 @@ impl Store {
         now: i64,
     ) -> Result<u32, StoreError> {
         let sql = self.fenced_insert(
+            false,
             "INSERT INTO workflow_steps (execution_id, namespace, step_id, step_name, position, kind, status, \
                attempts, max_attempts, started_at, fencing_token)",
             "?, ?, ?, ?, ?, ?, 'running', 1, ?, ?, ?",
@@ -448,6 +461,7 @@ impl Store {
         let values = self.fenced_values(
             lease,
             now,
+            None,
             vec![
                 lease.execution_id.as_str().into(),
                 lease.namespace.as_str().into(),
@@ -480,15 +494,16 @@ impl Store {
 
     /// An `INSERT … SELECT` that inserts only while the lease's token is
     /// current. PostgreSQL: a data-modifying CTE updates (and so locks) the
-    /// run's row first, so no claim can slip in before the commit. SQLite:
-    /// an `EXISTS` check, safe because every write transaction here holds
-    /// the database's write lock (`BEGIN IMMEDIATE`). Values: see
-    /// [`Store::fenced_values`].
-    fn fenced_insert(&self, insert: &str, select: &str, tail: &str) -> String {
+    /// run's row first, so no claim can slip in before the commit; with
+    /// `open`, that update also moves the run's open step. SQLite: an
+    /// `EXISTS` check, safe because every write transaction here holds the
+    /// database's write lock (`BEGIN IMMEDIATE`); there `open` is written
+    /// by [`Store::guard`] before. Values: see [`Store::fenced_values`].
+    fn fenced_insert(&self, open: bool, insert: &str, select: &str, tail: &str) -> String {
+        let open = if open { OPEN_SET } else { "" };
         match self.backend {
             Backend::Postgres => format!(
-                "WITH fence AS (UPDATE workflow_executions SET updated_at = ? \
-                 WHERE id = ? AND namespace = ? AND fencing_token = ? AND status = 'running' RETURNING id) \
+                "WITH fence AS (UPDATE workflow_executions SET updated_at = ?{open}{FENCE} RETURNING id) \
                  {insert} SELECT {select} FROM fence {tail}"
             ),
             Backend::Sqlite => format!(
@@ -500,12 +515,15 @@ impl Store {
 
     /// The values of a [`Store::fenced_insert`]: the fence first on
     /// PostgreSQL (the CTE comes first), last on SQLite.
-    fn fenced_values(&self, lease: &Lease, now: i64, row: Vec<Value>) -> Vec<Value> {
+    fn fenced_values(&self, lease: &Lease, now: i64, open: Option<OpenStep>, row: Vec<Value>) -> Vec<Value> {
         let fence: [Value; 3] =
             [lease.execution_id.as_str().into(), lease.namespace.as_str().into(), lease.token.0.into()];
         match self.backend {
             Backend::Postgres => {
                 let mut v: Vec<Value> = vec![now.into()];
+                if let Some(o) = open {
+                    v.extend(open_values(o));
+                }
                 v.extend(fence);
                 v.extend(row);
                 v
@@ -677,28 +695,36 @@ impl Store {
         txn: DatabaseTransaction,
         lease: &Lease,
         record: StepRecord,
+        open: Option<OpenStep>,
         now: i64,
     ) -> Result<(), StoreError> {
-        let r = self.apply(&txn, lease, &Checkpoint::step(record), now).await;
+        let mut cp = Checkpoint::step(record);
+        cp.open = open;
+        let r = self.apply(&txn, lease, &cp, now).await;
         self.settle(txn, r).await
     }
 
     /// The fencing check: touches the run only if the caller's token is
     /// current and the run is running. The row stays locked until the
     /// transaction ends, so no claim can slip in between check and commit.
-    async fn guard(&self, txn: &DatabaseTransaction, lease: &Lease, now: i64) -> Result<(), StoreError> {
-        let r = txn
-            .execute_raw(self.stmt(
-                "UPDATE workflow_executions SET updated_at = ? \
-                 WHERE id = ? AND namespace = ? AND fencing_token = ? AND status = 'running'",
-                vec![
-                    now.into(),
-                    lease.execution_id.as_str().into(),
-                    lease.namespace.as_str().into(),
-                    lease.token.0.into(),
-                ],
-            ))
-            .await?;
+    /// With `open`, also moves the run's open step.
+    async fn guard(
+        &self,
+        txn: &DatabaseTransaction,
+        lease: &Lease,
+        open: Option<OpenStep>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let mut values: Vec<Value> = vec![now.into()];
+        let sql = match open {
+            Some(o) => {
+                values.extend(open_values(o));
+                GUARD_OPEN
+            }
+            None => GUARD,
+        };
+        values.extend(fence_values(lease));
+        let r = txn.execute_raw(self.stmt(sql, values)).await?;
         if r.rows_affected() == 1 { Ok(()) } else { Err(lease_lost(lease)) }
     }
 
@@ -709,34 +735,33 @@ impl Store {
         cp: &Checkpoint,
         now: i64,
     ) -> Result<(), StoreError> {
-        let fence: Vec<Value> =
-            vec![lease.execution_id.as_str().into(), lease.namespace.as_str().into(), lease.token.0.into()];
         let (sql, mut values): (&'static str, Vec<Value>) = match &cp.transition {
             Transition::Continue => match &cp.step {
-                // The step write carries the fence itself: one statement.
-                Some(record) => return self.write_step(txn, lease, record, now, true).await,
+                // The step write carries the fence itself: one statement on
+                // PostgreSQL; SQLite moves the open step first.
+                Some(record) => {
+                    if cp.open.is_some() && self.backend == Backend::Sqlite {
+                        self.guard(txn, lease, cp.open, now).await?;
+                        return self.write_step(txn, lease, record, None, now, false).await;
+                    }
+                    return self.write_step(txn, lease, record, cp.open, now, true).await;
+                }
                 None => {
-                    self.guard(txn, lease, now).await?;
+                    self.guard(txn, lease, cp.open, now).await?;
                     ("", Vec::new())
                 }
             },
             Transition::Sleep { until } => (
-                concat_fence!(
-                    "UPDATE workflow_executions SET status = 'sleeping', due_at = ?, lease_owner = NULL, updated_at = ?"
-                ),
+                "UPDATE workflow_executions SET status = 'sleeping', due_at = ?, lease_owner = NULL, updated_at = ?",
                 vec![(*until).into(), now.into()],
             ),
             Transition::Release => (
-                concat_fence!(
-                    "UPDATE workflow_executions SET status = 'sleeping', due_at = ?, lease_owner = NULL, updated_at = ?"
-                ),
+                "UPDATE workflow_executions SET status = 'sleeping', due_at = ?, lease_owner = NULL, updated_at = ?",
                 vec![now.into(), now.into()],
             ),
             Transition::Retry { at, error } => (
-                concat_fence!(
-                    "UPDATE workflow_executions SET status = 'pending', due_at = ?, error_message = ?, \
-                     lease_owner = NULL, updated_at = ?"
-                ),
+                "UPDATE workflow_executions SET status = 'pending', due_at = ?, error_message = ?, \
+                 lease_owner = NULL, updated_at = ?",
                 vec![(*at).into(), error.as_str().into(), now.into()],
             ),
             Transition::Finish(t) => {
@@ -745,17 +770,22 @@ impl Store {
                     Terminal::Failed(e) | Terminal::Cancelled(e) | Terminal::TimedOut(e) => (None, Some(e.clone())),
                 };
                 (
-                    concat_fence!(
-                        "UPDATE workflow_executions SET status = ?, output_data = ?, error_message = ?, \
-                         completed_at = ?, due_at = NULL, lease_owner = NULL, updated_at = ?"
-                    ),
+                    "UPDATE workflow_executions SET status = ?, output_data = ?, error_message = ?, \
+                     completed_at = ?, due_at = NULL, lease_owner = NULL, updated_at = ?",
                     vec![t.status().as_str().into(), output.into(), error.into(), now.into(), now.into()],
                 )
             }
         };
         if !sql.is_empty() {
-            values.extend(fence);
-            let r = txn.execute_raw(self.stmt(sql, values)).await?;
+            let open = match cp.open {
+                Some(o) => {
+                    values.extend(open_values(o));
+                    OPEN_SET
+                }
+                None => "",
+            };
+            values.extend(fence_values(lease));
+            let r = txn.execute_raw(self.stmt(&format!("{sql}{open}{FENCE}"), values)).await?;
             if r.rows_affected() != 1 {
                 return Err(lease_lost(lease));
             }
@@ -771,19 +801,22 @@ impl Store {
             .await?;
         }
         if let Some(record) = &cp.step {
-            self.write_step(txn, lease, record, now, false).await?;
+            self.write_step(txn, lease, record, None, now, false).await?;
         }
         Ok(())
     }
 
     /// Records a step outcome. With `fenced`, the statement itself checks
-    /// the lease (the caller ran no guard); otherwise the caller already
-    /// holds the run's row under the fencing check.
+    /// the lease (the caller ran no guard) and moves the open step to
+    /// `open`; otherwise the caller already holds the run's row under the
+    /// fencing check. The row keeps the higher of its counted attempts and
+    /// the record's.
     async fn write_step(
         &self,
         txn: &DatabaseTransaction,
         lease: &Lease,
         rec: &StepRecord,
+        open: Option<OpenStep>,
         now: i64,
         fenced: bool,
     ) -> Result<(), StoreError> {
@@ -796,12 +829,11 @@ impl Store {
         const INSERT: &str = "INSERT INTO workflow_steps (execution_id, namespace, step_id, step_name, position, \
                kind, status, attempts, max_attempts, output_data, error_message, started_at, completed_at, wake_at, \
                fencing_token)";
-        const TAIL: &str = "ON CONFLICT (execution_id, step_id) DO UPDATE SET status = excluded.status, \
-               output_data = excluded.output_data, error_message = excluded.error_message, \
-               completed_at = excluded.completed_at, wake_at = excluded.wake_at, \
-               fencing_token = excluded.fencing_token \
-             WHERE workflow_steps.status = 'running' AND workflow_steps.position = excluded.position";
-        const ROW: &str = "?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?";
+        let tail = match self.backend {
+            Backend::Postgres => STEP_TAIL_PG,
+            Backend::Sqlite => STEP_TAIL_SQLITE,
+        };
+        const ROW: &str = "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?";
         let row: Vec<Value> = vec![
             lease.execution_id.as_str().into(),
             lease.namespace.as_str().into(),
@@ -810,6 +842,7 @@ impl Store {
             to_i32(rec.position).into(),
             rec.kind.as_str().into(),
             status.into(),
+            to_i32(rec.attempt.max(1)).into(),
             to_i32(rec.max_attempts.max(1)).into(),
             output.into(),
             error.into(),
@@ -819,9 +852,9 @@ impl Store {
             lease.token.0.into(),
         ];
         let stmt = if fenced {
-            self.stmt(&self.fenced_insert(INSERT, ROW, TAIL), self.fenced_values(lease, now, row))
+            self.stmt(&self.fenced_insert(open.is_some(), INSERT, ROW, tail), self.fenced_values(lease, now, open, row))
         } else {
-            self.stmt(&format!("{INSERT} VALUES ({ROW}) {TAIL}"), row)
+            self.stmt(&format!("{INSERT} VALUES ({ROW}) {tail}"), row)
         };
         let r = txn.execute_raw(stmt).await.map_err(|e| position_conflict(e, lease, rec.position))?;
         if r.rows_affected() == 1 {
@@ -1097,6 +1130,33 @@ impl Store {
     }
 }
 
+/// Sets the run's open step (binds position, attempts).
+const OPEN_SET: &str = ", open_position = ?, open_attempts = ?";
+const GUARD: &str = "UPDATE workflow_executions SET updated_at = ? \
+     WHERE id = ? AND namespace = ? AND fencing_token = ? AND status = 'running'";
+const GUARD_OPEN: &str = "UPDATE workflow_executions SET updated_at = ?, open_position = ?, open_attempts = ? \
+     WHERE id = ? AND namespace = ? AND fencing_token = ? AND status = 'running'";
+/// The conflict clause of a step result: only a running step at the same
+/// position takes it; its attempt count never goes down.
+const STEP_TAIL_PG: &str = "ON CONFLICT (execution_id, step_id) DO UPDATE SET status = excluded.status, \
+       output_data = excluded.output_data, error_message = excluded.error_message, \
+       completed_at = excluded.completed_at, wake_at = excluded.wake_at, \
+       fencing_token = excluded.fencing_token, attempts = GREATEST(workflow_steps.attempts, excluded.attempts) \
+     WHERE workflow_steps.status = 'running' AND workflow_steps.position = excluded.position";
+const STEP_TAIL_SQLITE: &str = "ON CONFLICT (execution_id, step_id) DO UPDATE SET status = excluded.status, \
+       output_data = excluded.output_data, error_message = excluded.error_message, \
+       completed_at = excluded.completed_at, wake_at = excluded.wake_at, \
+       fencing_token = excluded.fencing_token, attempts = MAX(workflow_steps.attempts, excluded.attempts) \
+     WHERE workflow_steps.status = 'running' AND workflow_steps.position = excluded.position";
+
+fn open_values(o: OpenStep) -> [Value; 2] {
+    [to_i32(o.position).into(), to_i32(o.attempts).into()]
+}
+
+fn fence_values(lease: &Lease) -> [Value; 3] {
+    [lease.execution_id.as_str().into(), lease.namespace.as_str().into(), lease.token.0.into()]
+}
+
 fn lease_lost(lease: &Lease) -> StoreError {
     StoreError::LeaseLost { execution: lease.execution_id.clone(), token: lease.token }
 }
@@ -1134,6 +1194,8 @@ fn execution_row(new: &NewExecution) -> exec::ActiveModel {
         lease_owner: Set(None),
         fencing_token: Set(0),
         cancel_requested: Set(false),
+        open_position: Set(0),
+        open_attempts: Set(0),
     }
 }
 

@@ -51,6 +51,8 @@ impl MigrationTrait for Migration {
                 .col(ColumnDef::new(Executions::LeaseOwner).string_len(255).null())
                 .col(ColumnDef::new(Executions::FencingToken).big_integer().not_null().default(0))
                 .col(ColumnDef::new(Executions::CancelRequested).boolean().not_null().default(false))
+                .col(ColumnDef::new(Executions::OpenPosition).integer().not_null().default(0))
+                .col(ColumnDef::new(Executions::OpenAttempts).integer().not_null().default(0))
                 .index(
                     Index::create()
                         .name("uq_workflow_executions_idempotency")
@@ -241,6 +243,8 @@ enum Executions {
     LeaseOwner,
     FencingToken,
     CancelRequested,
+    OpenPosition,
+    OpenAttempts,
 }
 
 #[derive(DeriveIden)]

@@ -197,6 +197,32 @@ both_backends! {
         w2.shutdown(Duration::from_secs(5)).await;
     }
 
+    async fn a_step_whose_worker_keeps_dying_runs_at_most_max_attempts_times(db: TestDb) {
+        let clock = Clock::manual(T0);
+        let (flow, probe) = Flow::new();
+        let e = engine(&db, &clock).await;
+        let h = start(&e, vec![ok("before"), StepPlan::new("fragile", Act::Gate("never".into())).attempts(2)]).await;
+        // Two workers die in the body of `fragile`, one after the other.
+        for round in 1..=2 {
+            let e = engine(&db, &clock).await;
+            let w = worker_for(&e, flow.clone()).start().await.unwrap();
+            until("the step to start", || probe.bodies("fragile") == round).await;
+            drop(w);
+            drop(e);
+            clock.advance(Duration::from_secs(31));
+        }
+        let e3 = engine(&db, &clock).await;
+        let w3 = worker_for(&e3, flow).start().await.unwrap();
+        let done = until_ended(&e3, h.id()).await;
+        assert_eq!(probe.bodies("fragile"), 2, "no body beyond the step's two attempts");
+        assert_eq!(probe.bodies("before"), 1);
+        let fragile = e3.steps(h.id()).await.unwrap().into_iter().find(|s| s.step_name == "fragile").unwrap();
+        assert_eq!((fragile.status, fragile.attempts), (StepStatus::Failed, 2), "{:?}", fragile.error);
+        assert!(fragile.error.as_deref().unwrap_or_default().contains("ran out of attempts"), "{:?}", fragile.error);
+        assert_eq!(done.status, ExecutionStatus::Failed);
+        w3.shutdown(Duration::from_secs(5)).await;
+    }
+
     async fn two_workers_one_run_body_runs_once(db: TestDb) {
         let clock = Clock::system();
         let e1 = engine(&db, &clock).await;

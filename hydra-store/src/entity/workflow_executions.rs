@@ -28,6 +28,8 @@ pub struct Model {
     pub lease_owner: Option<String>,
     pub fencing_token: i64,
     pub cancel_requested: bool,
+    pub open_position: i32,
+    pub open_attempts: i32,
 }
 
 /// No relations are navigated through the ORM.
