@@ -19,6 +19,11 @@ pub trait PayloadCodec {
     fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, String>;
     /// Decodes `bytes` (without the tag).
     fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String>;
+    /// Encodes `value` (without the tag) at the end of `out`.
+    fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(), String> {
+        out.extend_from_slice(&Self::encode(value)?);
+        Ok(())
+    }
 }
 
 /// bincode 2 (serde, standard configuration): compact, the default.
@@ -30,6 +35,11 @@ impl PayloadCodec for Bincode {
     const NAME: &'static str = "bincode";
     fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, String> {
         bincode::serde::encode_to_vec(value, bincode::config::standard()).map_err(|e| e.to_string())
+    }
+    fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(), String> {
+        bincode::serde::encode_into_std_write(value, out, bincode::config::standard())
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
     fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
         let (value, used) =
@@ -51,6 +61,9 @@ impl PayloadCodec for Json {
     fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, String> {
         serde_json::to_vec(value).map_err(|e| e.to_string())
     }
+    fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(), String> {
+        serde_json::to_writer(out, value).map_err(|e| e.to_string())
+    }
     fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
         serde_json::from_slice(bytes).map_err(|e| e.to_string())
     }
@@ -70,13 +83,18 @@ pub enum Codec {
 impl Codec {
     /// Encodes `value` with this codec, tag first.
     pub fn encode<T: Serialize + ?Sized>(self, value: &T) -> Result<Vec<u8>, String> {
-        let (tag, body) = match self {
-            Codec::Bincode => (Bincode::TAG, Bincode::encode(value)?),
-            Codec::Json => (Json::TAG, Json::encode(value)?),
-        };
-        let mut out = Vec::with_capacity(body.len() + 1);
-        out.push(tag);
-        out.extend_from_slice(&body);
+        // One buffer, tag first: no copy of the encoded body.
+        let mut out = Vec::with_capacity(64);
+        match self {
+            Codec::Bincode => {
+                out.push(Bincode::TAG);
+                Bincode::encode_into(value, &mut out)?;
+            }
+            Codec::Json => {
+                out.push(Json::TAG);
+                Json::encode_into(value, &mut out)?;
+            }
+        }
         Ok(out)
     }
 

@@ -284,9 +284,18 @@ impl RunState {
         let mut c = self.cursor.lock().unwrap_or_else(|p| p.into_inner());
         let position = c.next_position;
         c.next_position += 1;
-        let n = c.occurrences.entry(base.to_owned()).or_insert(0);
-        *n += 1;
-        (position, StepId::new(base, *n))
+        // Look up before inserting: no allocation for a name seen before.
+        let n = match c.occurrences.get_mut(base) {
+            Some(n) => {
+                *n += 1;
+                *n
+            }
+            None => {
+                c.occurrences.insert(base.to_owned(), 1);
+                1
+            }
+        };
+        (position, StepId::new(base, n))
     }
 
     fn now(&self) -> i64 {
@@ -829,6 +838,34 @@ impl WorkflowContext {
         tracing::debug!(wake_at = wake, "sleeping durably");
         match run.halt(Interrupt::Suspended { until }).await {}
     }
+}
+
+/// A context that answers steps from `history` and writes nothing while
+/// they are recorded (see [`crate::__private::replay_context`]). `None` for
+/// an empty history.
+pub(crate) fn replay_context(store: Store, codec: Codec, history: Vec<Step>) -> Option<WorkflowContext> {
+    let first = history.first()?;
+    let lease = Lease {
+        namespace: "replay".into(),
+        execution_id: first.execution_id.clone(),
+        worker_id: hydra_store::WorkerId::from_string("replay"),
+        token: first.fencing_token,
+    };
+    let (run, _interrupts) = RunState::new(RunSetup {
+        committer: None,
+        store,
+        codec,
+        clock: Clock::system(),
+        lease,
+        workflow_name: "replay".into(),
+        attempt: 1,
+        deadline_at: None,
+        history,
+        open_step: OpenStep::default(),
+        inline_backoff: Duration::ZERO,
+        write_patience: Duration::ZERO,
+    });
+    Some(WorkflowContext { run })
 }
 
 pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {

@@ -91,6 +91,19 @@ pub mod __private {
         e.into()
     }
 
+    /// A context whose steps are answered from `history` (completed steps,
+    /// as [`crate::RecordedStep::completed`] builds them), for the CPU
+    /// benchmark of replay; a step beyond the history would write through
+    /// `store` under a lease it does not hold, and fail. `None` for an
+    /// empty history.
+    pub fn replay_context(
+        store: crate::Store,
+        codec: crate::Codec,
+        history: Vec<crate::RecordedStep>,
+    ) -> Option<WorkflowContext> {
+        crate::context::replay_context(store, codec, history)
+    }
+
     /// Compile-time string equality, for the duplicate step ID check.
     pub const fn str_eq(a: &str, b: &str) -> bool {
         let (a, b) = (a.as_bytes(), b.as_bytes());

@@ -255,6 +255,30 @@ pub struct Step {
     pub fencing_token: FencingToken,
 }
 
+impl Step {
+    /// A completed step as replay reads it, built without a database (for
+    /// benchmarks). Not a stable API.
+    #[doc(hidden)]
+    pub fn completed(execution_id: ExecutionId, step_id: StepId, position: u32, output: Vec<u8>) -> Step {
+        Step {
+            execution_id,
+            step_name: step_id.base().to_owned(),
+            step_id,
+            position,
+            kind: StepKind::Step,
+            status: StepStatus::Completed,
+            attempts: 1,
+            max_attempts: 1,
+            output: Some(output),
+            error: None,
+            started_at: 0,
+            completed_at: Some(0),
+            wake_at: None,
+            fencing_token: FencingToken(1),
+        }
+    }
+}
+
 impl TryFrom<workflow_steps::Model> for Step {
     type Error = StoreError;
     fn try_from(m: workflow_steps::Model) -> Result<Self, StoreError> {
