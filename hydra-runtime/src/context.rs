@@ -662,6 +662,7 @@ impl WorkflowContext {
                 cancel: run.cancel.child_token(),
             };
             let started = std::time::Instant::now();
+            let began_at = run.now();
             let fut = AssertUnwindSafe(body(sctx)).catch_unwind();
             let result = match options.timeout {
                 Some(t) => match tokio::time::timeout(t, fut).await {
@@ -683,7 +684,7 @@ impl WorkflowContext {
                     Ok(bytes) => {
                         crate::metrics::step_executed(ns, wf, name, "completed", took);
                         crate::metrics::payload(ns, wf, "step", bytes.len());
-                        let rec = record(StepOutcome::Completed(bytes)).attempt(attempt);
+                        let rec = record(StepOutcome::Completed(bytes)).attempt(attempt).started_at(began_at);
                         self.finish_step(rec, Transition::Continue, next_step).await;
                         return Ok(value);
                     }
@@ -693,7 +694,7 @@ impl WorkflowContext {
                         crate::metrics::step_executed(ns, wf, name, "failed", took);
                         let e = Error::Encode { what: format!("the output of step `{step_id}`"), reason };
                         let msg = e.to_string();
-                        let rec = record(StepOutcome::Failed(msg.clone())).attempt(attempt);
+                        let rec = record(StepOutcome::Failed(msg.clone())).attempt(attempt).started_at(began_at);
                         self.finish_step(rec, Transition::Continue, next_step).await;
                         return Err(StepError::permanent(msg));
                     }
@@ -706,7 +707,7 @@ impl WorkflowContext {
                     };
                     tracing::warn!(error = %msg, "step failed");
                     crate::metrics::step_executed(ns, wf, name, "failed", took);
-                    let rec = record(StepOutcome::Failed(msg.clone())).attempt(attempt);
+                    let rec = record(StepOutcome::Failed(msg.clone())).attempt(attempt).started_at(began_at);
                     self.finish_step(rec, Transition::Continue, next_step).await;
                     return Err(StepError::permanent(msg));
                 }
@@ -718,7 +719,9 @@ impl WorkflowContext {
                     if delay <= run.inline_backoff {
                         // The retry's attempt is counted with this result.
                         self.finish_step(
-                            record(StepOutcome::AttemptFailed(e.message().to_owned())).attempt(attempt),
+                            record(StepOutcome::AttemptFailed(e.message().to_owned()))
+                                .attempt(attempt)
+                                .started_at(began_at),
                             Transition::Continue,
                             OpenStep::new(position, attempt + 1),
                         )
@@ -728,8 +731,10 @@ impl WorkflowContext {
                     } else {
                         let wake = run.now() + duration_ms(delay);
                         let until = run.park_until(wake);
-                        let rec =
-                            record(StepOutcome::AttemptFailed(e.message().to_owned())).attempt(attempt).wake_at(wake);
+                        let rec = record(StepOutcome::AttemptFailed(e.message().to_owned()))
+                            .attempt(attempt)
+                            .started_at(began_at)
+                            .wake_at(wake);
                         // Parked: the claim that wakes it counts the retry.
                         self.finish_step(rec, Transition::Sleep { until }, OpenStep::new(position, attempt)).await;
                         match run.halt(Interrupt::Suspended { until }).await {}

@@ -200,6 +200,7 @@ impl WorkerBuilder {
         let poll = tokio::spawn(poll_loop(Arc::clone(&shared)));
         let heartbeat = tokio::spawn(heartbeat_loop(Arc::clone(&shared)));
         tokio::spawn(lease_guard_loop(Arc::clone(&shared)));
+        tokio::spawn(listen_loop(Arc::clone(&shared)));
         let cron = tokio::spawn(cron_loop(Arc::clone(&shared)));
         Ok(Worker { shared, poll: Some(poll), heartbeat: Some(heartbeat), cron: Some(cron) })
     }
@@ -335,6 +336,52 @@ async fn poll_loop(s: Arc<Shared>) {
             _ = work.changed() => {}
             _ = ticks.changed() => {}
             _ = s.wake.notified() => {}
+        }
+    }
+}
+
+/// PostgreSQL: claims as soon as a run of this namespace becomes claimable
+/// in any process (see [`hydra_store::RunListener`]), not at the next poll.
+/// On SQLite it ends at once; polling and in-process wake-ups remain.
+async fn listen_loop(s: Arc<Shared>) {
+    let mut listener = loop {
+        let attempt = tokio::select! {
+            _ = s.stop_claiming.cancelled() => return,
+            l = s.engine.store().listen_for_runs() => l,
+        };
+        match attempt {
+            Ok(Some(l)) => {
+                // Anything made claimable before the LISTEN took effect.
+                s.wake.notify_one();
+                break l;
+            }
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(worker_id = %s.id, error = %e, "cannot listen for new runs; polling only for now");
+                tokio::select! {
+                    _ = s.stop_claiming.cancelled() => return,
+                    _ = tokio::time::sleep(s.config.poll_interval.max(Duration::from_secs(1))) => {}
+                }
+            }
+        }
+    };
+    loop {
+        let received = tokio::select! {
+            _ = s.stop_claiming.cancelled() => return,
+            n = listener.recv() => n,
+        };
+        match received {
+            Ok(namespace) if namespace == s.engine.namespace() => s.wake.notify_one(),
+            Ok(_) => {}
+            Err(e) => {
+                // Reconnects on the next call; what was sent meanwhile is lost.
+                tracing::warn!(worker_id = %s.id, error = %e, "lost the LISTEN connection; reconnecting");
+                s.wake.notify_one();
+                tokio::select! {
+                    _ = s.stop_claiming.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+            }
         }
     }
 }

@@ -26,12 +26,14 @@ mod connect;
 pub mod entity;
 mod error;
 mod ids;
+mod listen;
 mod model;
 mod store;
 
 pub use connect::{Backend, StoreOptions};
 pub use error::StoreError;
 pub use ids::{ExecutionId, FencingToken, StepId, WorkerId};
+pub use listen::{RUNS_CHANNEL, RunListener};
 pub use model::{
     CancelOutcome, ClaimRequest, ClaimedExecution, Created, CronJob, CronUpsert, Execution, ExecutionFilter,
     ExecutionStatus, Lease, NewExecution, OpenStep, Renewed, Step, StepAttempt, StepKind, StepOutcome, StepRecord,

@@ -491,6 +491,9 @@ pub struct StepRecord {
     pub outcome: StepOutcome,
     /// For sleeps: when to wake.
     pub wake_at: Option<i64>,
+    /// When the attempt began (default: when the record is written). A row
+    /// that exists already keeps its own.
+    pub started_at: Option<i64>,
 }
 
 /// How a run ends.
@@ -646,7 +649,14 @@ impl StepRecord {
             attempt: 1,
             outcome,
             wake_at: None,
+            started_at: None,
         }
+    }
+
+    /// Sets when the attempt began.
+    pub fn started_at(mut self, at_ms: i64) -> Self {
+        self.started_at = Some(at_ms);
+        self
     }
 
     /// Sets the attempt that produced the outcome (default 1).

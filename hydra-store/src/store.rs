@@ -846,7 +846,7 @@ impl Store {
             to_i32(rec.max_attempts.max(1)).into(),
             output.into(),
             error.into(),
-            now.into(),
+            rec.started_at.unwrap_or(now).into(),
             completed_at.into(),
             rec.wake_at.into(),
             lease.token.0.into(),

@@ -10,6 +10,7 @@ pub use sea_orm_migration::MigratorTrait;
 use sea_orm_migration::{MigrationTrait, async_trait::async_trait};
 
 mod m20261122_000001_create_schema;
+mod m20261122_000002_notify_runs;
 
 /// Every migration of the Hydra schema, in order.
 #[derive(Debug)]
@@ -18,6 +19,6 @@ pub struct Migrator;
 #[async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261122_000001_create_schema::Migration)]
+        vec![Box::new(m20261122_000001_create_schema::Migration), Box::new(m20261122_000002_notify_runs::Migration)]
     }
 }

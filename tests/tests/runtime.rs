@@ -197,6 +197,19 @@ both_backends! {
         w2.shutdown(Duration::from_secs(5)).await;
     }
 
+    async fn a_step_row_records_when_its_attempt_began(db: TestDb) {
+        let clock = Clock::system();
+        let e = engine(&db, &clock).await;
+        let (flow, _probe) = Flow::new();
+        let w = worker_for(&e, flow).start().await.unwrap();
+        let h = start(&e, vec![StepPlan::new("slow", Act::Busy(300))]).await;
+        tokio::time::timeout(WAIT, h.result()).await.unwrap().unwrap();
+        let s = e.steps(h.id()).await.unwrap().remove(0);
+        let ran = s.completed_at.unwrap() - s.started_at;
+        assert!(ran >= 300, "started_at is the body's start, {ran} ms before completion");
+        w.shutdown(Duration::from_secs(5)).await;
+    }
+
     async fn a_step_whose_worker_keeps_dying_runs_at_most_max_attempts_times(db: TestDb) {
         let clock = Clock::manual(T0);
         let (flow, probe) = Flow::new();
@@ -665,4 +678,23 @@ async fn start_rejects_oversized_inputs_and_bad_worker_settings() {
     let err = Worker::builder(&e).start().await.unwrap_err();
     assert!(err.to_string().contains("at least one registered workflow"), "{err}");
     let _ = Arc::new(Probe::default());
+}
+
+#[tokio::test]
+async fn postgres_a_start_in_another_process_wakes_an_idle_worker_through_listen_notify() {
+    let db = TestDb::postgres().await;
+    let clock = Clock::system();
+    // Two engines with their own pools: the starter stands for another
+    // process, so no in-process wake-up reaches the worker.
+    let starter = engine(&db, &clock).await;
+    let e = engine(&db, &clock).await;
+    let (flow, _probe) = Flow::new();
+    let w = worker_for(&e, flow).poll_interval(Duration::from_secs(3600)).start().await.unwrap();
+    // Past the worker's first claim and its LISTEN.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let h = start(&starter, vec![ok("quick")]).await;
+    // With an hour between polls, only the notification can run it.
+    let out = tokio::time::timeout(WAIT, h.result()).await.expect("woken by NOTIFY without a poll").unwrap();
+    assert_eq!(out.len(), 1);
+    w.shutdown(Duration::from_secs(5)).await;
 }
