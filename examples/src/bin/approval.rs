@@ -6,6 +6,7 @@
 //! The seed's example sleeps 48 hours; this one sleeps 3 seconds by default
 //! so you can watch it wake.
 
+use clap::Parser;
 use hydra_runtime::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -45,9 +46,17 @@ async fn approval(ctx: WorkflowContext, req: ApprovalRequest) -> Result<String, 
     }
 }
 
+/// Command line: one optional number.
+#[derive(clap::Parser)]
+struct Args {
+    /// How long the review sleeps, seconds.
+    #[arg(default_value_t = 3)]
+    seconds: u64,
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let seconds: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(3);
+    let seconds = Args::parse().seconds;
     let url = std::env::var("HYDRA_DATABASE_URL").unwrap_or_else(|_| "sqlite://hydra-approval.db?mode=rwc".into());
     let engine = Engine::builder().database_url(&url).namespace("approvals").build().await?;
     let worker = Worker::builder(&engine).register(approval).poll_interval(Duration::from_millis(200)).start().await?;

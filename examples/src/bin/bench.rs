@@ -11,12 +11,15 @@
 //! `-n N` (1000), `-k K` (10), `-w W` (64), `--matrix` (K = 1, 10, 100 ×
 //! W = 1, 16, 64), `--no-group-commit`, `--floor-secs S` (5),
 //! `--claim-flatness` (instead: the cost of a claim with 10³ and with 10⁶
-//! finished and sleeping runs in the table).
+//! finished and sleeping runs in the table), `--latency` (instead:
+//! start→first-step latency with free slots, for runs started in the
+//! worker's process and by another engine). `--help` lists them.
 //!
 //! Prints one table row and one JSON line per configuration. Times come
 //! from the engine's own records: `seconds` runs from just before the first
 //! start to the last recorded completion.
 
+use clap::Parser;
 use hydra_runtime::prelude::*;
 use hydra_runtime::sea_orm::{ConnectionTrait, Database, Statement};
 use hydra_runtime::{ExecutionFilter, StoreOptions};
@@ -36,55 +39,51 @@ async fn bench_wf(ctx: WorkflowContext, k: u32) -> Result<u64, WorkflowError> {
     Ok(sum)
 }
 
-#[derive(Clone, Debug)]
+/// Hydra's throughput and latency benchmark (see the module docs).
+#[derive(Debug, Parser)]
+#[command(name = "bench")]
 struct Args {
-    backends: Vec<String>,
+    /// Which database(s): sqlite, postgres or both.
+    #[arg(long = "backend", value_parser = ["sqlite", "postgres", "both"], default_value = "sqlite")]
+    backend: String,
+    /// Admin URL of a PostgreSQL server; the benchmark creates its own databases.
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:55432/postgres")]
     pg_url: String,
+    /// Workflows to run.
+    #[arg(short = 'n', default_value_t = 1000)]
     n: usize,
+    /// No-op steps per workflow.
+    #[arg(short = 'k', default_value_t = 10)]
     k: u32,
+    /// Runs at once (worker concurrency).
+    #[arg(short = 'w', default_value_t = 64)]
     w: usize,
+    /// K = 1, 10, 100 × W = 1, 16, 64 instead of one configuration.
+    #[arg(long)]
     matrix: bool,
+    /// Commit every write on its own.
+    #[arg(long = "no-group-commit", action = clap::ArgAction::SetFalse)]
     group_commit: bool,
+    /// How long to measure the single-commit floor, seconds.
+    #[arg(long, default_value_t = 5.0)]
     floor_secs: f64,
+    /// Instead: the cost of a claim with 10^3 and with 10^6 finished and sleeping runs in the table.
+    #[arg(long)]
     claim_flatness: bool,
+    /// Instead: start→first-step latency with free slots, for runs started by
+    /// the worker's own engine and by another engine (its own pool, as
+    /// another process would).
+    #[arg(long)]
+    latency: bool,
 }
 
-fn parse_args() -> Result<Args, String> {
-    let mut a = Args {
-        backends: vec!["sqlite".into()],
-        pg_url: "postgres://postgres@127.0.0.1:55432/postgres".into(),
-        n: 1000,
-        k: 10,
-        w: 64,
-        matrix: false,
-        group_commit: true,
-        floor_secs: 5.0,
-        claim_flatness: false,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let mut val = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
-        match arg.as_str() {
-            "--backend" => {
-                a.backends = match val("--backend")?.as_str() {
-                    "both" => vec!["sqlite".into(), "postgres".into()],
-                    b @ ("sqlite" | "postgres") => vec![b.to_owned()],
-                    other => return Err(format!("unknown backend `{other}`")),
-                }
-            }
-            "--pg-url" => a.pg_url = val("--pg-url")?,
-            "-n" => a.n = val("-n")?.parse().map_err(|e| format!("-n: {e}"))?,
-            "-k" => a.k = val("-k")?.parse().map_err(|e| format!("-k: {e}"))?,
-            "-w" => a.w = val("-w")?.parse().map_err(|e| format!("-w: {e}"))?,
-            "--floor-secs" => a.floor_secs = val("--floor-secs")?.parse().map_err(|e| format!("--floor-secs: {e}"))?,
-            "--matrix" => a.matrix = true,
-            "--no-group-commit" => a.group_commit = false,
-            "--claim-flatness" => a.claim_flatness = true,
-            "-h" | "--help" => return Err(String::new()),
-            other => return Err(format!("unknown argument `{other}`")),
+impl Args {
+    fn backends(&self) -> Vec<String> {
+        match self.backend.as_str() {
+            "both" => vec!["sqlite".into(), "postgres".into()],
+            b => vec![b.to_owned()],
         }
     }
-    Ok(a)
 }
 
 fn percentile(sorted: &[i64], p: f64) -> i64 {
@@ -223,6 +222,33 @@ async fn run_one(
     })
 }
 
+/// Start→first-step latency (p50, p99 in ms) of one-step runs started one at
+/// a time while the worker has free slots: first by the worker's own engine
+/// (in-process wake-up), then by a second engine with its own pool, as
+/// another process would (PostgreSQL: LISTEN/NOTIFY; SQLite: the next poll).
+async fn latency(backend: &str, args: &Args, runs: usize) -> Result<[(i64, i64); 2], Box<dyn std::error::Error>> {
+    let url = fresh_db(backend, args, "latency").await?;
+    let engine = Engine::builder().store_options(StoreOptions::new(url.clone())).namespace("bench").build().await?;
+    let other = Engine::builder().store_options(StoreOptions::new(url)).namespace("bench").build().await?;
+    let worker = Worker::builder(&engine).register(bench_wf).concurrency(16).start().await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut out = [(0, 0); 2];
+    for (slot, starter) in out.iter_mut().zip([&engine, &other]) {
+        let mut ms = Vec::with_capacity(runs);
+        for _ in 0..runs {
+            let h = bench_wf::start(starter, 1).await?;
+            tokio::time::timeout(Duration::from_secs(30), h.result()).await??;
+            let created = h.execution().await?.created_at;
+            let first = engine.steps(h.id()).await?.into_iter().find(|s| s.position == 0).ok_or("no first step")?;
+            ms.push(first.started_at - created);
+        }
+        ms.sort_unstable();
+        *slot = (percentile(&ms, 0.5), percentile(&ms, 0.99));
+    }
+    worker.shutdown(Duration::from_secs(5)).await;
+    Ok(out)
+}
+
 /// Mean time of one claim (batch of 1) of 300 due runs, with `finished`
 /// finished-or-sleeping runs already in the table.
 async fn claim_cost(backend: &str, args: &Args, finished: i64) -> Result<f64, Box<dyn std::error::Error>> {
@@ -265,21 +291,25 @@ async fn claim_cost(backend: &str, args: &Args, finished: i64) -> Result<f64, Bo
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            if !e.is_empty() {
-                eprintln!("bench: {e}");
-            }
-            eprintln!(
-                "usage: bench [--backend sqlite|postgres|both] [--pg-url URL] [-n N] [-k K] [-w W] [--matrix] [--no-group-commit] [--floor-secs S]"
+    let args = Args::parse();
+    if args.latency {
+        println!(
+            "{:<8} {:>5} {:>13} {:>13} {:>14} {:>14}",
+            "backend", "runs", "local p50 ms", "local p99 ms", "remote p50 ms", "remote p99 ms"
+        );
+        for backend in &args.backends() {
+            let runs = 200;
+            let [(lp50, lp99), (rp50, rp99)] = latency(backend, &args, runs).await?;
+            println!("{backend:<8} {runs:>5} {lp50:>13} {lp99:>13} {rp50:>14} {rp99:>14}");
+            println!(
+                "{{\"bench\":\"latency\",\"backend\":\"{backend}\",\"runs\":{runs},\"local_first_step_p50_ms\":{lp50},\"local_first_step_p99_ms\":{lp99},\"remote_first_step_p50_ms\":{rp50},\"remote_first_step_p99_ms\":{rp99}}}"
             );
-            std::process::exit(2);
         }
-    };
+        return Ok(());
+    }
     if args.claim_flatness {
         println!("{:<8} {:>12} {:>12} {:>7}", "backend", "µs/claim 1e3", "µs/claim 1e6", "ratio");
-        for backend in &args.backends {
+        for backend in &args.backends() {
             let small = claim_cost(backend, &args, 1_000).await?;
             let large = claim_cost(backend, &args, 1_000_000).await?;
             println!("{backend:<8} {small:>12.1} {large:>12.1} {:>7.2}", large / small);
@@ -325,7 +355,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "floor c/s",
         "ratio"
     );
-    for backend in &args.backends {
+    for backend in &args.backends() {
         let floor_rate = floor(backend, &args, 200_000).await?;
         for &(n, k, w) in &configs {
             let o = run_one(backend, &args, n, k, w).await?;

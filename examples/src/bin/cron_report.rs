@@ -7,6 +7,7 @@
 //!
 //! Runs for 65 seconds by default, long enough to see one minute tick.
 
+use clap::Parser;
 use hydra_runtime::prelude::*;
 use hydra_runtime::{CronSchedule, ExecutionFilter, MissedTicks, TriggerType};
 use std::time::Duration;
@@ -28,9 +29,17 @@ async fn daily_report(ctx: WorkflowContext, title: String) -> Result<String, Wor
     Ok(send_report(&ctx, orders).await?)
 }
 
+/// Command line: one optional number.
+#[derive(clap::Parser)]
+struct Args {
+    /// How long to let the schedules run, seconds.
+    #[arg(default_value_t = 65)]
+    seconds: u64,
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let seconds: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(65);
+    let seconds = Args::parse().seconds;
     let url = std::env::var("HYDRA_DATABASE_URL").unwrap_or_else(|_| "sqlite://hydra-cron.db?mode=rwc".into());
     let engine = Engine::builder().database_url(&url).namespace("reports").build().await?;
     let worker = Worker::builder(&engine)
