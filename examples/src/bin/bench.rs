@@ -292,6 +292,11 @@ async fn claim_cost(backend: &str, args: &Args, finished: i64) -> Result<f64, Bo
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
+    // Quiet unless RUST_LOG asks (warnings from the engine explain stalls).
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "error".into()))
+        .with_writer(std::io::stderr)
+        .init();
     if args.latency {
         println!(
             "{:<8} {:>5} {:>13} {:>13} {:>14} {:>14}",
