@@ -24,9 +24,9 @@ use sea_orm::{
 
 /// Appends the fencing condition to a run update: the write applies only if
 /// the caller's token is current and the run is still running.
-/// The fencing condition on `workflow_executions`; binds the run's ID,
-/// namespace and the caller's token.
-const FENCE: &str = " WHERE id = ? AND namespace = ? AND fencing_token = ? AND status = 'running'";
+/// The fencing condition on `workflow_executions`; binds the run's ID, the
+/// caller's token and the lease's namespace (see [`fence_values`]).
+const FENCE: &str = " WHERE id = ? AND fencing_token = ? AND status = 'running' AND namespace || '' = ?";
 
 /// What a checkpoint does to the run besides (optionally) recording a step.
 #[derive(Clone, Debug)]
@@ -239,10 +239,13 @@ impl Store {
 
     /// A run by ID, only if it belongs to `namespace`.
     pub async fn get_execution(&self, namespace: &str, id: &ExecutionId) -> Result<Option<Execution>, StoreError> {
+        // By primary key alone, the namespace checked here: a query naming
+        // the namespace too may get a cached plan through the wider
+        // (namespace, status) index (see `fence_values`).
         exec::Entity::find_by_id(id.as_str())
-            .filter(exec::Column::Namespace.eq(namespace))
             .one(&self.db)
             .await?
+            .filter(|m| m.namespace == namespace)
             .map(Execution::try_from)
             .transpose()
     }
@@ -393,14 +396,14 @@ impl Store {
             let row = txn
                 .query_one_raw(self.stmt(
                     "UPDATE workflow_executions SET due_at = ?, updated_at = ? \
-                     WHERE id = ? AND namespace = ? AND fencing_token = ? AND status = 'running' AND due_at > ? \
+                     WHERE id = ? AND fencing_token = ? AND status = 'running' AND namespace || '' = ? AND due_at > ? \
                      RETURNING cancel_requested",
                     vec![
                         (now + ttl_ms).into(),
                         now.into(),
                         lease.execution_id.as_str().into(),
-                        lease.namespace.as_str().into(),
                         lease.token.0.into(),
+                        lease.namespace.as_str().into(),
                         now.into(),
                     ],
                 ))
@@ -518,7 +521,7 @@ impl Store {
             ),
             Backend::Sqlite => format!(
                 "{insert} SELECT {select} WHERE EXISTS (SELECT 1 FROM workflow_executions \
-                 WHERE id = ? AND namespace = ? AND fencing_token = ? AND status = 'running') {tail}"
+                 WHERE id = ? AND fencing_token = ? AND status = 'running' AND namespace || '' = ?) {tail}"
             ),
         }
     }
@@ -526,8 +529,7 @@ impl Store {
     /// The values of a [`Store::fenced_insert`]: the fence first on
     /// PostgreSQL (the CTE comes first), last on SQLite.
     fn fenced_values(&self, lease: &Lease, now: i64, open: Option<OpenStep>, row: Vec<Value>) -> Vec<Value> {
-        let fence: [Value; 3] =
-            [lease.execution_id.as_str().into(), lease.namespace.as_str().into(), lease.token.0.into()];
+        let fence = fence_values(lease);
         match self.backend {
             Backend::Postgres => {
                 let mut v: Vec<Value> = vec![now.into()];
@@ -549,12 +551,11 @@ impl Store {
     /// Why a fenced write wrote nothing: the lease is gone, or the step is
     /// already recorded.
     async fn why_refused(&self, txn: &DatabaseTransaction, lease: &Lease, step: &StepId) -> StoreError {
-        let current = exec::Entity::find_by_id(lease.execution_id.as_str())
-            .filter(exec::Column::Namespace.eq(lease.namespace.as_str()))
-            .one(txn)
-            .await;
+        let current = exec::Entity::find_by_id(lease.execution_id.as_str()).one(txn).await;
         match current {
-            Ok(Some(e)) if e.fencing_token == lease.token.0 && e.status == "running" => {
+            Ok(Some(e))
+                if e.fencing_token == lease.token.0 && e.status == "running" && e.namespace == lease.namespace =>
+            {
                 StoreError::StepAlreadyRecorded { execution: lease.execution_id.clone(), step: step.clone() }
             }
             Ok(_) => lease_lost(lease),
@@ -1144,9 +1145,9 @@ impl Store {
 /// Sets the run's open step (binds position, attempts).
 const OPEN_SET: &str = ", open_position = ?, open_attempts = ?";
 const GUARD: &str = "UPDATE workflow_executions SET updated_at = ? \
-     WHERE id = ? AND namespace = ? AND fencing_token = ? AND status = 'running'";
+     WHERE id = ? AND fencing_token = ? AND status = 'running' AND namespace || '' = ?";
 const GUARD_OPEN: &str = "UPDATE workflow_executions SET updated_at = ?, open_position = ?, open_attempts = ? \
-     WHERE id = ? AND namespace = ? AND fencing_token = ? AND status = 'running'";
+     WHERE id = ? AND fencing_token = ? AND status = 'running' AND namespace || '' = ?";
 /// The conflict clause of a step result: only a running step at the same
 /// position takes it; its attempt count never goes down.
 const STEP_TAIL_PG: &str = "ON CONFLICT (execution_id, step_id) DO UPDATE SET status = excluded.status, \
@@ -1175,8 +1176,14 @@ fn open_values(o: OpenStep) -> [Value; 2] {
     [to_i32(o.position).into(), to_i32(o.attempts).into()]
 }
 
+/// The fence's values: the run's ID, the caller's token and the lease's
+/// namespace. The ID is the primary key and alone picks the row; the
+/// namespace is compared as `namespace || ''`, which no index serves, so no
+/// query plan (PostgreSQL caches generic plans of prepared statements) can
+/// prefer the wider (namespace, status) index: plans made while the table
+/// was small did, and scanned every running run on each write.
 fn fence_values(lease: &Lease) -> [Value; 3] {
-    [lease.execution_id.as_str().into(), lease.namespace.as_str().into(), lease.token.0.into()]
+    [lease.execution_id.as_str().into(), lease.token.0.into(), lease.namespace.as_str().into()]
 }
 
 fn lease_lost(lease: &Lease) -> StoreError {
