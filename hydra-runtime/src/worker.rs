@@ -408,7 +408,23 @@ async fn claim_available(s: &Arc<Shared>) {
         crate::metrics::poll(s.engine.namespace(), s.id.as_str());
         // The lease's local clock starts before the claim is sent.
         let claim_sent = tokio::time::Instant::now();
-        let claimed = match s.engine.store().claim(&req).await {
+        // PostgreSQL: through the group committer, so the claim shares a
+        // commit with the step writes of running runs (one fsync fewer per
+        // claim). SQLite: on its own; there every write holds the one write
+        // lock, and claims queued behind step writes measured slower.
+        let committer = match s.engine.store().backend() {
+            hydra_store::Backend::Postgres => s.engine.inner.committer.as_ref(),
+            _ => None,
+        };
+        let claimed = match committer {
+            Some(c) => match c.submit(hydra_store::BatchOp::Claim(req.clone())).await {
+                Ok(hydra_store::BatchValue::Claimed(v)) => Ok(v),
+                Ok(other) => Err(StoreError::Transient(format!("unexpected group-commit reply {other:?}"))),
+                Err(e) => Err(e),
+            },
+            None => s.engine.store().claim(&req).await,
+        };
+        let claimed = match claimed {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(worker_id = %s.id, error = %e, "claim failed");

@@ -102,25 +102,31 @@ pub enum BatchOp {
     Attempt(Lease, StepAttempt),
     /// [`Store::checkpoint`].
     Checkpoint(Lease, Checkpoint),
+    /// [`Store::claim`]: a claim shares the commit of the writes around it
+    /// instead of paying one of its own.
+    Claim(ClaimRequest),
 }
 
 impl BatchOp {
-    /// The lease the write presents.
-    pub fn lease(&self) -> &Lease {
+    /// The lease the write presents (a claim presents none).
+    pub fn lease(&self) -> Option<&Lease> {
         match self {
-            BatchOp::Attempt(lease, _) | BatchOp::Checkpoint(lease, _) => lease,
+            BatchOp::Attempt(lease, _) | BatchOp::Checkpoint(lease, _) => Some(lease),
+            BatchOp::Claim(_) => None,
         }
     }
 }
 
 /// What one write of a group commit returned.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum BatchValue {
     /// The attempt number recorded.
     Attempt(u32),
     /// The checkpoint was applied.
     Checkpoint,
+    /// The runs claimed.
+    Claimed(Vec<ClaimedExecution>),
 }
 
 /// The persistence layer of one database, shared by engines and workers.
@@ -317,6 +323,20 @@ impl Store {
     /// [`OpenStep`]): the attempt the new holder is about to begin, or the
     /// one a dead holder left unfinished.
     pub async fn claim(&self, req: &ClaimRequest) -> Result<Vec<ClaimedExecution>, StoreError> {
+        let claimed = self.claim_on(&self.db, req).await?;
+        if !claimed.is_empty() {
+            self.count();
+        }
+        Ok(claimed)
+    }
+
+    /// [`Store::claim`] on `conn` (the pool, or a group commit's
+    /// transaction); the caller counts the commit.
+    async fn claim_on<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        req: &ClaimRequest,
+    ) -> Result<Vec<ClaimedExecution>, StoreError> {
         if req.workflow_names.is_empty() || req.limit == 0 {
             return Ok(Vec::new());
         }
@@ -347,10 +367,7 @@ impl Store {
         values.extend(req.workflow_names.iter().map(|n| Value::from(n.as_str())));
         values.push(i64::from(req.limit).into());
         let stmt = self.stmt(&sql, values);
-        let rows = exec::Entity::find().from_raw_sql(stmt).all(&self.db).await?;
-        if !rows.is_empty() {
-            self.count();
-        }
+        let rows = exec::Entity::find().from_raw_sql(stmt).all(conn).await?;
         let mut claimed = rows
             .into_iter()
             .map(|m| {
@@ -578,7 +595,8 @@ impl Store {
     ) -> Result<Vec<Result<BatchValue, StoreError>>, StoreError> {
         let txn = self.db.begin_with_options(immediate()).await?;
         let mut out: Vec<Option<Result<BatchValue, StoreError>>> = ops.iter().map(|_| None).collect();
-        for i in lock_order(ops, |op| op.lease().execution_id.as_str()) {
+        // Claims last: they skip locked rows and wait for none.
+        for i in lock_order(ops, |op| op.lease().map(|l| l.execution_id.as_str()).ok_or(())) {
             let op = &ops[i];
             let r = match op {
                 BatchOp::Attempt(lease, attempt) => {
@@ -602,6 +620,7 @@ impl Store {
                 BatchOp::Checkpoint(lease, cp) => {
                     self.apply(&txn, lease, cp, now).await.map(|()| BatchValue::Checkpoint)
                 }
+                BatchOp::Claim(req) => self.claim_on(&txn, req).await.map(BatchValue::Claimed),
             };
             match r {
                 Err(StoreError::Database(e)) => {
@@ -640,6 +659,7 @@ impl Store {
                 BatchOp::Checkpoint(lease, cp) => {
                     self.checkpoint(lease, cp.clone(), now).await.map(|()| BatchValue::Checkpoint)
                 }
+                BatchOp::Claim(req) => self.claim(req).await.map(BatchValue::Claimed),
             });
         }
         Ok(out)
@@ -1166,9 +1186,9 @@ const STEP_TAIL_SQLITE: &str = "ON CONFLICT (execution_id, step_id) DO UPDATE SE
 /// renewal) locks rows in this one order, so two of them can never wait
 /// for each other in a cycle (on PostgreSQL a deadlock costs a second of
 /// detection and a rolled-back batch).
-fn lock_order<T>(items: &[T], key: impl Fn(&T) -> &str) -> Vec<usize> {
+fn lock_order<'a, T, K: Ord>(items: &'a [T], key: impl Fn(&'a T) -> K) -> Vec<usize> {
     let mut order: Vec<usize> = (0..items.len()).collect();
-    order.sort_by(|&a, &b| key(&items[a]).cmp(key(&items[b])));
+    order.sort_by(|&a, &b| key(&items[a]).cmp(&key(&items[b])));
     order
 }
 

@@ -6,9 +6,9 @@
 
 use hydra_store::sea_orm::{ConnectionTrait, DbBackend, Statement};
 use hydra_store::{
-    CancelOutcome, Checkpoint, ClaimRequest, ExecutionFilter, ExecutionId, ExecutionStatus, Lease, NewExecution,
-    StepAttempt, StepId, StepKind, StepOutcome, StepRecord, StepStatus, Store, StoreError, Terminal, Transition,
-    TriggerType, WorkerId,
+    BatchOp, BatchValue, CancelOutcome, Checkpoint, ClaimRequest, ExecutionFilter, ExecutionId, ExecutionStatus, Lease,
+    NewExecution, OpenStep, StepAttempt, StepId, StepKind, StepOutcome, StepRecord, StepStatus, Store, StoreError,
+    Terminal, Transition, TriggerType, WorkerId,
 };
 use hydra_tests::both_backends;
 use std::collections::HashSet;
@@ -43,6 +43,49 @@ fn attempt(step: &str, position: u32) -> StepAttempt {
 }
 
 both_backends! {
+    async fn a_group_commit_applies_each_write_or_refuses_it_and_claims_in_the_same_commit(db: TestDb) {
+        let store = db.store().await;
+        let w = WorkerId::generate();
+        let b = create(&store, NS, 0).await;
+        let stale = store.claim(&claim_req(NS, &w, 0, 1)).await.unwrap().remove(0).lease;
+        assert_eq!(stale.execution_id, b);
+        // B's lease expires and another claim takes it over.
+        let current = store.claim(&claim_req(NS, &w, TTL + 1, 1)).await.unwrap().remove(0).lease;
+        assert_eq!((current.execution_id.clone(), current.token.get()), (b.clone(), 2));
+        let a = create(&store, NS, TTL + 2).await;
+        let lease_a = store.claim(&claim_req(NS, &w, TTL + 2, 1)).await.unwrap().remove(0).lease;
+        assert_eq!(lease_a.execution_id, a);
+        let c = create(&store, NS, TTL + 3).await;
+        let commits = store.write_commits();
+        // Given in another order than the one they are applied in (by run ID,
+        // claims last): the results still come back in the given order.
+        let ops = vec![
+            BatchOp::Claim(claim_req(NS, &w, TTL + 4, 10)),
+            BatchOp::Checkpoint(
+                lease_a.clone(),
+                Checkpoint::step(record("s", 0, StepOutcome::Completed(vec![2])).attempt(1)).open(OpenStep::new(1, 1)),
+            ),
+            BatchOp::Checkpoint(stale.clone(), Checkpoint::step(record("s", 0, StepOutcome::Completed(vec![1])))),
+        ];
+        let results = store.apply_batch(&ops, TTL + 4).await.unwrap();
+        assert_eq!(store.write_commits(), commits + 1, "one commit for the whole batch");
+        match &results[0] {
+            Ok(BatchValue::Claimed(v)) => {
+                assert_eq!(v.iter().map(|c| c.execution.id.clone()).collect::<Vec<_>>(), vec![c.clone()])
+            }
+            other => panic!("expected the claim of {c}, got {other:?}"),
+        }
+        assert!(matches!(results[1], Ok(BatchValue::Checkpoint)), "{:?}", results[1]);
+        assert!(matches!(results[2], Err(StoreError::LeaseLost { .. })), "{:?}", results[2]);
+        assert!(store.steps(NS, &b).await.unwrap().is_empty(), "the refused write left nothing");
+        let steps_a = store.steps(NS, &a).await.unwrap();
+        assert_eq!((steps_a.len(), steps_a[0].output.clone()), (1, Some(vec![2])));
+        let run_a = store.get_execution(NS, &a).await.unwrap().unwrap();
+        assert_eq!(run_a.open_step, OpenStep::new(1, 1), "the step result moved the open step in the same write");
+        let run_c = store.get_execution(NS, &c).await.unwrap().unwrap();
+        assert_eq!((run_c.status, run_c.open_step.attempts), (ExecutionStatus::Running, 1), "the claim counted an attempt");
+    }
+
     async fn create_returns_a_pending_due_run(db: TestDb) {
         let store = db.store().await;
         let id = create(&store, NS, 1_000).await;
