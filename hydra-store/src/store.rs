@@ -21,6 +21,7 @@ use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait,
     QueryFilter, QueryOrder, QuerySelect, SqlErr, Statement, TransactionTrait, TryInsertResult, Value,
 };
+use std::collections::{HashMap, HashSet};
 
 /// Appends the fencing condition to a run update: the write applies only if
 /// the caller's token is current and the run is still running.
@@ -595,8 +596,30 @@ impl Store {
     ) -> Result<Vec<Result<BatchValue, StoreError>>, StoreError> {
         let txn = self.db.begin_with_options(immediate()).await?;
         let mut out: Vec<Option<Result<BatchValue, StoreError>>> = ops.iter().map(|_| None).collect();
+        if self.backend == Backend::Sqlite {
+            let rows = sqlite_step_rows(ops);
+            if rows.len() >= 2 {
+                match self.sqlite_steps_in(&txn, ops, &rows, now).await {
+                    Ok(results) => {
+                        for (&i, r) in rows.iter().zip(results) {
+                            out[i] = Some(r);
+                        }
+                    }
+                    Err(StoreError::Database(e)) if e.sql_err().is_none() && crate::error::is_transient(&e) => {
+                        return Err(StoreError::Database(e));
+                    }
+                    Err(_) => {
+                        txn.rollback().await?;
+                        return self.apply_one_by_one(ops, now).await;
+                    }
+                }
+            }
+        }
         // Claims last: they skip locked rows and wait for none.
         for i in lock_order(ops, |op| op.lease().map(|l| l.execution_id.as_str()).ok_or(())) {
+            if out[i].is_some() {
+                continue;
+            }
             let op = &ops[i];
             let r = match op {
                 BatchOp::Attempt(lease, attempt) => {
@@ -643,6 +666,83 @@ impl Store {
         txn.commit().await?;
         self.count();
         Ok(out.into_iter().flatten().collect())
+    }
+
+    /// SQLite: the step results of `rows` (see [`sqlite_step_rows`]) in two
+    /// statements, one multi-row fenced insert and one multi-row update of
+    /// the runs' open steps, instead of two statements each: on SQLite each
+    /// statement is a round trip to the connection's thread. A row the
+    /// insert refused (lost lease, recorded step) changes nothing; the
+    /// update touches only runs whose step was written. Results in the
+    /// order of `rows`.
+    async fn sqlite_steps_in(
+        &self,
+        txn: &DatabaseTransaction,
+        ops: &[BatchOp],
+        rows: &[usize],
+        now: i64,
+    ) -> Result<Vec<Result<BatchValue, StoreError>>, StoreError> {
+        let items: Vec<(&Lease, &StepRecord, OpenStep)> = rows
+            .iter()
+            .filter_map(|&i| match &ops[i] {
+                BatchOp::Checkpoint(lease, Checkpoint { step: Some(rec), open: Some(open), .. }) => {
+                    Some((lease, rec, *open))
+                }
+                _ => None,
+            })
+            .collect();
+        let mut values = Vec::with_capacity(items.len() * 15);
+        for (lease, rec, _) in &items {
+            values.extend(step_row(lease, rec, now));
+        }
+        let sql = format!(
+            "{STEP_INSERT} SELECT * FROM (VALUES {}) AS v WHERE EXISTS (SELECT 1 FROM workflow_executions e \
+             WHERE e.id = v.column1 AND e.fencing_token = v.column15 AND e.status = 'running' \
+             AND e.namespace || '' = v.column2) {STEP_TAIL_SQLITE} RETURNING execution_id, step_id",
+            vec![format!("({STEP_ROW})"); items.len()].join(", ")
+        );
+        let written: HashSet<(String, String)> = txn
+            .query_all_raw(self.stmt(&sql, values))
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get::<String>("", "execution_id")?, r.try_get::<String>("", "step_id")?)))
+            .collect::<Result<_, DbErr>>()?;
+        let done: Vec<&(&Lease, &StepRecord, OpenStep)> = items
+            .iter()
+            .filter(|(l, r, _)| written.contains(&(l.execution_id.as_str().to_owned(), r.step_id.as_str().to_owned())))
+            .collect();
+        if !done.is_empty() {
+            let mut values: Vec<Value> = vec![now.into()];
+            for (lease, _, open) in &done {
+                values.push(lease.execution_id.as_str().into());
+                values.push(lease.token.0.into());
+                values.extend(open_values(*open));
+            }
+            let sql = format!(
+                "UPDATE workflow_executions SET updated_at = ?, open_position = v.column3, open_attempts = v.column4 \
+                 FROM (VALUES {}) AS v WHERE workflow_executions.id = v.column1 \
+                 AND workflow_executions.fencing_token = v.column2",
+                vec!["(?, ?, ?, ?)"; done.len()].join(", ")
+            );
+            let r = txn.execute_raw(self.stmt(&sql, values)).await?;
+            if r.rows_affected() != done.len() as u64 {
+                return Err(StoreError::Database(DbErr::Custom(format!(
+                    "moved {} open steps for {} written steps",
+                    r.rows_affected(),
+                    done.len()
+                ))));
+            }
+        }
+        let mut out = Vec::with_capacity(items.len());
+        for (lease, rec, _) in &items {
+            let key = (lease.execution_id.as_str().to_owned(), rec.step_id.as_str().to_owned());
+            out.push(if written.contains(&key) {
+                Ok(BatchValue::Checkpoint)
+            } else {
+                Err(self.why_refused(txn, lease, &rec.step_id).await)
+            });
+        }
+        Ok(out)
     }
 
     async fn apply_one_by_one(
@@ -770,11 +870,12 @@ impl Store {
         let (sql, mut values): (&'static str, Vec<Value>) = match &cp.transition {
             Transition::Continue => match &cp.step {
                 // The step write carries the fence itself: one statement on
-                // PostgreSQL; SQLite moves the open step first.
+                // PostgreSQL. SQLite then moves the open step, only once the
+                // step is written (a refused write leaves nothing).
                 Some(record) => {
                     if cp.open.is_some() && self.backend == Backend::Sqlite {
-                        self.guard(txn, lease, cp.open, now).await?;
-                        return self.write_step(txn, lease, record, None, now, false).await;
+                        self.write_step(txn, lease, record, None, now, true).await?;
+                        return self.guard(txn, lease, cp.open, now).await;
                     }
                     return self.write_step(txn, lease, record, cp.open, now, true).await;
                 }
@@ -852,37 +953,13 @@ impl Store {
         now: i64,
         fenced: bool,
     ) -> Result<(), StoreError> {
-        let (status, output, error, completed_at): (&str, Option<Vec<u8>>, Option<String>, Option<i64>) =
-            match &rec.outcome {
-                StepOutcome::Completed(out) => ("completed", Some(out.clone()), None, Some(now)),
-                StepOutcome::Failed(e) => ("failed", None, Some(e.clone()), Some(now)),
-                StepOutcome::AttemptFailed(e) => ("running", None, Some(e.clone()), None),
-            };
-        const INSERT: &str = "INSERT INTO workflow_steps (execution_id, namespace, step_id, step_name, position, \
-               kind, status, attempts, max_attempts, output_data, error_message, started_at, completed_at, wake_at, \
-               fencing_token)";
         let tail = match self.backend {
             Backend::Postgres => STEP_TAIL_PG,
             Backend::Sqlite => STEP_TAIL_SQLITE,
         };
-        const ROW: &str = "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?";
-        let row: Vec<Value> = vec![
-            lease.execution_id.as_str().into(),
-            lease.namespace.as_str().into(),
-            rec.step_id.as_str().into(),
-            rec.step_name.as_str().into(),
-            to_i32(rec.position).into(),
-            rec.kind.as_str().into(),
-            status.into(),
-            to_i32(rec.attempt.max(1)).into(),
-            to_i32(rec.max_attempts.max(1)).into(),
-            output.into(),
-            error.into(),
-            rec.started_at.unwrap_or(now).into(),
-            completed_at.into(),
-            rec.wake_at.into(),
-            lease.token.0.into(),
-        ];
+        const INSERT: &str = STEP_INSERT;
+        const ROW: &str = STEP_ROW;
+        let row = step_row(lease, rec, now);
         let stmt = if fenced {
             self.stmt(&self.fenced_insert(open.is_some(), INSERT, ROW, tail), self.fenced_values(lease, now, open, row))
         } else {
@@ -1162,6 +1239,39 @@ impl Store {
     }
 }
 
+/// The columns of a step row, in the order [`step_row`] binds them.
+const STEP_INSERT: &str = "INSERT INTO workflow_steps (execution_id, namespace, step_id, step_name, position, \
+       kind, status, attempts, max_attempts, output_data, error_message, started_at, completed_at, wake_at, \
+       fencing_token)";
+const STEP_ROW: &str = "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?";
+
+/// The values of one step row (see [`STEP_INSERT`]).
+fn step_row(lease: &Lease, rec: &StepRecord, now: i64) -> Vec<Value> {
+    let (status, output, error, completed_at): (&str, Option<Vec<u8>>, Option<String>, Option<i64>) = match &rec.outcome
+    {
+        StepOutcome::Completed(out) => ("completed", Some(out.clone()), None, Some(now)),
+        StepOutcome::Failed(e) => ("failed", None, Some(e.clone()), Some(now)),
+        StepOutcome::AttemptFailed(e) => ("running", None, Some(e.clone()), None),
+    };
+    vec![
+        lease.execution_id.as_str().into(),
+        lease.namespace.as_str().into(),
+        rec.step_id.as_str().into(),
+        rec.step_name.as_str().into(),
+        to_i32(rec.position).into(),
+        rec.kind.as_str().into(),
+        status.into(),
+        to_i32(rec.attempt.max(1)).into(),
+        to_i32(rec.max_attempts.max(1)).into(),
+        output.into(),
+        error.into(),
+        rec.started_at.unwrap_or(now).into(),
+        completed_at.into(),
+        rec.wake_at.into(),
+        lease.token.0.into(),
+    ]
+}
+
 /// Sets the run's open step (binds position, attempts).
 const OPEN_SET: &str = ", open_position = ?, open_attempts = ?";
 const GUARD: &str = "UPDATE workflow_executions SET updated_at = ? \
@@ -1180,6 +1290,27 @@ const STEP_TAIL_SQLITE: &str = "ON CONFLICT (execution_id, step_id) DO UPDATE SE
        completed_at = excluded.completed_at, wake_at = excluded.wake_at, \
        fencing_token = excluded.fencing_token, attempts = MAX(workflow_steps.attempts, excluded.attempts) \
      WHERE workflow_steps.status = 'running' AND workflow_steps.position = excluded.position";
+
+/// The writes of a batch that SQLite can apply together: step results that
+/// keep the run going and move its open step, at most one per run (two
+/// steps of one run running at once keep their order, one by one).
+fn sqlite_step_rows(ops: &[BatchOp]) -> Vec<usize> {
+    fn hot(op: &BatchOp) -> Option<&str> {
+        match op {
+            BatchOp::Checkpoint(lease, cp) if cp.step.is_some() && cp.open.is_some() => {
+                matches!(cp.transition, Transition::Continue).then_some(lease.execution_id.as_str())
+            }
+            _ => None,
+        }
+    }
+    let mut runs: HashMap<&str, usize> = HashMap::new();
+    for op in ops {
+        if let Some(id) = hot(op) {
+            *runs.entry(id).or_insert(0) += 1;
+        }
+    }
+    (0..ops.len()).filter(|&i| hot(&ops[i]).is_some_and(|id| runs.get(id) == Some(&1))).collect()
+}
 
 /// The order in which a transaction that writes several runs touches them:
 /// by execution ID. Every multi-run transaction (group commit, lease

@@ -55,6 +55,9 @@ both_backends! {
         let a = create(&store, NS, TTL + 2).await;
         let lease_a = store.claim(&claim_req(NS, &w, TTL + 2, 1)).await.unwrap().remove(0).lease;
         assert_eq!(lease_a.execution_id, a);
+        let d = create(&store, NS, TTL + 2).await;
+        let lease_d = store.claim(&claim_req(NS, &w, TTL + 2, 1)).await.unwrap().remove(0).lease;
+        assert_eq!(lease_d.execution_id, d);
         let c = create(&store, NS, TTL + 3).await;
         let commits = store.write_commits();
         // Given in another order than the one they are applied in (by run ID,
@@ -65,7 +68,15 @@ both_backends! {
                 lease_a.clone(),
                 Checkpoint::step(record("s", 0, StepOutcome::Completed(vec![2])).attempt(1)).open(OpenStep::new(1, 1)),
             ),
-            BatchOp::Checkpoint(stale.clone(), Checkpoint::step(record("s", 0, StepOutcome::Completed(vec![1])))),
+            BatchOp::Checkpoint(
+                stale.clone(),
+                Checkpoint::step(record("s", 0, StepOutcome::Completed(vec![1]))).open(OpenStep::new(1, 1)),
+            ),
+            BatchOp::Checkpoint(
+                lease_d.clone(),
+                Checkpoint::step(record("s", 0, StepOutcome::AttemptFailed("again".into())).attempt(1))
+                    .open(OpenStep::new(0, 2)),
+            ),
         ];
         let results = store.apply_batch(&ops, TTL + 4).await.unwrap();
         assert_eq!(store.write_commits(), commits + 1, "one commit for the whole batch");
@@ -77,6 +88,13 @@ both_backends! {
         }
         assert!(matches!(results[1], Ok(BatchValue::Checkpoint)), "{:?}", results[1]);
         assert!(matches!(results[2], Err(StoreError::LeaseLost { .. })), "{:?}", results[2]);
+        assert!(matches!(results[3], Ok(BatchValue::Checkpoint)), "{:?}", results[3]);
+        let run_d = store.get_execution(NS, &d).await.unwrap().unwrap();
+        assert_eq!(run_d.open_step, OpenStep::new(0, 2), "a retry's attempt is counted with the failed one");
+        let steps_d = store.steps(NS, &d).await.unwrap();
+        assert_eq!((steps_d[0].status, steps_d[0].attempts), (StepStatus::Running, 1));
+        let run_b = store.get_execution(NS, &b).await.unwrap().unwrap();
+        assert_eq!(run_b.open_step, OpenStep::new(0, 2), "the refused write moved nothing (two claims counted two)");
         assert!(store.steps(NS, &b).await.unwrap().is_empty(), "the refused write left nothing");
         let steps_a = store.steps(NS, &a).await.unwrap();
         assert_eq!((steps_a.len(), steps_a[0].output.clone()), (1, Some(vec![2])));
