@@ -138,6 +138,11 @@ pub struct Store {
     backend: Backend,
     /// Write transactions committed through this store (for benchmarks).
     commits: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// SQLite: one writer at a time in this process. SQLite has one write
+    /// lock per database; a writer that finds it taken sleeps in the busy
+    /// handler (1 ms and more each time), so writers of this process queue
+    /// here instead. Other processes still meet the busy timeout.
+    write_gate: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
 }
 
 impl Store {
@@ -151,7 +156,16 @@ impl Store {
     /// scheme or an unreachable server.
     pub async fn connect_with(options: StoreOptions) -> Result<Store, StoreError> {
         let (db, backend) = connect::open(&options).await?;
-        Ok(Store { db, backend, commits: Default::default() })
+        let write_gate = (backend == Backend::Sqlite).then(Default::default);
+        Ok(Store { db, backend, commits: Default::default(), write_gate })
+    }
+
+    /// Waits for this process's turn to write (SQLite; see `write_gate`).
+    async fn gate(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        match &self.write_gate {
+            Some(g) => Some(std::sync::Arc::clone(g).lock_owned().await),
+            None => None,
+        }
     }
 
     /// Which database this is.
@@ -208,6 +222,7 @@ impl Store {
     /// Inserts a run. With an idempotency key already used in the same
     /// (namespace, workflow), inserts nothing and returns the existing run.
     pub async fn create_execution(&self, new: NewExecution) -> Result<Created, StoreError> {
+        let _gate = self.gate().await;
         let key = new.idempotency_key.clone();
         let am = execution_row(&new);
         let rows = insert_execution(&self.db, am).await?;
@@ -324,6 +339,7 @@ impl Store {
     /// [`OpenStep`]): the attempt the new holder is about to begin, or the
     /// one a dead holder left unfinished.
     pub async fn claim(&self, req: &ClaimRequest) -> Result<Vec<ClaimedExecution>, StoreError> {
+        let _gate = self.gate().await;
         let claimed = self.claim_on(&self.db, req).await?;
         if !claimed.is_empty() {
             self.count();
@@ -404,6 +420,7 @@ impl Store {
         now: i64,
         ttl_ms: i64,
     ) -> Result<Vec<Result<Renewed, StoreError>>, StoreError> {
+        let _gate = self.gate().await;
         if leases.is_empty() {
             return Ok(Vec::new());
         }
@@ -445,6 +462,7 @@ impl Store {
     /// holder's writes are refused even before anyone claims it. Returns how
     /// many runs were reclaimed.
     pub async fn reclaim_expired(&self, namespace: &str, now: i64) -> Result<u64, StoreError> {
+        let _gate = self.gate().await;
         let r = self
             .db
             .execute_raw(self.stmt(
@@ -465,6 +483,7 @@ impl Store {
     /// if the step already has a result, and with
     /// [`StoreError::PositionTaken`] if another step holds its position.
     pub async fn record_step_attempt(&self, lease: &Lease, attempt: &StepAttempt, now: i64) -> Result<u32, StoreError> {
+        let _gate = self.gate().await;
         let txn = self.db.begin_with_options(immediate()).await?;
         let r = self.attempt_in(&txn, lease, attempt, now).await;
         self.settle(txn, r).await
@@ -594,6 +613,23 @@ impl Store {
         ops: &[BatchOp],
         now: i64,
     ) -> Result<Vec<Result<BatchValue, StoreError>>, StoreError> {
+        let together = {
+            let _gate = self.gate().await;
+            self.batch_in_one(ops, now).await?
+        };
+        match together {
+            Some(results) => Ok(results),
+            None => self.apply_one_by_one(ops, now).await,
+        }
+    }
+
+    /// [`Store::apply_batch`] in one transaction; `None` after a rollback
+    /// when the writes must be applied one by one.
+    async fn batch_in_one(
+        &self,
+        ops: &[BatchOp],
+        now: i64,
+    ) -> Result<Option<Vec<Result<BatchValue, StoreError>>>, StoreError> {
         let txn = self.db.begin_with_options(immediate()).await?;
         let mut out: Vec<Option<Result<BatchValue, StoreError>>> = ops.iter().map(|_| None).collect();
         if self.backend == Backend::Sqlite {
@@ -610,7 +646,7 @@ impl Store {
                     }
                     Err(_) => {
                         txn.rollback().await?;
-                        return self.apply_one_by_one(ops, now).await;
+                        return Ok(None);
                     }
                 }
             }
@@ -653,19 +689,19 @@ impl Store {
                     // An SQL error (PostgreSQL aborts the whole transaction on
                     // one): isolate the writes from each other.
                     txn.rollback().await?;
-                    return self.apply_one_by_one(ops, now).await;
+                    return Ok(None);
                 }
                 Err(e @ StoreError::PositionTaken { .. }) if self.backend == Backend::Postgres => {
                     let _ = e;
                     txn.rollback().await?;
-                    return self.apply_one_by_one(ops, now).await;
+                    return Ok(None);
                 }
                 other => out[i] = Some(other),
             }
         }
         txn.commit().await?;
         self.count();
-        Ok(out.into_iter().flatten().collect())
+        Ok(Some(out.into_iter().flatten().collect()))
     }
 
     /// SQLite: the step results of `rows` (see [`sqlite_step_rows`]) in two
@@ -789,6 +825,7 @@ impl Store {
     /// transition (which is itself conditional on the token) and the step
     /// record commit together or not at all.
     pub async fn checkpoint(&self, lease: &Lease, checkpoint: Checkpoint, now: i64) -> Result<(), StoreError> {
+        let _gate = self.gate().await;
         let txn = self.db.begin_with_options(immediate()).await?;
         let r = self.apply(&txn, lease, &checkpoint, now).await;
         self.settle(txn, r).await
@@ -986,6 +1023,7 @@ impl Store {
         id: &ExecutionId,
         now: i64,
     ) -> Result<CancelOutcome, StoreError> {
+        let _gate = self.gate().await;
         for _ in 0..3 {
             let r = self
                 .db
@@ -1033,6 +1071,7 @@ impl Store {
     /// are unchanged (a restart re-registering it does not reset it), and
     /// keeps it paused if it was paused.
     pub async fn upsert_cron(&self, c: &CronUpsert) -> Result<CronJob, StoreError> {
+        let _gate = self.gate().await;
         let row = self
             .db
             .query_one_raw(self.stmt(
@@ -1118,6 +1157,7 @@ impl Store {
         next_run_at: i64,
         now: i64,
     ) -> Result<bool, StoreError> {
+        let _gate = self.gate().await;
         let r = self
             .db
             .execute_raw(self.stmt(
@@ -1130,6 +1170,7 @@ impl Store {
 
     /// Deletes a schedule. Returns false if there was none.
     pub async fn delete_cron(&self, namespace: &str, name: &str) -> Result<bool, StoreError> {
+        let _gate = self.gate().await;
         let r = cron_jobs::Entity::delete_many()
             .filter(cron_jobs::Column::Namespace.eq(namespace))
             .filter(cron_jobs::Column::Name.eq(name))
@@ -1153,6 +1194,7 @@ impl Store {
         run: Option<&NewExecution>,
         now: i64,
     ) -> Result<bool, StoreError> {
+        let _gate = self.gate().await;
         let txn = self.db.begin_with_options(immediate()).await?;
         let r = txn
             .execute_raw(self.stmt(
@@ -1190,6 +1232,7 @@ impl Store {
         now: i64,
         ttl_ms: i64,
     ) -> Result<(), StoreError> {
+        let _gate = self.gate().await;
         let am = leases::ActiveModel {
             resource_id: Set(worker.as_str().to_owned()),
             kind: Set("worker".to_owned()),
@@ -1213,6 +1256,7 @@ impl Store {
 
     /// Removes a worker's liveness row (clean shutdown).
     pub async fn remove_worker(&self, worker: &WorkerId) -> Result<(), StoreError> {
+        let _gate = self.gate().await;
         leases::Entity::delete_by_id(worker.as_str()).exec(&self.db).await?;
         Ok(())
     }
