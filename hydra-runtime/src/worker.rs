@@ -408,14 +408,9 @@ async fn claim_available(s: &Arc<Shared>) {
         crate::metrics::poll(s.engine.namespace(), s.id.as_str());
         // The lease's local clock starts before the claim is sent.
         let claim_sent = tokio::time::Instant::now();
-        // PostgreSQL: through the group committer, so the claim shares a
-        // commit with the step writes of running runs (one fsync fewer per
-        // claim). SQLite: on its own; there every write holds the one write
-        // lock, and claims queued behind step writes measured slower.
-        let committer = match s.engine.store().backend() {
-            hydra_store::Backend::Postgres => s.engine.inner.committer.as_ref(),
-            _ => None,
-        };
+        // Through the group committer when there is one: the claim shares a
+        // commit with the step writes of running runs.
+        let committer = s.engine.inner.committer.as_ref();
         let claimed = match committer {
             Some(c) => match c.submit(hydra_store::BatchOp::Claim(req.clone())).await {
                 Ok(hydra_store::BatchValue::Claimed(v)) => Ok(v),
