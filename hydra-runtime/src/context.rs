@@ -396,10 +396,16 @@ impl RunState {
     /// Records a step outcome. If an earlier try of this same write committed
     /// but its reply was lost, the retry finds the result already recorded
     /// under this lease's token and counts that as success.
+    /// Records a step outcome and moves the open step to `open`, if the
+    /// open step is this step (as the store does: see `open_set`).
     async fn record(&self, rec: StepRecord, transition: Transition, open: OpenStep) -> Result<(), StoreError> {
+        let at = rec.position;
         let r = self.record_inner(rec, transition, open).await;
         if r.is_ok() {
-            *self.open_state() = Open { position: open.position, attempts: open.attempts, begun: false };
+            let mut o = self.open_state();
+            if o.position == at {
+                *o = Open { position: open.position, attempts: open.attempts, begun: false };
+            }
         }
         r
     }

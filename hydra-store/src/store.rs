@@ -499,7 +499,7 @@ impl Store {
         now: i64,
     ) -> Result<u32, StoreError> {
         let sql = self.fenced_insert(
-            false,
+            "",
             "INSERT INTO workflow_steps (execution_id, namespace, step_id, step_name, position, kind, status, \
                attempts, max_attempts, started_at, fencing_token)",
             "?, ?, ?, ?, ?, ?, 'running', 1, ?, ?, ?",
@@ -511,7 +511,7 @@ impl Store {
         let values = self.fenced_values(
             lease,
             now,
-            None,
+            Vec::new(),
             vec![
                 lease.execution_id.as_str().into(),
                 lease.namespace.as_str().into(),
@@ -549,8 +549,7 @@ impl Store {
     /// `EXISTS` check, safe because every write transaction here holds the
     /// database's write lock (`BEGIN IMMEDIATE`); there `open` is written
     /// by [`Store::guard`] before. Values: see [`Store::fenced_values`].
-    fn fenced_insert(&self, open: bool, insert: &str, select: &str, tail: &str) -> String {
-        let open = if open { OPEN_SET } else { "" };
+    fn fenced_insert(&self, open: &str, insert: &str, select: &str, tail: &str) -> String {
         match self.backend {
             Backend::Postgres => format!(
                 "WITH fence AS (UPDATE workflow_executions SET updated_at = ?{open}{FENCE} RETURNING id) \
@@ -565,14 +564,12 @@ impl Store {
 
     /// The values of a [`Store::fenced_insert`]: the fence first on
     /// PostgreSQL (the CTE comes first), last on SQLite.
-    fn fenced_values(&self, lease: &Lease, now: i64, open: Option<OpenStep>, row: Vec<Value>) -> Vec<Value> {
+    fn fenced_values(&self, lease: &Lease, now: i64, open: Vec<Value>, row: Vec<Value>) -> Vec<Value> {
         let fence = fence_values(lease);
         match self.backend {
             Backend::Postgres => {
                 let mut v: Vec<Value> = vec![now.into()];
-                if let Some(o) = open {
-                    v.extend(open_values(o));
-                }
+                v.extend(open);
                 v.extend(fence);
                 v.extend(row);
                 v
@@ -749,16 +746,24 @@ impl Store {
             .collect();
         if !done.is_empty() {
             let mut values: Vec<Value> = vec![now.into()];
-            for (lease, _, open) in &done {
+            for (lease, rec, open) in &done {
                 values.push(lease.execution_id.as_str().into());
                 values.push(lease.token.0.into());
-                values.extend(open_values(*open));
+                values.push(to_i32(rec.position).into());
+                values.push(to_i32(open.position).into());
+                values.push(to_i32(open.attempts).into());
             }
+            // As `open_set` with the step's position: only a run whose open
+            // step is the one written moves on.
             let sql = format!(
-                "UPDATE workflow_executions SET updated_at = ?, open_position = v.column3, open_attempts = v.column4 \
+                "UPDATE workflow_executions SET updated_at = ?, \
+                 open_position = CASE WHEN workflow_executions.open_position = v.column3 THEN v.column4 \
+                   ELSE workflow_executions.open_position END, \
+                 open_attempts = CASE WHEN workflow_executions.open_position = v.column3 THEN v.column5 \
+                   ELSE workflow_executions.open_attempts END \
                  FROM (VALUES {}) AS v WHERE workflow_executions.id = v.column1 \
                  AND workflow_executions.fencing_token = v.column2",
-                vec!["(?, ?, ?, ?)"; done.len()].join(", ")
+                vec!["(?, ?, ?, ?, ?)"; done.len()].join(", ")
             );
             let r = txn.execute_raw(self.stmt(&sql, values)).await?;
             if r.rows_affected() != done.len() as u64 {
@@ -876,24 +881,28 @@ impl Store {
     /// The fencing check: touches the run only if the caller's token is
     /// current and the run is running. The row stays locked until the
     /// transaction ends, so no claim can slip in between check and commit.
-    /// With `open`, also moves the run's open step.
+    /// With `open`, also moves the run's open step (see [`open_set`]; `at`
+    /// is the position of the step written with it).
     async fn guard(
         &self,
         txn: &DatabaseTransaction,
         lease: &Lease,
         open: Option<OpenStep>,
+        at: Option<u32>,
         now: i64,
     ) -> Result<(), StoreError> {
         let mut values: Vec<Value> = vec![now.into()];
-        let sql = match open {
+        let frag = match open {
             Some(o) => {
-                values.extend(open_values(o));
-                GUARD_OPEN
+                let (frag, v) = open_set(o, at);
+                values.extend(v);
+                frag
             }
-            None => GUARD,
+            None => "",
         };
         values.extend(fence_values(lease));
-        let r = txn.execute_raw(self.stmt(sql, values)).await?;
+        let sql = format!("UPDATE workflow_executions SET updated_at = ?{frag}{FENCE}");
+        let r = txn.execute_raw(self.stmt(&sql, values)).await?;
         if r.rows_affected() == 1 { Ok(()) } else { Err(lease_lost(lease)) }
     }
 
@@ -912,12 +921,12 @@ impl Store {
                 Some(record) => {
                     if cp.open.is_some() && self.backend == Backend::Sqlite {
                         self.write_step(txn, lease, record, None, now, true).await?;
-                        return self.guard(txn, lease, cp.open, now).await;
+                        return self.guard(txn, lease, cp.open, Some(record.position), now).await;
                     }
                     return self.write_step(txn, lease, record, cp.open, now, true).await;
                 }
                 None => {
-                    self.guard(txn, lease, cp.open, now).await?;
+                    self.guard(txn, lease, cp.open, None, now).await?;
                     ("", Vec::new())
                 }
             },
@@ -949,8 +958,9 @@ impl Store {
         if !sql.is_empty() {
             let open = match cp.open {
                 Some(o) => {
-                    values.extend(open_values(o));
-                    OPEN_SET
+                    let (frag, v) = open_set(o, cp.step.as_ref().map(|r| r.position));
+                    values.extend(v);
+                    frag
                 }
                 None => "",
             };
@@ -998,7 +1008,8 @@ impl Store {
         const ROW: &str = STEP_ROW;
         let row = step_row(lease, rec, now);
         let stmt = if fenced {
-            self.stmt(&self.fenced_insert(open.is_some(), INSERT, ROW, tail), self.fenced_values(lease, now, open, row))
+            let (frag, open) = open.map_or(("", Vec::new()), |o| open_set(o, Some(rec.position)));
+            self.stmt(&self.fenced_insert(frag, INSERT, ROW, tail), self.fenced_values(lease, now, open, row))
         } else {
             self.stmt(&format!("{INSERT} VALUES ({ROW}) {tail}"), row)
         };
@@ -1316,12 +1327,25 @@ fn step_row(lease: &Lease, rec: &StepRecord, now: i64) -> Vec<Value> {
     ]
 }
 
-/// Sets the run's open step (binds position, attempts).
-const OPEN_SET: &str = ", open_position = ?, open_attempts = ?";
-const GUARD: &str = "UPDATE workflow_executions SET updated_at = ? \
-     WHERE id = ? AND fencing_token = ? AND status = 'running' AND namespace || '' = ?";
-const GUARD_OPEN: &str = "UPDATE workflow_executions SET updated_at = ?, open_position = ?, open_attempts = ? \
-     WHERE id = ? AND fencing_token = ? AND status = 'running' AND namespace || '' = ?";
+/// The SET clause that moves a run's open step to `to`, and its values.
+///
+/// With `at` (the position of the step written in the same statement), the
+/// open step moves only if it is at `at`: when steps of one run execute at
+/// once, a step's result must not move the open step away from a sibling
+/// whose attempt it holds. Without `at` (a hand-back, written from the
+/// lease holder's own view of the open step) it is set as given.
+fn open_set(to: OpenStep, at: Option<u32>) -> (&'static str, Vec<Value>) {
+    match at {
+        Some(at) => (
+            ", open_position = CASE WHEN open_position = ? THEN ? ELSE open_position END, \
+             open_attempts = CASE WHEN open_position = ? THEN ? ELSE open_attempts END",
+            vec![to_i32(at).into(), to_i32(to.position).into(), to_i32(at).into(), to_i32(to.attempts).into()],
+        ),
+        None => {
+            (", open_position = ?, open_attempts = ?", vec![to_i32(to.position).into(), to_i32(to.attempts).into()])
+        }
+    }
+}
 /// The conflict clause of a step result: only a running step at the same
 /// position takes it; its attempt count never goes down.
 const STEP_TAIL_PG: &str = "ON CONFLICT (execution_id, step_id) DO UPDATE SET status = excluded.status, \
@@ -1365,10 +1389,6 @@ fn lock_order<'a, T, K: Ord>(items: &'a [T], key: impl Fn(&'a T) -> K) -> Vec<us
     let mut order: Vec<usize> = (0..items.len()).collect();
     order.sort_by(|&a, &b| key(&items[a]).cmp(&key(&items[b])));
     order
-}
-
-fn open_values(o: OpenStep) -> [Value; 2] {
-    [to_i32(o.position).into(), to_i32(o.attempts).into()]
 }
 
 /// The fence's values: the run's ID, the caller's token and the lease's

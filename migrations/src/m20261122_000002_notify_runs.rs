@@ -27,9 +27,11 @@ impl MigrationTrait for Migration {
         )
         .await?;
         // Claims set `due_at` of running runs and sleeps set it in the future:
-        // neither notifies.
+        // neither notifies. (DROP + CREATE rather than CREATE OR REPLACE
+        // TRIGGER, which needs PostgreSQL 14.)
+        db.execute_unprepared("DROP TRIGGER IF EXISTS workflow_executions_notify_runs ON workflow_executions").await?;
         db.execute_unprepared(
-            "CREATE OR REPLACE TRIGGER workflow_executions_notify_runs \
+            "CREATE TRIGGER workflow_executions_notify_runs \
              AFTER INSERT OR UPDATE OF due_at ON workflow_executions FOR EACH ROW \
              WHEN (NEW.status = 'pending' OR (NEW.status = 'sleeping' AND NEW.due_at <= NEW.updated_at)) \
              EXECUTE FUNCTION hydra_notify_runs()",

@@ -98,6 +98,31 @@ impl Workflow for Defaults {
     }
 }
 
+/// Two steps at once: `slow` (position 0) waits on gate `g`, `quick`
+/// (position 1) finishes first. Returns the attempt `slow` ended on.
+#[derive(Clone)]
+struct Pair(Arc<Probe>);
+
+impl Workflow for Pair {
+    const NAME: &'static str = "pair";
+    type Input = ();
+    type Output = u32;
+
+    async fn run(&self, ctx: WorkflowContext, _: ()) -> Result<u32, WorkflowError> {
+        let probe = Arc::clone(&self.0);
+        let slow = ctx.step_with(StepOptions::new("slow").retry(RetryPolicy::attempts(5)), move |s| {
+            let probe = Arc::clone(&probe);
+            async move {
+                probe.wait_gate("g").await;
+                Ok::<_, StepError>(s.attempt())
+            }
+        });
+        let quick = ctx.step("quick", |_| async { Ok::<_, StepError>(0u32) });
+        let (slow, quick) = tokio::join!(biased; slow, quick);
+        Ok(slow? + quick?)
+    }
+}
+
 both_backends! {
     async fn a_workflow_with_default_options_survives_a_worker_crash(db: TestDb) {
         let clock = Clock::manual(T0);
@@ -194,6 +219,30 @@ both_backends! {
         let three = e2.steps(h.id()).await.unwrap().into_iter().find(|s| s.step_name == "three").unwrap();
         assert_eq!(three.attempts, 2, "the crashed attempt counts");
         assert_eq!(done.attempts, 2, "the takeover began a new workflow attempt");
+        w2.shutdown(Duration::from_secs(5)).await;
+    }
+
+    async fn concurrent_steps_keep_each_attempt_counted_across_a_crash(db: TestDb) {
+        let clock = Clock::manual(T0);
+        let probe = Arc::new(Probe::default());
+        let e1 = engine(&db, &clock).await;
+        let w1 = Worker::builder(&e1).register(Pair(Arc::clone(&probe))).poll_interval(Duration::from_millis(50)).start().await.unwrap();
+        let h = e1.start::<Pair>(()).await.unwrap();
+        // `quick` is recorded while `slow` still runs its first attempt.
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !e1.steps(h.id()).await.unwrap().iter().any(|s| s.step_name == "quick" && s.status == StepStatus::Completed) {
+            assert!(tokio::time::Instant::now() < deadline, "quick was never recorded");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        drop(w1); // the worker dies in `slow`
+        clock.advance(Duration::from_secs(31));
+        probe.open("g");
+        let e2 = engine(&db, &clock).await;
+        let w2 = Worker::builder(&e2).register(Pair(Arc::clone(&probe))).poll_interval(Duration::from_millis(50)).start().await.unwrap();
+        let out = tokio::time::timeout(WAIT, e2.handle::<u32>(h.id().clone()).result()).await.unwrap().unwrap();
+        assert_eq!(out, 2, "the attempt that died in `slow` counts, though `quick` finished meanwhile");
+        let slow = e2.steps(h.id()).await.unwrap().into_iter().find(|s| s.step_name == "slow").unwrap();
+        assert_eq!((slow.status, slow.attempts), (StepStatus::Completed, 2));
         w2.shutdown(Duration::from_secs(5)).await;
     }
 
