@@ -6,9 +6,11 @@
 //! is formed by [`StepId::new`] from the base ID and the call's occurrence
 //! number. If the history records that position, the call is answered from
 //! it (or, if the history names a different step there, the run fails with
-//! a non-determinism error). Otherwise the attempt is recorded before the
-//! body runs, and the result is recorded, under the lease's fencing token,
-//! before it is handed back to the workflow.
+//! a non-determinism error). Otherwise the attempt is counted durably
+//! before the body runs, usually already (by the claim, or by the previous
+//! step's result, on the run's open step: see [`hydra_store::OpenStep`]),
+//! else by a write of its own; the result is recorded, under the lease's
+//! fencing token, before it is handed back to the workflow.
 //!
 //! When the run must stop (sleep, durable backoff, cancel, timeout, lost
 //! lease, non-determinism), the step call never returns: it signals the
