@@ -630,11 +630,11 @@ impl Store {
         let txn = self.db.begin_with_options(immediate()).await?;
         let mut out: Vec<Option<Result<BatchValue, StoreError>>> = ops.iter().map(|_| None).collect();
         if self.backend == Backend::Sqlite {
-            let rows = sqlite_step_rows(ops);
-            if rows.len() >= 2 {
-                match self.sqlite_steps_in(&txn, ops, &rows, now).await {
+            let (rows, items): (Vec<usize>, Vec<SqliteStep<'_>>) = sqlite_step_rows(ops).into_iter().unzip();
+            if !items.is_empty() {
+                match self.sqlite_steps_in(&txn, &items, now).await {
                     Ok(results) => {
-                        for (&i, r) in rows.iter().zip(results) {
+                        for (i, r) in rows.into_iter().zip(results) {
                             out[i] = Some(r);
                         }
                     }
@@ -701,31 +701,21 @@ impl Store {
         Ok(Some(out.into_iter().flatten().collect()))
     }
 
-    /// SQLite: the step results of `rows` (see [`sqlite_step_rows`]) in two
-    /// statements, one multi-row fenced insert and one multi-row update of
-    /// the runs' open steps, instead of two statements each: on SQLite each
-    /// statement is a round trip to the connection's thread. A row the
+    /// SQLite: step results that move their runs' open steps, of one run
+    /// each, in two statements however many there are: one multi-row fenced
+    /// insert and one multi-row update of the open steps (on SQLite each
+    /// statement is a round trip to the connection's thread). A row the
     /// insert refused (lost lease, recorded step) changes nothing; the
     /// update touches only runs whose step was written. Results in the
-    /// order of `rows`.
+    /// order of `items`.
     async fn sqlite_steps_in(
         &self,
         txn: &DatabaseTransaction,
-        ops: &[BatchOp],
-        rows: &[usize],
+        items: &[SqliteStep<'_>],
         now: i64,
     ) -> Result<Vec<Result<BatchValue, StoreError>>, StoreError> {
-        let items: Vec<(&Lease, &StepRecord, OpenStep)> = rows
-            .iter()
-            .filter_map(|&i| match &ops[i] {
-                BatchOp::Checkpoint(lease, Checkpoint { step: Some(rec), open: Some(open), .. }) => {
-                    Some((lease, rec, *open))
-                }
-                _ => None,
-            })
-            .collect();
         let mut values = Vec::with_capacity(items.len() * 15);
-        for (lease, rec, _) in &items {
+        for (lease, rec, _) in items {
             values.extend(step_row(lease, rec, now));
         }
         let sql = format!(
@@ -734,16 +724,23 @@ impl Store {
              AND e.namespace || '' = v.column2) {STEP_TAIL_SQLITE} RETURNING execution_id, step_id",
             vec![format!("({STEP_ROW})"); items.len()].join(", ")
         );
-        let written: HashSet<(String, String)> = txn
+        let returned: HashSet<(String, String)> = txn
             .query_all_raw(self.stmt(&sql, values))
-            .await?
+            .await
+            .map_err(|e| match items {
+                // One step: a unique violation is its position taken. Several:
+                // the group commit retries them one by one to find out.
+                [(lease, rec, _)] => position_conflict(e, lease, rec.position),
+                _ => StoreError::Database(e),
+            })?
             .iter()
             .map(|r| Ok((r.try_get::<String>("", "execution_id")?, r.try_get::<String>("", "step_id")?)))
             .collect::<Result<_, DbErr>>()?;
-        let done: Vec<&(&Lease, &StepRecord, OpenStep)> = items
+        let written: Vec<bool> = items
             .iter()
-            .filter(|(l, r, _)| written.contains(&(l.execution_id.as_str().to_owned(), r.step_id.as_str().to_owned())))
+            .map(|(l, r, _)| returned.contains(&(l.execution_id.as_str().to_owned(), r.step_id.as_str().to_owned())))
             .collect();
+        let done: Vec<&SqliteStep<'_>> = items.iter().zip(&written).filter(|(_, w)| **w).map(|(it, _)| it).collect();
         if !done.is_empty() {
             let mut values: Vec<Value> = vec![now.into()];
             for (lease, rec, open) in &done {
@@ -775,9 +772,8 @@ impl Store {
             }
         }
         let mut out = Vec::with_capacity(items.len());
-        for (lease, rec, _) in &items {
-            let key = (lease.execution_id.as_str().to_owned(), rec.step_id.as_str().to_owned());
-            out.push(if written.contains(&key) {
+        for ((lease, rec, _), written) in items.iter().zip(written) {
+            out.push(if written {
                 Ok(BatchValue::Checkpoint)
             } else {
                 Err(self.why_refused(txn, lease, &rec.step_id).await)
@@ -793,17 +789,23 @@ impl Store {
     ) -> Result<Vec<Result<BatchValue, StoreError>>, StoreError> {
         let mut out = Vec::with_capacity(ops.len());
         for op in ops {
-            out.push(match op {
-                BatchOp::Attempt(lease, attempt) => {
-                    self.record_step_attempt(lease, attempt, now).await.map(BatchValue::Attempt)
-                }
-                BatchOp::Checkpoint(lease, cp) => {
-                    self.checkpoint(lease, cp.clone(), now).await.map(|()| BatchValue::Checkpoint)
-                }
-                BatchOp::Claim(req) => self.claim(req).await.map(BatchValue::Claimed),
-            });
+            out.push(self.apply_write(op, now).await);
         }
         Ok(out)
+    }
+
+    /// Applies one write of the kind a group commit takes, in a transaction
+    /// of its own.
+    pub async fn apply_write(&self, op: &BatchOp, now: i64) -> Result<BatchValue, StoreError> {
+        match op {
+            BatchOp::Attempt(lease, attempt) => {
+                self.record_step_attempt(lease, attempt, now).await.map(BatchValue::Attempt)
+            }
+            BatchOp::Checkpoint(lease, cp) => {
+                self.checkpoint(lease, cp.clone(), now).await.map(|()| BatchValue::Checkpoint)
+            }
+            BatchOp::Claim(req) => self.claim(req).await.map(BatchValue::Claimed),
+        }
     }
 
     /// Records a step's result and keeps running. See [`Store::checkpoint`].
@@ -881,20 +883,18 @@ impl Store {
     /// The fencing check: touches the run only if the caller's token is
     /// current and the run is running. The row stays locked until the
     /// transaction ends, so no claim can slip in between check and commit.
-    /// With `open`, also moves the run's open step (see [`open_set`]; `at`
-    /// is the position of the step written with it).
+    /// With `open`, also sets the run's open step (see [`open_set`]).
     async fn guard(
         &self,
         txn: &DatabaseTransaction,
         lease: &Lease,
         open: Option<OpenStep>,
-        at: Option<u32>,
         now: i64,
     ) -> Result<(), StoreError> {
         let mut values: Vec<Value> = vec![now.into()];
         let frag = match open {
             Some(o) => {
-                let (frag, v) = open_set(o, at);
+                let (frag, v) = open_set(o, None);
                 values.extend(v);
                 frag
             }
@@ -916,17 +916,17 @@ impl Store {
         let (sql, mut values): (&'static str, Vec<Value>) = match &cp.transition {
             Transition::Continue => match &cp.step {
                 // The step write carries the fence itself: one statement on
-                // PostgreSQL. SQLite then moves the open step, only once the
-                // step is written (a refused write leaves nothing).
+                // PostgreSQL; on SQLite the same two statements as a group
+                // commit of several runs' steps.
                 Some(record) => {
-                    if cp.open.is_some() && self.backend == Backend::Sqlite {
-                        self.write_step(txn, lease, record, None, now, true).await?;
-                        return self.guard(txn, lease, cp.open, Some(record.position), now).await;
+                    if let (Some(open), Backend::Sqlite) = (cp.open, self.backend) {
+                        let mut r = self.sqlite_steps_in(txn, &[(lease, record, open)], now).await?;
+                        return r.pop().map_or(Ok(()), |r| r.map(|_| ()));
                     }
                     return self.write_step(txn, lease, record, cp.open, now, true).await;
                 }
                 None => {
-                    self.guard(txn, lease, cp.open, None, now).await?;
+                    self.guard(txn, lease, cp.open, now).await?;
                     ("", Vec::new())
                 }
             },
@@ -1359,25 +1359,32 @@ const STEP_TAIL_SQLITE: &str = "ON CONFLICT (execution_id, step_id) DO UPDATE SE
        fencing_token = excluded.fencing_token, attempts = MAX(workflow_steps.attempts, excluded.attempts) \
      WHERE workflow_steps.status = 'running' AND workflow_steps.position = excluded.position";
 
-/// The writes of a batch that SQLite can apply together: step results that
-/// keep the run going and move its open step, at most one per run (two
-/// steps of one run running at once keep their order, one by one).
-fn sqlite_step_rows(ops: &[BatchOp]) -> Vec<usize> {
-    fn hot(op: &BatchOp) -> Option<&str> {
+/// A step result that moves its run's open step (see
+/// [`Store::sqlite_steps_in`]).
+type SqliteStep<'a> = (&'a Lease, &'a StepRecord, OpenStep);
+
+/// The writes of a batch that SQLite applies together, with their indexes:
+/// step results that keep the run going and move its open step, at most
+/// one per run (two steps of one run running at once keep their order, one
+/// by one).
+fn sqlite_step_rows(ops: &[BatchOp]) -> Vec<(usize, SqliteStep<'_>)> {
+    fn hot(op: &BatchOp) -> Option<SqliteStep<'_>> {
         match op {
-            BatchOp::Checkpoint(lease, cp) if cp.step.is_some() && cp.open.is_some() => {
-                matches!(cp.transition, Transition::Continue).then_some(lease.execution_id.as_str())
+            BatchOp::Checkpoint(lease, Checkpoint { step: Some(rec), open: Some(open), transition }) => {
+                matches!(transition, Transition::Continue).then_some((lease, rec, *open))
             }
             _ => None,
         }
     }
     let mut runs: HashMap<&str, usize> = HashMap::new();
-    for op in ops {
-        if let Some(id) = hot(op) {
-            *runs.entry(id).or_insert(0) += 1;
-        }
+    for (lease, _, _) in ops.iter().filter_map(hot) {
+        *runs.entry(lease.execution_id.as_str()).or_insert(0) += 1;
     }
-    (0..ops.len()).filter(|&i| hot(&ops[i]).is_some_and(|id| runs.get(id) == Some(&1))).collect()
+    ops.iter()
+        .enumerate()
+        .filter_map(|(i, op)| hot(op).map(|item| (i, item)))
+        .filter(|(_, (lease, _, _))| runs.get(lease.execution_id.as_str()) == Some(&1))
+        .collect()
 }
 
 /// The order in which a transaction that writes several runs touches them:
