@@ -56,6 +56,25 @@ impl Committer {
     }
 }
 
+/// Applies `op` through `committer` (group commit) or, without one, in a
+/// transaction of its own; either way the store's answer for that write.
+pub(crate) async fn write(
+    committer: Option<&Committer>,
+    store: &Store,
+    op: BatchOp,
+    now: i64,
+) -> Result<BatchValue, StoreError> {
+    match committer {
+        Some(c) => c.submit(op).await,
+        None => store.apply_write(&op, now).await,
+    }
+}
+
+/// A reply of the wrong kind for the write that was sent.
+pub(crate) fn unexpected(reply: BatchValue) -> StoreError {
+    StoreError::Transient(format!("unexpected write reply {reply:?}"))
+}
+
 fn stopped() -> StoreError {
     StoreError::Database(hydra_store::sea_orm::DbErr::Custom("the engine's committer has stopped".into()))
 }

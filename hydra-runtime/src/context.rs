@@ -440,10 +440,8 @@ impl RunState {
         let result = self
             .write("checkpoint", || async {
                 let cp = Checkpoint::step_and(rec.clone(), transition.clone()).open(open);
-                match &self.committer {
-                    Some(c) => c.submit(hydra_store::BatchOp::Checkpoint(self.lease.clone(), cp)).await.map(|_| ()),
-                    None => self.store.checkpoint(&self.lease, cp, self.now()).await,
-                }
+                let op = hydra_store::BatchOp::Checkpoint(self.lease.clone(), cp);
+                crate::commit::write(self.committer.as_ref(), &self.store, op, self.now()).await.map(|_| ())
             })
             .await;
         match result {
@@ -761,14 +759,10 @@ impl WorkflowContext {
             StepAttempt::new(step_id.clone(), options.id.to_string(), position, StepKind::Step, max_attempts);
         let written = run
             .write("step attempt", || async {
-                match &run.committer {
-                    Some(c) => {
-                        match c.submit(hydra_store::BatchOp::Attempt(run.lease.clone(), attempt_row.clone())).await? {
-                            hydra_store::BatchValue::Attempt(n) => Ok(n),
-                            other => Err(StoreError::Transient(format!("unexpected group-commit reply {other:?}"))),
-                        }
-                    }
-                    None => run.store.record_step_attempt(&run.lease, &attempt_row, run.now()).await,
+                let op = hydra_store::BatchOp::Attempt(run.lease.clone(), attempt_row.clone());
+                match crate::commit::write(run.committer.as_ref(), &run.store, op, run.now()).await? {
+                    hydra_store::BatchValue::Attempt(n) => Ok(n),
+                    other => Err(crate::commit::unexpected(other)),
                 }
             })
             .await;

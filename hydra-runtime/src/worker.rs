@@ -410,14 +410,12 @@ async fn claim_available(s: &Arc<Shared>) {
         let claim_sent = tokio::time::Instant::now();
         // Through the group committer when there is one: the claim shares a
         // commit with the step writes of running runs.
-        let committer = s.engine.inner.committer.as_ref();
-        let claimed = match committer {
-            Some(c) => match c.submit(hydra_store::BatchOp::Claim(req.clone())).await {
-                Ok(hydra_store::BatchValue::Claimed(v)) => Ok(v),
-                Ok(other) => Err(StoreError::Transient(format!("unexpected group-commit reply {other:?}"))),
-                Err(e) => Err(e),
-            },
-            None => s.engine.store().claim(&req).await,
+        let op = hydra_store::BatchOp::Claim(req.clone());
+        let claimed = match crate::commit::write(s.engine.inner.committer.as_ref(), s.engine.store(), op, req.now).await
+        {
+            Ok(hydra_store::BatchValue::Claimed(v)) => Ok(v),
+            Ok(other) => Err(crate::commit::unexpected(other)),
+            Err(e) => Err(e),
         };
         let claimed = match claimed {
             Ok(c) => c,
@@ -773,13 +771,11 @@ async fn end(s: &Arc<Shared>, execution: &Execution, lease: &Lease, terminal: Te
     };
     let engine = &s.engine;
     let r = write_retrying(s, || async {
-        match &engine.inner.committer {
-            Some(c) => {
-                let cp = hydra_store::Checkpoint::transition(Transition::Finish(terminal.clone()));
-                c.submit(hydra_store::BatchOp::Checkpoint(lease.clone(), cp)).await.map(|_| ())
-            }
-            None => engine.store().finish(lease, terminal.clone(), engine.clock().now_ms()).await,
-        }
+        let cp = hydra_store::Checkpoint::transition(Transition::Finish(terminal.clone()));
+        let op = hydra_store::BatchOp::Checkpoint(lease.clone(), cp);
+        crate::commit::write(engine.inner.committer.as_ref(), engine.store(), op, engine.clock().now_ms())
+            .await
+            .map(|_| ())
     })
     .await;
     match r {

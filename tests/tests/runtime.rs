@@ -678,6 +678,20 @@ both_backends! {
         w2.shutdown(Duration::from_secs(5)).await;
     }
 
+    async fn runs_complete_with_group_commit_turned_off(db: TestDb) {
+        let clock = Clock::system();
+        let e = Engine::builder().store(db.store().await).namespace("rt").clock(clock.clone()).group_commit(false).build().await.unwrap();
+        let (flow, probe) = Flow::new();
+        let w = worker_for(&e, flow).start().await.unwrap();
+        let h = start(&e, vec![ok("one"), StepPlan::new("flaky", Act::FailTimes(1)).attempts(3), ok("two")]).await;
+        let out = tokio::time::timeout(WAIT, h.result()).await.unwrap().unwrap();
+        assert_eq!(out.len(), 3);
+        assert_eq!((probe.bodies("one"), probe.bodies("flaky"), probe.bodies("two")), (1, 2, 1));
+        let flaky = e.steps(h.id()).await.unwrap().into_iter().find(|s| s.step_name == "flaky").unwrap();
+        assert_eq!((flaky.status, flaky.attempts), (StepStatus::Completed, 2));
+        w.shutdown(Duration::from_secs(5)).await;
+    }
+
     async fn a_local_start_wakes_an_idle_worker_without_waiting_for_a_poll(db: TestDb) {
         let clock = Clock::system();
         let e = engine(&db, &clock).await;
