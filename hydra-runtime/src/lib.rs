@@ -32,6 +32,23 @@
 //! # Ok(()) }
 //! ```
 
+//! # Where things live
+//!
+//! | module | what it owns |
+//! | --- | --- |
+//! | `engine` | [`Engine`] and [`EngineBuilder`]: starting, reading and cancelling runs; [`RunHandle`] |
+//! | `worker` | [`Worker`]: `builder` (settings, start), `claim` (poll and `LISTEN` loops, batch claims), `lease` (heartbeat and lease guard), `drive` (one claimed run, claim to end), `cron_ticks`, `shutdown` |
+//! | `context` | the workflow's side of a run: `run` (replay state, open step, fenced writes), `workflow` ([`WorkflowContext`]), `execute` (one step call and its attempts), `sleep` (durable sleep), `step` ([`StepContext`]) |
+//! | `commit` | the group committer: many runs' writes in one transaction, results after commit |
+//! | `workflow` | the [`Workflow`] trait and the type-erased form a worker runs |
+//! | `client` | typed inspection: [`WorkflowClient`], [`WorkflowRun`] |
+//! | `codec` | payload codecs and their tags |
+//! | `retry` | [`RetryPolicy`]: bounded attempts, capped exponential backoff |
+//! | `cron` | [`CronSchedule`]: one run per tick across all workers |
+//! | `clock` | the engine's one source of time ([`Clock`]) |
+//! | `metrics` | metric names and where they are recorded; the Prometheus endpoint |
+//! | `error` | [`Error`], [`StepError`], [`WorkflowError`] |
+
 // The README's examples compile against this crate.
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]

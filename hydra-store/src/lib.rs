@@ -5,15 +5,35 @@
 //! applies writes atomically and reports what happened; deciding what to do
 //! about it (retry, back off, stop a run) is the runtime's job.
 //!
-//! Guarantees enforced here:
+//! Guarantees enforced here (and the file that enforces each):
 //! - a claim is one atomic statement that hands each due run to one worker
-//!   and raises its fencing token;
+//!   and raises its fencing token (`store/claim.rs`);
 //! - every write on behalf of a claimed run is conditional on that token and
-//!   fails with [`StoreError::LeaseLost`] once another claim moved it on;
+//!   fails with [`StoreError::LeaseLost`] once another claim moved it on
+//!   (`store/fence.rs`);
 //! - `(execution_id, step_id)` is unique in the schema, and a recorded step
-//!   result is never overwritten;
-//! - an idempotency key yields one run per (namespace, workflow);
+//!   result is never overwritten (`store/step_write.rs`);
+//! - an idempotency key yields one run per (namespace, workflow)
+//!   (`store/runs.rs`);
 //! - every query is scoped to one namespace.
+//!
+//! Where things live:
+//! - `connect.rs`: opening a database by URL, with bounded connect time, and migrating it;
+//! - `store/mod.rs`: the [`Store`] handle: connecting, the SQLite write gate, commit counting;
+//! - `store/fence.rs`: the fencing condition every write on behalf of a claimed run carries;
+//! - `store/runs.rs`: creating, reading, listing and cancelling runs;
+//! - `store/claim.rs`: claiming due runs;
+//! - `store/lease.rs`: renewing leases and reclaiming expired ones;
+//! - `store/step_write.rs`: the step-row statements (an attempt, an outcome);
+//! - `store/checkpoint.rs`: [`Checkpoint`]s: fenced run transitions, with or without a step result;
+//! - `store/batch.rs`: group commit ([`Store::apply_batch`]);
+//! - `store/cron.rs`: cron schedules;
+//! - `store/workers.rs`: worker liveness rows;
+//! - `listen.rs`: PostgreSQL wake-ups ([`RunListener`]);
+//! - `model/`: the domain types (`execution.rs`, `step.rs`, `lease.rs`, `cron.rs`), and
+//!   `model/row.rs`, the one place database rows are converted to them;
+//! - [`entity`]: the sea-orm entities, one per table;
+//! - `error.rs`: [`StoreError`]; `ids.rs`: identifier newtypes such as [`ExecutionId`].
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), hydra_store::StoreError> {

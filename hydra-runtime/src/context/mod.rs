@@ -1,0 +1,83 @@
+//! The workflow's side of a run: checkpointed replay of steps, attempts,
+//! retries and durable sleep ([`WorkflowContext`]), and what a step body
+//! sees ([`StepContext`]).
+//!
+//! A run's workflow function runs again from the top every time the run is
+//! claimed. Each step call takes the next position in the run; the step ID
+//! is formed by [`StepId::new`](hydra_store::StepId::new) from the base ID
+//! and the call's occurrence number. If the history records that position,
+//! the call is answered from it (or, if the history names a different step
+//! there, the run fails with a non-determinism error). Otherwise the attempt
+//! is counted durably before the body runs, usually already (by the claim,
+//! or by the previous step's result, on the run's open step: see
+//! [`hydra_store::OpenStep`]), else by a write of its own; the result is
+//! recorded, under the lease's fencing token, before it is handed back to
+//! the workflow.
+//!
+//! When the run must stop (sleep, durable backoff, cancel, timeout, lost
+//! lease, non-determinism), the step call never returns: it signals the
+//! worker, which drops the workflow future.
+//!
+//! Rooms:
+//! - `run`: the run's state under one lease (history, cursor, open step,
+//!   interrupts, fenced writes with retries);
+//! - `workflow`: [`WorkflowContext`] and its step entry points;
+//! - `execute`: one step call, from the history or through its attempts;
+//! - `sleep`: durable sleep;
+//! - `step`: [`StepContext`], [`StepOptions`], [`StepTransaction`].
+
+mod execute;
+mod run;
+mod sleep;
+mod step;
+mod workflow;
+
+pub(crate) use run::{Interrupt, RunSetup, RunState};
+pub use step::{StepContext, StepOptions, StepTransaction};
+pub use workflow::WorkflowContext;
+
+use crate::clock::Clock;
+use crate::codec::Codec;
+use hydra_store::{Lease, OpenStep, Step, Store};
+use std::time::Duration;
+
+/// The base ID of durable sleeps in the step history.
+pub(crate) const SLEEP_STEP: &str = "hydra.sleep";
+
+/// A context that answers steps from `history` and writes nothing while
+/// they are recorded (see [`crate::__private::replay_context`]). `None` for
+/// an empty history.
+pub(crate) fn replay_context(store: Store, codec: Codec, history: Vec<Step>) -> Option<WorkflowContext> {
+    let first = history.first()?;
+    let lease = Lease {
+        namespace: "replay".into(),
+        execution_id: first.execution_id.clone(),
+        worker_id: hydra_store::WorkerId::from_string("replay"),
+        token: first.fencing_token,
+    };
+    let (run, _interrupts) = RunState::new(RunSetup {
+        committer: None,
+        store,
+        codec,
+        clock: Clock::system(),
+        lease,
+        workflow_name: "replay".into(),
+        attempt: 1,
+        deadline_at: None,
+        history,
+        open_step: OpenStep::default(),
+        inline_backoff: Duration::ZERO,
+        write_patience: Duration::ZERO,
+    });
+    Some(WorkflowContext { run })
+}
+
+pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}

@@ -1,0 +1,343 @@
+//! The run's state under one lease: its recorded history, the cursor that
+//! gives each call its position and step ID, this holder's view of the open
+//! step, the interrupt that stops the run, and the fenced writes (retried
+//! through transient failures) that every step, sleep and park goes through.
+
+use crate::clock::Clock;
+use crate::codec::Codec;
+use hydra_store::{
+    Checkpoint, Lease, OpenStep, Step, StepId, StepOutcome, StepRecord, StepStatus, Store, StoreError, Transition,
+};
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// Why a run stopped before its workflow function returned.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Interrupt {
+    /// Parked until `until` (already written); the worker may poke its poll
+    /// loop then.
+    Suspended { until: i64 },
+    /// End the run failed with this message.
+    Fail(String),
+    /// End the run cancelled.
+    Cancel,
+    /// End the run timed out.
+    TimeOut(String),
+    /// Stop without writing: the lease is gone.
+    LeaseLost,
+    /// Stop and hand the lease back (worker shutting down).
+    Release,
+}
+
+struct Cursor {
+    next_position: u32,
+    occurrences: HashMap<String, u32>,
+}
+
+/// This lease holder's view of the run's open step (see
+/// [`hydra_store::OpenStep`]); it changes only with writes under the lease.
+#[derive(Clone, Copy, Debug)]
+struct Open {
+    position: u32,
+    /// Attempts counted in the database, including one reserved for us
+    /// unless `begun`.
+    attempts: u32,
+    /// Whether the last counted attempt has begun running.
+    begun: bool,
+}
+
+pub(crate) struct RunState {
+    pub(super) committer: Option<crate::commit::Committer>,
+    pub(crate) store: Store,
+    pub(crate) codec: Codec,
+    pub(crate) clock: Clock,
+    pub(crate) lease: Lease,
+    pub(crate) workflow_name: String,
+    pub(crate) attempt: u32,
+    pub(crate) deadline_at: Option<i64>,
+    pub(super) history: HashMap<u32, Step>,
+    cursor: Mutex<Cursor>,
+    open: Mutex<Open>,
+    /// Cancelled when the run was cancelled, its lease lost, or the worker drains.
+    pub(crate) cancel: CancellationToken,
+    pub(crate) cancel_requested: std::sync::atomic::AtomicBool,
+    pub(crate) draining: std::sync::atomic::AtomicBool,
+    interrupt: watch::Sender<Option<Interrupt>>,
+    /// Transactions of transactional steps whose bodies succeeded, waiting
+    /// for their checkpoint to be written into them.
+    pub(super) pending_tx: Mutex<HashMap<StepId, Arc<hydra_store::sea_orm::DatabaseTransaction>>>,
+    /// Backoffs up to this long are waited out in process; longer ones park
+    /// the run durably.
+    pub(crate) inline_backoff: Duration,
+    /// How long a checkpoint write is retried through transient database
+    /// errors before the run is given up locally.
+    pub(crate) write_patience: Duration,
+}
+
+impl std::fmt::Debug for RunState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunState").field("lease", &self.lease).field("workflow", &self.workflow_name).finish()
+    }
+}
+
+pub(crate) struct RunSetup {
+    pub(crate) committer: Option<crate::commit::Committer>,
+    pub(crate) store: Store,
+    pub(crate) codec: Codec,
+    pub(crate) clock: Clock,
+    pub(crate) lease: Lease,
+    pub(crate) workflow_name: String,
+    pub(crate) attempt: u32,
+    pub(crate) deadline_at: Option<i64>,
+    pub(crate) history: Vec<Step>,
+    pub(crate) open_step: OpenStep,
+    pub(crate) inline_backoff: Duration,
+    pub(crate) write_patience: Duration,
+}
+
+impl RunState {
+    pub(crate) fn new(s: RunSetup) -> (Arc<RunState>, watch::Receiver<Option<Interrupt>>) {
+        let (tx, rx) = watch::channel(None);
+        let state = RunState {
+            committer: s.committer,
+            store: s.store,
+            codec: s.codec,
+            clock: s.clock,
+            lease: s.lease,
+            workflow_name: s.workflow_name,
+            attempt: s.attempt,
+            deadline_at: s.deadline_at,
+            history: s.history.into_iter().map(|st| (st.position, st)).collect(),
+            cursor: Mutex::new(Cursor { next_position: 0, occurrences: HashMap::new() }),
+            open: Mutex::new(Open { position: s.open_step.position, attempts: s.open_step.attempts, begun: false }),
+            cancel: CancellationToken::new(),
+            cancel_requested: false.into(),
+            draining: false.into(),
+            interrupt: tx,
+            pending_tx: Mutex::new(HashMap::new()),
+            inline_backoff: s.inline_backoff,
+            write_patience: s.write_patience,
+        };
+        (Arc::new(state), rx)
+    }
+
+    /// Signals the worker (first signal wins) and never returns.
+    pub(crate) async fn halt(&self, why: Interrupt) -> Infallible {
+        if matches!(why, Interrupt::Suspended { .. }) {
+            crate::metrics::parked(&self.lease.namespace, &self.workflow_name);
+        }
+        self.raise(why);
+        std::future::pending::<Infallible>().await
+    }
+
+    /// Raises an interrupt from outside the workflow (heartbeat, shutdown).
+    pub(crate) fn interrupt(&self, why: Interrupt) {
+        self.raise(why);
+    }
+
+    /// Records the first interrupt (later ones are ignored) and, unless the
+    /// run merely parked, cancels its step bodies.
+    fn raise(&self, why: Interrupt) {
+        self.interrupt.send_if_modified(|slot| {
+            if slot.is_none() {
+                *slot = Some(why);
+                true
+            } else {
+                false
+            }
+        });
+        if !matches!(self.interrupt.borrow().as_ref(), Some(Interrupt::Suspended { .. })) {
+            self.cancel.cancel();
+        }
+    }
+
+    pub(super) fn next_step_id(&self, base: &str) -> (u32, StepId) {
+        let mut c = self.cursor.lock().unwrap_or_else(|p| p.into_inner());
+        let position = c.next_position;
+        c.next_position += 1;
+        // Look up before inserting: no allocation for a name seen before.
+        let n = match c.occurrences.get_mut(base) {
+            Some(n) => {
+                *n += 1;
+                *n
+            }
+            None => {
+                c.occurrences.insert(base.to_owned(), 1);
+                1
+            }
+        };
+        (position, StepId::new(base, n))
+    }
+
+    pub(super) fn now(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    fn open_state(&self) -> std::sync::MutexGuard<'_, Open> {
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The attempt already counted for the step at `position`, if one is
+    /// reserved for this lease holder and not begun. `prior` is the count
+    /// on the step's row, if it has one.
+    pub(super) fn reserved_attempt(&self, position: u32, prior: u32) -> Option<u32> {
+        let o = self.open_state();
+        (o.position == position && !o.begun && o.attempts > prior).then_some(o.attempts)
+    }
+
+    /// Notes that `attempt` of the step at `position` began. An attempt
+    /// counted on the step's own row (not at the open position) leaves the
+    /// open step as it is.
+    pub(super) fn begin_attempt(&self, position: u32, attempt: u32) {
+        let mut o = self.open_state();
+        if o.position == position {
+            o.attempts = o.attempts.max(attempt);
+            o.begun = true;
+        }
+    }
+
+    /// Parks the run until `until`, handing back any reserved attempt.
+    pub(super) async fn park(&self, until: i64) -> Result<(), StoreError> {
+        self.write("park", || {
+            let cp = Checkpoint::transition(Transition::Sleep { until }).open(self.open_to_hand_back());
+            self.store.checkpoint(&self.lease, cp, self.now())
+        })
+        .await
+    }
+
+    /// The open step to leave behind when the lease is handed back: an
+    /// attempt reserved for us that never began is taken back.
+    pub(crate) fn open_to_hand_back(&self) -> OpenStep {
+        let o = *self.open_state();
+        OpenStep::new(o.position, if o.begun { o.attempts } else { o.attempts.saturating_sub(1) })
+    }
+
+    /// The run's wake-up for `until`, brought forward to its deadline.
+    pub(super) fn park_until(&self, until: i64) -> i64 {
+        self.deadline_at.map_or(until, |d| until.min(d))
+    }
+
+    /// Checks that apply at every checkpoint: cancellation, deadline, drain.
+    pub(super) async fn checkpoint_gate(&self) {
+        if self.cancel_requested.load(std::sync::atomic::Ordering::SeqCst) {
+            match self.halt(Interrupt::Cancel).await {}
+        }
+        if let Some(d) = self.deadline_at
+            && self.now() >= d
+        {
+            match self.halt(Interrupt::TimeOut("the run passed its deadline".into())).await {}
+        }
+        if self.draining.load(std::sync::atomic::Ordering::SeqCst) {
+            match self.halt(Interrupt::Release).await {}
+        }
+    }
+
+    /// Runs a store write, retrying transient failures for a while. A lost
+    /// lease halts the run; any other failure ends it failed.
+    pub(super) async fn write<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
+        let give_up = tokio::time::Instant::now() + self.write_patience;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match op().await {
+                Ok(v) => return Ok(v),
+                Err(e) if e.is_lease_lost() => {
+                    tracing::warn!(execution_id = %self.lease.execution_id, "lease lost during {what}; stopping this run");
+                    match self.halt(Interrupt::LeaseLost).await {}
+                }
+                Err(e) if e.is_retryable() && tokio::time::Instant::now() + pause < give_up => {
+                    tracing::warn!(execution_id = %self.lease.execution_id, error = %e, "transient failure during {what}; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+                Err(e) if e.is_retryable() => {
+                    // The database stayed unreachable: stop locally and let the
+                    // lease expire, so a healthy worker resumes the run.
+                    tracing::error!(execution_id = %self.lease.execution_id, error = %e, "giving up on {what}");
+                    match self.halt(Interrupt::LeaseLost).await {}
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Records a step outcome. If an earlier try of this same write committed
+    /// but its reply was lost, the retry finds the result already recorded
+    /// under this lease's token and counts that as success.
+    /// Records a step outcome and moves the open step to `open`, if the
+    /// open step is this step (as the store does: see `open_set`).
+    pub(super) async fn record(
+        &self,
+        rec: StepRecord,
+        transition: Transition,
+        open: OpenStep,
+    ) -> Result<(), StoreError> {
+        let at = rec.position;
+        let r = self.record_inner(rec, transition, open).await;
+        if r.is_ok() {
+            let mut o = self.open_state();
+            if o.position == at {
+                *o = Open { position: open.position, attempts: open.attempts, begun: false };
+            }
+        }
+        r
+    }
+
+    async fn record_inner(&self, rec: StepRecord, transition: Transition, open: OpenStep) -> Result<(), StoreError> {
+        let pending = self.pending_tx.lock().unwrap_or_else(|p| p.into_inner()).remove(&rec.step_id);
+        if let Some(txn) = pending {
+            let Ok(txn) = Arc::try_unwrap(txn) else {
+                return Err(StoreError::Database(hydra_store::sea_orm::DbErr::Custom(format!(
+                    "the transaction of step `{}` is still held by its body",
+                    rec.step_id
+                ))));
+            };
+            if matches!(rec.outcome, StepOutcome::Completed(_)) && matches!(transition, Transition::Continue) {
+                return match self.store.commit_step_transaction(txn, &self.lease, rec, Some(open), self.now()).await {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.is_lease_lost() => match self.halt(Interrupt::LeaseLost).await {},
+                    Err(e) => {
+                        // The commit may or may not have happened; the recorded
+                        // history decides on the next claim. Hand the run back.
+                        tracing::warn!(execution_id = %self.lease.execution_id, error = %e, "transactional step commit failed");
+                        match self.halt(Interrupt::Release).await {}
+                    }
+                };
+            }
+            // Not a success (for example the output did not encode): nothing
+            // the body wrote may survive.
+            txn.rollback().await?;
+        }
+        let result = self
+            .write("checkpoint", || async {
+                let cp = Checkpoint::step_and(rec.clone(), transition.clone()).open(open);
+                let op = hydra_store::BatchOp::Checkpoint(self.lease.clone(), cp);
+                crate::commit::write(self.committer.as_ref(), &self.store, op, self.now()).await.map(|_| ())
+            })
+            .await;
+        match result {
+            Err(StoreError::StepAlreadyRecorded { .. }) => {
+                let ours = self
+                    .store
+                    .step(&self.lease.namespace, &self.lease.execution_id, &rec.step_id)
+                    .await?
+                    .is_some_and(|s| s.fencing_token == self.lease.token && s.status != StepStatus::Running);
+                if ours { Ok(()) } else { result }
+            }
+            other => other,
+        }
+    }
+
+    pub(super) async fn fail_run(&self, message: String) -> Infallible {
+        tracing::error!(execution_id = %self.lease.execution_id, "{message}");
+        self.halt(Interrupt::Fail(message)).await
+    }
+}

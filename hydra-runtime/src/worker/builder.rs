@@ -1,0 +1,210 @@
+//! Building a [`Worker`]: settings, workflow registration, validation,
+//! and starting its loops.
+
+use super::{Shared, Worker, claim, cron_ticks, lease};
+use crate::clock::duration_ms;
+use crate::engine::Engine;
+use crate::error::Error;
+use crate::workflow::{ErasedWorkflow, Registered, Workflow};
+use hydra_store::WorkerId;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Worker settings; see [`WorkerBuilder`] for defaults.
+#[derive(Clone, Debug)]
+pub(super) struct WorkerConfig {
+    pub(super) concurrency: usize,
+    pub(super) poll_interval: Duration,
+    pub(super) heartbeat_interval: Duration,
+    pub(super) lease_ttl: Duration,
+    pub(super) claim_batch: u32,
+    pub(super) inline_backoff: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            concurrency: 32,
+            poll_interval: Duration::from_secs(1),
+            heartbeat_interval: Duration::from_secs(5),
+            lease_ttl: Duration::from_secs(30),
+            claim_batch: 32,
+            inline_backoff: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Builds and starts a [`Worker`].
+#[must_use]
+pub struct WorkerBuilder {
+    engine: Engine,
+    id: Option<WorkerId>,
+    registry: HashMap<String, Arc<dyn ErasedWorkflow>>,
+    duplicate: Option<String>,
+    handler_schedules: Vec<crate::cron::CronSchedule>,
+    config: WorkerConfig,
+}
+
+impl WorkerBuilder {
+    pub(super) fn new(engine: &Engine) -> Self {
+        WorkerBuilder {
+            engine: engine.clone(),
+            id: None,
+            registry: HashMap::new(),
+            duplicate: None,
+            handler_schedules: Vec::new(),
+            config: WorkerConfig::default(),
+        }
+    }
+}
+
+impl std::fmt::Debug for WorkerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<_> = self.registry.keys().collect();
+        names.sort();
+        f.debug_struct("WorkerBuilder").field("workflows", &names).field("config", &self.config).finish()
+    }
+}
+
+impl WorkerBuilder {
+    /// Registers a workflow. Registering two workflows with one name is an
+    /// error at [`WorkerBuilder::start`].
+    pub fn register<W: Workflow>(mut self, workflow: W) -> Self {
+        if self.registry.insert(W::NAME.to_owned(), Arc::new(Registered(Arc::new(workflow)))).is_some() {
+            self.duplicate = Some(W::NAME.to_owned());
+        }
+        self
+    }
+
+    /// Registers a schedule `name` that runs a plain async `handler` at every
+    /// tick of `spec` (UTC), exactly once per tick across all workers. Each
+    /// handler run is recorded as a run of workflow `hydra.cron.{name}` with
+    /// one step; its [`crate::StepContext`] gives a per-tick idempotency key.
+    /// Every worker that may run it must register the handler.
+    pub fn cron_handler<F, Fut>(mut self, name: &str, spec: &str, handler: F) -> Self
+    where
+        F: Fn(crate::StepContext) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<(), crate::StepError>> + Send + 'static,
+    {
+        let workflow = crate::cron::handler_workflow_name(name);
+        let handler: crate::cron::Handler = Arc::new(move |s| Box::pin(handler(s)));
+        if self.registry.insert(workflow.clone(), Arc::new(crate::cron::HandlerWorkflow { handler })).is_some() {
+            self.duplicate = Some(workflow.clone());
+        }
+        self.handler_schedules.push(crate::cron::CronSchedule::workflow_named(name, spec, workflow, ()));
+        self
+    }
+
+    /// How many runs execute at once (default 32).
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.config.concurrency = n;
+        self
+    }
+
+    /// How often to look for due runs when nothing wakes the worker (default 1 s).
+    pub fn poll_interval(mut self, d: Duration) -> Self {
+        self.config.poll_interval = d;
+        self
+    }
+
+    /// How often leases are renewed (default 5 s; must be under a third of the lease TTL).
+    pub fn heartbeat_interval(mut self, d: Duration) -> Self {
+        self.config.heartbeat_interval = d;
+        self
+    }
+
+    /// How long a lease lasts without renewal (default 30 s). A worker that
+    /// cannot renew stops the run before this runs out.
+    pub fn lease_ttl(mut self, d: Duration) -> Self {
+        self.config.lease_ttl = d;
+        self
+    }
+
+    /// The most runs claimed in one statement (default 32).
+    pub fn claim_batch(mut self, n: u32) -> Self {
+        self.config.claim_batch = n;
+        self
+    }
+
+    /// Step retry backoffs up to this long are waited out in process
+    /// (holding the run); longer ones park the run durably (default 2 s).
+    pub fn inline_backoff(mut self, d: Duration) -> Self {
+        self.config.inline_backoff = d;
+        self
+    }
+
+    /// A fixed worker ID (default: random).
+    pub fn worker_id(mut self, id: WorkerId) -> Self {
+        self.id = Some(id);
+        self
+    }
+
+    /// Validates the settings and starts polling.
+    pub async fn start(self) -> Result<Worker, Error> {
+        let c = &self.config;
+        if let Some(name) = self.duplicate {
+            return Err(Error::Config(format!("workflow `{name}` registered twice")));
+        }
+        if self.registry.is_empty() {
+            return Err(Error::Config("a worker needs at least one registered workflow".into()));
+        }
+        if c.concurrency == 0 || c.claim_batch == 0 {
+            return Err(Error::Config("concurrency and claim_batch must be at least 1".into()));
+        }
+        if c.poll_interval.is_zero() || c.heartbeat_interval.is_zero() {
+            return Err(Error::Config("poll_interval and heartbeat_interval must be above zero".into()));
+        }
+        if c.heartbeat_interval * 3 > c.lease_ttl {
+            return Err(Error::Config(format!(
+                "heartbeat_interval ({:?}) must be at most a third of lease_ttl ({:?}) so leases are renewed well \
+                 before they expire",
+                c.heartbeat_interval, c.lease_ttl
+            )));
+        }
+        {
+            let mut known = self.engine.inner.known.lock().unwrap_or_else(|p| p.into_inner());
+            known.extend(self.registry.keys().cloned());
+        }
+        for schedule in self.handler_schedules {
+            self.engine.register_cron(schedule).await?;
+        }
+        let id = self.id.unwrap_or_else(WorkerId::generate);
+        let mut names: Vec<String> = self.registry.keys().cloned().collect();
+        names.sort();
+        let shared = Arc::new(Shared {
+            engine: self.engine,
+            id,
+            registry: self.registry,
+            names,
+            slots: Arc::new(Semaphore::new(self.config.concurrency)),
+            config: self.config,
+            active: Mutex::new(HashMap::new()),
+            wake: Notify::new(),
+            stop_claiming: CancellationToken::new(),
+            stop_all: CancellationToken::new(),
+            runs: Mutex::new(JoinSet::new()),
+        });
+        let now = shared.engine.clock().now_ms();
+        if let Err(e) = shared
+            .engine
+            .store()
+            .heartbeat_worker(shared.engine.namespace(), &shared.id, now, duration_ms(shared.config.lease_ttl))
+            .await
+        {
+            tracing::warn!(error = %e, "could not register worker liveness");
+        }
+        tracing::info!(worker_id = %shared.id, namespace = shared.engine.namespace(), workflows = ?shared.names, "worker started");
+        crate::metrics::concurrency(shared.engine.namespace(), shared.id.as_str(), shared.config.concurrency);
+        crate::metrics::active(shared.engine.namespace(), shared.id.as_str(), 0);
+        let poll = tokio::spawn(claim::poll_loop(Arc::clone(&shared)));
+        let heartbeat = tokio::spawn(lease::heartbeat_loop(Arc::clone(&shared)));
+        tokio::spawn(lease::lease_guard_loop(Arc::clone(&shared)));
+        tokio::spawn(claim::listen_loop(Arc::clone(&shared)));
+        let cron = tokio::spawn(cron_ticks::cron_loop(Arc::clone(&shared)));
+        Ok(Worker { shared, poll: Some(poll), heartbeat: Some(heartbeat), cron: Some(cron) })
+    }
+}

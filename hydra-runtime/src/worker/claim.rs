@@ -1,0 +1,154 @@
+//! Claiming: the poll loop, the `LISTEN` loop (PostgreSQL), and claims of
+//! due runs in batches as large as the free slots.
+
+use super::Shared;
+use super::drive::{drive, hand_back};
+use crate::clock::duration_ms;
+use hydra_store::ClaimRequest;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub(super) async fn poll_loop(s: Arc<Shared>) {
+    let mut work = s.engine.inner.work.subscribe();
+    let mut ticks = s.engine.clock().subscribe();
+    loop {
+        claim_available(&s).await;
+        tokio::select! {
+            _ = s.stop_claiming.cancelled() => return,
+            _ = tokio::time::sleep(s.config.poll_interval) => {}
+            _ = work.changed() => {}
+            _ = ticks.changed() => {}
+            _ = s.wake.notified() => {}
+        }
+    }
+}
+
+/// PostgreSQL: claims as soon as a run of this namespace becomes claimable
+/// in any process (see [`hydra_store::RunListener`]), not at the next poll.
+/// On SQLite it ends at once; polling and in-process wake-ups remain.
+pub(super) async fn listen_loop(s: Arc<Shared>) {
+    let mut listener = loop {
+        let attempt = tokio::select! {
+            _ = s.stop_claiming.cancelled() => return,
+            l = s.engine.store().listen_for_runs() => l,
+        };
+        match attempt {
+            Ok(Some(l)) => {
+                // Anything made claimable before the LISTEN took effect.
+                s.wake.notify_one();
+                break l;
+            }
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(worker_id = %s.id, error = %e, "cannot listen for new runs; polling only for now");
+                tokio::select! {
+                    _ = s.stop_claiming.cancelled() => return,
+                    _ = tokio::time::sleep(s.config.poll_interval.max(Duration::from_secs(1))) => {}
+                }
+            }
+        }
+    };
+    loop {
+        let received = tokio::select! {
+            _ = s.stop_claiming.cancelled() => return,
+            n = listener.recv() => n,
+        };
+        match received {
+            Ok(namespace) if namespace == s.engine.namespace() => s.wake.notify_one(),
+            Ok(_) => {}
+            Err(e) => {
+                // Reconnects on the next call; what was sent meanwhile is lost.
+                tracing::warn!(worker_id = %s.id, error = %e, "lost the LISTEN connection; reconnecting");
+                s.wake.notify_one();
+                tokio::select! {
+                    _ = s.stop_claiming.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Claims as many due runs as there are free slots, batch by batch.
+async fn claim_available(s: &Arc<Shared>) {
+    loop {
+        if s.stop_claiming.is_cancelled() {
+            return;
+        }
+        let free = s.slots.available_permits();
+        if free == 0 {
+            return;
+        }
+        let limit = u32::try_from(free).unwrap_or(u32::MAX).min(s.config.claim_batch);
+        let req = ClaimRequest::new(
+            s.engine.namespace(),
+            s.names.clone(),
+            s.id.clone(),
+            s.engine.clock().now_ms(),
+            duration_ms(s.config.lease_ttl),
+            limit,
+        );
+        crate::metrics::poll(s.engine.namespace(), s.id.as_str());
+        // The lease's local clock starts before the claim is sent.
+        let claim_sent = tokio::time::Instant::now();
+        // Through the group committer when there is one: the claim shares a
+        // commit with the step writes of running runs.
+        let op = hydra_store::BatchOp::Claim(req.clone());
+        let claimed = match crate::commit::write(s.engine.inner.committer.as_ref(), s.engine.store(), op, req.now).await
+        {
+            Ok(hydra_store::BatchValue::Claimed(v)) => Ok(v),
+            Ok(other) => Err(crate::commit::unexpected(other)),
+            Err(e) => Err(e),
+        };
+        let claimed = match claimed {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(worker_id = %s.id, error = %e, "claim failed");
+                return;
+            }
+        };
+        let n = claimed.len();
+        for c in claimed {
+            if s.stop_claiming.is_cancelled() {
+                // Stopped (or dropped) while this claim was in flight: start
+                // nothing, hand the run back so another worker resumes it.
+                let _ = hand_back(&s.engine, &c.execution, &c.lease).await;
+                continue;
+            }
+            crate::metrics::lease_acquired(s.engine.namespace(), s.id.as_str(), &c.execution.workflow_name);
+            if c.execution.started_at == Some(req.now) && c.execution.attempts == 1 {
+                let waited = (req.now - c.execution.created_at).max(0) as f64 / 1000.0;
+                crate::metrics::queue_time(s.engine.namespace(), &c.execution.workflow_name, waited);
+            }
+            let Ok(permit) = Arc::clone(&s.slots).try_acquire_owned() else {
+                // Cannot happen (only this loop takes permits); give the run back.
+                let _ = hand_back(&s.engine, &c.execution, &c.lease).await;
+                continue;
+            };
+            let shared = Arc::clone(s);
+            // Checked again under the lock Drop takes after cancelling: either
+            // this spawn happens first (and Drop aborts it) or it is skipped.
+            let (lease, execution) = (c.lease.clone(), c.execution.clone());
+            let spawned = {
+                let mut runs = s.runs.lock().unwrap_or_else(|p| p.into_inner());
+                if s.stop_claiming.is_cancelled() {
+                    false
+                } else {
+                    runs.spawn(drive(shared, c, permit, claim_sent));
+                    true
+                }
+            };
+            if !spawned {
+                let _ = hand_back(&s.engine, &execution, &lease).await;
+            }
+        }
+        // Reap finished tasks so the set does not grow.
+        {
+            let mut runs = s.runs.lock().unwrap_or_else(|p| p.into_inner());
+            while runs.try_join_next().is_some() {}
+        }
+        if n < limit as usize {
+            return;
+        }
+    }
+}

@@ -1,0 +1,334 @@
+//! Driving one claimed run: from the claim to its end, its park, or its
+//! stop; hand-backs of runs never started; fenced end writes retried
+//! through transient failures.
+
+use super::{ActiveRun, Shared};
+use crate::clock::duration_ms;
+use crate::context::{Interrupt, RunSetup, RunState, WorkflowContext, panic_message};
+use crate::engine::Engine;
+use crate::error::Error;
+use crate::workflow::{ErasedWorkflow, Returned};
+use futures_util::FutureExt;
+use hydra_store::{ClaimedExecution, Execution, Lease, OpenStep, StoreError, Terminal, Transition};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::OwnedSemaphorePermit;
+use tracing::Instrument;
+
+/// Drives one claimed run until it ends, parks, or is stopped.
+pub(super) async fn drive(
+    s: Arc<Shared>,
+    claimed: ClaimedExecution,
+    permit: OwnedSemaphorePermit,
+    claim_sent: tokio::time::Instant,
+) {
+    let ClaimedExecution { execution, lease, .. } = claimed;
+    let span = tracing::info_span!(
+        "workflow_run",
+        namespace = %execution.namespace,
+        workflow = %execution.workflow_name,
+        execution_id = %execution.id,
+        attempt = execution.attempts,
+    );
+    drive_inner(&s, execution, lease, claim_sent).instrument(span).await;
+    drop(permit);
+    s.wake.notify_one();
+}
+
+/// How a claimed run's workflow future stopped.
+enum Outcome {
+    Returned(Result<Returned, String>),
+    Interrupted(Interrupt),
+}
+
+/// The states of a claimed run, in order: admitted, history loaded, run,
+/// settled.
+async fn drive_inner(s: &Arc<Shared>, execution: Execution, lease: Lease, claim_sent: tokio::time::Instant) {
+    tracing::debug!(token = lease.token.get(), expires_at = ?execution.lease_expires_at(), "lease acquired");
+    let Some(workflow) = admit(s, &execution, &lease).await else { return };
+    let Some(history) = load_history(s, &lease).await else { return };
+    let Some((run, outcome)) = run_workflow(s, &*workflow, &execution, &lease, history, claim_sent).await else {
+        return;
+    };
+    settle(s, &*workflow, &execution, &lease, &run, outcome).await
+}
+
+/// The workflow to run, or `None` if the run was handed back or ended
+/// before its code runs (cancelled, past its deadline, out of attempts).
+async fn admit(s: &Arc<Shared>, execution: &Execution, lease: &Lease) -> Option<Arc<dyn ErasedWorkflow>> {
+    let now = s.engine.clock().now_ms();
+    let Some(workflow) = s.registry.get(execution.workflow_name.as_str()).cloned() else {
+        // Not ours (claims filter by name, so only on a race with a rename).
+        let _ = hand_back(&s.engine, execution, lease).await;
+        return None;
+    };
+    let ended = if execution.cancel_requested {
+        Some(Terminal::Cancelled("cancelled".into()))
+    } else if execution.deadline_at.is_some_and(|d| now >= d) {
+        Some(Terminal::TimedOut("the run passed its deadline".into()))
+    } else if execution.attempts > execution.max_attempts {
+        Some(Terminal::Failed(format!(
+            "out of attempts: {} of {} allowed began; the last one never finished (its worker died or lost its lease)",
+            execution.attempts, execution.max_attempts
+        )))
+    } else {
+        None
+    };
+    match ended {
+        Some(terminal) => {
+            end(s, execution, lease, terminal).await;
+            None
+        }
+        None => Some(workflow),
+    }
+}
+
+/// The run's recorded steps, retried through transient failures; `None`
+/// if the worker stopped or the history cannot be read (the lease is left
+/// to expire).
+async fn load_history(s: &Arc<Shared>, lease: &Lease) -> Option<Vec<hydra_store::Step>> {
+    // The first claim of a run (token 1) cannot have a history: every step
+    // write needs a lease. Skip the query.
+    if lease.token.get() == 1 {
+        return Some(Vec::new());
+    }
+    loop {
+        match s.engine.store().steps(&lease.namespace, &lease.execution_id).await {
+            Ok(h) => return Some(h),
+            Err(e) if e.is_retryable() => {
+                tracing::warn!(error = %e, "could not load history; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                if s.stop_all.is_cancelled() {
+                    return None;
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not load history; leaving the run to expire");
+                return None;
+            }
+        }
+    }
+}
+
+/// Runs the workflow future under the lease until it returns or is
+/// interrupted; the run is active (heartbeated, guarded) meanwhile.
+/// `None` if its input did not decode (the run is ended failed).
+async fn run_workflow(
+    s: &Arc<Shared>,
+    workflow: &dyn ErasedWorkflow,
+    execution: &Execution,
+    lease: &Lease,
+    history: Vec<hydra_store::Step>,
+    claim_sent: tokio::time::Instant,
+) -> Option<(Arc<RunState>, Outcome)> {
+    let engine = &s.engine;
+    let (run, mut interrupts) = RunState::new(RunSetup {
+        committer: engine.inner.committer.clone(),
+        store: engine.store().clone(),
+        codec: engine.codec(),
+        clock: engine.clock().clone(),
+        lease: lease.clone(),
+        workflow_name: execution.workflow_name.clone(),
+        attempt: execution.attempts,
+        deadline_at: execution.deadline_at,
+        history,
+        open_step: execution.open_step,
+        inline_backoff: s.config.inline_backoff,
+        write_patience: s.config.lease_ttl.saturating_sub(s.config.heartbeat_interval * 2),
+    });
+    let ctx = WorkflowContext { run: Arc::clone(&run) };
+    let future = match workflow.start(ctx, &execution.input, engine.codec()) {
+        Ok(f) => f,
+        Err(reason) => {
+            let e = Error::Decode { execution: execution.id.clone(), what: "the input".into(), reason };
+            end(s, execution, lease, Terminal::Failed(e.to_string())).await;
+            return None;
+        }
+    };
+    let stale = s.active().insert(execution.id.clone(), ActiveRun { run: Arc::clone(&run), renewed_at: claim_sent });
+    crate::metrics::active(engine.namespace(), s.id.as_str(), s.active().len());
+    if let Some(old) = stale {
+        // This worker re-claimed a run it was still driving under an older
+        // token (its own lease expired): that drive's writes are fenced off
+        // already; stop it.
+        old.run.interrupt(Interrupt::LeaseLost);
+    }
+    let outcome = tokio::select! {
+        biased;
+        i = interrupts.wait_for(Option::is_some) => match i {
+            Ok(v) => Outcome::Interrupted(v.clone().unwrap_or(Interrupt::LeaseLost)),
+            Err(_) => Outcome::Interrupted(Interrupt::LeaseLost),
+        },
+        r = AssertUnwindSafe(future).catch_unwind() => Outcome::Returned(r.map_err(|p| panic_message(&p))),
+    };
+    // The workflow future is dropped here: nothing more runs for this claim.
+    {
+        let mut active = s.active();
+        if active.get(&execution.id).is_some_and(|a| a.run.lease.token == lease.token) {
+            active.remove(&execution.id);
+        }
+        crate::metrics::active(engine.namespace(), s.id.as_str(), active.len());
+    }
+    Some((run, outcome))
+}
+
+/// Writes what the outcome means for the run: its end, a workflow retry,
+/// a release, or nothing (parked already, or the lease is gone).
+async fn settle(
+    s: &Arc<Shared>,
+    workflow: &dyn ErasedWorkflow,
+    execution: &Execution,
+    lease: &Lease,
+    run: &RunState,
+    outcome: Outcome,
+) {
+    let engine = &s.engine;
+    let cancelled = run.cancel_requested.load(std::sync::atomic::Ordering::SeqCst);
+    match outcome {
+        Outcome::Interrupted(Interrupt::Suspended { until }) => {
+            tracing::debug!(until, "run parked; lease released");
+            schedule_wake(s, until);
+        }
+        Outcome::Interrupted(Interrupt::LeaseLost) => {
+            crate::metrics::lease_lost(&lease.namespace, &execution.workflow_name);
+        }
+        Outcome::Interrupted(Interrupt::Release) => {
+            let cp = hydra_store::Checkpoint::transition(Transition::Release).open(run.open_to_hand_back());
+            if let Err(e) = engine.store().checkpoint(lease, cp, engine.clock().now_ms()).await {
+                tracing::warn!(error = %e, "could not release the lease; it will expire");
+            }
+        }
+        Outcome::Interrupted(Interrupt::Cancel) => {
+            end(s, execution, lease, Terminal::Cancelled("cancelled".into())).await
+        }
+        Outcome::Interrupted(Interrupt::TimeOut(m)) => end(s, execution, lease, Terminal::TimedOut(m)).await,
+        Outcome::Interrupted(Interrupt::Fail(m)) => end(s, execution, lease, Terminal::Failed(m)).await,
+        Outcome::Returned(_) if cancelled => end(s, execution, lease, Terminal::Cancelled("cancelled".into())).await,
+        Outcome::Returned(Ok(Returned::Output(bytes))) => end(s, execution, lease, Terminal::Completed(bytes)).await,
+        Outcome::Returned(Ok(Returned::EncodeFailed(reason))) => {
+            let e = Error::Encode { what: format!("the output of `{}`", execution.workflow_name), reason };
+            end(s, execution, lease, Terminal::Failed(e.to_string())).await
+        }
+        Outcome::Returned(Ok(Returned::Failed(e))) => {
+            let attempts = execution.attempts.max(1);
+            if e.is_permanent() || attempts >= execution.max_attempts {
+                let msg = if e.is_permanent() {
+                    e.message().to_owned()
+                } else {
+                    format!("{} (after {attempts} workflow attempts)", e.message())
+                };
+                end(s, execution, lease, Terminal::Failed(msg)).await
+            } else {
+                let delay = workflow.options().retry.next_delay(attempts);
+                let now = engine.clock().now_ms();
+                let at = now.saturating_add(duration_ms(delay));
+                let at = execution.deadline_at.map_or(at, |d| at.min(d));
+                tracing::info!(error = %e, ?delay, "workflow attempt failed; retrying");
+                let r = write_retrying(s, || {
+                    engine.store().checkpoint(
+                        lease,
+                        hydra_store::Checkpoint::transition(Transition::Retry { at, error: e.message().to_owned() })
+                            .open(run.open_to_hand_back()),
+                        engine.clock().now_ms(),
+                    )
+                })
+                .await;
+                if r.is_ok() {
+                    schedule_wake(s, at);
+                }
+            }
+        }
+        Outcome::Returned(Err(panic)) => {
+            end(s, execution, lease, Terminal::Failed(format!("workflow panicked: {panic}"))).await
+        }
+    }
+}
+
+/// Hands back a run this claim never started. The claim counted an
+/// attempt of the run's open step; none began, so it is taken back.
+pub(super) async fn hand_back(engine: &Engine, execution: &Execution, lease: &Lease) -> Result<(), StoreError> {
+    let open = execution.open_step;
+    let cp = hydra_store::Checkpoint::transition(Transition::Release)
+        .open(OpenStep::new(open.position, open.attempts.saturating_sub(1)));
+    engine.store().checkpoint(lease, cp, engine.clock().now_ms()).await
+}
+
+/// Writes a run's end, retrying transient failures.
+async fn end(s: &Arc<Shared>, execution: &Execution, lease: &Lease, terminal: Terminal) {
+    let status = match &terminal {
+        Terminal::Completed(out) => {
+            crate::metrics::payload(&lease.namespace, &execution.workflow_name, "output", out.len());
+            "completed"
+        }
+        Terminal::Failed(_) => "failed",
+        Terminal::Cancelled(_) => "cancelled",
+        Terminal::TimedOut(_) => "timed_out",
+        _ => "ended",
+    };
+    let engine = &s.engine;
+    let r = write_retrying(s, || async {
+        let cp = hydra_store::Checkpoint::transition(Transition::Finish(terminal.clone()));
+        let op = hydra_store::BatchOp::Checkpoint(lease.clone(), cp);
+        crate::commit::write(engine.inner.committer.as_ref(), engine.store(), op, engine.clock().now_ms())
+            .await
+            .map(|_| ())
+    })
+    .await;
+    match r {
+        Ok(()) => {
+            let seconds = (engine.clock().now_ms() - execution.created_at).max(0) as f64 / 1000.0;
+            crate::metrics::workflow_ended(&lease.namespace, &execution.workflow_name, status, seconds);
+            tracing::info!(execution_id = %lease.execution_id, status, "run ended");
+            engine.inner.done.send_modify(|n| *n = n.wrapping_add(1));
+        }
+        Err(e) if e.is_lease_lost() => crate::metrics::lease_lost(&lease.namespace, &execution.workflow_name),
+        Err(_) => {}
+    }
+}
+
+async fn write_retrying<F, Fut>(s: &Arc<Shared>, mut op: F) -> Result<(), StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), StoreError>>,
+{
+    let give_up = tokio::time::Instant::now() + s.config.lease_ttl;
+    let mut pause = Duration::from_millis(50);
+    loop {
+        match op().await {
+            Ok(()) => return Ok(()),
+            Err(e)
+                if e.is_retryable() && tokio::time::Instant::now() + pause < give_up && !s.stop_all.is_cancelled() =>
+            {
+                tracing::warn!(error = %e, "transient failure writing a run's state; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => {
+                if e.is_lease_lost() {
+                    tracing::warn!(error = %e, "lease lost before the run's state was written");
+                } else {
+                    tracing::error!(error = %e, "could not write a run's state; its lease will expire");
+                }
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// Pokes the poll loop when a parked run becomes due soon; far-off wake-ups
+/// are left to polling, so a sleeping run costs a row, not a timer.
+fn schedule_wake(s: &Arc<Shared>, until: i64) {
+    let clock = s.engine.clock().clone();
+    let horizon = duration_ms(s.config.poll_interval.saturating_mul(10)).max(60_000);
+    if until - clock.now_ms() > horizon {
+        return;
+    }
+    let shared = Arc::clone(s);
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = clock.sleep_until(until, Duration::from_millis(u64::try_from(horizon).unwrap_or(60_000))) => shared.wake.notify_one(),
+            _ = shared.stop_claiming.cancelled() => {}
+        }
+    });
+}

@@ -1,0 +1,96 @@
+//! [`Worker`]: claims due runs of its registered workflows, drives them,
+//! heartbeats their leases, and shuts down gracefully.
+//!
+//! Defaults (see [`WorkerBuilder`]): concurrency 32, poll interval 1 s,
+//! heartbeat every 5 s, lease TTL 30 s, claims in batches of up to 32.
+//! A run started by an engine in the same process wakes an idle worker at
+//! once; runs started elsewhere are found by the next poll (on PostgreSQL,
+//! at once through `LISTEN`).
+//!
+//! Rooms:
+//! - `builder`: settings, registration, validation and start;
+//! - `claim`: the poll loop, the `LISTEN` loop and batch claims;
+//! - `lease`: heartbeats (lease renewal) and the lease guard that stops a
+//!   run before its lease can expire;
+//! - `drive`: driving one claimed run from claim to end, park or stop;
+//! - `cron_ticks`: firing due cron ticks;
+//! - `shutdown`: graceful shutdown and drop.
+
+mod builder;
+mod claim;
+mod cron_ticks;
+mod drive;
+mod lease;
+mod shutdown;
+
+pub use builder::WorkerBuilder;
+
+use crate::context::RunState;
+use crate::engine::Engine;
+use crate::workflow::ErasedWorkflow;
+use builder::WorkerConfig;
+use hydra_store::{ExecutionId, WorkerId};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+struct ActiveRun {
+    run: Arc<RunState>,
+    renewed_at: tokio::time::Instant,
+}
+
+struct Shared {
+    engine: Engine,
+    id: WorkerId,
+    registry: HashMap<String, Arc<dyn ErasedWorkflow>>,
+    names: Vec<String>,
+    config: WorkerConfig,
+    slots: Arc<Semaphore>,
+    active: Mutex<HashMap<ExecutionId, ActiveRun>>,
+    /// Pokes the poll loop: a slot freed, or a parked run is due.
+    wake: Notify,
+    stop_claiming: CancellationToken,
+    stop_all: CancellationToken,
+    runs: Mutex<JoinSet<()>>,
+}
+
+impl Shared {
+    fn active(&self) -> std::sync::MutexGuard<'_, HashMap<ExecutionId, ActiveRun>> {
+        self.active.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A running worker. Stop it with [`Worker::shutdown`]; dropping it stops
+/// claiming and abandons its runs (their leases expire and another worker
+/// resumes them).
+pub struct Worker {
+    shared: Arc<Shared>,
+    poll: Option<tokio::task::JoinHandle<()>>,
+    heartbeat: Option<tokio::task::JoinHandle<()>>,
+    cron: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker").field("id", &self.shared.id).field("workflows", &self.shared.names).finish()
+    }
+}
+
+impl Worker {
+    /// A builder for a worker of `engine`.
+    pub fn builder(engine: &Engine) -> WorkerBuilder {
+        WorkerBuilder::new(engine)
+    }
+
+    /// This worker's ID.
+    pub fn id(&self) -> &WorkerId {
+        &self.shared.id
+    }
+
+    /// How many runs it is executing now.
+    pub fn active_runs(&self) -> usize {
+        self.shared.active().len()
+    }
+}

@@ -1,0 +1,281 @@
+//! Runs: their status, the stored run, creating one, listing them, how one
+//! ends and what a cancel did.
+
+use super::row::string_enum;
+use super::step::OpenStep;
+use crate::error::StoreError;
+use crate::ids::{ExecutionId, FencingToken, WorkerId};
+
+string_enum!(
+    /// Where a run is in its life.
+    ExecutionStatus, "workflow_executions" {
+        /// Waiting for its next attempt to be claimed (first attempt or a workflow retry).
+        Pending = "pending",
+        /// Claimed by a worker that holds its lease.
+        Running = "running",
+        /// Parked inside an attempt until `due_at`: durable sleep, step retry
+        /// backoff, or released by a worker that shut down.
+        Sleeping = "sleeping",
+        /// Finished with an output.
+        Completed = "completed",
+        /// Finished with an error.
+        Failed = "failed",
+        /// Cancelled on request.
+        Cancelled = "cancelled",
+        /// Ran past its deadline.
+        TimedOut = "timed_out",
+    }
+);
+
+impl ExecutionStatus {
+    /// True for the four end states.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            ExecutionStatus::Completed
+                | ExecutionStatus::Failed
+                | ExecutionStatus::Cancelled
+                | ExecutionStatus::TimedOut
+        )
+    }
+}
+
+string_enum!(
+    /// What started a run.
+    TriggerType, "workflow_executions" {
+        /// Started through the API (`start`).
+        Api = "api",
+        /// Started by a cron schedule.
+        Cron = "cron",
+    }
+);
+
+/// A run as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Execution {
+    /// Its ID.
+    pub id: ExecutionId,
+    /// The namespace it belongs to.
+    pub namespace: String,
+    /// The registered workflow name.
+    pub workflow_name: String,
+    /// Where it is.
+    pub status: ExecutionStatus,
+    /// The encoded input.
+    pub input: Vec<u8>,
+    /// The encoded output, once completed.
+    pub output: Option<Vec<u8>>,
+    /// The last error, if any.
+    pub error: Option<String>,
+    /// Workflow attempts allowed.
+    pub max_attempts: u32,
+    /// Workflow attempts begun so far (a crashed attempt counts).
+    pub attempts: u32,
+    /// The caller's idempotency key, unique per (namespace, workflow).
+    pub idempotency_key: Option<String>,
+    /// What started it.
+    pub trigger_type: TriggerType,
+    /// Which schedule or caller started it.
+    pub trigger_source: Option<String>,
+    /// When it was created (engine clock, ms).
+    pub created_at: i64,
+    /// When a worker first claimed it.
+    pub started_at: Option<i64>,
+    /// When it last changed.
+    pub updated_at: i64,
+    /// When it ended.
+    pub completed_at: Option<i64>,
+    /// Pending/sleeping: when it may be claimed. Running: when its lease
+    /// expires. Terminal: `None`.
+    pub due_at: Option<i64>,
+    /// When the whole run times out, if it has a timeout.
+    pub deadline_at: Option<i64>,
+    /// The worker holding its lease while running.
+    pub lease_owner: Option<WorkerId>,
+    /// The fencing token of the latest claim.
+    pub fencing_token: FencingToken,
+    /// A cancel was requested while it was running.
+    pub cancel_requested: bool,
+    /// The run's open step: the first position without a result and the
+    /// attempts of it counted so far (see [`OpenStep`]).
+    pub open_step: OpenStep,
+}
+
+impl Execution {
+    /// When the current lease expires (running runs only).
+    pub fn lease_expires_at(&self) -> Option<i64> {
+        if self.status == ExecutionStatus::Running { self.due_at } else { None }
+    }
+}
+
+/// A request to create a run.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct NewExecution {
+    /// The ID to give it.
+    pub id: ExecutionId,
+    /// Its namespace.
+    pub namespace: String,
+    /// The workflow to run.
+    pub workflow_name: String,
+    /// The encoded input.
+    pub input: Vec<u8>,
+    /// Workflow attempts allowed (at least 1).
+    pub max_attempts: u32,
+    /// An idempotency key: a second create with the same key in the same
+    /// (namespace, workflow) returns the first run.
+    pub idempotency_key: Option<String>,
+    /// What started it.
+    pub trigger_type: TriggerType,
+    /// Which schedule or caller started it.
+    pub trigger_source: Option<String>,
+    /// Now, on the engine clock (ms).
+    pub now: i64,
+    /// When it may first be claimed (usually `now`).
+    pub due_at: i64,
+    /// When the whole run times out.
+    pub deadline_at: Option<i64>,
+}
+
+impl NewExecution {
+    /// A run of `workflow_name` in `namespace`, due now, one attempt, started by the API.
+    pub fn new(
+        id: ExecutionId,
+        namespace: impl Into<String>,
+        workflow_name: impl Into<String>,
+        input: Vec<u8>,
+        now: i64,
+    ) -> Self {
+        NewExecution {
+            id,
+            namespace: namespace.into(),
+            workflow_name: workflow_name.into(),
+            input,
+            max_attempts: 1,
+            idempotency_key: None,
+            trigger_type: TriggerType::Api,
+            trigger_source: None,
+            now,
+            due_at: now,
+            deadline_at: None,
+        }
+    }
+}
+
+/// What [`crate::Store::create_execution`] did.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Created {
+    /// A new run was inserted.
+    New(Execution),
+    /// A run with the same idempotency key already existed; it is returned
+    /// unchanged and nothing was inserted.
+    Existing(Execution),
+}
+
+impl Created {
+    /// The run, new or existing.
+    pub fn execution(&self) -> &Execution {
+        match self {
+            Created::New(e) | Created::Existing(e) => e,
+        }
+    }
+
+    /// The run, new or existing.
+    pub fn into_execution(self) -> Execution {
+        match self {
+            Created::New(e) | Created::Existing(e) => e,
+        }
+    }
+}
+
+/// How a run ends.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Terminal {
+    /// With this encoded output.
+    Completed(Vec<u8>),
+    /// With this error.
+    Failed(String),
+    /// Cancelled (with a reason).
+    Cancelled(String),
+    /// Past its deadline (with a description).
+    TimedOut(String),
+}
+
+impl Terminal {
+    pub(crate) fn status(&self) -> ExecutionStatus {
+        match self {
+            Terminal::Completed(_) => ExecutionStatus::Completed,
+            Terminal::Failed(_) => ExecutionStatus::Failed,
+            Terminal::Cancelled(_) => ExecutionStatus::Cancelled,
+            Terminal::TimedOut(_) => ExecutionStatus::TimedOut,
+        }
+    }
+}
+
+/// What [`crate::Store::request_cancel`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CancelOutcome {
+    /// The run was not running; it is now cancelled.
+    Cancelled,
+    /// The run is running; its worker will stop it at its next checkpoint.
+    Requested,
+    /// The run had already ended with this status.
+    AlreadyEnded(ExecutionStatus),
+}
+
+/// Which runs [`crate::Store::list_executions`] returns, newest first.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ExecutionFilter {
+    /// The namespace.
+    pub namespace: String,
+    /// Only this workflow.
+    pub workflow_name: Option<String>,
+    /// Only this status.
+    pub status: Option<ExecutionStatus>,
+    /// Only runs created before this time (for paging).
+    pub created_before: Option<i64>,
+    /// At most this many.
+    pub limit: u64,
+}
+
+impl ExecutionFilter {
+    /// The newest 100 runs of a namespace.
+    pub fn new(namespace: impl Into<String>) -> Self {
+        ExecutionFilter {
+            namespace: namespace.into(),
+            workflow_name: None,
+            status: None,
+            created_before: None,
+            limit: 100,
+        }
+    }
+
+    /// Only runs of `workflow`.
+    pub fn workflow(mut self, workflow: impl Into<String>) -> Self {
+        self.workflow_name = Some(workflow.into());
+        self
+    }
+
+    /// Only runs with `status`.
+    pub fn status(mut self, status: ExecutionStatus) -> Self {
+        self.status = Some(status);
+        self
+    }
+
+    /// At most `limit` runs.
+    pub fn limit(mut self, limit: u64) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// Only runs created before `t` (ms).
+    pub fn created_before(mut self, t: i64) -> Self {
+        self.created_before = Some(t);
+        self
+    }
+}

@@ -1,0 +1,23 @@
+//! Domain types the store accepts and returns. Rows are converted into these
+//! before they leave the crate, so callers never see raw status strings.
+//!
+//! - `execution`: a run, creating and listing runs, how a run ends, cancelling;
+//! - `step`: a step row, recording a step attempt or result, the open step;
+//! - `lease`: claims and their proof (the lease), renewals, worker liveness;
+//! - `cron`: cron schedules;
+//! - `row`: the one place database rows (and their status strings and
+//!   integer columns) are converted to and from these types.
+
+mod cron;
+mod execution;
+mod lease;
+mod row;
+mod step;
+
+pub use cron::{CronJob, CronUpsert};
+pub use execution::{
+    CancelOutcome, Created, Execution, ExecutionFilter, ExecutionStatus, NewExecution, Terminal, TriggerType,
+};
+pub use lease::{ClaimRequest, ClaimedExecution, Lease, Renewed, WorkerLease};
+pub(crate) use row::to_i32;
+pub use step::{OpenStep, Step, StepAttempt, StepKind, StepOutcome, StepRecord, StepStatus};

@@ -1,0 +1,215 @@
+//! Checkpoints: one atomic, fenced write that records a step result and/or
+//! moves the run on (continue, sleep, retry, finish, release), including
+//! the commit of a transactional step.
+
+use super::Store;
+use super::fence::{FENCE, fence_values, lease_lost};
+use super::step_write::open_set;
+use crate::connect::{Backend, immediate};
+use crate::error::StoreError;
+use crate::model::{Lease, OpenStep, StepRecord, Terminal};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, TransactionTrait, Value};
+
+/// What a checkpoint does to the run besides (optionally) recording a step.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Transition {
+    /// Keep running (the write only records a step).
+    Continue,
+    /// Park the run until `until` and give up the lease (durable sleep, or a
+    /// step retry backoff). The attempt continues when it is claimed again.
+    Sleep {
+        /// When it may be claimed again (ms).
+        until: i64,
+    },
+    /// End this workflow attempt with `error` and start a new one at `at`.
+    /// Steps that failed in this attempt become re-runnable (attempts reset);
+    /// completed steps stay recorded.
+    Retry {
+        /// When the next attempt may be claimed (ms).
+        at: i64,
+        /// Why this attempt failed.
+        error: String,
+    },
+    /// End the run.
+    Finish(Terminal),
+    /// Give up the lease so that any worker can resume the run at once
+    /// (graceful shutdown). Not a new attempt.
+    Release,
+}
+
+/// One atomic write on behalf of a claimed run: an optional step record and
+/// a transition of the run, both applied under the fencing check, together
+/// or not at all.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Checkpoint {
+    /// The step result to record, if any.
+    pub step: Option<StepRecord>,
+    /// What happens to the run.
+    pub transition: Transition,
+    /// The run's open step after this write, if it changes (see
+    /// [`OpenStep`]).
+    pub open: Option<OpenStep>,
+}
+
+impl Checkpoint {
+    /// Record a step and keep running.
+    pub fn step(record: StepRecord) -> Self {
+        Checkpoint { step: Some(record), transition: Transition::Continue, open: None }
+    }
+
+    /// Change the run without recording a step.
+    pub fn transition(transition: Transition) -> Self {
+        Checkpoint { step: None, transition, open: None }
+    }
+
+    /// Record a step and change the run in the same commit.
+    pub fn step_and(record: StepRecord, transition: Transition) -> Self {
+        Checkpoint { step: Some(record), transition, open: None }
+    }
+
+    /// Also sets the run's open step, in the same fenced statement.
+    pub fn open(mut self, open: OpenStep) -> Self {
+        self.open = Some(open);
+        self
+    }
+}
+
+impl Store {
+    /// Records a step's result and keeps running. See [`Store::checkpoint`].
+    pub async fn record_step_result(&self, lease: &Lease, record: StepRecord, now: i64) -> Result<(), StoreError> {
+        self.checkpoint(lease, Checkpoint::step(record), now).await
+    }
+
+    /// Parks the run until `until`, releasing the lease.
+    pub async fn schedule_wakeup(&self, lease: &Lease, until: i64, now: i64) -> Result<(), StoreError> {
+        self.checkpoint(lease, Checkpoint::transition(Transition::Sleep { until }), now).await
+    }
+
+    /// Ends the run.
+    pub async fn finish(&self, lease: &Lease, terminal: Terminal, now: i64) -> Result<(), StoreError> {
+        self.checkpoint(lease, Checkpoint::transition(Transition::Finish(terminal)), now).await
+    }
+
+    /// Gives the lease back so any worker may resume the run at once.
+    pub async fn release(&self, lease: &Lease, now: i64) -> Result<(), StoreError> {
+        self.checkpoint(lease, Checkpoint::transition(Transition::Release), now).await
+    }
+
+    /// Applies one checkpoint atomically under the fencing check: the run's
+    /// transition (which is itself conditional on the token) and the step
+    /// record commit together or not at all.
+    pub async fn checkpoint(&self, lease: &Lease, checkpoint: Checkpoint, now: i64) -> Result<(), StoreError> {
+        let _gate = self.gate().await;
+        let txn = self.db.begin_with_options(immediate()).await?;
+        let r = self.apply(&txn, lease, &checkpoint, now).await;
+        self.settle(txn, r).await
+    }
+
+    /// Begins the transaction of a transactional step (`BEGIN IMMEDIATE` on
+    /// SQLite: it holds the database's write lock until it ends, so keep
+    /// transactional bodies short).
+    pub async fn begin_step_transaction(&self) -> Result<DatabaseTransaction, StoreError> {
+        Ok(self.db.begin_with_options(immediate()).await?)
+    }
+
+    /// Records a transactional step's result inside the step's own
+    /// transaction, under the fencing check, and commits: the step's writes
+    /// and its checkpoint become durable together or not at all. On any
+    /// error (including [`StoreError::LeaseLost`]) the transaction is rolled
+    /// back.
+    pub async fn commit_step_transaction(
+        &self,
+        txn: DatabaseTransaction,
+        lease: &Lease,
+        record: StepRecord,
+        open: Option<OpenStep>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let mut cp = Checkpoint::step(record);
+        cp.open = open;
+        let r = self.apply(&txn, lease, &cp, now).await;
+        self.settle(txn, r).await
+    }
+
+    pub(super) async fn apply(
+        &self,
+        txn: &DatabaseTransaction,
+        lease: &Lease,
+        cp: &Checkpoint,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let (sql, mut values): (&'static str, Vec<Value>) = match &cp.transition {
+            Transition::Continue => match &cp.step {
+                // The step write carries the fence itself: one statement on
+                // PostgreSQL; on SQLite the same two statements as a group
+                // commit of several runs' steps.
+                Some(record) => {
+                    if let (Some(open), Backend::Sqlite) = (cp.open, self.backend) {
+                        let mut r = self.sqlite_steps_in(txn, &[(lease, record, open)], now).await?;
+                        return r.pop().map_or(Ok(()), |r| r.map(|_| ()));
+                    }
+                    return self.write_step(txn, lease, record, cp.open, now, true).await;
+                }
+                None => {
+                    self.guard(txn, lease, cp.open, now).await?;
+                    ("", Vec::new())
+                }
+            },
+            Transition::Sleep { until } => (
+                "UPDATE workflow_executions SET status = 'sleeping', due_at = ?, lease_owner = NULL, updated_at = ?",
+                vec![(*until).into(), now.into()],
+            ),
+            Transition::Release => (
+                "UPDATE workflow_executions SET status = 'sleeping', due_at = ?, lease_owner = NULL, updated_at = ?",
+                vec![now.into(), now.into()],
+            ),
+            Transition::Retry { at, error } => (
+                "UPDATE workflow_executions SET status = 'pending', due_at = ?, error_message = ?, \
+                 lease_owner = NULL, updated_at = ?",
+                vec![(*at).into(), error.as_str().into(), now.into()],
+            ),
+            Transition::Finish(t) => {
+                let (output, error): (Option<Vec<u8>>, Option<String>) = match t {
+                    Terminal::Completed(out) => (Some(out.clone()), None),
+                    Terminal::Failed(e) | Terminal::Cancelled(e) | Terminal::TimedOut(e) => (None, Some(e.clone())),
+                };
+                (
+                    "UPDATE workflow_executions SET status = ?, output_data = ?, error_message = ?, \
+                     completed_at = ?, due_at = NULL, lease_owner = NULL, updated_at = ?",
+                    vec![t.status().as_str().into(), output.into(), error.into(), now.into(), now.into()],
+                )
+            }
+        };
+        if !sql.is_empty() {
+            let open = match cp.open {
+                Some(o) => {
+                    let (frag, v) = open_set(o, cp.step.as_ref().map(|r| r.position));
+                    values.extend(v);
+                    frag
+                }
+                None => "",
+            };
+            values.extend(fence_values(lease));
+            let r = txn.execute_raw(self.stmt(&format!("{sql}{open}{FENCE}"), values)).await?;
+            if r.rows_affected() != 1 {
+                return Err(lease_lost(lease));
+            }
+        }
+        if let Transition::Retry { .. } = cp.transition {
+            // A new workflow attempt re-runs the steps that failed in the old
+            // one, with fresh step attempts; completed steps stay recorded.
+            txn.execute_raw(self.stmt(
+                "UPDATE workflow_steps SET status = 'running', attempts = 0, completed_at = NULL, wake_at = NULL \
+                 WHERE execution_id = ? AND namespace = ? AND status = 'failed'",
+                vec![lease.execution_id.as_str().into(), lease.namespace.as_str().into()],
+            ))
+            .await?;
+        }
+        if let Some(record) = &cp.step {
+            self.write_step(txn, lease, record, None, now, false).await?;
+        }
+        Ok(())
+    }
+}

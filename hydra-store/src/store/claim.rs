@@ -1,0 +1,93 @@
+//! Claims: one atomic statement hands each due run to one worker and raises
+//! its fencing token.
+
+use super::Store;
+use crate::connect::Backend;
+use crate::entity::workflow_executions as exec;
+use crate::error::StoreError;
+use crate::model::{ClaimRequest, ClaimedExecution, Execution, Lease};
+use sea_orm::{ConnectionTrait, EntityTrait, Value};
+
+impl Store {
+    /// Claims up to `limit` due runs of the given workflows in one atomic
+    /// statement: pending and sleeping runs whose `due_at` has passed, and
+    /// running runs whose lease expired. Each claimed run gets a new fencing
+    /// token (old token + 1), the worker as lease owner and a lease until
+    /// `now + lease_ttl_ms`. A claim of a pending run, or a takeover of an
+    /// expired one, begins a new workflow attempt (`attempts + 1`); a claim
+    /// of a sleeping run continues the current one.
+    ///
+    /// On PostgreSQL the candidate rows are locked with `FOR UPDATE SKIP
+    /// LOCKED`, so concurrent claimers take disjoint sets; on SQLite the
+    /// single statement holds the write lock. The candidates are read from
+    /// the partial index `(namespace, due_at) WHERE due_at IS NOT NULL`,
+    /// which holds no finished run.
+    ///
+    /// Every claim also counts one attempt of the run's open step (see
+    /// [`OpenStep`](crate::OpenStep)): the attempt the new holder is about to begin, or the
+    /// one a dead holder left unfinished.
+    pub async fn claim(&self, req: &ClaimRequest) -> Result<Vec<ClaimedExecution>, StoreError> {
+        let _gate = self.gate().await;
+        let claimed = self.claim_on(&self.db, req).await?;
+        if !claimed.is_empty() {
+            self.count();
+        }
+        Ok(claimed)
+    }
+
+    /// [`Store::claim`] on `conn` (the pool, or a group commit's
+    /// transaction); the caller counts the commit.
+    pub(super) async fn claim_on<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        req: &ClaimRequest,
+    ) -> Result<Vec<ClaimedExecution>, StoreError> {
+        if req.workflow_names.is_empty() || req.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let lock = match self.backend {
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        let placeholders = vec!["?"; req.workflow_names.len()].join(", ");
+        let sql = format!(
+            "UPDATE workflow_executions SET status = 'running', lease_owner = ?, \
+             fencing_token = fencing_token + 1, due_at = ?, updated_at = ?, \
+             started_at = COALESCE(started_at, ?), \
+             attempts = CASE WHEN status = 'sleeping' THEN attempts ELSE attempts + 1 END, \
+             open_attempts = open_attempts + 1 \
+             WHERE id IN (SELECT id FROM workflow_executions \
+               WHERE namespace = ? AND due_at IS NOT NULL AND due_at <= ? AND workflow_name IN ({placeholders}) \
+               ORDER BY due_at LIMIT ?{lock}) \
+             RETURNING *"
+        );
+        let mut values: Vec<Value> = vec![
+            req.worker_id.as_str().into(),
+            (req.now + req.lease_ttl_ms).into(),
+            req.now.into(),
+            req.now.into(),
+            req.namespace.as_str().into(),
+            req.now.into(),
+        ];
+        values.extend(req.workflow_names.iter().map(|n| Value::from(n.as_str())));
+        values.push(i64::from(req.limit).into());
+        let stmt = self.stmt(&sql, values);
+        let rows = exec::Entity::find().from_raw_sql(stmt).all(conn).await?;
+        let mut claimed = rows
+            .into_iter()
+            .map(|m| {
+                let execution = Execution::try_from(m)?;
+                let lease = Lease {
+                    namespace: execution.namespace.clone(),
+                    execution_id: execution.id.clone(),
+                    worker_id: req.worker_id.clone(),
+                    token: execution.fencing_token,
+                };
+                Ok(ClaimedExecution { execution, lease })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        // RETURNING order is unspecified; hand them out oldest-due first.
+        claimed.sort_by_key(|c| (c.execution.started_at, c.execution.created_at));
+        Ok(claimed)
+    }
+}

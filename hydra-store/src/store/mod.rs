@@ -1,0 +1,143 @@
+//! The `Store`: every SQL statement the runtime needs, and nothing else.
+//!
+//! Policy (retries, backoff, what a lost lease means) is the runtime's; the
+//! store only applies writes atomically and reports what happened. Every
+//! write made on behalf of a claimed run is conditional on the caller's
+//! fencing token and fails with [`StoreError::LeaseLost`] when the token is no
+//! longer current. Times are milliseconds on the engine's clock, passed in
+//! by the caller: the store never reads a clock.
+//!
+//! This file owns the [`Store`] handle: connecting, the SQLite write gate,
+//! commit counting, `?` placeholder translation and settling a write
+//! transaction. The statements live in one submodule per concern:
+//!
+//! - `fence`: the fencing condition every write on behalf of a claimed run carries;
+//! - `runs`: creating, reading, listing and cancelling runs;
+//! - `claim`: handing due runs to workers;
+//! - `lease`: renewing leases and reclaiming expired ones;
+//! - `step_write`: the step-row statements (an attempt, an outcome);
+//! - `checkpoint`: fenced run transitions, with or without a step result;
+//! - `batch`: group commit of many runs' writes;
+//! - `cron`: cron schedules;
+//! - `workers`: worker liveness rows.
+
+mod batch;
+mod checkpoint;
+mod claim;
+mod cron;
+mod fence;
+mod lease;
+mod runs;
+mod step_write;
+mod workers;
+
+pub use batch::{BatchOp, BatchValue};
+pub use checkpoint::{Checkpoint, Transition};
+
+use crate::connect::{self, Backend, StoreOptions, db_backend};
+use crate::error::StoreError;
+use sea_orm::{DatabaseConnection, DatabaseTransaction, Statement, Value};
+
+/// The persistence layer of one database, shared by engines and workers.
+/// Cheap to clone (the connection pool is shared).
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: DatabaseConnection,
+    backend: Backend,
+    /// Write transactions committed through this store (for benchmarks).
+    commits: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// SQLite: one writer at a time in this process. SQLite has one write
+    /// lock per database; a writer that finds it taken sleeps in the busy
+    /// handler (1 ms and more each time), so writers of this process queue
+    /// here instead. Other processes still meet the busy timeout.
+    write_gate: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
+}
+
+impl Store {
+    /// Opens `url` with default [`StoreOptions`] and applies migrations.
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        Store::connect_with(StoreOptions::new(url)).await
+    }
+
+    /// Opens a database and applies migrations. Fails with a clear
+    /// [`StoreError`] within the connect timeout on a bad URL, an unknown
+    /// scheme or an unreachable server.
+    pub async fn connect_with(options: StoreOptions) -> Result<Store, StoreError> {
+        let (db, backend) = connect::open(&options).await?;
+        let write_gate = (backend == Backend::Sqlite).then(Default::default);
+        Ok(Store { db, backend, commits: Default::default(), write_gate })
+    }
+
+    /// Waits for this process's turn to write (SQLite; see `write_gate`).
+    async fn gate(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        match &self.write_gate {
+            Some(g) => Some(std::sync::Arc::clone(g).lock_owned().await),
+            None => None,
+        }
+    }
+
+    /// Which database this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// How many write transactions this store (and its clones) committed:
+    /// creates, claims that claimed something, renewals, checkpoints, group
+    /// commits. The benchmark reports it per step.
+    pub fn write_commits(&self) -> u64 {
+        self.commits.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn count(&self) {
+        self.commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The underlying sea-orm connection pool.
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// Closes the pool.
+    pub async fn close(self) -> Result<(), StoreError> {
+        self.db.close().await.map_err(StoreError::from)
+    }
+
+    /// Turns `?` placeholders into `$n` on PostgreSQL. Every statement in
+    /// this module is written once, with `?`, and never contains a literal `?`.
+    fn stmt(&self, sql: &str, values: Vec<Value>) -> Statement {
+        let text: String = match self.backend {
+            Backend::Sqlite => sql.to_owned(),
+            Backend::Postgres => {
+                let mut out = String::with_capacity(sql.len() + 16);
+                let mut n = 0;
+                for c in sql.chars() {
+                    if c == '?' {
+                        n += 1;
+                        out.push('$');
+                        out.push_str(&n.to_string());
+                    } else {
+                        out.push(c);
+                    }
+                }
+                out
+            }
+        };
+        Statement::from_sql_and_values(db_backend(self.backend), text, values)
+    }
+
+    /// Commits `txn` (and counts the commit) if `result` is a success,
+    /// rolls it back otherwise.
+    async fn settle<T>(&self, txn: DatabaseTransaction, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        match result {
+            Ok(v) => {
+                txn.commit().await?;
+                self.count();
+                Ok(v)
+            }
+            Err(e) => {
+                txn.rollback().await?;
+                Err(e)
+            }
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! Runs: creating (at most one per idempotency key), reading, listing and
+//! cancelling them, and the row of a new run (shared with cron ticks).
+
+use super::Store;
+use crate::entity::{workflow_executions as exec, workflow_steps as steps};
+use crate::error::StoreError;
+use crate::ids::{ExecutionId, StepId};
+use crate::model::{CancelOutcome, Created, Execution, ExecutionFilter, ExecutionStatus, NewExecution, Step, to_i32};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    TryInsertResult,
+};
+
+impl Store {
+    /// Inserts a run. With an idempotency key already used in the same
+    /// (namespace, workflow), inserts nothing and returns the existing run.
+    pub async fn create_execution(&self, new: NewExecution) -> Result<Created, StoreError> {
+        let _gate = self.gate().await;
+        let key = new.idempotency_key.clone();
+        let am = execution_row(&new);
+        let rows = insert_execution(&self.db, am).await?;
+        self.count();
+        if rows == 1 {
+            let execution = self.get_execution(&new.namespace, &new.id).await?.ok_or_else(|| {
+                StoreError::ExecutionNotFound { namespace: new.namespace.clone(), execution: new.id.clone() }
+            })?;
+            return Ok(Created::New(execution));
+        }
+        self.existing_for_key(&new, key).await
+    }
+
+    async fn existing_for_key(&self, new: &NewExecution, key: Option<String>) -> Result<Created, StoreError> {
+        match key {
+            Some(key) => {
+                let existing = exec::Entity::find()
+                    .filter(exec::Column::Namespace.eq(&new.namespace))
+                    .filter(exec::Column::WorkflowName.eq(&new.workflow_name))
+                    .filter(exec::Column::IdempotencyKey.eq(&key))
+                    .one(&self.db)
+                    .await?
+                    .ok_or_else(|| {
+                        StoreError::Database(DbErr::Custom(format!(
+                            "idempotency key `{key}` conflicted but no run holds it"
+                        )))
+                    })?;
+                Ok(Created::Existing(Execution::try_from(existing)?))
+            }
+            None => Err(StoreError::Database(DbErr::Custom(format!(
+                "execution {} was not inserted (ID already taken)",
+                new.id
+            )))),
+        }
+    }
+
+    /// A run by ID, only if it belongs to `namespace`.
+    pub async fn get_execution(&self, namespace: &str, id: &ExecutionId) -> Result<Option<Execution>, StoreError> {
+        // By primary key alone, the namespace checked here: a query naming
+        // the namespace too may get a cached plan through the wider
+        // (namespace, status) index (see `fence_values`).
+        exec::Entity::find_by_id(id.as_str())
+            .one(&self.db)
+            .await?
+            .filter(|m| m.namespace == namespace)
+            .map(Execution::try_from)
+            .transpose()
+    }
+
+    /// Runs matching `filter`, newest first.
+    pub async fn list_executions(&self, filter: &ExecutionFilter) -> Result<Vec<Execution>, StoreError> {
+        let mut q = exec::Entity::find().filter(exec::Column::Namespace.eq(&filter.namespace));
+        if let Some(w) = &filter.workflow_name {
+            q = q.filter(exec::Column::WorkflowName.eq(w));
+        }
+        if let Some(s) = filter.status {
+            q = q.filter(exec::Column::Status.eq(s.as_str()));
+        }
+        if let Some(t) = filter.created_before {
+            q = q.filter(exec::Column::CreatedAt.lt(t));
+        }
+        q.order_by_desc(exec::Column::CreatedAt)
+            .order_by_desc(exec::Column::Id)
+            .limit(filter.limit)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(Execution::try_from)
+            .collect()
+    }
+
+    /// The recorded steps of a run, in call order.
+    pub async fn steps(&self, namespace: &str, id: &ExecutionId) -> Result<Vec<Step>, StoreError> {
+        steps::Entity::find()
+            .filter(steps::Column::Namespace.eq(namespace))
+            .filter(steps::Column::ExecutionId.eq(id.as_str()))
+            .order_by_asc(steps::Column::Position)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(Step::try_from)
+            .collect()
+    }
+
+    /// One recorded step of a run.
+    pub async fn step(&self, namespace: &str, id: &ExecutionId, step: &StepId) -> Result<Option<Step>, StoreError> {
+        steps::Entity::find()
+            .filter(steps::Column::Namespace.eq(namespace))
+            .filter(steps::Column::ExecutionId.eq(id.as_str()))
+            .filter(steps::Column::StepId.eq(step.as_str()))
+            .one(&self.db)
+            .await?
+            .map(Step::try_from)
+            .transpose()
+    }
+
+    /// Cancels a run. A run that is not running ends `cancelled` at once (its
+    /// token moves on); a running run is flagged and its worker stops it at
+    /// its next checkpoint or heartbeat.
+    pub async fn request_cancel(
+        &self,
+        namespace: &str,
+        id: &ExecutionId,
+        now: i64,
+    ) -> Result<CancelOutcome, StoreError> {
+        let _gate = self.gate().await;
+        for _ in 0..3 {
+            let r = self
+                .db
+                .execute_raw(self.stmt(
+                    "UPDATE workflow_executions SET status = 'cancelled', error_message = 'cancelled', \
+                     completed_at = ?, updated_at = ?, due_at = NULL, lease_owner = NULL, \
+                     fencing_token = fencing_token + 1 \
+                     WHERE id = ? AND namespace = ? AND status IN ('pending', 'sleeping')",
+                    vec![now.into(), now.into(), id.as_str().into(), namespace.into()],
+                ))
+                .await?;
+            if r.rows_affected() == 1 {
+                return Ok(CancelOutcome::Cancelled);
+            }
+            let r = self
+                .db
+                .execute_raw(self.stmt(
+                    "UPDATE workflow_executions SET cancel_requested = ?, updated_at = ? \
+                     WHERE id = ? AND namespace = ? AND status = 'running'",
+                    vec![true.into(), now.into(), id.as_str().into(), namespace.into()],
+                ))
+                .await?;
+            if r.rows_affected() == 1 {
+                return Ok(CancelOutcome::Requested);
+            }
+            match self.get_execution(namespace, id).await? {
+                None => {
+                    return Err(StoreError::ExecutionNotFound {
+                        namespace: namespace.to_owned(),
+                        execution: id.clone(),
+                    });
+                }
+                Some(e) if e.status.is_terminal() => return Ok(CancelOutcome::AlreadyEnded(e.status)),
+                // It changed state between the two updates; try again.
+                Some(_) => continue,
+            }
+        }
+        Err(StoreError::Database(DbErr::Custom(format!("execution {id} kept changing state while being cancelled"))))
+    }
+}
+
+/// The row of a new, pending run.
+pub(super) fn execution_row(new: &NewExecution) -> exec::ActiveModel {
+    exec::ActiveModel {
+        id: Set(new.id.as_str().to_owned()),
+        namespace: Set(new.namespace.clone()),
+        workflow_name: Set(new.workflow_name.clone()),
+        status: Set(ExecutionStatus::Pending.as_str().to_owned()),
+        input_data: Set(new.input.clone()),
+        output_data: Set(None),
+        error_message: Set(None),
+        max_attempts: Set(to_i32(new.max_attempts.max(1))),
+        attempts: Set(0),
+        idempotency_key: Set(new.idempotency_key.clone()),
+        trigger_type: Set(new.trigger_type.as_str().to_owned()),
+        trigger_source: Set(new.trigger_source.clone()),
+        created_at: Set(new.now),
+        started_at: Set(None),
+        updated_at: Set(new.now),
+        completed_at: Set(None),
+        due_at: Set(Some(new.due_at)),
+        deadline_at: Set(new.deadline_at),
+        lease_owner: Set(None),
+        fencing_token: Set(0),
+        cancel_requested: Set(false),
+        open_position: Set(0),
+        open_attempts: Set(0),
+    }
+}
+
+/// Inserts a run unless its idempotency key is taken; returns the rows inserted.
+pub(super) async fn insert_execution<C: ConnectionTrait>(conn: &C, row: exec::ActiveModel) -> Result<u64, StoreError> {
+    let inserted = exec::Entity::insert(row)
+        .on_conflict_do_nothing_on([exec::Column::Namespace, exec::Column::WorkflowName, exec::Column::IdempotencyKey])
+        .exec_without_returning(conn)
+        .await?;
+    Ok(match inserted {
+        TryInsertResult::Inserted(n) => n,
+        TryInsertResult::Conflicted | TryInsertResult::Empty => 0,
+    })
+}

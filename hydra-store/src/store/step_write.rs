@@ -1,0 +1,188 @@
+//! Step rows: recording an attempt before a step body runs and writing a
+//! step's outcome. A step keeps its position, and its result is recorded
+//! once and never overwritten.
+
+use super::Store;
+use crate::connect::{Backend, immediate};
+use crate::error::StoreError;
+use crate::model::{Lease, OpenStep, StepAttempt, StepOutcome, StepRecord, to_i32};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, DbErr, SqlErr, TransactionTrait, Value};
+
+impl Store {
+    /// Records the start of a step attempt before its body runs, so that a
+    /// crash during the body counts as an attempt. Returns the attempt
+    /// number (1 for the first). Fails with [`StoreError::StepAlreadyRecorded`]
+    /// if the step already has a result, and with
+    /// [`StoreError::PositionTaken`] if another step holds its position.
+    pub async fn record_step_attempt(&self, lease: &Lease, attempt: &StepAttempt, now: i64) -> Result<u32, StoreError> {
+        let _gate = self.gate().await;
+        let txn = self.db.begin_with_options(immediate()).await?;
+        let r = self.attempt_in(&txn, lease, attempt, now).await;
+        self.settle(txn, r).await
+    }
+
+    /// The fenced step-attempt upsert: one statement that writes only if
+    /// the caller's token is current (see [`Store::fenced_insert`]).
+    pub(super) async fn attempt_in(
+        &self,
+        txn: &DatabaseTransaction,
+        lease: &Lease,
+        attempt: &StepAttempt,
+        now: i64,
+    ) -> Result<u32, StoreError> {
+        let sql = self.fenced_insert(
+            "",
+            "INSERT INTO workflow_steps (execution_id, namespace, step_id, step_name, position, kind, status, \
+               attempts, max_attempts, started_at, fencing_token)",
+            "?, ?, ?, ?, ?, ?, 'running', 1, ?, ?, ?",
+            "ON CONFLICT (execution_id, step_id) DO UPDATE SET attempts = workflow_steps.attempts + 1, \
+               fencing_token = excluded.fencing_token, error_message = NULL \
+             WHERE workflow_steps.status = 'running' AND workflow_steps.position = excluded.position \
+             RETURNING attempts, position",
+        );
+        let values = self.fenced_values(
+            lease,
+            now,
+            Vec::new(),
+            vec![
+                lease.execution_id.as_str().into(),
+                lease.namespace.as_str().into(),
+                attempt.step_id.as_str().into(),
+                attempt.step_name.as_str().into(),
+                to_i32(attempt.position).into(),
+                attempt.kind.as_str().into(),
+                to_i32(attempt.max_attempts.max(1)).into(),
+                now.into(),
+                lease.token.0.into(),
+            ],
+        );
+        let row = txn
+            .query_one_raw(self.stmt(&sql, values))
+            .await
+            .map_err(|e| position_conflict(e, lease, attempt.position))?;
+        let Some(row) = row else {
+            return Err(self.why_refused(txn, lease, &attempt.step_id).await);
+        };
+        let position: i32 = row.try_get("", "position")?;
+        if position != to_i32(attempt.position) {
+            return Err(StoreError::PositionTaken {
+                execution: lease.execution_id.clone(),
+                position: attempt.position,
+            });
+        }
+        let attempts: i32 = row.try_get("", "attempts")?;
+        Ok(u32::try_from(attempts).unwrap_or(0))
+    }
+
+    /// Records a step outcome. With `fenced`, the statement itself checks
+    /// the lease (the caller ran no guard) and moves the open step to
+    /// `open`; otherwise the caller already holds the run's row under the
+    /// fencing check. The row keeps the higher of its counted attempts and
+    /// the record's.
+    pub(super) async fn write_step(
+        &self,
+        txn: &DatabaseTransaction,
+        lease: &Lease,
+        rec: &StepRecord,
+        open: Option<OpenStep>,
+        now: i64,
+        fenced: bool,
+    ) -> Result<(), StoreError> {
+        let tail = match self.backend {
+            Backend::Postgres => STEP_TAIL_PG,
+            Backend::Sqlite => STEP_TAIL_SQLITE,
+        };
+        const INSERT: &str = STEP_INSERT;
+        const ROW: &str = STEP_ROW;
+        let row = step_row(lease, rec, now);
+        let stmt = if fenced {
+            let (frag, open) = open.map_or(("", Vec::new()), |o| open_set(o, Some(rec.position)));
+            self.stmt(&self.fenced_insert(frag, INSERT, ROW, tail), self.fenced_values(lease, now, open, row))
+        } else {
+            self.stmt(&format!("{INSERT} VALUES ({ROW}) {tail}"), row)
+        };
+        let r = txn.execute_raw(stmt).await.map_err(|e| position_conflict(e, lease, rec.position))?;
+        if r.rows_affected() == 1 {
+            Ok(())
+        } else if fenced {
+            Err(self.why_refused(txn, lease, &rec.step_id).await)
+        } else {
+            Err(StoreError::StepAlreadyRecorded { execution: lease.execution_id.clone(), step: rec.step_id.clone() })
+        }
+    }
+}
+
+/// The columns of a step row, in the order [`step_row`] binds them.
+pub(super) const STEP_INSERT: &str = "INSERT INTO workflow_steps (execution_id, namespace, step_id, step_name, position, \
+       kind, status, attempts, max_attempts, output_data, error_message, started_at, completed_at, wake_at, \
+       fencing_token)";
+pub(super) const STEP_ROW: &str = "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?";
+
+/// The values of one step row (see [`STEP_INSERT`]).
+pub(super) fn step_row(lease: &Lease, rec: &StepRecord, now: i64) -> Vec<Value> {
+    let (status, output, error, completed_at): (&str, Option<Vec<u8>>, Option<String>, Option<i64>) = match &rec.outcome
+    {
+        StepOutcome::Completed(out) => ("completed", Some(out.clone()), None, Some(now)),
+        StepOutcome::Failed(e) => ("failed", None, Some(e.clone()), Some(now)),
+        StepOutcome::AttemptFailed(e) => ("running", None, Some(e.clone()), None),
+    };
+    vec![
+        lease.execution_id.as_str().into(),
+        lease.namespace.as_str().into(),
+        rec.step_id.as_str().into(),
+        rec.step_name.as_str().into(),
+        to_i32(rec.position).into(),
+        rec.kind.as_str().into(),
+        status.into(),
+        to_i32(rec.attempt.max(1)).into(),
+        to_i32(rec.max_attempts.max(1)).into(),
+        output.into(),
+        error.into(),
+        rec.started_at.unwrap_or(now).into(),
+        completed_at.into(),
+        rec.wake_at.into(),
+        lease.token.0.into(),
+    ]
+}
+
+/// The SET clause that moves a run's open step to `to`, and its values.
+///
+/// With `at` (the position of the step written in the same statement), the
+/// open step moves only if it is at `at`: when steps of one run execute at
+/// once, a step's result must not move the open step away from a sibling
+/// whose attempt it holds. Without `at` (a hand-back, written from the
+/// lease holder's own view of the open step) it is set as given.
+pub(super) fn open_set(to: OpenStep, at: Option<u32>) -> (&'static str, Vec<Value>) {
+    match at {
+        Some(at) => (
+            ", open_position = CASE WHEN open_position = ? THEN ? ELSE open_position END, \
+             open_attempts = CASE WHEN open_position = ? THEN ? ELSE open_attempts END",
+            vec![to_i32(at).into(), to_i32(to.position).into(), to_i32(at).into(), to_i32(to.attempts).into()],
+        ),
+        None => {
+            (", open_position = ?, open_attempts = ?", vec![to_i32(to.position).into(), to_i32(to.attempts).into()])
+        }
+    }
+}
+
+/// The conflict clause of a step result: only a running step at the same
+/// position takes it; its attempt count never goes down.
+const STEP_TAIL_PG: &str = "ON CONFLICT (execution_id, step_id) DO UPDATE SET status = excluded.status, \
+       output_data = excluded.output_data, error_message = excluded.error_message, \
+       completed_at = excluded.completed_at, wake_at = excluded.wake_at, \
+       fencing_token = excluded.fencing_token, attempts = GREATEST(workflow_steps.attempts, excluded.attempts) \
+     WHERE workflow_steps.status = 'running' AND workflow_steps.position = excluded.position";
+pub(super) const STEP_TAIL_SQLITE: &str = "ON CONFLICT (execution_id, step_id) DO UPDATE SET status = excluded.status, \
+       output_data = excluded.output_data, error_message = excluded.error_message, \
+       completed_at = excluded.completed_at, wake_at = excluded.wake_at, \
+       fencing_token = excluded.fencing_token, attempts = MAX(workflow_steps.attempts, excluded.attempts) \
+     WHERE workflow_steps.status = 'running' AND workflow_steps.position = excluded.position";
+
+pub(super) fn position_conflict(e: DbErr, lease: &Lease, position: u32) -> StoreError {
+    match e.sql_err() {
+        Some(SqlErr::UniqueConstraintViolation(_)) => {
+            StoreError::PositionTaken { execution: lease.execution_id.clone(), position }
+        }
+        _ => StoreError::Database(e),
+    }
+}
