@@ -9,7 +9,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// Options of one step call. The `#[step]` macro builds these from its
-/// attributes; without macros, pass them to [`WorkflowContext::step_with`].
+/// attributes; without macros, pass them to
+/// [`WorkflowContext::step_with`](super::WorkflowContext::step_with).
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct StepOptions {
