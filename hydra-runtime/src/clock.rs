@@ -84,14 +84,14 @@ impl Clock {
     /// passes in real time, whichever is first.
     pub(crate) async fn sleep_until(&self, deadline_ms: i64, max_wait: Duration) {
         let mut rx = self.subscribe();
-        let real_deadline = tokio::time::Instant::now() + max_wait;
+        let real_deadline = instant_after(max_wait);
         loop {
             let now = self.now_ms();
             if now >= deadline_ms {
                 return;
             }
-            let wait = Duration::from_millis(u64::try_from(deadline_ms - now).unwrap_or(0));
-            let until = (tokio::time::Instant::now() + wait).min(real_deadline);
+            let wait = Duration::from_millis(u64::try_from(deadline_ms.saturating_sub(now)).unwrap_or(0));
+            let until = instant_after(wait).min(real_deadline);
             tokio::select! {
                 _ = tokio::time::sleep_until(until) => {
                     if tokio::time::Instant::now() >= real_deadline || !self.is_manual() {
@@ -111,6 +111,13 @@ impl Clock {
 /// A duration in whole milliseconds, saturating at `i64::MAX`.
 pub(crate) fn duration_ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The monotonic instant `d` from now, saturating far in the future
+/// instead of overflowing (`Instant + Duration` panics on overflow).
+pub(crate) fn instant_after(d: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(d).unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
 }
 
 #[cfg(test)]

@@ -83,16 +83,24 @@ impl RetryPolicy {
         let factor = self.multiplier.max(1.0).powi(exp);
         let secs = self.initial.as_secs_f64() * factor;
         let cap = self.max.as_secs_f64();
-        if !secs.is_finite() || secs >= cap { self.max } else { Duration::from_secs_f64(secs.max(0.0)) }
+        if !secs.is_finite() || secs >= cap {
+            self.max
+        } else {
+            Duration::try_from_secs_f64(secs.max(0.0)).unwrap_or(self.max)
+        }
     }
 
     /// The delay after failed attempt `attempt`, with jitter from `unit`, a
     /// random number in `0.0..1.0`. Never above `max`.
     pub fn delay(&self, attempt: u32, unit: f64) -> Duration {
         let base = self.base_delay(attempt).as_secs_f64();
-        let spread = self.jitter.clamp(0.0, 1.0) * base * (2.0 * unit.clamp(0.0, 1.0) - 1.0);
+        let jitter = if self.jitter.is_finite() { self.jitter.clamp(0.0, 1.0) } else { 0.0 };
+        let unit = if unit.is_finite() { unit.clamp(0.0, 1.0) } else { 0.5 };
+        let spread = jitter * base * (2.0 * unit - 1.0);
         let secs = (base + spread).clamp(0.0, self.max.as_secs_f64());
-        Duration::from_secs_f64(secs)
+        // Seconds as f64 may round above `Duration::MAX` (as with `max =
+        // Duration::MAX`); anything not representable is the cap.
+        Duration::try_from_secs_f64(secs).map_or(self.max, |d| d.min(self.max))
     }
 
     /// The delay after failed attempt `attempt` with fresh random jitter.
@@ -139,5 +147,39 @@ mod tests {
     fn nonsense_settings_are_clamped() {
         let p = RetryPolicy::default().multiplier(f64::NAN).jitter(7.0).max_attempts(0);
         assert_eq!((p.multiplier, p.jitter, p.max_attempts), (1.0, 1.0, 1));
+    }
+
+    proptest::proptest! {
+        /// Any policy, any attempt number, any jitter draw: no panic, and
+        /// the delay never exceeds the cap.
+        #[test]
+        fn no_policy_or_attempt_panics_and_every_delay_is_capped(
+            initial_ns in proptest::prelude::any::<u64>(),
+            initial_secs in proptest::prelude::any::<u64>(),
+            max_secs in proptest::prelude::any::<u64>(),
+            max_nanos in 0u32..1_000_000_000,
+            multiplier in proptest::prelude::any::<f64>(),
+            jitter in proptest::prelude::any::<f64>(),
+            unit in proptest::prelude::any::<f64>(),
+            attempt in proptest::prelude::any::<u32>(),
+            huge_max in proptest::prelude::any::<bool>(),
+        ) {
+            let max = if huge_max { Duration::MAX } else { Duration::new(max_secs, max_nanos) };
+            let initial = Duration::new(initial_secs, 0).saturating_add(Duration::from_nanos(initial_ns));
+            let p = RetryPolicy::default().initial(initial).max(max).multiplier(multiplier).jitter(jitter);
+            for a in [0, 1, 2, attempt, u32::MAX] {
+                proptest::prop_assert!(p.base_delay(a) <= max);
+                proptest::prop_assert!(p.delay(a, unit) <= max);
+                proptest::prop_assert!(p.next_delay(a) <= max);
+            }
+        }
+    }
+
+    #[test]
+    fn an_unbounded_cap_gives_a_delay_instead_of_a_panic() {
+        let p = RetryPolicy::default().max(Duration::MAX);
+        for attempt in [1, 100, 2_000, u32::MAX] {
+            assert!(p.next_delay(attempt) <= Duration::MAX);
+        }
     }
 }

@@ -84,7 +84,7 @@ impl WorkflowContext {
             match run.halt(Interrupt::Suspended { until }).await {}
         }
         // After a result, the next position has its first attempt counted.
-        let next_step = OpenStep::new(position + 1, 1);
+        let next_step = OpenStep::new(position.saturating_add(1), 1);
         loop {
             run.checkpoint_gate().await;
             // Usually the attempt is counted already (by the claim or by the
@@ -174,13 +174,13 @@ impl WorkflowContext {
                                 .attempt(attempt)
                                 .started_at(began_at),
                             Transition::Continue,
-                            OpenStep::new(position, attempt + 1),
+                            OpenStep::new(position, attempt.saturating_add(1)),
                         )
                         .await;
                         tokio::time::sleep(delay).await;
                         prior_attempts = attempt;
                     } else {
-                        let wake = run.now() + duration_ms(delay);
+                        let wake = run.now().saturating_add(duration_ms(delay));
                         let until = run.park_until(wake);
                         let rec = record(StepOutcome::AttemptFailed(e.message().to_owned()))
                             .attempt(attempt)

@@ -159,7 +159,7 @@ impl RunState {
     pub(super) fn next_step_id(&self, base: &str) -> (u32, StepId) {
         let mut c = self.cursor.lock().unwrap_or_else(|p| p.into_inner());
         let position = c.next_position;
-        c.next_position += 1;
+        c.next_position = c.next_position.saturating_add(1);
         // Look up before inserting: no allocation for a name seen before.
         let n = match c.occurrences.get_mut(base) {
             Some(n) => {
@@ -244,7 +244,7 @@ impl RunState {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, StoreError>>,
     {
-        let give_up = tokio::time::Instant::now() + self.write_patience;
+        let give_up = crate::clock::instant_after(self.write_patience);
         let mut pause = Duration::from_millis(50);
         loop {
             match op().await {
@@ -253,7 +253,7 @@ impl RunState {
                     tracing::warn!(execution_id = %self.lease.execution_id, "lease lost during {what}; stopping this run");
                     match self.halt(Interrupt::LeaseLost).await {}
                 }
-                Err(e) if e.is_retryable() && tokio::time::Instant::now() + pause < give_up => {
+                Err(e) if e.is_retryable() && crate::clock::instant_after(pause) < give_up => {
                     tracing::warn!(execution_id = %self.lease.execution_id, error = %e, "transient failure during {what}; retrying");
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_secs(2));

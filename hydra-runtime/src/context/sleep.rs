@@ -42,7 +42,7 @@ impl WorkflowContext {
                 StepRecord::new(step_id, SLEEP_STEP, position, StepKind::Sleep, 1, StepOutcome::Completed(Vec::new()))
                     .wake_at(wake);
             // The claim that wakes the run counts the next step's first attempt.
-            if let Err(e) = run.record(rec, Transition::Sleep { until }, OpenStep::new(position + 1, 0)).await {
+            if let Err(e) = run.record(rec, Transition::Sleep { until }, OpenStep::new(position.saturating_add(1), 0)).await {
                 match run.fail_run(format!("could not record a sleep: {e}")).await {}
             }
         } else {

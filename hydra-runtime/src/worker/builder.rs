@@ -158,7 +158,7 @@ impl WorkerBuilder {
         if c.poll_interval.is_zero() || c.heartbeat_interval.is_zero() {
             return Err(Error::Config("poll_interval and heartbeat_interval must be above zero".into()));
         }
-        if c.heartbeat_interval * 3 > c.lease_ttl {
+        if c.heartbeat_interval.saturating_mul(3) > c.lease_ttl {
             return Err(Error::Config(format!(
                 "heartbeat_interval ({:?}) must be at most a third of lease_ttl ({:?}) so leases are renewed well \
                  before they expire",

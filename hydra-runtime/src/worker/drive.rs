@@ -135,7 +135,7 @@ async fn run_workflow(
         history,
         open_step: execution.open_step,
         inline_backoff: s.config.inline_backoff,
-        write_patience: s.config.lease_ttl.saturating_sub(s.config.heartbeat_interval * 2),
+        write_patience: s.config.lease_ttl.saturating_sub(s.config.heartbeat_interval.saturating_mul(2)),
     });
     let ctx = WorkflowContext { run: Arc::clone(&run) };
     let future = match workflow.start(ctx, &execution.input, engine.codec()) {
@@ -292,13 +292,13 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<(), StoreError>>,
 {
-    let give_up = tokio::time::Instant::now() + s.config.lease_ttl;
+    let give_up = crate::clock::instant_after(s.config.lease_ttl);
     let mut pause = Duration::from_millis(50);
     loop {
         match op().await {
             Ok(()) => return Ok(()),
             Err(e)
-                if e.is_retryable() && tokio::time::Instant::now() + pause < give_up && !s.stop_all.is_cancelled() =>
+                if e.is_retryable() && crate::clock::instant_after(pause) < give_up && !s.stop_all.is_cancelled() =>
             {
                 tracing::warn!(error = %e, "transient failure writing a run's state; retrying");
                 tokio::time::sleep(pause).await;

@@ -22,7 +22,7 @@ impl Worker {
         for a in s.active().values() {
             a.run.draining.store(true, std::sync::atomic::Ordering::SeqCst);
         }
-        let deadline = tokio::time::Instant::now() + grace;
+        let deadline = crate::clock::instant_after(grace);
         while !s.active().is_empty() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
