@@ -283,6 +283,12 @@ pub(crate) async fn fire_due(
                 Some(tick) => {
                     tracing::info!(schedule = %job.name, tick, next_run_at = next, "cron tick fired");
                     crate::metrics::cron_trigger(engine.namespace(), &job.name);
+                    crate::metrics::workflow_started(
+                        engine.namespace(),
+                        &job.workflow_name,
+                        TriggerType::Cron.as_str(),
+                        job.input.len(),
+                    );
                     started += 1;
                 }
                 None => tracing::warn!(schedule = %job.name, missed_until = latest, "missed cron ticks skipped"),

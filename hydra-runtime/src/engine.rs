@@ -325,8 +325,16 @@ impl Engine {
     /// stops at its next checkpoint (its step bodies see
     /// [`crate::StepContext::cancelled`]).
     pub async fn cancel(&self, id: &ExecutionId) -> Result<CancelOutcome, Error> {
-        match self.inner.store.request_cancel(&self.inner.namespace, id, self.inner.clock.now_ms()).await {
+        let now = self.inner.clock.now_ms();
+        match self.inner.store.request_cancel(&self.inner.namespace, id, now).await {
             Ok(o) => {
+                if o == CancelOutcome::Cancelled {
+                    // Ended here, not by a worker: this is where it is counted.
+                    if let Ok(Some(e)) = self.get(id).await {
+                        let seconds = (now - e.created_at).max(0) as f64 / 1000.0;
+                        crate::metrics::workflow_ended(&e.namespace, &e.workflow_name, "cancelled", seconds);
+                    }
+                }
                 self.inner.done.send_modify(|n| *n = n.wrapping_add(1));
                 Ok(o)
             }

@@ -183,10 +183,33 @@ async fn the_scrape_lists_every_seed_metric_with_expected_values() {
         })
         .await
         .unwrap();
+        // Runs cancelled before any worker ran them: one pending (delayed
+        // start), one that ended through a worker, counted once each.
+        let later = StartOptions::new().delay(Duration::from_secs(3600));
+        let pending =
+            engine.start_with::<Flow>(vec![StepPlan::new("never", Act::Ok)], later).await.unwrap();
+        assert_eq!(engine.cancel(pending.id()).await.unwrap(), hydra_runtime::CancelOutcome::Cancelled);
         w.shutdown(Duration::from_secs(1)).await;
     }
     let body = scrape(addr).await;
     assert_eq!(value(&body, metrics::CRON_TRIGGERS, &[("namespace", "metrics-cron"), ("schedule", "tick")]), 1.0);
+    let cron_ns = |extra: &[(&'static str, &'static str)]| {
+        let mut l = vec![("namespace", "metrics-cron"), ("workflow_name", "flow")];
+        l.extend_from_slice(extra);
+        l
+    };
+    assert_eq!(
+        value(&body, metrics::WORKFLOWS_STARTED, &cron_ns(&[("trigger", "cron")])),
+        1.0,
+        "a cron-started run counts as started"
+    );
+    assert_eq!(value(&body, metrics::WORKFLOWS_STARTED, &cron_ns(&[("trigger", "api")])), 1.0);
+    assert_eq!(
+        value(&body, metrics::WORKFLOWS_COMPLETED, &cron_ns(&[("status", "cancelled")])),
+        1.0,
+        "a pending run cancelled by the engine counts as ended cancelled"
+    );
+    assert_eq!(value(&body, metrics::WORKFLOWS_COMPLETED, &cron_ns(&[("status", "completed")])), 1.0);
 
     let seed = [
         "hydra_workflows_started_total",

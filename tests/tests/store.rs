@@ -529,8 +529,60 @@ both_backends! {
         assert_eq!((live[0].acquired_at, live[0].heartbeat_at, live[0].expires_at), (0, 500, 1_500));
         assert!(store.live_workers(NS, 1_500).await.unwrap().is_empty(), "expired without a heartbeat");
         assert!(store.live_workers("other", 0).await.unwrap().is_empty());
-        store.remove_worker(&w).await.unwrap();
+        store.remove_worker(NS, &w).await.unwrap();
         assert!(store.live_workers(NS, 0).await.unwrap().is_empty());
+    }
+
+    async fn a_row_that_does_not_convert_fails_alone_and_the_claim_returns_the_others(db: TestDb) {
+        let store = db.store().await;
+        let w = WorkerId::generate();
+        let good = create(&store, NS, 0).await;
+        let bad = create(&store, NS, 0).await;
+        // Written by a newer version: a trigger type this one does not know.
+        let c = store.connection();
+        let q = format!("UPDATE workflow_executions SET trigger_type = 'martian' WHERE id = '{bad}'");
+        c.execute_raw(Statement::from_string(c.get_database_backend(), q)).await.unwrap();
+        let claimed = store.claim(&claim_req(NS, &w, 10, 10)).await.expect("one bad row does not fail the claim");
+        let ids: Vec<_> = claimed.iter().map(|c| c.execution.id.clone()).collect();
+        assert_eq!(ids, [good.clone()], "only the readable run is handed out");
+        // The bad run is not left leased: it ended failed, saying why.
+        let q = format!("SELECT status, error_message, due_at FROM workflow_executions WHERE id = '{bad}'");
+        let row = c.query_one_raw(Statement::from_string(c.get_database_backend(), q)).await.unwrap().unwrap();
+        assert_eq!(row.try_get::<String>("", "status").unwrap(), "failed");
+        assert!(row.try_get::<String>("", "error_message").unwrap().contains("martian"));
+        assert_eq!(row.try_get::<Option<i64>>("", "due_at").unwrap(), None, "not claimable again");
+        assert!(store.claim(&claim_req(NS, &w, TTL + 20, 10)).await.unwrap().iter().all(|c| c.execution.id != bad));
+    }
+
+    async fn worker_liveness_rows_are_per_namespace_and_dead_ones_are_pruned(db: TestDb) {
+        let store = db.store().await;
+        let shared = WorkerId::from_string("host-a/worker");
+        store.heartbeat_worker(NS, &shared, 0, 1_000).await.unwrap();
+        store.heartbeat_worker("other", &shared, 0, 1_000).await.unwrap();
+        assert_eq!(store.live_workers(NS, 10).await.unwrap().len(), 1);
+        assert_eq!(store.live_workers("other", 10).await.unwrap().len(), 1, "one row per namespace");
+        store.remove_worker(NS, &shared).await.unwrap();
+        assert!(store.live_workers(NS, 10).await.unwrap().is_empty());
+        assert_eq!(store.live_workers("other", 10).await.unwrap().len(), 1, "removal stays in its namespace");
+
+        let rows = |ns: &'static str| {
+            let c = store.connection().clone();
+            async move {
+                let q = format!("SELECT COUNT(*) FROM leases WHERE namespace = '{ns}'");
+                let row = c.query_one_raw(Statement::from_string(c.get_database_backend(), q)).await.unwrap();
+                row.unwrap().try_get_by_index::<i64>(0).unwrap()
+            }
+        };
+        // A worker that died at 1,000 (TTL 1 s) is kept for ten TTLs, then a
+        // living worker's heartbeat deletes its row; other namespaces keep theirs.
+        let dead = WorkerId::from_string("dead");
+        let alive = WorkerId::from_string("alive");
+        store.heartbeat_worker(NS, &dead, 0, 1_000).await.unwrap();
+        store.heartbeat_worker(NS, &alive, 5_000, 1_000).await.unwrap();
+        assert_eq!(rows(NS).await, 2, "a recently dead worker stays visible");
+        store.heartbeat_worker(NS, &alive, 11_001, 1_000).await.unwrap();
+        assert_eq!(rows(NS).await, 1, "the dead worker's row is pruned");
+        assert_eq!(rows("other").await, 1, "another namespace's rows are not pruned");
     }
 
     async fn concurrent_migrations_on_a_fresh_database_succeed(db: TestDb) {

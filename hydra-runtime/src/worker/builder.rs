@@ -137,7 +137,8 @@ impl WorkerBuilder {
         self
     }
 
-    /// A fixed worker ID (default: random).
+    /// A fixed worker ID (default: stable per host and program; see
+    /// `HYDRA_WORKER_ID` in the README's worker defaults).
     pub fn worker_id(mut self, id: WorkerId) -> Self {
         self.id = Some(id);
         self
@@ -172,7 +173,7 @@ impl WorkerBuilder {
         for schedule in self.handler_schedules {
             self.engine.register_cron(schedule).await?;
         }
-        let id = self.id.unwrap_or_else(WorkerId::generate);
+        let id = self.id.unwrap_or_else(default_worker_id);
         let mut names: Vec<String> = self.registry.keys().cloned().collect();
         names.sort();
         let shared = Arc::new(Shared {
@@ -206,5 +207,33 @@ impl WorkerBuilder {
         tokio::spawn(claim::listen_loop(Arc::clone(&shared)));
         let cron = tokio::spawn(cron_ticks::cron_loop(Arc::clone(&shared)));
         Ok(Worker { shared, poll: Some(poll), heartbeat: Some(heartbeat), cron: Some(cron) })
+    }
+}
+
+/// The default worker ID: the same on every start of the same program on
+/// the same host, so metrics labels and liveness rows do not churn with
+/// restarts. `HYDRA_WORKER_ID` if set, else `{host}-{program}`; the second
+/// and later workers of one process get `-2`, `-3`, … appended. Several
+/// processes of one program on one host share the base ID: give each its
+/// own `HYDRA_WORKER_ID` (or [`WorkerBuilder::worker_id`]) to tell them
+/// apart.
+fn default_worker_id() -> WorkerId {
+    static STARTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let base = std::env::var("HYDRA_WORKER_ID").ok().filter(|v| !v.trim().is_empty()).unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "host".to_owned());
+        let program = std::env::current_exe()
+            .ok()
+            .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "hydra".to_owned());
+        format!("{host}-{program}")
+    });
+    match STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) {
+        0 => WorkerId::from_string(base),
+        n => WorkerId::from_string(format!("{base}-{}", n + 1)),
     }
 }

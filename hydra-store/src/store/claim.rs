@@ -6,7 +6,7 @@ use crate::connect::Backend;
 use crate::entity::workflow_executions as exec;
 use crate::error::StoreError;
 use crate::model::{ClaimRequest, ClaimedExecution, Execution, Lease};
-use sea_orm::{ConnectionTrait, EntityTrait, Value};
+use sea_orm::{ConnectionTrait, FromQueryResult, QueryResult, Value};
 
 impl Store {
     /// Claims up to `limit` due runs of the given workflows in one atomic
@@ -26,6 +26,12 @@ impl Store {
     /// Every claim also counts one attempt of the run's open step (see
     /// [`OpenStep`](crate::OpenStep)): the attempt the new holder is about to begin, or the
     /// one a dead holder left unfinished.
+    ///
+    /// A claimed row that does not convert (written by another version, or
+    /// edited by hand: an unknown trigger type, a NULL where a value
+    /// belongs) is not returned and not left leased: in the same statement
+    /// sequence it is ended `failed` with an error naming what is wrong, and
+    /// the other runs of the batch are returned as usual.
     pub async fn claim(&self, req: &ClaimRequest) -> Result<Vec<ClaimedExecution>, StoreError> {
         let _gate = self.gate().await;
         let claimed = self.claim_on(&self.db, req).await?;
@@ -63,7 +69,7 @@ impl Store {
         );
         let mut values: Vec<Value> = vec![
             req.worker_id.as_str().into(),
-            (req.now + req.lease_ttl_ms).into(),
+            req.now.saturating_add(req.lease_ttl_ms).into(),
             req.now.into(),
             req.now.into(),
             req.namespace.as_str().into(),
@@ -72,22 +78,51 @@ impl Store {
         values.extend(req.workflow_names.iter().map(|n| Value::from(n.as_str())));
         values.push(i64::from(req.limit).into());
         let stmt = self.stmt(&sql, values);
-        let rows = exec::Entity::find().from_raw_sql(stmt).all(conn).await?;
-        let mut claimed = rows
-            .into_iter()
-            .map(|m| {
-                let execution = Execution::try_from(m)?;
-                let lease = Lease {
-                    namespace: execution.namespace.clone(),
-                    execution_id: execution.id.clone(),
-                    worker_id: req.worker_id.clone(),
-                    token: execution.fencing_token,
-                };
-                Ok(ClaimedExecution { execution, lease })
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
+        let rows = conn.query_all_raw(stmt).await?;
+        let mut claimed = Vec::with_capacity(rows.len());
+        for row in rows {
+            match claimed_run(&row, req) {
+                Ok(c) => claimed.push(c),
+                Err(reason) => self.fail_unreadable_claim(conn, &row, &reason, req.now).await?,
+            }
+        }
         // RETURNING order is unspecified; hand them out oldest-due first.
         claimed.sort_by_key(|c| (c.execution.started_at, c.execution.created_at));
         Ok(claimed)
     }
+
+    /// Ends a just-claimed run whose row does not convert, under the token
+    /// the claim gave it, so that it is neither driven nor left leased.
+    async fn fail_unreadable_claim<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        row: &QueryResult,
+        reason: &StoreError,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let id: String = row.try_get("", "id")?;
+        let token: i64 = row.try_get("", "fencing_token")?;
+        let message = format!("this run's stored row cannot be read by this version of Hydra: {reason}");
+        tracing::error!(execution_id = %id, error = %reason, "claimed a run whose row does not convert; failing it");
+        conn.execute_raw(self.stmt(
+            "UPDATE workflow_executions SET status = 'failed', error_message = ?, completed_at = ?, \
+             updated_at = ?, due_at = NULL, lease_owner = NULL WHERE id = ? AND fencing_token = ?",
+            vec![message.into(), now.into(), now.into(), id.into(), token.into()],
+        ))
+        .await?;
+        Ok(())
+    }
+}
+
+/// One returned row of a claim as a claimed run, or why it does not convert.
+fn claimed_run(row: &QueryResult, req: &ClaimRequest) -> Result<ClaimedExecution, StoreError> {
+    let model = exec::Model::from_query_result(row, "")?;
+    let execution = Execution::try_from(model)?;
+    let lease = Lease {
+        namespace: execution.namespace.clone(),
+        execution_id: execution.id.clone(),
+        worker_id: req.worker_id.clone(),
+        token: execution.fencing_token,
+    };
+    Ok(ClaimedExecution { execution, lease })
 }

@@ -1,4 +1,6 @@
-//! Worker liveness: each worker's heartbeat row in the `leases` table.
+//! Worker liveness: each worker's heartbeat row in the `leases` table, one
+//! per (namespace, worker); rows of workers that stopped heartbeating are
+//! pruned by the heartbeats of the living.
 
 use super::Store;
 use crate::entity::leases;
@@ -6,10 +8,24 @@ use crate::error::StoreError;
 use crate::ids::WorkerId;
 use crate::model::WorkerLease;
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, TransactionTrait};
+
+/// How many TTLs a dead worker's row stays visible before a living
+/// worker's heartbeat deletes it.
+const DEAD_WORKER_ROWS_KEPT_FOR_TTLS: i64 = 10;
+
+/// The row key of a worker's liveness in one namespace: the same worker ID
+/// in two namespaces is two rows. The namespace's length comes first, so
+/// no (namespace, worker) pair can collide with another.
+fn resource_id(namespace: &str, worker: &WorkerId) -> String {
+    format!("worker:{}:{namespace}:{}", namespace.len(), worker.as_str())
+}
 
 impl Store {
-    /// Registers or renews a worker's liveness row until `now + ttl_ms`.
+    /// Registers or renews a worker's liveness row in `namespace` until
+    /// `now + ttl_ms`, and in the same transaction deletes the rows of
+    /// workers of that namespace that expired more than
+    /// ten times `ttl_ms` ago (dead workers stay visible that long).
     pub async fn heartbeat_worker(
         &self,
         namespace: &str,
@@ -19,30 +35,42 @@ impl Store {
     ) -> Result<(), StoreError> {
         let _gate = self.gate().await;
         let am = leases::ActiveModel {
-            resource_id: Set(worker.as_str().to_owned()),
+            resource_id: Set(resource_id(namespace, worker)),
             kind: Set("worker".to_owned()),
             namespace: Set(namespace.to_owned()),
             worker_id: Set(worker.as_str().to_owned()),
             acquired_at: Set(now),
-            expires_at: Set(now + ttl_ms),
+            expires_at: Set(now.saturating_add(ttl_ms)),
             heartbeat_at: Set(now),
         };
-        leases::Entity::insert(am)
-            .on_conflict(
-                OnConflict::column(leases::Column::ResourceId)
-                    .update_columns([leases::Column::ExpiresAt, leases::Column::HeartbeatAt])
-                    .to_owned(),
-            )
-            .exec_without_returning(&self.db)
-            .await?;
-        self.count();
-        Ok(())
+        let dead_before = now.saturating_sub(ttl_ms.saturating_mul(DEAD_WORKER_ROWS_KEPT_FOR_TTLS));
+        let txn = self.db.begin_with_options(crate::connect::immediate()).await?;
+        let r = async {
+            leases::Entity::insert(am)
+                .on_conflict(
+                    OnConflict::column(leases::Column::ResourceId)
+                        .update_columns([leases::Column::ExpiresAt, leases::Column::HeartbeatAt])
+                        .to_owned(),
+                )
+                .exec_without_returning(&txn)
+                .await?;
+            leases::Entity::delete_many()
+                .filter(leases::Column::Kind.eq("worker"))
+                .filter(leases::Column::Namespace.eq(namespace))
+                .filter(leases::Column::ExpiresAt.lt(dead_before))
+                .exec(&txn)
+                .await?;
+            Ok(())
+        }
+        .await;
+        self.settle(txn, r).await
     }
 
-    /// Removes a worker's liveness row (clean shutdown).
-    pub async fn remove_worker(&self, worker: &WorkerId) -> Result<(), StoreError> {
+    /// Removes a worker's liveness row in `namespace` (clean shutdown); the
+    /// same worker ID in other namespaces keeps its rows.
+    pub async fn remove_worker(&self, namespace: &str, worker: &WorkerId) -> Result<(), StoreError> {
         let _gate = self.gate().await;
-        leases::Entity::delete_by_id(worker.as_str()).exec(&self.db).await?;
+        leases::Entity::delete_by_id(resource_id(namespace, worker)).exec(&self.db).await?;
         Ok(())
     }
 

@@ -28,6 +28,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .lease_ttl(Duration::from_millis(env_or("HYDRA_FAULT_TTL_MS", 1500)))
         .heartbeat_interval(Duration::from_millis(env_or("HYDRA_FAULT_HEARTBEAT_MS", 250)))
         .poll_interval(Duration::from_millis(env_or("HYDRA_FAULT_POLL_MS", 20)))
+        // Many of these run on one host: each its own ID.
+        .worker_id(hydra_runtime::WorkerId::from_string(format!("fault-{}", std::process::id())))
         .start()
         .await?;
     println!("ready");
