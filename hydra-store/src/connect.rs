@@ -46,7 +46,11 @@ impl StoreOptions {
         }
     }
 
-    /// The most pooled connections (ignored for `sqlite::memory:`, which is always 1).
+    /// The most pooled connections (ignored for `sqlite::memory:`, which is
+    /// always 1). Workers and their concurrency do not need a connection
+    /// each (a run holds one only while a statement runs; PostgreSQL's
+    /// `LISTEN` uses one connection per store, outside the pool); each
+    /// transactional step holds one while its body runs.
     pub fn max_connections(mut self, n: u32) -> Self {
         self.max_connections = Some(n.max(1));
         self

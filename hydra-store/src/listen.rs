@@ -3,20 +3,49 @@
 //! A trigger (migration `m20261122_000002_notify_runs`) sends the run's
 //! namespace on channel `hydra_runs` when a run becomes claimable now. A
 //! worker listening here claims at once instead of waiting for its poll.
+//!
+//! A store (with its clones) holds at most one `LISTEN` connection, opened
+//! outside its connection pool and shared by all its listeners through a
+//! broadcast channel: however many workers an engine runs, listening takes
+//! one database connection and never one of the pool's.
 
 use crate::connect::Backend;
 use crate::error::StoreError;
 use crate::store::Store;
-use sea_orm::sqlx::postgres::PgListener;
+use sea_orm::sqlx::postgres::{PgListener, PgPoolOptions};
+use std::sync::Arc;
+use tokio::sync::broadcast;
 
 /// The notification channel the trigger sends on.
 pub const RUNS_CHANNEL: &str = "hydra_runs";
 
+/// What the listening task broadcasts: a namespace, or that the connection
+/// was lost (notifications may have been missed meanwhile).
+#[derive(Clone, Debug)]
+enum Event {
+    Runs(String),
+    Lost(String),
+}
+
+/// The one listening task of a store; dropped with its last listener.
+#[derive(Debug)]
+pub(crate) struct SharedListener {
+    events: broadcast::Sender<Event>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for SharedListener {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// Notifications of runs that became claimable, from any process
-/// (PostgreSQL only). Holds one connection of the store's pool while it
-/// lives.
+/// (PostgreSQL only).
 pub struct RunListener {
-    inner: PgListener,
+    /// Keeps the shared connection open while this listener lives.
+    _shared: Arc<SharedListener>,
+    events: broadcast::Receiver<Event>,
 }
 
 impl std::fmt::Debug for RunListener {
@@ -27,26 +56,66 @@ impl std::fmt::Debug for RunListener {
 
 impl RunListener {
     /// Waits for the next notification and returns its namespace. An error
-    /// means the connection was lost; the next call reconnects, and
-    /// notifications sent in between are lost, so claim once anyway.
+    /// means notifications may have been missed (the connection was lost and
+    /// is being re-established, or this listener fell behind), so claim once
+    /// anyway.
     pub async fn recv(&mut self) -> Result<String, StoreError> {
-        let n = self.inner.recv().await.map_err(|e| StoreError::Transient(format!("LISTEN {RUNS_CHANNEL}: {e}")))?;
-        Ok(n.payload().to_owned())
+        match self.events.recv().await {
+            Ok(Event::Runs(namespace)) => Ok(namespace),
+            Ok(Event::Lost(why)) => Err(StoreError::Transient(format!("LISTEN {RUNS_CHANNEL}: {why}"))),
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                Err(StoreError::Transient(format!("LISTEN {RUNS_CHANNEL}: {n} notifications missed")))
+            }
+            Err(broadcast::error::RecvError::Closed) => {
+                Err(StoreError::Transient(format!("LISTEN {RUNS_CHANNEL}: the listening task ended")))
+            }
+        }
     }
 }
 
 impl Store {
     /// Listens for runs that become claimable (created, handed back, set to
     /// retry) in any process. `None` on SQLite, which has no notifications.
+    /// The first listener of a store opens its `LISTEN` connection (outside
+    /// the pool); the others share it.
     pub async fn listen_for_runs(&self) -> Result<Option<RunListener>, StoreError> {
         if self.backend() != Backend::Postgres {
             return Ok(None);
         }
-        let pool = self.connection().get_postgres_connection_pool();
-        let mut inner = PgListener::connect_with(pool)
-            .await
-            .map_err(|e| StoreError::Transient(format!("LISTEN {RUNS_CHANNEL}: {e}")))?;
-        inner.listen(RUNS_CHANNEL).await.map_err(|e| StoreError::Transient(format!("LISTEN {RUNS_CHANNEL}: {e}")))?;
-        Ok(Some(RunListener { inner }))
+        let mut slot = self.runs_listener.lock().await;
+        if let Some(shared) = slot.upgrade() {
+            let events = shared.events.subscribe();
+            return Ok(Some(RunListener { _shared: shared, events }));
+        }
+        let transient = |e: sea_orm::sqlx::Error| StoreError::Transient(format!("LISTEN {RUNS_CHANNEL}: {e}"));
+        // A pool of its own with one connection: never one of the store's.
+        let options = self.connection().get_postgres_connection_pool().connect_options();
+        let own = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(std::time::Duration::from_secs(10))
+            .connect_lazy_with((*options).clone());
+        let mut listener = PgListener::connect_with(&own).await.map_err(transient)?;
+        listener.listen(RUNS_CHANNEL).await.map_err(transient)?;
+        let (tx, events) = broadcast::channel(1024);
+        let task = tokio::spawn(forward(listener, tx.clone()));
+        let shared = Arc::new(SharedListener { events: tx, task });
+        *slot = Arc::downgrade(&shared);
+        Ok(Some(RunListener { _shared: shared, events }))
+    }
+}
+
+/// Forwards notifications to every listener; a lost connection is
+/// reported and re-established by the next `recv`.
+async fn forward(mut listener: PgListener, tx: broadcast::Sender<Event>) {
+    loop {
+        let event = match listener.recv().await {
+            Ok(n) => Event::Runs(n.payload().to_owned()),
+            Err(e) => {
+                let _ = tx.send(Event::Lost(e.to_string()));
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        let _ = tx.send(event);
     }
 }

@@ -51,6 +51,9 @@ pub struct Store {
     /// handler (1 ms and more each time), so writers of this process queue
     /// here instead. Other processes still meet the busy timeout.
     write_gate: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
+    /// PostgreSQL: the one `LISTEN` connection of this store (and its
+    /// clones), shared by every listener (see `listen.rs`).
+    pub(crate) runs_listener: std::sync::Arc<tokio::sync::Mutex<std::sync::Weak<crate::listen::SharedListener>>>,
 }
 
 impl Store {
@@ -65,7 +68,7 @@ impl Store {
     pub async fn connect_with(options: StoreOptions) -> Result<Store, StoreError> {
         let (db, backend) = connect::open(&options).await?;
         let write_gate = (backend == Backend::Sqlite).then(Default::default);
-        Ok(Store { db, backend, commits: Default::default(), write_gate })
+        Ok(Store { db, backend, commits: Default::default(), write_gate, runs_listener: Default::default() })
     }
 
     /// Waits for this process's turn to write (SQLite; see `write_gate`).

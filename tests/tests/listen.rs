@@ -1,0 +1,49 @@
+//! PostgreSQL `LISTEN`: however many workers an engine runs, listening takes
+//! one connection, outside the pool.
+
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
+use hydra_runtime::prelude::*;
+use hydra_store::StoreOptions;
+use hydra_tests::TestDb;
+use hydra_tests::flow::{Act, Flow, StepPlan};
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_more_workers_than_pooled_connections_still_start_and_run() {
+    let db = TestDb::postgres().await;
+    let pool = 3;
+    let store = db.store_with(|o: StoreOptions| o.max_connections(pool).connect_timeout(Duration::from_secs(3))).await;
+    let engine = Engine::builder().store(store).namespace("listen").build().await.unwrap();
+    let mut workers = Vec::new();
+    for _ in 0..(pool + 3) {
+        let (flow, _probe) = Flow::new();
+        let w = Worker::builder(&engine)
+            .register(flow)
+            .concurrency(2)
+            .poll_interval(Duration::from_millis(100))
+            .heartbeat_interval(Duration::from_millis(200))
+            .lease_ttl(Duration::from_secs(30))
+            .start()
+            .await
+            .unwrap();
+        workers.push(w);
+    }
+    // Past every worker's LISTEN: with one pooled connection per listener,
+    // the pool would be empty now and the next start would time out.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut handles = Vec::new();
+    for i in 0..12 {
+        let plan = vec![StepPlan::new(&format!("s{i}"), Act::Ok)];
+        let started = tokio::time::timeout(Duration::from_secs(20), engine.start::<Flow>(plan)).await;
+        handles.push(started.expect("start did not hang").expect("start found a pooled connection"));
+    }
+    for h in handles {
+        let out = tokio::time::timeout(Duration::from_secs(30), h.result()).await.expect("run ended").unwrap();
+        assert_eq!(out.len(), 1);
+    }
+    for w in workers {
+        w.shutdown(Duration::from_secs(5)).await;
+    }
+}
