@@ -1,6 +1,6 @@
-//! Parsing of `#[step(...)]` and `#[workflow(...)]` arguments. Durations and
-//! retry numbers are checked here, at expansion time, with errors on the
-//! offending literal.
+//! Parsing of `#[step(...)]`, `#[workflow(...)]` and `#[workflow_helper(...)]`
+//! arguments. Durations and retry numbers are checked here, at expansion
+//! time, with errors on the offending literal.
 
 use proc_macro2::{Span, TokenStream};
 use syn::meta::ParseNestedMeta;
@@ -36,6 +36,12 @@ pub(crate) struct WorkflowArgs {
     pub(crate) krate: Option<Path>,
 }
 
+/// Arguments of `#[workflow_helper]`.
+#[derive(Default)]
+pub(crate) struct HelperArgs {
+    pub(crate) krate: Option<Path>,
+}
+
 /// Collects every error instead of stopping at the first.
 #[derive(Default)]
 pub(crate) struct Errors(Option<syn::Error>);
@@ -55,6 +61,7 @@ impl Errors {
 
 const STEP_KEYS: &str = "`id`, `retry`, `timeout`, `transactional`, `crate`";
 const WORKFLOW_KEYS: &str = "`name`, `retry`, `timeout`, `crate`";
+const HELPER_KEYS: &str = "`crate`";
 const RETRY_KEYS: &str = "`max_attempts`, `initial`, `max`, `multiplier`, `jitter`";
 
 fn once<T>(slot: &mut Option<T>, value: T, key: &str, span: Span) -> syn::Result<()> {
@@ -139,6 +146,32 @@ pub(crate) fn parse_workflow_args(attr: TokenStream) -> syn::Result<WorkflowArgs
                 Err(syn::Error::new(
                     span,
                     format!("unknown `#[workflow]` option `{key}`; valid options are {WORKFLOW_KEYS}"),
+                ))
+            }
+        };
+        if let Err(e) = r {
+            errors.push(e);
+        }
+        Ok(())
+    });
+    parser.parse2(attr)?;
+    errors.finish()?;
+    Ok(args)
+}
+
+pub(crate) fn parse_helper_args(attr: TokenStream) -> syn::Result<HelperArgs> {
+    let mut args = HelperArgs::default();
+    let mut errors = Errors::default();
+    let parser = syn::meta::parser(|meta| {
+        let key = key_name(&meta);
+        let span = meta.path.get_ident().map_or_else(Span::call_site, syn::Ident::span);
+        let r = match key.as_str() {
+            "crate" => parse_crate(&meta).and_then(|p| once(&mut args.krate, p, "crate", span)),
+            _ => {
+                skip_value(&meta)?;
+                Err(syn::Error::new(
+                    span,
+                    format!("unknown `#[workflow_helper]` option `{key}`; valid options are {HELPER_KEYS}"),
                 ))
             }
         };

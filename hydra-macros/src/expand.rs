@@ -2,13 +2,13 @@
 //! (default `::hydra_runtime::__private`) and `::core::…`; generated
 //! identifiers start with `__hydra_`.
 
-use crate::ast::{Retry, StepArgs, WorkflowArgs, parse_step_args, parse_workflow_args};
-use crate::valid::{check_step, check_workflow};
+use crate::ast::{HelperArgs, Retry, StepArgs, WorkflowArgs, parse_helper_args, parse_step_args, parse_workflow_args};
+use crate::body::context_uses;
+use crate::valid::{check_helper, check_step, check_workflow};
 use proc_macro2::TokenStream;
 use quote::{ToTokens, quote, quote_spanned};
 use syn::spanned::Spanned;
-use syn::visit::Visit;
-use syn::{Expr, ExprCall, Ident, ItemFn, Path};
+use syn::{Ident, ItemFn, Path};
 
 /// The user's item unchanged, followed by the errors: one clear message and
 /// no cascade, and the IDE keeps seeing the function.
@@ -77,6 +77,7 @@ fn expand_step(f: &ItemFn, args: &StepArgs, checked: &crate::valid::StepFn) -> T
     let attrs = &f.attrs;
     let output = &checked.output;
     let id = args.id.as_ref().map_or_else(|| name.to_string(), syn::LitStr::value);
+    let name_str = name.to_string();
     let mut inner_sig = f.sig.clone();
     inner_sig.ident = Ident::new("__hydra_body", name.span());
     let block = &f.block;
@@ -144,6 +145,7 @@ fn expand_step(f: &ItemFn, args: &StepArgs, checked: &crate::valid::StepFn) -> T
     let mut body: syn::Block = syn::parse_quote!({
         #[allow(clippy::too_many_arguments)]
         #inner_sig #block
+        #p::claim_step_id(__hydra_ctx, <#name as #p::Step>::ID, <#name as #p::Callee>::CALLS.function).await;
         #call.await
     });
     body.brace_token = f.block.brace_token;
@@ -163,6 +165,14 @@ fn expand_step(f: &ItemFn, args: &StepArgs, checked: &crate::valid::StepFn) -> T
                 #p::StepOptions::new(<Self as #p::Step>::ID).retry(#retry) #timeout
             }
         }
+
+        impl #p::Callee for #name {
+            const CALLS: #p::CallTree = #p::CallTree {
+                function: ::core::concat!(::core::module_path!(), "::", #name_str),
+                step_id: ::core::option::Option::Some(<Self as #p::Step>::ID),
+                calls: &[],
+            };
+        }
     }
 }
 
@@ -180,25 +190,38 @@ pub(crate) fn workflow(attr: TokenStream, item: TokenStream) -> TokenStream {
     expand_workflow(&f, &args, &checked)
 }
 
-/// Calls in the workflow body whose first argument is the context.
-struct StepCalls<'a> {
-    ctx: &'a Ident,
-    calls: Vec<Path>,
+/// The distinct callees of calls that take the context (repeated calls of
+/// one function are legitimate), compared by their tokens.
+fn distinct_callees(calls: Vec<Path>) -> Vec<Path> {
+    let mut distinct: Vec<Path> = Vec::new();
+    for c in calls {
+        let key = c.to_token_stream().to_string();
+        if !distinct.iter().any(|d| d.to_token_stream().to_string() == key) {
+            distinct.push(c);
+        }
+    }
+    distinct
 }
 
-impl<'ast> Visit<'ast> for StepCalls<'_> {
-    fn visit_expr_call(&mut self, call: &'ast ExprCall) {
-        if let (Expr::Path(func), Some(first)) = (&*call.func, call.args.first()) {
-            let arg = match first {
-                Expr::Reference(r) => &*r.expr,
-                other => other,
-            };
-            if matches!(arg, Expr::Path(p) if p.path.is_ident(self.ctx)) && func.qself.is_none() {
-                self.calls.push(func.path.clone());
-            }
+/// Compile-time checks that two different steps called in `within` (the
+/// callees' own steps, and those of the helpers among them) do not share an
+/// ID; each error lands on the later of the two calls. Steps inside one
+/// helper are compared where the helper is defined.
+fn uniqueness(p: &TokenStream, within: &str, callees: &[Path]) -> Vec<TokenStream> {
+    let mut out = Vec::new();
+    for (i, b) in callees.iter().enumerate() {
+        for a in &callees[..i] {
+            out.push(quote_spanned! {b.span()=>
+                const _: () = {
+                    let clash = #p::step_id_clash(#within, <#a as #p::Callee>::CALLS, <#b as #p::Callee>::CALLS);
+                    if clash.found() {
+                        ::core::panic!("{}", clash.message())
+                    }
+                };
+            });
         }
-        syn::visit::visit_expr_call(self, call);
     }
+    out
 }
 
 fn expand_workflow(f: &ItemFn, args: &WorkflowArgs, w: &crate::valid::WorkflowFn) -> TokenStream {
@@ -218,40 +241,18 @@ fn expand_workflow(f: &ItemFn, args: &WorkflowArgs, w: &crate::valid::WorkflowFn
         retry_tokens(&krate, quote!(<#p::WorkflowOptions as ::core::default::Default>::default().retry), &args.retry);
     let timeout = args.timeout_ms.map(|ms| quote!(.timeout(::core::time::Duration::from_millis(#ms))));
 
-    let mut visitor = StepCalls { ctx, calls: Vec::new() };
-    visitor.visit_block(block);
-    // One entry per distinct step function (repeated calls are legitimate).
-    let mut distinct: Vec<Path> = Vec::new();
-    for c in visitor.calls {
-        let key = c.to_token_stream().to_string();
-        if !distinct.iter().any(|d| d.to_token_stream().to_string() == key) {
-            distinct.push(c);
-        }
-    }
-    // Each called function must be a `#[step]`; the error lands on the call.
+    let uses = context_uses(ctx, block, "#[workflow]", false);
+    let errors = uses.errors.iter().map(syn::Error::to_compile_error);
+    let distinct = distinct_callees(uses.calls);
+    // Each called function must be a `#[step]` or a `#[workflow_helper]`;
+    // the error lands on the call.
     let membership = distinct.iter().map(|path| {
         quote_spanned! {path.span()=>
-            impl #p::StepOf<#name> for #path {}
+            impl #p::CalledBy<#name> for #path {}
         }
     });
     // Two different steps with one ID would share records: a compile error.
-    let mut uniqueness = Vec::new();
-    for (i, a) in distinct.iter().enumerate() {
-        for b in &distinct[..i] {
-            let msg = format!(
-                "duplicate step ID in workflow `{wf_name}`: `{}` and `{}` have the same step ID; give one of them a \
-                 different `#[step(id = \"…\")]`",
-                b.to_token_stream().to_string().replace(' ', ""),
-                a.to_token_stream().to_string().replace(' ', ""),
-            );
-            uniqueness.push(quote_spanned! {a.span()=>
-                const _: () = ::core::assert!(
-                    !#p::str_eq(<#a as #p::Step>::ID, <#b as #p::Step>::ID),
-                    #msg
-                );
-            });
-        }
-    }
+    let uniqueness = uniqueness(&p, &format!("workflow `{wf_name}`"), &distinct);
     let doc_start = format!("Starts a run of `{wf_name}` with `input`; returns a typed handle.");
     let doc_start_with = format!("Starts a run of `{wf_name}` with `input` and start options (idempotency key, …).");
     let doc_client = format!("A typed client for runs of `{wf_name}`: get, list, typed outputs per step.");
@@ -309,6 +310,66 @@ fn expand_workflow(f: &ItemFn, args: &WorkflowArgs, w: &crate::valid::WorkflowFn
 
         #(#membership)*
         #(#uniqueness)*
+        #(#errors)*
+    }
+}
+
+pub(crate) fn workflow_helper(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let f: ItemFn = match syn::parse2(item.clone()) {
+        Ok(f) => f,
+        Err(e) => return with_errors(item, &e),
+    };
+    let args = parse_helper_args(attr);
+    let checked = check_helper(&f);
+    let (args, checked) = match both(args, checked) {
+        Ok(pair) => pair,
+        Err(e) => return with_errors(item, &e),
+    };
+    expand_helper(&f, &args, &checked)
+}
+
+fn expand_helper(f: &ItemFn, args: &HelperArgs, h: &crate::valid::HelperFn) -> TokenStream {
+    let krate = krate(&args.krate);
+    let p = quote!(#krate::__private);
+    let name = &f.sig.ident;
+    let name_str = name.to_string();
+    let vis = &f.vis;
+    let uses = context_uses(&h.ctx, &f.block, "#[workflow_helper]", true);
+    let mut errors: Vec<TokenStream> = uses.errors.iter().map(syn::Error::to_compile_error).collect();
+    let distinct = distinct_callees(uses.calls);
+    if let Some(own) = distinct.iter().find(|c| c.is_ident(name)) {
+        let e = syn::Error::new(
+            own.span(),
+            "a `#[workflow_helper]` cannot call itself with the context: its steps would be an infinite list",
+        );
+        errors.push(e.to_compile_error());
+        return quote! { #f #(#errors)* };
+    }
+    // Each element is spanned at its call: a callee that is not a `#[step]`
+    // or `#[workflow_helper]` is reported there.
+    let calls = distinct.iter().map(|path| quote_spanned! {path.span()=> <#path as #p::Callee>::CALLS });
+    let uniqueness = uniqueness(&p, &format!("`#[workflow_helper]` `{name}`"), &distinct);
+    let doc = format!(
+        "Helper marker of [`{name}()`](fn@{name}): the steps it calls, for the compile-time checks of its callers."
+    );
+    // The function is the user's item, unchanged.
+    quote! {
+        #f
+
+        #[doc = #doc]
+        #[allow(non_camel_case_types, dead_code)]
+        #vis struct #name {}
+
+        impl #p::Callee for #name {
+            const CALLS: #p::CallTree = #p::CallTree {
+                function: ::core::concat!(::core::module_path!(), "::", #name_str),
+                step_id: ::core::option::Option::None,
+                calls: &[#(#calls),*],
+            };
+        }
+
+        #(#uniqueness)*
+        #(#errors)*
     }
 }
 
@@ -362,6 +423,23 @@ mod snapshots {
                         let a = charge_card(&ctx, amount).await?;
                         let b = refund(&ctx, a.clone()).await?;
                         Ok(b)
+                    }
+                },
+            ),
+        );
+    }
+
+    #[test]
+    fn helper_expansion() {
+        check(
+            "workflow_helper",
+            super::workflow_helper(
+                quote!(),
+                quote! {
+                    pub async fn refund_and_notify(ctx: &WorkflowContext, id: String) -> Result<(), StepError> {
+                        refund(ctx, id.clone()).await?;
+                        notify(ctx, id).await?;
+                        Ok(())
                     }
                 },
             ),

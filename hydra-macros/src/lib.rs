@@ -1,10 +1,12 @@
-//! Procedural macros for Hydra: `#[workflow]` and `#[step]`.
+//! Procedural macros for Hydra: `#[workflow]`, `#[step]` and
+//! `#[workflow_helper]`.
 //!
 //! Use them through `hydra_runtime` (which re-exports them), not directly.
 //! Generated code names only `::hydra_runtime::__private` items and
 //! `::core`; `crate = "…"` points them at a renamed dependency.
 
 mod ast;
+mod body;
 mod expand;
 mod valid;
 
@@ -29,7 +31,12 @@ use proc_macro::TokenStream;
 /// run's history when the step is recorded and otherwise records an attempt,
 /// runs the body (retried by the policy) and records the result. Beside it,
 /// a marker type `struct charge_card {}` implements `Step` (its ID, output
-/// type and policy); typed clients use it: `run.step::<charge_card>()`.
+/// type and policy); typed clients use it: `run.step::<charge_card>()`. It
+/// also implements the hidden `__private::Callee` (the function's Rust path
+/// and step ID), which `#[workflow]` and `#[workflow_helper]` callers use for
+/// their compile-time checks. Before its step, each call checks at run time
+/// that no different step function used the same ID earlier in the run
+/// (the run fails, naming both, if one did).
 ///
 /// Options: `id = "…"` (default: the function name), `retry(max_attempts =
 /// N, initial = "200ms", max = "30s", multiplier = 2.0, jitter = 0.2)`,
@@ -48,6 +55,10 @@ use proc_macro::TokenStream;
 ///     ctx.step_with(options, move |_s| async move { Ok(format!("pay-{amount_cents}")) }).await
 /// }
 /// ```
+///
+/// (minus the run-time ID ownership check, which is `#[step]`'s own, and the
+/// marker type; such a function cannot be called from a `#[workflow]` body,
+/// only from a hand-written `Workflow`).
 #[proc_macro_attribute]
 pub fn step(attr: TokenStream, item: TokenStream) -> TokenStream {
     expand::step(attr.into(), item.into()).into()
@@ -77,14 +88,74 @@ pub fn step(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// type, to register with a worker) implementing `Workflow`, with
 /// `start`, `start_with` and `client` associated functions.
 ///
-/// Compile-time checks: every function called with the context as first
-/// argument must be a `#[step]` (the error points at the call); two
-/// different steps with the same ID in one workflow are an error; input and
-/// output must be serde types.
+/// Compile-time checks (each error points at the offending token):
+///
+/// - the context may only be the first argument of a call (`f(&ctx, …)`)
+///   or the receiver of a `WorkflowContext` method (`ctx.sleep(…)`;
+///   not `ctx.clone()`), or a plain argument of a formatting macro; any
+///   other use (`let c = &ctx;`, `ctx.clone()`, storing or moving it, a later
+///   argument, an unknown macro) is an error, so no call can receive the
+///   context unchecked;
+/// - every function called with the context must be a `#[step]` or a
+///   `#[workflow_helper]`;
+/// - two different steps with the same ID among those the workflow calls,
+///   directly or through helpers, are an error naming both;
+/// - input and output must be serde types.
+///
+/// At run time, every `#[step]` call also checks that no different step
+/// function used its ID earlier in the run (for code the macros cannot see,
+/// such as a hand-written `Workflow`); the run fails with an error naming
+/// both.
 ///
 /// The equivalent without the macro is a unit struct implementing
 /// `hydra_runtime::Workflow` by hand (see that trait's documentation).
 #[proc_macro_attribute]
 pub fn workflow(attr: TokenStream, item: TokenStream) -> TokenStream {
     expand::workflow(attr.into(), item.into()).into()
+}
+
+/// Marks an `async fn` that takes the workflow context and calls steps, so
+/// workflows (and other helpers) can call it with the context and its step
+/// calls are checked like the workflow's own.
+///
+/// ```text
+/// use hydra_runtime::prelude::*;
+///
+/// #[workflow_helper]
+/// async fn refund_and_notify(ctx: &WorkflowContext, payment: Payment) -> Result<(), StepError> {
+///     refund(ctx, payment.id.clone()).await?;     // a #[step]
+///     notify(ctx, payment.email).await?;          // a #[step]
+///     Ok(())
+/// }
+///
+/// #[workflow]
+/// async fn order(ctx: WorkflowContext, req: Order) -> Result<Receipt, WorkflowError> {
+///     let payment = charge(&ctx, req.total).await?;
+///     if reserve(&ctx, req.items).await.is_err() {
+///         refund_and_notify(&ctx, payment).await?;  // checked: `refund_and_notify` is a helper
+///     }
+///     …
+/// }
+/// ```
+///
+/// The first parameter must be `name: &WorkflowContext`; the return type
+/// is free. In the body the context follows the `#[workflow]` rules: it is
+/// the first argument of `#[step]` and `#[workflow_helper]` calls
+/// (`refund(ctx, …)`, no `&`: it is a reference already) or the receiver of
+/// a context method, nothing else. Two different steps with one ID among
+/// those the helper calls are a compile error here; across the helper and
+/// its callers, at each call site.
+///
+/// The function is emitted unchanged. Beside it, a marker type `struct
+/// refund_and_notify {}` lists the steps it calls (hidden trait
+/// `__private::Callee`), which is how callers check it. Without the macro, a
+/// plain `async fn(ctx: &WorkflowContext, …)` works at run time but cannot
+/// be called from a `#[workflow]` body (the context may only be passed to
+/// steps and helpers), only from a hand-written `Workflow` implementation,
+/// where nothing is checked at compile time.
+///
+/// Options: `crate = "…"`.
+#[proc_macro_attribute]
+pub fn workflow_helper(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand::workflow_helper(attr.into(), item.into()).into()
 }

@@ -30,6 +30,11 @@ pub(crate) struct WorkflowFn {
     pub(crate) error: Type,
 }
 
+/// A checked `#[workflow_helper]` function.
+pub(crate) struct HelperFn {
+    pub(crate) ctx: Ident,
+}
+
 fn last_segment_is(ty: &Type, name: &str) -> bool {
     let ty = match ty {
         Type::Reference(r) => &*r.elem,
@@ -185,4 +190,54 @@ pub(crate) fn check_workflow(f: &ItemFn) -> syn::Result<WorkflowFn> {
         (Some(ctx), Some(input), Some((output, error))) => Ok(WorkflowFn { ctx, input, output, error }),
         _ => Err(syn::Error::new(f.sig.span(), "invalid `#[workflow]` signature")),
     }
+}
+
+pub(crate) fn check_helper(f: &ItemFn) -> syn::Result<HelperFn> {
+    let mut errors = Errors::default();
+    let what = "workflow_helper";
+    if f.sig.asyncness.is_none() {
+        errors.push(syn::Error::new(f.sig.fn_token.span, "`#[workflow_helper]` functions must be `async fn`"));
+    }
+    // Lifetimes are fine; the marker type beside the function has no
+    // parameters to give type or const generics.
+    if let Some(g) = f.sig.generics.params.iter().find(|g| !matches!(g, syn::GenericParam::Lifetime(_))) {
+        errors.push(syn::Error::new(g.span(), "`#[workflow_helper]` functions cannot have type or const parameters"));
+    }
+    if let Some(v) = &f.sig.variadic {
+        errors.push(syn::Error::new(v.span(), "`#[workflow_helper]` functions cannot be variadic"));
+    }
+    if let Some(c) = &f.sig.constness {
+        errors.push(syn::Error::new(c.span, "`#[workflow_helper]` functions cannot be `const`"));
+    }
+    let expected = "the first parameter of a `#[workflow_helper]` must be the context, by shared reference: \
+                    `ctx: &WorkflowContext`";
+    let ctx = match f.sig.inputs.first() {
+        Some(arg @ FnArg::Receiver(_)) => {
+            errors.push(syn::Error::new(arg.span(), "`#[workflow_helper]` functions cannot take `self`"));
+            None
+        }
+        Some(FnArg::Typed(t)) => {
+            let is_ref = matches!(&*t.ty, Type::Reference(r) if r.mutability.is_none());
+            match (&*t.pat, is_ref && last_segment_is(&t.ty, "WorkflowContext")) {
+                (Pat::Ident(p), true) if p.by_ref.is_none() && p.subpat.is_none() && p.mutability.is_none() => {
+                    Some(p.ident.clone())
+                }
+                (other, true) => {
+                    errors.push(syn::Error::new(other.span(), format!("`#[{what}]` context must be a plain name")));
+                    None
+                }
+                (_, false) => {
+                    errors.push(syn::Error::new(t.ty.span(), expected));
+                    None
+                }
+            }
+        }
+        None => {
+            errors.push(syn::Error::new(f.sig.paren_token.span.join(), expected));
+            None
+        }
+    };
+    errors.finish()?;
+    ctx.map(|ctx| HelperFn { ctx })
+        .ok_or_else(|| syn::Error::new(f.sig.span(), "invalid `#[workflow_helper]` signature"))
 }

@@ -1,6 +1,5 @@
 //! Typed inspection of runs: [`WorkflowClient`] and [`WorkflowRun`].
 
-use crate::codec::Codec;
 use crate::engine::{Engine, RunHandle};
 use crate::error::Error;
 use crate::workflow::{StepOf, Workflow};
@@ -34,7 +33,7 @@ impl<W: Workflow> WorkflowClient<W> {
             return Ok(None);
         }
         let steps = self.engine.steps(id).await?;
-        Ok(Some(WorkflowRun { execution, steps, _workflow: PhantomData }))
+        Ok(Some(WorkflowRun { execution, steps, codecs: self.engine.codecs().clone(), _workflow: PhantomData }))
     }
 
     /// The newest `limit` runs of `W`.
@@ -58,6 +57,8 @@ impl<W: Workflow> WorkflowClient<W> {
 pub struct WorkflowRun<W> {
     execution: Execution,
     steps: Vec<hydra_store::Step>,
+    /// The engine's codecs, which decode the stored payloads.
+    codecs: crate::codec::CodecRegistry,
     _workflow: PhantomData<fn() -> W>,
 }
 
@@ -87,7 +88,7 @@ impl<W: Workflow> WorkflowRun<W> {
         if self.execution.status != ExecutionStatus::Completed {
             return Ok(None);
         }
-        crate::engine::decode_result(&self.execution).map(Some)
+        crate::engine::decode_result(&self.codecs, &self.execution).map(Some)
     }
 
     /// The output of the first call of step `S`, once it completed.
@@ -102,7 +103,7 @@ impl<W: Workflow> WorkflowRun<W> {
         if s.status != StepStatus::Completed {
             return Ok(None);
         }
-        Codec::decode(s.output.as_deref().unwrap_or_default()).map(Some).map_err(|reason| Error::Decode {
+        self.codecs.decode(s.output.as_deref().unwrap_or_default()).map(Some).map_err(|reason| Error::Decode {
             execution: self.execution.id.clone(),
             what: format!("the stored output of step `{id}`"),
             reason,

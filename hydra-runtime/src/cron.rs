@@ -12,13 +12,14 @@
 //! missed interval when a worker comes back.
 
 use crate::clock::Clock;
-use crate::codec::Codec;
+use crate::codec::{Codec, CodecRegistry};
 use crate::engine::Engine;
 use crate::error::Error;
 use crate::workflow::{Workflow, WorkflowOptions};
 use chrono::TimeZone;
 use hydra_store::{CronJob, CronUpsert, ExecutionId, NewExecution, TriggerType};
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use std::str::FromStr;
 
 /// How long after its tick a run may still start under [`MissedTicks::Skip`].
@@ -47,7 +48,9 @@ impl MissedTicks {
     }
 }
 
-type InputEncoder = Box<dyn FnOnce(Codec) -> Result<Vec<u8>, String> + Send>;
+/// Encodes a schedule's input with the engine's codecs and default codec
+/// (verified to decode back).
+type InputEncoder = Box<dyn FnOnce(&CodecRegistry, Codec) -> Result<Vec<u8>, String> + Send>;
 
 /// A schedule to register with [`Engine::register_cron`].
 #[must_use]
@@ -84,15 +87,18 @@ impl CronSchedule {
             timezone: "UTC".into(),
             workflow_name: W::NAME.into(),
             known_type: true,
-            input: Box::new(move |codec| codec.encode(&input)),
+            input: Box::new(move |codecs, default| {
+                codecs.encode_checked(W::options().codec.unwrap_or(default), &input)
+            }),
             missed: MissedTicks::default(),
         }
     }
 
-    /// A schedule that starts the workflow registered as `workflow_name`.
-    /// Registration fails with [`Error::UnknownWorkflow`] unless a worker of
-    /// this engine has registered that workflow.
-    pub fn workflow_named<I: Serialize + Send + 'static>(
+    /// A schedule that starts the workflow registered as `workflow_name`
+    /// (its input encoded with the engine's codec). Registration fails with
+    /// [`Error::UnknownWorkflow`] unless a worker of this engine has
+    /// registered that workflow.
+    pub fn workflow_named<I: Serialize + DeserializeOwned + Send + 'static>(
         name: impl Into<String>,
         spec: impl Into<String>,
         workflow_name: impl Into<String>,
@@ -104,7 +110,7 @@ impl CronSchedule {
             timezone: "UTC".into(),
             workflow_name: workflow_name.into(),
             known_type: false,
-            input: Box::new(move |codec| codec.encode(&input)),
+            input: Box::new(move |codecs, default| codecs.encode_checked(default, &input)),
             missed: MissedTicks::default(),
         }
     }
@@ -175,7 +181,7 @@ impl Engine {
         if !schedule.known_type && !self.knows_workflow(&schedule.workflow_name) {
             return Err(Error::UnknownWorkflow(schedule.workflow_name));
         }
-        let input = (schedule.input)(self.codec()).map_err(|reason| Error::Encode {
+        let input = (schedule.input)(self.codecs(), self.codec()).map_err(|reason| Error::Encode {
             what: format!("the input of cron schedule `{}`", schedule.name),
             reason,
         })?;
@@ -327,9 +333,9 @@ impl crate::workflow::ErasedWorkflow for HandlerWorkflow {
         &self,
         ctx: crate::WorkflowContext,
         input: &[u8],
-        codec: Codec,
     ) -> Result<futures_util::future::BoxFuture<'static, crate::workflow::Returned>, String> {
-        let () = Codec::decode(input)?;
+        let () = ctx.run.codecs.decode(input)?;
+        let (codecs, codec) = (ctx.run.codecs.clone(), ctx.run.codec);
         let handler = std::sync::Arc::clone(&self.handler);
         Ok(Box::pin(async move {
             use crate::workflow::Returned;
@@ -340,7 +346,7 @@ impl crate::workflow::ErasedWorkflow for HandlerWorkflow {
                 })
                 .await;
             match result {
-                Ok(()) => match codec.encode(&()) {
+                Ok(()) => match codecs.encode_checked(codec, &()) {
                     Ok(bytes) => Returned::Output(bytes),
                     Err(e) => Returned::EncodeFailed(e),
                 },

@@ -1,7 +1,7 @@
 //! [`Engine`]: starts, reads and cancels runs in one namespace.
 
 use crate::clock::{Clock, duration_ms};
-use crate::codec::Codec;
+use crate::codec::{Codec, CodecRegistry, CustomCodec};
 use crate::error::Error;
 use crate::workflow::{Workflow, WorkflowOptions};
 use hydra_store::{
@@ -33,6 +33,8 @@ pub(crate) struct EngineInner {
     pub(crate) store: Store,
     pub(crate) namespace: String,
     pub(crate) codec: Codec,
+    /// Every codec this engine reads and writes (built-in and registered).
+    pub(crate) codecs: CodecRegistry,
     pub(crate) clock: Clock,
     pub(crate) max_payload_bytes: usize,
     /// Bumped when a run is started here, so local idle workers claim at once.
@@ -54,6 +56,7 @@ pub struct EngineBuilder {
     store: Option<Store>,
     namespace: Option<String>,
     codec: Codec,
+    custom_codecs: CustomCodecs,
     clock: Option<Clock>,
     max_payload_bytes: Option<usize>,
     prometheus: Option<std::net::SocketAddr>,
@@ -86,10 +89,26 @@ impl EngineBuilder {
         self
     }
 
-    /// The codec for new payloads (default bincode). Stored payloads keep
-    /// decoding by their tag whatever this is.
+    /// The codec for new payloads (default [`Codec::Json`], which reads
+    /// back every serde shape; [`Codec::Bincode`] is the compact choice for
+    /// plain types; a [`Codec::Custom`] must be registered with
+    /// [`EngineBuilder::register_codec`]). A workflow can choose its own
+    /// with [`WorkflowOptions::codec`]. Stored payloads keep decoding by
+    /// their tag whatever this is.
     pub fn codec(mut self, codec: Codec) -> Self {
         self.codec = codec;
+        self
+    }
+
+    /// Registers a codec of your own (MessagePack, CBOR, an encrypting or
+    /// compressing wrapper…) under its tag (128 to 255): payloads with that
+    /// tag decode through it, and [`Codec::Custom`] with its tag selects it
+    /// for new payloads. A reserved or duplicate tag is an
+    /// [`Error::Config`] at [`EngineBuilder::build`]. Every engine and
+    /// worker that reads those payloads must register it. See
+    /// [`CustomCodec`].
+    pub fn register_codec(mut self, codec: impl CustomCodec) -> Self {
+        self.custom_codecs.0.push(Arc::new(codec));
         self
     }
 
@@ -134,6 +153,13 @@ impl EngineBuilder {
             (None, Some(opts), _) => Store::connect_with(opts).await?,
             (None, None, url) => Store::connect(url.as_deref().unwrap_or(DEFAULT_DATABASE_URL)).await?,
         };
+        let codecs = CodecRegistry::with_custom(self.custom_codecs.0).map_err(Error::Config)?;
+        if !codecs.supports(self.codec) {
+            return Err(Error::Config(format!(
+                "the default codec {:?} is not registered (EngineBuilder::register_codec)",
+                self.codec
+            )));
+        }
         let clock = self.clock.unwrap_or_default();
         let committer = (!self.no_group_commit).then(|| crate::commit::Committer::start(store.clone(), clock.clone()));
         Ok(Engine {
@@ -141,6 +167,7 @@ impl EngineBuilder {
                 store,
                 namespace,
                 codec: self.codec,
+                codecs,
                 committer,
                 clock,
                 max_payload_bytes: self.max_payload_bytes.unwrap_or(DEFAULT_MAX_PAYLOAD_BYTES),
@@ -149,6 +176,16 @@ impl EngineBuilder {
                 known: std::sync::Mutex::new(std::collections::HashSet::new()),
             }),
         })
+    }
+}
+
+/// Codecs registered on a builder, checked at [`EngineBuilder::build`].
+#[derive(Default)]
+struct CustomCodecs(Vec<Arc<dyn CustomCodec>>);
+
+impl std::fmt::Debug for CustomCodecs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.iter().map(|c| (c.tag(), c.name()))).finish()
     }
 }
 
@@ -211,7 +248,7 @@ impl StartOptions {
 
 impl Engine {
     /// A builder with defaults: SQLite file `hydra.db`, namespace `default`,
-    /// bincode, system clock.
+    /// JSON payloads, system clock.
     pub fn builder() -> EngineBuilder {
         EngineBuilder::default()
     }
@@ -231,9 +268,17 @@ impl Engine {
         &self.inner.clock
     }
 
-    /// The codec for new payloads.
+    /// The codec for new payloads (workflows may choose their own with
+    /// [`WorkflowOptions::codec`]).
     pub fn codec(&self) -> Codec {
         self.inner.codec
+    }
+
+    /// Every codec this engine reads and writes: the built-in ones and those
+    /// registered with [`EngineBuilder::register_codec`]. Decode stored
+    /// payloads through it.
+    pub fn codecs(&self) -> &CodecRegistry {
+        &self.inner.codecs
     }
 
     /// Starts a run of `W` with `input`.
@@ -247,17 +292,20 @@ impl Engine {
         input: W::Input,
         options: StartOptions,
     ) -> Result<RunHandle<W::Output>, Error> {
+        let codec = W::options().codec.unwrap_or(self.inner.codec);
         let bytes = self
             .inner
-            .codec
-            .encode(&input)
+            .codecs
+            .encode_checked(codec, &input)
             .map_err(|reason| Error::Encode { what: format!("the input of `{}`", W::NAME), reason })?;
         let execution = self.start_encoded(W::NAME, bytes, W::options(), options).await?;
         Ok(self.handle(execution.id))
     }
 
     /// Starts a run of the workflow registered as `name` with an already
-    /// encoded input (as produced by [`Codec::encode`]).
+    /// encoded input (as produced by [`CodecRegistry::encode`] or
+    /// [`Codec::encode`]). The bytes are stored as they are: a worker that
+    /// cannot decode them fails the run with an error naming it.
     pub async fn start_encoded(
         &self,
         name: &str,
@@ -380,30 +428,72 @@ impl<O: DeserializeOwned> RunHandle<O> {
     }
 
     /// Waits until the run ends and returns its output, or
-    /// [`Error::RunEnded`] if it failed, was cancelled or timed out. Runs
-    /// finished by workers in this process are seen at once; others within
-    /// `poll` (250 ms).
+    /// [`Error::RunEnded`] if it failed, was cancelled or timed out. A run
+    /// ended by a worker of this process is seen at once; on PostgreSQL so
+    /// is one ended by any process (`LISTEN hydra_ended`); on SQLite a run
+    /// ended by another process is seen within 250 ms (the next poll).
+    /// Waits for as long as the run takes: see [`RunHandle::result_timeout`]
+    /// for a bounded wait.
     pub async fn result(&self) -> Result<O, Error> {
         let mut done = self.engine.inner.done.subscribe();
+        // One shared connection per store, not one per waiter.
+        let mut ended = match self.engine.store().listen_for_runs().await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot listen for ended runs; polling");
+                None
+            }
+        };
         loop {
             let e = self.execution().await?;
             if e.status.is_terminal() {
-                return decode_result(&e);
+                return decode_result(self.engine.codecs(), &e);
             }
-            tokio::select! {
-                _ = done.changed() => {}
-                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            match ended.as_mut() {
+                Some(listener) => {
+                    // A slow safety poll: a lost connection is reported
+                    // (and looked at), so this only covers the unforeseen.
+                    let poll = tokio::time::sleep(Duration::from_secs(60));
+                    tokio::pin!(poll);
+                    loop {
+                        tokio::select! {
+                            _ = done.changed() => break,
+                            _ = &mut poll => break,
+                            n = listener.recv_notice() => match n {
+                                Ok(hydra_store::Notice::Ended(id)) if id == self.id.as_str() => break,
+                                Ok(_) => {}
+                                // Notifications may have been missed: look.
+                                Err(_) => break,
+                            },
+                        }
+                    }
+                }
+                None => {
+                    tokio::select! {
+                        _ = done.changed() => {}
+                        _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                    }
+                }
             }
+        }
+    }
+
+    /// [`RunHandle::result`], giving up after `timeout` with
+    /// [`Error::WaitTimedOut`] (the run itself goes on).
+    pub async fn result_timeout(&self, timeout: Duration) -> Result<O, Error> {
+        match tokio::time::timeout(timeout, self.result()).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::WaitTimedOut { execution: self.id.clone(), waited: timeout }),
         }
     }
 }
 
 /// The output of an ended run, or why there is none.
-pub(crate) fn decode_result<O: DeserializeOwned>(e: &Execution) -> Result<O, Error> {
+pub(crate) fn decode_result<O: DeserializeOwned>(codecs: &CodecRegistry, e: &Execution) -> Result<O, Error> {
     match e.status {
         ExecutionStatus::Completed => {
             let bytes = e.output.as_deref().unwrap_or_default();
-            Codec::decode(bytes).map_err(|reason| Error::Decode {
+            codecs.decode(bytes).map_err(|reason| Error::Decode {
                 execution: e.id.clone(),
                 what: "the output".into(),
                 reason,

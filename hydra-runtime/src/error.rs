@@ -50,6 +50,15 @@ pub enum Error {
     /// No such execution in this namespace.
     #[error("execution {0} not found")]
     NotFound(ExecutionId),
+
+    /// A bounded wait for a run's end ran out; the run goes on.
+    #[error("execution {execution} had not ended after {waited:?}")]
+    WaitTimedOut {
+        /// The run.
+        execution: ExecutionId,
+        /// How long the caller waited.
+        waited: std::time::Duration,
+    },
     /// The run ended without an output.
     #[error("execution {execution} ended {status}: {message}")]
     RunEnded {

@@ -42,7 +42,7 @@
 //! | `commit` | the group committer: many runs' writes in one transaction, results after commit |
 //! | `workflow` | the [`Workflow`] trait and the type-erased form a worker runs |
 //! | `client` | typed inspection: [`WorkflowClient`], [`WorkflowRun`] |
-//! | `codec` | payload codecs and their tags |
+//! | [`codec`] | payload codecs and their tags: JSON (default), bincode, custom codecs ([`CustomCodec`]), verified encoding, bounded decoding |
 //! | `retry` | [`RetryPolicy`]: bounded attempts, capped exponential backoff |
 //! | `cron` | [`CronSchedule`]: one run per tick across all workers |
 //! | `clock` | the engine's one source of time ([`Clock`]) |
@@ -56,7 +56,7 @@ struct ReadmeExamples;
 
 mod client;
 mod clock;
-mod codec;
+pub mod codec;
 mod commit;
 mod context;
 mod cron;
@@ -69,14 +69,16 @@ mod workflow;
 
 pub use client::{WorkflowClient, WorkflowRun};
 pub use clock::Clock;
-pub use codec::{Bincode, Codec, Json, PayloadCodec};
+pub use codec::{Bincode, Codec, CodecRegistry, CustomCodec, FIRST_CUSTOM_TAG, Json, PayloadCodec};
 pub use context::{StepContext, StepOptions, StepTransaction, WorkflowContext};
 pub use cron::{CronSchedule, MissedTicks, SKIP_GRACE_MS};
 pub use engine::{
     DEFAULT_DATABASE_URL, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_NAMESPACE, Engine, EngineBuilder, RunHandle, StartOptions,
 };
+/// erased-serde, as [`CustomCodec`] uses it: implement custom codecs against this re-export.
+pub use erased_serde;
 pub use error::{Error, StepError, WorkflowError};
-pub use hydra_macros::{step, workflow};
+pub use hydra_macros::{step, workflow, workflow_helper};
 pub use hydra_store::CronJob;
 /// sea-orm, as used by the store: for transactional steps and your own tables.
 pub use hydra_store::sea_orm;
@@ -92,10 +94,19 @@ pub use workflow::{Payload, Step, StepOf, Workflow, WorkflowOptions};
 /// signatures may change in any release.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::workflow::{CallTree, CalledBy, Callee, StepIdClash, step_id_clash};
     pub use crate::{
         Engine, Error, RetryPolicy, RunHandle, StartOptions, Step, StepError, StepOf, StepOptions, StepTransaction,
         Workflow, WorkflowClient, WorkflowContext, WorkflowError, WorkflowOptions,
     };
+
+    /// The run-time half of the duplicate step ID check, called by every
+    /// `#[step]` before its step: fails the run if a different step
+    /// function (`function`, its Rust path), or a step called without
+    /// `#[step]`, used the base ID `id` earlier in this run.
+    pub async fn claim_step_id(ctx: &WorkflowContext, id: &str, function: &'static str) {
+        ctx.run.claim_step_id(id, function).await;
+    }
 
     /// Converts a step body's error (a function, so that user crates see no
     /// `useless_conversion` lint when the error already is a `StepError`).
@@ -143,6 +154,6 @@ pub mod prelude {
     pub use crate::{
         Codec, Engine, Error, ExecutionId, ExecutionStatus, RetryPolicy, StartOptions, StepContext, StepError,
         StepOptions, StepTransaction, Worker, Workflow, WorkflowContext, WorkflowError, WorkflowOptions, step,
-        workflow,
+        workflow, workflow_helper,
     };
 }

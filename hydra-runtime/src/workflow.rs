@@ -85,13 +85,152 @@ pub trait Step {
     fn options() -> crate::context::StepOptions;
 }
 
-/// Implemented by `#[workflow]` for every step the workflow calls, so a
-/// typed client only offers the outputs of that workflow's own steps.
+/// Implemented for every step a `#[workflow]` calls directly (with the
+/// context as first argument), so a typed client only offers the outputs
+/// of that workflow's own steps. Steps called only from a
+/// `#[workflow_helper]` are not offered.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a `#[step]` called by workflow `{W}`",
-    label = "this workflow does not call that step"
+    label = "this workflow does not call that step directly"
 )]
 pub trait StepOf<W>: Step {}
+
+impl<W, S: Step + CalledBy<W>> StepOf<W> for S {}
+
+/// A `#[step]` or `#[workflow_helper]` function's marker type, with the
+/// steps it calls, for the macros' compile-time checks. Not a stable API.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a `#[step]` or `#[workflow_helper]` function",
+    label = "only `#[step]` and `#[workflow_helper]` functions may be called with the workflow context",
+    note = "mark it `#[step]` (a checkpointed unit of work) or `#[workflow_helper]` (an `async fn` taking \
+            `&WorkflowContext` first, whose step calls are checked too), or call it without the context"
+)]
+pub trait Callee {
+    /// The function and the steps it calls.
+    const CALLS: CallTree;
+}
+
+/// Implemented by `#[workflow]` for every function it calls with the
+/// context (a [`Callee`]). Not a stable API.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a `#[step]` called by workflow `{W}`",
+    label = "this workflow does not call that step directly"
+)]
+pub trait CalledBy<W>: Callee {}
+
+/// A step (`step_id` is its ID, `calls` empty) or a helper (`step_id` is
+/// `None`, `calls` are what it calls with the context). `function` is the
+/// Rust path of the function (`module_path!()` and its name): two entries
+/// with the same path are the same step. Not a stable API.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug)]
+pub struct CallTree {
+    pub function: &'static str,
+    pub step_id: Option<&'static str>,
+    pub calls: &'static [CallTree],
+}
+
+/// The message of a duplicate step ID, built at compile time; empty if
+/// there is none. Not a stable API.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct StepIdClash {
+    buf: [u8; 1024],
+    len: usize,
+}
+
+impl StepIdClash {
+    /// Whether two different steps share an ID.
+    pub const fn found(&self) -> bool {
+        self.len > 0
+    }
+
+    /// The message.
+    pub const fn message(&self) -> &str {
+        match std::str::from_utf8(self.buf.split_at(self.len).0) {
+            Ok(s) => s,
+            Err(_) => "duplicate step ID",
+        }
+    }
+
+    /// Appends `s` if it fits whole (the buffer holds any realistic
+    /// message; a piece that does not fit is left out).
+    const fn push(mut self, s: &str) -> Self {
+        let b = s.as_bytes();
+        if self.len + b.len() <= self.buf.len() {
+            let mut i = 0;
+            while i < b.len() {
+                self.buf[self.len + i] = b[i];
+                i += 1;
+            }
+            self.len += b.len();
+        }
+        self
+    }
+}
+
+/// A step of `tree` with the ID of `step` but a different function.
+const fn clash_in(step: CallTree, id: &str, tree: CallTree) -> Option<CallTree> {
+    if let Some(other) = tree.step_id {
+        let same_id = crate::__private::str_eq(other, id);
+        return if same_id && !crate::__private::str_eq(tree.function, step.function) { Some(tree) } else { None };
+    }
+    let mut i = 0;
+    while i < tree.calls.len() {
+        if let Some(c) = clash_in(step, id, tree.calls[i]) {
+            return Some(c);
+        }
+        i += 1;
+    }
+    None
+}
+
+/// A step of `a` and a step of `b` with the same ID and different functions.
+const fn clash(a: CallTree, b: CallTree) -> Option<(CallTree, CallTree)> {
+    if let Some(id) = a.step_id {
+        return match clash_in(a, id, b) {
+            Some(c) => Some((a, c)),
+            None => None,
+        };
+    }
+    let mut i = 0;
+    while i < a.calls.len() {
+        if let Some(pair) = clash(a.calls[i], b) {
+            return Some(pair);
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Compares the steps of two functions called with the context in
+/// `within` ("workflow `x`"): two different step functions (their Rust
+/// paths differ) with the same ID are a clash. Steps inside one helper are
+/// compared where that helper is defined. Not a stable API.
+#[doc(hidden)]
+pub const fn step_id_clash(within: &str, a: CallTree, b: CallTree) -> StepIdClash {
+    let none = StepIdClash { buf: [0; 1024], len: 0 };
+    let Some((x, y)) = clash(a, b) else { return none };
+    let id = match x.step_id {
+        Some(id) => id,
+        None => "",
+    };
+    let mut m = none.push("duplicate step ID `").push(id).push("` in ").push(within).push(": `").push(x.function);
+    if a.step_id.is_none() {
+        m = m.push("` (called through `").push(a.function).push("`)");
+    } else {
+        m = m.push("`");
+    }
+    m = m.push(" and `").push(y.function);
+    if b.step_id.is_none() {
+        m = m.push("` (called through `").push(b.function).push("`)");
+    } else {
+        m = m.push("`");
+    }
+    m.push(" are different steps with the same ID, so their records would be mistaken for each other's; give one of them a different `#[step(id = \"…\")]`")
+}
 
 /// Workflow-level settings.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -106,11 +245,14 @@ pub struct WorkflowOptions {
     /// The longest a run may take from its creation; it ends `timed_out`
     /// after that. Default: none.
     pub timeout: Option<Duration>,
+    /// The codec of this workflow's new payloads (input, step outputs,
+    /// output). Default: none, the engine's ([`crate::EngineBuilder::codec`]).
+    pub codec: Option<Codec>,
 }
 
 impl Default for WorkflowOptions {
     fn default() -> Self {
-        WorkflowOptions { retry: RetryPolicy::attempts(10), timeout: None }
+        WorkflowOptions { retry: RetryPolicy::attempts(10), timeout: None, codec: None }
     }
 }
 
@@ -124,6 +266,15 @@ impl WorkflowOptions {
     /// Sets the timeout.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
+        self
+    }
+
+    /// Encodes this workflow's new payloads with `codec` instead of the
+    /// engine's default (a [`Codec::Custom`] must be registered on every
+    /// engine that starts or runs it). Stored payloads keep decoding by
+    /// their tag.
+    pub fn codec(mut self, codec: Codec) -> Self {
+        self.codec = Some(codec);
         self
     }
 }
@@ -142,8 +293,9 @@ pub(crate) enum Returned {
 pub(crate) trait ErasedWorkflow: Send + Sync {
     fn options(&self) -> WorkflowOptions;
     /// Decodes the input and starts the body; a decode failure is returned
-    /// before anything runs.
-    fn start(&self, ctx: WorkflowContext, input: &[u8], codec: Codec) -> Result<BoxFuture<'static, Returned>, String>;
+    /// before anything runs. Payloads are read and written with the run's
+    /// codecs (`ctx.run.codecs`, `ctx.run.codec`).
+    fn start(&self, ctx: WorkflowContext, input: &[u8]) -> Result<BoxFuture<'static, Returned>, String>;
 }
 
 pub(crate) struct Registered<W>(pub(crate) Arc<W>);
@@ -153,12 +305,13 @@ impl<W: Workflow> ErasedWorkflow for Registered<W> {
         W::options()
     }
 
-    fn start(&self, ctx: WorkflowContext, input: &[u8], codec: Codec) -> Result<BoxFuture<'static, Returned>, String> {
-        let input: W::Input = Codec::decode(input)?;
+    fn start(&self, ctx: WorkflowContext, input: &[u8]) -> Result<BoxFuture<'static, Returned>, String> {
+        let input: W::Input = ctx.run.codecs.decode(input)?;
         let wf = Arc::clone(&self.0);
+        let (codecs, codec) = (ctx.run.codecs.clone(), ctx.run.codec);
         Ok(Box::pin(async move {
             match wf.run(ctx, input).await {
-                Ok(out) => match codec.encode(&out) {
+                Ok(out) => match codecs.encode_checked(codec, &out) {
                     Ok(bytes) => Returned::Output(bytes),
                     Err(e) => Returned::EncodeFailed(e),
                 },

@@ -53,7 +53,7 @@ mod store;
 pub use connect::{Backend, StoreOptions};
 pub use error::StoreError;
 pub use ids::{ExecutionId, FencingToken, StepId, WorkerId};
-pub use listen::{RUNS_CHANNEL, RunListener};
+pub use listen::{ENDED_CHANNEL, Notice, RUNS_CHANNEL, RunListener};
 pub use model::{
     CancelOutcome, ClaimRequest, ClaimedExecution, Created, CronJob, CronUpsert, Execution, ExecutionFilter,
     ExecutionStatus, Lease, NewExecution, OpenStep, Renewed, Step, StepAttempt, StepKind, StepOutcome, StepRecord,

@@ -16,14 +16,29 @@ use sea_orm::sqlx::postgres::{PgListener, PgPoolOptions};
 use std::sync::Arc;
 use tokio::sync::broadcast;
 
-/// The notification channel the trigger sends on.
+/// The notification channel of runs that became claimable (payload: the
+/// namespace).
 pub const RUNS_CHANNEL: &str = "hydra_runs";
+
+/// The notification channel of runs that ended (payload: the execution ID;
+/// migration `m20261201_000003_notify_ended`).
+pub const ENDED_CHANNEL: &str = "hydra_ended";
+
+/// One notification.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Notice {
+    /// A run of this namespace became claimable.
+    Runs(String),
+    /// The run with this ID ended.
+    Ended(String),
+}
 
 /// What the listening task broadcasts: a namespace, or that the connection
 /// was lost (notifications may have been missed meanwhile).
 #[derive(Clone, Debug)]
 enum Event {
-    Runs(String),
+    Notice(Notice),
     Lost(String),
 }
 
@@ -60,8 +75,18 @@ impl RunListener {
     /// is being re-established, or this listener fell behind), so claim once
     /// anyway.
     pub async fn recv(&mut self) -> Result<String, StoreError> {
+        loop {
+            if let Notice::Runs(namespace) = self.recv_notice().await? {
+                return Ok(namespace);
+            }
+        }
+    }
+
+    /// Waits for the next notification of either kind. An error means
+    /// notifications may have been missed (see [`RunListener::recv`]).
+    pub async fn recv_notice(&mut self) -> Result<Notice, StoreError> {
         match self.events.recv().await {
-            Ok(Event::Runs(namespace)) => Ok(namespace),
+            Ok(Event::Notice(n)) => Ok(n),
             Ok(Event::Lost(why)) => Err(StoreError::Transient(format!("LISTEN {RUNS_CHANNEL}: {why}"))),
             Err(broadcast::error::RecvError::Lagged(n)) => {
                 Err(StoreError::Transient(format!("LISTEN {RUNS_CHANNEL}: {n} notifications missed")))
@@ -95,7 +120,7 @@ impl Store {
             .acquire_timeout(std::time::Duration::from_secs(10))
             .connect_lazy_with((*options).clone());
         let mut listener = PgListener::connect_with(&own).await.map_err(transient)?;
-        listener.listen(RUNS_CHANNEL).await.map_err(transient)?;
+        listener.listen_all([RUNS_CHANNEL, ENDED_CHANNEL]).await.map_err(transient)?;
         let (tx, events) = broadcast::channel(1024);
         let task = tokio::spawn(forward(listener, tx.clone()));
         let shared = Arc::new(SharedListener { events: tx, task });
@@ -109,7 +134,8 @@ impl Store {
 async fn forward(mut listener: PgListener, tx: broadcast::Sender<Event>) {
     loop {
         let event = match listener.recv().await {
-            Ok(n) => Event::Runs(n.payload().to_owned()),
+            Ok(n) if n.channel() == ENDED_CHANNEL => Event::Notice(Notice::Ended(n.payload().to_owned())),
+            Ok(n) => Event::Notice(Notice::Runs(n.payload().to_owned())),
             Err(e) => {
                 let _ = tx.send(Event::Lost(e.to_string()));
                 tokio::time::sleep(std::time::Duration::from_millis(500)).await;

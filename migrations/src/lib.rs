@@ -11,6 +11,7 @@ use sea_orm_migration::{MigrationTrait, async_trait::async_trait};
 
 mod m20261122_000001_create_schema;
 mod m20261122_000002_notify_runs;
+mod m20261201_000003_notify_ended;
 
 /// Every migration of the Hydra schema, in order.
 #[derive(Debug)]
@@ -19,6 +20,10 @@ pub struct Migrator;
 #[async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261122_000001_create_schema::Migration), Box::new(m20261122_000002_notify_runs::Migration)]
+        vec![
+            Box::new(m20261122_000001_create_schema::Migration),
+            Box::new(m20261122_000002_notify_runs::Migration),
+            Box::new(m20261201_000003_notify_ended::Migration),
+        ]
     }
 }

@@ -48,6 +48,21 @@ impl Serialize for Unencodable {
     }
 }
 
+/// A workflow with a `String` input and no steps: a target for hostile
+/// input bytes (a length prefix far beyond the payload).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Greeting;
+
+impl Workflow for Greeting {
+    const NAME: &'static str = "greeting";
+    type Input = String;
+    type Output = String;
+
+    async fn run(&self, _ctx: WorkflowContext, name: String) -> Result<String, WorkflowError> {
+        Ok(format!("hello, {name}"))
+    }
+}
+
 /// The campaign's workflow.
 #[derive(Clone, Debug)]
 pub struct FaultFlow {
@@ -232,6 +247,11 @@ impl WorkerProc {
         assert_eq!(line.trim(), "ready", "worker {n} did not start; see {}", stderr.display());
         let pid = child.id();
         WorkerProc { child, pid, stderr }
+    }
+
+    /// Whether the process is still running (it did not exit or abort).
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// SIGKILL, and reap.

@@ -10,7 +10,7 @@
 use hydra_runtime::prelude::*;
 use hydra_runtime::{Execution, ExecutionFilter, StepStatus};
 use hydra_store::sea_orm::{ConnectionTrait, Statement};
-use hydra_tests::fault::{FaultFlow, FaultPlan, ProcConfig, WorkerProc, body_log, create_ledger, env_or};
+use hydra_tests::fault::{FaultFlow, FaultPlan, Greeting, ProcConfig, WorkerProc, body_log, create_ledger, env_or};
 use hydra_tests::{DbKind, TestDb, both_backends};
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -260,20 +260,31 @@ both_backends! {
             .start(1, FaultPlan { steps: 1, step_ms: 1, transactional: false, tx_pause_ms: 0, unencodable: true })
             .await
             .remove(0);
+        // Bincode's tag, then a length prefix of 2^56 for a String: decoding
+        // it unbounded allocated 2^56 bytes and aborted the worker process.
+        let hostile = vec![1u8, 0xFD, 0, 0, 0, 0, 0, 0, 0, 1];
+        let options = hydra_runtime::WorkflowOptions::default().retry(RetryPolicy::attempts(1));
+        let greeting = c.engine.start_encoded(Greeting::NAME, hostile, options, StartOptions::new()).await.unwrap().id;
+        let greeted = c.engine.start::<Greeting>("campaign".into()).await.unwrap();
         c.start(20, FaultPlan::steps(2, 1)).await;
-        let w = WorkerProc::start(&c.cfg, 0);
-        let runs = c.until_all_ended(22, Duration::from_secs(60)).await;
+        let mut w = WorkerProc::start(&c.cfg, 0);
+        let runs = c.until_all_ended(24, Duration::from_secs(60)).await;
+        assert!(w.alive(), "the worker process survived the hostile input; see {}", w.stderr.display());
         drop(w);
         let by_id: HashMap<_, _> = runs.iter().map(|r| (r.id.clone(), r)).collect();
         let p = by_id[&poisoned];
         assert_eq!(p.status, ExecutionStatus::Failed);
         assert!(p.error.as_deref().unwrap().contains("decode the input") && p.error.as_deref().unwrap().contains(poisoned.as_str()));
+        let g = by_id[&greeting];
+        assert_eq!(g.status, ExecutionStatus::Failed);
+        assert!(g.error.as_deref().unwrap().contains("decode the input"), "{:?}", g.error);
+        assert_eq!(greeted.result().await.unwrap(), "hello, campaign", "the worker served the next run");
         let u = by_id[&unencodable];
         assert_eq!(u.status, ExecutionStatus::Failed);
         assert!(u.error.as_deref().unwrap().contains("could not encode the output of step `unencodable`"), "{:?}", u.error);
         let unencodable_bodies = body_log(&c.cfg.log).iter().filter(|b| b.1 == "unencodable").count();
         assert_eq!(unencodable_bodies, 1, "the body's effect counted once, no re-run");
-        assert_eq!(runs.iter().filter(|r| r.status == ExecutionStatus::Completed).count(), 20, "the worker kept serving");
+        assert_eq!(runs.iter().filter(|r| r.status == ExecutionStatus::Completed).count(), 21, "the worker kept serving");
     }
 }
 

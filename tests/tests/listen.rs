@@ -47,3 +47,34 @@ async fn postgres_more_workers_than_pooled_connections_still_start_and_run() {
         w.shutdown(Duration::from_secs(5)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_run_ended_by_another_process_wakes_its_waiter_through_listen_notify() {
+    let db = TestDb::postgres().await;
+    // The waiter's engine has no worker; another engine with its own pool
+    // (another process, as far as the database can tell) runs the run.
+    let waiter = Engine::builder().store(db.store().await).namespace("ended").build().await.unwrap();
+    let runner = Engine::builder().store(db.store().await).namespace("ended").build().await.unwrap();
+    let (flow, probe) = Flow::new();
+    let w = Worker::builder(&runner)
+        .register(flow)
+        .poll_interval(Duration::from_millis(50))
+        .heartbeat_interval(Duration::from_millis(200))
+        .lease_ttl(Duration::from_secs(30))
+        .start()
+        .await
+        .unwrap();
+    let h = waiter.start::<Flow>(vec![StepPlan::new("wait", Act::Gate("g".into()))]).await.unwrap();
+    let waiting = tokio::spawn({
+        let h = h.clone();
+        async move { h.result().await }
+    });
+    while probe.bodies("wait") == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    probe.open("g");
+    // The waiter polls only once a minute: the notification has to wake it.
+    let out = tokio::time::timeout(Duration::from_secs(30), waiting).await.expect("woken by NOTIFY").unwrap().unwrap();
+    assert_eq!(out.len(), 1);
+    w.shutdown(Duration::from_secs(5)).await;
+}

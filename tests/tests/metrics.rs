@@ -186,8 +186,7 @@ async fn the_scrape_lists_every_seed_metric_with_expected_values() {
         // Runs cancelled before any worker ran them: one pending (delayed
         // start), one that ended through a worker, counted once each.
         let later = StartOptions::new().delay(Duration::from_secs(3600));
-        let pending =
-            engine.start_with::<Flow>(vec![StepPlan::new("never", Act::Ok)], later).await.unwrap();
+        let pending = engine.start_with::<Flow>(vec![StepPlan::new("never", Act::Ok)], later).await.unwrap();
         assert_eq!(engine.cancel(pending.id()).await.unwrap(), hydra_runtime::CancelOutcome::Cancelled);
         w.shutdown(Duration::from_secs(1)).await;
     }

@@ -544,7 +544,7 @@ both_backends! {
         c.execute_raw(Statement::from_string(c.get_database_backend(), q)).await.unwrap();
         let claimed = store.claim(&claim_req(NS, &w, 10, 10)).await.expect("one bad row does not fail the claim");
         let ids: Vec<_> = claimed.iter().map(|c| c.execution.id.clone()).collect();
-        assert_eq!(ids, [good.clone()], "only the readable run is handed out");
+        assert_eq!(ids, std::slice::from_ref(&good), "only the readable run is handed out");
         // The bad run is not left leased: it ended failed, saying why.
         let q = format!("SELECT status, error_message, due_at FROM workflow_executions WHERE id = '{bad}'");
         let row = c.query_one_raw(Statement::from_string(c.get_database_backend(), q)).await.unwrap().unwrap();

@@ -7,6 +7,12 @@ pub async fn charge_card(
     async fn __hydra_body(s: StepContext, amount: u64) -> Result<String, StepError> {
         Ok(format!("{}:{amount}", s.idempotency_key()))
     }
+    ::hydra_runtime::__private::claim_step_id(
+            __hydra_ctx,
+            <charge_card as ::hydra_runtime::__private::Step>::ID,
+            <charge_card as ::hydra_runtime::__private::Callee>::CALLS.function,
+        )
+        .await;
     __hydra_ctx
         .step_with(
             <charge_card as ::hydra_runtime::__private::Step>::options(),
@@ -39,4 +45,13 @@ impl ::hydra_runtime::__private::Step for charge_card {
             )
             .timeout(::core::time::Duration::from_millis(10000u64))
     }
+}
+impl ::hydra_runtime::__private::Callee for charge_card {
+    const CALLS: ::hydra_runtime::__private::CallTree = ::hydra_runtime::__private::CallTree {
+        function: ::core::concat!(::core::module_path!(), "::", "charge_card"),
+        step_id: ::core::option::Option::Some(
+            <Self as ::hydra_runtime::__private::Step>::ID,
+        ),
+        calls: &[],
+    };
 }

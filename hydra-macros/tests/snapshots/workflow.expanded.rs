@@ -58,10 +58,15 @@ impl order_processing {
         ::hydra_runtime::__private::WorkflowClient::new(engine)
     }
 }
-impl ::hydra_runtime::__private::StepOf<order_processing> for charge_card {}
-impl ::hydra_runtime::__private::StepOf<order_processing> for refund {}
-const _: () = ::core::assert!(
-    ! ::hydra_runtime::__private::str_eq(< refund as ::hydra_runtime::__private::Step >
-    ::ID, < charge_card as ::hydra_runtime::__private::Step > ::ID),
-    "duplicate step ID in workflow `order-processing`: `charge_card` and `refund` have the same step ID; give one of them a different `#[step(id = \"…\")]`"
-);
+impl ::hydra_runtime::__private::CalledBy<order_processing> for charge_card {}
+impl ::hydra_runtime::__private::CalledBy<order_processing> for refund {}
+const _: () = {
+    let clash = ::hydra_runtime::__private::step_id_clash(
+        "workflow `order-processing`",
+        <charge_card as ::hydra_runtime::__private::Callee>::CALLS,
+        <refund as ::hydra_runtime::__private::Callee>::CALLS,
+    );
+    if clash.found() {
+        ::core::panic!("{}", clash.message())
+    }
+};

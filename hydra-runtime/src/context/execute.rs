@@ -7,7 +7,6 @@ use super::panic_message;
 use super::run::Interrupt;
 use super::step::{StepContext, StepOptions};
 use crate::clock::duration_ms;
-use crate::codec::Codec;
 use crate::error::{Error, StepError};
 use futures_util::FutureExt;
 use hydra_store::{
@@ -36,12 +35,12 @@ impl WorkflowContext {
         let max_attempts = policy.max_attempts.max(1);
         let mut prior_attempts = 0;
         let mut wake_at = None;
-        if let Some(rec) = run.history.get(&position) {
+        if let Some(rec) = run.recorded(position) {
             self.check_recorded(rec, position, &step_id, StepKind::Step).await;
             match rec.status {
                 StepStatus::Completed => {
                     let bytes = rec.output.as_deref().unwrap_or_default();
-                    return match Codec::decode::<T>(bytes) {
+                    return match run.codecs.decode::<T>(bytes) {
                         Ok(v) => {
                             tracing::debug!("step answered from history");
                             crate::metrics::step_cached(&run.lease.namespace, &run.workflow_name, &options.id);
@@ -131,7 +130,7 @@ impl WorkflowContext {
             let took = started.elapsed().as_secs_f64();
             let (ns, wf, name) = (&run.lease.namespace, &run.workflow_name, &*options.id);
             match result {
-                Ok(value) => match run.codec.encode(&value) {
+                Ok(value) => match run.codecs.encode_checked(run.codec, &value) {
                     Ok(bytes) => {
                         crate::metrics::step_executed(ns, wf, name, "completed", took);
                         crate::metrics::payload(ns, wf, "step", bytes.len());
@@ -141,7 +140,9 @@ impl WorkflowContext {
                     }
                     Err(reason) => {
                         // The body ran and its effect happened: record a
-                        // permanent failure, never a silent re-run.
+                        // permanent failure, never a silent re-run. This
+                        // includes a value the codec would not read back
+                        // (refused now, not on a replay).
                         crate::metrics::step_executed(ns, wf, name, "failed", took);
                         let e = Error::Encode { what: format!("the output of step `{step_id}`"), reason };
                         let msg = e.to_string();
@@ -187,7 +188,10 @@ impl WorkflowContext {
                             .started_at(began_at)
                             .wake_at(wake);
                         // Parked: the claim that wakes it counts the retry.
-                        self.finish_step(rec, Transition::Sleep { until }, OpenStep::new(position, attempt)).await;
+                        let step = rec.step_id.clone();
+                        if let Err(e) = run.record_parking(rec, until, attempt).await {
+                            match run.fail_run(format!("could not record the result of step `{step}`: {e}")).await {}
+                        }
                         match run.halt(Interrupt::Suspended { until }).await {}
                     }
                 }

@@ -4,7 +4,7 @@
 //! through transient failures) that every step, sleep and park goes through.
 
 use crate::clock::Clock;
-use crate::codec::Codec;
+use crate::codec::{Codec, CodecRegistry};
 use hydra_store::{
     Checkpoint, Lease, OpenStep, Step, StepId, StepOutcome, StepRecord, StepStatus, Store, StoreError, Transition,
 };
@@ -36,7 +36,14 @@ pub(crate) enum Interrupt {
 
 struct Cursor {
     next_position: u32,
-    occurrences: HashMap<String, u32>,
+    occurrences: HashMap<String, Uses>,
+}
+
+/// The calls of one base step ID in this run so far, and the `#[step]`
+/// function that owns the ID (its Rust path), once one claimed it.
+struct Uses {
+    calls: u32,
+    owner: Option<&'static str>,
 }
 
 /// This lease holder's view of the run's open step (see
@@ -54,13 +61,18 @@ struct Open {
 pub(crate) struct RunState {
     pub(super) committer: Option<crate::commit::Committer>,
     pub(crate) store: Store,
+    /// The codec of this run's new payloads.
     pub(crate) codec: Codec,
+    /// The engine's codecs: stored payloads decode through them by tag.
+    pub(crate) codecs: CodecRegistry,
     pub(crate) clock: Clock,
     pub(crate) lease: Lease,
     pub(crate) workflow_name: String,
     pub(crate) attempt: u32,
     pub(crate) deadline_at: Option<i64>,
-    pub(super) history: HashMap<u32, Step>,
+    /// The recorded steps by position: set once, before the workflow code
+    /// runs (the run is already heartbeated while it is read).
+    history: std::sync::OnceLock<HashMap<u32, Step>>,
     cursor: Mutex<Cursor>,
     open: Mutex<Open>,
     /// Cancelled when the run was cancelled, its lease lost, or the worker drains.
@@ -89,12 +101,15 @@ pub(crate) struct RunSetup {
     pub(crate) committer: Option<crate::commit::Committer>,
     pub(crate) store: Store,
     pub(crate) codec: Codec,
+    pub(crate) codecs: CodecRegistry,
     pub(crate) clock: Clock,
     pub(crate) lease: Lease,
     pub(crate) workflow_name: String,
     pub(crate) attempt: u32,
     pub(crate) deadline_at: Option<i64>,
-    pub(crate) history: Vec<Step>,
+    /// The recorded steps, if already read; otherwise [`RunState::set_history`]
+    /// before the workflow runs.
+    pub(crate) history: Option<Vec<Step>>,
     pub(crate) open_step: OpenStep,
     pub(crate) inline_backoff: Duration,
     pub(crate) write_patience: Duration,
@@ -107,12 +122,15 @@ impl RunState {
             committer: s.committer,
             store: s.store,
             codec: s.codec,
+            codecs: s.codecs,
             clock: s.clock,
             lease: s.lease,
             workflow_name: s.workflow_name,
             attempt: s.attempt,
             deadline_at: s.deadline_at,
-            history: s.history.into_iter().map(|st| (st.position, st)).collect(),
+            history: s.history.map_or_else(std::sync::OnceLock::new, |h| {
+                h.into_iter().map(|st| (st.position, st)).collect::<HashMap<_, _>>().into()
+            }),
             cursor: Mutex::new(Cursor { next_position: 0, occurrences: HashMap::new() }),
             open: Mutex::new(Open { position: s.open_step.position, attempts: s.open_step.attempts, begun: false }),
             cancel: CancellationToken::new(),
@@ -124,6 +142,21 @@ impl RunState {
             write_patience: s.write_patience,
         };
         (Arc::new(state), rx)
+    }
+
+    /// Sets the recorded steps (once; later calls are ignored).
+    pub(crate) fn set_history(&self, history: Vec<Step>) {
+        let _ = self.history.set(history.into_iter().map(|st| (st.position, st)).collect());
+    }
+
+    /// The step recorded at `position`, if any.
+    pub(super) fn recorded(&self, position: u32) -> Option<&Step> {
+        self.history.get().and_then(|h| h.get(&position))
+    }
+
+    /// Why the run was stopped (lease lost, cancelled, parked, …), if it was.
+    pub(crate) fn current_interrupt(&self) -> Option<Interrupt> {
+        self.interrupt.borrow().clone()
     }
 
     /// Signals the worker (first signal wins) and never returns.
@@ -162,16 +195,55 @@ impl RunState {
         c.next_position = c.next_position.saturating_add(1);
         // Look up before inserting: no allocation for a name seen before.
         let n = match c.occurrences.get_mut(base) {
-            Some(n) => {
-                *n += 1;
-                *n
+            Some(u) => {
+                u.calls += 1;
+                u.calls
             }
             None => {
-                c.occurrences.insert(base.to_owned(), 1);
+                c.occurrences.insert(base.to_owned(), Uses { calls: 1, owner: None });
                 1
             }
         };
         (position, StepId::new(base, n))
+    }
+
+    /// Notes that the `#[step]` function `function` (its Rust path) is
+    /// about to call `next_step_id(base)`. If another function, or a step or
+    /// sleep called without `#[step]`, used `base` earlier in this run, the
+    /// run fails: the two would share one ID sequence, and replay could hand
+    /// one's record to the other. One map lookup; allocates only for a base
+    /// ID not seen before in the run (as `next_step_id` would).
+    pub(crate) async fn claim_step_id(&self, base: &str, function: &'static str) {
+        let other = {
+            let mut c = self.cursor.lock().unwrap_or_else(|p| p.into_inner());
+            match c.occurrences.get_mut(base) {
+                None => {
+                    c.occurrences.insert(base.to_owned(), Uses { calls: 0, owner: Some(function) });
+                    None
+                }
+                Some(u) => match u.owner {
+                    Some(f) if f == function => None,
+                    Some(f) => Some(format!("`{f}`")),
+                    None => {
+                        if u.calls == 0 {
+                            u.owner = Some(function);
+                            None
+                        } else {
+                            Some("a step or sleep called without `#[step]` (`ctx.step`, `ctx.step_with`)".to_owned())
+                        }
+                    }
+                },
+            }
+        };
+        if let Some(other) = other {
+            let message = format!(
+                "duplicate step ID `{base}` in workflow `{}`: {other} and `{function}` are different steps with the \
+                 same ID in one run, so their records would be mistaken for each other's; give one of them a \
+                 different `#[step(id = \"…\")]`",
+                self.workflow_name
+            );
+            match self.fail_run(message).await {}
+        }
     }
 
     pub(super) fn now(&self) -> i64 {
@@ -281,7 +353,7 @@ impl RunState {
         open: OpenStep,
     ) -> Result<(), StoreError> {
         let at = rec.position;
-        let r = self.record_inner(rec, transition, open).await;
+        let r = self.record_inner(rec, transition, open, false).await;
         if r.is_ok() {
             let mut o = self.open_state();
             if o.position == at {
@@ -291,7 +363,28 @@ impl RunState {
         r
     }
 
-    async fn record_inner(&self, rec: StepRecord, transition: Transition, open: OpenStep) -> Result<(), StoreError> {
+    /// Records a step outcome that parks the run, leaving the open step as
+    /// this holder hands it back ([`RunState::open_to_hand_back`]) if the
+    /// step is not the open step: a claim reserved an attempt for the open
+    /// step, and it did not begin.
+    pub(super) async fn record_parking(&self, rec: StepRecord, until: i64, attempt: u32) -> Result<(), StoreError> {
+        let transition = Transition::Sleep { until };
+        if self.open_state().position == rec.position {
+            // The claim that wakes the run counts the step's next attempt.
+            let open = OpenStep::new(rec.position, attempt);
+            return self.record(rec, transition, open).await;
+        }
+        let open = self.open_to_hand_back();
+        self.record_inner(rec, transition, open, true).await
+    }
+
+    async fn record_inner(
+        &self,
+        rec: StepRecord,
+        transition: Transition,
+        open: OpenStep,
+        as_given: bool,
+    ) -> Result<(), StoreError> {
         let pending = self.pending_tx.lock().unwrap_or_else(|p| p.into_inner()).remove(&rec.step_id);
         if let Some(txn) = pending {
             let Ok(txn) = Arc::try_unwrap(txn) else {
@@ -318,7 +411,8 @@ impl RunState {
         }
         let result = self
             .write("checkpoint", || async {
-                let cp = Checkpoint::step_and(rec.clone(), transition.clone()).open(open);
+                let cp = Checkpoint::step_and(rec.clone(), transition.clone());
+                let cp = if as_given { cp.open_as_given(open) } else { cp.open(open) };
                 let op = hydra_store::BatchOp::Checkpoint(self.lease.clone(), cp);
                 crate::commit::write(self.committer.as_ref(), &self.store, op, self.now()).await.map(|_| ())
             })

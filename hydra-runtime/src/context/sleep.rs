@@ -24,7 +24,7 @@ impl WorkflowContext {
     async fn sleep_inner(&self, requested_wake: i64) {
         let run = &*self.run;
         let (position, step_id) = run.next_step_id(SLEEP_STEP);
-        let recorded = run.history.get(&position);
+        let recorded = run.recorded(position);
         let wake = match recorded {
             Some(rec) => {
                 self.check_recorded(rec, position, &step_id, StepKind::Sleep).await;
@@ -42,7 +42,9 @@ impl WorkflowContext {
                 StepRecord::new(step_id, SLEEP_STEP, position, StepKind::Sleep, 1, StepOutcome::Completed(Vec::new()))
                     .wake_at(wake);
             // The claim that wakes the run counts the next step's first attempt.
-            if let Err(e) = run.record(rec, Transition::Sleep { until }, OpenStep::new(position.saturating_add(1), 0)).await {
+            if let Err(e) =
+                run.record(rec, Transition::Sleep { until }, OpenStep::new(position.saturating_add(1), 0)).await
+            {
                 match run.fail_run(format!("could not record a sleep: {e}")).await {}
             }
         } else {

@@ -23,6 +23,8 @@ pub(super) struct WorkerConfig {
     pub(super) lease_ttl: Duration,
     pub(super) claim_batch: u32,
     pub(super) inline_backoff: Duration,
+    /// Test hook: a pause before a resumed run's history is read.
+    pub(super) history_delay: Option<Duration>,
 }
 
 impl Default for WorkerConfig {
@@ -34,6 +36,7 @@ impl Default for WorkerConfig {
             lease_ttl: Duration::from_secs(30),
             claim_batch: 32,
             inline_backoff: Duration::from_secs(2),
+            history_delay: None,
         }
     }
 }
@@ -137,6 +140,14 @@ impl WorkerBuilder {
         self
     }
 
+    /// Test hook, not a stable API: waits `d` before reading the history
+    /// of a run claimed with an earlier history (as a slow database would).
+    #[doc(hidden)]
+    pub fn __history_delay(mut self, d: Duration) -> Self {
+        self.config.history_delay = Some(d);
+        self
+    }
+
     /// A fixed worker ID (default: stable per host and program; see
     /// `HYDRA_WORKER_ID` in the README's worker defaults).
     pub fn worker_id(mut self, id: WorkerId) -> Self {
@@ -152,6 +163,18 @@ impl WorkerBuilder {
         }
         if self.registry.is_empty() {
             return Err(Error::Config("a worker needs at least one registered workflow".into()));
+        }
+        let mut uncodable: Vec<_> = self
+            .registry
+            .iter()
+            .filter_map(|(name, w)| w.options().codec.filter(|&c| !self.engine.codecs().supports(c)).map(|c| (name, c)))
+            .collect();
+        uncodable.sort_by_key(|(name, _)| *name);
+        if let Some((name, codec)) = uncodable.first() {
+            return Err(Error::Config(format!(
+                "workflow `{name}` uses codec {codec:?}, which is not registered on this engine \
+                 (EngineBuilder::register_codec)"
+            )));
         }
         if c.concurrency == 0 || c.claim_batch == 0 {
             return Err(Error::Config("concurrency and claim_batch must be at least 1".into()));

@@ -42,16 +42,29 @@ enum Outcome {
     Interrupted(Interrupt),
 }
 
-/// The states of a claimed run, in order: admitted, history loaded, run,
-/// settled.
+/// The states of a claimed run, in order: admitted, registered (renewed
+/// and guarded from here on), history loaded, run, settled.
 async fn drive_inner(s: &Arc<Shared>, execution: Execution, lease: Lease, claim_sent: tokio::time::Instant) {
     tracing::debug!(token = lease.token.get(), expires_at = ?execution.lease_expires_at(), "lease acquired");
     let Some(workflow) = admit(s, &execution, &lease).await else { return };
-    let Some(history) = load_history(s, &lease).await else { return };
-    let Some((run, outcome)) = run_workflow(s, &*workflow, &execution, &lease, history, claim_sent).await else {
-        return;
+    let (run, interrupts) = new_run(s, &*workflow, &execution, &lease);
+    // From here the heartbeat renews the lease and the guard stops the run
+    // before it can expire, also while the history loads: no body may start
+    // on a lease that expired meanwhile.
+    register(s, &execution, &run, claim_sent);
+    let outcome = match load_history(s, &run, &lease).await {
+        Ok(history) => {
+            run.set_history(history);
+            run_workflow(s, &*workflow, &execution, &lease, &run, interrupts).await
+        }
+        Err(Some(interrupt)) => Some(Outcome::Interrupted(interrupt)),
+        Err(None) => None,
     };
-    settle(s, &*workflow, &execution, &lease, &run, outcome).await
+    // Nothing more runs for this claim.
+    unregister(s, &execution, &lease);
+    if let Some(outcome) = outcome {
+        settle(s, &*workflow, &execution, &lease, &run, outcome).await
+    }
 }
 
 /// The workflow to run, or `None` if the run was handed back or ended
@@ -84,61 +97,111 @@ async fn admit(s: &Arc<Shared>, execution: &Execution, lease: &Lease) -> Option<
     }
 }
 
-/// The run's recorded steps, retried through transient failures; `None`
-/// if the worker stopped or the history cannot be read (the lease is left
-/// to expire).
-async fn load_history(s: &Arc<Shared>, lease: &Lease) -> Option<Vec<hydra_store::Step>> {
+/// The run's state under this claim, without its history yet.
+fn new_run(
+    s: &Arc<Shared>,
+    workflow: &dyn ErasedWorkflow,
+    execution: &Execution,
+    lease: &Lease,
+) -> (Arc<RunState>, tokio::sync::watch::Receiver<Option<Interrupt>>) {
+    let engine = &s.engine;
+    RunState::new(RunSetup {
+        committer: engine.inner.committer.clone(),
+        store: engine.store().clone(),
+        codec: workflow.options().codec.unwrap_or(engine.codec()),
+        codecs: engine.codecs().clone(),
+        clock: engine.clock().clone(),
+        lease: lease.clone(),
+        workflow_name: execution.workflow_name.clone(),
+        attempt: execution.attempts,
+        deadline_at: execution.deadline_at,
+        history: None,
+        open_step: execution.open_step,
+        inline_backoff: s.config.inline_backoff,
+        write_patience: s.config.lease_ttl.saturating_sub(s.config.heartbeat_interval.saturating_mul(2)),
+    })
+}
+
+/// Makes the run active: its lease is renewed by the heartbeat and watched
+/// by the guard, counting from when the claim was sent.
+fn register(s: &Arc<Shared>, execution: &Execution, run: &Arc<RunState>, claim_sent: tokio::time::Instant) {
+    let stale = s.active().insert(execution.id.clone(), ActiveRun { run: Arc::clone(run), renewed_at: claim_sent });
+    crate::metrics::active(s.engine.namespace(), s.id.as_str(), s.active().len());
+    if let Some(old) = stale {
+        // This worker re-claimed a run it was still driving under an older
+        // token (its own lease expired): that drive's writes are fenced off
+        // already; stop it.
+        old.run.interrupt(Interrupt::LeaseLost);
+    }
+}
+
+/// Ends the run's registration (unless a newer claim of it replaced it).
+fn unregister(s: &Arc<Shared>, execution: &Execution, lease: &Lease) {
+    let mut active = s.active();
+    if active.get(&execution.id).is_some_and(|a| a.run.lease.token == lease.token) {
+        active.remove(&execution.id);
+    }
+    crate::metrics::active(s.engine.namespace(), s.id.as_str(), active.len());
+}
+
+/// The run's recorded steps, retried through transient failures. `Err`
+/// with the interrupt if the run was stopped meanwhile (its lease could
+/// not be renewed, the worker is stopping), `Err(None)` if the history
+/// cannot be read (the lease is left to expire).
+async fn load_history(
+    s: &Arc<Shared>,
+    run: &RunState,
+    lease: &Lease,
+) -> Result<Vec<hydra_store::Step>, Option<Interrupt>> {
     // The first claim of a run (token 1) cannot have a history: every step
     // write needs a lease. Skip the query.
     if lease.token.get() == 1 {
-        return Some(Vec::new());
+        return Ok(Vec::new());
     }
     loop {
+        if let Some(i) = run.current_interrupt() {
+            return Err(Some(i));
+        }
         match s.engine.store().steps(&lease.namespace, &lease.execution_id).await {
-            Ok(h) => return Some(h),
+            Ok(h) => {
+                if let Some(delay) = s.config.history_delay {
+                    // The test hook: an answer that arrives late.
+                    tokio::time::sleep(delay).await;
+                }
+                return match run.current_interrupt() {
+                    Some(i) => Err(Some(i)),
+                    None => Ok(h),
+                };
+            }
             Err(e) if e.is_retryable() => {
                 tracing::warn!(error = %e, "could not load history; retrying");
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 if s.stop_all.is_cancelled() {
-                    return None;
+                    return Err(Some(Interrupt::LeaseLost));
                 }
             }
             Err(e) => {
                 tracing::error!(error = %e, "could not load history; leaving the run to expire");
-                return None;
+                return Err(None);
             }
         }
     }
 }
 
 /// Runs the workflow future under the lease until it returns or is
-/// interrupted; the run is active (heartbeated, guarded) meanwhile.
-/// `None` if its input did not decode (the run is ended failed).
+/// interrupted (an interrupt raised before it starts wins: no step body
+/// runs then). `None` if its input did not decode (the run is ended
+/// failed).
 async fn run_workflow(
     s: &Arc<Shared>,
     workflow: &dyn ErasedWorkflow,
     execution: &Execution,
     lease: &Lease,
-    history: Vec<hydra_store::Step>,
-    claim_sent: tokio::time::Instant,
-) -> Option<(Arc<RunState>, Outcome)> {
-    let engine = &s.engine;
-    let (run, mut interrupts) = RunState::new(RunSetup {
-        committer: engine.inner.committer.clone(),
-        store: engine.store().clone(),
-        codec: engine.codec(),
-        clock: engine.clock().clone(),
-        lease: lease.clone(),
-        workflow_name: execution.workflow_name.clone(),
-        attempt: execution.attempts,
-        deadline_at: execution.deadline_at,
-        history,
-        open_step: execution.open_step,
-        inline_backoff: s.config.inline_backoff,
-        write_patience: s.config.lease_ttl.saturating_sub(s.config.heartbeat_interval.saturating_mul(2)),
-    });
-    let ctx = WorkflowContext { run: Arc::clone(&run) };
-    let future = match workflow.start(ctx, &execution.input, engine.codec()) {
+    run: &Arc<RunState>,
+    mut interrupts: tokio::sync::watch::Receiver<Option<Interrupt>>,
+) -> Option<Outcome> {
+    let ctx = WorkflowContext { run: Arc::clone(run) };
+    let future = match workflow.start(ctx, &execution.input) {
         Ok(f) => f,
         Err(reason) => {
             let e = Error::Decode { execution: execution.id.clone(), what: "the input".into(), reason };
@@ -146,14 +209,6 @@ async fn run_workflow(
             return None;
         }
     };
-    let stale = s.active().insert(execution.id.clone(), ActiveRun { run: Arc::clone(&run), renewed_at: claim_sent });
-    crate::metrics::active(engine.namespace(), s.id.as_str(), s.active().len());
-    if let Some(old) = stale {
-        // This worker re-claimed a run it was still driving under an older
-        // token (its own lease expired): that drive's writes are fenced off
-        // already; stop it.
-        old.run.interrupt(Interrupt::LeaseLost);
-    }
     let outcome = tokio::select! {
         biased;
         i = interrupts.wait_for(Option::is_some) => match i {
@@ -162,15 +217,7 @@ async fn run_workflow(
         },
         r = AssertUnwindSafe(future).catch_unwind() => Outcome::Returned(r.map_err(|p| panic_message(&p))),
     };
-    // The workflow future is dropped here: nothing more runs for this claim.
-    {
-        let mut active = s.active();
-        if active.get(&execution.id).is_some_and(|a| a.run.lease.token == lease.token) {
-            active.remove(&execution.id);
-        }
-        crate::metrics::active(engine.namespace(), s.id.as_str(), active.len());
-    }
-    Some((run, outcome))
+    Some(outcome)
 }
 
 /// Writes what the outcome means for the run: its end, a workflow retry,

@@ -270,9 +270,10 @@ type SqliteStep<'a> = (&'a Lease, &'a StepRecord, OpenStep);
 fn sqlite_step_rows(ops: &[BatchOp]) -> Vec<(usize, SqliteStep<'_>)> {
     fn hot(op: &BatchOp) -> Option<SqliteStep<'_>> {
         match op {
-            BatchOp::Checkpoint(lease, Checkpoint { step: Some(rec), open: Some(open), transition }) => {
-                matches!(transition, Transition::Continue).then_some((lease, rec, *open))
-            }
+            BatchOp::Checkpoint(
+                lease,
+                Checkpoint { step: Some(rec), open: Some(open), transition, open_as_given: false },
+            ) => matches!(transition, Transition::Continue).then_some((lease, rec, *open)),
             _ => None,
         }
     }

@@ -51,27 +51,41 @@ pub struct Checkpoint {
     /// The run's open step after this write, if it changes (see
     /// [`OpenStep`]).
     pub open: Option<OpenStep>,
+    /// Whether `open` is set as given, whatever the run's open step is now.
+    /// By default a checkpoint that records a step moves the open step only
+    /// if the open step is that step (see `open_set`).
+    pub open_as_given: bool,
 }
 
 impl Checkpoint {
     /// Record a step and keep running.
     pub fn step(record: StepRecord) -> Self {
-        Checkpoint { step: Some(record), transition: Transition::Continue, open: None }
+        Checkpoint { step: Some(record), transition: Transition::Continue, open: None, open_as_given: false }
     }
 
     /// Change the run without recording a step.
     pub fn transition(transition: Transition) -> Self {
-        Checkpoint { step: None, transition, open: None }
+        Checkpoint { step: None, transition, open: None, open_as_given: false }
     }
 
     /// Record a step and change the run in the same commit.
     pub fn step_and(record: StepRecord, transition: Transition) -> Self {
-        Checkpoint { step: Some(record), transition, open: None }
+        Checkpoint { step: Some(record), transition, open: None, open_as_given: false }
     }
 
     /// Also sets the run's open step, in the same fenced statement.
     pub fn open(mut self, open: OpenStep) -> Self {
         self.open = Some(open);
+        self
+    }
+
+    /// Also sets the run's open step to `open` whatever step it is at now:
+    /// the lease holder hands back its own view of the open step (as when
+    /// a step that is not the open step parks, giving back the attempt the
+    /// claim reserved for the open step).
+    pub fn open_as_given(mut self, open: OpenStep) -> Self {
+        self.open = Some(open);
+        self.open_as_given = true;
         self
     }
 }
@@ -145,14 +159,16 @@ impl Store {
                 // The step write carries the fence itself: one statement on
                 // PostgreSQL; on SQLite the same two statements as a group
                 // commit of several runs' steps.
-                Some(record) => {
+                Some(record) if !cp.open_as_given => {
                     if let (Some(open), Backend::Sqlite) = (cp.open, self.backend) {
                         let mut r = self.sqlite_steps_in(txn, &[(lease, record, open)], now).await?;
                         return r.pop().map_or(Ok(()), |r| r.map(|_| ()));
                     }
                     return self.write_step(txn, lease, record, cp.open, now, true).await;
                 }
-                None => {
+                // The open step as given (or none): the guard sets it, the
+                // step (if any) is written below under the guard's lock.
+                _ => {
                     self.guard(txn, lease, cp.open, now).await?;
                     ("", Vec::new())
                 }
@@ -185,7 +201,8 @@ impl Store {
         if !sql.is_empty() {
             let open = match cp.open {
                 Some(o) => {
-                    let (frag, v) = open_set(o, cp.step.as_ref().map(|r| r.position));
+                    let at = if cp.open_as_given { None } else { cp.step.as_ref().map(|r| r.position) };
+                    let (frag, v) = open_set(o, at);
                     values.extend(v);
                     frag
                 }

@@ -11,7 +11,7 @@
 //! Prints `ready` on stdout once it is claiming.
 
 use hydra_runtime::prelude::*;
-use hydra_tests::fault::{FaultFlow, env_or};
+use hydra_tests::fault::{FaultFlow, Greeting, env_or};
 use std::time::Duration;
 
 #[tokio::main]
@@ -24,6 +24,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let engine = Engine::builder().database_url(url).namespace(ns).build().await?;
     let _worker = Worker::builder(&engine)
         .register(FaultFlow::from_env()?)
+        .register(Greeting)
         .concurrency(env_or("HYDRA_FAULT_CONCURRENCY", 1))
         .lease_ttl(Duration::from_millis(env_or("HYDRA_FAULT_TTL_MS", 1500)))
         .heartbeat_interval(Duration::from_millis(env_or("HYDRA_FAULT_HEARTBEAT_MS", 250)))
