@@ -19,6 +19,7 @@ fn macro_ui() {
 }
 
 static ROOM_BODIES: AtomicU32 = AtomicU32::new(0);
+static HAND_BODIES: AtomicU32 = AtomicU32::new(0);
 
 #[step(id = "reserve")]
 async fn reserve_stock(n: u32) -> Result<u32, StepError> {
@@ -41,6 +42,8 @@ enum Calls {
     TwoStepsOneId,
     /// `ctx.step("reserve", …)` then `reserve_stock`.
     HandWrittenFirst,
+    /// `reserve_stock` then `ctx.step("reserve", …)`.
+    HandWrittenAfter,
 }
 
 struct Booking;
@@ -56,6 +59,17 @@ impl Workflow for Booking {
             Calls::TwoStepsOneId => reserve_stock(&ctx, 1).await? + reserve_room(&ctx, 2).await?,
             Calls::HandWrittenFirst => {
                 ctx.step("reserve", |_s| async { Ok::<u32, StepError>(1) }).await? + reserve_stock(&ctx, 2).await?
+            }
+            Calls::HandWrittenAfter => {
+                let first = reserve_stock(&ctx, 1).await?;
+                let bodies = &HAND_BODIES;
+                first
+                    + ctx
+                        .step("reserve", move |_s| async move {
+                            bodies.fetch_add(1, Ordering::SeqCst);
+                            Ok::<u32, StepError>(1)
+                        })
+                        .await?
             }
         })
     }
@@ -107,6 +121,13 @@ async fn duplicate_step_ids_fail_the_run_at_run_time() {
         error.contains("a step or sleep called without `#[step]`") && error.contains("macros::reserve_stock"),
         "{error}"
     );
+
+    let after = engine.start::<Booking>(Calls::HandWrittenAfter).await.unwrap();
+    let e = ended(&after).await;
+    assert_eq!(e.status, ExecutionStatus::Failed);
+    let error = e.error.unwrap_or_default();
+    assert!(error.contains("a step called without `#[step]`") && error.contains("macros::reserve_stock"), "{error}");
+    assert_eq!(HAND_BODIES.load(Ordering::SeqCst), 0, "the hand-written step's body must not run");
 
     worker.shutdown(Duration::from_secs(5)).await;
 }

@@ -37,6 +37,10 @@ pub(crate) enum Interrupt {
 struct Cursor {
     next_position: u32,
     occurrences: HashMap<String, Uses>,
+    /// Set by [`RunState::claim_step_id`] for the `#[step]` call that takes
+    /// the next ID (claim and ID are taken in one poll, with no await
+    /// between), so a step call without it is known to be hand-written.
+    claimed: bool,
 }
 
 /// The calls of one base step ID in this run so far, and the `#[step]`
@@ -131,7 +135,7 @@ impl RunState {
             history: s.history.map_or_else(std::sync::OnceLock::new, |h| {
                 h.into_iter().map(|st| (st.position, st)).collect::<HashMap<_, _>>().into()
             }),
-            cursor: Mutex::new(Cursor { next_position: 0, occurrences: HashMap::new() }),
+            cursor: Mutex::new(Cursor { next_position: 0, occurrences: HashMap::new(), claimed: false }),
             open: Mutex::new(Open { position: s.open_step.position, attempts: s.open_step.attempts, begun: false }),
             cancel: CancellationToken::new(),
             cancel_requested: false.into(),
@@ -235,6 +239,9 @@ impl RunState {
                 },
             }
         };
+        if other.is_none() {
+            self.cursor.lock().unwrap_or_else(|p| p.into_inner()).claimed = true;
+        }
         if let Some(other) = other {
             let message = format!(
                 "duplicate step ID `{base}` in workflow `{}`: {other} and `{function}` are different steps with the \
@@ -244,6 +251,18 @@ impl RunState {
             );
             match self.fail_run(message).await {}
         }
+    }
+
+    /// For a step call about to take an ID: if it is hand-written (no
+    /// `#[step]` claimed the ID just before) and a `#[step]` function owns
+    /// `base` in this run, that function. The run must then fail, as in
+    /// [`RunState::claim_step_id`].
+    pub(super) fn unclaimed_use_of_owned_id(&self, base: &str) -> Option<&'static str> {
+        let mut c = self.cursor.lock().unwrap_or_else(|p| p.into_inner());
+        if std::mem::take(&mut c.claimed) {
+            return None;
+        }
+        c.occurrences.get(base).and_then(|u| u.owner)
     }
 
     pub(super) fn now(&self) -> i64 {

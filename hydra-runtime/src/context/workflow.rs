@@ -67,6 +67,15 @@ impl WorkflowContext {
         if let Err(why) = StepId::validate_base(&options.id) {
             match run.fail_run(format!("invalid step ID: {why}")).await {}
         }
+        if let Some(owner) = run.unclaimed_use_of_owned_id(&options.id) {
+            let message = format!(
+                "duplicate step ID `{}` in workflow `{}`: `{owner}` and a step called without `#[step]` \
+                 (`ctx.step`, `ctx.step_with`) are different steps with the same ID in one run, so their records \
+                 would be mistaken for each other's; give one of them a different ID",
+                options.id, run.workflow_name
+            );
+            match run.fail_run(message).await {}
+        }
         let (position, step_id) = run.next_step_id(&options.id);
         let span = tracing::info_span!(
             "step",
