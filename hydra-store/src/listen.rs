@@ -129,13 +129,19 @@ impl Store {
     }
 }
 
-/// Forwards notifications to every listener; a lost connection is
-/// reported and re-established by the next `recv`.
+/// Forwards notifications to every listener. A lost connection is
+/// reported at once (notifications sent until it is re-established are
+/// lost) and re-established by the next `try_recv`; `recv` would reconnect
+/// silently.
 async fn forward(mut listener: PgListener, tx: broadcast::Sender<Event>) {
     loop {
-        let event = match listener.recv().await {
-            Ok(n) if n.channel() == ENDED_CHANNEL => Event::Notice(Notice::Ended(n.payload().to_owned())),
-            Ok(n) => Event::Notice(Notice::Runs(n.payload().to_owned())),
+        let event = match listener.try_recv().await {
+            Ok(None) => {
+                let _ = tx.send(Event::Lost("the connection was lost; re-establishing it".into()));
+                continue;
+            }
+            Ok(Some(n)) if n.channel() == ENDED_CHANNEL => Event::Notice(Notice::Ended(n.payload().to_owned())),
+            Ok(Some(n)) => Event::Notice(Notice::Runs(n.payload().to_owned())),
             Err(e) => {
                 let _ = tx.send(Event::Lost(e.to_string()));
                 tokio::time::sleep(std::time::Duration::from_millis(500)).await;

@@ -7,6 +7,7 @@
 
 pub mod fault;
 pub mod flow;
+pub mod proxy;
 
 use hydra_store::{Store, StoreOptions};
 use sea_orm::{ConnectionTrait, Database};

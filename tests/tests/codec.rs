@@ -157,6 +157,56 @@ impl CustomCodec for XorJson {
     }
 }
 
+/// A codec whose decoding panics on short payloads, as a careless
+/// decrypting wrapper would (`split_at` without a length check).
+struct Careless;
+
+const CARELESS_TAG: u8 = 201;
+
+impl CustomCodec for Careless {
+    fn tag(&self) -> u8 {
+        CARELESS_TAG
+    }
+    fn name(&self) -> &str {
+        "careless"
+    }
+    fn encode(&self, value: &dyn erased_serde::Serialize, out: &mut Vec<u8>) -> Result<(), String> {
+        out.extend_from_slice(&[0; 12]);
+        Json.encode(value, out)
+    }
+    fn decode(
+        &self,
+        bytes: &[u8],
+        visit: &mut dyn FnMut(&mut dyn erased_serde::Deserializer<'_>) -> Result<(), erased_serde::Error>,
+    ) -> Result<(), String> {
+        #[allow(clippy::indexing_slicing)]
+        let (_nonce, body) = bytes.split_at(12);
+        Json.decode(body, visit)
+    }
+}
+
+/// A step whose output JSON cannot tell apart from another value:
+/// `Some(None)` is written as `null` and read back as `None`. The workflow
+/// branches on it, then sleeps (so it replays): both passes must take the
+/// same branch.
+struct Branchy;
+
+impl Workflow for Branchy {
+    const NAME: &'static str = "branchy";
+    type Input = ();
+    type Output = String;
+
+    async fn run(&self, ctx: WorkflowContext, _: ()) -> Result<String, WorkflowError> {
+        let found: Option<Option<u32>> = ctx.step("lookup", |_s| async { Ok::<_, StepError>(Some(None)) }).await?;
+        let branch = match found {
+            Some(_) => ctx.step("found", |_s| async { Ok::<_, StepError>("found".to_owned()) }).await?,
+            None => ctx.step("missing", |_s| async { Ok::<_, StepError>("missing".to_owned()) }).await?,
+        };
+        ctx.sleep(Duration::from_millis(50)).await;
+        Ok(branch)
+    }
+}
+
 /// Stored under tag `tag`, and not readable as JSON.
 fn opaque(bytes: &[u8], tag: u8) {
     assert_eq!(bytes[0], tag, "{bytes:?}");
@@ -212,6 +262,34 @@ impl Workflow for SecretWithoutCodec {
 }
 
 both_backends! {
+    async fn a_decoder_that_panics_fails_the_run_and_leaves_nothing_renewed(db: TestDb) {
+        let e = Engine::builder()
+            .store(db.store().await)
+            .namespace("codec")
+            .register_codec(Careless)
+            .build()
+            .await
+            .unwrap();
+        let bad = e.start_encoded(Echo::NAME, vec![CARELESS_TAG, 1], Echo::options(), StartOptions::new()).await.unwrap();
+        let w = worker(&e).register(Echo).start().await.unwrap();
+        let done = until_ended(&e, &bad.id).await;
+        assert_eq!(done.status, ExecutionStatus::Failed);
+        let err = done.error.unwrap();
+        assert!(err.contains("decode the input") && err.contains("panicked"), "{err}");
+        assert_eq!(w.active_runs(), 0, "the run is no longer renewed by the worker");
+        tokio::time::timeout(WAIT, w.shutdown(Duration::from_secs(1))).await.expect("shutdown completes");
+    }
+
+    async fn a_step_value_the_codec_cannot_tell_apart_takes_the_same_branch_on_replay(db: TestDb) {
+        let e = Engine::builder().store(db.store().await).namespace("codec").build().await.unwrap();
+        let w = worker(&e).register(Branchy).start().await.unwrap();
+        let h = e.start::<Branchy>(()).await.unwrap();
+        let done = until_ended(&e, h.id()).await;
+        assert_eq!(done.status, ExecutionStatus::Completed, "{:?}", done.error);
+        assert_eq!(h.result().await.unwrap(), "missing", "the first pass saw the value a replay sees");
+        w.shutdown(Duration::from_secs(5)).await;
+    }
+
     async fn a_hostile_input_fails_its_run_and_the_worker_serves_others(db: TestDb) {
         let e = Engine::builder().store(db.store().await).namespace("codec").build().await.unwrap();
         let bad = e.start_encoded(Echo::NAME, HOSTILE.to_vec(), Echo::options(), StartOptions::new()).await.unwrap();

@@ -78,3 +78,72 @@ async fn postgres_a_run_ended_by_another_process_wakes_its_waiter_through_listen
     assert_eq!(out.len(), 1);
     w.shutdown(Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_waiter_whose_listen_connection_drops_still_sees_the_end() {
+    use hydra_store::sea_orm::{ConnectionTrait, Statement};
+    use std::sync::atomic::Ordering;
+    let db = TestDb::postgres().await;
+    let (prefix, rest) = db.url.split_once('@').unwrap();
+    let (host_port, dbname) = rest.split_once('/').unwrap();
+    let proxy = hydra_tests::proxy::Proxy::start(host_port.to_owned()).await;
+    let via_proxy = format!("{prefix}@127.0.0.1:{}/{dbname}", proxy.port);
+    // The waiter reaches the database only through the proxy; the runner directly.
+    let waiter = Engine::builder()
+        .store(hydra_store::Store::connect(&via_proxy).await.unwrap())
+        .namespace("ended")
+        .build()
+        .await
+        .unwrap();
+    let runner = Engine::builder().store(db.store().await).namespace("ended").build().await.unwrap();
+    let (flow, probe) = Flow::new();
+    let w = Worker::builder(&runner)
+        .register(flow)
+        .poll_interval(Duration::from_millis(50))
+        .heartbeat_interval(Duration::from_millis(200))
+        .lease_ttl(Duration::from_secs(30))
+        .start()
+        .await
+        .unwrap();
+    let h = waiter.start::<Flow>(vec![StepPlan::new("wait", Act::Gate("g".into()))]).await.unwrap();
+    let waiting = tokio::spawn({
+        let h = h.clone();
+        async move { h.result().await }
+    });
+    let admin = runner.store().connection().clone();
+    let listeners = |admin: hydra_store::sea_orm::DatabaseConnection| async move {
+        let sql = "SELECT pid FROM pg_stat_activity WHERE query ILIKE 'LISTEN%' AND pid <> pg_backend_pid() \
+                   AND datname = current_database()";
+        let rows = admin.query_all_raw(Statement::from_string(admin.get_database_backend(), sql)).await.unwrap();
+        rows.iter().map(|r| r.try_get_by_index::<i32>(0).unwrap()).collect::<Vec<_>>()
+    };
+    // Both engines listen (the worker's and the waiter's connection).
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while listeners(admin.clone()).await.len() < 2 || probe.bodies("wait") == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("both listening, the body running");
+    // The waiter's network fails and its LISTEN connection is dropped; the
+    // run ends while it cannot hear about it.
+    proxy.held.store(true, Ordering::SeqCst);
+    for pid in listeners(admin.clone()).await {
+        let sql = format!("SELECT pg_terminate_backend({pid})");
+        admin.execute_raw(Statement::from_string(admin.get_database_backend(), sql)).await.unwrap();
+    }
+    probe.open("g");
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while !runner.get(h.id()).await.unwrap().unwrap().status.is_terminal() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the run ended");
+    proxy.held.store(false, Ordering::SeqCst);
+    // The lost connection was reported, so the waiter looked again: it does
+    // not sit out its once-a-minute safety poll.
+    let out = tokio::time::timeout(Duration::from_secs(30), waiting).await.expect("the waiter saw the end").unwrap();
+    assert_eq!(out.unwrap().len(), 1);
+    w.shutdown(Duration::from_secs(5)).await;
+}

@@ -554,6 +554,28 @@ both_backends! {
         assert!(store.claim(&claim_req(NS, &w, TTL + 20, 10)).await.unwrap().iter().all(|c| c.execution.id != bad));
     }
 
+    async fn a_conditional_hand_back_of_the_open_step_never_undoes_a_newer_move(db: TestDb) {
+        let store = db.store().await;
+        let w = WorkerId::generate();
+        let id = create(&store, NS, 0).await;
+        let lease = claim_one(&store, &id, &w, 1).await;
+        let open = |store: Store, id: ExecutionId| async move {
+            store.get_execution(NS, &id).await.unwrap().unwrap().open_step
+        };
+        assert_eq!(open(store.clone(), id.clone()).await, OpenStep::new(0, 1), "the claim reserved attempt 1");
+        // A sibling's result moved it meanwhile (here: to attempt 2).
+        let moved = Checkpoint::transition(Transition::Continue).open(OpenStep::new(0, 2));
+        store.checkpoint(&lease, moved, 2).await.unwrap();
+        // A hand-back based on the older view changes nothing.
+        let stale = Checkpoint::transition(Transition::Continue).open_if_unchanged(OpenStep::new(0, 1), OpenStep::new(0, 0));
+        store.checkpoint(&lease, stale, 3).await.unwrap();
+        assert_eq!(open(store.clone(), id.clone()).await, OpenStep::new(0, 2), "the newer move stands");
+        // Based on the current view, it applies.
+        let current = Checkpoint::transition(Transition::Continue).open_if_unchanged(OpenStep::new(0, 2), OpenStep::new(0, 1));
+        store.checkpoint(&lease, current, 4).await.unwrap();
+        assert_eq!(open(store.clone(), id.clone()).await, OpenStep::new(0, 1));
+    }
+
     async fn worker_liveness_rows_are_per_namespace_and_dead_ones_are_pruned(db: TestDb) {
         let store = db.store().await;
         let shared = WorkerId::from_string("host-a/worker");

@@ -1,7 +1,8 @@
-//! bincode 2: compact, for plain types; decoding bounded by a limit
-//! derived from the payload's length (see the module documentation of
-//! [`crate::codec`]).
+//! bincode 2: compact, for plain types; decoding bounded by a byte limit
+//! derived from the payload's length, a nesting depth limit and an element
+//! budget (see the module documentation of [`crate::codec`]).
 
+use super::bounded::Bounds;
 use super::{CustomCodec, PayloadCodec};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -42,8 +43,13 @@ fn limited<const N: usize>() -> Limited<N> {
     bincode::config::standard().with_limit::<N>()
 }
 
+/// Decodes a `T` under the byte limit `N`, through the bounding adapter
+/// (nesting depth, element budget).
 fn bincode_decode_limited<T: DeserializeOwned, const N: usize>(bytes: &[u8]) -> Result<T, String> {
-    let (value, used) = bincode::serde::decode_from_slice(bytes, limited::<N>()).map_err(bincode_error)?;
+    let bounds = Bounds::for_payload(bytes.len());
+    let decoded = bincode::serde::seed_decode_from_slice(bounds.seed::<T>(), bytes, limited::<N>());
+    bounds.check()?;
+    let (value, used) = decoded.map_err(bincode_error)?;
     if used != bytes.len() {
         return Err(format!("{} trailing bytes after the value", bytes.len() - used));
     }
@@ -83,12 +89,17 @@ impl bincode::de::read::Reader for Cursor<'_, '_> {
 
 type Visit<'v> = dyn FnMut(&mut dyn erased_serde::Deserializer<'_>) -> Result<(), erased_serde::Error> + 'v;
 
+/// Hands `visit` a deserializer under the byte limit `N`, through the
+/// bounding adapter (nesting depth, element budget).
 fn bincode_visit_limited<const N: usize>(bytes: &[u8], visit: &mut Visit<'_>) -> Result<(), String> {
     let mut rest = bytes;
     {
+        let bounds = Bounds::for_payload(bytes.len());
         let mut decoder = bincode::serde::OwnedSerdeDecoder::from_reader(Cursor(&mut rest), limited::<N>());
-        let mut de = <dyn erased_serde::Deserializer<'_>>::erase(decoder.as_deserializer());
-        visit(&mut de).map_err(|e| match e.to_string() {
+        let mut de = <dyn erased_serde::Deserializer<'_>>::erase(bounds.wrap(decoder.as_deserializer()));
+        let visited = visit(&mut de);
+        bounds.check()?;
+        visited.map_err(|e| match e.to_string() {
             // bincode's error, as erased-serde passes it on.
             m if m == "LimitExceeded" => bincode_error(bincode::error::DecodeError::LimitExceeded),
             m => m,
@@ -117,8 +128,9 @@ impl PayloadCodec for Bincode {
             .map(|_| ())
             .map_err(|e| e.to_string())
     }
-    /// Decodes under a byte limit derived from the payload's length (see
-    /// the [module documentation](crate::codec)).
+    /// Decodes under a byte limit derived from the payload's length, a
+    /// nesting depth limit and an element budget (see the
+    /// [module documentation](crate::codec)).
     fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
         match limit_bucket(bytes.len())? {
             0 => bincode_decode_limited::<T, L0>(bytes),

@@ -104,6 +104,7 @@
 //! checked encoding).
 
 mod bincode;
+mod bounded;
 mod json;
 mod registry;
 

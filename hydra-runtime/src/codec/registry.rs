@@ -2,6 +2,7 @@
 //! [`CodecRegistry`]: decoding by the stored tag, built-in or registered,
 //! and encoding checked by decoding back.
 
+use super::bounded::{DEPTH_MESSAGE, ELEMENTS_MESSAGE};
 use super::{Bincode, CustomCodec, FIRST_CUSTOM_TAG, Json, PayloadCodec};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -150,6 +151,19 @@ impl CodecRegistry {
     /// as `T`: a value that would not decode is refused now, with a message
     /// that names the type and suggests a codec that reads it back.
     pub fn encode_checked<T: Serialize + DeserializeOwned>(&self, codec: Codec, value: &T) -> Result<Vec<u8>, String> {
+        self.encode_read_back(codec, value).map(|(bytes, _)| bytes)
+    }
+
+    /// [`CodecRegistry::encode_checked`], also returning the value decoded
+    /// back: what a replay will see. A codec may map two values to one
+    /// encoding (JSON writes `Some(None)` and `None` alike), so code that
+    /// goes on with a value it just stored must use this one, or its first
+    /// pass and its replays could take different branches.
+    pub fn encode_read_back<T: Serialize + DeserializeOwned>(
+        &self,
+        codec: Codec,
+        value: &T,
+    ) -> Result<(Vec<u8>, T), String> {
         let name = match codec {
             Codec::Json => <Json as PayloadCodec>::NAME,
             Codec::Bincode => <Bincode as PayloadCodec>::NAME,
@@ -163,7 +177,7 @@ impl CodecRegistry {
             Err(e) => return Err(self.refusal(codec, value, format!("does not encode with {name}: {e}"))),
         };
         match self.decode::<T>(&bytes) {
-            Ok(_) => Ok(bytes),
+            Ok(read_back) => Ok((bytes, read_back)),
             Err(e) => Err(self.refusal(codec, value, format!("encodes with {name} but does not decode back ({e})"))),
         }
     }
@@ -187,7 +201,14 @@ impl CodecRegistry {
             .filter(|&c| c != codec && self.round_trips(c, value))
             .map(Codec::rust_name)
             .collect();
+        // serde_json's message when its nesting limit (also 128) is reached.
+        let too_deep = problem.contains(DEPTH_MESSAGE) || problem.contains("recursion limit exceeded");
         let why = match codec {
+            _ if too_deep => " (Hydra decodes at most 128 levels of nesting, with bincode and JSON alike)",
+            _ if problem.contains(ELEMENTS_MESSAGE) => {
+                " (bincode spends no bytes on zero-sized values, so Hydra caps how many elements a payload of a given \
+                 length may hold)"
+            }
             Codec::Bincode => {
                 " (bincode cannot read back self-describing shapes: `#[serde(tag)]`, `untagged`, `flatten`, \
                  `skip_serializing_if`, `serde_json::Value`)"

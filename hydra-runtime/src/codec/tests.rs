@@ -282,3 +282,127 @@ fn custom_codecs_are_dispatched_by_tag_and_checked_at_registration() {
     long.extend_from_slice(&[b' ' ^ 0x5a, b'x' ^ 0x5a]);
     assert!(reg.decode::<u32>(&long).is_err());
 }
+
+/// A recursive type: each level costs one byte with bincode (the variant).
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+enum Tree {
+    Leaf,
+    Node(Box<Tree>),
+}
+
+fn tree(depth: usize) -> Tree {
+    (0..depth).fold(Tree::Leaf, |t, _| Tree::Node(Box::new(t)))
+}
+
+/// Recursion through a sequence and a newtype struct.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct Rose(Vec<Rose>);
+
+/// Recursion through `Some` and a struct.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct Chain {
+    next: Option<Box<Chain>>,
+}
+
+/// The bincode tag, a million bytes of 1 (`Node`, a sequence of one, `Some`),
+/// then a 0 (`Leaf`, an empty sequence, `None`).
+fn hostile_nesting() -> Vec<u8> {
+    let mut bytes = vec![Bincode::TAG];
+    bytes.extend(std::iter::repeat_n(1u8, 1_000_000));
+    bytes.push(0);
+    bytes
+}
+
+/// The same payload under the wrapper codec with tag 201 (XOR 0xa5 around Bincode).
+fn wrapped_201(bincode_payload: &[u8]) -> Vec<u8> {
+    std::iter::once(201).chain(bincode_payload[1..].iter().map(|b| b ^ 0xa5)).collect()
+}
+
+// Without a depth limit this overflows the stack and aborts the whole test
+// process (run it alone: `cargo test -p hydra-runtime --lib codec::tests::a_hostile_nesting`).
+#[test]
+fn a_hostile_nesting_is_an_error_not_a_stack_overflow() {
+    let hostile = hostile_nesting();
+    let reg = registry();
+    let errors = [
+        Codec::decode::<Tree>(&hostile).unwrap_err(),
+        Codec::decode::<Rose>(&hostile).unwrap_err(),
+        Codec::decode::<Chain>(&hostile).unwrap_err(),
+        // The erased path of a wrapper codec around Bincode.
+        reg.decode::<Tree>(&wrapped_201(&hostile)).unwrap_err(),
+        reg.decode::<Rose>(&wrapped_201(&hostile)).unwrap_err(),
+    ];
+    for err in &errors[..3] {
+        assert!(err.starts_with("bincode: nesting deeper than 128 levels"), "{err}");
+    }
+    for err in &errors[3..] {
+        assert!(err.contains("xor (tag 201)") && err.contains("nesting deeper than 128 levels"), "{err}");
+    }
+}
+
+/// The bincode tag, then a varint length prefix of u64::MAX.
+const HOSTILE_COUNT: [u8; 10] = [1, 0xFD, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF];
+
+#[derive(Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+struct Unit;
+
+// Without an element budget this loops ~2^64 times over elements that take
+// no bytes (a hang, not an error): run the unfixed version under `timeout 20`.
+#[test]
+fn a_hostile_count_of_zero_sized_elements_is_an_error_not_a_hang() {
+    let start = std::time::Instant::now();
+    let reg = registry();
+    let errors = [
+        Codec::decode::<Vec<()>>(&HOSTILE_COUNT).unwrap_err(),
+        Codec::decode::<Vec<Unit>>(&HOSTILE_COUNT).unwrap_err(),
+        Codec::decode::<Vec<[u64; 0]>>(&HOSTILE_COUNT).unwrap_err(),
+        Codec::decode::<std::collections::BTreeMap<(), ()>>(&HOSTILE_COUNT).unwrap_err(),
+        Codec::decode::<std::collections::HashSet<Unit>>(&HOSTILE_COUNT).unwrap_err(),
+        reg.decode::<Vec<()>>(&wrapped_201(&HOSTILE_COUNT)).unwrap_err(),
+    ];
+    for err in &errors {
+        assert!(err.contains("elements") && err.contains("9 bytes"), "{err}");
+    }
+    assert!(errors[0].starts_with("bincode: "), "{}", errors[0]);
+    assert!(errors[5].contains("xor (tag 201)"), "{}", errors[5]);
+    assert!(start.elapsed() < std::time::Duration::from_secs(5), "prompt: {:?}", start.elapsed());
+}
+
+#[test]
+fn legitimate_nesting_round_trips_and_too_deep_is_refused_at_encode() {
+    let reg = registry();
+    for codec in [Codec::Bincode, Codec::Custom(201)] {
+        let shallow = tree(100);
+        let bytes = reg.encode_checked(codec, &shallow).unwrap();
+        assert_eq!(reg.decode::<Tree>(&bytes).unwrap(), shallow, "{codec:?}");
+        let deep = tree(200);
+        let e = reg.encode_checked(codec, &deep).unwrap_err();
+        assert!(e.contains(std::any::type_name::<Tree>()), "names the type: {e}");
+        assert!(e.contains("nesting deeper than 128 levels"), "{codec:?}: {e}");
+        // JSON nests at most 128 levels too: no codec to suggest, and no
+        // claim about self-describing shapes.
+        assert!(e.contains("no built-in codec reads it back either"), "{codec:?}: {e}");
+        assert!(!e.contains("self-describing") && !e.contains("use Codec::"), "{codec:?}: {e}");
+        // What is stored can be read back: the refused bytes would not.
+        let raw = reg.encode(codec, &deep).unwrap();
+        assert!(reg.decode::<Tree>(&raw).unwrap_err().contains("nesting deeper than 128 levels"));
+    }
+    // JSON refuses it too, and says why.
+    let e = reg.encode_checked(Codec::Json, &tree(200)).unwrap_err();
+    assert!(e.contains("no built-in codec reads it back either") && !e.contains("cannot write maps"), "{e}");
+}
+
+#[test]
+fn legitimate_zero_sized_elements_round_trip_within_the_budget() {
+    let reg = registry();
+    for codec in [Codec::Bincode, Codec::Custom(201)] {
+        let few = vec![(); 1000];
+        assert_eq!(reg.decode::<Vec<()>>(&reg.encode_checked(codec, &few).unwrap()).unwrap(), few);
+        // Beyond 16 per byte + 1024: refused at encode time, with JSON
+        // (which spends bytes on each element) suggested.
+        let many = vec![(); 5000];
+        let e = reg.encode_checked(codec, &many).unwrap_err();
+        assert!(e.contains("elements") && e.contains("use Codec::Json"), "{codec:?}: {e}");
+        assert!(!e.contains("self-describing"), "{codec:?}: {e}");
+    }
+}

@@ -130,13 +130,15 @@ impl WorkflowContext {
             let took = started.elapsed().as_secs_f64();
             let (ns, wf, name) = (&run.lease.namespace, &run.workflow_name, &*options.id);
             match result {
-                Ok(value) => match run.codecs.encode_checked(run.codec, &value) {
-                    Ok(bytes) => {
+                Ok(value) => match run.codecs.encode_read_back(run.codec, &value) {
+                    Ok((bytes, read_back)) => {
                         crate::metrics::step_executed(ns, wf, name, "completed", took);
                         crate::metrics::payload(ns, wf, "step", bytes.len());
                         let rec = record(StepOutcome::Completed(bytes)).attempt(attempt).started_at(began_at);
                         self.finish_step(rec, Transition::Continue, next_step).await;
-                        return Ok(value);
+                        // What a replay will see, not the body's own value:
+                        // both passes take the same branch.
+                        return Ok(read_back);
                     }
                     Err(reason) => {
                         // The body ran and its effect happened: record a

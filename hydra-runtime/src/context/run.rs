@@ -372,7 +372,7 @@ impl RunState {
         open: OpenStep,
     ) -> Result<(), StoreError> {
         let at = rec.position;
-        let r = self.record_inner(rec, transition, open, false).await;
+        let r = self.record_inner(rec, transition, open, None).await;
         if r.is_ok() {
             let mut o = self.open_state();
             if o.position == at {
@@ -382,10 +382,11 @@ impl RunState {
         r
     }
 
-    /// Records a step outcome that parks the run, leaving the open step as
-    /// this holder hands it back ([`RunState::open_to_hand_back`]) if the
-    /// step is not the open step: a claim reserved an attempt for the open
-    /// step, and it did not begin.
+    /// Records a step outcome that parks the run. If the step is not the
+    /// open step, the open step is handed back as this holder sees it
+    /// ([`RunState::open_to_hand_back`]: a claim reserved an attempt for it
+    /// that did not begin), but only if it is still what this holder saw: a
+    /// sibling step's result committed meanwhile is not undone.
     pub(super) async fn record_parking(&self, rec: StepRecord, until: i64, attempt: u32) -> Result<(), StoreError> {
         let transition = Transition::Sleep { until };
         if self.open_state().position == rec.position {
@@ -393,8 +394,9 @@ impl RunState {
             let open = OpenStep::new(rec.position, attempt);
             return self.record(rec, transition, open).await;
         }
+        let seen = *self.open_state();
         let open = self.open_to_hand_back();
-        self.record_inner(rec, transition, open, true).await
+        self.record_inner(rec, transition, open, Some(OpenStep::new(seen.position, seen.attempts))).await
     }
 
     async fn record_inner(
@@ -402,7 +404,7 @@ impl RunState {
         rec: StepRecord,
         transition: Transition,
         open: OpenStep,
-        as_given: bool,
+        seen: Option<OpenStep>,
     ) -> Result<(), StoreError> {
         let pending = self.pending_tx.lock().unwrap_or_else(|p| p.into_inner()).remove(&rec.step_id);
         if let Some(txn) = pending {
@@ -431,7 +433,10 @@ impl RunState {
         let result = self
             .write("checkpoint", || async {
                 let cp = Checkpoint::step_and(rec.clone(), transition.clone());
-                let cp = if as_given { cp.open_as_given(open) } else { cp.open(open) };
+                let cp = match seen {
+                    Some(seen) => cp.open_if_unchanged(seen, open),
+                    None => cp.open(open),
+                };
                 let op = hydra_store::BatchOp::Checkpoint(self.lease.clone(), cp);
                 crate::commit::write(self.committer.as_ref(), &self.store, op, self.now()).await.map(|_| ())
             })

@@ -51,7 +51,7 @@ async fn drive_inner(s: &Arc<Shared>, execution: Execution, lease: Lease, claim_
     // From here the heartbeat renews the lease and the guard stops the run
     // before it can expire, also while the history loads: no body may start
     // on a lease that expired meanwhile.
-    register(s, &execution, &run, claim_sent);
+    let registration = register(s, &execution, &run, claim_sent);
     let outcome = match load_history(s, &run, &lease).await {
         Ok(history) => {
             run.set_history(history);
@@ -61,7 +61,7 @@ async fn drive_inner(s: &Arc<Shared>, execution: Execution, lease: Lease, claim_
         Err(None) => None,
     };
     // Nothing more runs for this claim.
-    unregister(s, &execution, &lease);
+    drop(registration);
     if let Some(outcome) = outcome {
         settle(s, &*workflow, &execution, &lease, &run, outcome).await
     }
@@ -124,7 +124,12 @@ fn new_run(
 
 /// Makes the run active: its lease is renewed by the heartbeat and watched
 /// by the guard, counting from when the claim was sent.
-fn register(s: &Arc<Shared>, execution: &Execution, run: &Arc<RunState>, claim_sent: tokio::time::Instant) {
+fn register<'a>(
+    s: &'a Arc<Shared>,
+    execution: &Execution,
+    run: &Arc<RunState>,
+    claim_sent: tokio::time::Instant,
+) -> Registration<'a> {
     let stale = s.active().insert(execution.id.clone(), ActiveRun { run: Arc::clone(run), renewed_at: claim_sent });
     crate::metrics::active(s.engine.namespace(), s.id.as_str(), s.active().len());
     if let Some(old) = stale {
@@ -133,15 +138,27 @@ fn register(s: &Arc<Shared>, execution: &Execution, run: &Arc<RunState>, claim_s
         // already; stop it.
         old.run.interrupt(Interrupt::LeaseLost);
     }
+    Registration { s, id: execution.id.clone(), token: run.lease.token }
 }
 
-/// Ends the run's registration (unless a newer claim of it replaced it).
-fn unregister(s: &Arc<Shared>, execution: &Execution, lease: &Lease) {
-    let mut active = s.active();
-    if active.get(&execution.id).is_some_and(|a| a.run.lease.token == lease.token) {
-        active.remove(&execution.id);
+/// A run's registration with the heartbeat and the guard. Dropping it
+/// ends the registration (unless a newer claim of the run replaced it), on
+/// every way out of the drive, a panic included: no run stays renewed for
+/// ever by a drive that is gone.
+struct Registration<'a> {
+    s: &'a Arc<Shared>,
+    id: hydra_store::ExecutionId,
+    token: hydra_store::FencingToken,
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        let mut active = self.s.active();
+        if active.get(&self.id).is_some_and(|a| a.run.lease.token == self.token) {
+            active.remove(&self.id);
+        }
+        crate::metrics::active(self.s.engine.namespace(), self.s.id.as_str(), active.len());
     }
-    crate::metrics::active(s.engine.namespace(), s.id.as_str(), active.len());
 }
 
 /// The run's recorded steps, retried through transient failures. `Err`
@@ -201,9 +218,18 @@ async fn run_workflow(
     mut interrupts: tokio::sync::watch::Receiver<Option<Interrupt>>,
 ) -> Option<Outcome> {
     let ctx = WorkflowContext { run: Arc::clone(run) };
-    let future = match workflow.start(ctx, &execution.input) {
-        Ok(f) => f,
-        Err(reason) => {
+    // Decoding the input runs user code (a custom codec, a Deserialize
+    // impl): a panic there fails the run, like one in the workflow.
+    let started = std::panic::catch_unwind(AssertUnwindSafe(|| workflow.start(ctx, &execution.input)));
+    let future = match started {
+        Ok(Ok(f)) => f,
+        Ok(Err(reason)) => {
+            let e = Error::Decode { execution: execution.id.clone(), what: "the input".into(), reason };
+            end(s, execution, lease, Terminal::Failed(e.to_string())).await;
+            return None;
+        }
+        Err(panic) => {
+            let reason = format!("decoding panicked: {}", panic_message(&panic));
             let e = Error::Decode { execution: execution.id.clone(), what: "the input".into(), reason };
             end(s, execution, lease, Terminal::Failed(e.to_string())).await;
             return None;

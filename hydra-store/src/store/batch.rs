@@ -272,7 +272,7 @@ fn sqlite_step_rows(ops: &[BatchOp]) -> Vec<(usize, SqliteStep<'_>)> {
         match op {
             BatchOp::Checkpoint(
                 lease,
-                Checkpoint { step: Some(rec), open: Some(open), transition, open_as_given: false },
+                Checkpoint { step: Some(rec), open: Some(open), transition, open_seen: None },
             ) => matches!(transition, Transition::Continue).then_some((lease, rec, *open)),
             _ => None,
         }

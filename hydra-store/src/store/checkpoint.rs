@@ -4,7 +4,7 @@
 
 use super::Store;
 use super::fence::{FENCE, fence_values, lease_lost};
-use super::step_write::open_set;
+use super::step_write::{OpenWhen, open_set};
 use crate::connect::{Backend, immediate};
 use crate::error::StoreError;
 use crate::model::{Lease, OpenStep, StepRecord, Terminal};
@@ -51,26 +51,27 @@ pub struct Checkpoint {
     /// The run's open step after this write, if it changes (see
     /// [`OpenStep`]).
     pub open: Option<OpenStep>,
-    /// Whether `open` is set as given, whatever the run's open step is now.
-    /// By default a checkpoint that records a step moves the open step only
-    /// if the open step is that step (see `open_set`).
-    pub open_as_given: bool,
+    /// If set, `open` applies only if the run's open step is exactly this
+    /// (see [`Checkpoint::open_if_unchanged`]). Otherwise a checkpoint that
+    /// records a step moves the open step only if the open step is that
+    /// step, and one without a step sets it as given.
+    pub open_seen: Option<OpenStep>,
 }
 
 impl Checkpoint {
     /// Record a step and keep running.
     pub fn step(record: StepRecord) -> Self {
-        Checkpoint { step: Some(record), transition: Transition::Continue, open: None, open_as_given: false }
+        Checkpoint { step: Some(record), transition: Transition::Continue, open: None, open_seen: None }
     }
 
     /// Change the run without recording a step.
     pub fn transition(transition: Transition) -> Self {
-        Checkpoint { step: None, transition, open: None, open_as_given: false }
+        Checkpoint { step: None, transition, open: None, open_seen: None }
     }
 
     /// Record a step and change the run in the same commit.
     pub fn step_and(record: StepRecord, transition: Transition) -> Self {
-        Checkpoint { step: Some(record), transition, open: None, open_as_given: false }
+        Checkpoint { step: Some(record), transition, open: None, open_seen: None }
     }
 
     /// Also sets the run's open step, in the same fenced statement.
@@ -79,13 +80,13 @@ impl Checkpoint {
         self
     }
 
-    /// Also sets the run's open step to `open` whatever step it is at now:
-    /// the lease holder hands back its own view of the open step (as when
-    /// a step that is not the open step parks, giving back the attempt the
-    /// claim reserved for the open step).
-    pub fn open_as_given(mut self, open: OpenStep) -> Self {
+    /// Also sets the run's open step to `open`, but only if it is still
+    /// `seen` (what the lease holder last knew): a step that is not the open
+    /// step hands back the attempt a claim reserved for the open step,
+    /// without undoing a sibling step's newer move of it.
+    pub fn open_if_unchanged(mut self, seen: OpenStep, open: OpenStep) -> Self {
         self.open = Some(open);
-        self.open_as_given = true;
+        self.open_seen = Some(seen);
         self
     }
 }
@@ -159,7 +160,7 @@ impl Store {
                 // The step write carries the fence itself: one statement on
                 // PostgreSQL; on SQLite the same two statements as a group
                 // commit of several runs' steps.
-                Some(record) if !cp.open_as_given => {
+                Some(record) if cp.open_seen.is_none() => {
                     if let (Some(open), Backend::Sqlite) = (cp.open, self.backend) {
                         let mut r = self.sqlite_steps_in(txn, &[(lease, record, open)], now).await?;
                         return r.pop().map_or(Ok(()), |r| r.map(|_| ()));
@@ -169,7 +170,8 @@ impl Store {
                 // The open step as given (or none): the guard sets it, the
                 // step (if any) is written below under the guard's lock.
                 _ => {
-                    self.guard(txn, lease, cp.open, now).await?;
+                    let when = cp.open_seen.map_or(OpenWhen::Always, OpenWhen::Unchanged);
+                    self.guard(txn, lease, cp.open, when, now).await?;
                     ("", Vec::new())
                 }
             },
@@ -201,8 +203,12 @@ impl Store {
         if !sql.is_empty() {
             let open = match cp.open {
                 Some(o) => {
-                    let at = if cp.open_as_given { None } else { cp.step.as_ref().map(|r| r.position) };
-                    let (frag, v) = open_set(o, at);
+                    let when = match (cp.open_seen, &cp.step) {
+                        (Some(seen), _) => OpenWhen::Unchanged(seen),
+                        (None, Some(r)) => OpenWhen::At(r.position),
+                        (None, None) => OpenWhen::Always,
+                    };
+                    let (frag, v) = open_set(o, when);
                     values.extend(v);
                     frag
                 }

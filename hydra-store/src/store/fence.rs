@@ -24,7 +24,7 @@
 //! Transactions that write several runs lock them in [`lock_order`].
 
 use super::Store;
-use super::step_write::open_set;
+use super::step_write::{OpenWhen, open_set};
 use crate::connect::Backend;
 use crate::entity::workflow_executions as exec;
 use crate::error::StoreError;
@@ -56,18 +56,19 @@ impl Store {
     /// The fencing check: touches the run only if the caller's token is
     /// current and the run is running. The row stays locked until the
     /// transaction ends, so no claim can slip in between check and commit.
-    /// With `open`, also sets the run's open step (see [`open_set`]).
+    /// With `open`, also sets the run's open step under `when` (see [`open_set`]).
     pub(super) async fn guard(
         &self,
         txn: &DatabaseTransaction,
         lease: &Lease,
         open: Option<OpenStep>,
+        when: OpenWhen,
         now: i64,
     ) -> Result<(), StoreError> {
         let mut values: Vec<Value> = vec![now.into()];
         let frag = match open {
             Some(o) => {
-                let (frag, v) = open_set(o, None);
+                let (frag, v) = open_set(o, when);
                 values.extend(v);
                 frag
             }

@@ -96,7 +96,7 @@ impl Store {
         const ROW: &str = STEP_ROW;
         let row = step_row(lease, rec, now);
         let stmt = if fenced {
-            let (frag, open) = open.map_or(("", Vec::new()), |o| open_set(o, Some(rec.position)));
+            let (frag, open) = open.map_or(("", Vec::new()), |o| open_set(o, OpenWhen::At(rec.position)));
             self.stmt(&self.fenced_insert(frag, INSERT, ROW, tail), self.fenced_values(lease, now, open, row))
         } else {
             self.stmt(&format!("{INSERT} VALUES ({ROW}) {tail}"), row)
@@ -145,22 +145,42 @@ pub(super) fn step_row(lease: &Lease, rec: &StepRecord, now: i64) -> Vec<Value> 
     ]
 }
 
-/// The SET clause that moves a run's open step to `to`, and its values.
-///
-/// With `at` (the position of the step written in the same statement), the
-/// open step moves only if it is at `at`: when steps of one run execute at
-/// once, a step's result must not move the open step away from a sibling
-/// whose attempt it holds. Without `at` (a hand-back, written from the
-/// lease holder's own view of the open step) it is set as given.
-pub(super) fn open_set(to: OpenStep, at: Option<u32>) -> (&'static str, Vec<Value>) {
-    match at {
-        Some(at) => (
+/// When a write moves the run's open step (see [`open_set`]).
+#[derive(Clone, Copy, Debug)]
+pub(super) enum OpenWhen {
+    /// Always: a hand-back written from the lease holder's own view when no
+    /// other step of the run can be writing.
+    Always,
+    /// Only if the open step is at this position (the step written in the
+    /// same statement): when steps of one run execute at once, a step's
+    /// result must not move the open step away from a sibling whose attempt
+    /// it holds.
+    At(u32),
+    /// Only if the open step is exactly this (what the writer saw): a
+    /// hand-back by a step that is not the open step must not undo a
+    /// sibling's newer move.
+    Unchanged(OpenStep),
+}
+
+/// The SET clause that moves a run's open step to `to` under `when`, and
+/// its values.
+pub(super) fn open_set(to: OpenStep, when: OpenWhen) -> (&'static str, Vec<Value>) {
+    let (p, a) = (to_i32(to.position).into(), to_i32(to.attempts).into());
+    match when {
+        OpenWhen::Always => (", open_position = ?, open_attempts = ?", vec![p, a]),
+        OpenWhen::At(at) => (
             ", open_position = CASE WHEN open_position = ? THEN ? ELSE open_position END, \
              open_attempts = CASE WHEN open_position = ? THEN ? ELSE open_attempts END",
-            vec![to_i32(at).into(), to_i32(to.position).into(), to_i32(at).into(), to_i32(to.attempts).into()],
+            vec![to_i32(at).into(), p, to_i32(at).into(), a],
         ),
-        None => {
-            (", open_position = ?, open_attempts = ?", vec![to_i32(to.position).into(), to_i32(to.attempts).into()])
+        // SET expressions read the row as it was, so both see the old pair.
+        OpenWhen::Unchanged(seen) => {
+            let (sp, sa): (Value, Value) = (to_i32(seen.position).into(), to_i32(seen.attempts).into());
+            (
+                ", open_position = CASE WHEN open_position = ? AND open_attempts = ? THEN ? ELSE open_position END, \
+                 open_attempts = CASE WHEN open_position = ? AND open_attempts = ? THEN ? ELSE open_attempts END",
+                vec![sp.clone(), sa.clone(), p, sp, sa, a],
+            )
         }
     }
 }
