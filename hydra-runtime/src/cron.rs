@@ -265,7 +265,7 @@ pub(crate) async fn fire_due(
         let latest = spec.latest_at_or_before(now).unwrap_or(job.next_run_at).max(job.next_run_at);
         let next = spec.next_after(latest).unwrap_or(NEVER);
         let fire = match job.missed_policy.as_str() {
-            "skip" if now - latest > SKIP_GRACE_MS => None,
+            "skip" if now.saturating_sub(latest) > SKIP_GRACE_MS => None,
             _ => Some(latest),
         };
         let run = fire.map(|tick| {

@@ -379,7 +379,7 @@ impl Engine {
                 if o == CancelOutcome::Cancelled {
                     // Ended here, not by a worker: this is where it is counted.
                     if let Ok(Some(e)) = self.get(id).await {
-                        let seconds = (now - e.created_at).max(0) as f64 / 1000.0;
+                        let seconds = now.saturating_sub(e.created_at).max(0) as f64 / 1000.0;
                         crate::metrics::workflow_ended(&e.namespace, &e.workflow_name, "cancelled", seconds);
                     }
                 }

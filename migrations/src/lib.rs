@@ -12,6 +12,7 @@ use sea_orm_migration::{MigrationTrait, async_trait::async_trait};
 mod m20261122_000001_create_schema;
 mod m20261122_000002_notify_runs;
 mod m20261201_000003_notify_ended;
+mod m20261201_000004_worker_rows_text_key;
 
 /// Every migration of the Hydra schema, in order.
 #[derive(Debug)]
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000001_create_schema::Migration),
             Box::new(m20261122_000002_notify_runs::Migration),
             Box::new(m20261201_000003_notify_ended::Migration),
+            Box::new(m20261201_000004_worker_rows_text_key::Migration),
         ]
     }
 }

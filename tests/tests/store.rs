@@ -533,25 +533,37 @@ both_backends! {
         assert!(store.live_workers(NS, 0).await.unwrap().is_empty());
     }
 
-    async fn a_row_that_does_not_convert_fails_alone_and_the_claim_returns_the_others(db: TestDb) {
+    async fn a_run_written_by_a_newer_version_with_an_unknown_trigger_is_claimed_and_runs(db: TestDb) {
         let store = db.store().await;
         let w = WorkerId::generate();
-        let good = create(&store, NS, 0).await;
-        let bad = create(&store, NS, 0).await;
-        // Written by a newer version: a trigger type this one does not know.
+        let id = create(&store, NS, 0).await;
         let c = store.connection();
-        let q = format!("UPDATE workflow_executions SET trigger_type = 'martian' WHERE id = '{bad}'");
+        let q = format!("UPDATE workflow_executions SET trigger_type = 'martian' WHERE id = '{id}'");
         c.execute_raw(Statement::from_string(c.get_database_backend(), q)).await.unwrap();
-        let claimed = store.claim(&claim_req(NS, &w, 10, 10)).await.expect("one bad row does not fail the claim");
-        let ids: Vec<_> = claimed.iter().map(|c| c.execution.id.clone()).collect();
-        assert_eq!(ids, std::slice::from_ref(&good), "only the readable run is handed out");
-        // The bad run is not left leased: it ended failed, saying why.
-        let q = format!("SELECT status, error_message, due_at FROM workflow_executions WHERE id = '{bad}'");
-        let row = c.query_one_raw(Statement::from_string(c.get_database_backend(), q)).await.unwrap().unwrap();
-        assert_eq!(row.try_get::<String>("", "status").unwrap(), "failed");
-        assert!(row.try_get::<String>("", "error_message").unwrap().contains("martian"));
-        assert_eq!(row.try_get::<Option<i64>>("", "due_at").unwrap(), None, "not claimable again");
-        assert!(store.claim(&claim_req(NS, &w, TTL + 20, 10)).await.unwrap().iter().all(|c| c.execution.id != bad));
+        let claimed = store.claim(&claim_req(NS, &w, 10, 10)).await.unwrap();
+        assert_eq!(claimed.len(), 1, "the run is claimed, not failed for an informational field");
+        assert_eq!(claimed[0].execution.trigger_type, TriggerType::Other);
+        assert_eq!(store.list_executions(&ExecutionFilter::new(NS)).await.unwrap().len(), 1, "and listed");
+    }
+
+    async fn a_lease_renewed_for_the_longest_time_saturates_and_stays_held(db: TestDb) {
+        let store = db.store().await;
+        let w = WorkerId::generate();
+        let id = create(&store, NS, 0).await;
+        let lease = claim_one(&store, &id, &w, 1).await;
+        let renewed = store.renew_lease(&lease, 10, i64::MAX).await.unwrap();
+        assert_eq!(renewed.expires_at, i64::MAX, "saturates instead of wrapping to the past");
+        assert!(store.claim(&claim_req(NS, &w, 20, 10)).await.unwrap().is_empty(), "nobody can take it over");
+    }
+
+    async fn a_worker_of_the_longest_namespace_and_id_heartbeats(db: TestDb) {
+        let store = db.store().await;
+        let ns = "n".repeat(255);
+        let w = WorkerId::from_string("w".repeat(255));
+        store.heartbeat_worker(&ns, &w, 0, 1_000).await.expect("a liveness row for any valid namespace and ID");
+        assert_eq!(store.live_workers(&ns, 10).await.unwrap().len(), 1);
+        store.remove_worker(&ns, &w).await.unwrap();
+        assert!(store.live_workers(&ns, 10).await.unwrap().is_empty());
     }
 
     async fn a_conditional_hand_back_of_the_open_step_never_undoes_a_newer_move(db: TestDb) {
@@ -654,4 +666,28 @@ async fn postgres_group_commits_and_lease_renewals_never_deadlock() {
         assert!(renewed.expect("renewal").iter().all(Result::is_ok), "round {round}");
         assert_eq!(store.write_commits(), commits + 2, "round {round}: one commit each, no retry one by one");
     }
+}
+
+/// SQLite keeps whatever a hand edit writes, even text in an integer
+/// column: such a row does not convert. The claim ends that run alone,
+/// saying why, and hands out the others (PostgreSQL's column types rule
+/// this row out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_claimed_row_that_does_not_convert_fails_alone_and_the_claim_returns_the_others() {
+    let db = hydra_tests::TestDb::sqlite();
+    let store = db.store().await;
+    let w = WorkerId::generate();
+    let good = create(&store, NS, 0).await;
+    let bad = create(&store, NS, 0).await;
+    let c = store.connection();
+    let q = format!("UPDATE workflow_executions SET max_attempts = 'many' WHERE id = '{bad}'");
+    c.execute_raw(Statement::from_string(c.get_database_backend(), q)).await.unwrap();
+    let claimed = store.claim(&claim_req(NS, &w, 10, 10)).await.expect("one bad row does not fail the claim");
+    let ids: Vec<_> = claimed.iter().map(|c| c.execution.id.clone()).collect();
+    assert_eq!(ids, std::slice::from_ref(&good), "only the readable run is handed out");
+    let q = format!("SELECT status, error_message, due_at FROM workflow_executions WHERE id = '{bad}'");
+    let row = c.query_one_raw(Statement::from_string(c.get_database_backend(), q)).await.unwrap().unwrap();
+    assert_eq!(row.try_get::<String>("", "status").unwrap(), "failed");
+    assert!(row.try_get::<String>("", "error_message").unwrap().contains("cannot be read"));
+    assert_eq!(row.try_get::<Option<i64>>("", "due_at").unwrap(), None, "not claimable again");
 }

@@ -164,6 +164,11 @@ impl WorkerBuilder {
         if self.registry.is_empty() {
             return Err(Error::Config("a worker needs at least one registered workflow".into()));
         }
+        if let Some(id) = &self.id
+            && (id.as_str().is_empty() || id.as_str().len() > 255)
+        {
+            return Err(Error::Config(format!("a worker ID must be 1 to 255 bytes, got {} bytes", id.as_str().len())));
+        }
         let mut uncodable: Vec<_> = self
             .registry
             .iter()

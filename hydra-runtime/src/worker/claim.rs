@@ -117,7 +117,7 @@ async fn claim_available(s: &Arc<Shared>) {
             }
             crate::metrics::lease_acquired(s.engine.namespace(), s.id.as_str(), &c.execution.workflow_name);
             if c.execution.started_at == Some(req.now) && c.execution.attempts == 1 {
-                let waited = (req.now - c.execution.created_at).max(0) as f64 / 1000.0;
+                let waited = req.now.saturating_sub(c.execution.created_at).max(0) as f64 / 1000.0;
                 crate::metrics::queue_time(s.engine.namespace(), &c.execution.workflow_name, waited);
             }
             let Ok(permit) = Arc::clone(&s.slots).try_acquire_owned() else {

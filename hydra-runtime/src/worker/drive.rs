@@ -350,7 +350,7 @@ async fn end(s: &Arc<Shared>, execution: &Execution, lease: &Lease, terminal: Te
     .await;
     match r {
         Ok(()) => {
-            let seconds = (engine.clock().now_ms() - execution.created_at).max(0) as f64 / 1000.0;
+            let seconds = engine.clock().now_ms().saturating_sub(execution.created_at).max(0) as f64 / 1000.0;
             crate::metrics::workflow_ended(&lease.namespace, &execution.workflow_name, status, seconds);
             tracing::info!(execution_id = %lease.execution_id, status, "run ended");
             engine.inner.done.send_modify(|n| *n = n.wrapping_add(1));
@@ -394,7 +394,7 @@ where
 fn schedule_wake(s: &Arc<Shared>, until: i64) {
     let clock = s.engine.clock().clone();
     let horizon = duration_ms(s.config.poll_interval.saturating_mul(10)).max(60_000);
-    if until - clock.now_ms() > horizon {
+    if until.saturating_sub(clock.now_ms()) > horizon {
         return;
     }
     let shared = Arc::clone(s);

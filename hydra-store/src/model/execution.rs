@@ -47,6 +47,9 @@ string_enum!(
         Api = "api",
         /// Started by a cron schedule.
         Cron = "cron",
+        /// A trigger this version does not know (written by a newer
+        /// version): informational only, so such a run still runs here.
+        Other = "other",
     }
 );
 

@@ -61,7 +61,8 @@ impl TryFrom<workflow_executions::Model> for Execution {
             max_attempts: to_u32(m.max_attempts),
             attempts: to_u32(m.attempts),
             idempotency_key: m.idempotency_key,
-            trigger_type: TriggerType::parse(&m.trigger_type)?,
+            // Informational: a newer version's trigger does not stop a run.
+            trigger_type: TriggerType::parse(&m.trigger_type).unwrap_or(TriggerType::Other),
             trigger_source: m.trigger_source,
             created_at: m.created_at,
             started_at: m.started_at,

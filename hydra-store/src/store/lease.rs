@@ -40,7 +40,7 @@ impl Store {
                      WHERE id = ? AND fencing_token = ? AND status = 'running' AND namespace || '' = ? AND due_at > ? \
                      RETURNING cancel_requested",
                     vec![
-                        (now + ttl_ms).into(),
+                        now.saturating_add(ttl_ms).into(),
                         now.into(),
                         lease.execution_id.as_str().into(),
                         lease.token.0.into(),
@@ -51,7 +51,7 @@ impl Store {
                 .await?;
             out[i] = Some(match row {
                 Some(r) => Ok(Renewed {
-                    expires_at: now + ttl_ms,
+                    expires_at: now.saturating_add(ttl_ms),
                     cancel_requested: r.try_get::<bool>("", "cancel_requested")?,
                 }),
                 None => Err(lease_lost(lease)),
