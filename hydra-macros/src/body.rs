@@ -36,6 +36,8 @@ pub(crate) const CONTEXT_METHODS: &[&str] = &[
     "transactional_step",
     "sleep",
     "sleep_until",
+    "recv",
+    "recv_timeout",
 ];
 
 /// `pub` methods of `WorkflowContext` a body may not call on the context,

@@ -5,8 +5,8 @@ use crate::codec::{Codec, CodecRegistry, CustomCodec};
 use crate::error::Error;
 use crate::workflow::{Workflow, WorkflowOptions};
 use hydra_store::{
-    CancelOutcome, Execution, ExecutionFilter, ExecutionId, ExecutionStatus, NewExecution, Store, StoreOptions,
-    TriggerType,
+    CancelOutcome, Execution, ExecutionFilter, ExecutionId, ExecutionStatus, NewExecution, SignalSent, Store,
+    StoreOptions, TriggerType,
 };
 use serde::de::DeserializeOwned;
 use std::marker::PhantomData;
@@ -246,6 +246,28 @@ impl StartOptions {
     }
 }
 
+/// Options of [`Engine::signal_with`].
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct SignalOptions {
+    /// A key that makes a retried send of the same signal to the same run a
+    /// no-op.
+    pub idempotency_key: Option<String>,
+}
+
+impl SignalOptions {
+    /// No idempotency key.
+    pub fn new() -> Self {
+        SignalOptions::default()
+    }
+
+    /// Sets the idempotency key.
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+}
+
 impl Engine {
     /// A builder with defaults: SQLite file `hydra.db`, namespace `default`,
     /// JSON payloads, system clock.
@@ -372,6 +394,66 @@ impl Engine {
     /// Cancels a run: one that is not running ends at once; a running one
     /// stops at its next checkpoint (its step bodies see
     /// [`crate::StepContext::cancelled`]).
+    /// Sends signal `name` with `value` to run `id` (see
+    /// [`WorkflowContext::recv`](crate::WorkflowContext::recv)). Buffered
+    /// until the run receives it; wakes the run if it waits for a signal. An
+    /// unknown run is [`Error::NotFound`]; a run that has ended refuses
+    /// signals ([`hydra_store::StoreError::RunEnded`]). The payload is
+    /// encoded with the engine's codec, checked to read back, and
+    /// size-checked like inputs.
+    pub async fn signal<T: serde::Serialize + DeserializeOwned>(
+        &self,
+        id: &ExecutionId,
+        name: &str,
+        value: &T,
+    ) -> Result<SignalSent, Error> {
+        self.signal_with(id, name, value, SignalOptions::default()).await
+    }
+
+    /// [`Engine::signal`] with options: an idempotency key makes a retried
+    /// send a no-op ([`SignalSent::Duplicate`]).
+    pub async fn signal_with<T: serde::Serialize + DeserializeOwned>(
+        &self,
+        id: &ExecutionId,
+        name: &str,
+        value: &T,
+        options: SignalOptions,
+    ) -> Result<SignalSent, Error> {
+        crate::context::validate_signal_name(name).map_err(Error::Config)?;
+        let payload = self
+            .inner
+            .codecs
+            .encode_checked(self.inner.codec, value)
+            .map_err(|reason| Error::Encode { what: format!("signal `{name}`"), reason })?;
+        if payload.len() > self.inner.max_payload_bytes {
+            return Err(Error::TooLarge {
+                what: format!("signal `{name}`"),
+                size: payload.len(),
+                limit: self.inner.max_payload_bytes,
+            });
+        }
+        let mut s = hydra_store::NewSignal::new(
+            self.inner.namespace.clone(),
+            id.clone(),
+            name,
+            payload,
+            self.inner.clock.now_ms(),
+        );
+        s.idempotency_key = options.idempotency_key;
+        match self.inner.store.send_signal(&s).await {
+            Ok(sent) => {
+                if let SignalSent::Accepted { workflow_name } = &sent {
+                    crate::metrics::signal_sent(&self.inner.namespace, workflow_name);
+                    // A worker of this process claims the woken run at once.
+                    self.inner.work.send_modify(|n| *n = n.wrapping_add(1));
+                }
+                Ok(sent)
+            }
+            Err(hydra_store::StoreError::ExecutionNotFound { execution, .. }) => Err(Error::NotFound(execution)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     pub async fn cancel(&self, id: &ExecutionId) -> Result<CancelOutcome, Error> {
         let now = self.inner.clock.now_ms();
         match self.inner.store.request_cancel(&self.inner.namespace, id, now).await {

@@ -73,13 +73,15 @@ pub use codec::{Bincode, Codec, CodecRegistry, CustomCodec, FIRST_CUSTOM_TAG, Js
 pub use context::{StepContext, StepOptions, StepTransaction, WorkflowContext};
 pub use cron::{CronSchedule, MissedTicks, SKIP_GRACE_MS};
 pub use engine::{
-    DEFAULT_DATABASE_URL, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_NAMESPACE, Engine, EngineBuilder, RunHandle, StartOptions,
+    DEFAULT_DATABASE_URL, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_NAMESPACE, Engine, EngineBuilder, RunHandle,
+    SignalOptions, StartOptions,
 };
 /// erased-serde, as [`CustomCodec`] uses it: implement custom codecs against this re-export.
 pub use erased_serde;
 pub use error::{Error, StepError, WorkflowError};
 pub use hydra_macros::{step, workflow, workflow_helper};
 pub use hydra_store::CronJob;
+pub use hydra_store::SignalSent;
 /// sea-orm, as used by the store: for transactional steps and your own tables.
 pub use hydra_store::sea_orm;
 pub use hydra_store::{

@@ -38,12 +38,16 @@ pub const WORKER_CONCURRENCY: &str = "hydra_worker_concurrency_current";
 pub const LEASES_LOST: &str = "hydra_leases_lost_total";
 /// Runs failed by a non-determinism error (namespace, workflow_name).
 pub const NONDETERMINISM_ERRORS: &str = "hydra_nondeterminism_errors_total";
-/// Runs parked durably: sleeps and long retry backoffs (namespace, workflow_name).
+/// Runs parked durably: sleeps, long retry backoffs, waits for signals (namespace, workflow_name).
 pub const WORKFLOWS_PARKED: &str = "hydra_workflows_parked_total";
 /// Runs started by cron schedules (namespace, schedule).
 pub const CRON_TRIGGERS: &str = "hydra_cron_triggers_total";
 /// Encoded payload sizes, bytes (namespace, workflow_name, kind = input | output | step).
 pub const PAYLOAD_BYTES: &str = "hydra_payload_bytes";
+/// Signals accepted for a run (namespace, workflow_name); a duplicate send is not counted.
+pub const SIGNALS_SENT: &str = "hydra_signals_sent_total";
+/// Signals received by runs (namespace, workflow_name).
+pub const SIGNALS_RECEIVED: &str = "hydra_signals_received_total";
 
 /// Every metric name Hydra records.
 pub const ALL: &[&str] = &[
@@ -65,6 +69,8 @@ pub const ALL: &[&str] = &[
     WORKFLOWS_PARKED,
     CRON_TRIGGERS,
     PAYLOAD_BYTES,
+    SIGNALS_SENT,
+    SIGNALS_RECEIVED,
 ];
 
 const SECONDS_BUCKETS: &[f64] =
@@ -155,4 +161,13 @@ pub(crate) fn payload(ns: &str, workflow: &str, kind: &'static str, bytes: usize
 /// Records a run started by a cron schedule.
 pub(crate) fn cron_trigger(ns: &str, schedule: &str) {
     metrics::counter!(CRON_TRIGGERS, "namespace" => ns.to_owned(), "schedule" => schedule.to_owned()).increment(1);
+}
+
+pub(crate) fn signal_sent(ns: &str, workflow: &str) {
+    metrics::counter!(SIGNALS_SENT, "namespace" => ns.to_owned(), "workflow_name" => workflow.to_owned()).increment(1);
+}
+
+pub(crate) fn signal_received(ns: &str, workflow: &str) {
+    metrics::counter!(SIGNALS_RECEIVED, "namespace" => ns.to_owned(), "workflow_name" => workflow.to_owned())
+        .increment(1);
 }

@@ -73,6 +73,14 @@ pub enum StoreError {
         /// The execution.
         execution: ExecutionId,
     },
+    /// The run has ended: it takes no more signals.
+    #[error("execution {execution} has ended ({status}) and takes no more signals")]
+    RunEnded {
+        /// The execution.
+        execution: ExecutionId,
+        /// How it ended.
+        status: crate::model::ExecutionStatus,
+    },
     /// A value read from the database is not one this version understands
     /// (for example an unknown status written by a newer version).
     #[error("corrupt row in `{table}`: {reason}")]

@@ -13,6 +13,7 @@ mod m20261122_000001_create_schema;
 mod m20261122_000002_notify_runs;
 mod m20261201_000003_notify_ended;
 mod m20261201_000004_worker_rows_text_key;
+mod m20261201_000005_signals;
 
 /// Every migration of the Hydra schema, in order.
 #[derive(Debug)]
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000002_notify_runs::Migration),
             Box::new(m20261201_000003_notify_ended::Migration),
             Box::new(m20261201_000004_worker_rows_text_key::Migration),
+            Box::new(m20261201_000005_signals::Migration),
         ]
     }
 }

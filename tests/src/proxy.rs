@@ -9,6 +9,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// A TCP proxy whose traffic can be held (a partition) and released (the
 /// partition heals: what was held arrives then).
+#[derive(Debug)]
 pub struct Proxy {
     /// The port it listens on (127.0.0.1).
     pub port: u16,
@@ -20,8 +21,8 @@ pub struct Proxy {
 impl Proxy {
     /// Starts a proxy to `upstream` (`host:port`).
     pub async fn start(upstream: String) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy on loopback");
+        let port = listener.local_addr().expect("the proxy's address").port();
         let held = Arc::new(AtomicBool::new(false));
         let h = Arc::clone(&held);
         let task = tokio::spawn(async move {

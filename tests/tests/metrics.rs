@@ -106,6 +106,19 @@ async fn workload(engine: &Engine, clock: &Clock) {
     b.shutdown(Duration::from_secs(1)).await;
 }
 
+/// Waits for one signal and returns it.
+struct Ask;
+
+impl Workflow for Ask {
+    const NAME: &'static str = "ask";
+    type Input = ();
+    type Output = u32;
+
+    async fn run(&self, ctx: WorkflowContext, _: ()) -> Result<u32, WorkflowError> {
+        Ok(ctx.recv::<u32>("answer").await?)
+    }
+}
+
 async fn scrape(addr: SocketAddr) -> String {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").await.unwrap();
@@ -161,6 +174,7 @@ async fn the_scrape_lists_every_seed_metric_with_expected_values() {
         let (flow, probe) = Flow::new();
         let w = Worker::builder(&engine)
             .register(flow)
+            .register(Ask)
             .poll_interval(Duration::from_millis(50))
             .heartbeat_interval(Duration::from_millis(50))
             .lease_ttl(Duration::from_secs(3600))
@@ -188,6 +202,10 @@ async fn the_scrape_lists_every_seed_metric_with_expected_values() {
         let later = StartOptions::new().delay(Duration::from_secs(3600));
         let pending = engine.start_with::<Flow>(vec![StepPlan::new("never", Act::Ok)], later).await.unwrap();
         assert_eq!(engine.cancel(pending.id()).await.unwrap(), hydra_runtime::CancelOutcome::Cancelled);
+        // A signal sent and received.
+        let asking = engine.start::<Ask>(()).await.unwrap();
+        engine.signal(asking.id(), "answer", &42u32).await.unwrap();
+        assert_eq!(asking.result_timeout(WAIT).await.unwrap(), 42);
         w.shutdown(Duration::from_secs(1)).await;
     }
     let body = scrape(addr).await;
@@ -209,6 +227,9 @@ async fn the_scrape_lists_every_seed_metric_with_expected_values() {
         "a pending run cancelled by the engine counts as ended cancelled"
     );
     assert_eq!(value(&body, metrics::WORKFLOWS_COMPLETED, &cron_ns(&[("status", "completed")])), 1.0);
+    let ask = [("namespace", "metrics-cron"), ("workflow_name", "ask")];
+    assert_eq!(value(&body, metrics::SIGNALS_SENT, &ask), 1.0);
+    assert_eq!(value(&body, metrics::SIGNALS_RECEIVED, &ask), 1.0);
 
     let seed = [
         "hydra_workflows_started_total",

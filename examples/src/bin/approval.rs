@@ -1,10 +1,14 @@
-//! Approval with a durable sleep: submit a request for review, sleep (the
-//! worker is released; the run costs a row), then check the decision.
+//! A real approval: submit a request for review, then wait for a person's
+//! decision, a signal, for at most the review window (48 hours in
+//! production); remind the reviewer once halfway, and escalate if nobody
+//! decides. A waiting run is parked: it holds no worker slot and no memory,
+//! only a row.
 //!
-//!     cargo run -p hydra-examples --bin approval [-- SLEEP_SECONDS]
+//!     cargo run -p hydra-examples --bin approval [-- WINDOW_SECONDS]
 //!
-//! The seed's example sleeps 48 hours; this one sleeps 3 seconds by default
-//! so you can watch it wake.
+//! The window is 4 seconds by default so you can watch all three endings:
+//! req-1 approved at once, req-2 rejected after the reminder, req-3
+//! escalated because nobody decided.
 
 use clap::Parser;
 use hydra_runtime::prelude::*;
@@ -15,7 +19,15 @@ use std::time::Duration;
 struct ApprovalRequest {
     id: String,
     amount_cents: u64,
-    review_seconds: u64,
+    /// The whole review window, seconds (48 × 3600 in production).
+    window_seconds: u64,
+}
+
+/// What a reviewer sends as signal `decision`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+enum Decision {
+    Approve { by: String },
+    Reject { by: String, reason: String },
 }
 
 #[step(id = "submit-review")]
@@ -23,10 +35,15 @@ async fn submit_review(req: ApprovalRequest) -> Result<String, StepError> {
     Ok(format!("review-{}", req.id))
 }
 
-#[step(id = "check-approval")]
-async fn check_approval(req: ApprovalRequest) -> Result<bool, StepError> {
-    // The fake reviewer approves anything under 1,000.00.
-    Ok(req.amount_cents < 100_000)
+#[step(id = "remind-reviewer")]
+async fn remind_reviewer(ticket: String) -> Result<(), StepError> {
+    println!("  {ticket}: reminder sent to the reviewer");
+    Ok(())
+}
+
+#[step(id = "escalate")]
+async fn escalate(ticket: String) -> Result<String, StepError> {
+    Ok(format!("{ticket}: nobody decided in time, escalated to the finance lead"))
 }
 
 #[step(id = "process-approved")]
@@ -37,46 +54,57 @@ async fn process_approved(req: ApprovalRequest) -> Result<String, StepError> {
 #[workflow(name = "approval")]
 async fn approval(ctx: WorkflowContext, req: ApprovalRequest) -> Result<String, WorkflowError> {
     let ticket = submit_review(&ctx, req.clone()).await?;
-    ctx.sleep(Duration::from_secs(req.review_seconds)).await;
-    if check_approval(&ctx, req.clone()).await? {
-        let done = process_approved(&ctx, req).await?;
-        Ok(format!("{ticket}: approved, {done}"))
-    } else {
-        Ok(format!("{ticket}: rejected"))
+    let half = Duration::from_secs(req.window_seconds) / 2;
+    // Approve or reject within the window, with a reminder halfway.
+    let mut decision = ctx.recv_timeout::<Decision>("decision", half).await?;
+    if decision.is_none() {
+        remind_reviewer(&ctx, ticket.clone()).await?;
+        decision = ctx.recv_timeout::<Decision>("decision", half).await?;
+    }
+    match decision {
+        Some(Decision::Approve { by }) => {
+            let done = process_approved(&ctx, req).await?;
+            Ok(format!("{ticket}: approved by {by}, {done}"))
+        }
+        Some(Decision::Reject { by, reason }) => Ok(format!("{ticket}: rejected by {by} ({reason})")),
+        None => Ok(escalate(&ctx, ticket).await?),
     }
 }
 
 /// Command line: one optional number.
 #[derive(clap::Parser)]
 struct Args {
-    /// How long the review sleeps, seconds.
-    #[arg(default_value_t = 3)]
+    /// The review window, seconds (the reminder goes out halfway).
+    #[arg(default_value_t = 4)]
     seconds: u64,
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let seconds = Args::parse().seconds;
+    let seconds = Args::parse().seconds.max(1);
     let url = std::env::var("HYDRA_DATABASE_URL").unwrap_or_else(|_| "sqlite://hydra-approval.db?mode=rwc".into());
     let engine = Engine::builder().database_url(&url).namespace("approvals").build().await?;
     let worker = Worker::builder(&engine).register(approval).poll_interval(Duration::from_millis(200)).start().await?;
-    let small =
-        approval::start(&engine, ApprovalRequest { id: "req-1".into(), amount_cents: 25_000, review_seconds: seconds })
-            .await?;
-    let large = approval::start(
-        &engine,
-        ApprovalRequest { id: "req-2".into(), amount_cents: 500_000, review_seconds: seconds },
-    )
-    .await?;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let request = |id: &str, amount_cents| ApprovalRequest { id: id.into(), amount_cents, window_seconds: seconds };
+    let one = approval::start(&engine, request("req-1", 25_000)).await?;
+    let two = approval::start(&engine, request("req-2", 500_000)).await?;
+    let three = approval::start(&engine, request("req-3", 90_000)).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     println!(
-        "req-1 is {} and req-2 is {} (worker runs in flight: {})",
-        small.status().await?,
-        large.status().await?,
+        "waiting for decisions: req-1 {}, req-2 {}, req-3 {} (worker runs in flight: {})",
+        one.status().await?,
+        two.status().await?,
+        three.status().await?,
         worker.active_runs()
     );
-    println!("{}", small.result().await?);
-    println!("{}", large.result().await?);
+    engine.signal(one.id(), "decision", &Decision::Approve { by: "ana".into() }).await?;
+    println!("{}", one.result().await?);
+    // req-2's reviewer answers only after the reminder.
+    tokio::time::sleep(Duration::from_millis(seconds * 1000 * 3 / 4)).await;
+    let reject = Decision::Reject { by: "bo".into(), reason: "over budget".into() };
+    engine.signal(two.id(), "decision", &reject).await?;
+    println!("{}", two.result().await?);
+    println!("{}", three.result().await?);
     worker.shutdown(Duration::from_secs(5)).await;
     Ok(())
 }

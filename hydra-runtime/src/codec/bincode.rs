@@ -49,7 +49,7 @@ fn bincode_decode_limited<T: DeserializeOwned, const N: usize>(bytes: &[u8]) -> 
     let bounds = Bounds::for_payload(bytes.len());
     let decoded = bincode::serde::seed_decode_from_slice(bounds.seed::<T>(), bytes, limited::<N>());
     bounds.check()?;
-    let (value, used) = decoded.map_err(bincode_error)?;
+    let (value, used) = decoded.map_err(|e| bounds.first_error().map_or_else(|| bincode_error(e), bincode_message))?;
     if used != bytes.len() {
         return Err(format!("{} trailing bytes after the value", bytes.len() - used));
     }
@@ -57,12 +57,63 @@ fn bincode_decode_limited<T: DeserializeOwned, const N: usize>(bytes: &[u8]) -> 
 }
 
 fn bincode_error(e: bincode::error::DecodeError) -> String {
-    match e {
-        bincode::error::DecodeError::LimitExceeded => {
-            "a length prefix claims more memory than the payload could hold (bincode limit exceeded)".into()
-        }
-        e => e.to_string(),
+    bincode_message(e.to_string())
+}
+
+/// A bincode error's message (its `Display`, as erased-serde passes it on
+/// too), unwrapped, with the byte limit explained.
+fn bincode_message(m: String) -> String {
+    let m = unwrap_other_string(m);
+    if m == "LimitExceeded" {
+        "a length prefix claims more memory than the payload could hold (bincode limit exceeded)".into()
+    } else {
+        m
     }
+}
+
+/// bincode displays an error as its `Debug`: a custom error (a visitor's,
+/// or one erased-serde passed on) reads `OtherString("…")`, escaped, and
+/// through erased-serde possibly several times over. The message inside.
+pub(super) fn unwrap_other_string(mut m: String) -> String {
+    while let Some(inner) =
+        m.strip_prefix("OtherString(\"").and_then(|rest| rest.strip_suffix("\")")).and_then(unescape_debug)
+    {
+        m = inner;
+    }
+    m
+}
+
+/// The string whose `Debug` (quotes stripped) is `s`; `None` if `s` is not one.
+fn unescape_debug(s: &str) -> Option<String> {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => return None,
+            '\\' => {}
+            c => {
+                out.push(c);
+                continue;
+            }
+        }
+        out.push(match chars.next()? {
+            '\\' => '\\',
+            '"' => '"',
+            '\'' => '\'',
+            'n' => '\n',
+            'r' => '\r',
+            't' => '\t',
+            '0' => '\0',
+            'u' => {
+                let body = chars.as_str().strip_prefix('{')?;
+                let (hex, rest) = body.split_once('}')?;
+                chars = rest.chars();
+                char::from_u32(u32::from_str_radix(hex, 16).ok()?)?
+            }
+            _ => return None,
+        });
+    }
+    Some(out)
 }
 
 /// A bincode reader over a slice that leaves the unread rest in place.
@@ -99,11 +150,7 @@ fn bincode_visit_limited<const N: usize>(bytes: &[u8], visit: &mut Visit<'_>) ->
         let mut de = <dyn erased_serde::Deserializer<'_>>::erase(bounds.wrap(decoder.as_deserializer()));
         let visited = visit(&mut de);
         bounds.check()?;
-        visited.map_err(|e| match e.to_string() {
-            // bincode's error, as erased-serde passes it on.
-            m if m == "LimitExceeded" => bincode_error(bincode::error::DecodeError::LimitExceeded),
-            m => m,
-        })?;
+        visited.map_err(|e| bincode_message(bounds.first_error().unwrap_or_else(|| e.to_string())))?;
     }
     if !rest.is_empty() {
         return Err(format!("{} trailing bytes after the value", rest.len()));

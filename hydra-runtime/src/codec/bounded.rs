@@ -20,8 +20,16 @@
 //!
 //! A limit reached is remembered in [`Bounds`]: the decode fails with
 //! [`Bounds::check`]'s message even if a `Deserialize` impl swallowed the
-//! error, and whichever way the error was carried (bincode prints custom
-//! errors as `OtherString("…")`, erased-serde re-wraps them).
+//! error, and whichever way the error was carried.
+//!
+//! Errors keep their size on the way out. Through erased-serde (the path of
+//! custom codecs) an error is converted at every level of nesting with
+//! `custom(error)`, and bincode displays a custom error as its `Debug`,
+//! `OtherString("…")`, escaping the message inside: left alone, an error
+//! raised at depth `d` would leave with a message of about `2^d` bytes (a
+//! hang, then out of memory). So every level that counts depth passes its
+//! error on as the message the innermost level saw ([`Bounds::first_error`];
+//! `bincode.rs` unwraps the few `OtherString` layers it may carry).
 
 use serde::de::{self, DeserializeSeed, Deserializer, EnumAccess, MapAccess, SeqAccess, VariantAccess, Visitor};
 use std::cell::Cell;
@@ -38,13 +46,16 @@ const ELEMENTS_SLACK: usize = 1024;
 
 /// The element budget for a payload of `len` bytes: `16 × len + 1024`.
 ///
-/// An enum variant takes at least one byte with bincode, and so does every
-/// sequence element or map entry that is not zero-sized. A valid payload
-/// therefore reaches 16 elements per byte only through zero-sized values
-/// (`()`, unit structs, `PhantomData`, empty arrays) repeated in a sequence
-/// or map, or spread over the fields of structs; the 1024 spare elements
-/// cover small payloads of that kind. A value beyond the budget is refused
-/// when it is encoded (`CodecRegistry::encode_checked` decodes it back).
+/// With bincode an enum variant takes at least one byte, and every sequence
+/// element, struct field or map entry that is not zero-sized holds at least
+/// one; a byte is held by as many elements as the type nests around it (a
+/// `u8` field of a struct in a `Vec`: two). A valid payload therefore
+/// reaches 16 elements per byte only through zero-sized values (`()`, unit
+/// structs, `PhantomData`, empty arrays) repeated in a sequence or map or
+/// spread over the fields of structs, or through a type nesting more than
+/// 16 levels of elements around its bytes; the 1024 spare elements cover
+/// small payloads of that kind. A value beyond the budget is refused when it
+/// is encoded (`CodecRegistry::encode_checked` decodes it back).
 pub(super) fn element_budget(len: usize) -> usize {
     len.saturating_mul(ELEMENTS_PER_BYTE).saturating_add(ELEMENTS_SLACK)
 }
@@ -69,12 +80,25 @@ pub(super) struct Bounds {
     depth: Cell<u32>,
     elements_left: Cell<usize>,
     tripped: Cell<Option<Tripped>>,
+    /// The message of the error on its way out, as it was first seen by a
+    /// level (cleared when a level succeeds: a `Deserialize` impl may have
+    /// recovered from it).
+    error: Cell<Option<String>>,
+    /// Whether `error` holds a message (a flag, cheaper to test than `error`).
+    has_error: Cell<bool>,
 }
 
 impl Bounds {
     /// The limits for a payload of `len` bytes.
     pub(super) fn for_payload(len: usize) -> Self {
-        Bounds { len, depth: Cell::new(0), elements_left: Cell::new(element_budget(len)), tripped: Cell::new(None) }
+        Bounds {
+            len,
+            depth: Cell::new(0),
+            elements_left: Cell::new(element_budget(len)),
+            tripped: Cell::new(None),
+            error: Cell::new(None),
+            has_error: Cell::new(false),
+        }
     }
 
     /// `de`, bounded.
@@ -101,13 +125,64 @@ impl Bounds {
         }
     }
 
+    /// The message of the innermost error of a failed decode, if it went
+    /// through a level of nesting (else the decode's own error is it).
+    pub(super) fn first_error(&self) -> Option<String> {
+        self.has_error.set(false);
+        self.error.take()
+    }
+
+    /// What a level returns: its value, or its error reduced to the
+    /// innermost error's message (see the module documentation).
+    #[inline(always)]
+    fn settle<T, E: de::Error>(&self, result: Result<T, E>) -> Result<T, E> {
+        match result {
+            Ok(value) => {
+                if self.has_error.get() {
+                    self.recovered();
+                }
+                Ok(value)
+            }
+            Err(e) => Err(self.settle_error(e)),
+        }
+    }
+
+    /// A level succeeded after an error below it: forget that error.
+    #[cold]
+    #[inline(never)]
+    fn recovered(&self) {
+        drop(self.first_error());
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn settle_error<E: de::Error>(&self, e: E) -> E {
+        if self.tripped.get().is_some() {
+            return E::custom(self.check().err().unwrap_or_default());
+        }
+        match self.error.take() {
+            None => {
+                self.error.set(Some(e.to_string()));
+                self.has_error.set(true);
+                e
+            }
+            Some(first) => {
+                let e = E::custom(&first);
+                self.error.set(Some(first));
+                e
+            }
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
     fn trip<E: de::Error>(&self, what: Tripped) -> E {
         self.tripped.set(Some(what));
         E::custom(self.check().err().unwrap_or_default())
     }
 
     /// Enters one level; the guard leaves it when dropped.
-    #[inline]
+    #[inline(always)]
     fn enter<E: de::Error>(&self) -> Result<Level<'_>, E> {
         let depth = self.depth.get();
         if depth >= MAX_DEPTH {
@@ -118,7 +193,7 @@ impl Bounds {
     }
 
     /// Spends one element of the budget.
-    #[inline]
+    #[inline(always)]
     fn spend<E: de::Error>(&self) -> Result<(), E> {
         match self.elements_left.get().checked_sub(1) {
             Some(left) => {
@@ -279,31 +354,31 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for Wrap<'_, V> {
     #[inline]
     fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<V::Value, D::Error> {
         let _level = self.bounds.enter::<D::Error>()?;
-        self.inner.visit_some(self.bounds.wrap(deserializer))
+        self.bounds.settle(self.inner.visit_some(self.bounds.wrap(deserializer)))
     }
 
     #[inline]
     fn visit_newtype_struct<D: Deserializer<'de>>(self, deserializer: D) -> Result<V::Value, D::Error> {
         let _level = self.bounds.enter::<D::Error>()?;
-        self.inner.visit_newtype_struct(self.bounds.wrap(deserializer))
+        self.bounds.settle(self.inner.visit_newtype_struct(self.bounds.wrap(deserializer)))
     }
 
     #[inline]
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<V::Value, A::Error> {
         let _level = self.bounds.enter::<A::Error>()?;
-        self.inner.visit_seq(Wrap { inner: seq, bounds: self.bounds })
+        self.bounds.settle(self.inner.visit_seq(Wrap { inner: seq, bounds: self.bounds }))
     }
 
     #[inline]
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<V::Value, A::Error> {
         let _level = self.bounds.enter::<A::Error>()?;
-        self.inner.visit_map(Wrap { inner: map, bounds: self.bounds })
+        self.bounds.settle(self.inner.visit_map(Wrap { inner: map, bounds: self.bounds }))
     }
 
     #[inline]
     fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<V::Value, A::Error> {
         let _level = self.bounds.enter::<A::Error>()?;
-        self.inner.visit_enum(Wrap { inner: data, bounds: self.bounds })
+        self.bounds.settle(self.inner.visit_enum(Wrap { inner: data, bounds: self.bounds }))
     }
 }
 

@@ -31,8 +31,8 @@
 //!
 //! # Decoding is bounded
 //!
-//! No length prefix in stored bytes can make decoding allocate without
-//! bound and abort the process:
+//! No stored bytes can make decoding allocate without bound, recurse
+//! without bound or loop without bound, and so abort or hang the process:
 //!
 //! - JSON is text with no length prefixes: every element and string byte it
 //!   builds is read from the payload, so memory grows with the payload (times
@@ -47,11 +47,33 @@
 //!   `16 × n`, while a length prefix beyond `L` is refused before anything
 //!   is allocated. No buffer larger than `L`, which is below
 //!   `max(4 KiB, 256 × n)`, is ever allocated; payloads above 4 GiB are
-//!   refused. Two limits remain with bincode, for payload types that have
-//!   them: a value of a recursive type (a tree) recurses as deep as the
-//!   payload nests, with no depth limit (a hostile one can overflow the
-//!   stack), and a sequence of zero-sized elements (`Vec<()>`) is as long
-//!   as its length prefix says. Use JSON for such types.
+//!   refused.
+//! - bincode also decodes through a bounding adapter, whatever the payload
+//!   type, on every path (typed, and the erased one of a [`CustomCodec`]
+//!   wrapping [`Bincode`]):
+//!   - nesting is limited to 128 levels, as with JSON: a level is entered
+//!     by each sequence, tuple, tuple struct, map, struct, enum, newtype
+//!     struct and `Some`. A recursive type (a tree) costs one byte per level
+//!     on the wire, so without a limit a small hostile payload would
+//!     overflow the stack; past 128 levels decoding fails with "nesting
+//!     deeper than 128 levels".
+//!   - an element budget: a payload of `n` bytes may visit at most
+//!     `16 × n + 1024` sequence elements, map entries, struct fields and
+//!     enum variants in all. Zero-sized values (`()`, unit structs,
+//!     `PhantomData`) take no bytes and claim nothing against the byte
+//!     limit, so without a budget a length prefix of `u64::MAX` on a
+//!     `Vec<()>` would loop for ever. Every element visited that is not
+//!     zero-sized holds at least one byte, and a byte is held by as many
+//!     elements as the type nests around it (a field of a struct in a
+//!     sequence: two), so a valid payload exceeds the budget only through
+//!     zero-sized values (beyond the first 1024) or a type that nests more
+//!     than 16 levels of elements around its bytes.
+//!
+//!   A legitimate value beyond these bounds (a tree deeper than 128 levels,
+//!   a `Vec<()>` of a million elements) is refused when it is stored, like
+//!   any value that does not read back: "what is stored can be read back"
+//!   holds. JSON nests at most 128 levels too, but spends bytes on
+//!   zero-sized values, so it stores the long `Vec<()>`.
 //! - A [`CustomCodec`] bounds its own decoding; a wrapper around
 //!   [`Json`] or [`Bincode`] inherits theirs.
 //!
@@ -99,9 +121,10 @@
 //! }
 //! ```
 //!
-//! Rooms: `bincode.rs` (the compact codec, bounded decoding), `json.rs`
-//! (the default), `registry.rs` (which codec encodes, decoding by tag,
-//! checked encoding).
+//! Rooms: `bincode.rs` (the compact codec, bounded decoding), `bounded.rs`
+//! (the serde adapter that bounds bincode's nesting depth and elements),
+//! `json.rs` (the default), `registry.rs` (which codec encodes, decoding by
+//! tag, checked encoding).
 
 mod bincode;
 mod bounded;

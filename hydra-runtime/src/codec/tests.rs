@@ -1,6 +1,6 @@
 //! Codec tests: shapes, tags, hostile bytes, custom codecs.
 
-use super::bincode::limit_bucket;
+use super::bincode::{limit_bucket, unwrap_other_string};
 use super::*;
 use serde::Deserialize;
 use std::sync::Arc;
@@ -404,5 +404,45 @@ fn legitimate_zero_sized_elements_round_trip_within_the_budget() {
         let e = reg.encode_checked(codec, &many).unwrap_err();
         assert!(e.contains("elements") && e.contains("use Codec::Json"), "{codec:?}: {e}");
         assert!(!e.contains("self-describing"), "{codec:?}: {e}");
+    }
+}
+
+// Through erased-serde (a wrapper codec) an error is re-wrapped at every
+// level of nesting, and bincode displays it as `OtherString("…")` with the
+// message escaped inside: left alone, its size doubles per level (at depth
+// 100, a hang and then out of memory).
+#[test]
+fn an_error_deep_in_a_wrapped_payload_keeps_its_size() {
+    let mut bad_variant = vec![Bincode::TAG];
+    bad_variant.extend(std::iter::repeat_n(1u8, 100));
+    let truncated = bad_variant.clone();
+    bad_variant.push(7);
+    let reg = registry();
+    let cases = [
+        (&bad_variant, "invalid value: integer `7`, expected variant index 0 <= i < 2"),
+        (&truncated, "UnexpectedEnd { additional: 1 }"),
+    ];
+    for (bytes, says) in cases {
+        let err = reg.decode::<Tree>(&wrapped_201(bytes)).unwrap_err();
+        assert_eq!(err, format!("xor (tag 201): {says}"));
+        let err = Codec::decode::<Tree>(bytes).unwrap_err();
+        assert_eq!(err, format!("bincode: {says}"));
+    }
+    // A hostile length prefix inside a wrapped value is still explained.
+    let nested = wrapped_201(&[1, 1, 0xFD, 0, 0, 0, 0, 0, 0, 0, 1]);
+    let err = reg.decode::<Vec<String>>(&nested).unwrap_err();
+    assert!(err.contains("bincode limit exceeded"), "{err}");
+}
+
+#[test]
+fn bincode_messages_are_unwrapped_from_their_debug_form() {
+    let text = "a \"quoted\" \\ back\tslash\n, é, \u{200b}, \0 end";
+    let once = format!("{:?}", ::bincode::error::DecodeError::OtherString(text.into()));
+    let twice = format!("{:?}", ::bincode::error::DecodeError::OtherString(once.clone()));
+    assert!(twice.starts_with("OtherString(\"OtherString(\\\""), "{twice}");
+    assert_eq!(unwrap_other_string(once), text);
+    assert_eq!(unwrap_other_string(twice), text);
+    for kept in ["LimitExceeded", "Serde(AnyNotSupported)", "OtherString(\"a\" \"b\")", "OtherString(\"\\x\")"] {
+        assert_eq!(unwrap_other_string(kept.into()), kept);
     }
 }

@@ -28,11 +28,13 @@
 
 mod execute;
 mod run;
+mod signal;
 mod sleep;
 mod step;
 mod workflow;
 
 pub(crate) use run::{Interrupt, RunSetup, RunState};
+pub(crate) use signal::validate_signal_name;
 pub use step::{StepContext, StepOptions, StepTransaction};
 pub use workflow::WorkflowContext;
 

@@ -158,6 +158,15 @@ impl RunState {
         self.history.get().and_then(|h| h.get(&position))
     }
 
+    /// Mirrors a write that moved the open step from `at` to `to` (if it
+    /// was at `at`), as [`RunState::record`] does for step results.
+    pub(super) fn moved_open(&self, at: u32, to: OpenStep) {
+        let mut o = self.open_state();
+        if o.position == at {
+            *o = Open { position: to.position, attempts: to.attempts, begun: false };
+        }
+    }
+
     /// Why the run was stopped (lease lost, cancelled, parked, …), if it was.
     pub(crate) fn current_interrupt(&self) -> Option<Interrupt> {
         self.interrupt.borrow().clone()

@@ -29,14 +29,16 @@ impl Worker {
         for a in s.active().values() {
             a.run.interrupt(Interrupt::Release);
         }
+        // Until every drive task has ended, not only left the active set: a
+        // drive hands its lease back after it stops running the workflow.
         loop {
-            let next = {
+            let (next, left) = {
                 let mut runs = s.runs.lock().unwrap_or_else(|p| p.into_inner());
-                runs.try_join_next()
+                (runs.try_join_next(), runs.len())
             };
             match next {
                 Some(_) => continue,
-                None if s.active().is_empty() => break,
+                None if left == 0 && s.active().is_empty() => break,
                 None => tokio::time::sleep(Duration::from_millis(5)).await,
             }
         }

@@ -12,6 +12,9 @@ string_enum!(
         Step = "step",
         /// A durable sleep.
         Sleep = "sleep",
+        /// A receive of a signal (its output: the signal received, or none
+        /// if the wait timed out).
+        Signal = "signal",
     }
 );
 
@@ -150,6 +153,10 @@ pub enum StepOutcome {
     Failed(String),
     /// This attempt failed; the step will be retried (the row stays running).
     AttemptFailed(String),
+    /// Waiting (a receive that parked the run): the row stays running.
+    Waiting,
+    /// Finished without an output (a receive whose wait timed out).
+    TimedOut,
 }
 
 /// Recording a step's result.

@@ -176,16 +176,18 @@ impl Store {
                 }
             },
             Transition::Sleep { until } => (
-                "UPDATE workflow_executions SET status = 'sleeping', due_at = ?, lease_owner = NULL, updated_at = ?",
+                "UPDATE workflow_executions SET status = 'sleeping', due_at = ?, lease_owner = NULL, updated_at = ?, \
+                 signal_wait = FALSE",
                 vec![(*until).into(), now.into()],
             ),
             Transition::Release => (
-                "UPDATE workflow_executions SET status = 'sleeping', due_at = ?, lease_owner = NULL, updated_at = ?",
+                "UPDATE workflow_executions SET status = 'sleeping', due_at = ?, lease_owner = NULL, updated_at = ?, \
+                 signal_wait = FALSE",
                 vec![now.into(), now.into()],
             ),
             Transition::Retry { at, error } => (
                 "UPDATE workflow_executions SET status = 'pending', due_at = ?, error_message = ?, \
-                 lease_owner = NULL, updated_at = ?",
+                 lease_owner = NULL, updated_at = ?, signal_wait = FALSE",
                 vec![(*at).into(), error.as_str().into(), now.into()],
             ),
             Transition::Finish(t) => {

@@ -28,11 +28,13 @@ mod cron;
 mod fence;
 mod lease;
 mod runs;
+mod signals;
 mod step_write;
 mod workers;
 
 pub use batch::{BatchOp, BatchValue};
 pub use checkpoint::{Checkpoint, Transition};
+pub use signals::{NewSignal, Receive, Received, SignalSent};
 
 use crate::connect::{self, Backend, StoreOptions, db_backend};
 use crate::error::StoreError;

@@ -1,0 +1,119 @@
+//! Receiving signals: a named, typed message sent to the run
+//! ([`crate::Engine::signal`]). Signals sent before the run waits are
+//! buffered; several of one name are received in the order they were
+//! accepted; each is received once, recorded in the run's history in the
+//! same transaction that takes it, so a replay returns the same value. A
+//! run waiting for a signal is parked: a row, no worker slot, no memory.
+
+use super::WorkflowContext;
+use super::run::Interrupt;
+use crate::clock::duration_ms;
+use crate::error::{Error, StepError};
+use hydra_store::{OpenStep, Receive, Received, StepId, StepKind, StepOutcome, StepRecord, StepStatus};
+use serde::de::DeserializeOwned;
+use std::time::Duration;
+
+/// The prefix of a receive's step ID: `signal:{name}`.
+pub(crate) const SIGNAL_STEP_PREFIX: &str = "signal:";
+
+/// Checks a signal name (it becomes part of a step ID): 1 to 190 bytes, no
+/// `#`, whitespace or control characters.
+pub(crate) fn validate_signal_name(name: &str) -> Result<(), String> {
+    if name.len() > 190 {
+        return Err(format!("signal name `{name}` is longer than 190 bytes"));
+    }
+    StepId::validate_base(name).map_err(|e| e.replace("step ID", "signal name"))
+}
+
+impl WorkflowContext {
+    /// Waits for signal `name` and returns its value. A signal sent before
+    /// this call was buffered and is returned at once; otherwise the run is
+    /// parked (no worker slot held) until one arrives. A payload that does
+    /// not decode as `T` is a permanent error (the signal is consumed, and a
+    /// replay returns the same error).
+    pub async fn recv<T: DeserializeOwned>(&self, name: &str) -> Result<T, StepError> {
+        match self.receive(name, None).await? {
+            Some(v) => Ok(v),
+            None => Err(StepError::permanent(format!("the wait for signal `{name}` ended without a signal"))),
+        }
+    }
+
+    /// Waits for signal `name` at most `timeout` (durable: the deadline is
+    /// recorded, so a resumed run keeps it). `None` if it did not come in
+    /// time; a signal that arrives after that stays buffered for the next
+    /// receive of that name.
+    pub async fn recv_timeout<T: DeserializeOwned>(
+        &self,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<Option<T>, StepError> {
+        self.receive(name, Some(timeout)).await
+    }
+
+    async fn receive<T: DeserializeOwned>(
+        &self,
+        name: &str,
+        timeout: Option<Duration>,
+    ) -> Result<Option<T>, StepError> {
+        let run = &*self.run;
+        if let Err(why) = validate_signal_name(name) {
+            match run.fail_run(format!("invalid signal name: {why}")).await {}
+        }
+        let base = format!("{SIGNAL_STEP_PREFIX}{name}");
+        let (position, step_id) = run.next_step_id(&base);
+        let mut deadline = timeout.map(|t| run.now().saturating_add(duration_ms(t)));
+        if let Some(rec) = run.recorded(position) {
+            self.check_recorded(rec, position, &step_id, StepKind::Signal).await;
+            match rec.status {
+                StepStatus::Completed => return self.decode_signal(name, &step_id, rec.output.as_deref()),
+                // A wait in progress: its recorded deadline holds.
+                StepStatus::Running => deadline = rec.wake_at,
+                other => {
+                    match run
+                        .fail_run(format!("receive `{step_id}` has status `{other}`, unknown to this version"))
+                        .await {}
+                }
+            }
+        }
+        run.checkpoint_gate().await;
+        let record = StepRecord::new(step_id.clone(), base, position, StepKind::Signal, 1, StepOutcome::Waiting);
+        let due = deadline.map(|d| run.park_until(d)).or(run.deadline_at);
+        let receive = Receive::new(record, name, deadline).due(due);
+        let got = run.write("signal receive", || run.store.receive_signal(&run.lease, &receive, run.now())).await;
+        let next = OpenStep::new(position.saturating_add(1), 1);
+        match got {
+            Ok(Received::Signal(bytes)) => {
+                run.moved_open(position, next);
+                crate::metrics::signal_received(&run.lease.namespace, &run.workflow_name);
+                self.decode_signal(name, &step_id, Some(&bytes))
+            }
+            Ok(Received::TimedOut) => {
+                run.moved_open(position, next);
+                Ok(None)
+            }
+            Ok(Received::Parked) => {
+                tracing::debug!(signal = name, ?deadline, "waiting for a signal");
+                match run.halt(Interrupt::Suspended { until: due.unwrap_or(i64::MAX) }).await {}
+            }
+            Err(e) => match run.fail_run(format!("could not receive signal `{name}`: {e}")).await {},
+            Ok(_) => match run.fail_run(format!("receive of signal `{name}`: unexpected outcome")).await {},
+        }
+    }
+
+    fn decode_signal<T: DeserializeOwned>(
+        &self,
+        name: &str,
+        step: &StepId,
+        bytes: Option<&[u8]>,
+    ) -> Result<Option<T>, StepError> {
+        let Some(bytes) = bytes else { return Ok(None) };
+        self.run.codecs.decode::<T>(bytes).map(Some).map_err(|reason| {
+            let e = Error::Decode {
+                execution: self.run.lease.execution_id.clone(),
+                what: format!("signal `{name}` (received as `{step}`) as `{}`", std::any::type_name::<T>()),
+                reason,
+            };
+            StepError::permanent(e.to_string())
+        })
+    }
+}

@@ -1,0 +1,268 @@
+//! Signals: sending a named message to a run (buffered, deduplicated by an
+//! idempotency key, waking the run if it waits for one), and the fenced
+//! receive that takes the oldest unconsumed signal of a name and records it
+//! in the run's history in the same transaction, or parks the run.
+//!
+//! Both lock the run's row first (the sender by updating it, the receiver
+//! through the fence), so a signal is either seen by a receive or wakes the
+//! run it parked: none is missed between "nothing there" and "parked".
+
+use super::Store;
+use super::fence::lease_lost;
+use super::step_write::{OpenWhen, open_set};
+use crate::connect::immediate;
+use crate::error::StoreError;
+use crate::ids::ExecutionId;
+use crate::model::{ExecutionStatus, Lease, OpenStep, StepOutcome, StepRecord, to_i32};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, TransactionTrait, Value};
+
+/// A signal to send.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct NewSignal {
+    /// The run's namespace.
+    pub namespace: String,
+    /// The run.
+    pub execution_id: ExecutionId,
+    /// The signal's name.
+    pub name: String,
+    /// The encoded payload (tagged by its codec).
+    pub payload: Vec<u8>,
+    /// A retried send with the same key is a no-op.
+    pub idempotency_key: Option<String>,
+    /// When it is sent (ms).
+    pub now: i64,
+}
+
+impl NewSignal {
+    /// A signal without an idempotency key.
+    pub fn new(
+        namespace: impl Into<String>,
+        execution_id: ExecutionId,
+        name: impl Into<String>,
+        payload: Vec<u8>,
+        now: i64,
+    ) -> Self {
+        NewSignal { namespace: namespace.into(), execution_id, name: name.into(), payload, idempotency_key: None, now }
+    }
+
+    /// Sets the idempotency key.
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+}
+
+/// What [`Store::send_signal`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SignalSent {
+    /// Accepted (and the run woken if it was waiting for a signal). Carries
+    /// the run's workflow name.
+    Accepted {
+        /// The run's workflow.
+        workflow_name: String,
+    },
+    /// A signal with the same idempotency key was accepted before: nothing
+    /// was done.
+    Duplicate,
+}
+
+/// The outcome of [`Store::receive_signal`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Received {
+    /// A signal was taken and recorded; its payload.
+    Signal(Vec<u8>),
+    /// The wait's deadline passed first; recorded as timed out.
+    TimedOut,
+    /// Nothing to take: the run is parked until a signal or the deadline.
+    Parked,
+}
+
+/// A receive of signal `name` at `position` of a run.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Receive {
+    /// The step record of the receive; its outcome is filled in here.
+    pub record: StepRecord,
+    /// The signal's name.
+    pub name: String,
+    /// When the wait times out, if it does (ms); recorded with the wait.
+    pub deadline: Option<i64>,
+    /// When a parked run becomes claimable again without a signal (the
+    /// deadline, or earlier: the run's own deadline); `None`: only a signal
+    /// (or a cancel) wakes it.
+    pub due: Option<i64>,
+}
+
+impl Receive {
+    /// A receive recorded as `record`, of signal `name`, parked until
+    /// `deadline`.
+    pub fn new(record: StepRecord, name: impl Into<String>, deadline: Option<i64>) -> Self {
+        Receive { record, name: name.into(), deadline, due: deadline }
+    }
+
+    /// Parks until `due` instead of the deadline.
+    pub fn due(mut self, due: Option<i64>) -> Self {
+        self.due = due;
+        self
+    }
+}
+
+impl Store {
+    /// Sends a signal: in one transaction, locks the run's row, refuses an
+    /// unknown ([`StoreError::ExecutionNotFound`]) or ended
+    /// ([`StoreError::RunEnded`]) run, stores the signal unless its
+    /// idempotency key was used for this run before, and wakes the run if it
+    /// is parked in a receive.
+    pub async fn send_signal(&self, s: &NewSignal) -> Result<SignalSent, StoreError> {
+        let _gate = self.gate().await;
+        let txn = self.db.begin_with_options(immediate()).await?;
+        let r = self.send_in(&txn, s).await;
+        self.settle(txn, r).await
+    }
+
+    async fn send_in(&self, txn: &DatabaseTransaction, s: &NewSignal) -> Result<SignalSent, StoreError> {
+        // Locks the row (and orders concurrent senders: ids follow commits).
+        let row = txn
+            .query_one_raw(self.stmt(
+                "UPDATE workflow_executions SET updated_at = updated_at WHERE id = ? AND namespace = ? \
+                 RETURNING status, workflow_name",
+                vec![s.execution_id.as_str().into(), s.namespace.as_str().into()],
+            ))
+            .await?;
+        let Some(row) = row else {
+            return Err(StoreError::ExecutionNotFound {
+                namespace: s.namespace.clone(),
+                execution: s.execution_id.clone(),
+            });
+        };
+        let status = ExecutionStatus::parse(&row.try_get::<String>("", "status")?)?;
+        if status.is_terminal() {
+            return Err(StoreError::RunEnded { execution: s.execution_id.clone(), status });
+        }
+        let workflow_name: String = row.try_get("", "workflow_name")?;
+        let inserted = txn
+            .execute_raw(self.stmt(
+                "INSERT INTO workflow_signals (namespace, execution_id, name, payload, idempotency_key, created_at) \
+                 VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (execution_id, idempotency_key) DO NOTHING",
+                vec![
+                    s.namespace.as_str().into(),
+                    s.execution_id.as_str().into(),
+                    s.name.as_str().into(),
+                    s.payload.clone().into(),
+                    s.idempotency_key.clone().into(),
+                    s.now.into(),
+                ],
+            ))
+            .await?;
+        if inserted.rows_affected() == 0 {
+            return Ok(SignalSent::Duplicate);
+        }
+        txn.execute_raw(self.stmt(
+            "UPDATE workflow_executions SET due_at = ?, updated_at = ? \
+             WHERE id = ? AND status = 'sleeping' AND signal_wait = ? AND (due_at IS NULL OR due_at > ?)",
+            vec![s.now.into(), s.now.into(), s.execution_id.as_str().into(), true.into(), s.now.into()],
+        ))
+        .await?;
+        Ok(SignalSent::Accepted { workflow_name })
+    }
+
+    /// Receives signal `r.name` for a claimed run, under the fencing check,
+    /// in one transaction: takes the oldest unconsumed signal of that name
+    /// and records it as the receive's step (the run's open step moves past
+    /// it); or, past the deadline, records the receive as timed out; or
+    /// records the wait and parks the run (`sleeping` until the deadline, or
+    /// until a signal wakes it).
+    pub async fn receive_signal(&self, lease: &Lease, r: &Receive, now: i64) -> Result<Received, StoreError> {
+        let _gate = self.gate().await;
+        let txn = self.db.begin_with_options(immediate()).await?;
+        let out = self.receive_in(&txn, lease, r, now).await;
+        self.settle(txn, out).await
+    }
+
+    async fn receive_in(
+        &self,
+        txn: &DatabaseTransaction,
+        lease: &Lease,
+        r: &Receive,
+        now: i64,
+    ) -> Result<Received, StoreError> {
+        // The fence locks the run's row until the end of the transaction.
+        self.guard(txn, lease, None, OpenWhen::Always, now).await?;
+        let position = r.record.position;
+        let oldest = txn
+            .query_one_raw(self.stmt(
+                "SELECT id, payload FROM workflow_signals WHERE execution_id = ? AND name = ? \
+                 AND consumed_at IS NULL ORDER BY id LIMIT 1",
+                vec![lease.execution_id.as_str().into(), r.name.as_str().into()],
+            ))
+            .await?;
+        let next = OpenStep::new(position.saturating_add(1), 1);
+        if let Some(row) = oldest {
+            let id: i64 = row.try_get("", "id")?;
+            let payload: Vec<u8> = row.try_get("", "payload")?;
+            txn.execute_raw(self.stmt(
+                "UPDATE workflow_signals SET consumed_at = ?, consumed_position = ? WHERE id = ?",
+                vec![now.into(), to_i32(position).into(), id.into()],
+            ))
+            .await?;
+            let mut rec = r.record.clone();
+            rec.outcome = StepOutcome::Completed(payload.clone());
+            self.finish_receive(txn, lease, &rec, next, now).await?;
+            return Ok(Received::Signal(payload));
+        }
+        if r.deadline.is_some_and(|d| now >= d) {
+            let mut rec = r.record.clone();
+            rec.outcome = StepOutcome::TimedOut;
+            self.finish_receive(txn, lease, &rec, next, now).await?;
+            return Ok(Received::TimedOut);
+        }
+        // Record the wait (its deadline survives replays) and park.
+        let mut rec = r.record.clone();
+        rec.outcome = StepOutcome::Waiting;
+        rec.wake_at = r.deadline;
+        self.write_step(txn, lease, &rec, None, now, false).await?;
+        let (open, mut values) = open_set(OpenStep::new(position, 0), OpenWhen::At(position));
+        let mut all: Vec<Value> = vec![r.due.into(), now.into(), true.into()];
+        all.append(&mut values);
+        all.push(lease.execution_id.as_str().into());
+        all.push(lease.token.0.into());
+        let parked = txn
+            .execute_raw(self.stmt(
+                &format!(
+                    "UPDATE workflow_executions SET status = 'sleeping', due_at = ?, lease_owner = NULL, \
+                     updated_at = ?, signal_wait = ?{open} WHERE id = ? AND fencing_token = ?"
+                ),
+                all,
+            ))
+            .await?;
+        if parked.rows_affected() != 1 {
+            return Err(lease_lost(lease));
+        }
+        Ok(Received::Parked)
+    }
+
+    /// Records a finished receive and moves the open step past it (if the
+    /// open step is the receive).
+    async fn finish_receive(
+        &self,
+        txn: &DatabaseTransaction,
+        lease: &Lease,
+        rec: &StepRecord,
+        next: OpenStep,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.write_step(txn, lease, rec, None, now, false).await?;
+        let (open, mut values) = open_set(next, OpenWhen::At(rec.position));
+        let open = open.trim_start_matches(", ");
+        values.push(lease.execution_id.as_str().into());
+        values.push(lease.token.0.into());
+        txn.execute_raw(
+            self.stmt(&format!("UPDATE workflow_executions SET {open} WHERE id = ? AND fencing_token = ?"), values),
+        )
+        .await?;
+        Ok(())
+    }
+}
