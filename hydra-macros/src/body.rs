@@ -38,6 +38,7 @@ pub(crate) const CONTEXT_METHODS: &[&str] = &[
     "sleep_until",
     "recv",
     "recv_timeout",
+    "set_event",
 ];
 
 /// `pub` methods of `WorkflowContext` a body may not call on the context,

@@ -454,6 +454,44 @@ impl Engine {
         }
     }
 
+    /// The current value of event `key` of run `id`
+    /// ([`WorkflowContext::set_event`](crate::WorkflowContext::set_event)),
+    /// or `None` if it was not set yet. An unknown run is
+    /// [`Error::NotFound`].
+    pub async fn event<T: DeserializeOwned>(&self, id: &ExecutionId, key: &str) -> Result<Option<T>, Error> {
+        let Some(stored) = self.inner.store.event(&self.inner.namespace, id, key).await? else {
+            return match self.get(id).await? {
+                Some(_) => Ok(None),
+                None => Err(Error::NotFound(id.clone())),
+            };
+        };
+        self.inner.codecs.decode(&stored.value).map(Some).map_err(|reason| Error::Decode {
+            execution: id.clone(),
+            what: format!("event `{key}`"),
+            reason,
+        })
+    }
+
+    /// [`Engine::event`], waiting up to `timeout` for the event to be set
+    /// (looked at every 100 ms); `None` if it was not set in time.
+    pub async fn wait_event<T: DeserializeOwned>(
+        &self,
+        id: &ExecutionId,
+        key: &str,
+        timeout: Duration,
+    ) -> Result<Option<T>, Error> {
+        let give_up = crate::clock::instant_after(timeout);
+        loop {
+            if let Some(v) = self.event(id, key).await? {
+                return Ok(Some(v));
+            }
+            if tokio::time::Instant::now() >= give_up {
+                return Ok(None);
+            }
+            tokio::time::sleep(Duration::from_millis(100).min(give_up - tokio::time::Instant::now())).await;
+        }
+    }
+
     pub async fn cancel(&self, id: &ExecutionId) -> Result<CancelOutcome, Error> {
         let now = self.inner.clock.now_ms();
         match self.inner.store.request_cancel(&self.inner.namespace, id, now).await {

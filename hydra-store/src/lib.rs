@@ -59,7 +59,9 @@ pub use model::{
     ExecutionStatus, Lease, NewExecution, OpenStep, Renewed, Step, StepAttempt, StepKind, StepOutcome, StepRecord,
     StepStatus, Terminal, TriggerType, WorkerLease,
 };
-pub use store::{BatchOp, BatchValue, Checkpoint, NewSignal, Receive, Received, SignalSent, Store, Transition};
+pub use store::{
+    BatchOp, BatchValue, Checkpoint, EventValue, NewSignal, Receive, Received, SignalSent, Store, Transition,
+};
 
 /// Re-exported so that transactional code can name the connection types.
 pub use sea_orm;

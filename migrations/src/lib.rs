@@ -14,6 +14,7 @@ mod m20261122_000002_notify_runs;
 mod m20261201_000003_notify_ended;
 mod m20261201_000004_worker_rows_text_key;
 mod m20261201_000005_signals;
+mod m20261201_000006_events;
 
 /// Every migration of the Hydra schema, in order.
 #[derive(Debug)]
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000003_notify_ended::Migration),
             Box::new(m20261201_000004_worker_rows_text_key::Migration),
             Box::new(m20261201_000005_signals::Migration),
+            Box::new(m20261201_000006_events::Migration),
         ]
     }
 }

@@ -63,6 +63,30 @@ impl Workflow for Greeting {
     }
 }
 
+/// Receives `n` signals named `n`, one at a time, with a short step
+/// between two receives, and returns them in the order received.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Collector;
+
+impl Workflow for Collector {
+    const NAME: &'static str = "collector";
+    type Input = u32;
+    type Output = Vec<u32>;
+
+    async fn run(&self, ctx: WorkflowContext, n: u32) -> Result<Vec<u32>, WorkflowError> {
+        let mut got = Vec::with_capacity(n as usize);
+        for _ in 0..n {
+            got.push(ctx.recv::<u32>("n").await?);
+            ctx.step("between", |_s| async {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                Ok::<_, StepError>(())
+            })
+            .await?;
+        }
+        Ok(got)
+    }
+}
+
 /// The campaign's workflow.
 #[derive(Clone, Debug)]
 pub struct FaultFlow {

@@ -10,7 +10,9 @@
 use hydra_runtime::prelude::*;
 use hydra_runtime::{Execution, ExecutionFilter, StepStatus};
 use hydra_store::sea_orm::{ConnectionTrait, Statement};
-use hydra_tests::fault::{FaultFlow, FaultPlan, Greeting, ProcConfig, WorkerProc, body_log, create_ledger, env_or};
+use hydra_tests::fault::{
+    Collector, FaultFlow, FaultPlan, Greeting, ProcConfig, WorkerProc, body_log, create_ledger, env_or,
+};
 use hydra_tests::{DbKind, TestDb, both_backends};
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -143,6 +145,46 @@ both_backends! {
         assert_eq!(per_step.len(), n * steps as usize, "every step body ran");
         assert!(extra >= 0 && extra <= kills as i64, "extra body executions ({extra}) must not exceed kills ({kills})");
         assert_eq!(ids.len(), n);
+    }
+
+    async fn signals_sent_while_workers_are_killed_arrive_once_each_in_order(db: TestDb) {
+        let _serial = SERIAL.lock().await;
+        let mut rng = fastrand::Rng::with_seed(Campaign::seed());
+        let kind = db.kind;
+        let c = Campaign::new(db, 4).await;
+        let (runs_n, per_run) = (30 * scale(), 10u32);
+        let mut handles = Vec::with_capacity(runs_n);
+        for _ in 0..runs_n {
+            handles.push(c.engine.start::<Collector>(per_run).await.unwrap());
+        }
+        let mut procs: Vec<WorkerProc> = (0..3).map(|i| WorkerProc::start(&c.cfg, i)).collect();
+        let send = async {
+            for i in 0..per_run {
+                for h in &handles {
+                    c.engine.signal(h.id(), "n", &i).await.unwrap();
+                }
+                tokio::time::sleep(Duration::from_millis(30)).await;
+            }
+        };
+        let ((), kills) = tokio::join!(send, kill_campaign(&c, &mut procs, &mut rng, 10 * scale(), runs_n));
+        c.until_all_ended(runs_n, Duration::from_secs(300)).await;
+        drop(procs);
+        let expected: Vec<u32> = (0..per_run).collect();
+        let mut wrong = 0;
+        for h in &handles {
+            if h.result().await.unwrap() != expected {
+                wrong += 1;
+            }
+        }
+        let consumed = c.count("SELECT COUNT(*) FROM workflow_signals WHERE consumed_at IS NOT NULL").await;
+        let sent = (runs_n * per_run as usize) as i64;
+        eprintln!(
+            "signals under kills [{kind:?}]: runs {runs_n}, signals {sent}, kills {kills}, consumed {consumed}, \
+             runs with a lost, repeated or reordered signal {wrong}"
+        );
+        assert!(kills >= 10 * scale());
+        assert_eq!(wrong, 0, "every run received 0..{per_run} once each, in order");
+        assert_eq!(consumed, sent, "every signal received once");
     }
 
     async fn transactional_effects_are_exactly_once_under_kills(db: TestDb) {

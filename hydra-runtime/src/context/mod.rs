@@ -24,8 +24,11 @@
 //! - `workflow`: [`WorkflowContext`] and its step entry points;
 //! - `execute`: one step call, from the history or through its attempts;
 //! - `sleep`: durable sleep;
+//! - `signal`: receiving signals (buffered, once each, in order; parked waits);
+//! - `event`: publishing events (durable key/values clients read);
 //! - `step`: [`StepContext`], [`StepOptions`], [`StepTransaction`].
 
+mod event;
 mod execute;
 mod run;
 mod signal;

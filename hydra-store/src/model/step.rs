@@ -15,6 +15,8 @@ string_enum!(
         /// A receive of a signal (its output: the signal received, or none
         /// if the wait timed out).
         Signal = "signal",
+        /// A published event (its value is in `workflow_events`).
+        Event = "event",
     }
 );
 

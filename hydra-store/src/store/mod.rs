@@ -25,6 +25,7 @@ mod batch;
 mod checkpoint;
 mod claim;
 mod cron;
+mod events;
 mod fence;
 mod lease;
 mod runs;
@@ -34,6 +35,7 @@ mod workers;
 
 pub use batch::{BatchOp, BatchValue};
 pub use checkpoint::{Checkpoint, Transition};
+pub use events::EventValue;
 pub use signals::{NewSignal, Receive, Received, SignalSent};
 
 use crate::connect::{self, Backend, StoreOptions, db_backend};

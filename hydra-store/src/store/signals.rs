@@ -210,13 +210,13 @@ impl Store {
             .await?;
             let mut rec = r.record.clone();
             rec.outcome = StepOutcome::Completed(payload.clone());
-            self.finish_receive(txn, lease, &rec, next, now).await?;
+            self.record_held(txn, lease, &rec, next, now).await?;
             return Ok(Received::Signal(payload));
         }
         if r.deadline.is_some_and(|d| now >= d) {
             let mut rec = r.record.clone();
             rec.outcome = StepOutcome::TimedOut;
-            self.finish_receive(txn, lease, &rec, next, now).await?;
+            self.record_held(txn, lease, &rec, next, now).await?;
             return Ok(Received::TimedOut);
         }
         // Record the wait (its deadline survives replays) and park.
@@ -242,27 +242,5 @@ impl Store {
             return Err(lease_lost(lease));
         }
         Ok(Received::Parked)
-    }
-
-    /// Records a finished receive and moves the open step past it (if the
-    /// open step is the receive).
-    async fn finish_receive(
-        &self,
-        txn: &DatabaseTransaction,
-        lease: &Lease,
-        rec: &StepRecord,
-        next: OpenStep,
-        now: i64,
-    ) -> Result<(), StoreError> {
-        self.write_step(txn, lease, rec, None, now, false).await?;
-        let (open, mut values) = open_set(next, OpenWhen::At(rec.position));
-        let open = open.trim_start_matches(", ");
-        values.push(lease.execution_id.as_str().into());
-        values.push(lease.token.0.into());
-        txn.execute_raw(
-            self.stmt(&format!("UPDATE workflow_executions SET {open} WHERE id = ? AND fencing_token = ?"), values),
-        )
-        .await?;
-        Ok(())
     }
 }

@@ -110,6 +110,29 @@ impl Store {
             Err(StoreError::StepAlreadyRecorded { execution: lease.execution_id.clone(), step: rec.step_id.clone() })
         }
     }
+
+    /// Records `rec` for a run whose row this transaction already holds
+    /// under the fencing check, and moves the open step to `next` if the
+    /// open step is `rec`'s (a receive, an event).
+    pub(super) async fn record_held(
+        &self,
+        txn: &DatabaseTransaction,
+        lease: &Lease,
+        rec: &StepRecord,
+        next: OpenStep,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.write_step(txn, lease, rec, None, now, false).await?;
+        let (open, mut values) = open_set(next, OpenWhen::At(rec.position));
+        let open = open.trim_start_matches(", ");
+        values.push(lease.execution_id.as_str().into());
+        values.push(lease.token.0.into());
+        txn.execute_raw(
+            self.stmt(&format!("UPDATE workflow_executions SET {open} WHERE id = ? AND fencing_token = ?"), values),
+        )
+        .await?;
+        Ok(())
+    }
 }
 
 /// The columns of a step row, in the order [`step_row`] binds them.

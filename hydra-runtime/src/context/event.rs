@@ -1,0 +1,47 @@
+//! Publishing events: a durable key/value a run sets while it runs (a
+//! status a checkout page shows), read by clients with
+//! [`crate::Engine::event`]. Each publication is a step of the history, so
+//! a replay does not publish an old value over a newer one.
+
+use super::WorkflowContext;
+use crate::error::{Error, StepError};
+use hydra_store::{OpenStep, StepKind, StepOutcome, StepRecord, StepStatus};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// The prefix of an event's step ID: `event:{key}`.
+const EVENT_STEP_PREFIX: &str = "event:";
+
+impl WorkflowContext {
+    /// Publishes event `key` = `value`, durably, replacing its previous
+    /// value; clients read it with [`crate::Engine::event`] while the run
+    /// goes on. A value its codec would not read back is a permanent error.
+    pub async fn set_event<T: Serialize + DeserializeOwned>(&self, key: &str, value: &T) -> Result<(), StepError> {
+        let run = &*self.run;
+        if let Err(why) = super::validate_signal_name(key) {
+            match run.fail_run(format!("invalid event key: {}", why.replace("signal name", "event key"))).await {}
+        }
+        let base = format!("{EVENT_STEP_PREFIX}{key}");
+        let (position, step_id) = run.next_step_id(&base);
+        if let Some(rec) = run.recorded(position) {
+            self.check_recorded(rec, position, &step_id, StepKind::Event).await;
+            if rec.status == StepStatus::Completed {
+                return Ok(());
+            }
+        }
+        run.checkpoint_gate().await;
+        let bytes = run.codecs.encode_checked(run.codec, value).map_err(|reason| {
+            StepError::permanent(Error::Encode { what: format!("event `{key}`"), reason }.to_string())
+        })?;
+        let record = StepRecord::new(step_id, base, position, StepKind::Event, 1, StepOutcome::Completed(Vec::new()));
+        let next = OpenStep::new(position.saturating_add(1), 1);
+        let written = run.write("event", || run.store.set_event(&run.lease, &record, key, &bytes, run.now())).await;
+        match written {
+            Ok(()) => {
+                run.moved_open(position, next);
+                Ok(())
+            }
+            Err(e) => match run.fail_run(format!("could not publish event `{key}`: {e}")).await {},
+        }
+    }
+}
