@@ -4,7 +4,8 @@ use crate::error::StoreError;
 use hydra_migrations::{Migrator, MigratorTrait};
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, TransactionOptions, TransactionTrait,
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement, TransactionOptions,
+    TransactionTrait,
 };
 use std::time::Duration;
 
@@ -209,13 +210,32 @@ fn describe(e: &sea_orm::DbErr) -> String {
 /// PostgreSQL, `BEGIN IMMEDIATE` on SQLite.
 async fn migrate(db: &DatabaseConnection, backend: Backend, deadline: tokio::time::Instant) -> Result<(), StoreError> {
     const MIGRATION_LOCK: i64 = 0x0048_7964_7261; // "Hydra"
-    let run = async {
+    // The usual case, a worker starting on a migrated database, reads and
+    // takes no write lock (on SQLite the write lock is the whole database's).
+    if all_applied(db).await {
+        return Ok(());
+    }
+    let once = || async {
         let txn = db.begin_with_options(immediate()).await?;
         if backend == Backend::Postgres {
             txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")).await?;
         }
         Migrator::up(&txn, None).await?;
         txn.commit().await
+    };
+    // SQLite's busy handler is not fair: under a steady stream of writers
+    // (other workers), one `BEGIN IMMEDIATE` can wait out its whole busy
+    // timeout. Such a failure is transient: try again until the bound.
+    let run = async {
+        loop {
+            match once().await {
+                Err(e) if crate::error::is_transient(&e) => {
+                    tracing::debug!(error = %e, "migration lock busy; trying again");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                other => return other,
+            }
+        }
     };
     // Migration may legitimately wait for another process's migration; allow
     // it a generous bound, not an unbounded one.
@@ -224,6 +244,20 @@ async fn migrate(db: &DatabaseConnection, backend: Backend, deadline: tokio::tim
         Ok(Err(e)) => Err(StoreError::Migration(e)),
         Err(_) => Err(StoreError::Migration(sea_orm::DbErr::Custom("timed out waiting for the migration lock".into()))),
     }
+}
+
+/// Whether every migration of this version is recorded as applied (false
+/// on any doubt, such as a database without the migrations table).
+async fn all_applied(db: &DatabaseConnection) -> bool {
+    let Ok(rows) = db
+        .query_all_raw(Statement::from_string(db.get_database_backend(), "SELECT version FROM seaql_migrations"))
+        .await
+    else {
+        return false;
+    };
+    let applied: std::collections::HashSet<String> =
+        rows.iter().filter_map(|r| r.try_get::<String>("", "version").ok()).collect();
+    Migrator::migrations().iter().all(|m| applied.contains(m.name()))
 }
 
 /// `BEGIN IMMEDIATE` on SQLite (takes the write lock up front, so a

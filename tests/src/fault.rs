@@ -268,7 +268,11 @@ impl WorkerProc {
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).expect("read ready line");
-        assert_eq!(line.trim(), "ready", "worker {n} did not start; see {}", stderr.display());
+        if line.trim() != "ready" {
+            let _ = child.wait();
+            let said = std::fs::read_to_string(&stderr).unwrap_or_default();
+            panic!("worker {n} did not start (stdout {line:?}); its stderr:\n{said}");
+        }
         let pid = child.id();
         WorkerProc { child, pid, stderr }
     }
