@@ -39,6 +39,9 @@ pub(crate) const CONTEXT_METHODS: &[&str] = &[
     "recv",
     "recv_timeout",
     "set_event",
+    "awakeable",
+    "await_awakeable",
+    "await_awakeable_timeout",
 ];
 
 /// `pub` methods of `WorkflowContext` a body may not call on the context,

@@ -454,6 +454,36 @@ impl Engine {
         }
     }
 
+    /// Completes the awakeable with `token` with `value` (see
+    /// [`WorkflowContext::awakeable`](crate::WorkflowContext::awakeable)).
+    /// A token settles once: a second completion or rejection is
+    /// [`Error::AwakeableSettled`]; a malformed token is [`Error::Config`]; a
+    /// token of a run not in this engine's namespace is [`Error::NotFound`].
+    pub async fn complete<T: serde::Serialize + DeserializeOwned>(&self, token: &str, value: T) -> Result<(), Error> {
+        self.settle_awakeable(token, &crate::context::Settled::Completed(value)).await
+    }
+
+    /// Rejects the awakeable with `token`: its wait fails with `reason` (a
+    /// permanent step error). As [`Engine::complete`] otherwise.
+    pub async fn reject(&self, token: &str, reason: &str) -> Result<(), Error> {
+        self.settle_awakeable(token, &crate::context::Settled::<()>::Rejected(reason.to_owned())).await
+    }
+
+    async fn settle_awakeable<T: serde::Serialize + DeserializeOwned>(
+        &self,
+        token: &str,
+        settled: &crate::context::Settled<T>,
+    ) -> Result<(), Error> {
+        let Some((id, name)) = crate::context::parse_token(token) else {
+            return Err(Error::Config(format!("`{token}` is not an awakeable token")));
+        };
+        match self.signal_with(&id, &name, settled, SignalOptions::new().idempotency_key(&name)).await? {
+            SignalSent::Accepted { .. } => Ok(()),
+            SignalSent::Duplicate => Err(Error::AwakeableSettled(token.to_owned())),
+            _ => Err(Error::AwakeableSettled(token.to_owned())),
+        }
+    }
+
     /// The current value of event `key` of run `id`
     /// ([`WorkflowContext::set_event`](crate::WorkflowContext::set_event)),
     /// or `None` if it was not set yet. An unknown run is

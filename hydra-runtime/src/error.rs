@@ -51,6 +51,10 @@ pub enum Error {
     #[error("execution {0} not found")]
     NotFound(ExecutionId),
 
+    /// The awakeable was already completed or rejected: a token settles once.
+    #[error("awakeable `{0}` was already completed or rejected")]
+    AwakeableSettled(String),
+
     /// A bounded wait for a run's end ran out; the run goes on.
     #[error("execution {execution} had not ended after {waited:?}")]
     WaitTimedOut {

@@ -26,8 +26,10 @@
 //! - `sleep`: durable sleep;
 //! - `signal`: receiving signals (buffered, once each, in order; parked waits);
 //! - `event`: publishing events (durable key/values clients read);
+//! - `awakeable`: completion tokens for external systems;
 //! - `step`: [`StepContext`], [`StepOptions`], [`StepTransaction`].
 
+mod awakeable;
 mod event;
 mod execute;
 mod run;
@@ -36,6 +38,8 @@ mod sleep;
 mod step;
 mod workflow;
 
+pub use awakeable::Awakeable;
+pub(crate) use awakeable::{Settled, parse_token};
 pub(crate) use run::{Interrupt, RunSetup, RunState};
 pub(crate) use signal::validate_signal_name;
 pub use step::{StepContext, StepOptions, StepTransaction};

@@ -114,8 +114,9 @@ impl Store {
     /// Sends a signal: in one transaction, locks the run's row, refuses an
     /// unknown ([`StoreError::ExecutionNotFound`]) or ended
     /// ([`StoreError::RunEnded`]) run, stores the signal unless its
-    /// idempotency key was used for this run before, and wakes the run if it
-    /// is parked in a receive.
+    /// idempotency key was used for this run before (also after the run
+    /// ended: [`SignalSent::Duplicate`]), and wakes the run if it is parked
+    /// in a receive.
     pub async fn send_signal(&self, s: &NewSignal) -> Result<SignalSent, StoreError> {
         let _gate = self.gate().await;
         let txn = self.db.begin_with_options(immediate()).await?;
@@ -140,6 +141,19 @@ impl Store {
         };
         let status = ExecutionStatus::parse(&row.try_get::<String>("", "status")?)?;
         if status.is_terminal() {
+            // A retried send of a signal accepted before the run ended is
+            // still the no-op it was meant to be.
+            if let Some(key) = &s.idempotency_key {
+                let seen = txn
+                    .query_one_raw(self.stmt(
+                        "SELECT 1 AS seen FROM workflow_signals WHERE execution_id = ? AND idempotency_key = ?",
+                        vec![s.execution_id.as_str().into(), key.as_str().into()],
+                    ))
+                    .await?;
+                if seen.is_some() {
+                    return Ok(SignalSent::Duplicate);
+                }
+            }
             return Err(StoreError::RunEnded { execution: s.execution_id.clone(), status });
         }
         let workflow_name: String = row.try_get("", "workflow_name")?;
