@@ -39,6 +39,7 @@ pub(crate) const CONTEXT_METHODS: &[&str] = &[
     "recv",
     "recv_timeout",
     "set_event",
+    "select",
     "awakeable",
     "await_awakeable",
     "await_awakeable_timeout",

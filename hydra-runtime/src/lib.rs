@@ -70,7 +70,7 @@ mod workflow;
 pub use client::{WorkflowClient, WorkflowRun};
 pub use clock::Clock;
 pub use codec::{Bincode, Codec, CodecRegistry, CustomCodec, FIRST_CUSTOM_TAG, Json, PayloadCodec};
-pub use context::{Awakeable, StepContext, StepOptions, StepTransaction, WorkflowContext};
+pub use context::{Awakeable, Selected, StepContext, StepOptions, StepTransaction, WorkflowContext};
 pub use cron::{CronSchedule, MissedTicks, SKIP_GRACE_MS};
 pub use engine::{
     DEFAULT_DATABASE_URL, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_NAMESPACE, Engine, EngineBuilder, RunHandle,

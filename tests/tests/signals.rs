@@ -54,6 +54,27 @@ impl Workflow for Waits {
     }
 }
 
+/// "Approve or reject within the window, else escalate", then a durable
+/// sleep (so the run replays past the select).
+struct Choose;
+
+impl Workflow for Choose {
+    const NAME: &'static str = "choose";
+    type Input = u64;
+    type Output = String;
+
+    async fn run(&self, ctx: WorkflowContext, window_ms: u64) -> Result<String, WorkflowError> {
+        let picked = ctx.select(&["approve", "reject"], Some(Duration::from_millis(window_ms))).await?;
+        let out = match picked {
+            Some(s) if s.name() == "approve" => format!("approved by {}", s.decode::<String>()?),
+            Some(s) => format!("rejected: {}", s.decode::<String>()?),
+            None => "escalated".to_owned(),
+        };
+        ctx.sleep(Duration::from_millis(20)).await;
+        Ok(out)
+    }
+}
+
 async fn engine(db: &TestDb, clock: &Clock) -> Engine {
     Engine::builder().store(db.store().await).namespace("signals").clock(clock.clone()).build().await.unwrap()
 }
@@ -147,6 +168,34 @@ both_backends! {
         assert_eq!(h.result_timeout(WAIT).await.unwrap(), [None, Some(9)], "the late signal went to the next receive");
         let steps = e.steps(h.id()).await.unwrap();
         assert_eq!(steps.len(), 2, "one record per receive: the timeout recorded once");
+        w.shutdown(Duration::from_secs(5)).await;
+    }
+
+    async fn a_select_takes_the_first_signal_sent_and_replays_the_same_branch(db: TestDb) {
+        let e = engine(&db, &Clock::system()).await;
+        let h = e.start::<Choose>(60_000).await.unwrap();
+        // Sent before the wait: the older one wins; the other stays buffered.
+        e.signal(h.id(), "reject", &"over budget".to_owned()).await.unwrap();
+        e.signal(h.id(), "approve", &"ana".to_owned()).await.unwrap();
+        e.signal(h.id(), "unrelated", &"x".to_owned()).await.unwrap();
+        let w = Worker::builder(&e).register(Choose).poll_interval(Duration::from_millis(20)).start().await.unwrap();
+        assert_eq!(h.result_timeout(WAIT).await.unwrap(), "rejected: over budget");
+        let steps = e.steps(h.id()).await.unwrap();
+        assert_eq!(steps[0].step_name, "signal:reject", "the branch taken is recorded");
+        w.shutdown(Duration::from_secs(5)).await;
+    }
+
+    async fn a_select_that_times_out_escalates_once(db: TestDb) {
+        let clock = Clock::manual(T0);
+        let e = engine(&db, &clock).await;
+        let w = Worker::builder(&e).register(Choose).poll_interval(Duration::from_millis(20)).start().await.unwrap();
+        let h = e.start::<Choose>(1_000).await.unwrap();
+        until(&e, h.id(), "parks in the select", |r| parked(r) && r.due_at == Some(T0 + 1_000)).await;
+        clock.advance(Duration::from_secs(2));
+        until(&e, h.id(), "sleeps after the select", |r| parked(r) && r.due_at.is_some_and(|d| d > T0 + 2_000)).await;
+        e.signal(h.id(), "approve", &"too late".to_owned()).await.unwrap();
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(h.result_timeout(WAIT).await.unwrap(), "escalated", "the late approval changed nothing");
         w.shutdown(Duration::from_secs(5)).await;
     }
 

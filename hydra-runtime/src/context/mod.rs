@@ -41,6 +41,7 @@ mod workflow;
 pub use awakeable::Awakeable;
 pub(crate) use awakeable::{Settled, parse_token};
 pub(crate) use run::{Interrupt, RunSetup, RunState};
+pub use signal::Selected;
 pub(crate) use signal::validate_signal_name;
 pub use step::{StepContext, StepOptions, StepTransaction};
 pub use workflow::WorkflowContext;

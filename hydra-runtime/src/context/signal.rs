@@ -55,17 +55,59 @@ impl WorkflowContext {
         name: &str,
         timeout: Option<Duration>,
     ) -> Result<Option<T>, StepError> {
-        let run = &*self.run;
-        if let Err(why) = validate_signal_name(name) {
-            match run.fail_run(format!("invalid signal name: {why}")).await {}
-        }
         let base = format!("{SIGNAL_STEP_PREFIX}{name}");
+        match self.receive_raw(base, &[name], timeout).await {
+            Some((_, step_id, bytes)) => self.decode_signal(name, &step_id, bytes.as_deref()),
+            None => Ok(None),
+        }
+    }
+
+    /// Waits for whichever of `names` is sent first (the oldest unconsumed
+    /// signal of any of them), or until `timeout` passes (`None`): "approve,
+    /// reject or 48 hours" is one select. The branch taken is recorded, so a
+    /// replay takes the same one; the other signals stay buffered.
+    pub async fn select(&self, names: &[&str], timeout: Option<Duration>) -> Result<Option<Selected>, StepError> {
+        let base = format!("select:{}", names.join("|"));
+        Ok(self.receive_raw(base, names, timeout).await.map(|(name, step, bytes)| Selected {
+            name,
+            step,
+            payload: bytes,
+            codecs: self.run.codecs.clone(),
+            execution: self.run.lease.execution_id.clone(),
+        }))
+    }
+
+    /// One receive of any of `names`, recorded as step `base`: the name
+    /// taken, the step ID, and the payload (`None` payload: an empty record).
+    /// `None` if the wait timed out.
+    async fn receive_raw(
+        &self,
+        base: String,
+        names: &[&str],
+        timeout: Option<Duration>,
+    ) -> Option<(String, StepId, Option<Vec<u8>>)> {
+        let run = &*self.run;
+        if names.is_empty() {
+            match run.fail_run("a receive needs at least one signal name".to_owned()).await {}
+        }
+        for name in names {
+            if let Err(why) = validate_signal_name(name) {
+                match run.fail_run(format!("invalid signal name: {why}")).await {}
+            }
+        }
+        if let Err(why) = StepId::validate_base(&base) {
+            match run.fail_run(format!("invalid receive: {why}")).await {}
+        }
         let (position, step_id) = run.next_step_id(&base);
         let mut deadline = timeout.map(|t| run.now().saturating_add(duration_ms(t)));
         if let Some(rec) = run.recorded(position) {
             self.check_recorded(rec, position, &step_id, StepKind::Signal).await;
             match rec.status {
-                StepStatus::Completed => return self.decode_signal(name, &step_id, rec.output.as_deref()),
+                StepStatus::Completed => {
+                    let output = rec.output.clone()?;
+                    let taken = rec.step_name.strip_prefix(SIGNAL_STEP_PREFIX).unwrap_or(names[0]).to_owned();
+                    return Some((taken, step_id, Some(output)));
+                }
                 // A wait in progress: its recorded deadline holds.
                 StepStatus::Running => deadline = rec.wake_at,
                 other => {
@@ -78,25 +120,26 @@ impl WorkflowContext {
         run.checkpoint_gate().await;
         let record = StepRecord::new(step_id.clone(), base, position, StepKind::Signal, 1, StepOutcome::Waiting);
         let due = deadline.map(|d| run.park_until(d)).or(run.deadline_at);
-        let receive = Receive::new(record, name, deadline).due(due);
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let receive = Receive::any(record, names, deadline).due(due);
         let got = run.write("signal receive", || run.store.receive_signal(&run.lease, &receive, run.now())).await;
         let next = OpenStep::new(position.saturating_add(1), 1);
         match got {
-            Ok(Received::Signal(bytes)) => {
+            Ok(Received::Signal { name, payload }) => {
                 run.moved_open(position, next);
                 crate::metrics::signal_received(&run.lease.namespace, &run.workflow_name);
-                self.decode_signal(name, &step_id, Some(&bytes))
+                Some((name, step_id, Some(payload)))
             }
             Ok(Received::TimedOut) => {
                 run.moved_open(position, next);
-                Ok(None)
+                None
             }
             Ok(Received::Parked) => {
-                tracing::debug!(signal = name, ?deadline, "waiting for a signal");
+                tracing::debug!(signals = ?receive.names, ?deadline, "waiting for a signal");
                 match run.halt(Interrupt::Suspended { until: due.unwrap_or(i64::MAX) }).await {}
             }
-            Err(e) => match run.fail_run(format!("could not receive signal `{name}`: {e}")).await {},
-            Ok(_) => match run.fail_run(format!("receive of signal `{name}`: unexpected outcome")).await {},
+            Err(e) => match run.fail_run(format!("could not receive a signal ({:?}): {e}", receive.names)).await {},
+            Ok(_) => match run.fail_run("receive of a signal: unexpected outcome".to_owned()).await {},
         }
     }
 
@@ -111,6 +154,43 @@ impl WorkflowContext {
             let e = Error::Decode {
                 execution: self.run.lease.execution_id.clone(),
                 what: format!("signal `{name}` (received as `{step}`) as `{}`", std::any::type_name::<T>()),
+                reason,
+            };
+            StepError::permanent(e.to_string())
+        })
+    }
+}
+
+/// The branch a [`WorkflowContext::select`] took: which signal, and its
+/// payload.
+#[derive(Debug)]
+pub struct Selected {
+    name: String,
+    step: StepId,
+    payload: Option<Vec<u8>>,
+    codecs: crate::codec::CodecRegistry,
+    execution: hydra_store::ExecutionId,
+}
+
+impl Selected {
+    /// The name of the signal taken.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its payload as `T`; a payload that does not decode is a permanent
+    /// error (as for [`WorkflowContext::recv`]).
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, StepError> {
+        let bytes = self.payload.as_deref().unwrap_or_default();
+        self.codecs.decode::<T>(bytes).map_err(|reason| {
+            let e = Error::Decode {
+                execution: self.execution.clone(),
+                what: format!(
+                    "signal `{}` (received as `{}`) as `{}`",
+                    self.name,
+                    self.step,
+                    std::any::type_name::<T>()
+                ),
                 reason,
             };
             StepError::permanent(e.to_string())

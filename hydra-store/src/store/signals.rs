@@ -72,8 +72,13 @@ pub enum SignalSent {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Received {
-    /// A signal was taken and recorded; its payload.
-    Signal(Vec<u8>),
+    /// A signal was taken and recorded: its name and payload.
+    Signal {
+        /// Which of the names it was sent as.
+        name: String,
+        /// Its encoded payload.
+        payload: Vec<u8>,
+    },
     /// The wait's deadline passed first; recorded as timed out.
     TimedOut,
     /// Nothing to take: the run is parked until a signal or the deadline.
@@ -86,8 +91,10 @@ pub enum Received {
 pub struct Receive {
     /// The step record of the receive; its outcome is filled in here.
     pub record: StepRecord,
-    /// The signal's name.
-    pub name: String,
+    /// The names it takes: one for a receive, several for a select (the
+    /// oldest unconsumed signal of any of them is taken, and its name
+    /// recorded as the step's name, `signal:{name}`).
+    pub names: Vec<String>,
     /// When the wait times out, if it does (ms); recorded with the wait.
     pub deadline: Option<i64>,
     /// When a parked run becomes claimable again without a signal (the
@@ -100,7 +107,12 @@ impl Receive {
     /// A receive recorded as `record`, of signal `name`, parked until
     /// `deadline`.
     pub fn new(record: StepRecord, name: impl Into<String>, deadline: Option<i64>) -> Self {
-        Receive { record, name: name.into(), deadline, due: deadline }
+        Receive { record, names: vec![name.into()], deadline, due: deadline }
+    }
+
+    /// A receive of whichever of `names` was sent first (a select).
+    pub fn any(record: StepRecord, names: Vec<String>, deadline: Option<i64>) -> Self {
+        Receive { record, names, deadline, due: deadline }
     }
 
     /// Parks until `due` instead of the deadline.
@@ -183,7 +195,7 @@ impl Store {
         Ok(SignalSent::Accepted { workflow_name })
     }
 
-    /// Receives signal `r.name` for a claimed run, under the fencing check,
+    /// Receives a signal named one of `r.names` for a claimed run, under the fencing check,
     /// in one transaction: takes the oldest unconsumed signal of that name
     /// and records it as the receive's step (the run's open step moves past
     /// it); or, past the deadline, records the receive as timed out; or
@@ -206,17 +218,26 @@ impl Store {
         // The fence locks the run's row until the end of the transaction.
         self.guard(txn, lease, None, OpenWhen::Always, now).await?;
         let position = r.record.position;
+        if r.names.is_empty() {
+            return Err(StoreError::Database(sea_orm::DbErr::Custom("a receive needs a signal name".into())));
+        }
+        let mut values: Vec<Value> = vec![lease.execution_id.as_str().into()];
+        values.extend(r.names.iter().map(|n| Value::from(n.as_str())));
         let oldest = txn
             .query_one_raw(self.stmt(
-                "SELECT id, payload FROM workflow_signals WHERE execution_id = ? AND name = ? \
-                 AND consumed_at IS NULL ORDER BY id LIMIT 1",
-                vec![lease.execution_id.as_str().into(), r.name.as_str().into()],
+                &format!(
+                    "SELECT id, name, payload FROM workflow_signals WHERE execution_id = ? AND name IN ({}) \
+                     AND consumed_at IS NULL ORDER BY id LIMIT 1",
+                    vec!["?"; r.names.len()].join(", ")
+                ),
+                values,
             ))
             .await?;
         let next = OpenStep::new(position.saturating_add(1), 1);
         if let Some(row) = oldest {
             let id: i64 = row.try_get("", "id")?;
             let payload: Vec<u8> = row.try_get("", "payload")?;
+            let name: String = row.try_get("", "name")?;
             txn.execute_raw(self.stmt(
                 "UPDATE workflow_signals SET consumed_at = ?, consumed_position = ? WHERE id = ?",
                 vec![now.into(), to_i32(position).into(), id.into()],
@@ -224,8 +245,11 @@ impl Store {
             .await?;
             let mut rec = r.record.clone();
             rec.outcome = StepOutcome::Completed(payload.clone());
+            if r.names.len() > 1 {
+                rec.step_name = format!("signal:{name}");
+            }
             self.record_held(txn, lease, &rec, next, now).await?;
-            return Ok(Received::Signal(payload));
+            return Ok(Received::Signal { name, payload });
         }
         if r.deadline.is_some_and(|d| now >= d) {
             let mut rec = r.record.clone();
