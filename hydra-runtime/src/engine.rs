@@ -391,9 +391,6 @@ impl Engine {
         Ok(self.inner.store.list_executions(&f).await?)
     }
 
-    /// Cancels a run: one that is not running ends at once; a running one
-    /// stops at its next checkpoint (its step bodies see
-    /// [`crate::StepContext::cancelled`]).
     /// Sends signal `name` with `value` to run `id` (see
     /// [`WorkflowContext::recv`](crate::WorkflowContext::recv)). Buffered
     /// until the run receives it; wakes the run if it waits for a signal. An
@@ -522,7 +519,34 @@ impl Engine {
         }
     }
 
+    /// Cancels a run: one that is not running ends at once; a running one
+    /// stops at its next checkpoint (its step bodies see
+    /// [`crate::StepContext::cancelled`]). Its child runs that have not
+    /// ended are cancelled with it, and theirs (detached starts are not
+    /// children).
     pub async fn cancel(&self, id: &ExecutionId) -> Result<CancelOutcome, Error> {
+        let outcome = self.cancel_one(id).await?;
+        let mut parents = vec![id.clone()];
+        while let Some(parent) = parents.pop() {
+            for child in self.inner.store.children(&self.inner.namespace, &parent).await? {
+                if !child.status.is_terminal() {
+                    match self.cancel_one(&child.id).await {
+                        Ok(_) | Err(Error::NotFound(_)) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                parents.push(child.id);
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// The runs that run `id` started as its children, oldest first.
+    pub async fn children(&self, id: &ExecutionId) -> Result<Vec<Execution>, Error> {
+        Ok(self.inner.store.children(&self.inner.namespace, id).await?)
+    }
+
+    async fn cancel_one(&self, id: &ExecutionId) -> Result<CancelOutcome, Error> {
         let now = self.inner.clock.now_ms();
         match self.inner.store.request_cancel(&self.inner.namespace, id, now).await {
             Ok(o) => {

@@ -38,7 +38,7 @@
 //! | --- | --- |
 //! | `engine` | [`Engine`] and [`EngineBuilder`]: starting, reading and cancelling runs; [`RunHandle`] |
 //! | `worker` | [`Worker`]: `builder` (settings, start), `claim` (poll and `LISTEN` loops, batch claims), `lease` (heartbeat and lease guard), `drive` (one claimed run, claim to end), `cron_ticks`, `shutdown` |
-//! | `context` | the workflow's side of a run: `run` (replay state, open step, fenced writes), `workflow` ([`WorkflowContext`]), `execute` (one step call and its attempts), `sleep` (durable sleep), `signal` (receiving signals), `event` (publishing events), `step` ([`StepContext`]) |
+//! | `context` | the workflow's side of a run: `run` (replay state, open step, fenced writes), `workflow` ([`WorkflowContext`]), `execute` (one step call and its attempts), `sleep` (durable sleep), `signal` (receiving signals), `event` (publishing events), `awakeable` (completion tokens), `child` (child workflows), `step` ([`StepContext`]) |
 //! | `commit` | the group committer: many runs' writes in one transaction, results after commit |
 //! | `workflow` | the [`Workflow`] trait and the type-erased form a worker runs |
 //! | `client` | typed inspection: [`WorkflowClient`], [`WorkflowRun`] |
@@ -70,7 +70,7 @@ mod workflow;
 pub use client::{WorkflowClient, WorkflowRun};
 pub use clock::Clock;
 pub use codec::{Bincode, Codec, CodecRegistry, CustomCodec, FIRST_CUSTOM_TAG, Json, PayloadCodec};
-pub use context::{Awakeable, Selected, StepContext, StepOptions, StepTransaction, WorkflowContext};
+pub use context::{Awakeable, ChildHandle, Selected, StepContext, StepOptions, StepTransaction, WorkflowContext};
 pub use cron::{CronSchedule, MissedTicks, SKIP_GRACE_MS};
 pub use engine::{
     DEFAULT_DATABASE_URL, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_NAMESPACE, Engine, EngineBuilder, RunHandle,

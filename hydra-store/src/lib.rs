@@ -61,6 +61,7 @@ pub use model::{
 };
 pub use store::{
     BatchOp, BatchValue, Checkpoint, EventValue, NewSignal, Receive, Received, SignalSent, Store, Transition,
+    child_outcome_payload, child_signal_name,
 };
 
 /// Re-exported so that transactional code can name the connection types.

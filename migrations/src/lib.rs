@@ -15,6 +15,7 @@ mod m20261201_000003_notify_ended;
 mod m20261201_000004_worker_rows_text_key;
 mod m20261201_000005_signals;
 mod m20261201_000006_events;
+mod m20261201_000007_children;
 
 /// Every migration of the Hydra schema, in order.
 #[derive(Debug)]
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000004_worker_rows_text_key::Migration),
             Box::new(m20261201_000005_signals::Migration),
             Box::new(m20261201_000006_events::Migration),
+            Box::new(m20261201_000007_children::Migration),
         ]
     }
 }

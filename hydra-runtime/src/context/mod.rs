@@ -27,9 +27,11 @@
 //! - `signal`: receiving signals (buffered, once each, in order; parked waits);
 //! - `event`: publishing events (durable key/values clients read);
 //! - `awakeable`: completion tokens for external systems;
+//! - `child`: child workflows, started once, awaited durably;
 //! - `step`: [`StepContext`], [`StepOptions`], [`StepTransaction`].
 
 mod awakeable;
+mod child;
 mod event;
 mod execute;
 mod run;
@@ -40,6 +42,7 @@ mod workflow;
 
 pub use awakeable::Awakeable;
 pub(crate) use awakeable::{Settled, parse_token};
+pub use child::ChildHandle;
 pub(crate) use run::{Interrupt, RunSetup, RunState};
 pub use signal::Selected;
 pub(crate) use signal::validate_signal_name;
@@ -67,6 +70,7 @@ pub(crate) fn replay_context(store: Store, codec: Codec, history: Vec<Step>) -> 
     };
     let (run, _interrupts) = RunState::new(RunSetup {
         committer: None,
+        work: None,
         store,
         codec,
         codecs: crate::codec::CodecRegistry::builtin(),

@@ -64,6 +64,7 @@ struct Open {
 
 pub(crate) struct RunState {
     pub(super) committer: Option<crate::commit::Committer>,
+    pub(super) work: Option<watch::Sender<u64>>,
     pub(crate) store: Store,
     /// The codec of this run's new payloads.
     pub(crate) codec: Codec,
@@ -103,6 +104,8 @@ impl std::fmt::Debug for RunState {
 
 pub(crate) struct RunSetup {
     pub(crate) committer: Option<crate::commit::Committer>,
+    /// Pokes this process's workers (a child run was started).
+    pub(crate) work: Option<watch::Sender<u64>>,
     pub(crate) store: Store,
     pub(crate) codec: Codec,
     pub(crate) codecs: CodecRegistry,
@@ -124,6 +127,7 @@ impl RunState {
         let (tx, rx) = watch::channel(None);
         let state = RunState {
             committer: s.committer,
+            work: s.work,
             store: s.store,
             codec: s.codec,
             codecs: s.codecs,

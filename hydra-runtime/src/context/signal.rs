@@ -62,6 +62,15 @@ impl WorkflowContext {
         }
     }
 
+    /// Waits for signal `name` and returns its raw (tagged) payload.
+    pub(super) async fn recv_raw_payload(&self, name: &str) -> Vec<u8> {
+        let base = format!("{SIGNAL_STEP_PREFIX}{name}");
+        match self.receive_raw(base, &[name], None).await {
+            Some((_, _, Some(bytes))) => bytes,
+            _ => match self.run.fail_run(format!("the wait for `{name}` ended without a signal")).await {},
+        }
+    }
+
     /// Waits for whichever of `names` is sent first (the oldest unconsumed
     /// signal of any of them), or until `timeout` passes (`None`): "approve,
     /// reject or 48 hours" is one select. The branch taken is recorded, so a

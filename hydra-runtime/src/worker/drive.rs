@@ -107,6 +107,7 @@ fn new_run(
     let engine = &s.engine;
     RunState::new(RunSetup {
         committer: engine.inner.committer.clone(),
+        work: Some(engine.inner.work.clone()),
         store: engine.store().clone(),
         codec: workflow.options().codec.unwrap_or(engine.codec()),
         codecs: engine.codecs().clone(),

@@ -30,6 +30,7 @@ pub struct Model {
     pub cancel_requested: bool,
     pub open_position: i32,
     pub open_attempts: i32,
+    pub parent_id: Option<String>,
 }
 
 /// No relations are navigated through the ORM.

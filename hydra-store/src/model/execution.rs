@@ -47,6 +47,8 @@ string_enum!(
         Api = "api",
         /// Started by a cron schedule.
         Cron = "cron",
+        /// Started by another run's workflow, as its child.
+        Child = "child",
         /// A trigger this version does not know (written by a newer
         /// version): informational only, so such a run still runs here.
         Other = "other",
@@ -103,6 +105,8 @@ pub struct Execution {
     /// The run's open step: the first position without a result and the
     /// attempts of it counted so far (see [`OpenStep`]).
     pub open_step: OpenStep,
+    /// The run that started this one as its child, if any.
+    pub parent_id: Option<ExecutionId>,
 }
 
 impl Execution {
@@ -139,6 +143,8 @@ pub struct NewExecution {
     pub due_at: i64,
     /// When the whole run times out.
     pub deadline_at: Option<i64>,
+    /// The run that started it as its child (told when it ends).
+    pub parent_id: Option<ExecutionId>,
 }
 
 impl NewExecution {
@@ -162,6 +168,7 @@ impl NewExecution {
             now,
             due_at: now,
             deadline_at: None,
+            parent_id: None,
         }
     }
 }

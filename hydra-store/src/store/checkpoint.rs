@@ -222,6 +222,10 @@ impl Store {
                 return Err(lease_lost(lease));
             }
         }
+        if let Transition::Finish(terminal) = &cp.transition {
+            // A child's end reaches its parent in the same commit.
+            self.notify_parent(txn, &lease.execution_id, terminal, now).await?;
+        }
         if let Transition::Retry { .. } = cp.transition {
             // A new workflow attempt re-runs the steps that failed in the old
             // one, with fresh step attempts; completed steps stay recorded.

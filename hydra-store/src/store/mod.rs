@@ -23,6 +23,7 @@
 
 mod batch;
 mod checkpoint;
+mod children;
 mod claim;
 mod cron;
 mod events;
@@ -35,6 +36,7 @@ mod workers;
 
 pub use batch::{BatchOp, BatchValue};
 pub use checkpoint::{Checkpoint, Transition};
+pub use children::{child_outcome_payload, child_signal_name};
 pub use events::EventValue;
 pub use signals::{NewSignal, Receive, Received, SignalSent};
 

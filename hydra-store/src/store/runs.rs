@@ -5,10 +5,12 @@ use super::Store;
 use crate::entity::{workflow_executions as exec, workflow_steps as steps};
 use crate::error::StoreError;
 use crate::ids::{ExecutionId, StepId};
-use crate::model::{CancelOutcome, Created, Execution, ExecutionFilter, ExecutionStatus, NewExecution, Step, to_i32};
+use crate::model::{
+    CancelOutcome, Created, Execution, ExecutionFilter, ExecutionStatus, NewExecution, Step, Terminal, to_i32,
+};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    TryInsertResult,
+    TransactionTrait, TryInsertResult,
 };
 
 impl Store {
@@ -123,8 +125,9 @@ impl Store {
     ) -> Result<CancelOutcome, StoreError> {
         let _gate = self.gate().await;
         for _ in 0..3 {
-            let r = self
-                .db
+            // Ended here: its parent (if any) is told in the same transaction.
+            let txn = self.db.begin_with_options(crate::connect::immediate()).await?;
+            let r = txn
                 .execute_raw(self.stmt(
                     "UPDATE workflow_executions SET status = 'cancelled', error_message = 'cancelled', \
                      completed_at = ?, updated_at = ?, due_at = NULL, lease_owner = NULL, \
@@ -132,10 +135,21 @@ impl Store {
                      WHERE id = ? AND namespace = ? AND status IN ('pending', 'sleeping')",
                     vec![now.into(), now.into(), id.as_str().into(), namespace.into()],
                 ))
-                .await?;
-            if r.rows_affected() == 1 {
-                return Ok(CancelOutcome::Cancelled);
-            }
+                .await;
+            let r = match r {
+                Ok(r) if r.rows_affected() == 1 => {
+                    let told = self.notify_parent(&txn, id, &Terminal::Cancelled("cancelled".into()), now).await;
+                    self.settle(txn, told).await?;
+                    return Ok(CancelOutcome::Cancelled);
+                }
+                Ok(r) => r,
+                Err(e) => {
+                    txn.rollback().await?;
+                    return Err(e.into());
+                }
+            };
+            debug_assert_eq!(r.rows_affected(), 0);
+            txn.rollback().await?;
             let r = self
                 .db
                 .execute_raw(self.stmt(
@@ -189,6 +203,7 @@ pub(super) fn execution_row(new: &NewExecution) -> exec::ActiveModel {
         cancel_requested: Set(false),
         open_position: Set(0),
         open_attempts: Set(0),
+        parent_id: Set(new.parent_id.as_ref().map(|p| p.as_str().to_owned())),
     }
 }
 

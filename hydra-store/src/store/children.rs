@@ -1,0 +1,83 @@
+//! Child workflows: a run's parent is told when the run ends, by a signal
+//! (`child:{id}`, keyed by the same name so it is sent once) written in the
+//! transaction that ends the run; and a run's children can be listed.
+
+use super::Store;
+use crate::entity::workflow_executions as exec;
+use crate::error::StoreError;
+use crate::ids::ExecutionId;
+use crate::model::{Execution, Terminal};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
+
+/// The name of the signal that tells a parent its child `id` ended.
+pub fn child_signal_name(id: &ExecutionId) -> String {
+    format!("child:{id}")
+}
+
+/// The payload of a child's end: its output if it completed; otherwise a
+/// zero byte (a tag no codec uses), its status, a newline and its error.
+pub fn child_outcome_payload(terminal: &Terminal) -> Vec<u8> {
+    match terminal {
+        Terminal::Completed(out) => out.clone(),
+        Terminal::Failed(m) | Terminal::Cancelled(m) | Terminal::TimedOut(m) => {
+            let mut v = vec![0u8];
+            v.extend_from_slice(terminal.status().as_str().as_bytes());
+            v.push(b'\n');
+            v.extend_from_slice(m.as_bytes());
+            v
+        }
+    }
+}
+
+impl Store {
+    /// Tells run `id`'s parent, if it has one, that `id` ended as
+    /// `terminal`: inserts the parent's signal (once) and wakes the parent
+    /// if it waits for a signal. Runs in the transaction that ends `id`.
+    pub(super) async fn notify_parent<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        id: &ExecutionId,
+        terminal: &Terminal,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let name = child_signal_name(id);
+        let inserted = conn
+            .execute_raw(self.stmt(
+                "INSERT INTO workflow_signals (namespace, execution_id, name, payload, idempotency_key, created_at) \
+                 SELECT namespace, parent_id, ?, ?, ?, ? FROM workflow_executions WHERE id = ? AND parent_id IS NOT NULL \
+                 ON CONFLICT (execution_id, idempotency_key) DO NOTHING",
+                vec![
+                    name.as_str().into(),
+                    child_outcome_payload(terminal).into(),
+                    name.as_str().into(),
+                    now.into(),
+                    id.as_str().into(),
+                ],
+            ))
+            .await?;
+        if inserted.rows_affected() == 1 {
+            conn.execute_raw(self.stmt(
+                "UPDATE workflow_executions SET due_at = ?, updated_at = ? \
+                 WHERE id = (SELECT parent_id FROM workflow_executions WHERE id = ?) \
+                 AND status = 'sleeping' AND signal_wait = ? AND (due_at IS NULL OR due_at > ?)",
+                vec![now.into(), now.into(), id.as_str().into(), true.into(), now.into()],
+            ))
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// The runs started by run `id` as its children, oldest first.
+    pub async fn children(&self, namespace: &str, id: &ExecutionId) -> Result<Vec<Execution>, StoreError> {
+        exec::Entity::find()
+            .filter(exec::Column::Namespace.eq(namespace))
+            .filter(exec::Column::ParentId.eq(id.as_str()))
+            .order_by_asc(exec::Column::CreatedAt)
+            .order_by_asc(exec::Column::Id)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(Execution::try_from)
+            .collect()
+    }
+}
