@@ -1,5 +1,6 @@
 //! Order processing, as in the seed README: charge the card, reserve the
-//! inventory (refunding the payment if that fails), create the shipment.
+//! inventory (refunding the payment if that fails), then ship: shipping is
+//! a workflow of its own, started as the order's child and awaited.
 //!
 //! The "services" are in-process fakes with the failure modes of real ones:
 //! a payment provider that times out a few times, a card that is declined,
@@ -169,6 +170,13 @@ pub async fn create_shipping(s: StepContext, reservation: Reservation) -> Result
     Ok(Shipment { tracking: format!("TRK-{}-{}", short(&reservation.id), short(&s.idempotency_key())).to_uppercase() })
 }
 
+/// The shipping workflow: a child of each order (register it with the
+/// order workflow).
+#[workflow(name = "shipping")]
+pub async fn shipping(ctx: WorkflowContext, reservation: Reservation) -> Result<Shipment, WorkflowError> {
+    Ok(create_shipping(&ctx, reservation).await?)
+}
+
 /// The order-processing workflow.
 #[workflow(name = "order-processing")]
 pub async fn order_processing(ctx: WorkflowContext, req: OrderRequest) -> Result<Receipt, WorkflowError> {
@@ -181,7 +189,8 @@ pub async fn order_processing(ctx: WorkflowContext, req: OrderRequest) -> Result
             return Err(WorkflowError::permanent(format!("{e}; payment refunded")));
         }
     };
-    let shipment = create_shipping(&ctx, reservation.clone()).await?;
+    // A child run, started once; the order parks until it ends.
+    let shipment = ctx.child::<shipping>(reservation.clone()).await?;
     Ok(Receipt { payment, reservation, shipment })
 }
 

@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 use hydra_examples::orders::{
-    OrderRequest, Payment, charge_card, create_ledger_table, order_processing, refund, reserve,
+    OrderRequest, Payment, charge_card, create_ledger_table, order_processing, refund, reserve, shipping,
 };
 use hydra_runtime::prelude::*;
 use hydra_runtime::sea_orm::{ConnectionTrait, Statement};
@@ -22,6 +22,7 @@ both_backends! {
         create_ledger_table(&engine).await.unwrap();
         let worker = Worker::builder(&engine)
             .register(order_processing)
+            .register(shipping)
             .poll_interval(Duration::from_millis(50))
             .start()
             .await

@@ -11,9 +11,11 @@
 //! `-n N` (1000), `-k K` (10), `-w W` (64), `--matrix` (K = 1, 10, 100 ×
 //! W = 1, 16, 64), `--no-group-commit`, `--floor-secs S` (5),
 //! `--claim-flatness` (instead: the cost of a claim with 10³ and with 10⁶
-//! finished and sleeping runs in the table), `--latency` (instead:
-//! start→first-step latency with free slots, for runs started in the
-//! worker's process and by another engine). `--help` lists them.
+//! finished, sleeping and signal-waiting runs in the table), `--latency`
+//! (instead: start→first-step latency with free slots, for runs started in
+//! the worker's process and by another engine, and signal→next-step
+//! latency of parked runs, signalled the same two ways). `--help` lists
+//! them.
 //!
 //! Prints one table row and one JSON line per configuration. Times come
 //! from the engine's own records: `seconds` runs from just before the first
@@ -37,6 +39,13 @@ async fn bench_wf(ctx: WorkflowContext, k: u32) -> Result<u64, WorkflowError> {
         sum += u64::from(noop(&ctx, i).await?);
     }
     Ok(sum)
+}
+
+/// Parked until signal `go`, then one step.
+#[workflow(name = "bench-wait")]
+async fn wait_wf(ctx: WorkflowContext, _x: u32) -> Result<u32, WorkflowError> {
+    let go: u32 = ctx.recv("go").await?;
+    Ok(noop(&ctx, go).await?)
 }
 
 /// Hydra's throughput and latency benchmark (see the module docs).
@@ -249,6 +258,40 @@ async fn latency(backend: &str, args: &Args, runs: usize) -> Result<[(i64, i64);
     Ok(out)
 }
 
+/// Signal→next-step latency (p50, p99 in ms) of parked runs, one at a time:
+/// signalled by the worker's own engine, then by a second engine with its
+/// own pool (PostgreSQL: LISTEN/NOTIFY; SQLite: the next poll).
+async fn signal_latency(
+    backend: &str,
+    args: &Args,
+    runs: usize,
+) -> Result<[(i64, i64); 2], Box<dyn std::error::Error>> {
+    let url = fresh_db(backend, args, "signal_latency").await?;
+    let engine = Engine::builder().store_options(StoreOptions::new(url.clone())).namespace("bench").build().await?;
+    let other = Engine::builder().store_options(StoreOptions::new(url)).namespace("bench").build().await?;
+    let worker = Worker::builder(&engine).register(wait_wf).concurrency(16).start().await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut out = [(0, 0); 2];
+    for (slot, sender) in out.iter_mut().zip([&engine, &other]) {
+        let mut ms = Vec::with_capacity(runs);
+        for _ in 0..runs {
+            let h = wait_wf::start(&engine, 0).await?;
+            while h.status().await? != ExecutionStatus::Sleeping {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            let sent = engine.clock().now_ms();
+            sender.signal(h.id(), "go", &1u32).await?;
+            tokio::time::timeout(Duration::from_secs(30), h.result()).await??;
+            let step = engine.steps(h.id()).await?.into_iter().find(|s| s.step_name == "noop").ok_or("no step")?;
+            ms.push(step.started_at - sent);
+        }
+        ms.sort_unstable();
+        *slot = (percentile(&ms, 0.5), percentile(&ms, 0.99));
+    }
+    worker.shutdown(Duration::from_secs(5)).await;
+    Ok(out)
+}
+
 /// Mean time of one claim (batch of 1) of 300 due runs, with `finished`
 /// finished-or-sleeping runs already in the table.
 async fn claim_cost(backend: &str, args: &Args, finished: i64) -> Result<f64, Box<dyn std::error::Error>> {
@@ -257,21 +300,23 @@ async fn claim_cost(backend: &str, args: &Args, finished: i64) -> Result<f64, Bo
     let url = fresh_db(backend, args, &format!("claim_{finished}")).await?;
     let store = hydra_runtime::Store::connect_with(StoreOptions::new(url)).await?;
     let db = store.connection();
-    // Nine in ten finished, one in ten sleeping far in the future.
+    // Eight in ten finished, one in ten sleeping far in the future, one in
+    // ten parked waiting for a signal (no due time).
     let seed = match db.get_database_backend() {
         DbBackend::Postgres => format!(
             "INSERT INTO workflow_executions (id, namespace, workflow_name, status, input_data, max_attempts, attempts, \
-             trigger_type, created_at, updated_at, due_at, fencing_token, cancel_requested) \
-             SELECT 'seed-' || i, 'bench', 'bench', CASE WHEN i % 10 = 0 THEN 'sleeping' ELSE 'completed' END, \
-             '\\x00'::bytea, 1, 1, 'api', 0, 0, CASE WHEN i % 10 = 0 THEN 9000000000000 ELSE NULL END, 1, false \
-             FROM generate_series(1, {finished}) i"
+             trigger_type, created_at, updated_at, due_at, fencing_token, cancel_requested, signal_wait) \
+             SELECT 'seed-' || i, 'bench', 'bench', CASE WHEN i % 10 IN (0, 1) THEN 'sleeping' ELSE 'completed' END, \
+             '\\x00'::bytea, 1, 1, 'api', 0, 0, CASE WHEN i % 10 = 0 THEN 9000000000000 ELSE NULL END, 1, false, \
+             i % 10 = 1 FROM generate_series(1, {finished}) i"
         ),
         _ => format!(
             "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < {finished}) \
              INSERT INTO workflow_executions (id, namespace, workflow_name, status, input_data, max_attempts, attempts, \
-             trigger_type, created_at, updated_at, due_at, fencing_token, cancel_requested) \
-             SELECT 'seed-' || i, 'bench', 'bench', CASE WHEN i % 10 = 0 THEN 'sleeping' ELSE 'completed' END, \
-             X'00', 1, 1, 'api', 0, 0, CASE WHEN i % 10 = 0 THEN 9000000000000 ELSE NULL END, 1, 0 FROM s"
+             trigger_type, created_at, updated_at, due_at, fencing_token, cancel_requested, signal_wait) \
+             SELECT 'seed-' || i, 'bench', 'bench', CASE WHEN i % 10 IN (0, 1) THEN 'sleeping' ELSE 'completed' END, \
+             X'00', 1, 1, 'api', 0, 0, CASE WHEN i % 10 = 0 THEN 9000000000000 ELSE NULL END, 1, 0, \
+             i % 10 = 1 FROM s"
         ),
     };
     db.execute_unprepared(&seed).await?;
@@ -309,6 +354,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             println!("{backend:<8} {runs:>5} {lp50:>13} {lp99:>13} {rp50:>14} {rp99:>14}");
             println!(
                 "{{\"bench\":\"latency\",\"backend\":\"{backend}\",\"runs\":{runs},\"local_first_step_p50_ms\":{lp50},\"local_first_step_p99_ms\":{lp99},\"remote_first_step_p50_ms\":{rp50},\"remote_first_step_p99_ms\":{rp99}}}"
+            );
+        }
+        println!(
+            "{:<8} {:>5} {:>13} {:>13} {:>14} {:>14}",
+            "backend", "runs", "sig→step p50", "sig→step p99", "remote p50 ms", "remote p99 ms"
+        );
+        for backend in &args.backends() {
+            let runs = if backend == "sqlite" { 20 } else { 100 };
+            let [(lp50, lp99), (rp50, rp99)] = signal_latency(backend, &args, runs).await?;
+            println!("{backend:<8} {runs:>5} {lp50:>13} {lp99:>13} {rp50:>14} {rp99:>14}");
+            println!(
+                "{{\"bench\":\"signal-latency\",\"backend\":\"{backend}\",\"runs\":{runs},\"local_signal_to_step_p50_ms\":{lp50},\"local_signal_to_step_p99_ms\":{lp99},\"remote_signal_to_step_p50_ms\":{rp50},\"remote_signal_to_step_p99_ms\":{rp99}}}"
             );
         }
         return Ok(());

@@ -10,7 +10,7 @@
 //! on http://127.0.0.1:9464/metrics while it runs (`HYDRA_METRICS_ADDR`);
 //! `RUST_LOG=hydra_runtime=debug` shows the engine's tracing.
 
-use hydra_examples::orders::{OrderRequest, Receipt, create_ledger_table, order_processing};
+use hydra_examples::orders::{OrderRequest, Receipt, create_ledger_table, order_processing, shipping};
 use hydra_runtime::prelude::*;
 use hydra_runtime::{ExecutionFilter, RunHandle};
 use std::time::Duration;
@@ -38,6 +38,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     create_ledger_table(&engine).await?;
     let worker = Worker::builder(&engine)
         .register(order_processing)
+        .register(shipping)
         .concurrency(8)
         .poll_interval(Duration::from_millis(200))
         .start()
@@ -91,11 +92,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             );
         }
     }
-    let all = engine.list(ExecutionFilter::new("demo").limit(10_000)).await?;
+    let all = engine.list(ExecutionFilter::new("demo").limit(10_000)).await?.len();
+    let orders = engine.list(ExecutionFilter::new("demo").workflow("order-processing").limit(10_000)).await?.len();
     println!(
-        "\nThe database keeps every run: it now holds {} runs in namespace \"demo\" ({} from earlier sessions).",
-        all.len(),
-        all.len().saturating_sub(handles.len())
+        "\nThe database keeps every run: it now holds {orders} orders ({} from earlier sessions) and {} shipping \
+         runs, each started once as an order's child.",
+        orders.saturating_sub(handles.len()),
+        all.saturating_sub(orders)
     );
     Ok(())
 }
