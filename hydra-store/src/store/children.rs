@@ -41,6 +41,15 @@ impl Store {
         now: i64,
     ) -> Result<(), StoreError> {
         let name = child_signal_name(id);
+        // Lock the parent's row first, as a signal send does: a parent
+        // between "no signal yet" and "parked" holds it, so this waits and
+        // then wakes it; never "signal inserted, parent parks unwoken".
+        conn.execute_raw(self.stmt(
+            "UPDATE workflow_executions SET updated_at = updated_at \
+             WHERE id = (SELECT parent_id FROM workflow_executions WHERE id = ?)",
+            vec![id.as_str().into()],
+        ))
+        .await?;
         let inserted = conn
             .execute_raw(self.stmt(
                 "INSERT INTO workflow_signals (namespace, execution_id, name, payload, idempotency_key, created_at) \
