@@ -350,7 +350,6 @@ struct Unit;
 // no bytes (a hang, not an error): run the unfixed version under `timeout 20`.
 #[test]
 fn a_hostile_count_of_zero_sized_elements_is_an_error_not_a_hang() {
-    let start = std::time::Instant::now();
     let reg = registry();
     let errors = [
         Codec::decode::<Vec<()>>(&HOSTILE_COUNT).unwrap_err(),
@@ -365,7 +364,6 @@ fn a_hostile_count_of_zero_sized_elements_is_an_error_not_a_hang() {
     }
     assert!(errors[0].starts_with("bincode: "), "{}", errors[0]);
     assert!(errors[5].contains("xor (tag 201)"), "{}", errors[5]);
-    assert!(start.elapsed() < std::time::Duration::from_secs(5), "prompt: {:?}", start.elapsed());
 }
 
 #[test]

@@ -1,14 +1,19 @@
 //! [`Engine`]: starts, reads and cancels runs in one namespace.
 
+mod handle;
+mod messages;
+
+pub use handle::RunHandle;
+pub(crate) use handle::decode_result;
+pub use messages::SignalOptions;
+
 use crate::clock::{Clock, duration_ms};
 use crate::codec::{Codec, CodecRegistry, CustomCodec};
 use crate::error::Error;
 use crate::workflow::{Workflow, WorkflowOptions};
 use hydra_store::{
-    CancelOutcome, Execution, ExecutionFilter, ExecutionId, ExecutionStatus, NewExecution, SignalSent, Store,
-    StoreOptions, TriggerType,
+    CancelOutcome, Execution, ExecutionFilter, ExecutionId, NewExecution, Store, StoreOptions, TriggerType,
 };
-use serde::de::DeserializeOwned;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
@@ -246,28 +251,6 @@ impl StartOptions {
     }
 }
 
-/// Options of [`Engine::signal_with`].
-#[derive(Clone, Debug, Default)]
-#[non_exhaustive]
-pub struct SignalOptions {
-    /// A key that makes a retried send of the same signal to the same run a
-    /// no-op.
-    pub idempotency_key: Option<String>,
-}
-
-impl SignalOptions {
-    /// No idempotency key.
-    pub fn new() -> Self {
-        SignalOptions::default()
-    }
-
-    /// Sets the idempotency key.
-    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
-        self.idempotency_key = Some(key.into());
-        self
-    }
-}
-
 impl Engine {
     /// A builder with defaults: SQLite file `hydra.db`, namespace `default`,
     /// JSON payloads, system clock.
@@ -391,134 +374,6 @@ impl Engine {
         Ok(self.inner.store.list_executions(&f).await?)
     }
 
-    /// Sends signal `name` with `value` to run `id` (see
-    /// [`WorkflowContext::recv`](crate::WorkflowContext::recv)). Buffered
-    /// until the run receives it; wakes the run if it waits for a signal. An
-    /// unknown run is [`Error::NotFound`]; a run that has ended refuses
-    /// signals ([`hydra_store::StoreError::RunEnded`]). The payload is
-    /// encoded with the engine's codec, checked to read back, and
-    /// size-checked like inputs.
-    pub async fn signal<T: serde::Serialize + DeserializeOwned>(
-        &self,
-        id: &ExecutionId,
-        name: &str,
-        value: &T,
-    ) -> Result<SignalSent, Error> {
-        self.signal_with(id, name, value, SignalOptions::default()).await
-    }
-
-    /// [`Engine::signal`] with options: an idempotency key makes a retried
-    /// send a no-op ([`SignalSent::Duplicate`]).
-    pub async fn signal_with<T: serde::Serialize + DeserializeOwned>(
-        &self,
-        id: &ExecutionId,
-        name: &str,
-        value: &T,
-        options: SignalOptions,
-    ) -> Result<SignalSent, Error> {
-        crate::context::validate_signal_name(name).map_err(Error::Config)?;
-        let payload = self
-            .inner
-            .codecs
-            .encode_checked(self.inner.codec, value)
-            .map_err(|reason| Error::Encode { what: format!("signal `{name}`"), reason })?;
-        if payload.len() > self.inner.max_payload_bytes {
-            return Err(Error::TooLarge {
-                what: format!("signal `{name}`"),
-                size: payload.len(),
-                limit: self.inner.max_payload_bytes,
-            });
-        }
-        let mut s = hydra_store::NewSignal::new(
-            self.inner.namespace.clone(),
-            id.clone(),
-            name,
-            payload,
-            self.inner.clock.now_ms(),
-        );
-        s.idempotency_key = options.idempotency_key;
-        match self.inner.store.send_signal(&s).await {
-            Ok(sent) => {
-                if let SignalSent::Accepted { workflow_name } = &sent {
-                    crate::metrics::signal_sent(&self.inner.namespace, workflow_name);
-                    // A worker of this process claims the woken run at once.
-                    self.inner.work.send_modify(|n| *n = n.wrapping_add(1));
-                }
-                Ok(sent)
-            }
-            Err(hydra_store::StoreError::ExecutionNotFound { execution, .. }) => Err(Error::NotFound(execution)),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// Completes the awakeable with `token` with `value` (see
-    /// [`WorkflowContext::awakeable`](crate::WorkflowContext::awakeable)).
-    /// A token settles once: a second completion or rejection is
-    /// [`Error::AwakeableSettled`]; a malformed token is [`Error::Config`]; a
-    /// token of a run not in this engine's namespace is [`Error::NotFound`].
-    pub async fn complete<T: serde::Serialize + DeserializeOwned>(&self, token: &str, value: T) -> Result<(), Error> {
-        self.settle_awakeable(token, &crate::context::Settled::Completed(value)).await
-    }
-
-    /// Rejects the awakeable with `token`: its wait fails with `reason` (a
-    /// permanent step error). As [`Engine::complete`] otherwise.
-    pub async fn reject(&self, token: &str, reason: &str) -> Result<(), Error> {
-        self.settle_awakeable(token, &crate::context::Settled::<()>::Rejected(reason.to_owned())).await
-    }
-
-    async fn settle_awakeable<T: serde::Serialize + DeserializeOwned>(
-        &self,
-        token: &str,
-        settled: &crate::context::Settled<T>,
-    ) -> Result<(), Error> {
-        let Some((id, name)) = crate::context::parse_token(token) else {
-            return Err(Error::Config(format!("`{token}` is not an awakeable token")));
-        };
-        match self.signal_with(&id, &name, settled, SignalOptions::new().idempotency_key(&name)).await? {
-            SignalSent::Accepted { .. } => Ok(()),
-            SignalSent::Duplicate => Err(Error::AwakeableSettled(token.to_owned())),
-            _ => Err(Error::AwakeableSettled(token.to_owned())),
-        }
-    }
-
-    /// The current value of event `key` of run `id`
-    /// ([`WorkflowContext::set_event`](crate::WorkflowContext::set_event)),
-    /// or `None` if it was not set yet. An unknown run is
-    /// [`Error::NotFound`].
-    pub async fn event<T: DeserializeOwned>(&self, id: &ExecutionId, key: &str) -> Result<Option<T>, Error> {
-        let Some(stored) = self.inner.store.event(&self.inner.namespace, id, key).await? else {
-            return match self.get(id).await? {
-                Some(_) => Ok(None),
-                None => Err(Error::NotFound(id.clone())),
-            };
-        };
-        self.inner.codecs.decode(&stored.value).map(Some).map_err(|reason| Error::Decode {
-            execution: id.clone(),
-            what: format!("event `{key}`"),
-            reason,
-        })
-    }
-
-    /// [`Engine::event`], waiting up to `timeout` for the event to be set
-    /// (looked at every 100 ms); `None` if it was not set in time.
-    pub async fn wait_event<T: DeserializeOwned>(
-        &self,
-        id: &ExecutionId,
-        key: &str,
-        timeout: Duration,
-    ) -> Result<Option<T>, Error> {
-        let give_up = crate::clock::instant_after(timeout);
-        loop {
-            if let Some(v) = self.event(id, key).await? {
-                return Ok(Some(v));
-            }
-            if tokio::time::Instant::now() >= give_up {
-                return Ok(None);
-            }
-            tokio::time::sleep(Duration::from_millis(100).min(give_up - tokio::time::Instant::now())).await;
-        }
-    }
-
     /// Cancels a run: one that is not running ends at once; a running one
     /// stops at its next checkpoint (its step bodies see
     /// [`crate::StepContext::cancelled`]). Its child runs that have not
@@ -563,120 +418,5 @@ impl Engine {
             Err(hydra_store::StoreError::ExecutionNotFound { execution, .. }) => Err(Error::NotFound(execution)),
             Err(e) => Err(e.into()),
         }
-    }
-}
-
-/// A typed handle on one run.
-#[derive(Debug)]
-pub struct RunHandle<O> {
-    engine: Engine,
-    id: ExecutionId,
-    _output: PhantomData<fn() -> O>,
-}
-
-impl<O> Clone for RunHandle<O> {
-    fn clone(&self) -> Self {
-        RunHandle { engine: self.engine.clone(), id: self.id.clone(), _output: PhantomData }
-    }
-}
-
-impl<O: DeserializeOwned> RunHandle<O> {
-    /// The run's ID.
-    pub fn id(&self) -> &ExecutionId {
-        &self.id
-    }
-
-    /// The run as stored now.
-    pub async fn execution(&self) -> Result<Execution, Error> {
-        self.engine.get(&self.id).await?.ok_or_else(|| Error::NotFound(self.id.clone()))
-    }
-
-    /// Where the run is now.
-    pub async fn status(&self) -> Result<ExecutionStatus, Error> {
-        Ok(self.execution().await?.status)
-    }
-
-    /// Cancels the run. See [`Engine::cancel`].
-    pub async fn cancel(&self) -> Result<CancelOutcome, Error> {
-        self.engine.cancel(&self.id).await
-    }
-
-    /// Waits until the run ends and returns its output, or
-    /// [`Error::RunEnded`] if it failed, was cancelled or timed out. A run
-    /// ended by a worker of this process is seen at once; on PostgreSQL so
-    /// is one ended by any process (`LISTEN hydra_ended`); on SQLite a run
-    /// ended by another process is seen within 250 ms (the next poll).
-    /// Waits for as long as the run takes: see [`RunHandle::result_timeout`]
-    /// for a bounded wait.
-    pub async fn result(&self) -> Result<O, Error> {
-        let mut done = self.engine.inner.done.subscribe();
-        // One shared connection per store, not one per waiter.
-        let mut ended = match self.engine.store().listen_for_runs().await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot listen for ended runs; polling");
-                None
-            }
-        };
-        loop {
-            let e = self.execution().await?;
-            if e.status.is_terminal() {
-                return decode_result(self.engine.codecs(), &e);
-            }
-            match ended.as_mut() {
-                Some(listener) => {
-                    // A slow safety poll: a lost connection is reported
-                    // (and looked at), so this only covers the unforeseen.
-                    let poll = tokio::time::sleep(Duration::from_secs(60));
-                    tokio::pin!(poll);
-                    loop {
-                        tokio::select! {
-                            _ = done.changed() => break,
-                            _ = &mut poll => break,
-                            n = listener.recv_notice() => match n {
-                                Ok(hydra_store::Notice::Ended(id)) if id == self.id.as_str() => break,
-                                Ok(_) => {}
-                                // Notifications may have been missed: look.
-                                Err(_) => break,
-                            },
-                        }
-                    }
-                }
-                None => {
-                    tokio::select! {
-                        _ = done.changed() => {}
-                        _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-                    }
-                }
-            }
-        }
-    }
-
-    /// [`RunHandle::result`], giving up after `timeout` with
-    /// [`Error::WaitTimedOut`] (the run itself goes on).
-    pub async fn result_timeout(&self, timeout: Duration) -> Result<O, Error> {
-        match tokio::time::timeout(timeout, self.result()).await {
-            Ok(r) => r,
-            Err(_) => Err(Error::WaitTimedOut { execution: self.id.clone(), waited: timeout }),
-        }
-    }
-}
-
-/// The output of an ended run, or why there is none.
-pub(crate) fn decode_result<O: DeserializeOwned>(codecs: &CodecRegistry, e: &Execution) -> Result<O, Error> {
-    match e.status {
-        ExecutionStatus::Completed => {
-            let bytes = e.output.as_deref().unwrap_or_default();
-            codecs.decode(bytes).map_err(|reason| Error::Decode {
-                execution: e.id.clone(),
-                what: "the output".into(),
-                reason,
-            })
-        }
-        status => Err(Error::RunEnded {
-            execution: e.id.clone(),
-            status,
-            message: e.error.clone().unwrap_or_else(|| status.to_string()),
-        }),
     }
 }

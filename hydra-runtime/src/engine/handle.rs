@@ -1,0 +1,124 @@
+//! [`RunHandle`]: a typed handle on one run, to wait for its result.
+
+use super::Engine;
+use crate::codec::CodecRegistry;
+use crate::error::Error;
+use hydra_store::{CancelOutcome, Execution, ExecutionId, ExecutionStatus};
+use serde::de::DeserializeOwned;
+use std::marker::PhantomData;
+use std::time::Duration;
+
+/// A typed handle on one run.
+#[derive(Debug)]
+pub struct RunHandle<O> {
+    pub(super) engine: Engine,
+    pub(super) id: ExecutionId,
+    pub(super) _output: PhantomData<fn() -> O>,
+}
+
+impl<O> Clone for RunHandle<O> {
+    fn clone(&self) -> Self {
+        RunHandle { engine: self.engine.clone(), id: self.id.clone(), _output: PhantomData }
+    }
+}
+
+impl<O: DeserializeOwned> RunHandle<O> {
+    /// The run's ID.
+    pub fn id(&self) -> &ExecutionId {
+        &self.id
+    }
+
+    /// The run as stored now.
+    pub async fn execution(&self) -> Result<Execution, Error> {
+        self.engine.get(&self.id).await?.ok_or_else(|| Error::NotFound(self.id.clone()))
+    }
+
+    /// Where the run is now.
+    pub async fn status(&self) -> Result<ExecutionStatus, Error> {
+        Ok(self.execution().await?.status)
+    }
+
+    /// Cancels the run. See [`Engine::cancel`].
+    pub async fn cancel(&self) -> Result<CancelOutcome, Error> {
+        self.engine.cancel(&self.id).await
+    }
+
+    /// Waits until the run ends and returns its output, or
+    /// [`Error::RunEnded`] if it failed, was cancelled or timed out. A run
+    /// ended by a worker of this process is seen at once; on PostgreSQL so
+    /// is one ended by any process (`LISTEN hydra_ended`); on SQLite a run
+    /// ended by another process is seen within 250 ms (the next poll).
+    /// Waits for as long as the run takes: see [`RunHandle::result_timeout`]
+    /// for a bounded wait.
+    pub async fn result(&self) -> Result<O, Error> {
+        let mut done = self.engine.inner.done.subscribe();
+        // One shared connection per store, not one per waiter.
+        let mut ended = match self.engine.store().listen_for_runs().await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot listen for ended runs; polling");
+                None
+            }
+        };
+        loop {
+            let e = self.execution().await?;
+            if e.status.is_terminal() {
+                return decode_result(self.engine.codecs(), &e);
+            }
+            match ended.as_mut() {
+                Some(listener) => {
+                    // A slow safety poll: a lost connection is reported
+                    // (and looked at), so this only covers the unforeseen.
+                    let poll = tokio::time::sleep(Duration::from_secs(60));
+                    tokio::pin!(poll);
+                    loop {
+                        tokio::select! {
+                            _ = done.changed() => break,
+                            _ = &mut poll => break,
+                            n = listener.recv_notice() => match n {
+                                Ok(hydra_store::Notice::Ended(id)) if id == self.id.as_str() => break,
+                                Ok(_) => {}
+                                // Notifications may have been missed: look.
+                                Err(_) => break,
+                            },
+                        }
+                    }
+                }
+                None => {
+                    tokio::select! {
+                        _ = done.changed() => {}
+                        _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`RunHandle::result`], giving up after `timeout` with
+    /// [`Error::WaitTimedOut`] (the run itself goes on).
+    pub async fn result_timeout(&self, timeout: Duration) -> Result<O, Error> {
+        match tokio::time::timeout(timeout, self.result()).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::WaitTimedOut { execution: self.id.clone(), waited: timeout }),
+        }
+    }
+}
+
+/// The output of an ended run, or why there is none.
+pub(crate) fn decode_result<O: DeserializeOwned>(codecs: &CodecRegistry, e: &Execution) -> Result<O, Error> {
+    match e.status {
+        ExecutionStatus::Completed => {
+            let bytes = e.output.as_deref().unwrap_or_default();
+            codecs.decode(bytes).map_err(|reason| Error::Decode {
+                execution: e.id.clone(),
+                what: "the output".into(),
+                reason,
+            })
+        }
+        status => Err(Error::RunEnded {
+            execution: e.id.clone(),
+            status,
+            message: e.error.clone().unwrap_or_else(|| status.to_string()),
+        }),
+    }
+}
