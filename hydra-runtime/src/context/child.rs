@@ -121,3 +121,21 @@ impl WorkflowContext {
         Ok(ExecutionId::from_string(started))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::child_id;
+    use hydra_store::{ExecutionId, StepId};
+
+    #[test]
+    fn a_childs_id_is_a_function_of_its_parent_and_its_start() {
+        let parent = ExecutionId::from_string("01a22f84-8c12-75ae-9529-4e894ef38472");
+        let first = StepId::new("hydra.child:ship", 1);
+        let second = StepId::new("hydra.child:ship", 2);
+        assert_eq!(child_id(&parent, &first), child_id(&parent, &first), "a replay derives the same child");
+        assert_ne!(child_id(&parent, &first), child_id(&parent, &second), "a second call is a second child");
+        let other = ExecutionId::from_string("01a22f84-8c12-75ae-9529-4e894ef38473");
+        assert_ne!(child_id(&parent, &first), child_id(&other, &first), "another parent, another child");
+        assert!(child_id(&parent, &first).as_str().len() <= 64, "fits the ID column");
+    }
+}
