@@ -217,14 +217,23 @@ impl Store {
                 None => "",
             };
             values.extend(fence_values(lease));
-            let r = txn.execute_raw(self.stmt(&format!("{sql}{open}{FENCE}"), values)).await?;
-            if r.rows_affected() != 1 {
-                return Err(lease_lost(lease));
+            if let Transition::Finish(terminal) = &cp.transition {
+                // The run's parent, read by the same statement: only a child's
+                // end costs the statements that tell its parent.
+                let row = txn
+                    .query_one_raw(self.stmt(&format!("{sql}{open}{FENCE} RETURNING parent_id"), values))
+                    .await?
+                    .ok_or_else(|| lease_lost(lease))?;
+                if row.try_get::<Option<String>>("", "parent_id")?.is_some() {
+                    // A child's end reaches its parent in the same commit.
+                    self.notify_parent(txn, &lease.execution_id, terminal, now).await?;
+                }
+            } else {
+                let r = txn.execute_raw(self.stmt(&format!("{sql}{open}{FENCE}"), values)).await?;
+                if r.rows_affected() != 1 {
+                    return Err(lease_lost(lease));
+                }
             }
-        }
-        if let Transition::Finish(terminal) = &cp.transition {
-            // A child's end reaches its parent in the same commit.
-            self.notify_parent(txn, &lease.execution_id, terminal, now).await?;
         }
         if let Transition::Retry { .. } = cp.transition {
             // A new workflow attempt re-runs the steps that failed in the old
