@@ -19,6 +19,16 @@ pub struct Proxy {
 }
 
 impl Proxy {
+    /// Starts a proxy in front of the server of database URL `url`
+    /// (`scheme://user@host:port/db`); returns it and the same URL through it.
+    pub async fn in_front_of(url: &str) -> (Proxy, String) {
+        let (prefix, rest) = url.split_once('@').expect("a URL with user@host");
+        let (host_port, dbname) = rest.split_once('/').expect("a URL with /database");
+        let proxy = Proxy::start(host_port.to_owned()).await;
+        let via = format!("{prefix}@127.0.0.1:{}/{dbname}", proxy.port);
+        (proxy, via)
+    }
+
     /// Starts a proxy to `upstream` (`host:port`).
     pub async fn start(upstream: String) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy on loopback");

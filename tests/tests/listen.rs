@@ -84,10 +84,7 @@ async fn postgres_a_waiter_whose_listen_connection_drops_still_sees_the_end() {
     use hydra_store::sea_orm::{ConnectionTrait, Statement};
     use std::sync::atomic::Ordering;
     let db = TestDb::postgres().await;
-    let (prefix, rest) = db.url.split_once('@').unwrap();
-    let (host_port, dbname) = rest.split_once('/').unwrap();
-    let proxy = hydra_tests::proxy::Proxy::start(host_port.to_owned()).await;
-    let via_proxy = format!("{prefix}@127.0.0.1:{}/{dbname}", proxy.port);
+    let (proxy, via_proxy) = hydra_tests::proxy::Proxy::in_front_of(&db.url).await;
     // The waiter reaches the database only through the proxy; the runner directly.
     let waiter = Engine::builder()
         .store(hydra_store::Store::connect(&via_proxy).await.unwrap())

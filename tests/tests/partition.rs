@@ -27,10 +27,7 @@ async fn query_i64(conn: &hydra_store::sea_orm::DatabaseConnection, sql: String)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_a_partitioned_worker_stops_before_its_lease_expires_and_nothing_it_sends_is_applied_after() {
     let db = TestDb::postgres().await;
-    let (prefix, rest) = db.url.split_once('@').unwrap();
-    let (host_port, dbname) = rest.split_once('/').unwrap();
-    let proxy = Proxy::start(host_port.to_owned()).await;
-    let via_proxy = format!("{prefix}@127.0.0.1:{}/{dbname}", proxy.port);
+    let (proxy, via_proxy) = Proxy::in_front_of(&db.url).await;
 
     // B reaches the database directly; A only through the proxy.
     let direct = Engine::builder().store(db.store().await).namespace("part").build().await.unwrap();

@@ -44,34 +44,31 @@ impl Store {
         // Lock the parent's row first, as a signal send does: a parent
         // between "no signal yet" and "parked" holds it, so this waits and
         // then wakes it; never "signal inserted, parent parks unwoken".
-        conn.execute_raw(self.stmt(
-            "UPDATE workflow_executions SET updated_at = updated_at \
-             WHERE id = (SELECT parent_id FROM workflow_executions WHERE id = ?)",
-            vec![id.as_str().into()],
-        ))
-        .await?;
+        let parent = conn
+            .query_one_raw(self.stmt(
+                "UPDATE workflow_executions SET updated_at = updated_at \
+                 WHERE id = (SELECT parent_id FROM workflow_executions WHERE id = ?) RETURNING id",
+                vec![id.as_str().into()],
+            ))
+            .await?;
+        let Some(parent) = parent else { return Ok(()) };
+        let parent = ExecutionId::from_string(parent.try_get::<String>("", "id")?);
         let inserted = conn
             .execute_raw(self.stmt(
                 "INSERT INTO workflow_signals (namespace, execution_id, name, payload, idempotency_key, created_at) \
-                 SELECT namespace, parent_id, ?, ?, ?, ? FROM workflow_executions WHERE id = ? AND parent_id IS NOT NULL \
+                 SELECT namespace, id, ?, ?, ?, ? FROM workflow_executions WHERE id = ? \
                  ON CONFLICT (execution_id, idempotency_key) DO NOTHING",
                 vec![
                     name.as_str().into(),
                     child_outcome_payload(terminal).into(),
                     name.as_str().into(),
                     now.into(),
-                    id.as_str().into(),
+                    parent.as_str().into(),
                 ],
             ))
             .await?;
         if inserted.rows_affected() == 1 {
-            conn.execute_raw(self.stmt(
-                "UPDATE workflow_executions SET due_at = ?, updated_at = ? \
-                 WHERE id = (SELECT parent_id FROM workflow_executions WHERE id = ?) \
-                 AND status = 'sleeping' AND signal_wait = ? AND (due_at IS NULL OR due_at > ?)",
-                vec![now.into(), now.into(), id.as_str().into(), true.into(), now.into()],
-            ))
-            .await?;
+            self.wake_if_waiting(conn, &parent, now).await?;
         }
         Ok(())
     }

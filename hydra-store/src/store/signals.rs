@@ -186,13 +186,26 @@ impl Store {
         if inserted.rows_affected() == 0 {
             return Ok(SignalSent::Duplicate);
         }
-        txn.execute_raw(self.stmt(
+        self.wake_if_waiting(txn, &s.execution_id, s.now).await?;
+        Ok(SignalSent::Accepted { workflow_name })
+    }
+
+    /// Makes run `id` claimable now if it is parked in a receive (the one
+    /// wake-up of every signal: sends, awakeable completions, children's
+    /// ends). The caller holds the run's row.
+    pub(super) async fn wake_if_waiting<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        id: &ExecutionId,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        conn.execute_raw(self.stmt(
             "UPDATE workflow_executions SET due_at = ?, updated_at = ? \
              WHERE id = ? AND status = 'sleeping' AND signal_wait = ? AND (due_at IS NULL OR due_at > ?)",
-            vec![s.now.into(), s.now.into(), s.execution_id.as_str().into(), true.into(), s.now.into()],
+            vec![now.into(), now.into(), id.as_str().into(), true.into(), now.into()],
         ))
         .await?;
-        Ok(SignalSent::Accepted { workflow_name })
+        Ok(())
     }
 
     /// Receives a signal named one of `r.names` for a claimed run, under the fencing check,
