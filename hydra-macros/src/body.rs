@@ -41,7 +41,9 @@ pub(crate) const CONTEXT_METHODS: &[&str] = &[
     "set_event",
     "select",
     "child",
+    "child_with",
     "start_child",
+    "start_child_with",
     "start_detached",
     "await_child",
     "awakeable",
@@ -100,6 +102,9 @@ pub(crate) struct ContextUses {
     pub(crate) calls: Vec<Path>,
     /// One error per use the rules do not allow.
     pub(crate) errors: Vec<syn::Error>,
+    /// Receives whose signal name is a literal and whose payload type is
+    /// written (`ctx.recv::<Decision>("decision")`): name and type.
+    pub(crate) signals: Vec<(syn::LitStr, syn::Type)>,
 }
 
 /// Checks every use of `ctx` in `block`. `what` names the attribute
@@ -109,11 +114,11 @@ pub(crate) fn context_uses(ctx: &Ident, block: &Block, what: &str, by_ref: bool)
     shadows.visit_block(block);
     if !shadows.errors.is_empty() {
         // Uses of the name may mean the other binding: no cascade.
-        return ContextUses { calls: Vec::new(), errors: shadows.errors };
+        return ContextUses { calls: Vec::new(), errors: shadows.errors, signals: Vec::new() };
     }
-    let mut v = Uses { ctx, what, by_ref, calls: Vec::new(), errors: Vec::new() };
+    let mut v = Uses { ctx, what, by_ref, calls: Vec::new(), errors: Vec::new(), signals: Vec::new() };
     v.visit_block(block);
-    ContextUses { calls: v.calls, errors: v.errors }
+    ContextUses { calls: v.calls, errors: v.errors, signals: v.signals }
 }
 
 /// Bindings in the body that reuse the context's name.
@@ -146,6 +151,19 @@ struct Uses<'a> {
     by_ref: bool,
     calls: Vec<Path>,
     errors: Vec<syn::Error>,
+    signals: Vec<(syn::LitStr, syn::Type)>,
+}
+
+/// The literal name and written type of a `recv::<T>("name", …)` or
+/// `recv_timeout::<T>("name", …)` call.
+fn typed_receive(m: &ExprMethodCall) -> Option<(syn::LitStr, syn::Type)> {
+    if m.method != "recv" && m.method != "recv_timeout" {
+        return None;
+    }
+    let turbofish = m.turbofish.as_ref()?;
+    let [syn::GenericArgument::Type(ty)] = turbofish.args.iter().collect::<Vec<_>>()[..] else { return None };
+    let Some(Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(name), .. })) = m.args.first() else { return None };
+    Some((name.clone(), ty.clone()))
 }
 
 impl Uses<'_> {
@@ -193,6 +211,9 @@ impl Uses<'_> {
                 )
             };
             self.misuse(m.method.span(), &what);
+        }
+        if let Some(typed) = typed_receive(m) {
+            self.signals.push(typed);
         }
         if let Some(t) = &m.turbofish {
             self.visit_angle_bracketed_generic_arguments(t);

@@ -242,7 +242,8 @@ fn expand_workflow(f: &ItemFn, args: &WorkflowArgs, w: &crate::valid::WorkflowFn
     let timeout = args.timeout_ms.map(|ms| quote!(.timeout(::core::time::Duration::from_millis(#ms))));
 
     let uses = context_uses(ctx, block, "#[workflow]", false);
-    let errors = uses.errors.iter().map(syn::Error::to_compile_error);
+    let (signal_consts, signal_errors) = crate::signals::signal_consts(&p, name, vis, &uses.signals);
+    let errors = uses.errors.iter().chain(&signal_errors).map(syn::Error::to_compile_error);
     let distinct = distinct_callees(uses.calls);
     // Each called function must be a `#[step]` or a `#[workflow_helper]`;
     // the error lands on the call.
@@ -285,6 +286,8 @@ fn expand_workflow(f: &ItemFn, args: &WorkflowArgs, w: &crate::valid::WorkflowFn
         }
 
         impl #name {
+            #(#signal_consts)*
+
             #[doc = #doc_start]
             #vis async fn start(
                 engine: &#p::Engine,

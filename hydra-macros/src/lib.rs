@@ -8,6 +8,7 @@
 mod ast;
 mod body;
 mod expand;
+mod signals;
 mod valid;
 
 use proc_macro::TokenStream;

@@ -1,10 +1,46 @@
 //! Typed inspection of runs: [`WorkflowClient`] and [`WorkflowRun`].
 
-use crate::engine::{Engine, RunHandle};
+use crate::engine::{Engine, RunHandle, SignalOptions};
 use crate::error::Error;
 use crate::workflow::{StepOf, Workflow};
-use hydra_store::{Execution, ExecutionFilter, ExecutionId, ExecutionStatus, StepId, StepStatus};
+use hydra_store::{Execution, ExecutionFilter, ExecutionId, ExecutionStatus, SignalSent, StepId, StepStatus};
 use std::marker::PhantomData;
+
+/// A signal of workflow `W` whose payload is a `T`: the typed name
+/// [`WorkflowClient::signal`] takes. `#[workflow]` generates one per receive
+/// with a literal name and a written type (`ctx.recv::<Decision>("decision")`
+/// gives `approval::SIGNAL_DECISION`); a hand-written workflow declares its
+/// own with [`SignalName::new`].
+pub struct SignalName<W, T> {
+    name: &'static str,
+    _types: PhantomData<fn() -> (W, T)>,
+}
+
+impl<W, T> SignalName<W, T> {
+    /// The signal `name` of `W`, carrying a `T`.
+    pub const fn new(name: &'static str) -> Self {
+        SignalName { name, _types: PhantomData }
+    }
+
+    /// The name.
+    pub const fn name(&self) -> &'static str {
+        self.name
+    }
+}
+
+impl<W, T> Clone for SignalName<W, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<W, T> Copy for SignalName<W, T> {}
+
+impl<W, T> std::fmt::Debug for SignalName<W, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SignalName({:?})", self.name)
+    }
+}
 
 /// Reads runs of one workflow with their types: `order_processing::client(&engine)`.
 #[derive(Debug)]
@@ -49,6 +85,51 @@ impl<W: Workflow> WorkflowClient<W> {
     /// A typed handle on a run of `W`.
     pub fn handle(&self, id: ExecutionId) -> RunHandle<W::Output> {
         self.engine.handle(id)
+    }
+
+    /// Sends `signal` with `value` to run `id` of `W` (as
+    /// [`Engine::signal`]); the payload type is the one the workflow
+    /// receives, checked by the compiler. A run that is not one of `W`'s is
+    /// [`Error::NotFound`].
+    pub async fn signal<T>(&self, id: &ExecutionId, signal: SignalName<W, T>, value: &T) -> Result<SignalSent, Error>
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned,
+    {
+        self.signal_with(id, signal, value, SignalOptions::new()).await
+    }
+
+    /// [`WorkflowClient::signal`] with options (an idempotency key).
+    pub async fn signal_with<T>(
+        &self,
+        id: &ExecutionId,
+        signal: SignalName<W, T>,
+        value: &T,
+        options: SignalOptions,
+    ) -> Result<SignalSent, Error>
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned,
+    {
+        match self.engine.get(id).await? {
+            Some(run) if run.workflow_name == W::NAME => {}
+            _ => return Err(Error::NotFound(id.clone())),
+        }
+        self.engine.signal_with(id, signal.name, value, options).await
+    }
+
+    /// The current value of event `key` of run `id` (as [`Engine::event`]).
+    pub async fn event<T: serde::de::DeserializeOwned>(&self, id: &ExecutionId, key: &str) -> Result<Option<T>, Error> {
+        self.engine.event(id, key).await
+    }
+
+    /// Waits up to `timeout` for event `key` of run `id` (as
+    /// [`Engine::wait_event`]).
+    pub async fn wait_event<T: serde::de::DeserializeOwned>(
+        &self,
+        id: &ExecutionId,
+        key: &str,
+        timeout: std::time::Duration,
+    ) -> Result<Option<T>, Error> {
+        self.engine.wait_event(id, key, timeout).await
     }
 }
 

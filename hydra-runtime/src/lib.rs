@@ -67,10 +67,12 @@ mod retry;
 mod worker;
 mod workflow;
 
-pub use client::{WorkflowClient, WorkflowRun};
+pub use client::{SignalName, WorkflowClient, WorkflowRun};
 pub use clock::Clock;
 pub use codec::{Bincode, Codec, CodecRegistry, CustomCodec, FIRST_CUSTOM_TAG, Json, PayloadCodec};
-pub use context::{Awakeable, ChildHandle, Selected, StepContext, StepOptions, StepTransaction, WorkflowContext};
+pub use context::{
+    Awakeable, ChildHandle, ChildOptions, Selected, StepContext, StepOptions, StepTransaction, WorkflowContext,
+};
 pub use cron::{CronSchedule, MissedTicks, SKIP_GRACE_MS};
 pub use engine::{
     DEFAULT_DATABASE_URL, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_NAMESPACE, Engine, EngineBuilder, RunHandle,
@@ -98,8 +100,8 @@ pub use workflow::{Payload, Step, StepOf, Workflow, WorkflowOptions};
 pub mod __private {
     pub use crate::workflow::{CallTree, CalledBy, Callee, StepIdClash, step_id_clash};
     pub use crate::{
-        Engine, Error, RetryPolicy, RunHandle, StartOptions, Step, StepError, StepOf, StepOptions, StepTransaction,
-        Workflow, WorkflowClient, WorkflowContext, WorkflowError, WorkflowOptions,
+        Engine, Error, RetryPolicy, RunHandle, SignalName, StartOptions, Step, StepError, StepOf, StepOptions,
+        StepTransaction, Workflow, WorkflowClient, WorkflowContext, WorkflowError, WorkflowOptions,
     };
 
     /// The run-time half of the duplicate step ID check, called by every

@@ -48,6 +48,15 @@ pub const PAYLOAD_BYTES: &str = "hydra_payload_bytes";
 pub const SIGNALS_SENT: &str = "hydra_signals_sent_total";
 /// Signals received by runs (namespace, workflow_name).
 pub const SIGNALS_RECEIVED: &str = "hydra_signals_received_total";
+/// Child runs started by runs (namespace, workflow_name = the parent's,
+/// child_workflow); a replayed or repeated start is not counted.
+pub const CHILDREN_STARTED: &str = "hydra_children_started_total";
+/// Waits begun by runs, whether or not they had to park (namespace,
+/// workflow_name, kind = signal | select | child | awakeable); a replayed
+/// wait is not counted. The ones that parked the run are in
+/// `hydra_workflows_parked_total` too; the runs waiting now are the
+/// `sleeping` runs of [`crate::Engine::list`].
+pub const WAITS: &str = "hydra_waits_total";
 
 /// Every metric name Hydra records.
 pub const ALL: &[&str] = &[
@@ -71,6 +80,8 @@ pub const ALL: &[&str] = &[
     PAYLOAD_BYTES,
     SIGNALS_SENT,
     SIGNALS_RECEIVED,
+    CHILDREN_STARTED,
+    WAITS,
 ];
 
 const SECONDS_BUCKETS: &[f64] =
@@ -169,5 +180,14 @@ pub(crate) fn signal_sent(ns: &str, workflow: &str) {
 
 pub(crate) fn signal_received(ns: &str, workflow: &str) {
     metrics::counter!(SIGNALS_RECEIVED, "namespace" => ns.to_owned(), "workflow_name" => workflow.to_owned())
+        .increment(1);
+}
+
+pub(crate) fn child_started(ns: &str, workflow: &str, child: &str) {
+    metrics::counter!(CHILDREN_STARTED, "namespace" => ns.to_owned(), "workflow_name" => workflow.to_owned(), "child_workflow" => child.to_owned()).increment(1);
+}
+
+pub(crate) fn wait(ns: &str, workflow: &str, kind: &'static str) {
+    metrics::counter!(WAITS, "namespace" => ns.to_owned(), "workflow_name" => workflow.to_owned(), "kind" => kind)
         .increment(1);
 }

@@ -16,6 +16,7 @@ mod m20261201_000004_worker_rows_text_key;
 mod m20261201_000005_signals;
 mod m20261201_000006_events;
 mod m20261201_000007_children;
+mod m20261201_000008_child_policy;
 
 /// Every migration of the Hydra schema, in order.
 #[derive(Debug)]
@@ -32,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000005_signals::Migration),
             Box::new(m20261201_000006_events::Migration),
             Box::new(m20261201_000007_children::Migration),
+            Box::new(m20261201_000008_child_policy::Migration),
         ]
     }
 }

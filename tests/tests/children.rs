@@ -1,12 +1,15 @@
-//! Child workflows: started once (replays never start a second), their
-//! result or failure returned to the parent, cancelled with the parent;
-//! detached starts are not linked.
+//! Child workflows: started once (replays never start a second, nor does a
+//! crash between the child's insert and its start's record), their result
+//! or failure returned to the parent, cancelled with the parent unless the
+//! start said not to; detached starts are not linked; a select takes a
+//! child's end, an awakeable or a signal, whichever comes first.
 
 // Test code: a failed unwrap is a failed test, with its message.
 #![allow(clippy::unwrap_used)]
 
 use hydra_runtime::prelude::*;
-use hydra_runtime::{Execution, ExecutionFilter};
+use hydra_runtime::{ChildOptions, Execution, ExecutionFilter};
+use hydra_store::sea_orm::{ConnectionTrait, Statement};
 use hydra_tests::{TestDb, both_backends};
 use std::time::Duration;
 
@@ -68,12 +71,60 @@ impl Workflow for Fire {
     }
 }
 
+/// Starts a child waiting for `go` that cancelling the parent leaves
+/// running, and waits for it.
+struct Keep;
+
+impl Workflow for Keep {
+    const NAME: &'static str = "keep";
+    type Input = ();
+    type Output = String;
+
+    async fn run(&self, ctx: WorkflowContext, _: ()) -> Result<String, WorkflowError> {
+        Ok(ctx.child_with::<Ship>("wait".into(), ChildOptions::new().cancel_with_parent(false)).await?)
+    }
+}
+
+/// Starts a child waiting for `go`, draws an awakeable (published as event
+/// `token`), and takes whichever of signal `stop`, the child's end and the
+/// awakeable comes first; sleeps after, so the select is replayed.
+struct Race;
+
+impl Workflow for Race {
+    const NAME: &'static str = "race";
+    type Input = ();
+    type Output = String;
+
+    async fn run(&self, ctx: WorkflowContext, _: ()) -> Result<String, WorkflowError> {
+        let child = ctx.start_child::<Ship>("wait".into()).await?;
+        let paid = ctx.awakeable::<String>().await?;
+        ctx.set_event("token", &paid.token().to_owned()).await?;
+        let picked = ctx.select(&["stop", &child.select_name(), &paid.select_name()], None).await?;
+        let Some(s) = picked else { return Ok("no branch".into()) };
+        let out = if s.is(&child.select_name()) {
+            format!("child: {}", s.child(&child)?)
+        } else if s.is(&paid.select_name()) {
+            match s.awakeable(&paid) {
+                Ok(v) => format!("awakeable: {v}"),
+                Err(e) => format!("awakeable error: {}", e.message()),
+            }
+        } else {
+            format!("signal: {}", s.decode::<String>()?)
+        };
+        assert!(s.child(&child).is_err() || s.is(&child.select_name()), "another branch's result is an error");
+        ctx.sleep(Duration::from_millis(20)).await;
+        Ok(out)
+    }
+}
+
 async fn setup(db: &TestDb) -> (Engine, Worker) {
     let e = Engine::builder().store(db.store().await).namespace("kids").build().await.unwrap();
     let w = Worker::builder(&e)
         .register(Ship)
         .register(Order)
         .register(Fire)
+        .register(Keep)
+        .register(Race)
         .poll_interval(Duration::from_millis(20))
         .start()
         .await
@@ -83,6 +134,45 @@ async fn setup(db: &TestDb) -> (Engine, Worker) {
 
 async fn runs_of(e: &Engine, workflow: &str) -> Vec<Execution> {
     e.list(ExecutionFilter::new("kids").workflow(workflow)).await.unwrap()
+}
+
+/// The first child of `parent` once it is parked (waiting for `go`).
+async fn parked_child(e: &Engine, parent: &ExecutionId) -> Execution {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            if let Some(c) = e.children(parent).await.unwrap().pop()
+                && c.status == ExecutionStatus::Sleeping
+            {
+                return c;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the child parks waiting for `go`")
+}
+
+/// Waits until run `id` is parked.
+async fn until_parked(e: &Engine, id: &ExecutionId) {
+    tokio::time::timeout(WAIT, async {
+        while e.get(id).await.unwrap().unwrap().status != ExecutionStatus::Sleeping {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the run parks");
+}
+
+async fn race(db: &TestDb, settle: impl AsyncFnOnce(&Engine, &ExecutionId, String, ExecutionId)) -> String {
+    let (e, w) = setup(db).await;
+    let h = e.start::<Race>(()).await.unwrap();
+    let token: String = e.wait_event(h.id(), "token", WAIT).await.unwrap().expect("the token is published");
+    let child = parked_child(&e, h.id()).await.id;
+    until_parked(&e, h.id()).await;
+    settle(&e, h.id(), token, child).await;
+    let out = h.result_timeout(WAIT).await.unwrap();
+    w.shutdown(Duration::from_secs(5)).await;
+    out
 }
 
 both_backends! {
@@ -108,18 +198,7 @@ both_backends! {
     async fn cancelling_the_parent_cancels_its_running_child(db: TestDb) {
         let (e, w) = setup(&db).await;
         let h = e.start::<Order>("wait".into()).await.unwrap();
-        let child = tokio::time::timeout(WAIT, async {
-            loop {
-                if let Some(c) = e.children(h.id()).await.unwrap().pop()
-                    && c.status == ExecutionStatus::Sleeping
-                {
-                    return c;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-        .await
-        .expect("the child parks waiting for `go`");
+        let child = parked_child(&e, h.id()).await;
         e.cancel(h.id()).await.unwrap();
         assert!(matches!(h.result_timeout(WAIT).await.unwrap_err(), Error::RunEnded { status: ExecutionStatus::Cancelled, .. }));
         let child = e.get(&child.id).await.unwrap().unwrap();
@@ -135,6 +214,88 @@ both_backends! {
         let loose = e.handle::<String>(id);
         assert_eq!(loose.result_timeout(WAIT).await.unwrap(), "shipped loose");
         assert_eq!(loose.execution().await.unwrap().parent_id, None);
+        w.shutdown(Duration::from_secs(5)).await;
+    }
+
+    async fn a_child_started_not_to_be_cancelled_outlives_its_parents_cancel(db: TestDb) {
+        let (e, w) = setup(&db).await;
+        let h = e.start::<Keep>(()).await.unwrap();
+        let child = parked_child(&e, h.id()).await;
+        assert!(!child.cancel_with_parent);
+        e.cancel(h.id()).await.unwrap();
+        assert!(matches!(h.result_timeout(WAIT).await.unwrap_err(), Error::RunEnded { status: ExecutionStatus::Cancelled, .. }));
+        assert_eq!(e.get(&child.id).await.unwrap().unwrap().status, ExecutionStatus::Sleeping, "still waiting");
+        e.signal(&child.id, "go", &1u32).await.unwrap();
+        let kept = e.handle::<String>(child.id.clone());
+        assert_eq!(kept.result_timeout(WAIT).await.unwrap(), "shipped wait", "it finishes on its own");
+        w.shutdown(Duration::from_secs(5)).await;
+    }
+
+    async fn a_select_takes_an_awakeable_that_is_completed_first(db: TestDb) {
+        let out = race(&db, async |e: &Engine, _, token: String, _| e.complete(&token, "paid".to_owned()).await.unwrap()).await;
+        assert_eq!(out, "awakeable: paid");
+    }
+
+    async fn a_select_takes_a_rejected_awakeable_as_its_error(db: TestDb) {
+        let out = race(&db, async |e: &Engine, _, token: String, _| e.reject(&token, "card declined").await.unwrap()).await;
+        assert_eq!(out, "awakeable error: awakeable rejected: card declined");
+    }
+
+    async fn a_select_takes_a_childs_end_that_comes_first(db: TestDb) {
+        let out = race(&db, async |e: &Engine, _, _, child: ExecutionId| {
+            e.signal(&child, "go", &1u32).await.unwrap();
+        })
+        .await;
+        assert_eq!(out, "child: shipped wait");
+    }
+
+    async fn a_select_takes_a_signal_that_comes_first(db: TestDb) {
+        let out = race(&db, async |e: &Engine, id: &ExecutionId, _, _| {
+            e.signal(id, "stop", &"enough".to_owned()).await.unwrap();
+        })
+        .await;
+        assert_eq!(out, "signal: enough");
+    }
+
+    async fn hydras_own_signal_names_are_refused_to_senders(db: TestDb) {
+        let (e, w) = setup(&db).await;
+        let h = e.start::<Race>(()).await.unwrap();
+        let child = parked_child(&e, h.id()).await.id;
+        for name in [format!("child:{child}"), format!("awakeable:{}", "ab".repeat(16))] {
+            let err = e.signal(h.id(), &name, &"forged".to_owned()).await.unwrap_err();
+            assert!(matches!(&err, Error::Config(m) if m.contains("reserved")), "{name}: {err}");
+        }
+        e.cancel(h.id()).await.unwrap();
+        w.shutdown(Duration::from_secs(5)).await;
+    }
+
+    async fn a_crash_between_the_childs_insert_and_its_record_starts_no_second_child(db: TestDb) {
+        let (e, w) = setup(&db).await;
+        let h = e.start::<Order>("wait".into()).await.unwrap();
+        let child = parked_child(&e, h.id()).await;
+        until_parked(&e, h.id()).await;
+        w.shutdown(Duration::from_secs(5)).await;
+        // The state a crash after the insert and before the start's record
+        // leaves: the child exists, the parent has recorded nothing and is
+        // due to run again.
+        let c = e.store().connection();
+        let backend = c.get_database_backend();
+        let p = if backend == hydra_store::sea_orm::DbBackend::Postgres { "$1" } else { "?" };
+        for sql in [
+            format!("DELETE FROM workflow_steps WHERE execution_id = {p}"),
+            format!(
+                "UPDATE workflow_executions SET status = 'pending', due_at = 0, signal_wait = FALSE, \
+                 open_position = 0, open_attempts = 0, lease_owner = NULL WHERE id = {p}"
+            ),
+        ] {
+            c.execute_raw(Statement::from_sql_and_values(backend, &sql, [h.id().as_str().into()])).await.unwrap();
+        }
+        let (e, w) = setup(&db).await;
+        until_parked(&e, h.id()).await;
+        assert_eq!(runs_of(&e, "ship").await.len(), 1, "the second start found the first child");
+        e.signal(&child.id, "go", &1u32).await.unwrap();
+        assert_eq!(e.handle::<String>(h.id().clone()).result_timeout(WAIT).await.unwrap(), "shipped wait");
+        assert_eq!(runs_of(&e, "ship").await.len(), 1);
         w.shutdown(Duration::from_secs(5)).await;
     }
 }

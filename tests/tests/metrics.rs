@@ -119,6 +119,32 @@ impl Workflow for Ask {
     }
 }
 
+/// Returns 7 at once.
+struct Leaf;
+
+impl Workflow for Leaf {
+    const NAME: &'static str = "leaf";
+    type Input = ();
+    type Output = u32;
+
+    async fn run(&self, _ctx: WorkflowContext, _: ()) -> Result<u32, WorkflowError> {
+        Ok(7)
+    }
+}
+
+/// Starts a `leaf` child and returns its result.
+struct Family;
+
+impl Workflow for Family {
+    const NAME: &'static str = "family";
+    type Input = ();
+    type Output = u32;
+
+    async fn run(&self, ctx: WorkflowContext, _: ()) -> Result<u32, WorkflowError> {
+        Ok(ctx.child::<Leaf>(()).await?)
+    }
+}
+
 async fn scrape(addr: SocketAddr) -> String {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").await.unwrap();
@@ -175,6 +201,8 @@ async fn the_scrape_lists_every_seed_metric_with_expected_values() {
         let w = Worker::builder(&engine)
             .register(flow)
             .register(Ask)
+            .register(Leaf)
+            .register(Family)
             .poll_interval(Duration::from_millis(50))
             .heartbeat_interval(Duration::from_millis(50))
             .lease_ttl(Duration::from_secs(3600))
@@ -206,6 +234,9 @@ async fn the_scrape_lists_every_seed_metric_with_expected_values() {
         let asking = engine.start::<Ask>(()).await.unwrap();
         engine.signal(asking.id(), "answer", &42u32).await.unwrap();
         assert_eq!(asking.result_timeout(WAIT).await.unwrap(), 42);
+        // A child started and awaited.
+        let family = engine.start::<Family>(()).await.unwrap();
+        assert_eq!(family.result_timeout(WAIT).await.unwrap(), 7);
         w.shutdown(Duration::from_secs(1)).await;
     }
     let body = scrape(addr).await;
@@ -230,6 +261,17 @@ async fn the_scrape_lists_every_seed_metric_with_expected_values() {
     let ask = [("namespace", "metrics-cron"), ("workflow_name", "ask")];
     assert_eq!(value(&body, metrics::SIGNALS_SENT, &ask), 1.0);
     assert_eq!(value(&body, metrics::SIGNALS_RECEIVED, &ask), 1.0);
+    assert_eq!(
+        value(&body, metrics::WAITS, &[("namespace", "metrics-cron"), ("workflow_name", "ask"), ("kind", "signal")]),
+        1.0
+    );
+    let family = [("namespace", "metrics-cron"), ("workflow_name", "family")];
+    assert_eq!(value(&body, metrics::CHILDREN_STARTED, &[family[0], family[1], ("child_workflow", "leaf")]), 1.0);
+    assert_eq!(
+        value(&body, metrics::WAITS, &[family[0], family[1], ("kind", "child")]),
+        1.0,
+        "one wait, not one per replay"
+    );
 
     let seed = [
         "hydra_workflows_started_total",

@@ -75,6 +75,29 @@ impl Workflow for Choose {
     }
 }
 
+/// A step of 400 ms (the window for a cancel the run does not see), then a
+/// wait with no end: signal `never` (input `true`) or an hour's sleep.
+struct WorkThenWait;
+
+impl Workflow for WorkThenWait {
+    const NAME: &'static str = "work-then-wait";
+    type Input = bool;
+    type Output = u32;
+
+    async fn run(&self, ctx: WorkflowContext, signal: bool) -> Result<u32, WorkflowError> {
+        ctx.step("work", |_s| async {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            Ok::<_, StepError>(())
+        })
+        .await?;
+        if signal {
+            return Ok(ctx.recv::<u32>("never").await?);
+        }
+        ctx.sleep(Duration::from_secs(3600)).await;
+        Ok(0)
+    }
+}
+
 async fn engine(db: &TestDb, clock: &Clock) -> Engine {
     Engine::builder().store(db.store().await).namespace("signals").clock(clock.clone()).build().await.unwrap()
 }
@@ -225,6 +248,31 @@ both_backends! {
         assert_eq!(done.status, ExecutionStatus::Failed);
         let err = done.error.unwrap();
         assert!(err.contains("signal:approve") && err.contains("signal:reject"), "{err}");
+        w.shutdown(Duration::from_secs(5)).await;
+    }
+
+    async fn a_cancel_the_run_has_not_seen_when_it_parks_still_ends_it(db: TestDb) {
+        let e = Engine::builder().store(db.store().await).namespace("signals").build().await.unwrap();
+        // Heartbeats (which carry a cancel to a running run) far apart: the
+        // run parks without having seen it.
+        let w = Worker::builder(&e)
+            .register(WorkThenWait)
+            .poll_interval(Duration::from_millis(20))
+            .heartbeat_interval(Duration::from_secs(20))
+            .lease_ttl(Duration::from_secs(60))
+            .start()
+            .await
+            .unwrap();
+        for signal in [true, false] {
+            let h = e.start::<WorkThenWait>(signal).await.unwrap();
+            until(&e, h.id(), "runs its step", |r| r.status == ExecutionStatus::Running).await;
+            assert_eq!(e.cancel(h.id()).await.unwrap(), hydra_runtime::CancelOutcome::Requested);
+            let err = h.result_timeout(WAIT).await.unwrap_err();
+            assert!(
+                matches!(err, Error::RunEnded { status: ExecutionStatus::Cancelled, .. }),
+                "waiting for a signal: {signal}: {err}"
+            );
+        }
         w.shutdown(Duration::from_secs(5)).await;
     }
 }

@@ -35,6 +35,23 @@ impl<T> Awakeable<T> {
     pub fn token(&self) -> &str {
         &self.token
     }
+
+    /// The name that stands for this awakeable among the names given to
+    /// [`WorkflowContext::select`]; take its value with
+    /// [`crate::Selected::awakeable`]. Empty for a token that is not
+    /// well-formed (a select on it fails the run).
+    pub fn select_name(&self) -> String {
+        parse_token(&self.token).map(|(_, name)| name).unwrap_or_default()
+    }
+}
+
+/// An awakeable's settlement as its value, or the rejection as a
+/// permanent error.
+pub(crate) fn settled_value<T>(settled: Settled<T>) -> Result<T, StepError> {
+    match settled {
+        Settled::Completed(v) => Ok(v),
+        Settled::Rejected(reason) => Err(StepError::permanent(format!("awakeable rejected: {reason}"))),
+    }
 }
 
 /// What a completion carries (the payload of the awakeable's signal).
@@ -75,10 +92,7 @@ impl WorkflowContext {
     /// permanent error with the reason). The run is parked meanwhile.
     pub async fn await_awakeable<T: DeserializeOwned>(&self, awakeable: &Awakeable<T>) -> Result<T, StepError> {
         let name = self.awakeable_signal(awakeable).await;
-        match self.recv::<Settled<T>>(&name).await? {
-            Settled::Completed(v) => Ok(v),
-            Settled::Rejected(reason) => Err(StepError::permanent(format!("awakeable rejected: {reason}"))),
-        }
+        settled_value(self.recv::<Settled<T>>(&name).await?)
     }
 
     /// [`WorkflowContext::await_awakeable`] for at most `timeout`; `None`
@@ -90,11 +104,7 @@ impl WorkflowContext {
         timeout: Duration,
     ) -> Result<Option<T>, StepError> {
         let name = self.awakeable_signal(awakeable).await;
-        match self.recv_timeout::<Settled<T>>(&name, timeout).await? {
-            Some(Settled::Completed(v)) => Ok(Some(v)),
-            Some(Settled::Rejected(reason)) => Err(StepError::permanent(format!("awakeable rejected: {reason}"))),
-            None => Ok(None),
-        }
+        self.recv_timeout::<Settled<T>>(&name, timeout).await?.map(settled_value).transpose()
     }
 
     async fn awakeable_signal<T>(&self, awakeable: &Awakeable<T>) -> String {

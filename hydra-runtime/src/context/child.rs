@@ -5,8 +5,14 @@
 //! idempotency key: a replay, or a crash between the insert and its record,
 //! never starts a second child. The parent parks while it waits; the
 //! child's end reaches it as a signal written in the commit that ends the
-//! child. Cancelling the parent cancels its running children
-//! ([`crate::Engine::cancel`]); a detached start links nothing.
+//! child.
+//!
+//! Cancel policy: cancelling the parent ([`crate::Engine::cancel`]) cancels
+//! its running children, and theirs, unless a start said otherwise
+//! ([`ChildOptions::cancel_with_parent`]). A parent that ends on its own
+//! (completes without awaiting a child, fails, times out) leaves its
+//! children running; their ends are then recorded for no one. A detached
+//! start links nothing: no parent, not awaited, not cancelled.
 
 use super::WorkflowContext;
 use crate::error::StepError;
@@ -33,6 +39,64 @@ impl<O> ChildHandle<O> {
     pub fn id(&self) -> &ExecutionId {
         &self.id
     }
+
+    /// The name that stands for this child's end among the names given to
+    /// [`WorkflowContext::select`]; take its result with
+    /// [`crate::Selected::child`].
+    pub fn select_name(&self) -> String {
+        hydra_store::child_signal_name(&self.id)
+    }
+}
+
+/// A child's end as the parent received it: its output, or a permanent
+/// error naming how it ended.
+pub(crate) fn child_result<O: serde::de::DeserializeOwned>(
+    codecs: &crate::codec::CodecRegistry,
+    parent: &ExecutionId,
+    child: &ExecutionId,
+    bytes: &[u8],
+) -> Result<O, StepError> {
+    if let Some((&0, rest)) = bytes.split_first() {
+        let text = String::from_utf8_lossy(rest);
+        let (status, message) = text.split_once('\n').unwrap_or((&text, ""));
+        return Err(StepError::permanent(format!("child run {child} ended {status}: {message}")));
+    }
+    codecs.decode::<O>(bytes).map_err(|reason| {
+        let e = crate::Error::Decode {
+            execution: parent.clone(),
+            what: format!("the result of child run {child}"),
+            reason,
+        };
+        StepError::permanent(e.to_string())
+    })
+}
+
+/// Options of a child start ([`WorkflowContext::start_child_with`]).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ChildOptions {
+    /// Whether cancelling the parent cancels this child (default `true`).
+    pub cancel_with_parent: bool,
+}
+
+impl Default for ChildOptions {
+    fn default() -> Self {
+        ChildOptions { cancel_with_parent: true }
+    }
+}
+
+impl ChildOptions {
+    /// The defaults: the child is cancelled with its parent.
+    pub fn new() -> Self {
+        ChildOptions::default()
+    }
+
+    /// `false`: cancelling the parent leaves this child running (it is
+    /// still the parent's child: listed, and awaited if the parent awaits).
+    pub fn cancel_with_parent(mut self, yes: bool) -> Self {
+        self.cancel_with_parent = yes;
+        self
+    }
 }
 
 /// The child ID of the start recorded as `step` in run `parent`.
@@ -50,39 +114,53 @@ impl WorkflowContext {
         self.await_child(&handle).await
     }
 
+    /// [`WorkflowContext::child`] with options (the cancel policy).
+    pub async fn child_with<W: Workflow>(
+        &self,
+        input: W::Input,
+        options: ChildOptions,
+    ) -> Result<W::Output, StepError> {
+        let handle = self.start_child_with::<W>(input, options).await?;
+        self.await_child(&handle).await
+    }
+
     /// Starts a run of `W` as this run's child, once (see the module
     /// documentation), and returns its handle without waiting.
     pub async fn start_child<W: Workflow>(&self, input: W::Input) -> Result<ChildHandle<W::Output>, StepError> {
-        let id = self.start_run::<W>(input, true).await?;
+        self.start_child_with::<W>(input, ChildOptions::default()).await
+    }
+
+    /// [`WorkflowContext::start_child`] with options (the cancel policy).
+    pub async fn start_child_with<W: Workflow>(
+        &self,
+        input: W::Input,
+        options: ChildOptions,
+    ) -> Result<ChildHandle<W::Output>, StepError> {
+        let id = self.start_run::<W>(input, Some(options)).await?;
         Ok(ChildHandle { id, _output: PhantomData })
     }
 
     /// Starts a run of `W`, once, with no link to this run: it is not
     /// awaited and not cancelled with this run. Returns its ID.
     pub async fn start_detached<W: Workflow>(&self, input: W::Input) -> Result<ExecutionId, StepError> {
-        self.start_run::<W>(input, false).await
+        self.start_run::<W>(input, None).await
     }
 
     /// Waits for a child's result (the run is parked meanwhile).
     pub async fn await_child<O: serde::de::DeserializeOwned>(&self, child: &ChildHandle<O>) -> Result<O, StepError> {
         let name = hydra_store::child_signal_name(&child.id);
         let bytes = self.recv_raw_payload(&name).await;
-        if let Some((&0, rest)) = bytes.split_first() {
-            let text = String::from_utf8_lossy(rest);
-            let (status, message) = text.split_once('\n').unwrap_or((&text, ""));
-            return Err(StepError::permanent(format!("child run {} ended {status}: {message}", child.id)));
-        }
-        self.run.codecs.decode::<O>(&bytes).map_err(|reason| {
-            let e = crate::Error::Decode {
-                execution: self.run.lease.execution_id.clone(),
-                what: format!("the result of child run {}", child.id),
-                reason,
-            };
-            StepError::permanent(e.to_string())
-        })
+        child_result(&self.run.codecs, &self.run.lease.execution_id, &child.id, &bytes)
     }
 
-    async fn start_run<W: Workflow>(&self, input: W::Input, linked: bool) -> Result<ExecutionId, StepError> {
+    /// Starts a child (`link` set) or a detached run (`None`).
+    async fn start_run<W: Workflow>(
+        &self,
+        input: W::Input,
+        link: Option<ChildOptions>,
+    ) -> Result<ExecutionId, StepError> {
+        let linked = link.is_some();
+        let cancel_with_parent = link.is_none_or(|o| o.cancel_with_parent);
         let run = std::sync::Arc::clone(&self.run);
         let codec = W::options().codec.unwrap_or(run.codec);
         let bytes = run.codecs.encode_checked(codec, &input).map_err(|reason| {
@@ -107,10 +185,16 @@ impl WorkflowContext {
                     new.trigger_type = TriggerType::Child;
                     new.trigger_source = Some(run.lease.execution_id.to_string());
                     new.parent_id = linked.then(|| run.lease.execution_id.clone());
-                    run.store
+                    new.cancel_with_parent = cancel_with_parent;
+                    let created = run
+                        .store
                         .create_execution(new)
                         .await
                         .map_err(|e| StepError::retryable(format!("could not start the child run: {e}")))?;
+                    if matches!(created, hydra_store::Created::New(_)) {
+                        crate::metrics::child_started(&run.lease.namespace, &run.workflow_name, W::NAME);
+                        tracing::info!(child = %id, child_workflow = W::NAME, linked, "started a child run");
+                    }
                     if let Some(work) = &run.work {
                         work.send_modify(|n| *n = n.wrapping_add(1));
                     }

@@ -42,7 +42,7 @@ mod workflow;
 
 pub use awakeable::Awakeable;
 pub(crate) use awakeable::{Settled, parse_token};
-pub use child::ChildHandle;
+pub use child::{ChildHandle, ChildOptions};
 pub(crate) use run::{Interrupt, RunSetup, RunState};
 pub use signal::Selected;
 pub(crate) use signal::validate_signal_name;

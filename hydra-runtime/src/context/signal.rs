@@ -12,6 +12,7 @@ use crate::error::{Error, StepError};
 use hydra_store::{OpenStep, Receive, Received, StepId, StepKind, StepOutcome, StepRecord, StepStatus};
 use serde::de::DeserializeOwned;
 use std::time::Duration;
+use tracing::Instrument;
 
 /// The prefix of a receive's step ID: `signal:{name}`.
 pub(crate) const SIGNAL_STEP_PREFIX: &str = "signal:";
@@ -23,6 +24,38 @@ pub(crate) fn validate_signal_name(name: &str) -> Result<(), String> {
         return Err(format!("signal name `{name}` is longer than 190 bytes"));
     }
     StepId::validate_base(name).map_err(|e| e.replace("step ID", "signal name"))
+}
+
+/// What a receive waits for, from its step ID base (the `kind` of its
+/// span and of `hydra_waits_total`).
+fn wait_kind(base: &str) -> &'static str {
+    match base.strip_prefix(SIGNAL_STEP_PREFIX) {
+        Some(name) if name.starts_with("child:") => "child",
+        Some(name) if name.starts_with("awakeable:") => "awakeable",
+        Some(_) => "signal",
+        None => "select",
+    }
+}
+
+/// The step ID base of a select: `select:` and its names joined by `|`; a
+/// list longer than a step ID allows keeps its first 150 bytes and adds a
+/// hash of all of it (FNV-1a, stable across versions and platforms), so a
+/// replay with other names still differs.
+fn select_base(names: &[&str]) -> String {
+    let all = format!("select:{}", names.join("|"));
+    if all.len() <= 200 {
+        return all;
+    }
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in all.bytes() {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    let mut cut = 150;
+    while !all.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}~{hash:016x}", &all[..cut])
 }
 
 impl WorkflowContext {
@@ -74,9 +107,12 @@ impl WorkflowContext {
     /// Waits for whichever of `names` is sent first (the oldest unconsumed
     /// signal of any of them), or until `timeout` passes (`None`): "approve,
     /// reject or 48 hours" is one select. The branch taken is recorded, so a
-    /// replay takes the same one; the other signals stay buffered.
+    /// replay takes the same one; the other signals stay buffered. A child's
+    /// end and an awakeable's settlement take part under their
+    /// `select_name()` ([`crate::ChildHandle::select_name`],
+    /// [`crate::Awakeable::select_name`]).
     pub async fn select(&self, names: &[&str], timeout: Option<Duration>) -> Result<Option<Selected>, StepError> {
-        let base = format!("select:{}", names.join("|"));
+        let base = select_base(names);
         Ok(self.receive_raw(base, names, timeout).await.map(|(name, step, bytes)| Selected {
             name,
             step,
@@ -114,8 +150,15 @@ impl WorkflowContext {
             match rec.status {
                 StepStatus::Completed => {
                     let output = rec.output.clone()?;
-                    let taken = rec.step_name.strip_prefix(SIGNAL_STEP_PREFIX).unwrap_or(names[0]).to_owned();
-                    return Some((taken, step_id, Some(output)));
+                    let taken = rec.step_name.strip_prefix(SIGNAL_STEP_PREFIX).filter(|t| names.contains(t));
+                    let Some(taken) = taken else {
+                        let message = format!(
+                            "receive `{step_id}` is recorded as `{}`, which is none of {names:?}",
+                            rec.step_name
+                        );
+                        match run.fail_run(message).await {}
+                    };
+                    return Some((taken.to_owned(), step_id, Some(output)));
                 }
                 // A wait in progress: its recorded deadline holds.
                 StepStatus::Running => deadline = rec.wake_at,
@@ -127,24 +170,53 @@ impl WorkflowContext {
             }
         }
         run.checkpoint_gate().await;
+        let kind = wait_kind(&base);
+        let span = tracing::info_span!(
+            "wait",
+            kind,
+            namespace = %run.lease.namespace,
+            workflow = %run.workflow_name,
+            execution_id = %run.lease.execution_id,
+            step_id = %step_id,
+            deadline = ?deadline,
+        );
+        if run.recorded(position).is_none() {
+            // Counted once: not again when the run resumes the wait.
+            crate::metrics::wait(&run.lease.namespace, &run.workflow_name, kind);
+        }
         let record = StepRecord::new(step_id.clone(), base, position, StepKind::Signal, 1, StepOutcome::Waiting);
         let due = deadline.map(|d| run.park_until(d)).or(run.deadline_at);
         let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
         let receive = Receive::any(record, names, deadline).due(due);
+        self.take_or_park(receive, position, step_id, due).instrument(span).await
+    }
+
+    /// Takes the oldest signal `receive` waits for, records the timeout,
+    /// or parks the run (and does not return).
+    async fn take_or_park(
+        &self,
+        receive: Receive,
+        position: u32,
+        step_id: StepId,
+        due: Option<i64>,
+    ) -> Option<(String, StepId, Option<Vec<u8>>)> {
+        let run = &*self.run;
         let got = run.write("signal receive", || run.store.receive_signal(&run.lease, &receive, run.now())).await;
         let next = OpenStep::new(position.saturating_add(1), 1);
         match got {
             Ok(Received::Signal { name, payload }) => {
                 run.moved_open(position, next);
                 crate::metrics::signal_received(&run.lease.namespace, &run.workflow_name);
+                tracing::debug!(signal = %name, "received");
                 Some((name, step_id, Some(payload)))
             }
             Ok(Received::TimedOut) => {
                 run.moved_open(position, next);
+                tracing::debug!("timed out");
                 None
             }
             Ok(Received::Parked) => {
-                tracing::debug!(signals = ?receive.names, ?deadline, "waiting for a signal");
+                tracing::debug!(signals = ?receive.names, "parked until a signal comes");
                 match run.halt(Interrupt::Suspended { until: due.unwrap_or(i64::MAX) }).await {}
             }
             Err(e) => match run.fail_run(format!("could not receive a signal ({:?}): {e}", receive.names)).await {},
@@ -185,6 +257,41 @@ impl Selected {
     /// The name of the signal taken.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Whether the branch taken is `name` (a signal name or a
+    /// `select_name()`).
+    pub fn is(&self, name: &str) -> bool {
+        self.name == name
+    }
+
+    /// The result of `child` if the branch taken is its end: its output, or
+    /// a permanent error saying how it ended (as
+    /// [`WorkflowContext::await_child`]). A permanent error too if another
+    /// branch was taken.
+    pub fn child<O: DeserializeOwned>(&self, child: &super::ChildHandle<O>) -> Result<O, StepError> {
+        if !self.is(&child.select_name()) {
+            return Err(StepError::permanent(format!("select took `{}`, not child run {}", self.name, child.id())));
+        }
+        super::child::child_result(
+            &self.codecs,
+            &self.execution,
+            child.id(),
+            self.payload.as_deref().unwrap_or_default(),
+        )
+    }
+
+    /// The value of `awakeable` if the branch taken is its settlement; its
+    /// rejection (or another branch) is a permanent error.
+    pub fn awakeable<T: DeserializeOwned>(&self, awakeable: &super::Awakeable<T>) -> Result<T, StepError> {
+        if !self.is(&awakeable.select_name()) {
+            return Err(StepError::permanent(format!(
+                "select took `{}`, not awakeable `{}`",
+                self.name,
+                awakeable.token()
+            )));
+        }
+        super::awakeable::settled_value(self.decode::<super::Settled<T>>()?)
     }
 
     /// Its payload as `T`; a payload that does not decode is a permanent

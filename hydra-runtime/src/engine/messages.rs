@@ -8,6 +8,10 @@ use hydra_store::{ExecutionId, SignalSent};
 use serde::de::DeserializeOwned;
 use std::time::Duration;
 
+/// Signal names a sender may not use: a child's end (`child:{id}`) and an
+/// awakeable's settlement (`awakeable:{secret}`) are sent by Hydra only.
+const RESERVED_SIGNAL_PREFIXES: &[&str] = &["child:", "awakeable:"];
+
 /// Options of [`Engine::signal_with`].
 #[derive(Clone, Debug, Default)]
 #[non_exhaustive]
@@ -48,8 +52,25 @@ impl Engine {
     }
 
     /// [`Engine::signal`] with options: an idempotency key makes a retried
-    /// send a no-op ([`SignalSent::Duplicate`]).
+    /// send a no-op ([`SignalSent::Duplicate`]). Names beginning `child:` or
+    /// `awakeable:` are Hydra's own (a child's end, an awakeable's
+    /// settlement) and are refused ([`Error::Config`]).
     pub async fn signal_with<T: serde::Serialize + DeserializeOwned>(
+        &self,
+        id: &ExecutionId,
+        name: &str,
+        value: &T,
+        options: SignalOptions,
+    ) -> Result<SignalSent, Error> {
+        if let Some(prefix) = RESERVED_SIGNAL_PREFIXES.iter().find(|p| name.starts_with(**p)) {
+            return Err(Error::Config(format!(
+                "signal name `{name}`: names beginning `{prefix}` are reserved for Hydra's own signals"
+            )));
+        }
+        self.send_signal(id, name, value, options).await
+    }
+
+    async fn send_signal<T: serde::Serialize + DeserializeOwned>(
         &self,
         id: &ExecutionId,
         name: &str,
@@ -114,7 +135,7 @@ impl Engine {
         let Some((id, name)) = crate::context::parse_token(token) else {
             return Err(Error::Config(format!("`{token}` is not an awakeable token")));
         };
-        match self.signal_with(&id, &name, settled, SignalOptions::new().idempotency_key(&name)).await? {
+        match self.send_signal(&id, &name, settled, SignalOptions::new().idempotency_key(&name)).await? {
             SignalSent::Accepted { .. } => Ok(()),
             SignalSent::Duplicate => Err(Error::AwakeableSettled(token.to_owned())),
             _ => Err(Error::AwakeableSettled(token.to_owned())),

@@ -377,13 +377,17 @@ impl Engine {
     /// Cancels a run: one that is not running ends at once; a running one
     /// stops at its next checkpoint (its step bodies see
     /// [`crate::StepContext::cancelled`]). Its child runs that have not
-    /// ended are cancelled with it, and theirs (detached starts are not
-    /// children).
+    /// ended are cancelled with it, and theirs, except children started
+    /// with [`ChildOptions::cancel_with_parent`](crate::ChildOptions)
+    /// `false` (and their own children); detached starts are not children.
     pub async fn cancel(&self, id: &ExecutionId) -> Result<CancelOutcome, Error> {
         let outcome = self.cancel_one(id).await?;
         let mut parents = vec![id.clone()];
         while let Some(parent) = parents.pop() {
             for child in self.inner.store.children(&self.inner.namespace, &parent).await? {
+                if !child.cancel_with_parent {
+                    continue;
+                }
                 if !child.status.is_terminal() {
                     match self.cancel_one(&child.id).await {
                         Ok(_) | Err(Error::NotFound(_)) => {}

@@ -31,6 +31,7 @@ pub struct Model {
     pub open_position: i32,
     pub open_attempts: i32,
     pub parent_id: Option<String>,
+    pub cancel_with_parent: bool,
 }
 
 /// No relations are navigated through the ORM.

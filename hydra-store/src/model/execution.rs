@@ -107,6 +107,9 @@ pub struct Execution {
     pub open_step: OpenStep,
     /// The run that started this one as its child, if any.
     pub parent_id: Option<ExecutionId>,
+    /// Whether cancelling its parent cancels it (children only; the
+    /// default, unless the start overrode it).
+    pub cancel_with_parent: bool,
 }
 
 impl Execution {
@@ -145,6 +148,8 @@ pub struct NewExecution {
     pub deadline_at: Option<i64>,
     /// The run that started it as its child (told when it ends).
     pub parent_id: Option<ExecutionId>,
+    /// Whether cancelling the parent cancels it (default `true`).
+    pub cancel_with_parent: bool,
 }
 
 impl NewExecution {
@@ -169,6 +174,7 @@ impl NewExecution {
             due_at: now,
             deadline_at: None,
             parent_id: None,
+            cancel_with_parent: true,
         }
     }
 }

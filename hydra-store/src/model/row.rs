@@ -75,6 +75,7 @@ impl TryFrom<workflow_executions::Model> for Execution {
             cancel_requested: m.cancel_requested,
             open_step: OpenStep { position: to_u32(m.open_position), attempts: to_u32(m.open_attempts) },
             parent_id: m.parent_id.map(ExecutionId::from_string),
+            cancel_with_parent: m.cancel_with_parent,
         })
     }
 }

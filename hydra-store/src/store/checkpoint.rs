@@ -175,10 +175,14 @@ impl Store {
                     ("", Vec::new())
                 }
             },
+            // A cancel requested while the run was running (and not yet
+            // seen by it) makes the parked run due now: its next claim
+            // ends it cancelled, instead of at the end of its sleep.
             Transition::Sleep { until } => (
-                "UPDATE workflow_executions SET status = 'sleeping', due_at = ?, lease_owner = NULL, updated_at = ?, \
+                "UPDATE workflow_executions SET status = 'sleeping', \
+                 due_at = CASE WHEN cancel_requested THEN ? ELSE ? END, lease_owner = NULL, updated_at = ?, \
                  signal_wait = FALSE",
-                vec![(*until).into(), now.into()],
+                vec![now.into(), (*until).into(), now.into()],
             ),
             Transition::Release => (
                 "UPDATE workflow_executions SET status = 'sleeping', due_at = ?, lease_owner = NULL, updated_at = ?, \
@@ -186,9 +190,10 @@ impl Store {
                 vec![now.into(), now.into()],
             ),
             Transition::Retry { at, error } => (
-                "UPDATE workflow_executions SET status = 'pending', due_at = ?, error_message = ?, \
+                "UPDATE workflow_executions SET status = 'pending', \
+                 due_at = CASE WHEN cancel_requested THEN ? ELSE ? END, error_message = ?, \
                  lease_owner = NULL, updated_at = ?, signal_wait = FALSE",
-                vec![(*at).into(), error.as_str().into(), now.into()],
+                vec![now.into(), (*at).into(), error.as_str().into(), now.into()],
             ),
             Transition::Finish(t) => {
                 let (output, error): (Option<Vec<u8>>, Option<String>) = match t {

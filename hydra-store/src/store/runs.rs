@@ -204,6 +204,7 @@ pub(super) fn execution_row(new: &NewExecution) -> exec::ActiveModel {
         open_position: Set(0),
         open_attempts: Set(0),
         parent_id: Set(new.parent_id.as_ref().map(|p| p.as_str().to_owned())),
+        cancel_with_parent: Set(new.cancel_with_parent),
     }
 }
 

@@ -276,14 +276,18 @@ impl Store {
         rec.wake_at = r.deadline;
         self.write_step(txn, lease, &rec, None, now, false).await?;
         let (open, mut values) = open_set(OpenStep::new(position, 0), OpenWhen::At(position));
-        let mut all: Vec<Value> = vec![r.due.into(), now.into(), true.into()];
+        // A cancel requested while the run ran (not yet seen by it) makes
+        // it due now, so its next claim ends it cancelled: a wait with no
+        // deadline would otherwise keep the cancel for ever.
+        let mut all: Vec<Value> = vec![now.into(), r.due.into(), now.into(), true.into()];
         all.append(&mut values);
         all.push(lease.execution_id.as_str().into());
         all.push(lease.token.0.into());
         let parked = txn
             .execute_raw(self.stmt(
                 &format!(
-                    "UPDATE workflow_executions SET status = 'sleeping', due_at = ?, lease_owner = NULL, \
+                    "UPDATE workflow_executions SET status = 'sleeping', \
+                     due_at = CASE WHEN cancel_requested THEN ? ELSE ? END, lease_owner = NULL, \
                      updated_at = ?, signal_wait = ?{open} WHERE id = ? AND fencing_token = ?"
                 ),
                 all,

@@ -211,14 +211,15 @@ pub(super) fn open_set(to: OpenStep, when: OpenWhen) -> (&'static str, Vec<Value
 }
 
 /// The conflict clause of a step result: only a running step at the same
-/// position takes it; its attempt count never goes down.
+/// position takes it; its attempt count never goes down. The name is
+/// replaced: a select that parked records the branch it took there.
 const STEP_TAIL_PG: &str = "ON CONFLICT (execution_id, step_id) DO UPDATE SET status = excluded.status, \
-       output_data = excluded.output_data, error_message = excluded.error_message, \
+       step_name = excluded.step_name, output_data = excluded.output_data, error_message = excluded.error_message, \
        completed_at = excluded.completed_at, wake_at = excluded.wake_at, \
        fencing_token = excluded.fencing_token, attempts = GREATEST(workflow_steps.attempts, excluded.attempts) \
      WHERE workflow_steps.status = 'running' AND workflow_steps.position = excluded.position";
 pub(super) const STEP_TAIL_SQLITE: &str = "ON CONFLICT (execution_id, step_id) DO UPDATE SET status = excluded.status, \
-       output_data = excluded.output_data, error_message = excluded.error_message, \
+       step_name = excluded.step_name, output_data = excluded.output_data, error_message = excluded.error_message, \
        completed_at = excluded.completed_at, wake_at = excluded.wake_at, \
        fencing_token = excluded.fencing_token, attempts = MAX(workflow_steps.attempts, excluded.attempts) \
      WHERE workflow_steps.status = 'running' AND workflow_steps.position = excluded.position";
