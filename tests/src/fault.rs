@@ -87,6 +87,32 @@ impl Workflow for Collector {
     }
 }
 
+/// Starts a [`FaultFlow`] child with its plan, awaits it, then runs one
+/// step of its own; returns the child's output. Kills land on parents
+/// while children run, on children mid-step, and on both.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FaultParent;
+
+impl Workflow for FaultParent {
+    const NAME: &'static str = "fault-parent";
+    type Input = FaultPlan;
+    type Output = Vec<u32>;
+
+    fn options() -> WorkflowOptions {
+        WorkflowOptions::default().retry(RetryPolicy::attempts(1_000).initial(Duration::from_millis(10)))
+    }
+
+    async fn run(&self, ctx: WorkflowContext, plan: FaultPlan) -> Result<Vec<u32>, WorkflowError> {
+        let pids = ctx.child::<FaultFlow>(plan).await?;
+        ctx.step_with(StepOptions::new("after").retry(policy()), |_s| async {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            Ok::<_, StepError>(())
+        })
+        .await?;
+        Ok(pids)
+    }
+}
+
 /// The campaign's workflow.
 #[derive(Clone, Debug)]
 pub struct FaultFlow {

@@ -11,7 +11,7 @@ use hydra_runtime::prelude::*;
 use hydra_runtime::{Execution, ExecutionFilter, StepStatus};
 use hydra_store::sea_orm::{ConnectionTrait, Statement};
 use hydra_tests::fault::{
-    Collector, FaultFlow, FaultPlan, Greeting, ProcConfig, WorkerProc, body_log, create_ledger, env_or,
+    Collector, FaultFlow, FaultParent, FaultPlan, Greeting, ProcConfig, WorkerProc, body_log, create_ledger, env_or,
 };
 use hydra_tests::{DbKind, TestDb, both_backends};
 use std::collections::{HashMap, HashSet};
@@ -185,6 +185,57 @@ both_backends! {
         assert!(kills >= 10 * scale());
         assert_eq!(wrong, 0, "every run received 0..{per_run} once each, in order");
         assert_eq!(consumed, sent, "every signal received once");
+    }
+
+    async fn children_under_kills_of_parents_and_children_start_once_and_finish(db: TestDb) {
+        let _serial = SERIAL.lock().await;
+        let mut rng = fastrand::Rng::with_seed(Campaign::seed());
+        let kind = db.kind;
+        let c = Campaign::new(db, 4).await;
+        let (n, steps) = (40 * scale(), 4u32);
+        let mut parents = Vec::with_capacity(n);
+        for _ in 0..n {
+            parents.push(c.engine.start::<FaultParent>(FaultPlan::steps(steps, 40)).await.unwrap());
+        }
+        let mut procs: Vec<WorkerProc> = (0..3).map(|i| WorkerProc::start(&c.cfg, i)).collect();
+        let kills = kill_campaign(&c, &mut procs, &mut rng, 12 * scale(), 2 * n).await;
+        let runs = c.until_all_ended(2 * n, Duration::from_secs(300)).await;
+        drop(procs);
+        let not_completed = runs.iter().filter(|r| r.status != ExecutionStatus::Completed).count();
+        let mut wrong = 0;
+        for p in &parents {
+            let children = c.engine.children(p.id()).await.unwrap();
+            let got = p.result().await.unwrap();
+            let child_out = match children.as_slice() {
+                [only] => c.engine.handle::<Vec<u32>>(only.id.clone()).result().await.unwrap(),
+                _ => Vec::new(),
+            };
+            if children.len() != 1 || got != child_out || got.len() != steps as usize {
+                wrong += 1;
+            }
+        }
+        let duplicates = c
+            .count("SELECT COUNT(*) FROM (SELECT execution_id, step_id FROM workflow_steps GROUP BY execution_id, step_id HAVING COUNT(*) > 1) d")
+            .await;
+        let child_steps = c
+            .count("SELECT COUNT(*) FROM workflow_steps WHERE status = 'completed' AND step_id LIKE 's%' AND kind = 'step'")
+            .await;
+        let bodies = body_log(&c.cfg.log);
+        eprintln!(
+            "children under kills [{kind:?}]: parents {n}, runs {}, kills {kills}, child step bodies {} for {} steps, \
+             parents with a missing, second or mismatched child {wrong}, not completed {not_completed}",
+            runs.len(),
+            bodies.len(),
+            n * steps as usize
+        );
+        assert!(kills >= 12 * scale());
+        assert_eq!(runs.len(), 2 * n, "one child per parent, no more");
+        assert_eq!(not_completed, 0, "every parent and child completed");
+        assert_eq!(wrong, 0, "each parent has one child and returns its result");
+        assert_eq!(duplicates, 0);
+        assert_eq!(child_steps, (n * steps as usize) as i64, "one recorded result per child step");
+        let extra = bodies.len() as i64 - (n * steps as usize) as i64;
+        assert!(extra >= 0 && extra <= kills as i64, "extra body executions ({extra}) must not exceed kills ({kills})");
     }
 
     async fn transactional_effects_are_exactly_once_under_kills(db: TestDb) {

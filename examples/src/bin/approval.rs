@@ -97,12 +97,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         three.status().await?,
         worker.active_runs()
     );
-    engine.signal(one.id(), "decision", &Decision::Approve { by: "ana".into() }).await?;
+    // The typed client: a payload that is not a `Decision` does not compile.
+    let client = approval::client(&engine);
+    client.signal(one.id(), approval::SIGNAL_DECISION, &Decision::Approve { by: "ana".into() }).await?;
     println!("{}", one.result().await?);
     // req-2's reviewer answers only after the reminder.
     tokio::time::sleep(Duration::from_millis(seconds * 1000 * 3 / 4)).await;
     let reject = Decision::Reject { by: "bo".into(), reason: "over budget".into() };
-    engine.signal(two.id(), "decision", &reject).await?;
+    client.signal(two.id(), approval::SIGNAL_DECISION, &reject).await?;
     println!("{}", two.result().await?);
     println!("{}", three.result().await?);
     worker.shutdown(Duration::from_secs(5)).await;
