@@ -34,6 +34,8 @@ pub(crate) struct WorkflowArgs {
     pub(crate) retry: Option<Retry>,
     pub(crate) timeout_ms: Option<u64>,
     pub(crate) krate: Option<Path>,
+    /// `typed_error`: the body's error is stored as the run's typed error.
+    pub(crate) typed_error: Option<Span>,
 }
 
 /// Arguments of `#[workflow_helper]`.
@@ -60,7 +62,7 @@ impl Errors {
 }
 
 const STEP_KEYS: &str = "`id`, `retry`, `timeout`, `transactional`, `crate`";
-const WORKFLOW_KEYS: &str = "`name`, `retry`, `timeout`, `crate`";
+const WORKFLOW_KEYS: &str = "`name`, `retry`, `timeout`, `typed_error`, `crate`";
 const HELPER_KEYS: &str = "`crate`";
 const RETRY_KEYS: &str = "`max_attempts`, `initial`, `max`, `multiplier`, `jitter`";
 
@@ -141,6 +143,14 @@ pub(crate) fn parse_workflow_args(attr: TokenStream) -> syn::Result<WorkflowArgs
             "retry" => parse_retry(&meta).and_then(|r| once(&mut args.retry, r, "retry", span)),
             "timeout" => parse_duration_value(&meta).and_then(|d| once(&mut args.timeout_ms, d, "timeout", span)),
             "crate" => parse_crate(&meta).and_then(|p| once(&mut args.krate, p, "crate", span)),
+            "typed_error" => {
+                if meta.input.peek(syn::Token![=]) || meta.input.peek(syn::token::Paren) {
+                    skip_value(&meta)?;
+                    Err(syn::Error::new(span, "`typed_error` takes no value: `#[workflow(typed_error)]`"))
+                } else {
+                    once(&mut args.typed_error, span, "typed_error", span)
+                }
+            }
             _ => {
                 skip_value(&meta)?;
                 Err(syn::Error::new(

@@ -49,6 +49,8 @@ pub(crate) const CONTEXT_METHODS: &[&str] = &[
     "awakeable",
     "await_awakeable",
     "await_awakeable_timeout",
+    "compensate",
+    "is_cancelled",
 ];
 
 /// `pub` methods of `WorkflowContext` a body may not call on the context,

@@ -87,8 +87,13 @@ fn expand_step(f: &ItemFn, args: &StepArgs, checked: &crate::valid::StepFn) -> T
     // transaction and the user's own parameters.
     let mut call_list: Vec<TokenStream> = Vec::new();
     let mut user = idents.iter();
+    let state_idents: Vec<&Ident> = checked.states.iter().map(|(_, p)| &p.ident).collect();
+    let state_types: Vec<&syn::Type> = checked.states.iter().map(|(_, p)| &p.ty).collect();
     for (i, _) in f.sig.inputs.iter().enumerate() {
-        if checked.takes_step_context && i == 0 {
+        if let Some((_, state)) = checked.states.iter().find(|(at, _)| *at == i) {
+            let ident = &state.ident;
+            call_list.push(quote!(#ident));
+        } else if checked.takes_step_context && i == 0 {
             call_list.push(quote!(__hydra_step_ctx));
         } else if let Some((at, by_ref)) = checked.transaction
             && at == i
@@ -99,6 +104,10 @@ fn expand_step(f: &ItemFn, args: &StepArgs, checked: &crate::valid::StepFn) -> T
         }
     }
     let call_args = quote!(#(#call_list),*);
+    // State parameters come from the worker, through the step's context.
+    let fetch_states = quote! {
+        #( let #state_idents: #state_types = <#state_types as #p::StateParam>::from_step(&__hydra_step_ctx)?; )*
+    };
     let ignore_ctx = if checked.takes_step_context { quote!() } else { quote!(let _ = __hydra_step_ctx;) };
     if args.transactional.is_some() != checked.transaction.is_some() {
         let msg = if args.transactional.is_some() {
@@ -117,7 +126,10 @@ fn expand_step(f: &ItemFn, args: &StepArgs, checked: &crate::valid::StepFn) -> T
             __hydra_ctx.transactional_step(<#name as #p::Step>::options(), move |__hydra_tx, __hydra_step_ctx| {
                 #ignore_ctx
                 #( let #idents = ::core::clone::Clone::clone(&#idents); )*
-                async move { __hydra_body(#call_args).await.map_err(#p::into_step_error) }
+                async move {
+                    #fetch_states
+                    __hydra_body(#call_args).await.map_err(#p::into_step_error)
+                }
             })
         }
     } else {
@@ -125,11 +137,18 @@ fn expand_step(f: &ItemFn, args: &StepArgs, checked: &crate::valid::StepFn) -> T
             __hydra_ctx.step_with(<#name as #p::Step>::options(), move |__hydra_step_ctx| {
                 #ignore_ctx
                 #( let #idents = ::core::clone::Clone::clone(&#idents); )*
-                async move { __hydra_body(#call_args).await.map_err(#p::into_step_error) }
+                async move {
+                    #fetch_states
+                    __hydra_body(#call_args).await.map_err(#p::into_step_error)
+                }
             })
         }
     };
     let doc = format!("Step marker of [`{name}()`](fn@{name}): its ID (`{id}`), output type and policy.");
+    let doc_later = format!(
+        "A call of step `{id}` with these arguments, made later: register it with `ctx.compensate(…)` to undo an \
+         earlier step if the run fails, times out or is cancelled."
+    );
     // The outer function is the user's own item, edited: its `fn`, name and
     // visibility keep the user's spans, so lints such as dead_code still
     // report on the user's function.
@@ -158,6 +177,16 @@ fn expand_step(f: &ItemFn, args: &StepArgs, checked: &crate::valid::StepFn) -> T
         #[allow(non_camel_case_types, dead_code)]
         #vis struct #name {}
 
+        impl #name {
+            #[doc = #doc_later]
+            #[allow(dead_code, clippy::too_many_arguments)]
+            #vis fn later(#( #idents: #types ),*) -> #p::Compensation {
+                #p::Compensation::new(<#name as #p::Step>::ID, move |__hydra_ctx: #p::WorkflowContext| async move {
+                    #name(&__hydra_ctx, #( #idents ),*).await.map(|_| ())
+                })
+            }
+        }
+
         impl #p::Step for #name {
             const ID: &'static str = #id;
             type Output = #output;
@@ -171,6 +200,7 @@ fn expand_step(f: &ItemFn, args: &StepArgs, checked: &crate::valid::StepFn) -> T
                 function: ::core::concat!(::core::module_path!(), "::", #name_str),
                 step_id: ::core::option::Option::Some(<Self as #p::Step>::ID),
                 calls: &[],
+                states: &[#( <#state_types as #p::StateParam>::NEED ),*],
             };
         }
     }
@@ -241,8 +271,13 @@ fn expand_workflow(f: &ItemFn, args: &WorkflowArgs, w: &crate::valid::WorkflowFn
         retry_tokens(&krate, quote!(<#p::WorkflowOptions as ::core::default::Default>::default().retry), &args.retry);
     let timeout = args.timeout_ms.map(|ms| quote!(.timeout(::core::time::Duration::from_millis(#ms))));
 
+    // `typed_error`: the error value itself is stored with the run.
+    let into_error = match args.typed_error {
+        Some(span) => quote_spanned!(span=> #p::WorkflowError::typed),
+        None => quote!(#p::into_workflow_error),
+    };
     let uses = context_uses(ctx, block, "#[workflow]", false);
-    let (signal_consts, signal_errors) = crate::signals::signal_consts(&p, name, vis, &uses.signals);
+    let (signal_consts, signal_errors) = crate::signals::signal_consts(&p, name, vis, &uses.signals, block);
     let errors = uses.errors.iter().chain(&signal_errors).map(syn::Error::to_compile_error);
     let distinct = distinct_callees(uses.calls);
     // Each called function must be a `#[step]` or a `#[workflow_helper]`;
@@ -275,13 +310,17 @@ fn expand_workflow(f: &ItemFn, args: &WorkflowArgs, w: &crate::valid::WorkflowFn
                 #p::WorkflowOptions::default().retry(#retry) #timeout
             }
 
+            fn required_state() -> #p::StateNeeds {
+                #p::needs_of(&[#( <#distinct as #p::Callee>::CALLS ),*])
+            }
+
             async fn run(
                 &self,
                 #ctx: #p::WorkflowContext,
                 #input: #in_ty,
             ) -> ::core::result::Result<#out_ty, #p::WorkflowError> {
                 let __hydra_result: ::core::result::Result<#out_ty, #err_ty> = async move #block.await;
-                __hydra_result.map_err(#p::into_workflow_error)
+                __hydra_result.map_err(#into_error)
             }
         }
 
@@ -368,6 +407,7 @@ fn expand_helper(f: &ItemFn, args: &HelperArgs, h: &crate::valid::HelperFn) -> T
                 function: ::core::concat!(::core::module_path!(), "::", #name_str),
                 step_id: ::core::option::Option::None,
                 calls: &[#(#calls),*],
+                states: &[],
             };
         }
 

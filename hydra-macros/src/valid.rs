@@ -18,6 +18,9 @@ pub(crate) struct StepFn {
     /// The `StepTransaction` parameter of a transactional step: its position
     /// among the user's parameters and whether it is taken by reference.
     pub(crate) transaction: Option<(usize, bool)>,
+    /// `State<T>` parameters (filled from the worker's state, not passed
+    /// by callers), with their positions among all parameters.
+    pub(crate) states: Vec<(usize, Param)>,
     pub(crate) params: Vec<Param>,
     pub(crate) output: Type,
 }
@@ -102,9 +105,15 @@ pub(crate) fn check_step(f: &ItemFn) -> syn::Result<StepFn> {
     let mut params = Vec::new();
     let mut takes_step_context = false;
     let mut transaction = None;
+    let mut states = Vec::new();
     for (i, arg) in f.sig.inputs.iter().enumerate() {
         let Some(p) = param(arg, "step", &mut errors) else { continue };
-        if last_segment_is(&p.ty, "StepTransaction") {
+        if last_segment_is(&p.ty, "State") {
+            if matches!(p.ty, Type::Reference(_)) {
+                errors.push(syn::Error::new(p.ty.span(), "take `State<T>` by value (it is a shared handle)"));
+            }
+            states.push((i, p));
+        } else if last_segment_is(&p.ty, "StepTransaction") {
             if transaction.is_some() {
                 errors.push(syn::Error::new(p.ty.span(), "only one `StepTransaction` parameter"));
             }
@@ -136,7 +145,7 @@ pub(crate) fn check_step(f: &ItemFn) -> syn::Result<StepFn> {
     };
     errors.finish()?;
     let output = output.ok_or_else(|| syn::Error::new(f.sig.output.span(), "missing output type"))?;
-    Ok(StepFn { takes_step_context, transaction, params, output })
+    Ok(StepFn { takes_step_context, transaction, states, params, output })
 }
 
 pub(crate) fn check_workflow(f: &ItemFn) -> syn::Result<WorkflowFn> {

@@ -172,6 +172,18 @@ impl<W: Workflow> WorkflowRun<W> {
         crate::engine::decode_result(&self.codecs, &self.execution).map(Some)
     }
 
+    /// The workflow's typed error as `E`, if the run failed with one
+    /// ([`crate::StepError::typed`], [`crate::WorkflowError::typed`]); a
+    /// stored error that does not decode as `E` is [`Error::Decode`].
+    pub fn error<E: serde::de::DeserializeOwned>(&self) -> Result<Option<E>, Error> {
+        let Some(bytes) = self.execution.error_data.as_deref() else { return Ok(None) };
+        self.codecs.decode(bytes).map(Some).map_err(|reason| Error::Decode {
+            execution: self.execution.id.clone(),
+            what: format!("its typed error as `{}`", std::any::type_name::<E>()),
+            reason,
+        })
+    }
+
     /// The output of the first call of step `S`, once it completed.
     pub fn step<S: StepOf<W>>(&self) -> Result<Option<S::Output>, Error> {
         self.step_occurrence::<S>(1)

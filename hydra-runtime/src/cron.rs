@@ -325,6 +325,10 @@ pub(crate) struct HandlerWorkflow {
 }
 
 impl crate::workflow::ErasedWorkflow for HandlerWorkflow {
+    fn required_state(&self) -> Vec<crate::state::StateNeed> {
+        Vec::new()
+    }
+
     fn options(&self) -> WorkflowOptions {
         WorkflowOptions::default()
     }

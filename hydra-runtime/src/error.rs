@@ -1,6 +1,7 @@
 //! Error types: the engine's [`Error`], and the [`StepError`] and
 //! [`WorkflowError`] that user code returns.
 
+use crate::codec::CodecRegistry;
 use hydra_store::{ExecutionId, ExecutionStatus, StepId, StoreError};
 use std::fmt;
 
@@ -120,17 +121,131 @@ pub struct StepError {
     message: String,
     permanent: bool,
     source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    /// The messages of the source's own sources, outermost first.
+    causes: Vec<String>,
+    typed: Option<TypedError>,
+}
+
+/// A user-defined error value carried by a [`StepError`] or
+/// [`WorkflowError`] ([`StepError::typed`]).
+#[derive(Clone)]
+pub(crate) enum TypedError {
+    /// As the code made it, not yet encoded; `check` decodes an encoding of
+    /// it back to its own type (a value that would not read back is
+    /// refused when it is recorded, as outputs are).
+    Value {
+        value: std::sync::Arc<dyn erased_serde::Serialize + Send + Sync>,
+        check: fn(&CodecRegistry, &[u8]) -> Result<(), String>,
+    },
+    /// As recorded (tagged by its codec).
+    Encoded { bytes: Vec<u8>, codecs: CodecRegistry },
+}
+
+fn reads_back<E: serde::de::DeserializeOwned>(codecs: &CodecRegistry, bytes: &[u8]) -> Result<(), String> {
+    codecs.decode::<E>(bytes).map(|_| ())
+}
+
+impl TypedError {
+    fn of<E>(e: E) -> TypedError
+    where
+        E: serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static,
+    {
+        TypedError::Value { value: std::sync::Arc::new(e), check: reads_back::<E> }
+    }
+
+    /// Its encoding by `codec`, checked to read back.
+    pub(crate) fn encode(&self, codecs: &CodecRegistry, codec: crate::Codec) -> Result<Vec<u8>, String> {
+        match self {
+            TypedError::Encoded { bytes, .. } => Ok(bytes.clone()),
+            TypedError::Value { value, check } => {
+                let bytes = codecs.encode(codec, &**value)?;
+                check(codecs, &bytes).map_err(|e| format!("it does not read back: {e}"))?;
+                Ok(bytes)
+            }
+        }
+    }
+
+    fn decode<E: serde::de::DeserializeOwned>(&self) -> Option<E> {
+        match self {
+            TypedError::Encoded { bytes, codecs } => codecs.decode(bytes).ok(),
+            TypedError::Value { value, .. } => {
+                let codecs = CodecRegistry::builtin();
+                let bytes = codecs.encode(crate::Codec::Json, &**value).ok()?;
+                codecs.decode(&bytes).ok()
+            }
+        }
+    }
+}
+
+/// The messages of `e`'s sources, outermost first.
+fn causes_of(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut next = e.source();
+    while let Some(s) = next {
+        out.push(s.to_string());
+        next = s.source();
+        if out.len() >= 32 {
+            break;
+        }
+    }
+    out
+}
+
+/// `message`, then each cause on its own line.
+fn with_causes(message: &str, causes: &[String]) -> String {
+    let mut text = message.to_owned();
+    for c in causes {
+        text.push_str("\ncaused by: ");
+        text.push_str(c);
+    }
+    text
 }
 
 impl StepError {
     /// A failure worth retrying.
     pub fn retryable(message: impl fmt::Display) -> Self {
-        StepError { message: message.to_string(), permanent: false, source: None }
+        StepError { message: message.to_string(), permanent: false, source: None, causes: Vec::new(), typed: None }
     }
 
     /// A failure that no retry will fix: the step fails at once.
     pub fn permanent(message: impl fmt::Display) -> Self {
-        StepError { message: message.to_string(), permanent: true, source: None }
+        StepError { message: message.to_string(), permanent: true, source: None, causes: Vec::new(), typed: None }
+    }
+
+    /// A permanent failure carrying `error`, a value of your own error type
+    /// (`PaymentError::Declined { code }`): it is recorded with the step
+    /// (encoded by the run's codec, checked to read back), returned the same
+    /// on replays ([`StepError::typed_as`]), and kept when it becomes the
+    /// workflow's error with `?`, so callers read it back typed
+    /// ([`crate::RunHandle::result_typed`]). The message is its `Display`.
+    pub fn typed<E>(error: E) -> Self
+    where
+        E: serde::Serialize + serde::de::DeserializeOwned + fmt::Display + Send + Sync + 'static,
+    {
+        let message = error.to_string();
+        StepError { message, permanent: true, source: None, causes: Vec::new(), typed: Some(TypedError::of(error)) }
+    }
+
+    /// The typed error this failure carries, as `E`; `None` if it carries
+    /// none or it does not decode as `E`.
+    pub fn typed_as<E: serde::de::DeserializeOwned>(&self) -> Option<E> {
+        self.typed.as_ref()?.decode()
+    }
+
+    /// The message followed by the messages of its source's causes, one per
+    /// line (`caused by: …`): the text recorded with the step.
+    pub fn full_message(&self) -> String {
+        with_causes(&self.message, &self.causes)
+    }
+
+    pub(crate) fn typed_error(&self) -> Option<&TypedError> {
+        self.typed.as_ref()
+    }
+
+    /// This error carrying the recorded typed error `bytes`.
+    pub(crate) fn with_recorded(mut self, bytes: Vec<u8>, codecs: &CodecRegistry) -> Self {
+        self.typed = Some(TypedError::Encoded { bytes, codecs: codecs.clone() });
+        self
     }
 
     /// Whether this failure must not be retried.
@@ -157,7 +272,8 @@ impl StepError {
 
 impl<E: std::error::Error + Send + Sync + 'static> From<E> for StepError {
     fn from(e: E) -> Self {
-        StepError { message: e.to_string(), permanent: false, source: Some(Box::new(e)) }
+        let causes = causes_of(&e);
+        StepError { message: e.to_string(), permanent: false, source: Some(Box::new(e)), causes, typed: None }
     }
 }
 
@@ -181,18 +297,48 @@ impl fmt::Display for StepError {
 pub struct WorkflowError {
     message: String,
     permanent: bool,
+    causes: Vec<String>,
+    typed: Option<TypedError>,
 }
 
 impl WorkflowError {
     /// A failure worth retrying (the whole workflow runs again; recorded
     /// steps are not re-run).
     pub fn retryable(message: impl fmt::Display) -> Self {
-        WorkflowError { message: message.to_string(), permanent: false }
+        WorkflowError { message: message.to_string(), permanent: false, causes: Vec::new(), typed: None }
     }
 
     /// A failure that ends the run at once.
     pub fn permanent(message: impl fmt::Display) -> Self {
-        WorkflowError { message: message.to_string(), permanent: true }
+        WorkflowError { message: message.to_string(), permanent: true, causes: Vec::new(), typed: None }
+    }
+
+    /// A permanent failure with `error`, a value of your own error type: it
+    /// is stored with the run (encoded by the run's codec) and read back
+    /// typed with [`crate::RunHandle::result_typed`] or
+    /// [`crate::WorkflowRun::error`]. The message is its `Display`.
+    pub fn typed<E>(error: E) -> Self
+    where
+        E: serde::Serialize + serde::de::DeserializeOwned + fmt::Display + Send + Sync + 'static,
+    {
+        let message = error.to_string();
+        WorkflowError { message, permanent: true, causes: Vec::new(), typed: Some(TypedError::of(error)) }
+    }
+
+    /// The typed error this failure carries, as `E`, if it carries one that
+    /// decodes as `E`.
+    pub fn typed_as<E: serde::de::DeserializeOwned>(&self) -> Option<E> {
+        self.typed.as_ref()?.decode()
+    }
+
+    /// The message and its causes, one per line: the text stored with the
+    /// run.
+    pub fn full_message(&self) -> String {
+        with_causes(&self.message, &self.causes)
+    }
+
+    pub(crate) fn typed_error(&self) -> Option<&TypedError> {
+        self.typed.as_ref()
     }
 
     /// Whether this failure must not be retried.
@@ -208,13 +354,13 @@ impl WorkflowError {
 
 impl From<StepError> for WorkflowError {
     fn from(e: StepError) -> Self {
-        WorkflowError { message: e.message, permanent: e.permanent }
+        WorkflowError { message: e.message, permanent: e.permanent, causes: e.causes, typed: e.typed }
     }
 }
 
 impl<E: std::error::Error + Send + Sync + 'static> From<E> for WorkflowError {
     fn from(e: E) -> Self {
-        WorkflowError { message: e.to_string(), permanent: false }
+        WorkflowError { message: e.to_string(), permanent: false, causes: causes_of(&e), typed: None }
     }
 }
 

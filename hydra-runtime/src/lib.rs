@@ -44,6 +44,7 @@
 //! | `client` | typed inspection: [`WorkflowClient`], [`WorkflowRun`] |
 //! | [`codec`] | payload codecs and their tags: JSON (default), bincode, custom codecs ([`CustomCodec`]), verified encoding, bounded decoding |
 //! | `retry` | [`RetryPolicy`]: bounded attempts, capped exponential backoff |
+//! | `state` | [`State`]: application state (clients, pools) given to a worker and taken by steps; a workflow's needs checked when the worker starts |
 //! | `cron` | [`CronSchedule`]: one run per tick across all workers |
 //! | `clock` | the engine's one source of time ([`Clock`]) |
 //! | `metrics` | metric names and where they are recorded; the Prometheus endpoint |
@@ -64,6 +65,7 @@ mod engine;
 mod error;
 pub mod metrics;
 mod retry;
+mod state;
 mod worker;
 mod workflow;
 
@@ -71,11 +73,12 @@ pub use client::{SignalName, WorkflowClient, WorkflowRun};
 pub use clock::Clock;
 pub use codec::{Bincode, Codec, CodecRegistry, CustomCodec, FIRST_CUSTOM_TAG, Json, PayloadCodec};
 pub use context::{
-    Awakeable, ChildHandle, ChildOptions, Selected, StepContext, StepOptions, StepTransaction, WorkflowContext,
+    Awakeable, ChildHandle, ChildOptions, Compensation, Selected, StepContext, StepOptions, StepTransaction,
+    WorkflowContext,
 };
 pub use cron::{CronSchedule, MissedTicks, SKIP_GRACE_MS};
 pub use engine::{
-    DEFAULT_DATABASE_URL, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_NAMESPACE, Engine, EngineBuilder, RunHandle,
+    DEFAULT_DATABASE_URL, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_NAMESPACE, Engine, EngineBuilder, RunFailed, RunHandle,
     SignalOptions, StartOptions,
 };
 /// erased-serde, as [`CustomCodec`] uses it: implement custom codecs against this re-export.
@@ -91,6 +94,7 @@ pub use hydra_store::{
     StepKind, StepStatus, Store, StoreError, StoreOptions, TriggerType, WorkerId,
 };
 pub use retry::RetryPolicy;
+pub use state::{State, StateNeed};
 pub use worker::{Worker, WorkerBuilder};
 pub use workflow::{Payload, Step, StepOf, Workflow, WorkflowOptions};
 
@@ -98,10 +102,13 @@ pub use workflow::{Payload, Step, StepOf, Workflow, WorkflowOptions};
 /// signatures may change in any release.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::state::{StateNeed, StateParam, needs_of};
+    /// What `Workflow::required_state` returns.
+    pub type StateNeeds = Vec<StateNeed>;
     pub use crate::workflow::{CallTree, CalledBy, Callee, StepIdClash, step_id_clash};
     pub use crate::{
-        Engine, Error, RetryPolicy, RunHandle, SignalName, StartOptions, Step, StepError, StepOf, StepOptions,
-        StepTransaction, Workflow, WorkflowClient, WorkflowContext, WorkflowError, WorkflowOptions,
+        Compensation, Engine, Error, RetryPolicy, RunHandle, SignalName, StartOptions, Step, StepError, StepOf,
+        StepOptions, StepTransaction, Workflow, WorkflowClient, WorkflowContext, WorkflowError, WorkflowOptions,
     };
 
     /// The run-time half of the duplicate step ID check, called by every
@@ -156,7 +163,7 @@ pub mod __private {
 /// Everything a workflow author needs: `use hydra_runtime::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        Codec, Engine, Error, ExecutionId, ExecutionStatus, RetryPolicy, StartOptions, StepContext, StepError,
+        Codec, Engine, Error, ExecutionId, ExecutionStatus, RetryPolicy, StartOptions, State, StepContext, StepError,
         StepOptions, StepTransaction, Worker, Workflow, WorkflowContext, WorkflowError, WorkflowOptions, step,
         workflow, workflow_helper,
     };

@@ -57,6 +57,10 @@ pub const CHILDREN_STARTED: &str = "hydra_children_started_total";
 /// `hydra_workflows_parked_total` too; the runs waiting now are the
 /// `sleeping` runs of [`crate::Engine::list`].
 pub const WAITS: &str = "hydra_waits_total";
+/// Compensations run (namespace, workflow_name, status = completed |
+/// failed); a run whose compensations failed also ends with status
+/// `compensation_failed` in `hydra_workflows_completed_total`.
+pub const COMPENSATIONS: &str = "hydra_compensations_total";
 
 /// Every metric name Hydra records.
 pub const ALL: &[&str] = &[
@@ -82,6 +86,7 @@ pub const ALL: &[&str] = &[
     SIGNALS_RECEIVED,
     CHILDREN_STARTED,
     WAITS,
+    COMPENSATIONS,
 ];
 
 const SECONDS_BUCKETS: &[f64] =
@@ -190,4 +195,9 @@ pub(crate) fn child_started(ns: &str, workflow: &str, child: &str) {
 pub(crate) fn wait(ns: &str, workflow: &str, kind: &'static str) {
     metrics::counter!(WAITS, "namespace" => ns.to_owned(), "workflow_name" => workflow.to_owned(), "kind" => kind)
         .increment(1);
+}
+
+pub(crate) fn compensation(ns: &str, workflow: &str, ok: bool) {
+    let status = if ok { "completed" } else { "failed" };
+    metrics::counter!(COMPENSATIONS, "namespace" => ns.to_owned(), "workflow_name" => workflow.to_owned(), "status" => status).increment(1);
 }

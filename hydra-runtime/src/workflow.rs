@@ -58,6 +58,15 @@ pub trait Workflow: Send + Sync + 'static {
         WorkflowOptions::default()
     }
 
+    /// The worker state its steps take ([`crate::State`]): a worker
+    /// without one of them refuses to start. `#[workflow]` lists the
+    /// `State<T>` parameters of the steps it calls; a hand-written workflow
+    /// whose steps call [`crate::StepContext::state`] lists them here
+    /// (`vec![StateNeed::of::<Payments>()]`).
+    fn required_state() -> Vec<crate::state::StateNeed> {
+        Vec::new()
+    }
+
     /// The workflow body. It runs again from the top on every resume;
     /// recorded steps return their stored output without running.
     fn run(
@@ -130,6 +139,8 @@ pub struct CallTree {
     pub function: &'static str,
     pub step_id: Option<&'static str>,
     pub calls: &'static [CallTree],
+    /// The state a step takes (`State<T>` parameters).
+    pub states: &'static [crate::state::StateNeed],
 }
 
 /// The message of a duplicate step ID, built at compile time; empty if
@@ -292,6 +303,7 @@ pub(crate) enum Returned {
 /// A registered workflow, with types erased so a worker can hold many.
 pub(crate) trait ErasedWorkflow: Send + Sync {
     fn options(&self) -> WorkflowOptions;
+    fn required_state(&self) -> Vec<crate::state::StateNeed>;
     /// Decodes the input and starts the body; a decode failure is returned
     /// before anything runs. Payloads are read and written with the run's
     /// codecs (`ctx.run.codecs`, `ctx.run.codec`).
@@ -303,6 +315,10 @@ pub(crate) struct Registered<W>(pub(crate) Arc<W>);
 impl<W: Workflow> ErasedWorkflow for Registered<W> {
     fn options(&self) -> WorkflowOptions {
         W::options()
+    }
+
+    fn required_state(&self) -> Vec<crate::state::StateNeed> {
+        W::required_state()
     }
 
     fn start(&self, ctx: WorkflowContext, input: &[u8]) -> Result<BoxFuture<'static, Returned>, String> {

@@ -117,6 +117,31 @@ impl Workflow for Race {
     }
 }
 
+/// Waits for a child's end twice: in a select, then with `await_child`.
+struct Twice;
+
+impl Workflow for Twice {
+    const NAME: &'static str = "twice";
+    type Input = ();
+    type Output = (String, String);
+
+    async fn run(&self, ctx: WorkflowContext, _: ()) -> Result<(String, String), WorkflowError> {
+        let child = ctx.start_child::<Ship>("book".into()).await?;
+        let first = ctx.select(&[&child.select_name()], None).await?.expect("no timeout").child(&child)?;
+        let again = ctx.await_child(&child).await?;
+        ctx.sleep(Duration::from_millis(20)).await;
+        Ok((first, again))
+    }
+}
+
+async fn sql(e: &Engine, sql: &str, id: &ExecutionId) {
+    let c = e.store().connection();
+    let backend = c.get_database_backend();
+    let sql =
+        if backend == hydra_store::sea_orm::DbBackend::Postgres { sql.replace('?', "$1") } else { sql.to_owned() };
+    c.execute_raw(Statement::from_sql_and_values(backend, &sql, [id.as_str().into()])).await.unwrap();
+}
+
 async fn setup(db: &TestDb) -> (Engine, Worker) {
     let e = Engine::builder().store(db.store().await).namespace("kids").build().await.unwrap();
     let w = Worker::builder(&e)
@@ -125,6 +150,7 @@ async fn setup(db: &TestDb) -> (Engine, Worker) {
         .register(Fire)
         .register(Keep)
         .register(Race)
+        .register(Twice)
         .poll_interval(Duration::from_millis(20))
         .start()
         .await
@@ -201,8 +227,9 @@ both_backends! {
         let child = parked_child(&e, h.id()).await;
         e.cancel(h.id()).await.unwrap();
         assert!(matches!(h.result_timeout(WAIT).await.unwrap_err(), Error::RunEnded { status: ExecutionStatus::Cancelled, .. }));
-        let child = e.get(&child.id).await.unwrap().unwrap();
-        assert_eq!(child.status, ExecutionStatus::Cancelled, "cancelled with its parent");
+        let kid = e.handle::<String>(child.id.clone());
+        let err = kid.result_timeout(WAIT).await.unwrap_err();
+        assert!(matches!(err, Error::RunEnded { status: ExecutionStatus::Cancelled, .. }), "cancelled with its parent: {err}");
         w.shutdown(Duration::from_secs(5)).await;
     }
 
@@ -264,6 +291,10 @@ both_backends! {
         for name in [format!("child:{child}"), format!("awakeable:{}", "ab".repeat(16))] {
             let err = e.signal(h.id(), &name, &"forged".to_owned()).await.unwrap_err();
             assert!(matches!(&err, Error::Config(m) if m.contains("reserved")), "{name}: {err}");
+            // Nor may a sender's idempotency key take the slot of Hydra's own signal.
+            let keyed = hydra_runtime::SignalOptions::new().idempotency_key(&name);
+            let err = e.signal_with(h.id(), "stop", &"x".to_owned(), keyed).await.unwrap_err();
+            assert!(matches!(&err, Error::Config(m) if m.contains("reserved")), "key {name}: {err}");
         }
         e.cancel(h.id()).await.unwrap();
         w.shutdown(Duration::from_secs(5)).await;
@@ -296,6 +327,50 @@ both_backends! {
         e.signal(&child.id, "go", &1u32).await.unwrap();
         assert_eq!(e.handle::<String>(h.id().clone()).result_timeout(WAIT).await.unwrap(), "shipped wait");
         assert_eq!(runs_of(&e, "ship").await.len(), 1);
+        w.shutdown(Duration::from_secs(5)).await;
+    }
+
+    async fn waiting_again_for_a_child_already_taken_returns_its_result(db: TestDb) {
+        let (e, w) = setup(&db).await;
+        let h = e.start::<Twice>(()).await.unwrap();
+        let out = h.result_timeout(WAIT).await.unwrap();
+        assert_eq!(out, ("shipped book".to_owned(), "shipped book".to_owned()), "and again after the replay past the sleep");
+        w.shutdown(Duration::from_secs(5)).await;
+    }
+
+    async fn a_run_its_worker_ends_cancelled_takes_its_children_along(db: TestDb) {
+        // The cancel reaches the parent without `Engine::cancel` (which
+        // cascades itself): as one requested while its child was being
+        // started. The worker that ends the parent cancels the child.
+        let (e, w) = setup(&db).await;
+        let h = e.start::<Order>("wait".into()).await.unwrap();
+        let child = parked_child(&e, h.id()).await;
+        until_parked(&e, h.id()).await;
+        sql(&e, "UPDATE workflow_executions SET cancel_requested = TRUE, due_at = 0 WHERE id = ?", h.id()).await;
+        assert!(matches!(h.result_timeout(WAIT).await.unwrap_err(), Error::RunEnded { status: ExecutionStatus::Cancelled, .. }));
+        let kid = e.handle::<String>(child.id.clone());
+        assert!(matches!(kid.result_timeout(WAIT).await.unwrap_err(), Error::RunEnded { status: ExecutionStatus::Cancelled, .. }));
+        w.shutdown(Duration::from_secs(5)).await;
+    }
+
+    async fn a_cancel_cascade_through_a_cycle_of_stored_links_ends(db: TestDb) {
+        let (e, w) = setup(&db).await;
+        let h = e.start::<Order>("wait".into()).await.unwrap();
+        let child = parked_child(&e, h.id()).await;
+        // A hand edit makes the parent its child's child.
+        let c = e.store().connection();
+        let backend = c.get_database_backend();
+        let q = if backend == hydra_store::sea_orm::DbBackend::Postgres {
+            "UPDATE workflow_executions SET parent_id = $1 WHERE id = $2"
+        } else {
+            "UPDATE workflow_executions SET parent_id = ? WHERE id = ?"
+        };
+        c.execute_raw(Statement::from_sql_and_values(backend, q, [child.id.as_str().into(), h.id().as_str().into()]))
+            .await
+            .unwrap();
+        tokio::time::timeout(WAIT, e.cancel(h.id())).await.expect("the cascade ends").unwrap();
+        let kid = e.handle::<String>(child.id.clone());
+        assert!(matches!(kid.result_timeout(WAIT).await.unwrap_err(), Error::RunEnded { status: ExecutionStatus::Cancelled, .. }));
         w.shutdown(Duration::from_secs(5)).await;
     }
 }

@@ -567,14 +567,17 @@ both_backends! {
         w.shutdown(Duration::from_secs(5)).await;
     }
 
-    async fn cancel_ends_a_sleeping_run_at_once(db: TestDb) {
+    async fn cancel_ends_a_sleeping_run_through_a_worker_at_once(db: TestDb) {
         let clock = Clock::manual(T0);
         let e = engine(&db, &clock).await;
         let (flow, probe) = Flow::new();
         let w = worker_for(&e, flow).start().await.unwrap();
         let h = start(&e, vec![StepPlan::new("s", Act::Sleep(3_600_000)), ok("after")]).await;
         until_status(&e, h.id(), ExecutionStatus::Sleeping).await;
-        assert_eq!(h.cancel().await.unwrap(), hydra_runtime::CancelOutcome::Cancelled);
+        // It ran: a worker ends it (running its compensations), now, not
+        // when the sleep ends.
+        assert_eq!(h.cancel().await.unwrap(), hydra_runtime::CancelOutcome::Requested);
+        assert_eq!(until_ended(&e, h.id()).await.status, ExecutionStatus::Cancelled);
         clock.advance(Duration::from_secs(7200));
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert_eq!(e.get(h.id()).await.unwrap().unwrap().status, ExecutionStatus::Cancelled);

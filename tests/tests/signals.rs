@@ -98,6 +98,22 @@ impl Workflow for WorkThenWait {
     }
 }
 
+/// A select of one name within an hour, then a sleep (so it is replayed).
+struct SelectOne;
+
+impl Workflow for SelectOne {
+    const NAME: &'static str = "select-one";
+    type Input = ();
+    type Output = u32;
+
+    async fn run(&self, ctx: WorkflowContext, _: ()) -> Result<u32, WorkflowError> {
+        let got = ctx.select(&["go"], Some(Duration::from_secs(3600))).await?;
+        let n = got.map(|s| s.decode::<u32>()).transpose()?.unwrap_or(0);
+        ctx.sleep(Duration::from_millis(10)).await;
+        Ok(n)
+    }
+}
+
 async fn engine(db: &TestDb, clock: &Clock) -> Engine {
     Engine::builder().store(db.store().await).namespace("signals").clock(clock.clone()).build().await.unwrap()
 }
@@ -273,6 +289,16 @@ both_backends! {
                 "waiting for a signal: {signal}: {err}"
             );
         }
+        w.shutdown(Duration::from_secs(5)).await;
+    }
+
+    async fn a_select_of_one_name_replays_its_branch(db: TestDb) {
+        let e = Engine::builder().store(db.store().await).namespace("signals").build().await.unwrap();
+        let w = Worker::builder(&e).register(SelectOne).poll_interval(Duration::from_millis(20)).start().await.unwrap();
+        let h = e.start::<SelectOne>(()).await.unwrap();
+        until(&e, h.id(), "parks in the select", |r| r.status == ExecutionStatus::Sleeping).await;
+        e.signal(h.id(), "go", &5u32).await.unwrap();
+        assert_eq!(h.result_timeout(WAIT).await.unwrap(), 5, "the replay after the sleep takes the same branch");
         w.shutdown(Duration::from_secs(5)).await;
     }
 }

@@ -7,8 +7,8 @@
 use hydra_store::sea_orm::{ConnectionTrait, DbBackend, Statement};
 use hydra_store::{
     BatchOp, BatchValue, CancelOutcome, Checkpoint, ClaimRequest, ExecutionFilter, ExecutionId, ExecutionStatus, Lease,
-    NewExecution, OpenStep, StepAttempt, StepId, StepKind, StepOutcome, StepRecord, StepStatus, Store, StoreError,
-    Terminal, Transition, TriggerType, WorkerId,
+    NewExecution, NewSignal, OpenStep, Receive, Received, StepAttempt, StepId, StepKind, StepOutcome, StepRecord,
+    StepStatus, Store, StoreError, Terminal, Transition, TriggerType, WorkerId,
 };
 use hydra_tests::both_backends;
 use std::collections::HashSet;
@@ -43,6 +43,32 @@ fn attempt(step: &str, position: u32) -> StepAttempt {
 }
 
 both_backends! {
+    async fn a_retried_receive_whose_commit_went_through_answers_what_it_took(db: TestDb) {
+        let store = db.store().await;
+        // A receive commits, its reply is lost, the run retries it under the
+        // same lease: the retry answers the signal the first one took, and
+        // the next signal stays for the next receive.
+        let w = WorkerId::generate();
+        let id = create(&store, NS, 0).await;
+        let lease = claim_one(&store, &id, &w, 0).await;
+        for (n, payload) in [(1, vec![7u8]), (2, vec![8u8])] {
+            store.send_signal(&NewSignal::new(NS, id.clone(), "go", payload, n)).await.unwrap();
+        }
+        let rec = StepRecord::new(StepId::new("signal:go", 1), "signal:go", 0, StepKind::Signal, 1, StepOutcome::Waiting);
+        let receive = Receive::new(rec, "go", None);
+        for round in ["first", "retry"] {
+            match store.receive_signal(&lease, &receive, 5).await.unwrap() {
+                Received::Signal { name, payload } => assert_eq!((name.as_str(), payload), ("go", vec![7u8]), "{round}"),
+                other => panic!("{round}: {other:?}"),
+            }
+        }
+        let rec = StepRecord::new(StepId::new("signal:go", 2), "signal:go", 1, StepKind::Signal, 1, StepOutcome::Waiting);
+        match store.receive_signal(&lease, &Receive::new(rec, "go", None), 6).await.unwrap() {
+            Received::Signal { payload, .. } => assert_eq!(payload, vec![8u8], "the second signal is still there"),
+            other => panic!("{other:?}"),
+        }
+    }
+
     async fn a_group_commit_applies_each_write_or_refuses_it_and_claims_in_the_same_commit(db: TestDb) {
         let store = db.store().await;
         let w = WorkerId::generate();
@@ -448,6 +474,14 @@ both_backends! {
         let lease = claim_one(&store, &busy, &WorkerId::generate(), 0).await;
         assert_eq!(store.request_cancel(NS, &busy, 3).await.unwrap(), CancelOutcome::Requested);
         assert!(store.renew_lease(&lease, 4, TTL).await.unwrap().cancel_requested, "the holder learns of it");
+        // A run that ran and parked is made due now, flagged, for a worker
+        // to end (running its compensations).
+        let parked = create(&store, NS, 0).await;
+        let lease = claim_one(&store, &parked, &WorkerId::generate(), 0).await;
+        store.checkpoint(&lease, Checkpoint::transition(Transition::Sleep { until: 1_000_000 }), 1).await.unwrap();
+        assert_eq!(store.request_cancel(NS, &parked, 6).await.unwrap(), CancelOutcome::Requested);
+        let e = store.get_execution(NS, &parked).await.unwrap().unwrap();
+        assert_eq!((e.status, e.cancel_requested, e.due_at), (ExecutionStatus::Sleeping, true, Some(6)));
         let missing = store.request_cancel(NS, &ExecutionId::generate(0), 5).await;
         assert!(matches!(missing, Err(StoreError::ExecutionNotFound { .. })), "{missing:?}");
     }
@@ -690,4 +724,29 @@ async fn sqlite_a_claimed_row_that_does_not_convert_fails_alone_and_the_claim_re
     assert_eq!(row.try_get::<String>("", "status").unwrap(), "failed");
     assert!(row.try_get::<String>("", "error_message").unwrap().contains("cannot be read"));
     assert_eq!(row.try_get::<Option<i64>>("", "due_at").unwrap(), None, "not claimable again");
+}
+
+/// A child whose row does not convert is failed at its claim like any
+/// unreadable run, and its parent is told, as of any other end: a parent
+/// waiting for it does not wait for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_an_unreadable_child_failed_at_its_claim_tells_its_parent() {
+    let db = hydra_tests::TestDb::sqlite();
+    let store = db.store().await;
+    let parent = create(&store, "parents", 0).await;
+    let child = ExecutionId::generate(0);
+    let mut new = NewExecution::new(child.clone(), NS, WF, vec![1], 0);
+    new.parent_id = Some(parent.clone());
+    store.create_execution(new).await.unwrap();
+    let c = store.connection();
+    let q = format!("UPDATE workflow_executions SET max_attempts = 'many' WHERE id = '{child}'");
+    c.execute_raw(Statement::from_string(c.get_database_backend(), q)).await.unwrap();
+    let claimed = store.claim(&claim_req(NS, &WorkerId::generate(), 10, 10)).await.unwrap();
+    assert!(claimed.is_empty());
+    let q = format!("SELECT name, payload FROM workflow_signals WHERE execution_id = '{parent}'");
+    let row = c.query_one_raw(Statement::from_string(c.get_database_backend(), q)).await.unwrap().expect("told");
+    assert_eq!(row.try_get::<String>("", "name").unwrap(), format!("child:{child}"));
+    let payload: Vec<u8> = row.try_get("", "payload").unwrap();
+    assert_eq!(payload.first(), Some(&0u8), "an end without an output");
+    assert!(String::from_utf8_lossy(&payload).contains("cannot be read"));
 }

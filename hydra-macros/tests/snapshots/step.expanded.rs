@@ -30,6 +30,18 @@ pub async fn charge_card(
 ///Step marker of [`charge_card()`](fn@charge_card): its ID (`charge-card`), output type and policy.
 #[allow(non_camel_case_types, dead_code)]
 pub struct charge_card {}
+impl charge_card {
+    ///A call of step `charge-card` with these arguments, made later: register it with `ctx.compensate(…)` to undo an earlier step if the run fails, times out or is cancelled.
+    #[allow(dead_code, clippy::too_many_arguments)]
+    pub fn later(amount: u64) -> ::hydra_runtime::__private::Compensation {
+        ::hydra_runtime::__private::Compensation::new(
+            <charge_card as ::hydra_runtime::__private::Step>::ID,
+            move |__hydra_ctx: ::hydra_runtime::__private::WorkflowContext| async move {
+                charge_card(&__hydra_ctx, amount).await.map(|_| ())
+            },
+        )
+    }
+}
 impl ::hydra_runtime::__private::Step for charge_card {
     const ID: &'static str = "charge-card";
     type Output = String;
@@ -53,5 +65,6 @@ impl ::hydra_runtime::__private::Callee for charge_card {
             <Self as ::hydra_runtime::__private::Step>::ID,
         ),
         calls: &[],
+        states: &[],
     };
 }

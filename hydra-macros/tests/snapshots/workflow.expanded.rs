@@ -15,6 +15,14 @@ impl ::hydra_runtime::__private::Workflow for order_processing {
             )
             .timeout(::core::time::Duration::from_millis(3600000u64))
     }
+    fn required_state() -> ::hydra_runtime::__private::StateNeeds {
+        ::hydra_runtime::__private::needs_of(
+            &[
+                <charge_card as ::hydra_runtime::__private::Callee>::CALLS,
+                <refund as ::hydra_runtime::__private::Callee>::CALLS,
+            ],
+        )
+    }
     async fn run(
         &self,
         ctx: ::hydra_runtime::__private::WorkflowContext,

@@ -17,6 +17,7 @@ impl ::hydra_runtime::__private::Callee for refund_and_notify {
             <refund as ::hydra_runtime::__private::Callee>::CALLS,
             <notify as ::hydra_runtime::__private::Callee>::CALLS,
         ],
+        states: &[],
     };
 }
 const _: () = {

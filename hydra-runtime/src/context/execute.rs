@@ -57,7 +57,11 @@ impl WorkflowContext {
                     };
                 }
                 StepStatus::Failed => {
-                    return Err(StepError::permanent(rec.error.clone().unwrap_or_else(|| "step failed".into())));
+                    let e = StepError::permanent(rec.error.clone().unwrap_or_else(|| "step failed".into()));
+                    return Err(match rec.output.clone() {
+                        Some(typed) => e.with_recorded(typed, &run.codecs),
+                        None => e,
+                    });
                 }
                 StepStatus::Running => {
                     prior_attempts = rec.attempts;
@@ -109,7 +113,12 @@ impl WorkflowContext {
                 execution_id: run.lease.execution_id.clone(),
                 step_id: step_id.clone(),
                 attempt,
-                cancel: run.cancel.child_token(),
+                cancel: if run.compensating.load(std::sync::atomic::Ordering::SeqCst) {
+                    run.undo_cancel.child_token()
+                } else {
+                    run.cancel.child_token()
+                },
+                state: std::sync::Arc::clone(&run.state),
             };
             let started = std::time::Instant::now();
             let began_at = run.now();
@@ -154,16 +163,34 @@ impl WorkflowContext {
                     }
                 },
                 Err(e) if e.is_permanent() || attempt >= max_attempts => {
-                    let msg = if e.is_permanent() {
-                        e.message().to_owned()
+                    let mut msg = if e.is_permanent() {
+                        e.full_message()
                     } else {
-                        format!("{} (after {attempt} attempts)", e.message())
+                        format!("{} (after {attempt} attempts)", e.full_message())
                     };
                     tracing::warn!(error = %msg, "step failed");
                     crate::metrics::step_executed(ns, wf, name, "failed", took);
-                    let rec = record(StepOutcome::Failed(msg.clone())).attempt(attempt).started_at(began_at);
+                    // A typed error is recorded with the step, and what is
+                    // returned is what a replay reads back.
+                    let typed = match e.typed_error().map(|t| t.encode(&run.codecs, run.codec)) {
+                        Some(Ok(bytes)) => Some(bytes),
+                        Some(Err(reason)) => {
+                            msg = format!("{msg} (its typed error was not recorded: {reason})");
+                            None
+                        }
+                        None => None,
+                    };
+                    let outcome = match &typed {
+                        Some(bytes) => StepOutcome::FailedWith(msg.clone(), bytes.clone()),
+                        None => StepOutcome::Failed(msg.clone()),
+                    };
+                    let rec = record(outcome).attempt(attempt).started_at(began_at);
                     self.finish_step(rec, Transition::Continue, next_step).await;
-                    return Err(StepError::permanent(msg));
+                    let err = StepError::permanent(msg);
+                    return Err(match typed {
+                        Some(bytes) => err.with_recorded(bytes, &run.codecs),
+                        None => err,
+                    });
                 }
                 Err(e) => {
                     let delay = policy.next_delay(attempt);
@@ -239,6 +266,15 @@ impl WorkflowContext {
     }
 
     pub(super) async fn check_recorded(&self, rec: &Step, position: u32, called: &StepId, kind: StepKind) {
+        if rec.step_id.base() == super::compensate::COMPENSATE_STEP
+            && !self.run.compensating.load(std::sync::atomic::Ordering::SeqCst)
+        {
+            // The body reached the point where a worker began compensating:
+            // it stops here, and the compensation goes on.
+            let cause = rec.output.as_deref().and_then(|b| self.run.codecs.decode(b).ok());
+            let cause = cause.unwrap_or_else(|| super::compensate::EndCause::Failed("compensating".into(), None));
+            match self.run.halt(super::Interrupt::End(cause)).await {}
+        }
         if &rec.step_id != called || rec.kind != kind {
             crate::metrics::nondeterminism(&self.run.lease.namespace, &self.run.workflow_name);
             let e = Error::NonDeterminism {

@@ -32,6 +32,7 @@
 
 mod awakeable;
 mod child;
+mod compensate;
 mod event;
 mod execute;
 mod run;
@@ -43,6 +44,8 @@ mod workflow;
 pub use awakeable::Awakeable;
 pub(crate) use awakeable::{Settled, parse_token};
 pub use child::{ChildHandle, ChildOptions};
+pub use compensate::Compensation;
+pub(crate) use compensate::{EndCause, begin as begin_compensation, run_compensations};
 pub(crate) use run::{Interrupt, RunSetup, RunState};
 pub use signal::Selected;
 pub(crate) use signal::validate_signal_name;
@@ -83,6 +86,7 @@ pub(crate) fn replay_context(store: Store, codec: Codec, history: Vec<Step>) -> 
         open_step: OpenStep::default(),
         inline_backoff: Duration::ZERO,
         write_patience: Duration::ZERO,
+        state: Default::default(),
     });
     Some(WorkflowContext { run })
 }

@@ -28,6 +28,10 @@ pub(crate) enum Interrupt {
     Cancel,
     /// End the run timed out.
     TimeOut(String),
+    /// End the run for this cause: set before the run was driven (cancel
+    /// requested, deadline passed, out of attempts) or found recorded (a
+    /// compensation under way); its compensations run first.
+    End(super::compensate::EndCause),
     /// Stop without writing: the lease is gone.
     LeaseLost,
     /// Stop and hand the lease back (worker shutting down).
@@ -82,18 +86,36 @@ pub(crate) struct RunState {
     open: Mutex<Open>,
     /// Cancelled when the run was cancelled, its lease lost, or the worker drains.
     pub(crate) cancel: CancellationToken,
+    /// The step bodies' token while compensations run (a cancel of the run
+    /// does not stop its compensations; a lost lease or a drain does).
+    pub(super) undo_cancel: CancellationToken,
+    /// Compensations registered by the body, in order.
+    pub(super) compensations: Mutex<Vec<super::compensate::Compensation>>,
+    /// Set once the run's compensations run: the gate lets their steps
+    /// through a cancel or a passed deadline.
+    pub(crate) compensating: std::sync::atomic::AtomicBool,
+    /// Why the run is to end, decided before it was driven: the body
+    /// replays up to its first new durable call and stops there.
+    pub(crate) stop: Mutex<Option<super::compensate::EndCause>>,
     pub(crate) cancel_requested: std::sync::atomic::AtomicBool,
     pub(crate) draining: std::sync::atomic::AtomicBool,
     interrupt: watch::Sender<Option<Interrupt>>,
     /// Transactions of transactional steps whose bodies succeeded, waiting
     /// for their checkpoint to be written into them.
     pub(super) pending_tx: Mutex<HashMap<StepId, Arc<hydra_store::sea_orm::DatabaseTransaction>>>,
+    /// Signals sent once that this run took (a child's end, an awakeable's
+    /// settlement), by name, with the receive that took them: a second wait
+    /// for one answers from here instead of parking for ever. Rebuilt by
+    /// replay in the same order.
+    pub(super) taken: Mutex<HashMap<String, (StepId, Vec<u8>)>>,
     /// Backoffs up to this long are waited out in process; longer ones park
     /// the run durably.
     pub(crate) inline_backoff: Duration,
     /// How long a checkpoint write is retried through transient database
     /// errors before the run is given up locally.
     pub(crate) write_patience: Duration,
+    /// The worker's state, for step bodies.
+    pub(crate) state: Arc<crate::state::StateMap>,
 }
 
 impl std::fmt::Debug for RunState {
@@ -120,6 +142,8 @@ pub(crate) struct RunSetup {
     pub(crate) open_step: OpenStep,
     pub(crate) inline_backoff: Duration,
     pub(crate) write_patience: Duration,
+    /// The worker's state, for step bodies.
+    pub(crate) state: Arc<crate::state::StateMap>,
 }
 
 impl RunState {
@@ -142,12 +166,18 @@ impl RunState {
             cursor: Mutex::new(Cursor { next_position: 0, occurrences: HashMap::new(), claimed: false }),
             open: Mutex::new(Open { position: s.open_step.position, attempts: s.open_step.attempts, begun: false }),
             cancel: CancellationToken::new(),
+            undo_cancel: CancellationToken::new(),
+            compensations: Mutex::new(Vec::new()),
+            compensating: false.into(),
+            stop: Mutex::new(None),
             cancel_requested: false.into(),
             draining: false.into(),
             interrupt: tx,
             pending_tx: Mutex::new(HashMap::new()),
+            taken: Mutex::new(HashMap::new()),
             inline_backoff: s.inline_backoff,
             write_patience: s.write_patience,
+            state: s.state,
         };
         (Arc::new(state), rx)
     }
@@ -185,6 +215,16 @@ impl RunState {
         std::future::pending::<Infallible>().await
     }
 
+    /// Clears the interrupt (the body's stop), for the compensation phase,
+    /// keeping a drain; returns a receiver of the next one.
+    pub(crate) fn reset_interrupt(&self) -> watch::Receiver<Option<Interrupt>> {
+        self.interrupt.send_replace(None);
+        if self.draining.load(std::sync::atomic::Ordering::SeqCst) {
+            self.raise(Interrupt::Release);
+        }
+        self.interrupt.subscribe()
+    }
+
     /// Raises an interrupt from outside the workflow (heartbeat, shutdown).
     pub(crate) fn interrupt(&self, why: Interrupt) {
         self.raise(why);
@@ -203,6 +243,9 @@ impl RunState {
         });
         if !matches!(self.interrupt.borrow().as_ref(), Some(Interrupt::Suspended { .. })) {
             self.cancel.cancel();
+            if self.compensating.load(std::sync::atomic::Ordering::SeqCst) {
+                self.undo_cancel.cancel();
+            }
         }
     }
 
@@ -328,10 +371,18 @@ impl RunState {
 
     /// Checks that apply at every checkpoint: cancellation, deadline, drain.
     pub(super) async fn checkpoint_gate(&self) {
-        if self.cancel_requested.load(std::sync::atomic::Ordering::SeqCst) {
+        let compensating = self.compensating.load(std::sync::atomic::Ordering::SeqCst);
+        if !compensating {
+            let stop = self.stop.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            if let Some(cause) = stop {
+                match self.halt(Interrupt::End(cause)).await {}
+            }
+        }
+        if !compensating && self.cancel_requested.load(std::sync::atomic::Ordering::SeqCst) {
             match self.halt(Interrupt::Cancel).await {}
         }
         if let Some(d) = self.deadline_at
+            && !compensating
             && self.now() >= d
         {
             match self.halt(Interrupt::TimeOut("the run passed its deadline".into())).await {}

@@ -143,6 +143,9 @@ impl WorkflowContext {
         if let Err(why) = StepId::validate_base(&base) {
             match run.fail_run(format!("invalid receive: {why}")).await {}
         }
+        if let Some(again) = self.taken_before(names) {
+            return Some(again);
+        }
         let (position, step_id) = run.next_step_id(&base);
         let mut deadline = timeout.map(|t| run.now().saturating_add(duration_ms(t)));
         if let Some(rec) = run.recorded(position) {
@@ -158,6 +161,7 @@ impl WorkflowContext {
                         );
                         match run.fail_run(message).await {}
                     };
+                    self.remember(taken, &step_id, &output);
                     return Some((taken.to_owned(), step_id, Some(output)));
                 }
                 // A wait in progress: its recorded deadline holds.
@@ -208,6 +212,7 @@ impl WorkflowContext {
                 run.moved_open(position, next);
                 crate::metrics::signal_received(&run.lease.namespace, &run.workflow_name);
                 tracing::debug!(signal = %name, "received");
+                self.remember(&name, &step_id, &payload);
                 Some((name, step_id, Some(payload)))
             }
             Ok(Received::TimedOut) => {
@@ -221,6 +226,24 @@ impl WorkflowContext {
             }
             Err(e) => match run.fail_run(format!("could not receive a signal ({:?}): {e}", receive.names)).await {},
             Ok(_) => match run.fail_run("receive of a signal: unexpected outcome".to_owned()).await {},
+        }
+    }
+
+    /// A one-shot signal among `names` this run took already (the first
+    /// in `names` order), as the receive that took it returned it.
+    fn taken_before(&self, names: &[&str]) -> Option<(String, StepId, Option<Vec<u8>>)> {
+        let taken = self.run.taken.lock().unwrap_or_else(|p| p.into_inner());
+        names
+            .iter()
+            .find_map(|n| taken.get(*n).map(|(step, payload)| ((*n).to_owned(), step.clone(), Some(payload.clone()))))
+    }
+
+    /// Keeps a taken one-shot signal (a child's end, an awakeable's
+    /// settlement) for a later wait on it.
+    fn remember(&self, name: &str, step: &StepId, payload: &[u8]) {
+        if name.starts_with("child:") || name.starts_with("awakeable:") {
+            let mut taken = self.run.taken.lock().unwrap_or_else(|p| p.into_inner());
+            taken.insert(name.to_owned(), (step.clone(), payload.to_vec()));
         }
     }
 
@@ -284,7 +307,8 @@ impl Selected {
     /// The value of `awakeable` if the branch taken is its settlement; its
     /// rejection (or another branch) is a permanent error.
     pub fn awakeable<T: DeserializeOwned>(&self, awakeable: &super::Awakeable<T>) -> Result<T, StepError> {
-        if !self.is(&awakeable.select_name()) {
+        let ours = super::parse_token(awakeable.token()).is_some_and(|(run, _)| run == self.execution);
+        if !ours || !self.is(&awakeable.select_name()) {
             return Err(StepError::permanent(format!(
                 "select took `{}`, not awakeable `{}`",
                 self.name,

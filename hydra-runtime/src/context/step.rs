@@ -48,6 +48,7 @@ pub struct StepContext {
     pub(super) step_id: StepId,
     pub(super) attempt: u32,
     pub(super) cancel: CancellationToken,
+    pub(super) state: Arc<crate::state::StateMap>,
 }
 
 impl StepContext {
@@ -78,6 +79,12 @@ impl StepContext {
     /// shutting down; a long body should stop early.
     pub fn is_cancelled(&self) -> bool {
         self.cancel.is_cancelled()
+    }
+
+    /// The worker's state of type `T` ([`crate::WorkerBuilder::state`]);
+    /// a permanent error naming the type if the worker has none.
+    pub fn state<T: Send + Sync + 'static>(&self) -> Result<crate::State<T>, crate::StepError> {
+        self.state.get::<T>()
     }
 
     /// Completes when [`StepContext::is_cancelled`] becomes true.

@@ -51,6 +51,31 @@ impl<O: DeserializeOwned> RunHandle<O> {
     /// Waits for as long as the run takes: see [`RunHandle::result_timeout`]
     /// for a bounded wait.
     pub async fn result(&self) -> Result<O, Error> {
+        let e = self.ended().await?;
+        decode_result(self.engine.codecs(), &e)
+    }
+
+    /// [`RunHandle::result`] with the workflow's typed error: a run that
+    /// failed with one ([`crate::StepError::typed`],
+    /// [`crate::WorkflowError::typed`]) is [`RunFailed::Workflow`] with the
+    /// value; any other end without an output is [`RunFailed::Other`] (a
+    /// stored error that does not decode as `E` is
+    /// [`Error::Decode`] there, naming it).
+    pub async fn result_typed<E: DeserializeOwned>(&self) -> Result<O, RunFailed<E>> {
+        let e = self.ended().await.map_err(RunFailed::Other)?;
+        decode_typed(self.engine.codecs(), &e)
+    }
+
+    /// [`RunHandle::result_typed`], giving up after `timeout`.
+    pub async fn result_typed_timeout<E: DeserializeOwned>(&self, timeout: Duration) -> Result<O, RunFailed<E>> {
+        match tokio::time::timeout(timeout, self.result_typed()).await {
+            Ok(r) => r,
+            Err(_) => Err(RunFailed::Other(Error::WaitTimedOut { execution: self.id.clone(), waited: timeout })),
+        }
+    }
+
+    /// Waits until the run ends; returns it as stored then.
+    async fn ended(&self) -> Result<Execution, Error> {
         let mut done = self.engine.inner.done.subscribe();
         // One shared connection per store, not one per waiter.
         let mut ended = match self.engine.store().listen_for_runs().await {
@@ -63,7 +88,7 @@ impl<O: DeserializeOwned> RunHandle<O> {
         loop {
             let e = self.execution().await?;
             if e.status.is_terminal() {
-                return decode_result(self.engine.codecs(), &e);
+                return Ok(e);
             }
             match ended.as_mut() {
                 Some(listener) => {
@@ -101,6 +126,47 @@ impl<O: DeserializeOwned> RunHandle<O> {
             Ok(r) => r,
             Err(_) => Err(Error::WaitTimedOut { execution: self.id.clone(), waited: timeout }),
         }
+    }
+}
+
+/// How a run ended without an output, as its workflow's typed error `E`
+/// or otherwise ([`RunHandle::result_typed`]).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum RunFailed<E> {
+    /// The workflow failed with this typed error.
+    Workflow(E),
+    /// Any other end: a failure without a typed error, a cancel, a timeout,
+    /// a typed error that does not decode as `E`, an engine error.
+    Other(Error),
+}
+
+impl<E: std::fmt::Debug> std::fmt::Display for RunFailed<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RunFailed::Workflow(e) => write!(f, "the workflow failed: {e:?}"),
+            RunFailed::Other(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl<E: std::fmt::Debug> std::error::Error for RunFailed<E> {}
+
+/// The output of an ended run, or its typed error, or why there is neither.
+pub(crate) fn decode_typed<O: DeserializeOwned, E: DeserializeOwned>(
+    codecs: &CodecRegistry,
+    e: &Execution,
+) -> Result<O, RunFailed<E>> {
+    match (&e.status, &e.error_data) {
+        (ExecutionStatus::Failed, Some(bytes)) => match codecs.decode::<E>(bytes) {
+            Ok(v) => Err(RunFailed::Workflow(v)),
+            Err(reason) => Err(RunFailed::Other(Error::Decode {
+                execution: e.id.clone(),
+                what: format!("its typed error as `{}`", std::any::type_name::<E>()),
+                reason,
+            })),
+        },
+        _ => decode_result(codecs, e).map_err(RunFailed::Other),
     }
 }
 

@@ -52,9 +52,9 @@ impl Engine {
     }
 
     /// [`Engine::signal`] with options: an idempotency key makes a retried
-    /// send a no-op ([`SignalSent::Duplicate`]). Names beginning `child:` or
-    /// `awakeable:` are Hydra's own (a child's end, an awakeable's
-    /// settlement) and are refused ([`Error::Config`]).
+    /// send a no-op ([`SignalSent::Duplicate`]). Names and idempotency keys
+    /// beginning `child:` or `awakeable:` are Hydra's own (a child's end, an
+    /// awakeable's settlement) and are refused ([`Error::Config`]).
     pub async fn signal_with<T: serde::Serialize + DeserializeOwned>(
         &self,
         id: &ExecutionId,
@@ -65,6 +65,15 @@ impl Engine {
         if let Some(prefix) = RESERVED_SIGNAL_PREFIXES.iter().find(|p| name.starts_with(**p)) {
             return Err(Error::Config(format!(
                 "signal name `{name}`: names beginning `{prefix}` are reserved for Hydra's own signals"
+            )));
+        }
+        // Hydra's own signals are keyed by their names: a sender's key of
+        // that form would take the slot and silence them.
+        if let Some(key) = &options.idempotency_key
+            && let Some(prefix) = RESERVED_SIGNAL_PREFIXES.iter().find(|p| key.starts_with(**p))
+        {
+            return Err(Error::Config(format!(
+                "idempotency key `{key}`: keys beginning `{prefix}` are reserved for Hydra's own signals"
             )));
         }
         self.send_signal(id, name, value, options).await

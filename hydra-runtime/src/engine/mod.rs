@@ -3,8 +3,8 @@
 mod handle;
 mod messages;
 
-pub use handle::RunHandle;
 pub(crate) use handle::decode_result;
+pub use handle::{RunFailed, RunHandle};
 pub use messages::SignalOptions;
 
 use crate::clock::{Clock, duration_ms};
@@ -382,10 +382,20 @@ impl Engine {
     /// `false` (and their own children); detached starts are not children.
     pub async fn cancel(&self, id: &ExecutionId) -> Result<CancelOutcome, Error> {
         let outcome = self.cancel_one(id).await?;
+        self.cancel_children(id).await?;
+        Ok(outcome)
+    }
+
+    /// Cancels the descendants of `id` that are cancelled with their
+    /// parent and have not ended (each run once, even if stored parent
+    /// links form a cycle). Also called by a worker when it ends a run
+    /// cancelled, for children started while a cancel was on its way.
+    pub(crate) async fn cancel_children(&self, id: &ExecutionId) -> Result<(), Error> {
+        let mut seen = std::collections::HashSet::from([id.clone()]);
         let mut parents = vec![id.clone()];
         while let Some(parent) = parents.pop() {
             for child in self.inner.store.children(&self.inner.namespace, &parent).await? {
-                if !child.cancel_with_parent {
+                if !child.cancel_with_parent || !seen.insert(child.id.clone()) {
                     continue;
                 }
                 if !child.status.is_terminal() {
@@ -397,7 +407,7 @@ impl Engine {
                 parents.push(child.id);
             }
         }
-        Ok(outcome)
+        Ok(())
     }
 
     /// The runs that run `id` started as its children, oldest first.

@@ -49,6 +49,7 @@ pub struct WorkerBuilder {
     registry: HashMap<String, Arc<dyn ErasedWorkflow>>,
     duplicate: Option<String>,
     handler_schedules: Vec<crate::cron::CronSchedule>,
+    state: crate::state::StateMap,
     config: WorkerConfig,
 }
 
@@ -60,6 +61,7 @@ impl WorkerBuilder {
             registry: HashMap::new(),
             duplicate: None,
             handler_schedules: Vec::new(),
+            state: crate::state::StateMap::default(),
             config: WorkerConfig::default(),
         }
     }
@@ -80,6 +82,22 @@ impl WorkerBuilder {
         if self.registry.insert(W::NAME.to_owned(), Arc::new(Registered(Arc::new(workflow)))).is_some() {
             self.duplicate = Some(W::NAME.to_owned());
         }
+        self
+    }
+
+    /// Gives this worker's steps a value of type `T` (a payment client, a
+    /// database pool, settings): a step takes it as a parameter
+    /// `State<T>` (or calls [`crate::StepContext::state`]). One value per
+    /// type; a second `state` of one type replaces the first. State never
+    /// enters a run's history. [`WorkerBuilder::start`] refuses to start if
+    /// a registered workflow needs a type not given.
+    pub fn state<T: Send + Sync + 'static>(self, value: T) -> Self {
+        self.state_arc(Arc::new(value))
+    }
+
+    /// [`WorkerBuilder::state`] with a value already shared.
+    pub fn state_arc<T: Send + Sync + 'static>(mut self, value: Arc<T>) -> Self {
+        self.state.insert(value);
         self
     }
 
@@ -169,6 +187,20 @@ impl WorkerBuilder {
         {
             return Err(Error::Config(format!("a worker ID must be 1 to 255 bytes, got {} bytes", id.as_str().len())));
         }
+        let mut lacking: Vec<(&String, &'static str)> = self
+            .registry
+            .iter()
+            .flat_map(|(name, w)| {
+                w.required_state().into_iter().filter(|n| !self.state.contains(n)).map(move |n| (name, n.type_name()))
+            })
+            .collect();
+        lacking.sort();
+        if let Some((name, type_name)) = lacking.first() {
+            return Err(Error::Config(format!(
+                "workflow `{name}` needs state of type `{type_name}` (one of its steps takes `State<{type_name}>`), \
+                 which this worker was not given: add `.state(…)` with a `{type_name}` to the worker builder"
+            )));
+        }
         let mut uncodable: Vec<_> = self
             .registry
             .iter()
@@ -208,6 +240,7 @@ impl WorkerBuilder {
             engine: self.engine,
             id,
             registry: self.registry,
+            state: Arc::new(self.state),
             names,
             slots: Arc::new(Semaphore::new(self.config.concurrency)),
             config: self.config,

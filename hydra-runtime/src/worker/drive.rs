@@ -4,7 +4,7 @@
 
 use super::{ActiveRun, Shared};
 use crate::clock::duration_ms;
-use crate::context::{Interrupt, RunSetup, RunState, WorkflowContext, panic_message};
+use crate::context::{EndCause, Interrupt, RunSetup, RunState, WorkflowContext, panic_message};
 use crate::engine::Engine;
 use crate::error::Error;
 use crate::workflow::{ErasedWorkflow, Returned};
@@ -40,14 +40,17 @@ pub(super) async fn drive(
 enum Outcome {
     Returned(Result<Returned, String>),
     Interrupted(Interrupt),
+    /// Compensated (or nothing to compensate): end the run so.
+    Ended(Terminal),
 }
 
 /// The states of a claimed run, in order: admitted, registered (renewed
 /// and guarded from here on), history loaded, run, settled.
 async fn drive_inner(s: &Arc<Shared>, execution: Execution, lease: Lease, claim_sent: tokio::time::Instant) {
     tracing::debug!(token = lease.token.get(), expires_at = ?execution.lease_expires_at(), "lease acquired");
-    let Some(workflow) = admit(s, &execution, &lease).await else { return };
+    let Some((workflow, stop)) = admit(s, &execution, &lease).await else { return };
     let (run, interrupts) = new_run(s, &*workflow, &execution, &lease);
+    *run.stop.lock().unwrap_or_else(|p| p.into_inner()) = stop;
     // From here the heartbeat renews the lease and the guard stops the run
     // before it can expire, also while the history loads: no body may start
     // on a lease that expired meanwhile.
@@ -55,7 +58,10 @@ async fn drive_inner(s: &Arc<Shared>, execution: Execution, lease: Lease, claim_
     let outcome = match load_history(s, &run, &lease).await {
         Ok(history) => {
             run.set_history(history);
-            run_workflow(s, &*workflow, &execution, &lease, &run, interrupts).await
+            match run_workflow(s, &*workflow, &execution, &lease, &run, interrupts).await {
+                Some(o) => Some(compensate_if_ending(&*workflow, &execution, &run, o).await),
+                None => None,
+            }
         }
         Err(Some(interrupt)) => Some(Outcome::Interrupted(interrupt)),
         Err(None) => None,
@@ -67,33 +73,46 @@ async fn drive_inner(s: &Arc<Shared>, execution: Execution, lease: Lease, claim_
     }
 }
 
-/// The workflow to run, or `None` if the run was handed back or ended
-/// before its code runs (cancelled, past its deadline, out of attempts).
-async fn admit(s: &Arc<Shared>, execution: &Execution, lease: &Lease) -> Option<Arc<dyn ErasedWorkflow>> {
+/// The workflow to run, and why it is to end if it is (cancelled, past
+/// its deadline, out of attempts): then the body only replays. `None` if
+/// the run was handed back, or ended before any of its code ever ran.
+async fn admit(
+    s: &Arc<Shared>,
+    execution: &Execution,
+    lease: &Lease,
+) -> Option<(Arc<dyn ErasedWorkflow>, Option<EndCause>)> {
     let now = s.engine.clock().now_ms();
     let Some(workflow) = s.registry.get(execution.workflow_name.as_str()).cloned() else {
         // Not ours (claims filter by name, so only on a race with a rename).
         let _ = hand_back(&s.engine, execution, lease).await;
         return None;
     };
-    let ended = if execution.cancel_requested {
-        Some(Terminal::Cancelled("cancelled".into()))
+    let cause = if execution.cancel_requested {
+        Some(EndCause::Cancelled)
     } else if execution.deadline_at.is_some_and(|d| now >= d) {
-        Some(Terminal::TimedOut("the run passed its deadline".into()))
+        Some(EndCause::TimedOut("the run passed its deadline".into()))
     } else if execution.attempts > execution.max_attempts {
-        Some(Terminal::Failed(format!(
-            "out of attempts: {} of {} allowed began; the last one never finished (its worker died or lost its lease)",
-            execution.attempts, execution.max_attempts
-        )))
+        Some(EndCause::Failed(
+            format!(
+                "out of attempts: {} of {} allowed began; the last one never finished (its worker died or lost its \
+                 lease)",
+                execution.attempts, execution.max_attempts
+            ),
+            None,
+        ))
     } else {
         None
     };
-    match ended {
-        Some(terminal) => {
-            end(s, execution, lease, terminal).await;
+    match cause {
+        // Never driven before (its first claim): no step ran, nothing to
+        // compensate; it ends here.
+        Some(cause) if lease.token.get() == 1 => {
+            end(s, execution, lease, cause.terminal("")).await;
             None
         }
-        None => Some(workflow),
+        // It may have registered compensations: the body replays up to its
+        // first new durable call, stops there, and they run.
+        cause => Some((workflow, cause)),
     }
 }
 
@@ -120,6 +139,7 @@ fn new_run(
         open_step: execution.open_step,
         inline_backoff: s.config.inline_backoff,
         write_patience: s.config.lease_ttl.saturating_sub(s.config.heartbeat_interval.saturating_mul(2)),
+        state: Arc::clone(&s.state),
     })
 }
 
@@ -273,6 +293,8 @@ async fn settle(
                 tracing::warn!(error = %e, "could not release the lease; it will expire");
             }
         }
+        Outcome::Ended(terminal) => end(s, execution, lease, terminal).await,
+        Outcome::Interrupted(Interrupt::End(cause)) => end(s, execution, lease, cause.terminal("")).await,
         Outcome::Interrupted(Interrupt::Cancel) => {
             end(s, execution, lease, Terminal::Cancelled("cancelled".into())).await
         }
@@ -286,13 +308,8 @@ async fn settle(
         }
         Outcome::Returned(Ok(Returned::Failed(e))) => {
             let attempts = execution.attempts.max(1);
-            if e.is_permanent() || attempts >= execution.max_attempts {
-                let msg = if e.is_permanent() {
-                    e.message().to_owned()
-                } else {
-                    format!("{} (after {attempts} workflow attempts)", e.message())
-                };
-                end(s, execution, lease, Terminal::Failed(msg)).await
+            if let Some(msg) = final_failure(workflow, execution, &e) {
+                end(s, execution, lease, failure_terminal(run, msg, &e)).await
             } else {
                 let delay = workflow.options().retry.next_delay(attempts);
                 let now = engine.clock().now_ms();
@@ -319,6 +336,92 @@ async fn settle(
     }
 }
 
+/// If `outcome` ends the run other than with an output and the body
+/// registered compensations, runs them (under the same lease and guard)
+/// and returns the run's end; otherwise returns `outcome` as it is.
+async fn compensate_if_ending(
+    workflow: &dyn ErasedWorkflow,
+    execution: &Execution,
+    run: &Arc<RunState>,
+    outcome: Outcome,
+) -> Outcome {
+    let cancelled = run.cancel_requested.load(std::sync::atomic::Ordering::SeqCst);
+    let cause = match &outcome {
+        Outcome::Interrupted(Interrupt::End(c)) => c.clone(),
+        Outcome::Interrupted(Interrupt::Cancel) => EndCause::Cancelled,
+        Outcome::Interrupted(Interrupt::TimeOut(m)) => EndCause::TimedOut(m.clone()),
+        Outcome::Interrupted(Interrupt::Fail(m)) => EndCause::Failed(m.clone(), None),
+        Outcome::Returned(_) if cancelled => EndCause::Cancelled,
+        Outcome::Returned(Ok(Returned::Failed(e))) => match final_failure(workflow, execution, e) {
+            Some(message) => match failure_terminal(run, message, e) {
+                Terminal::FailedWith(m, typed) => EndCause::Failed(m, Some(typed)),
+                other => EndCause::Failed(terminal_message(&other), None),
+            },
+            None => return outcome,
+        },
+        Outcome::Returned(Ok(Returned::EncodeFailed(reason))) => {
+            let e =
+                Error::Encode { what: format!("the output of `{}`", execution.workflow_name), reason: reason.clone() };
+            EndCause::Failed(e.to_string(), None)
+        }
+        Outcome::Returned(Err(panic)) => EndCause::Failed(format!("workflow panicked: {panic}"), None),
+        _ => return outcome,
+    };
+    let ctx = WorkflowContext { run: Arc::clone(run) };
+    if !ctx.has_compensations() {
+        return outcome;
+    }
+    tracing::info!(?cause, "running compensations");
+    let mut interrupts = crate::context::begin_compensation(&ctx);
+    let work = AssertUnwindSafe(crate::context::run_compensations(ctx, cause)).catch_unwind();
+    tokio::select! {
+        biased;
+        i = interrupts.wait_for(Option::is_some) => match i {
+            Ok(v) => Outcome::Interrupted(v.clone().unwrap_or(Interrupt::LeaseLost)),
+            Err(_) => Outcome::Interrupted(Interrupt::LeaseLost),
+        },
+        r = work => match r {
+            Ok(terminal) => Outcome::Ended(terminal),
+            Err(p) => Outcome::Ended(Terminal::CompensationFailed(format!("compensation panicked: {}", panic_message(&p)))),
+        },
+    }
+}
+
+/// A final workflow failure's end: with its typed error when it carries
+/// one that encodes (else a note on why it is missing).
+fn failure_terminal(run: &RunState, message: String, e: &crate::WorkflowError) -> Terminal {
+    match e.typed_error().map(|t| t.encode(&run.codecs, run.codec)) {
+        Some(Ok(bytes)) => Terminal::FailedWith(message, bytes),
+        Some(Err(reason)) => Terminal::Failed(format!("{message} (its typed error was not stored: {reason})")),
+        None => Terminal::Failed(message),
+    }
+}
+
+fn terminal_message(t: &Terminal) -> String {
+    match t {
+        Terminal::Failed(m)
+        | Terminal::FailedWith(m, _)
+        | Terminal::Cancelled(m)
+        | Terminal::TimedOut(m)
+        | Terminal::CompensationFailed(m) => m.clone(),
+        _ => String::new(),
+    }
+}
+
+/// The message a failed workflow attempt ends the run with, or `None` if
+/// the workflow's retry policy runs it again.
+fn final_failure(workflow: &dyn ErasedWorkflow, execution: &Execution, e: &crate::WorkflowError) -> Option<String> {
+    let _ = workflow;
+    let attempts = execution.attempts.max(1);
+    if e.is_permanent() {
+        Some(e.full_message())
+    } else if attempts >= execution.max_attempts {
+        Some(format!("{} (after {attempts} workflow attempts)", e.full_message()))
+    } else {
+        None
+    }
+}
+
 /// Hands back a run this claim never started. The claim counted an
 /// attempt of the run's open step; none began, so it is taken back.
 pub(super) async fn hand_back(engine: &Engine, execution: &Execution, lease: &Lease) -> Result<(), StoreError> {
@@ -335,9 +438,10 @@ async fn end(s: &Arc<Shared>, execution: &Execution, lease: &Lease, terminal: Te
             crate::metrics::payload(&lease.namespace, &execution.workflow_name, "output", out.len());
             "completed"
         }
-        Terminal::Failed(_) => "failed",
+        Terminal::Failed(_) | Terminal::FailedWith(..) => "failed",
         Terminal::Cancelled(_) => "cancelled",
         Terminal::TimedOut(_) => "timed_out",
+        Terminal::CompensationFailed(_) => "compensation_failed",
         _ => "ended",
     };
     let engine = &s.engine;
@@ -355,6 +459,11 @@ async fn end(s: &Arc<Shared>, execution: &Execution, lease: &Lease, terminal: Te
             crate::metrics::workflow_ended(&lease.namespace, &execution.workflow_name, status, seconds);
             tracing::info!(execution_id = %lease.execution_id, status, "run ended");
             engine.inner.done.send_modify(|n| *n = n.wrapping_add(1));
+            if status == "cancelled"
+                && let Err(e) = engine.cancel_children(&lease.execution_id).await
+            {
+                tracing::warn!(error = %e, "could not cancel the children of a cancelled run");
+            }
         }
         Err(e) if e.is_lease_lost() => crate::metrics::lease_lost(&lease.namespace, &execution.workflow_name),
         Err(_) => {}

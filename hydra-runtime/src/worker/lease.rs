@@ -48,6 +48,8 @@ pub(super) async fn heartbeat_loop(s: Arc<Shared>) {
                                 a.renewed_at = started;
                             }
                             if r.cancel_requested {
+                                // Stops the body's steps; compensations, which
+                                // run on another token, go on.
                                 run.cancel_requested.store(true, std::sync::atomic::Ordering::SeqCst);
                                 run.cancel.cancel();
                             }

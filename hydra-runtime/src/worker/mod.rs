@@ -45,6 +45,8 @@ struct Shared {
     engine: Engine,
     id: WorkerId,
     registry: HashMap<String, Arc<dyn ErasedWorkflow>>,
+    /// The state its steps receive.
+    state: Arc<crate::state::StateMap>,
     names: Vec<String>,
     config: WorkerConfig,
     slots: Arc<Semaphore>,

@@ -32,6 +32,7 @@ pub struct Model {
     pub open_attempts: i32,
     pub parent_id: Option<String>,
     pub cancel_with_parent: bool,
+    pub error_data: Option<Vec<u8>>,
 }
 
 /// No relations are navigated through the ORM.

@@ -24,11 +24,14 @@ string_enum!(
         Cancelled = "cancelled",
         /// Ran past its deadline.
         TimedOut = "timed_out",
+        /// Failed, cancelled or timed out, and then some of its
+        /// compensations failed too (its error names them).
+        CompensationFailed = "compensation_failed",
     }
 );
 
 impl ExecutionStatus {
-    /// True for the four end states.
+    /// True for the end states.
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
@@ -36,6 +39,7 @@ impl ExecutionStatus {
                 | ExecutionStatus::Failed
                 | ExecutionStatus::Cancelled
                 | ExecutionStatus::TimedOut
+                | ExecutionStatus::CompensationFailed
         )
     }
 }
@@ -110,6 +114,8 @@ pub struct Execution {
     /// Whether cancelling its parent cancels it (children only; the
     /// default, unless the start overrode it).
     pub cancel_with_parent: bool,
+    /// The workflow's typed error, encoded, if it failed with one.
+    pub error_data: Option<Vec<u8>>,
 }
 
 impl Execution {
@@ -214,17 +220,22 @@ pub enum Terminal {
     Completed(Vec<u8>),
     /// With this error.
     Failed(String),
+    /// With this error message and the workflow's typed error, encoded.
+    FailedWith(String, Vec<u8>),
     /// Cancelled (with a reason).
     Cancelled(String),
     /// Past its deadline (with a description).
     TimedOut(String),
+    /// Its compensations did not all succeed (the message names them).
+    CompensationFailed(String),
 }
 
 impl Terminal {
     pub(crate) fn status(&self) -> ExecutionStatus {
         match self {
             Terminal::Completed(_) => ExecutionStatus::Completed,
-            Terminal::Failed(_) => ExecutionStatus::Failed,
+            Terminal::Failed(_) | Terminal::FailedWith(..) => ExecutionStatus::Failed,
+            Terminal::CompensationFailed(_) => ExecutionStatus::CompensationFailed,
             Terminal::Cancelled(_) => ExecutionStatus::Cancelled,
             Terminal::TimedOut(_) => ExecutionStatus::TimedOut,
         }
@@ -235,9 +246,10 @@ impl Terminal {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CancelOutcome {
-    /// The run was not running; it is now cancelled.
+    /// The run had never run; it is now cancelled.
     Cancelled,
-    /// The run is running; its worker will stop it at its next checkpoint.
+    /// The run has run: a worker stops it (running: at its next
+    /// checkpoint; parked: at once), runs its compensations and ends it.
     Requested,
     /// The run had already ended with this status.
     AlreadyEnded(ExecutionStatus),

@@ -76,6 +76,7 @@ impl TryFrom<workflow_executions::Model> for Execution {
             open_step: OpenStep { position: to_u32(m.open_position), attempts: to_u32(m.open_attempts) },
             parent_id: m.parent_id.map(ExecutionId::from_string),
             cancel_with_parent: m.cancel_with_parent,
+            error_data: m.error_data,
         })
     }
 }

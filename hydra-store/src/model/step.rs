@@ -153,6 +153,9 @@ pub enum StepOutcome {
     Completed(Vec<u8>),
     /// The step ended with this error (no more attempts).
     Failed(String),
+    /// The step ended with this error message and a typed error, encoded
+    /// (stored as the row's output).
+    FailedWith(String, Vec<u8>),
     /// This attempt failed; the step will be retried (the row stays running).
     AttemptFailed(String),
     /// Waiting (a receive that parked the run): the row stays running.

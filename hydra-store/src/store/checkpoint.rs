@@ -196,14 +196,18 @@ impl Store {
                 vec![now.into(), (*at).into(), error.as_str().into(), now.into()],
             ),
             Transition::Finish(t) => {
-                let (output, error): (Option<Vec<u8>>, Option<String>) = match t {
-                    Terminal::Completed(out) => (Some(out.clone()), None),
-                    Terminal::Failed(e) | Terminal::Cancelled(e) | Terminal::TimedOut(e) => (None, Some(e.clone())),
+                let (output, error, data): (Option<Vec<u8>>, Option<String>, Option<Vec<u8>>) = match t {
+                    Terminal::Completed(out) => (Some(out.clone()), None, None),
+                    Terminal::FailedWith(e, data) => (None, Some(e.clone()), Some(data.clone())),
+                    Terminal::Failed(e)
+                    | Terminal::Cancelled(e)
+                    | Terminal::TimedOut(e)
+                    | Terminal::CompensationFailed(e) => (None, Some(e.clone()), None),
                 };
                 (
-                    "UPDATE workflow_executions SET status = ?, output_data = ?, error_message = ?, \
+                    "UPDATE workflow_executions SET status = ?, output_data = ?, error_message = ?, error_data = ?, \
                      completed_at = ?, due_at = NULL, lease_owner = NULL, updated_at = ?",
-                    vec![t.status().as_str().into(), output.into(), error.into(), now.into(), now.into()],
+                    vec![t.status().as_str().into(), output.into(), error.into(), data.into(), now.into(), now.into()],
                 )
             }
         };

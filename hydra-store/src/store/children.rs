@@ -19,7 +19,11 @@ pub fn child_signal_name(id: &ExecutionId) -> String {
 pub fn child_outcome_payload(terminal: &Terminal) -> Vec<u8> {
     match terminal {
         Terminal::Completed(out) => out.clone(),
-        Terminal::Failed(m) | Terminal::Cancelled(m) | Terminal::TimedOut(m) => {
+        Terminal::Failed(m)
+        | Terminal::FailedWith(m, _)
+        | Terminal::Cancelled(m)
+        | Terminal::TimedOut(m)
+        | Terminal::CompensationFailed(m) => {
             let mut v = vec![0u8];
             v.extend_from_slice(terminal.status().as_str().as_bytes());
             v.push(b'\n');

@@ -104,12 +104,18 @@ impl Store {
         let token: i64 = row.try_get("", "fencing_token")?;
         let message = format!("this run's stored row cannot be read by this version of Hydra: {reason}");
         tracing::error!(execution_id = %id, error = %reason, "claimed a run whose row does not convert; failing it");
-        conn.execute_raw(self.stmt(
-            "UPDATE workflow_executions SET status = 'failed', error_message = ?, completed_at = ?, \
-             updated_at = ?, due_at = NULL, lease_owner = NULL WHERE id = ? AND fencing_token = ?",
-            vec![message.into(), now.into(), now.into(), id.into(), token.into()],
-        ))
-        .await?;
+        let ended = conn
+            .execute_raw(self.stmt(
+                "UPDATE workflow_executions SET status = 'failed', error_message = ?, completed_at = ?, \
+                 updated_at = ?, due_at = NULL, lease_owner = NULL WHERE id = ? AND fencing_token = ?",
+                vec![message.as_str().into(), now.into(), now.into(), id.as_str().into(), token.into()],
+            ))
+            .await?;
+        if ended.rows_affected() == 1 {
+            // A child's parent hears of this end like of any other.
+            let id = crate::ids::ExecutionId::from_string(id);
+            self.notify_parent(conn, &id, &crate::model::Terminal::Failed(message), now).await?;
+        }
         Ok(())
     }
 }

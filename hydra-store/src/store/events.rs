@@ -48,6 +48,10 @@ impl Store {
     ) -> Result<(), StoreError> {
         let next = OpenStep::new(record.position.saturating_add(1), 1);
         self.guard(txn, lease, None, OpenWhen::Always, now).await?;
+        if self.ended_under(txn, lease, &record.step_id).await?.is_some() {
+            // A retry of a publication that committed: done already.
+            return Ok(());
+        }
         self.record_held(txn, lease, record, next, now).await?;
         txn.execute_raw(self.stmt(
             "INSERT INTO workflow_events (execution_id, event_key, namespace, value, updated_at) VALUES (?, ?, ?, ?, ?) \

@@ -114,9 +114,12 @@ impl Store {
             .transpose()
     }
 
-    /// Cancels a run. A run that is not running ends `cancelled` at once (its
-    /// token moves on); a running run is flagged and its worker stops it at
-    /// its next checkpoint or heartbeat.
+    /// Cancels a run. A run that never ran (pending, never claimed) ends
+    /// `cancelled` at once (its token moves on). Any other run is flagged
+    /// and ended by a worker, which replays it to its first new durable
+    /// call and runs its compensations there: a running run at its next
+    /// checkpoint or heartbeat, a parked one (sleeping, or pending a
+    /// workflow retry) made due now.
     pub async fn request_cancel(
         &self,
         namespace: &str,
@@ -132,7 +135,7 @@ impl Store {
                     "UPDATE workflow_executions SET status = 'cancelled', error_message = 'cancelled', \
                      completed_at = ?, updated_at = ?, due_at = NULL, lease_owner = NULL, \
                      fencing_token = fencing_token + 1 \
-                     WHERE id = ? AND namespace = ? AND status IN ('pending', 'sleeping')",
+                     WHERE id = ? AND namespace = ? AND status = 'pending' AND started_at IS NULL",
                     vec![now.into(), now.into(), id.as_str().into(), namespace.into()],
                 ))
                 .await;
@@ -150,12 +153,18 @@ impl Store {
             };
             debug_assert_eq!(r.rows_affected(), 0);
             txn.rollback().await?;
+            // A run that ran before is ended by a worker, which replays it
+            // to its stopping point and runs its compensations: a running
+            // one at its next checkpoint, a parked one (sleeping, or pending
+            // a workflow retry) made due now.
             let r = self
                 .db
                 .execute_raw(self.stmt(
-                    "UPDATE workflow_executions SET cancel_requested = ?, updated_at = ? \
-                     WHERE id = ? AND namespace = ? AND status = 'running'",
-                    vec![true.into(), now.into(), id.as_str().into(), namespace.into()],
+                    "UPDATE workflow_executions SET cancel_requested = ?, updated_at = ?, \
+                     due_at = CASE WHEN status = 'running' THEN due_at ELSE ? END \
+                     WHERE id = ? AND namespace = ? \
+                     AND (status IN ('running', 'sleeping') OR (status = 'pending' AND started_at IS NOT NULL))",
+                    vec![true.into(), now.into(), now.into(), id.as_str().into(), namespace.into()],
                 ))
                 .await?;
             if r.rows_affected() == 1 {
@@ -205,6 +214,7 @@ pub(super) fn execution_row(new: &NewExecution) -> exec::ActiveModel {
         open_attempts: Set(0),
         parent_id: Set(new.parent_id.as_ref().map(|p| p.as_str().to_owned())),
         cancel_with_parent: Set(new.cancel_with_parent),
+        error_data: Set(None),
     }
 }
 

@@ -208,6 +208,28 @@ impl Store {
         Ok(())
     }
 
+    /// The name and output of step `step` of the lease's run if it was
+    /// recorded completed under this very lease (a write whose commit went
+    /// through but whose reply was lost, retried).
+    pub(super) async fn ended_under<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        lease: &Lease,
+        step: &crate::ids::StepId,
+    ) -> Result<Option<(String, Option<Vec<u8>>)>, StoreError> {
+        let row = conn
+            .query_one_raw(self.stmt(
+                "SELECT step_name, output_data FROM workflow_steps \
+                 WHERE execution_id = ? AND step_id = ? AND status = 'completed' AND fencing_token = ?",
+                vec![lease.execution_id.as_str().into(), step.as_str().into(), lease.token.0.into()],
+            ))
+            .await?;
+        match row {
+            Some(row) => Ok(Some((row.try_get("", "step_name")?, row.try_get("", "output_data")?))),
+            None => Ok(None),
+        }
+    }
+
     /// Receives a signal named one of `r.names` for a claimed run, under the fencing check,
     /// in one transaction: takes the oldest unconsumed signal of that name
     /// and records it as the receive's step (the run's open step moves past
@@ -230,6 +252,17 @@ impl Store {
     ) -> Result<Received, StoreError> {
         // The fence locks the run's row until the end of the transaction.
         self.guard(txn, lease, None, OpenWhen::Always, now).await?;
+        // A retry of a receive whose commit went through but whose reply was
+        // lost: answer what it recorded, not a second signal.
+        if let Some((step_name, output)) = self.ended_under(txn, lease, &r.record.step_id).await? {
+            return Ok(match output {
+                Some(payload) => Received::Signal {
+                    name: step_name.strip_prefix("signal:").unwrap_or(&step_name).to_owned(),
+                    payload,
+                },
+                None => Received::TimedOut,
+            });
+        }
         let position = r.record.position;
         if r.names.is_empty() {
             return Err(StoreError::Database(sea_orm::DbErr::Custom("a receive needs a signal name".into())));
@@ -258,9 +291,9 @@ impl Store {
             .await?;
             let mut rec = r.record.clone();
             rec.outcome = StepOutcome::Completed(payload.clone());
-            if r.names.len() > 1 {
-                rec.step_name = format!("signal:{name}");
-            }
+            // The name taken, also for a select of one name: its replay
+            // reads the branch from here.
+            rec.step_name = format!("signal:{name}");
             self.record_held(txn, lease, &rec, next, now).await?;
             return Ok(Received::Signal { name, payload });
         }

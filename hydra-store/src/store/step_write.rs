@@ -147,6 +147,7 @@ pub(super) fn step_row(lease: &Lease, rec: &StepRecord, now: i64) -> Vec<Value> 
     {
         StepOutcome::Completed(out) => ("completed", Some(out.clone()), None, Some(now)),
         StepOutcome::Failed(e) => ("failed", None, Some(e.clone()), Some(now)),
+        StepOutcome::FailedWith(e, data) => ("failed", Some(data.clone()), Some(e.clone()), Some(now)),
         StepOutcome::AttemptFailed(e) => ("running", None, Some(e.clone()), None),
         StepOutcome::Waiting => ("running", None, None, None),
         StepOutcome::TimedOut => ("completed", None, None, Some(now)),

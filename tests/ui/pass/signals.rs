@@ -48,3 +48,17 @@ async fn send(engine: &Engine, id: &ExecutionId) -> Result<(), Error> {
 fn main() {
     let _ = send;
 }
+
+// Receives whose type cannot be named beside the workflow get no constant
+// (and still compile).
+#[workflow]
+async fn local_types(ctx: WorkflowContext, n: u32) -> Result<u32, WorkflowError> {
+    #[derive(Serialize, Deserialize)]
+    struct Local {
+        n: u32,
+    }
+    let a: u32 = ctx.recv::<_>("inferred").await?;
+    let b = ctx.recv::<Local>("local").await?;
+    let c = ctx.recv::<Vec<Local>>("locals").await?;
+    Ok(n + a + b.n + c.len() as u32)
+}

@@ -1,0 +1,59 @@
+//! A run's typed error (`error_data`: the workflow's own error value,
+//! encoded by the run's codec, beside the `error_message` text), and the
+//! end state `compensation_failed` (a run whose compensations did not all
+//! succeed), which PostgreSQL's `hydra_ended` notification now includes.
+
+use sea_orm_migration::prelude::*;
+use sea_orm_migration::sea_orm::DbBackend;
+
+#[derive(DeriveMigrationName)]
+pub(crate) struct Migration;
+
+#[derive(DeriveIden)]
+enum Executions {
+    #[sea_orm(iden = "workflow_executions")]
+    Table,
+    ErrorData,
+}
+
+fn trigger(statuses: &str) -> String {
+    format!(
+        "CREATE TRIGGER workflow_executions_notify_ended \
+         AFTER UPDATE OF status ON workflow_executions FOR EACH ROW \
+         WHEN (NEW.status IN ({statuses}) AND OLD.status IS DISTINCT FROM NEW.status) \
+         EXECUTE FUNCTION hydra_notify_ended()"
+    )
+}
+
+// See the first migration for why the lifetime stays elided.
+#[allow(elided_lifetimes_in_paths)]
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.alter_table(
+            Table::alter()
+                .table(Executions::Table)
+                .add_column(ColumnDef::new(Executions::ErrorData).blob().null())
+                .to_owned(),
+        )
+        .await?;
+        if m.get_database_backend() == DbBackend::Postgres {
+            let db = m.get_connection();
+            db.execute_unprepared("DROP TRIGGER IF EXISTS workflow_executions_notify_ended ON workflow_executions")
+                .await?;
+            db.execute_unprepared(&trigger("'completed', 'failed', 'cancelled', 'timed_out', 'compensation_failed'"))
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        if m.get_database_backend() == DbBackend::Postgres {
+            let db = m.get_connection();
+            db.execute_unprepared("DROP TRIGGER IF EXISTS workflow_executions_notify_ended ON workflow_executions")
+                .await?;
+            db.execute_unprepared(&trigger("'completed', 'failed', 'cancelled', 'timed_out'")).await?;
+        }
+        m.alter_table(Table::alter().table(Executions::Table).drop_column(Executions::ErrorData).to_owned()).await
+    }
+}
