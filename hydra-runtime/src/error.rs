@@ -238,6 +238,11 @@ impl StepError {
         with_causes(&self.message, &self.causes)
     }
 
+    /// [`StepError::full_message`] with `note` after the message's own line.
+    pub(crate) fn full_message_noting(&self, note: &str) -> String {
+        with_causes(&format!("{}{note}", self.message), &self.causes)
+    }
+
     pub(crate) fn typed_error(&self) -> Option<&TypedError> {
         self.typed.as_ref()
     }
@@ -335,6 +340,12 @@ impl WorkflowError {
     /// run.
     pub fn full_message(&self) -> String {
         with_causes(&self.message, &self.causes)
+    }
+
+    /// [`WorkflowError::full_message`] with `note` after the message's own
+    /// line.
+    pub(crate) fn full_message_noting(&self, note: &str) -> String {
+        with_causes(&format!("{}{note}", self.message), &self.causes)
     }
 
     pub(crate) fn typed_error(&self) -> Option<&TypedError> {

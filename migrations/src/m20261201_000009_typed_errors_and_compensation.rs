@@ -1,7 +1,8 @@
 //! A run's typed error (`error_data`: the workflow's own error value,
 //! encoded by the run's codec, beside the `error_message` text), and the
 //! end state `compensation_failed` (a run whose compensations did not all
-//! succeed), which PostgreSQL's `hydra_ended` notification now includes.
+//! succeed), which PostgreSQL's `hydra_ended` notification now includes
+//! and its `status` column now fits.
 
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::sea_orm::DbBackend;
@@ -15,6 +16,12 @@ enum Executions {
     Table,
     ErrorData,
 }
+
+/// The trigger of `hydra_runs` notifications, unchanged.
+const RUNS_TRIGGER: &str = "CREATE TRIGGER workflow_executions_notify_runs \
+     AFTER INSERT OR UPDATE OF due_at ON workflow_executions FOR EACH ROW \
+     WHEN (NEW.status = 'pending' OR (NEW.status = 'sleeping' AND NEW.due_at <= NEW.updated_at)) \
+     EXECUTE FUNCTION hydra_notify_runs()";
 
 fn trigger(statuses: &str) -> String {
     format!(
@@ -39,8 +46,17 @@ impl MigrationTrait for Migration {
         .await?;
         if m.get_database_backend() == DbBackend::Postgres {
             let db = m.get_connection();
+            // `compensation_failed` is longer than the 16 the column had
+            // (SQLite does not enforce lengths). Widening a varchar does not
+            // rewrite the table.
+            // The triggers that read the column go while it changes, and
+            // come back (`hydra_notify_runs` as the second migration made it).
             db.execute_unprepared("DROP TRIGGER IF EXISTS workflow_executions_notify_ended ON workflow_executions")
                 .await?;
+            db.execute_unprepared("DROP TRIGGER IF EXISTS workflow_executions_notify_runs ON workflow_executions")
+                .await?;
+            db.execute_unprepared("ALTER TABLE workflow_executions ALTER COLUMN status TYPE VARCHAR(32)").await?;
+            db.execute_unprepared(RUNS_TRIGGER).await?;
             db.execute_unprepared(&trigger("'completed', 'failed', 'cancelled', 'timed_out', 'compensation_failed'"))
                 .await?;
         }

@@ -113,6 +113,55 @@ impl Workflow for FaultParent {
     }
 }
 
+/// A saga: `steps` steps, each registering a compensation step that undoes
+/// it, then a permanent failure, so every run compensates; kills land in
+/// steps and in compensations. Ends failed, "compensated: undo2, undo1, …".
+#[derive(Clone, Debug)]
+pub struct FaultSaga {
+    log: PathBuf,
+}
+
+impl FaultSaga {
+    /// A saga logging bodies to `HYDRA_FAULT_LOG`.
+    pub fn from_env() -> Result<Self, std::env::VarError> {
+        Ok(FaultSaga { log: PathBuf::from(std::env::var("HYDRA_FAULT_LOG")?) })
+    }
+}
+
+/// A logged step of `ms` that returns the worker's PID.
+async fn logged_step(ctx: &WorkflowContext, id: String, log: PathBuf, ms: u64) -> Result<u32, StepError> {
+    ctx.step_with(StepOptions::new(id).retry(policy()), move |s| {
+        let log = log.clone();
+        async move {
+            log_body(&log, &s)?;
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok(std::process::id())
+        }
+    })
+    .await
+}
+
+impl Workflow for FaultSaga {
+    const NAME: &'static str = "fault-saga";
+    type Input = FaultPlan;
+    type Output = Vec<u32>;
+
+    fn options() -> WorkflowOptions {
+        WorkflowOptions::default().retry(RetryPolicy::attempts(1_000).initial(Duration::from_millis(10)))
+    }
+
+    async fn run(&self, ctx: WorkflowContext, plan: FaultPlan) -> Result<Vec<u32>, WorkflowError> {
+        for i in 0..plan.steps {
+            logged_step(&ctx, format!("s{i}"), self.log.clone(), plan.step_ms).await?;
+            let (log, ms) = (self.log.clone(), plan.step_ms);
+            ctx.compensate(hydra_runtime::Compensation::new(format!("undo{i}"), move |ctx| async move {
+                logged_step(&ctx, format!("undo{i}"), log, ms).await.map(|_| ())
+            }));
+        }
+        Err(WorkflowError::permanent("the last step refused"))
+    }
+}
+
 /// The campaign's workflow.
 #[derive(Clone, Debug)]
 pub struct FaultFlow {

@@ -11,7 +11,8 @@ use hydra_runtime::prelude::*;
 use hydra_runtime::{Execution, ExecutionFilter, StepStatus};
 use hydra_store::sea_orm::{ConnectionTrait, Statement};
 use hydra_tests::fault::{
-    Collector, FaultFlow, FaultParent, FaultPlan, Greeting, ProcConfig, WorkerProc, body_log, create_ledger, env_or,
+    Collector, FaultFlow, FaultParent, FaultPlan, FaultSaga, Greeting, ProcConfig, WorkerProc, body_log, create_ledger,
+    env_or,
 };
 use hydra_tests::{DbKind, TestDb, both_backends};
 use std::collections::{HashMap, HashSet};
@@ -235,6 +236,52 @@ both_backends! {
         assert_eq!(duplicates, 0);
         assert_eq!(child_steps, (n * steps as usize) as i64, "one recorded result per child step");
         let extra = bodies.len() as i64 - (n * steps as usize) as i64;
+        assert!(extra >= 0 && extra <= kills as i64, "extra body executions ({extra}) must not exceed kills ({kills})");
+    }
+
+    async fn compensations_under_kills_run_once_each_and_every_saga_ends_compensated(db: TestDb) {
+        let _serial = SERIAL.lock().await;
+        let mut rng = fastrand::Rng::with_seed(Campaign::seed());
+        let kind = db.kind;
+        let c = Campaign::new(db, 4).await;
+        let (n, steps) = (30 * scale(), 3u32);
+        for _ in 0..n {
+            c.engine.start::<FaultSaga>(FaultPlan::steps(steps, 40)).await.unwrap();
+        }
+        let mut procs: Vec<WorkerProc> = (0..3).map(|i| WorkerProc::start(&c.cfg, i)).collect();
+        let kills = kill_campaign(&c, &mut procs, &mut rng, 12 * scale(), n).await;
+        let runs = c.until_all_ended(n, Duration::from_secs(300)).await;
+        drop(procs);
+        let expected = format!("the last step refused (compensated: {})", (0..steps).rev().map(|i| format!("undo{i}")).collect::<Vec<_>>().join(", "));
+        let wrong: Vec<_> = runs
+            .iter()
+            .filter(|r| r.status != ExecutionStatus::Failed || r.error.as_deref() != Some(expected.as_str()))
+            .map(|r| (r.status, r.error.clone()))
+            .collect();
+        let undone = c.count("SELECT COUNT(*) FROM workflow_steps WHERE status = 'completed' AND step_id LIKE 'undo%'").await;
+        let markers = c.count("SELECT COUNT(*) FROM workflow_steps WHERE status = 'completed' AND step_id LIKE 'hydra.compensate%'").await;
+        let duplicates = c
+            .count("SELECT COUNT(*) FROM (SELECT execution_id, step_id FROM workflow_steps GROUP BY execution_id, step_id HAVING COUNT(*) > 1) d")
+            .await;
+        let bodies = body_log(&c.cfg.log);
+        let undo_bodies = bodies.iter().filter(|b| b.1.starts_with("undo")).count();
+        let per_undo: HashSet<(String, String)> =
+            bodies.iter().filter(|b| b.1.starts_with("undo")).map(|b| (b.0.clone(), b.1.clone())).collect();
+        eprintln!(
+            "compensation under kills [{kind:?}]: sagas {n}, kills {kills}, compensations recorded {undone} of {}, \
+             compensation bodies {undo_bodies}, all bodies {} for {} steps, runs not ended compensated {}",
+            n * steps as usize,
+            bodies.len(),
+            2 * n * steps as usize,
+            wrong.len()
+        );
+        assert!(kills >= 12 * scale());
+        assert!(wrong.is_empty(), "every saga ends failed and compensated: {wrong:?}");
+        assert_eq!(undone, (n * steps as usize) as i64, "each compensation recorded once");
+        assert_eq!(markers, n as i64, "one compensation marker per run");
+        assert_eq!(duplicates, 0);
+        assert_eq!(per_undo.len(), n * steps as usize, "every compensation body ran");
+        let extra = bodies.len() as i64 - (2 * n * steps as usize) as i64;
         assert!(extra >= 0 && extra <= kills as i64, "extra body executions ({extra}) must not exceed kills ({kills})");
     }
 

@@ -166,7 +166,7 @@ impl WorkflowContext {
                     let mut msg = if e.is_permanent() {
                         e.full_message()
                     } else {
-                        format!("{} (after {attempt} attempts)", e.full_message())
+                        e.full_message_noting(&format!(" (after {attempt} attempts)"))
                     };
                     tracing::warn!(error = %msg, "step failed");
                     crate::metrics::step_executed(ns, wf, name, "failed", took);

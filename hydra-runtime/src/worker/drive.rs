@@ -416,7 +416,7 @@ fn final_failure(workflow: &dyn ErasedWorkflow, execution: &Execution, e: &crate
     if e.is_permanent() {
         Some(e.full_message())
     } else if attempts >= execution.max_attempts {
-        Some(format!("{} (after {attempts} workflow attempts)", e.full_message()))
+        Some(e.full_message_noting(&format!(" (after {attempts} workflow attempts)")))
     } else {
         None
     }

@@ -88,8 +88,10 @@ pub(super) async fn lease_guard_loop(s: Arc<Shared>) {
                 tracing::warn!(execution_id = %a.run.lease.execution_id, "lease not renewed in time; stopping the run before it expires");
                 a.run.interrupt(Interrupt::LeaseLost);
             }
+            // A run's compensations run past its deadline (they are why it ends).
             if let Some(d) = a.run.deadline_at
                 && now >= d
+                && !a.run.compensating.load(std::sync::atomic::Ordering::SeqCst)
             {
                 a.run.interrupt(Interrupt::TimeOut("the run passed its deadline".into()));
             }

@@ -11,7 +11,7 @@
 //! Prints `ready` on stdout once it is claiming.
 
 use hydra_runtime::prelude::*;
-use hydra_tests::fault::{Collector, FaultFlow, FaultParent, Greeting, env_or};
+use hydra_tests::fault::{Collector, FaultFlow, FaultParent, FaultSaga, Greeting, env_or};
 use std::time::Duration;
 
 #[tokio::main]
@@ -27,6 +27,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .register(Greeting)
         .register(Collector)
         .register(FaultParent)
+        .register(FaultSaga::from_env()?)
         .concurrency(env_or("HYDRA_FAULT_CONCURRENCY", 1))
         .lease_ttl(Duration::from_millis(env_or("HYDRA_FAULT_TTL_MS", 1500)))
         .heartbeat_interval(Duration::from_millis(env_or("HYDRA_FAULT_HEARTBEAT_MS", 250)))

@@ -1,0 +1,249 @@
+//! Compensation (sagas) and worker state: a failure at each position runs
+//! exactly the compensations registered before it, newest first; a cancel
+//! during a step, a sleep or a signal wait runs them too, as does a
+//! timeout; a compensation that fails ends the run `compensation_failed`
+//! (the others still run); steps take the worker's state, and a worker
+//! without a state its workflows need refuses to start.
+
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
+use hydra_runtime::prelude::*;
+use hydra_runtime::{CancelOutcome, Compensation, Execution};
+use hydra_tests::{TestDb, both_backends};
+use serde::{Deserialize, Serialize};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// What the steps did, in order (the worker's state).
+#[derive(Default)]
+struct Ledger(Mutex<Vec<String>>);
+
+impl Ledger {
+    fn push(&self, line: String) {
+        self.0.lock().unwrap().push(line);
+    }
+
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+/// What the trip does after its bookings.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+enum Then {
+    Done,
+    /// A step of this many ms (cancelled while it runs).
+    Work(u64),
+    /// A durable sleep of an hour.
+    Sleep,
+    /// A wait for signal `go`.
+    Wait,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Plan {
+    bookings: u32,
+    /// The booking that fails for good, if any.
+    fail_at: Option<u32>,
+    /// The undo that fails for good, if any.
+    undo_fails: Option<u32>,
+    then: Then,
+}
+
+#[step(retry(max_attempts = 1))]
+async fn book(ledger: State<Ledger>, i: u32, fail: bool) -> Result<u32, StepError> {
+    if fail {
+        return Err(StepError::permanent(format!("booking {i} refused")));
+    }
+    ledger.push(format!("book {i}"));
+    Ok(i)
+}
+
+#[step(retry(max_attempts = 2, initial = "1ms"))]
+async fn unbook(ledger: State<Ledger>, i: u32, fail: bool) -> Result<(), StepError> {
+    if fail {
+        return Err(StepError::permanent(format!("undo {i} refused")));
+    }
+    ledger.push(format!("unbook {i}"));
+    Ok(())
+}
+
+#[step(retry(max_attempts = 1))]
+async fn work(s: StepContext, ms: u64) -> Result<(), StepError> {
+    tokio::select! {
+        _ = tokio::time::sleep(Duration::from_millis(ms)) => Ok(()),
+        _ = s.cancelled() => Err(StepError::retryable("stopped")),
+    }
+}
+
+#[workflow(timeout = "1h")]
+async fn trip(ctx: WorkflowContext, plan: Plan) -> Result<u32, WorkflowError> {
+    for i in 0..plan.bookings {
+        book(&ctx, i, plan.fail_at == Some(i)).await?;
+        ctx.compensate(unbook::later(i, plan.undo_fails == Some(i)));
+    }
+    match plan.then {
+        Then::Done => {}
+        Then::Work(ms) => work(&ctx, ms).await?,
+        Then::Sleep => ctx.sleep(Duration::from_secs(3600)).await,
+        Then::Wait => {
+            ctx.recv::<u32>("go").await?;
+        }
+    }
+    Ok(plan.bookings)
+}
+
+/// A hand-written workflow whose step takes state through its context, and
+/// says so.
+struct Audit;
+
+impl Workflow for Audit {
+    const NAME: &'static str = "audit";
+    type Input = ();
+    type Output = usize;
+
+    fn required_state() -> Vec<hydra_runtime::StateNeed> {
+        vec![hydra_runtime::StateNeed::of::<Ledger>()]
+    }
+
+    async fn run(&self, ctx: WorkflowContext, _: ()) -> Result<usize, WorkflowError> {
+        let n = ctx
+            .step("count", |s| async move {
+                let ledger = s.state::<Ledger>()?;
+                Ok::<_, StepError>(ledger.0.lock().map(|l| l.len()).unwrap_or(0))
+            })
+            .await?;
+        ctx.compensate(Compensation::new("never", |_ctx| async { Ok(()) }));
+        Ok(n)
+    }
+}
+
+async fn setup(db: &TestDb) -> (Engine, Worker, Arc<Ledger>) {
+    let e = Engine::builder().store(db.store().await).namespace("sagas").build().await.unwrap();
+    let ledger = Arc::new(Ledger::default());
+    let w = Worker::builder(&e)
+        .register(trip)
+        .register(Audit)
+        .state_arc(Arc::clone(&ledger))
+        .poll_interval(Duration::from_millis(20))
+        .heartbeat_interval(Duration::from_millis(100))
+        .start()
+        .await
+        .unwrap();
+    (e, w, ledger)
+}
+
+fn plan(bookings: u32, then: Then) -> Plan {
+    Plan { bookings, fail_at: None, undo_fails: None, then }
+}
+
+async fn until(e: &Engine, id: &ExecutionId, what: &str, done: impl Fn(&Execution) -> bool) {
+    tokio::time::timeout(WAIT, async {
+        while !done(&e.get(id).await.unwrap().unwrap()) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{what}"));
+}
+
+async fn ended(e: &Engine, id: &ExecutionId) -> Execution {
+    until(e, id, "the run ends", |r| r.status.is_terminal()).await;
+    e.get(id).await.unwrap().unwrap()
+}
+
+fn lines(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// Cancels the trip once `ready` holds, and checks it ends cancelled after
+/// undoing its three bookings, newest first.
+async fn cancelled_trip(db: &TestDb, then: Then, ready: impl Fn(&Execution) -> bool) {
+    let (e, w, ledger) = setup(db).await;
+    let h = trip::start(&e, plan(3, then)).await.unwrap();
+    until(&e, h.id(), "the run reaches the point to cancel", ready).await;
+    assert_eq!(h.cancel().await.unwrap(), CancelOutcome::Requested);
+    let done = ended(&e, h.id()).await;
+    assert_eq!(done.status, ExecutionStatus::Cancelled, "{:?}", done.error);
+    assert_eq!(done.error.as_deref(), Some("cancelled (compensated: unbook, unbook, unbook)"));
+    assert_eq!(ledger.take(), lines(&["book 0", "book 1", "book 2", "unbook 2", "unbook 1", "unbook 0"]));
+    w.shutdown(Duration::from_secs(5)).await;
+}
+
+both_backends! {
+    async fn a_failure_at_each_position_undoes_exactly_what_came_before_it_newest_first(db: TestDb) {
+        let (e, w, ledger) = setup(&db).await;
+        for fail_at in 0..3u32 {
+            let h = trip::start(&e, Plan { fail_at: Some(fail_at), ..plan(3, Then::Done) }).await.unwrap();
+            let done = ended(&e, h.id()).await;
+            assert_eq!(done.status, ExecutionStatus::Failed);
+            let mut expected: Vec<String> = (0..fail_at).map(|i| format!("book {i}")).collect();
+            expected.extend((0..fail_at).rev().map(|i| format!("unbook {i}")));
+            assert_eq!(ledger.take(), expected, "failing at booking {fail_at}");
+            let message = done.error.unwrap();
+            assert!(message.starts_with(&format!("booking {fail_at} refused")), "{message}");
+            assert_eq!(message.contains("compensated"), fail_at > 0, "{message}");
+        }
+        // Nothing failed: nothing is undone.
+        let h = trip::start(&e, plan(2, Then::Done)).await.unwrap();
+        assert_eq!(h.result_timeout(WAIT).await.unwrap(), 2);
+        assert_eq!(ledger.take(), lines(&["book 0", "book 1"]));
+        w.shutdown(Duration::from_secs(5)).await;
+    }
+
+    async fn a_cancel_during_a_step_runs_the_compensations(db: TestDb) {
+        let ledger_ready = |r: &Execution| r.status == ExecutionStatus::Running && r.open_step.position >= 3;
+        cancelled_trip(&db, Then::Work(60_000), ledger_ready).await;
+    }
+
+    async fn a_cancel_during_a_sleep_runs_the_compensations(db: TestDb) {
+        cancelled_trip(&db, Then::Sleep, |r| r.status == ExecutionStatus::Sleeping).await;
+    }
+
+    async fn a_cancel_during_a_signal_wait_runs_the_compensations(db: TestDb) {
+        cancelled_trip(&db, Then::Wait, |r| r.status == ExecutionStatus::Sleeping).await;
+    }
+
+    async fn a_failing_compensation_ends_the_run_compensation_failed_and_the_others_still_run(db: TestDb) {
+        let (e, w, ledger) = setup(&db).await;
+        let h = trip::start(&e, Plan { fail_at: Some(3), undo_fails: Some(1), ..plan(4, Then::Done) }).await.unwrap();
+        let done = ended(&e, h.id()).await;
+        assert_eq!(done.status, ExecutionStatus::CompensationFailed);
+        let message = done.error.unwrap();
+        assert!(message.starts_with("booking 3 refused; compensation failed: `unbook`: undo 1 refused"), "{message}");
+        assert_eq!(ledger.take(), lines(&["book 0", "book 1", "book 2", "unbook 2", "unbook 0"]));
+        let err = h.result_timeout(WAIT).await.unwrap_err();
+        assert!(matches!(err, Error::RunEnded { status: ExecutionStatus::CompensationFailed, .. }), "{err}");
+        w.shutdown(Duration::from_secs(5)).await;
+    }
+
+    async fn a_timeout_runs_the_compensations(db: TestDb) {
+        let (e, w, ledger) = setup(&db).await;
+        let options = StartOptions::new().timeout(Duration::from_millis(300));
+        let h = trip::start_with(&e, plan(2, Then::Sleep), options).await.unwrap();
+        let done = ended(&e, h.id()).await;
+        assert_eq!(done.status, ExecutionStatus::TimedOut, "{:?}", done.error);
+        assert!(done.error.as_deref().unwrap_or_default().ends_with("(compensated: unbook, unbook)"), "{:?}", done.error);
+        assert_eq!(ledger.take(), lines(&["book 0", "book 1", "unbook 1", "unbook 0"]));
+        w.shutdown(Duration::from_secs(5)).await;
+    }
+
+    async fn steps_take_the_workers_state_and_a_worker_without_it_refuses_to_start(db: TestDb) {
+        let (e, w, ledger) = setup(&db).await;
+        ledger.push("seen".into());
+        assert_eq!(e.start::<Audit>(()).await.unwrap().result_timeout(WAIT).await.unwrap(), 1, "read through the context");
+        w.shutdown(Duration::from_secs(5)).await;
+        for refused in [
+            Worker::builder(&e).register(trip).start().await,
+            Worker::builder(&e).register(Audit).state(5u32).start().await,
+        ] {
+            let err = refused.err().expect("a worker without the state refuses to start");
+            let text = err.to_string();
+            assert!(matches!(err, Error::Config(_)), "{text}");
+            assert!(text.contains("Ledger") && (text.contains("`trip`") || text.contains("`audit`")), "{text}");
+        }
+    }
+}
