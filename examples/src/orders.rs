@@ -1,15 +1,24 @@
 //! Order processing, as in the seed README: charge the card, reserve the
-//! inventory (refunding the payment if that fails), then ship: shipping is
-//! a workflow of its own, started as the order's child and awaited.
+//! inventory, have a person review large orders, then ship: shipping is a
+//! workflow of its own, started as the order's child and awaited.
 //!
-//! The "services" are in-process fakes with the failure modes of real ones:
-//! a payment provider that times out a few times, a card that is declined,
-//! an item that is out of stock.
+//! Steps get their dependencies from the worker ([`State`]): the payment
+//! provider's client ([`Payments`]) and the database connection the
+//! reservations are written through. Each step that has an effect
+//! registers its undo: if the order fails for good, times out or is
+//! cancelled, the payment is refunded and the stock released (newest
+//! first), also across crashes. A declined card is a typed error,
+//! [`PaymentError::Declined`], that callers read back as data.
+//!
+//! The payment provider is an in-process fake with the failure modes of a
+//! real one: it times out a few times, declines a card; the warehouse has
+//! no unicorns.
 
 use hydra_runtime::prelude::*;
-use hydra_runtime::sea_orm::{ConnectionTrait, DbBackend, Statement};
+use hydra_runtime::sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::sync::Mutex;
 
 /// One item line.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -33,6 +42,8 @@ pub struct OrderRequest {
     pub flaky_payment: u32,
     /// The card is declined (a permanent failure).
     pub declined: bool,
+    /// A person reviews the order (signal `review`: `true` to approve).
+    pub review: bool,
 }
 
 impl OrderRequest {
@@ -44,6 +55,7 @@ impl OrderRequest {
             total_cents,
             flaky_payment: 0,
             declined: false,
+            review: false,
         }
     }
 
@@ -56,6 +68,12 @@ impl OrderRequest {
     /// The card will be declined.
     pub fn with_declined_card(mut self) -> Self {
         self.declined = true;
+        self
+    }
+
+    /// A person must approve it (signal `review`).
+    pub fn with_review(mut self) -> Self {
+        self.review = true;
         self
     }
 }
@@ -104,33 +122,90 @@ impl fmt::Display for Receipt {
 /// Items the fake warehouse does not have.
 const OUT_OF_STOCK: &[&str] = &["unicorn"];
 
-/// Charges the card. The provider is flaky: retried up to 5 times.
+/// Why the payment provider refuses a charge: data the caller can act on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PaymentError {
+    /// The issuer declined the card, with its response code.
+    Declined {
+        /// The issuer's code (`05`: do not honour).
+        code: String,
+    },
+}
+
+impl fmt::Display for PaymentError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PaymentError::Declined { code } => write!(f, "card declined by the issuer (code {code})"),
+        }
+    }
+}
+
+/// The payment provider's client: charges and refunds, and a journal of
+/// both (what the provider would show). Given to the worker once, as state.
+#[derive(Debug, Default)]
+pub struct Payments {
+    journal: Mutex<Vec<String>>,
+}
+
+impl Payments {
+    /// A client with an empty journal.
+    pub fn new() -> Self {
+        Payments::default()
+    }
+
+    fn record(&self, line: String) {
+        self.journal.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+    }
+
+    /// What the provider did, in order.
+    pub fn journal(&self) -> Vec<String> {
+        self.journal.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Charges the card. The provider is flaky: retried up to 5 times; a
+/// declined card is a typed, permanent error.
 #[step(retry(max_attempts = 5, initial = "50ms", max = "1s"))]
-pub async fn charge_card(s: StepContext, req: OrderRequest) -> Result<Payment, StepError> {
+pub async fn charge_card(s: StepContext, payments: State<Payments>, req: OrderRequest) -> Result<Payment, StepError> {
     if req.declined {
-        return Err(StepError::permanent("card declined by the issuer"));
+        return Err(StepError::typed(PaymentError::Declined { code: "05".into() }));
     }
     if s.attempt() <= req.flaky_payment {
         return Err(StepError::retryable(format!("payment provider timed out (attempt {})", s.attempt())));
     }
-    Ok(Payment { id: format!("pay_{}", short(&s.idempotency_key())), amount_cents: req.total_cents })
+    let payment = Payment { id: format!("pay_{}", short(&s.idempotency_key())), amount_cents: req.total_cents };
+    payments.record(format!("charged  {} {:>6} ¢ ({})", payment.id, payment.amount_cents, req.customer));
+    Ok(payment)
 }
 
-/// Creates the example's own `ledger_entries` table (in the engine's
-/// database) if it does not exist.
-pub async fn create_ledger_table(engine: &Engine) -> Result<(), hydra_runtime::Error> {
+/// Gives the money back: the undo of [`charge_card()`].
+#[step(id = "refund-payment")]
+pub async fn refund(payments: State<Payments>, payment: Payment) -> Result<String, StepError> {
+    payments.record(format!("refunded {} {:>6} ¢", payment.id, payment.amount_cents));
+    Ok(format!("refunded {} ¢ of {}", payment.amount_cents, payment.id))
+}
+
+/// Creates the example's own tables (in the engine's database) if they do
+/// not exist: `ledger_entries` and `inventory_holds`.
+pub async fn create_example_tables(engine: &Engine) -> Result<(), hydra_runtime::Error> {
     let conn = engine.store().connection();
-    let sql = match conn.get_database_backend() {
-        DbBackend::Postgres => {
+    let (ledger, holds) = match conn.get_database_backend() {
+        DbBackend::Postgres => (
             "CREATE TABLE IF NOT EXISTS ledger_entries (id BIGSERIAL PRIMARY KEY, payment_id TEXT NOT NULL, \
-             amount_cents BIGINT NOT NULL)"
-        }
-        _ => {
+             amount_cents BIGINT NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS inventory_holds (reservation_id TEXT NOT NULL, sku TEXT NOT NULL, \
+             quantity BIGINT NOT NULL, PRIMARY KEY (reservation_id, sku))",
+        ),
+        _ => (
             "CREATE TABLE IF NOT EXISTS ledger_entries (id INTEGER PRIMARY KEY AUTOINCREMENT, payment_id TEXT NOT NULL, \
-             amount_cents BIGINT NOT NULL)"
-        }
+             amount_cents BIGINT NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS inventory_holds (reservation_id TEXT NOT NULL, sku TEXT NOT NULL, \
+             quantity BIGINT NOT NULL, PRIMARY KEY (reservation_id, sku))",
+        ),
     };
-    conn.execute_unprepared(sql).await.map_err(hydra_runtime::StoreError::from)?;
+    for sql in [ledger, holds] {
+        conn.execute_unprepared(sql).await.map_err(hydra_runtime::StoreError::from)?;
+    }
     Ok(())
 }
 
@@ -149,19 +224,43 @@ pub async fn post_ledger(tx: &StepTransaction, payment: Payment) -> Result<i64, 
     Ok(amount)
 }
 
-/// Reserves stock; an unknown item is a permanent failure.
+/// Reserves stock: one `inventory_holds` row per item, written through the
+/// worker's database connection (its state). An unknown item is a
+/// permanent failure. Idempotent: a repeated body finds its rows.
 #[step(id = "reserve-inventory")]
-pub async fn reserve(s: StepContext, items: Vec<Item>) -> Result<Reservation, StepError> {
+pub async fn reserve(
+    s: StepContext,
+    db: State<DatabaseConnection>,
+    items: Vec<Item>,
+) -> Result<Reservation, StepError> {
     if let Some(i) = items.iter().find(|i| OUT_OF_STOCK.contains(&i.sku.as_str())) {
         return Err(StepError::permanent(format!("`{}` is out of stock", i.sku)));
     }
-    Ok(Reservation { id: format!("res_{}", short(&s.idempotency_key())) })
+    let reservation = Reservation { id: format!("res_{}", short(&s.idempotency_key())) };
+    let backend = db.get_database_backend();
+    let sql = match backend {
+        DbBackend::Postgres => {
+            "INSERT INTO inventory_holds (reservation_id, sku, quantity) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
+        }
+        _ => "INSERT INTO inventory_holds (reservation_id, sku, quantity) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+    };
+    for item in &items {
+        let values = [reservation.id.clone().into(), item.sku.clone().into(), i64::from(item.quantity).into()];
+        db.execute_raw(Statement::from_sql_and_values(backend, sql, values)).await?;
+    }
+    Ok(reservation)
 }
 
-/// Gives the money back.
-#[step(id = "refund-payment")]
-pub async fn refund(payment: Payment) -> Result<String, StepError> {
-    Ok(format!("refunded {} ¢ of {}", payment.amount_cents, payment.id))
+/// Releases the stock: the undo of [`reserve()`].
+#[step(id = "release-inventory")]
+pub async fn release(db: State<DatabaseConnection>, reservation: Reservation) -> Result<u64, StepError> {
+    let backend = db.get_database_backend();
+    let sql = match backend {
+        DbBackend::Postgres => "DELETE FROM inventory_holds WHERE reservation_id = $1",
+        _ => "DELETE FROM inventory_holds WHERE reservation_id = ?",
+    };
+    let done = db.execute_raw(Statement::from_sql_and_values(backend, sql, [reservation.id.into()])).await?;
+    Ok(done.rows_affected())
 }
 
 /// Creates the shipping label.
@@ -177,18 +276,18 @@ pub async fn shipping(ctx: WorkflowContext, reservation: Reservation) -> Result<
     Ok(create_shipping(&ctx, reservation).await?)
 }
 
-/// The order-processing workflow.
-#[workflow(name = "order-processing")]
+/// The order-processing workflow. Each effect registers its undo as soon
+/// as it happened; a failure, timeout or cancel after it runs the undos.
+#[workflow(name = "order-processing", timeout = "7d")]
 pub async fn order_processing(ctx: WorkflowContext, req: OrderRequest) -> Result<Receipt, WorkflowError> {
     let payment = charge_card(&ctx, req.clone()).await?;
+    ctx.compensate(refund::later(payment.clone()));
     post_ledger(&ctx, payment.clone()).await?;
-    let reservation = match reserve(&ctx, req.items.clone()).await {
-        Ok(r) => r,
-        Err(e) => {
-            refund(&ctx, payment.clone()).await?;
-            return Err(WorkflowError::permanent(format!("{e}; payment refunded")));
-        }
-    };
+    let reservation = reserve(&ctx, req.items.clone()).await?;
+    ctx.compensate(release::later(reservation.clone()));
+    if req.review && !ctx.recv::<bool>("review").await? {
+        return Err(WorkflowError::permanent("rejected in review"));
+    }
     // A child run, started once; the order parks until it ends.
     let shipment = ctx.child::<shipping>(reservation.clone()).await?;
     Ok(Receipt { payment, reservation, shipment })

@@ -168,6 +168,19 @@ fn typed_receive(m: &ExprMethodCall) -> Option<(syn::LitStr, syn::Type)> {
     Some((name.clone(), ty.clone()))
 }
 
+/// The step of a `step::later(…)` call (its path without `later`).
+fn later_call(e: &Expr) -> Option<Path> {
+    let Expr::Call(call) = e else { return None };
+    let Expr::Path(func) = &*call.func else { return None };
+    if func.qself.is_some() || func.path.segments.len() < 2 || func.path.segments.last()?.ident != "later" {
+        return None;
+    }
+    let mut step = func.path.clone();
+    step.segments.pop();
+    step.segments.pop_punct();
+    Some(step)
+}
+
 impl Uses<'_> {
     /// `ctx` itself.
     fn is_ctx(&self, e: &Expr) -> bool {
@@ -216,6 +229,15 @@ impl Uses<'_> {
         }
         if let Some(typed) = typed_receive(m) {
             self.signals.push(typed);
+        }
+        if name == "compensate" {
+            // `ctx.compensate(refund::later(…))` calls step `refund` (later):
+            // it is checked, and its state needed, like a direct call.
+            for a in &m.args {
+                if let Some(step) = later_call(a) {
+                    self.calls.push(step);
+                }
+            }
         }
         if let Some(t) = &m.turbofish {
             self.visit_angle_bracketed_generic_arguments(t);

@@ -1,17 +1,21 @@
 //! The order example, written with `#[workflow]` and `#[step]`, on SQLite
 //! and PostgreSQL: generated start functions, typed results and typed
-//! per-step outputs through the generated client.
+//! per-step outputs through the generated client, steps with injected
+//! state, compensations on failure and on cancel, a typed decline.
 
 // Test code: a failed unwrap is a failed test, with its message.
 #![allow(clippy::unwrap_used)]
 
 use hydra_examples::orders::{
-    OrderRequest, Payment, charge_card, create_ledger_table, order_processing, refund, reserve, shipping,
+    OrderRequest, Payment, PaymentError, Payments, charge_card, create_example_tables, order_processing, refund,
+    release, reserve, shipping,
 };
+use hydra_runtime::RunFailed;
 use hydra_runtime::prelude::*;
 use hydra_runtime::sea_orm::{ConnectionTrait, Statement};
 use hydra_runtime::{ExecutionFilter, StepStatus};
 use hydra_tests::both_backends;
+use std::sync::Arc;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -19,10 +23,13 @@ const WAIT: Duration = Duration::from_secs(30);
 both_backends! {
     async fn order_example_completes_fails_and_refunds(db: TestDb) {
         let engine = Engine::builder().store(db.store().await).namespace("orders").build().await.unwrap();
-        create_ledger_table(&engine).await.unwrap();
+        create_example_tables(&engine).await.unwrap();
+        let payments = Arc::new(Payments::new());
         let worker = Worker::builder(&engine)
             .register(order_processing)
             .register(shipping)
+            .state_arc(Arc::clone(&payments))
+            .state(engine.store().connection().clone())
             .poll_interval(Duration::from_millis(50))
             .start()
             .await
@@ -50,7 +57,7 @@ both_backends! {
         let receipt = tokio::time::timeout(WAIT, ok.result()).await.unwrap().unwrap();
         assert_eq!(receipt.payment.amount_cents, 1_200);
         let err = tokio::time::timeout(WAIT, out_of_stock.result()).await.unwrap().unwrap_err();
-        assert!(err.to_string().contains("out of stock; payment refunded"), "{err}");
+        assert!(err.to_string().contains("out of stock (compensated: refund-payment)"), "{err}");
         tokio::time::timeout(WAIT, same.result()).await.unwrap().unwrap();
 
         let client = order_processing::client(&engine);
@@ -79,7 +86,48 @@ both_backends! {
             .try_get_by_index::<i64>(0)
             .unwrap();
         assert_eq!(rows, 3, "one ledger entry per charged order, written by the transactional step");
-        assert_eq!(engine.list(ExecutionFilter::new("x").status(ExecutionStatus::Failed)).await.unwrap().len(), 1);
+        let count = |sql: &'static str| {
+            let conn = conn.clone();
+            async move {
+                conn.query_one_raw(Statement::from_string(conn.get_database_backend(), sql))
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .try_get_by_index::<i64>(0)
+                    .unwrap()
+            }
+        };
+        assert_eq!(count("SELECT COUNT(*) FROM inventory_holds").await, 2, "held stock of the two completed orders");
+
+        // Declined: a typed error. Cancelled while waiting for review: the
+        // stock is released and the payment refunded.
+        let declined = order_processing::start(&engine, OrderRequest::new("cy", &[("pen", 1)], 100).with_declined_card())
+            .await
+            .unwrap();
+        match declined.result_typed_timeout::<PaymentError>(WAIT).await {
+            Err(RunFailed::Workflow(PaymentError::Declined { code })) => assert_eq!(code, "05"),
+            other => panic!("{other:?}"),
+        }
+        let review = order_processing::start(&engine, OrderRequest::new("di", &[("piano", 1)], 250_000).with_review())
+            .await
+            .unwrap();
+        tokio::time::timeout(WAIT, async {
+            while review.status().await.unwrap() != ExecutionStatus::Sleeping {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(count("SELECT COUNT(*) FROM inventory_holds").await, 3, "the piano is held while it waits");
+        review.cancel().await.unwrap();
+        let err = review.result_timeout(WAIT).await.unwrap_err();
+        assert!(err.to_string().contains("cancelled (compensated: release-inventory, refund-payment)"), "{err}");
+        assert_eq!(count("SELECT COUNT(*) FROM inventory_holds").await, 2, "released");
+        let cancelled = client.get(review.id()).await.unwrap().unwrap();
+        assert_eq!(cancelled.step::<release>().unwrap(), Some(1), "one hold row released");
+        let journal = payments.journal();
+        assert_eq!(journal.iter().filter(|l| l.starts_with("refunded")).count(), 2, "{journal:?}");
+        assert_eq!(engine.list(ExecutionFilter::new("x").status(ExecutionStatus::Failed)).await.unwrap().len(), 2, "out of stock, declined");
         worker.shutdown(Duration::from_secs(5)).await;
     }
 }

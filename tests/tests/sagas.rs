@@ -240,7 +240,7 @@ both_backends! {
             Worker::builder(&e).register(trip).start().await,
             Worker::builder(&e).register(Audit).state(5u32).start().await,
         ] {
-            let err = refused.err().expect("a worker without the state refuses to start");
+            let err = refused.expect_err("a worker without the state refuses to start");
             let text = err.to_string();
             assert!(matches!(err, Error::Config(_)), "{text}");
             assert!(text.contains("Ledger") && (text.contains("`trip`") || text.contains("`audit`")), "{text}");

@@ -1,6 +1,7 @@
 //! The README's first command: an embedded SQLite engine, a worker, a batch
-//! of orders (some with a flaky payment provider, one out of stock and
-//! refunded), and a table of what happened.
+//! of orders (some with a flaky payment provider; one out of stock, one
+//! cancelled while it waits for review, both undone by their compensations;
+//! one declined, read back as a typed error), and a table of what happened.
 //!
 //!     cargo run -p hydra-examples --bin demo
 //!
@@ -10,9 +11,13 @@
 //! on http://127.0.0.1:9464/metrics while it runs (`HYDRA_METRICS_ADDR`);
 //! `RUST_LOG=hydra_runtime=debug` shows the engine's tracing.
 
-use hydra_examples::orders::{OrderRequest, Receipt, create_ledger_table, order_processing, shipping};
+use hydra_examples::orders::{
+    OrderRequest, PaymentError, Payments, Receipt, create_example_tables, order_processing, shipping,
+};
 use hydra_runtime::prelude::*;
-use hydra_runtime::{ExecutionFilter, RunHandle};
+use hydra_runtime::sea_orm::{ConnectionTrait, Statement};
+use hydra_runtime::{ExecutionFilter, RunFailed, RunHandle};
+use std::sync::Arc;
 use std::time::Duration;
 
 #[tokio::main]
@@ -35,10 +40,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         Err(e) => return Err(e.into()),
     };
-    create_ledger_table(&engine).await?;
+    create_example_tables(&engine).await?;
+    // The steps' dependencies, given once: the payment provider's client
+    // and the database connection reservations are written through.
+    let payments = Arc::new(Payments::new());
     let worker = Worker::builder(&engine)
         .register(order_processing)
         .register(shipping)
+        .state_arc(Arc::clone(&payments))
+        .state(engine.store().connection().clone())
         .concurrency(8)
         .poll_interval(Duration::from_millis(200))
         .start()
@@ -51,21 +61,52 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         OrderRequest::new("dave", &[("unicorn", 1)], 99_900),
         OrderRequest::new("erin", &[("pen", 10)], 900).with_flaky_payment(1),
         OrderRequest::new("frank", &[("chair", 1)], 12_000).with_declined_card(),
+        OrderRequest::new("grace", &[("piano", 1)], 250_000).with_review(),
+        OrderRequest::new("heidi", &[("sofa", 1)], 89_000).with_review(),
     ];
     let mut handles: Vec<(String, RunHandle<Receipt>)> = Vec::new();
     for order in orders {
         let who = order.customer.clone();
         handles.push((who, order_processing::start(&engine, order).await?));
     }
-    println!("started {} orders; waiting for them to finish…\n", handles.len());
+    println!("started {} orders; grace's and heidi's wait for a reviewer…\n", handles.len());
+    // heidi's reviewer approves (through the typed client: the payload must
+    // be a bool); grace's order is cancelled while it waits.
+    let review = |who: &str| handles.iter().find(|(w, _)| w == who).map(|(_, h)| h.clone());
+    let (Some(grace), Some(heidi)) = (review("grace"), review("heidi")) else { return Ok(()) };
+    for h in [&grace, &heidi] {
+        while h.status().await? != ExecutionStatus::Sleeping {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    order_processing::client(&engine).signal(heidi.id(), order_processing::SIGNAL_REVIEW, &true).await?;
+    grace.cancel().await?;
     for (who, h) in &handles {
-        match tokio::time::timeout(Duration::from_secs(60), h.result()).await {
+        match tokio::time::timeout(Duration::from_secs(60), h.result_typed::<PaymentError>()).await {
             Ok(Ok(receipt)) => println!("  {who:<6} completed: {receipt}"),
+            Ok(Err(RunFailed::Workflow(PaymentError::Declined { code }))) => {
+                println!("  {who:<6} declined: the issuer answered code {code} (a typed PaymentError)")
+            }
             Ok(Err(e)) => println!("  {who:<6} did not complete: {e}"),
             Err(_) => println!("  {who:<6} still running after 60 s"),
         }
     }
     worker.shutdown(Duration::from_secs(5)).await;
+
+    println!(
+        "\nThe payment provider's journal (refunds are compensations: dave's order failed, grace's was cancelled):"
+    );
+    for line in payments.journal() {
+        println!("  {line}");
+    }
+    let conn = engine.store().connection();
+    let holds = conn
+        .query_one_raw(Statement::from_string(conn.get_database_backend(), "SELECT COUNT(*) FROM inventory_holds"))
+        .await?
+        .map(|r| r.try_get_by_index::<i64>(0))
+        .transpose()?
+        .unwrap_or(0);
+    println!("Stock held now: {holds} rows (grace's piano was released; held stock of completed orders stays)");
 
     println!("\nRuns of this session:");
     println!("  {:<36}  {:<10}  {:>8}  {:>9}  error", "execution", "status", "attempts", "took (ms)");
