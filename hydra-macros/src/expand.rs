@@ -161,17 +161,28 @@ fn expand_step(f: &ItemFn, args: &StepArgs, checked: &crate::valid::StepFn) -> T
     outer.sig.inputs =
         syn::parse_quote_spanned!(inputs_span=> __hydra_ctx: &#p::WorkflowContext, #( #idents: #types ),*);
     outer.sig.output = syn::parse_quote_spanned!(output_span=> -> ::core::result::Result<#output, #p::StepError>);
-    let mut body: syn::Block = syn::parse_quote!({
-        #[allow(clippy::too_many_arguments)]
-        #inner_sig #block
-        #p::claim_step_id(__hydra_ctx, <#name as #p::Step>::ID, <#name as #p::Callee>::CALLS.function).await;
-        #call.await
-    });
+    // The step call lives in a function of its own, which the user's
+    // function and `later` both call: a use of `later` does not count as a
+    // use of the user's function, so the dead-code lint still sees it.
+    let call_fn = quote::format_ident!("__hydra_step_{}", name);
+    let mut body: syn::Block = syn::parse_quote!({ #call_fn(__hydra_ctx, #( #idents ),*).await });
     body.brace_token = f.block.brace_token;
     *outer.block = body;
     let _ = attrs;
     quote! {
         #outer
+
+        #[doc(hidden)]
+        #[allow(dead_code, non_snake_case, clippy::too_many_arguments)]
+        async fn #call_fn(
+            __hydra_ctx: &#p::WorkflowContext,
+            #( #idents: #types ),*
+        ) -> ::core::result::Result<#output, #p::StepError> {
+            #[allow(clippy::too_many_arguments)]
+            #inner_sig #block
+            #p::claim_step_id(__hydra_ctx, <#name as #p::Step>::ID, <#name as #p::Callee>::CALLS.function).await;
+            #call.await
+        }
 
         #[doc = #doc]
         #[allow(non_camel_case_types, dead_code)]
@@ -182,7 +193,7 @@ fn expand_step(f: &ItemFn, args: &StepArgs, checked: &crate::valid::StepFn) -> T
             #[allow(dead_code, clippy::too_many_arguments)]
             #vis fn later(#( #idents: #types ),*) -> #p::Compensation {
                 #p::Compensation::new(<#name as #p::Step>::ID, move |__hydra_ctx: #p::WorkflowContext| async move {
-                    #name(&__hydra_ctx, #( #idents ),*).await.map(|_| ())
+                    #call_fn(&__hydra_ctx, #( #idents ),*).await.map(|_| ())
                 })
             }
         }
@@ -319,6 +330,9 @@ fn expand_workflow(f: &ItemFn, args: &WorkflowArgs, w: &crate::valid::WorkflowFn
                 #ctx: #p::WorkflowContext,
                 #input: #in_ty,
             ) -> ::core::result::Result<#out_ty, #p::WorkflowError> {
+                // The functions this body calls, named once: a step called
+                // only as `step::later(…)` counts as used (dead-code lint).
+                #( let _ = #distinct; )*
                 let __hydra_result: ::core::result::Result<#out_ty, #err_ty> = async move #block.await;
                 __hydra_result.map_err(#into_error)
             }

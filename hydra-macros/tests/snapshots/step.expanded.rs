@@ -3,6 +3,14 @@ pub async fn charge_card(
     __hydra_ctx: &::hydra_runtime::__private::WorkflowContext,
     amount: u64,
 ) -> ::core::result::Result<String, ::hydra_runtime::__private::StepError> {
+    __hydra_step_charge_card(__hydra_ctx, amount).await
+}
+#[doc(hidden)]
+#[allow(dead_code, non_snake_case, clippy::too_many_arguments)]
+async fn __hydra_step_charge_card(
+    __hydra_ctx: &::hydra_runtime::__private::WorkflowContext,
+    amount: u64,
+) -> ::core::result::Result<String, ::hydra_runtime::__private::StepError> {
     #[allow(clippy::too_many_arguments)]
     async fn __hydra_body(s: StepContext, amount: u64) -> Result<String, StepError> {
         Ok(format!("{}:{amount}", s.idempotency_key()))
@@ -37,7 +45,7 @@ impl charge_card {
         ::hydra_runtime::__private::Compensation::new(
             <charge_card as ::hydra_runtime::__private::Step>::ID,
             move |__hydra_ctx: ::hydra_runtime::__private::WorkflowContext| async move {
-                charge_card(&__hydra_ctx, amount).await.map(|_| ())
+                __hydra_step_charge_card(&__hydra_ctx, amount).await.map(|_| ())
             },
         )
     }

@@ -28,6 +28,8 @@ impl ::hydra_runtime::__private::Workflow for order_processing {
         ctx: ::hydra_runtime::__private::WorkflowContext,
         amount: u64,
     ) -> ::core::result::Result<String, ::hydra_runtime::__private::WorkflowError> {
+        let _ = charge_card;
+        let _ = refund;
         let __hydra_result: ::core::result::Result<String, WorkflowError> = async move {
             let a = charge_card(&ctx, amount).await?;
             let b = refund(&ctx, a.clone()).await?;
