@@ -230,15 +230,7 @@ impl Uses<'_> {
         if let Some(typed) = typed_receive(m) {
             self.signals.push(typed);
         }
-        if name == "compensate" {
-            // `ctx.compensate(refund::later(…))` calls step `refund` (later):
-            // it is checked, and its state needed, like a direct call.
-            for a in &m.args {
-                if let Some(step) = later_call(a) {
-                    self.calls.push(step);
-                }
-            }
-        }
+
         if let Some(t) = &m.turbofish {
             self.visit_angle_bracketed_generic_arguments(t);
         }
@@ -296,7 +288,15 @@ impl<'ast> Visit<'ast> for Uses<'_> {
             }
             Expr::MethodCall(m) if self.is_ctx(&m.receiver) => self.method_call(m),
             Expr::Call(c) if self.call(c) => {}
-            other => syn::visit::visit_expr(self, other),
+            other => {
+                // `refund::later(…)` anywhere in the body calls step
+                // `refund` (later): it is checked, and its state needed,
+                // like a direct call.
+                if let Some(step) = later_call(other) {
+                    self.calls.push(step);
+                }
+                syn::visit::visit_expr(self, other)
+            }
         }
     }
 

@@ -235,8 +235,10 @@ both_backends! {
         assert_eq!(wrong, 0, "each parent has one child and returns its result");
         assert_eq!(duplicates, 0);
         assert_eq!(child_steps, (n * steps as usize) as i64, "one recorded result per child step");
+        // A kill interrupts at most one body per run slot (4 per worker).
         let extra = bodies.len() as i64 - (n * steps as usize) as i64;
-        assert!(extra >= 0 && extra <= kills as i64, "extra body executions ({extra}) must not exceed kills ({kills})");
+        let bound = 4 * kills as i64;
+        assert!(extra >= 0 && extra <= bound, "extra body executions ({extra}) must not exceed 4 × kills ({bound})");
     }
 
     async fn compensations_under_kills_run_once_each_and_every_saga_ends_compensated(db: TestDb) {
@@ -281,8 +283,10 @@ both_backends! {
         assert_eq!(markers, n as i64, "one compensation marker per run");
         assert_eq!(duplicates, 0);
         assert_eq!(per_undo.len(), n * steps as usize, "every compensation body ran");
+        // A kill interrupts at most one body per run slot (4 per worker).
         let extra = bodies.len() as i64 - (2 * n * steps as usize) as i64;
-        assert!(extra >= 0 && extra <= kills as i64, "extra body executions ({extra}) must not exceed kills ({kills})");
+        let bound = 4 * kills as i64;
+        assert!(extra >= 0 && extra <= bound, "extra body executions ({extra}) must not exceed 4 × kills ({bound})");
     }
 
     async fn transactional_effects_are_exactly_once_under_kills(db: TestDb) {

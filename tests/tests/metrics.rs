@@ -145,6 +145,27 @@ impl Workflow for Family {
     }
 }
 
+/// Registers a compensation that fails, then fails: ends
+/// `compensation_failed`.
+struct Undone;
+
+impl Workflow for Undone {
+    const NAME: &'static str = "undone";
+    type Input = ();
+    type Output = ();
+
+    async fn run(&self, ctx: WorkflowContext, _: ()) -> Result<(), WorkflowError> {
+        ctx.compensate(hydra_runtime::Compensation::new("undo-ok", |ctx| async move {
+            ctx.step("undo-ok", |_s| async { Ok::<_, StepError>(()) }).await
+        }));
+        ctx.compensate(hydra_runtime::Compensation::new("undo-bad", |ctx| async move {
+            let options = StepOptions::new("undo-bad").retry(RetryPolicy::none());
+            ctx.step_with(options, |_s| async { Err::<(), _>(StepError::permanent("no")) }).await
+        }));
+        Err(WorkflowError::permanent("failed"))
+    }
+}
+
 async fn scrape(addr: SocketAddr) -> String {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").await.unwrap();
@@ -203,6 +224,7 @@ async fn the_scrape_lists_every_seed_metric_with_expected_values() {
             .register(Ask)
             .register(Leaf)
             .register(Family)
+            .register(Undone)
             .poll_interval(Duration::from_millis(50))
             .heartbeat_interval(Duration::from_millis(50))
             .lease_ttl(Duration::from_secs(3600))
@@ -237,6 +259,10 @@ async fn the_scrape_lists_every_seed_metric_with_expected_values() {
         // A child started and awaited.
         let family = engine.start::<Family>(()).await.unwrap();
         assert_eq!(family.result_timeout(WAIT).await.unwrap(), 7);
+        // Compensations: one completes, one fails.
+        let undone = engine.start::<Undone>(()).await.unwrap();
+        let err = undone.result_timeout(WAIT).await.unwrap_err();
+        assert!(matches!(err, Error::RunEnded { status: ExecutionStatus::CompensationFailed, .. }), "{err}");
         w.shutdown(Duration::from_secs(1)).await;
     }
     let body = scrape(addr).await;

@@ -17,6 +17,21 @@ use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(30);
 
+/// Runs whose first pass failed already (`Plan::fail_once_after`).
+static FAILED_ONCE: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+fn first_failure(id: &ExecutionId) -> bool {
+    let mut seen = FAILED_ONCE.lock().unwrap();
+    let first = !seen.contains(&id.to_string());
+    if first {
+        seen.push(id.to_string());
+    }
+    first
+}
+
+/// What `ctx.is_cancelled()` said after the `Work` step.
+static SAW_CANCEL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// What the steps did, in order (the worker's state).
 #[derive(Default)]
 struct Ledger(Mutex<Vec<String>>);
@@ -50,6 +65,15 @@ struct Plan {
     fail_at: Option<u32>,
     /// The undo that fails for good, if any.
     undo_fails: Option<u32>,
+    /// Undos fail their first attempt and retry after a backoff that parks
+    /// the run.
+    undo_parks: bool,
+    /// The first pass of the body fails for good after this booking; a
+    /// replay goes on past it (as code that changed would).
+    fail_once_after: Option<u32>,
+    /// A replay calls a step the first pass did not (a deploy that changed
+    /// the code): non-determinism.
+    diverge: bool,
     then: Then,
 }
 
@@ -71,23 +95,50 @@ async fn unbook(ledger: State<Ledger>, i: u32, fail: bool) -> Result<(), StepErr
     Ok(())
 }
 
+/// An undo whose first attempt fails; its retry is 300 ms later (the worker
+/// parks the run for it).
+#[step(id = "unbook-later", retry(max_attempts = 3, initial = "300ms", max = "300ms", jitter = 0.0))]
+async fn unbook_later(s: StepContext, ledger: State<Ledger>, i: u32) -> Result<(), StepError> {
+    if s.attempt() == 1 {
+        return Err(StepError::retryable(format!("undo {i}: try again")));
+    }
+    ledger.push(format!("unbook {i}"));
+    Ok(())
+}
+
 #[step(retry(max_attempts = 1))]
 async fn work(s: StepContext, ms: u64) -> Result<(), StepError> {
     tokio::select! {
-        _ = tokio::time::sleep(Duration::from_millis(ms)) => Ok(()),
-        _ = s.cancelled() => Err(StepError::retryable("stopped")),
+        _ = tokio::time::sleep(Duration::from_millis(ms)) => {}
+        _ = s.cancelled() => {}
     }
+    Ok(())
 }
 
 #[workflow(timeout = "1h")]
 async fn trip(ctx: WorkflowContext, plan: Plan) -> Result<u32, WorkflowError> {
     for i in 0..plan.bookings {
         book(&ctx, i, plan.fail_at == Some(i)).await?;
-        ctx.compensate(unbook::later(i, plan.undo_fails == Some(i)));
+        if plan.undo_parks {
+            ctx.compensate(unbook_later::later(i));
+        } else {
+            ctx.compensate(unbook::later(i, plan.undo_fails == Some(i)));
+        }
+        if plan.fail_once_after == Some(i) && first_failure(ctx.execution_id()) {
+            return Err(WorkflowError::permanent("the first pass fails"));
+        }
+    }
+    if plan.diverge && !first_failure(ctx.execution_id()) {
+        book(&ctx, 99, false).await?;
     }
     match plan.then {
         Then::Done => {}
-        Then::Work(ms) => work(&ctx, ms).await?,
+        Then::Work(ms) => {
+            work(&ctx, ms).await?;
+            // The cancel reached the step (its body stopped early): the
+            // body sees it here, between steps.
+            SAW_CANCEL.store(ctx.is_cancelled(), std::sync::atomic::Ordering::SeqCst);
+        }
         Then::Sleep => ctx.sleep(Duration::from_secs(3600)).await,
         Then::Wait => {
             ctx.recv::<u32>("go").await?;
@@ -128,6 +179,7 @@ async fn setup(db: &TestDb) -> (Engine, Worker, Arc<Ledger>) {
         .register(trip)
         .register(Audit)
         .state_arc(Arc::clone(&ledger))
+        .inline_backoff(Duration::from_millis(100))
         .poll_interval(Duration::from_millis(20))
         .heartbeat_interval(Duration::from_millis(100))
         .start()
@@ -137,7 +189,7 @@ async fn setup(db: &TestDb) -> (Engine, Worker, Arc<Ledger>) {
 }
 
 fn plan(bookings: u32, then: Then) -> Plan {
-    Plan { bookings, fail_at: None, undo_fails: None, then }
+    Plan { bookings, fail_at: None, undo_fails: None, undo_parks: false, fail_once_after: None, diverge: false, then }
 }
 
 async fn until(e: &Engine, id: &ExecutionId, what: &str, done: impl Fn(&Execution) -> bool) {
@@ -197,6 +249,7 @@ both_backends! {
     async fn a_cancel_during_a_step_runs_the_compensations(db: TestDb) {
         let ledger_ready = |r: &Execution| r.status == ExecutionStatus::Running && r.open_step.position >= 3;
         cancelled_trip(&db, Then::Work(60_000), ledger_ready).await;
+        assert!(SAW_CANCEL.load(std::sync::atomic::Ordering::SeqCst), "the body saw the cancel between steps");
     }
 
     async fn a_cancel_during_a_sleep_runs_the_compensations(db: TestDb) {
@@ -245,5 +298,63 @@ both_backends! {
             assert!(matches!(err, Error::Config(_)), "{text}");
             assert!(text.contains("Ledger") && (text.contains("`trip`") || text.contains("`audit`")), "{text}");
         }
+    }
+
+    async fn a_compensation_that_parks_for_its_retry_finishes_after_the_run_is_claimed_again(db: TestDb) {
+        // Cancelled during its last step; the body returns right after it.
+        // The compensations' first attempts fail and park the run; when it
+        // is claimed again its body replays to the end and returns `Ok`:
+        // the recorded compensation goes on, and the run ends cancelled,
+        // not completed, without being claimed in a loop meanwhile.
+        let (e, w, ledger) = setup(&db).await;
+        let h = trip::start(&e, Plan { undo_parks: true, ..plan(2, Then::Work(60_000)) }).await.unwrap();
+        until(&e, h.id(), "the last step runs", |r| r.status == ExecutionStatus::Running && r.open_step.position >= 2).await;
+        assert_eq!(h.cancel().await.unwrap(), CancelOutcome::Requested);
+        let done = ended(&e, h.id()).await;
+        assert_eq!(done.status, ExecutionStatus::Cancelled, "{:?}", done.error);
+        assert_eq!(done.error.as_deref(), Some("cancelled (compensated: unbook-later, unbook-later)"));
+        assert_eq!(ledger.take(), lines(&["book 0", "book 1", "unbook 1", "unbook 0"]));
+        assert!(done.fencing_token.get() <= 4, "claimed {} times: no claim loop while parked", done.fencing_token.get());
+        w.shutdown(Duration::from_secs(5)).await;
+    }
+
+    async fn a_run_no_worker_can_run_is_terminated_at_once_without_compensating(db: TestDb) {
+        let (e, w, ledger) = setup(&db).await;
+        let h = trip::start(&e, plan(1, Then::Sleep)).await.unwrap();
+        until(&e, h.id(), "the run sleeps", |r| r.status == ExecutionStatus::Sleeping).await;
+        w.shutdown(Duration::from_secs(5)).await;
+        // No worker of `trip` is left: a cancel waits for one; terminate does not.
+        assert_eq!(h.cancel().await.unwrap(), CancelOutcome::Requested);
+        assert_eq!(e.terminate(h.id()).await.unwrap(), CancelOutcome::Cancelled);
+        let done = e.get(h.id()).await.unwrap().unwrap();
+        assert_eq!((done.status, done.error.as_deref()), (ExecutionStatus::Cancelled, Some("terminated")));
+        assert_eq!(ledger.take(), lines(&["book 0"]), "nothing undone");
+    }
+
+    async fn a_replay_that_reaches_the_recorded_marker_goes_on_compensating_there(db: TestDb) {
+        // The first pass fails after booking 0 (marker at position 1) and
+        // its compensation parks; the replay goes further, reaching the
+        // marker with a booking call: it stops there and the compensation
+        // goes on at the marker's position (no non-determinism).
+        let (e, w, ledger) = setup(&db).await;
+        let h = trip::start(&e, Plan { undo_parks: true, fail_once_after: Some(0), ..plan(2, Then::Done) }).await.unwrap();
+        let done = ended(&e, h.id()).await;
+        assert_eq!(done.status, ExecutionStatus::Failed, "{:?}", done.error);
+        assert_eq!(done.error.as_deref(), Some("the first pass fails (compensated: unbook-later)"));
+        assert_eq!(ledger.take(), lines(&["book 0", "unbook 0"]), "booking 1 never ran");
+        w.shutdown(Duration::from_secs(5)).await;
+    }
+
+    async fn non_determinism_ends_the_run_without_compensating(db: TestDb) {
+        // Code that no longer replays the run is not the code to undo it.
+        let (e, w, ledger) = setup(&db).await;
+        let h = trip::start(&e, Plan { diverge: true, ..plan(2, Then::Wait) }).await.unwrap();
+        until(&e, h.id(), "the run waits", |r| r.status == ExecutionStatus::Sleeping).await;
+        e.signal(h.id(), "go", &1u32).await.unwrap();
+        let done = ended(&e, h.id()).await;
+        assert_eq!(done.status, ExecutionStatus::Failed);
+        assert!(done.error.as_deref().unwrap_or_default().contains("non-determinism"), "{:?}", done.error);
+        assert_eq!(ledger.take(), lines(&["book 0", "book 1"]), "nothing undone, nothing new booked");
+        w.shutdown(Duration::from_secs(5)).await;
     }
 }

@@ -116,11 +116,24 @@ impl WorkflowContext {
     }
 }
 
+/// The cause recorded with a compensation marker (a run whose marker does
+/// not decode is ending as failed).
+pub(crate) fn recorded_cause(ctx: &WorkflowContext, bytes: Option<&[u8]>) -> EndCause {
+    bytes
+        .and_then(|b| ctx.run.codecs.decode(b).ok())
+        .unwrap_or_else(|| EndCause::Failed("compensating (its recorded cause does not decode)".into(), None))
+}
+
 /// Runs the registered compensations of `ctx`'s run for `cause` (or the
 /// cause recorded by an earlier worker) and returns how the run ends.
 /// The caller has made the run ready ([`begin`]).
 pub(crate) async fn run_compensations(ctx: WorkflowContext, cause: EndCause) -> Terminal {
     let run = std::sync::Arc::clone(&ctx.run);
+    if let Some((position, _)) = run.recorded_marker() {
+        // Begun before: the marker is read where it was recorded, whatever
+        // point this replay of the body stopped at.
+        run.seek(position);
+    }
     let options = super::StepOptions::new(COMPENSATE_STEP).retry(crate::RetryPolicy::none());
     let recorded = ctx
         .step_with(options, move |_s| {

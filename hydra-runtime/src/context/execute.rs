@@ -273,6 +273,8 @@ impl WorkflowContext {
             // it stops here, and the compensation goes on.
             let cause = rec.output.as_deref().and_then(|b| self.run.codecs.decode(b).ok());
             let cause = cause.unwrap_or_else(|| super::compensate::EndCause::Failed("compensating".into(), None));
+            // The compensation phase reads the marker at this position.
+            self.run.unwind_call(position, called);
             match self.run.halt(super::Interrupt::End(cause)).await {}
         }
         if &rec.step_id != called || rec.kind != kind {

@@ -45,7 +45,7 @@ pub use awakeable::Awakeable;
 pub(crate) use awakeable::{Settled, parse_token};
 pub use child::{ChildHandle, ChildOptions};
 pub use compensate::Compensation;
-pub(crate) use compensate::{EndCause, begin as begin_compensation, run_compensations};
+pub(crate) use compensate::{EndCause, begin as begin_compensation, recorded_cause, run_compensations};
 pub(crate) use run::{Interrupt, RunSetup, RunState};
 pub use signal::Selected;
 pub(crate) use signal::validate_signal_name;

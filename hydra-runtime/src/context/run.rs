@@ -267,6 +267,35 @@ impl RunState {
         (position, StepId::new(base, n))
     }
 
+    /// Takes back the position and occurrence the call at `position` with
+    /// ID `called` took: it stopped at the compensation marker recorded
+    /// there, which the compensation phase then reads at that position.
+    pub(super) fn unwind_call(&self, position: u32, called: &StepId) {
+        let mut c = self.cursor.lock().unwrap_or_else(|p| p.into_inner());
+        if c.next_position == position.saturating_add(1) {
+            c.next_position = position;
+            if let Some(u) = c.occurrences.get_mut(called.base()) {
+                u.calls = u.calls.saturating_sub(1);
+            }
+        }
+    }
+
+    /// Moves the cursor to `position` (the compensation phase, to the
+    /// recorded marker).
+    pub(crate) fn seek(&self, position: u32) {
+        self.cursor.lock().unwrap_or_else(|p| p.into_inner()).next_position = position;
+    }
+
+    /// The position and recorded cause of this run's compensation marker,
+    /// if a worker began compensating it before.
+    pub(crate) fn recorded_marker(&self) -> Option<(u32, Option<Vec<u8>>)> {
+        let history = self.history.get()?;
+        history
+            .values()
+            .find(|s| s.step_id.base() == super::compensate::COMPENSATE_STEP)
+            .map(|s| (s.position, s.output.clone()))
+    }
+
     /// Notes that the `#[step]` function `function` (its Rust path) is
     /// about to call `next_step_id(base)`. If another function, or a step or
     /// sleep called without `#[step]`, used `base` earlier in this run, the
@@ -364,8 +393,12 @@ impl RunState {
         OpenStep::new(o.position, if o.begun { o.attempts } else { o.attempts.saturating_sub(1) })
     }
 
-    /// The run's wake-up for `until`, brought forward to its deadline.
+    /// The run's wake-up for `until`, brought forward to its deadline
+    /// (not while compensating: the deadline is why it compensates).
     pub(super) fn park_until(&self, until: i64) -> i64 {
+        if self.compensating.load(std::sync::atomic::Ordering::SeqCst) {
+            return until;
+        }
         self.deadline_at.map_or(until, |d| until.min(d))
     }
 

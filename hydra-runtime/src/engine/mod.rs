@@ -374,9 +374,12 @@ impl Engine {
         Ok(self.inner.store.list_executions(&f).await?)
     }
 
-    /// Cancels a run: one that is not running ends at once; a running one
-    /// stops at its next checkpoint (its step bodies see
-    /// [`crate::StepContext::cancelled`]). Its child runs that have not
+    /// Cancels a run: one that never ran ends at once; one that has run is
+    /// stopped by a worker at its next durable call (a parked one at once;
+    /// its step bodies see [`crate::StepContext::cancelled`]), which runs its
+    /// compensations ([`crate::WorkflowContext::compensate`]) and ends it
+    /// `cancelled`. So a started run needs a worker of its workflow to end:
+    /// see [`Engine::terminate`] for runs no worker can run. Its child runs that have not
     /// ended are cancelled with it, and theirs, except children started
     /// with [`ChildOptions::cancel_with_parent`](crate::ChildOptions)
     /// `false` (and their own children); detached starts are not children.
@@ -415,9 +418,27 @@ impl Engine {
         Ok(self.inner.store.children(&self.inner.namespace, id).await?)
     }
 
+    /// Ends run `id` at once, `cancelled` ("terminated"), without running
+    /// its compensations, if it is not running: for a run no worker can
+    /// run any more (its workflow was retired or renamed). A running run is
+    /// cancelled as by [`Engine::cancel`]. Its children are not touched.
+    pub async fn terminate(&self, id: &ExecutionId) -> Result<CancelOutcome, Error> {
+        self.end_one(id, true).await
+    }
+
     async fn cancel_one(&self, id: &ExecutionId) -> Result<CancelOutcome, Error> {
+        self.end_one(id, false).await
+    }
+
+    async fn end_one(&self, id: &ExecutionId, terminate: bool) -> Result<CancelOutcome, Error> {
         let now = self.inner.clock.now_ms();
-        match self.inner.store.request_cancel(&self.inner.namespace, id, now).await {
+        let store = &self.inner.store;
+        let ended = if terminate {
+            store.terminate(&self.inner.namespace, id, now).await
+        } else {
+            store.request_cancel(&self.inner.namespace, id, now).await
+        };
+        match ended {
             Ok(o) => {
                 if o == CancelOutcome::Cancelled {
                     // Ended here, not by a worker: this is where it is counted.

@@ -345,31 +345,52 @@ async fn compensate_if_ending(
     run: &Arc<RunState>,
     outcome: Outcome,
 ) -> Outcome {
+    // Not ending here; or Hydra refused the code (non-determinism, a record
+    // that does not decode, a step ID clash): then the run ends failed
+    // without compensating, since the code that would compensate is not the
+    // code that ran.
+    if matches!(
+        outcome,
+        Outcome::Interrupted(
+            Interrupt::LeaseLost | Interrupt::Release | Interrupt::Suspended { .. } | Interrupt::Fail(_)
+        )
+    ) {
+        return outcome;
+    }
+    let ctx = WorkflowContext { run: Arc::clone(run) };
     let cancelled = run.cancel_requested.load(std::sync::atomic::Ordering::SeqCst);
-    let cause = match &outcome {
-        Outcome::Interrupted(Interrupt::End(c)) => c.clone(),
-        Outcome::Interrupted(Interrupt::Cancel) => EndCause::Cancelled,
-        Outcome::Interrupted(Interrupt::TimeOut(m)) => EndCause::TimedOut(m.clone()),
-        Outcome::Interrupted(Interrupt::Fail(m)) => EndCause::Failed(m.clone(), None),
-        Outcome::Returned(_) if cancelled => EndCause::Cancelled,
-        Outcome::Returned(Ok(Returned::Failed(e))) => match final_failure(workflow, execution, e) {
+    let stop = run.stop.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    // Once a worker began compensating (the marker is recorded), the run
+    // finishes compensating, for the recorded cause, whatever this replay
+    // of its body returned; likewise a run to be stopped (cancelled, timed
+    // out, out of attempts) ends so even if its body returned first.
+    let decided = match run.recorded_marker() {
+        Some((_, bytes)) => Some(crate::context::recorded_cause(&ctx, bytes.as_deref())),
+        None => stop,
+    };
+    let cause = match (&outcome, decided) {
+        (_, Some(c)) => c,
+        (Outcome::Interrupted(Interrupt::End(c)), None) => c.clone(),
+        (Outcome::Interrupted(Interrupt::Cancel), None) => EndCause::Cancelled,
+        (Outcome::Interrupted(Interrupt::TimeOut(m)), None) => EndCause::TimedOut(m.clone()),
+        (Outcome::Returned(_), None) if cancelled => EndCause::Cancelled,
+        (Outcome::Returned(Ok(Returned::Failed(e))), None) => match final_failure(workflow, execution, e) {
             Some(message) => match failure_terminal(run, message, e) {
                 Terminal::FailedWith(m, typed) => EndCause::Failed(m, Some(typed)),
                 other => EndCause::Failed(terminal_message(&other), None),
             },
             None => return outcome,
         },
-        Outcome::Returned(Ok(Returned::EncodeFailed(reason))) => {
+        (Outcome::Returned(Ok(Returned::EncodeFailed(reason))), None) => {
             let e =
                 Error::Encode { what: format!("the output of `{}`", execution.workflow_name), reason: reason.clone() };
             EndCause::Failed(e.to_string(), None)
         }
-        Outcome::Returned(Err(panic)) => EndCause::Failed(format!("workflow panicked: {panic}"), None),
+        (Outcome::Returned(Err(panic)), None) => EndCause::Failed(format!("workflow panicked: {panic}"), None),
         _ => return outcome,
     };
-    let ctx = WorkflowContext { run: Arc::clone(run) };
     if !ctx.has_compensations() {
-        return outcome;
+        return Outcome::Ended(cause.terminal(""));
     }
     tracing::info!(?cause, "running compensations");
     let mut interrupts = crate::context::begin_compensation(&ctx);
@@ -377,7 +398,13 @@ async fn compensate_if_ending(
     tokio::select! {
         biased;
         i = interrupts.wait_for(Option::is_some) => match i {
-            Ok(v) => Outcome::Interrupted(v.clone().unwrap_or(Interrupt::LeaseLost)),
+            // Hydra refused something in a compensation (a record that
+            // does not decode, a step ID clash): the run ends visibly so.
+            Ok(v) => match v.clone() {
+                Some(Interrupt::Fail(m)) => Outcome::Ended(Terminal::CompensationFailed(m)),
+                Some(other) => Outcome::Interrupted(other),
+                None => Outcome::Interrupted(Interrupt::LeaseLost),
+            },
             Err(_) => Outcome::Interrupted(Interrupt::LeaseLost),
         },
         r = work => match r {

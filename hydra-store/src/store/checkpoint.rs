@@ -177,10 +177,12 @@ impl Store {
             },
             // A cancel requested while the run was running (and not yet
             // seen by it) makes the parked run due now: its next claim
-            // ends it cancelled, instead of at the end of its sleep.
+            // ends it cancelled, instead of at the end of its sleep. Not
+            // while it compensates (its marker, `hydra.compensate`, is
+            // recorded): a compensation's own backoff is waited out.
             Transition::Sleep { until } => (
                 "UPDATE workflow_executions SET status = 'sleeping', \
-                 due_at = CASE WHEN cancel_requested THEN ? ELSE ? END, lease_owner = NULL, updated_at = ?, \
+                 due_at = CASE WHEN cancel_requested AND NOT EXISTS (SELECT 1 FROM workflow_steps c WHERE c.execution_id = workflow_executions.id AND c.step_id = 'hydra.compensate') THEN ? ELSE ? END, lease_owner = NULL, updated_at = ?, \
                  signal_wait = FALSE",
                 vec![now.into(), (*until).into(), now.into()],
             ),
@@ -191,7 +193,7 @@ impl Store {
             ),
             Transition::Retry { at, error } => (
                 "UPDATE workflow_executions SET status = 'pending', \
-                 due_at = CASE WHEN cancel_requested THEN ? ELSE ? END, error_message = ?, \
+                 due_at = CASE WHEN cancel_requested AND NOT EXISTS (SELECT 1 FROM workflow_steps c WHERE c.execution_id = workflow_executions.id AND c.step_id = 'hydra.compensate') THEN ? ELSE ? END, error_message = ?, \
                  lease_owner = NULL, updated_at = ?, signal_wait = FALSE",
                 vec![now.into(), (*at).into(), error.as_str().into(), now.into()],
             ),

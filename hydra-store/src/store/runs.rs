@@ -126,17 +126,45 @@ impl Store {
         id: &ExecutionId,
         now: i64,
     ) -> Result<CancelOutcome, StoreError> {
+        self.cancel_run(namespace, id, now, false).await
+    }
+
+    /// Ends a run that is not running at once, `cancelled`, without running
+    /// its compensations (for a run no worker can run any more: its
+    /// workflow was retired); a running run is flagged as by
+    /// [`Store::request_cancel`].
+    pub async fn terminate(&self, namespace: &str, id: &ExecutionId, now: i64) -> Result<CancelOutcome, StoreError> {
+        self.cancel_run(namespace, id, now, true).await
+    }
+
+    async fn cancel_run(
+        &self,
+        namespace: &str,
+        id: &ExecutionId,
+        now: i64,
+        terminate: bool,
+    ) -> Result<CancelOutcome, StoreError> {
         let _gate = self.gate().await;
+        let ends_at_once =
+            if terminate { "status IN ('pending', 'sleeping')" } else { "status = 'pending' AND started_at IS NULL" };
         for _ in 0..3 {
             // Ended here: its parent (if any) is told in the same transaction.
             let txn = self.db.begin_with_options(crate::connect::immediate()).await?;
             let r = txn
                 .execute_raw(self.stmt(
-                    "UPDATE workflow_executions SET status = 'cancelled', error_message = 'cancelled', \
-                     completed_at = ?, updated_at = ?, due_at = NULL, lease_owner = NULL, \
-                     fencing_token = fencing_token + 1 \
-                     WHERE id = ? AND namespace = ? AND status = 'pending' AND started_at IS NULL",
-                    vec![now.into(), now.into(), id.as_str().into(), namespace.into()],
+                    &format!(
+                        "UPDATE workflow_executions SET status = 'cancelled', error_message = ?, \
+                         completed_at = ?, updated_at = ?, due_at = NULL, lease_owner = NULL, \
+                         fencing_token = fencing_token + 1 \
+                         WHERE id = ? AND namespace = ? AND {ends_at_once}"
+                    ),
+                    vec![
+                        if terminate { "terminated" } else { "cancelled" }.into(),
+                        now.into(),
+                        now.into(),
+                        id.as_str().into(),
+                        namespace.into(),
+                    ],
                 ))
                 .await;
             let r = match r {

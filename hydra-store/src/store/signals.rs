@@ -320,7 +320,7 @@ impl Store {
             .execute_raw(self.stmt(
                 &format!(
                     "UPDATE workflow_executions SET status = 'sleeping', \
-                     due_at = CASE WHEN cancel_requested THEN ? ELSE ? END, lease_owner = NULL, \
+                     due_at = CASE WHEN cancel_requested AND NOT EXISTS (SELECT 1 FROM workflow_steps c WHERE c.execution_id = workflow_executions.id AND c.step_id = 'hydra.compensate') THEN ? ELSE ? END, lease_owner = NULL, \
                      updated_at = ?, signal_wait = ?{open} WHERE id = ? AND fencing_token = ?"
                 ),
                 all,
