@@ -36,6 +36,10 @@ pub(crate) struct WorkflowArgs {
     pub(crate) krate: Option<Path>,
     /// `typed_error`: the body's error is stored as the run's typed error.
     pub(crate) typed_error: Option<Span>,
+    /// `version = N`: the code's version (at least 1).
+    pub(crate) version: Option<u32>,
+    /// `replays_from = N`: the oldest version whose runs it replays.
+    pub(crate) replays_from: Option<LitInt>,
 }
 
 /// Arguments of `#[workflow_helper]`.
@@ -62,7 +66,7 @@ impl Errors {
 }
 
 const STEP_KEYS: &str = "`id`, `retry`, `timeout`, `transactional`, `crate`";
-const WORKFLOW_KEYS: &str = "`name`, `retry`, `timeout`, `typed_error`, `crate`";
+const WORKFLOW_KEYS: &str = "`name`, `retry`, `timeout`, `typed_error`, `version`, `replays_from`, `crate`";
 const HELPER_KEYS: &str = "`crate`";
 const RETRY_KEYS: &str = "`max_attempts`, `initial`, `max`, `multiplier`, `jitter`";
 
@@ -143,6 +147,17 @@ pub(crate) fn parse_workflow_args(attr: TokenStream) -> syn::Result<WorkflowArgs
             "retry" => parse_retry(&meta).and_then(|r| once(&mut args.retry, r, "retry", span)),
             "timeout" => parse_duration_value(&meta).and_then(|d| once(&mut args.timeout_ms, d, "timeout", span)),
             "crate" => parse_crate(&meta).and_then(|p| once(&mut args.krate, p, "crate", span)),
+            "version" => meta.value().and_then(|v| v.parse::<LitInt>()).and_then(|lit| {
+                let n: u32 = lit.base10_parse()?;
+                if n == 0 {
+                    return Err(syn::Error::new(lit.span(), "`version` must be at least 1"));
+                }
+                once(&mut args.version, n, "version", span)
+            }),
+            "replays_from" => meta
+                .value()
+                .and_then(|v| v.parse::<LitInt>())
+                .and_then(|lit| once(&mut args.replays_from, lit, "replays_from", span)),
             "typed_error" => {
                 if meta.input.peek(syn::Token![=]) || meta.input.peek(syn::token::Paren) {
                     skip_value(&meta)?;

@@ -51,6 +51,8 @@ pub(crate) const CONTEXT_METHODS: &[&str] = &[
     "await_awakeable_timeout",
     "compensate",
     "is_cancelled",
+    "patched",
+    "deprecate_patch",
 ];
 
 /// `pub` methods of `WorkflowContext` a body may not call on the context,
@@ -107,6 +109,8 @@ pub(crate) struct ContextUses {
     /// Receives whose signal name is a literal and whose payload type is
     /// written (`ctx.recv::<Decision>("decision")`): name and type.
     pub(crate) signals: Vec<(syn::LitStr, syn::Type)>,
+    /// Literal patch IDs (`ctx.patched("add-fraud-check")`).
+    pub(crate) patches: Vec<syn::LitStr>,
 }
 
 /// Checks every use of `ctx` in `block`. `what` names the attribute
@@ -116,11 +120,12 @@ pub(crate) fn context_uses(ctx: &Ident, block: &Block, what: &str, by_ref: bool)
     shadows.visit_block(block);
     if !shadows.errors.is_empty() {
         // Uses of the name may mean the other binding: no cascade.
-        return ContextUses { calls: Vec::new(), errors: shadows.errors, signals: Vec::new() };
+        return ContextUses { calls: Vec::new(), errors: shadows.errors, signals: Vec::new(), patches: Vec::new() };
     }
-    let mut v = Uses { ctx, what, by_ref, calls: Vec::new(), errors: Vec::new(), signals: Vec::new() };
+    let mut v =
+        Uses { ctx, what, by_ref, calls: Vec::new(), errors: Vec::new(), signals: Vec::new(), patches: Vec::new() };
     v.visit_block(block);
-    ContextUses { calls: v.calls, errors: v.errors, signals: v.signals }
+    ContextUses { calls: v.calls, errors: v.errors, signals: v.signals, patches: v.patches }
 }
 
 /// Bindings in the body that reuse the context's name.
@@ -154,6 +159,7 @@ struct Uses<'a> {
     calls: Vec<Path>,
     errors: Vec<syn::Error>,
     signals: Vec<(syn::LitStr, syn::Type)>,
+    patches: Vec<syn::LitStr>,
 }
 
 /// The literal name and written type of a `recv::<T>("name", …)` or
@@ -229,6 +235,11 @@ impl Uses<'_> {
         }
         if let Some(typed) = typed_receive(m) {
             self.signals.push(typed);
+        }
+        if name == "patched"
+            && let Some(Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(id), .. })) = m.args.first()
+        {
+            self.patches.push(id.clone());
         }
 
         if let Some(t) = &m.turbofish {

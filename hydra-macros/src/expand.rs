@@ -231,6 +231,23 @@ pub(crate) fn workflow(attr: TokenStream, item: TokenStream) -> TokenStream {
     expand_workflow(&f, &args, &checked)
 }
 
+/// A patch ID used twice in one workflow: its second marker would stand
+/// for the first. The error is on the later use.
+fn duplicate_patches(patches: &[syn::LitStr], workflow: &str) -> Vec<syn::Error> {
+    let mut errors = Vec::new();
+    for (i, p) in patches.iter().enumerate() {
+        if patches[..i].iter().any(|q| q.value() == p.value()) {
+            let msg = format!(
+                "patch `{}` is used twice in workflow `{workflow}`: each patch ID stands for one change, at one \
+                 place; give this one its own ID",
+                p.value()
+            );
+            errors.push(syn::Error::new(p.span(), msg));
+        }
+    }
+    errors
+}
+
 /// The distinct callees of calls that take the context (repeated calls of
 /// one function are legitimate), compared by their tokens.
 fn distinct_callees(calls: Vec<Path>) -> Vec<Path> {
@@ -282,6 +299,24 @@ fn expand_workflow(f: &ItemFn, args: &WorkflowArgs, w: &crate::valid::WorkflowFn
         retry_tokens(&krate, quote!(<#p::WorkflowOptions as ::core::default::Default>::default().retry), &args.retry);
     let timeout = args.timeout_ms.map(|ms| quote!(.timeout(::core::time::Duration::from_millis(#ms))));
 
+    let code_text = f.to_token_stream().to_string();
+    let version = args.version.unwrap_or(1);
+    let replays_from = match &args.replays_from {
+        Some(lit) => match lit.base10_parse::<u32>() {
+            Ok(n) if n >= 1 && n <= version => Some(n),
+            Ok(_) => {
+                let msg = format!("`replays_from` must be between 1 and the version ({version})");
+                return with_errors(f.to_token_stream(), &syn::Error::new(lit.span(), msg));
+            }
+            Err(e) => return with_errors(f.to_token_stream(), &e),
+        },
+        None => None,
+    };
+    let version_items = {
+        let v = args.version.map(|v| quote!(const VERSION: u32 = #v;));
+        let r = replays_from.map(|r| quote!(const REPLAYS_FROM: u32 = #r;));
+        quote!(#v #r)
+    };
     // `typed_error`: the error value itself is stored with the run.
     let into_error = match args.typed_error {
         Some(span) => quote_spanned!(span=> #p::WorkflowError::typed),
@@ -289,7 +324,8 @@ fn expand_workflow(f: &ItemFn, args: &WorkflowArgs, w: &crate::valid::WorkflowFn
     };
     let uses = context_uses(ctx, block, "#[workflow]", false);
     let (signal_consts, signal_errors) = crate::signals::signal_consts(&p, name, vis, &uses.signals, block);
-    let errors = uses.errors.iter().chain(&signal_errors).map(syn::Error::to_compile_error);
+    let patch_errors = duplicate_patches(&uses.patches, &wf_name);
+    let errors = uses.errors.iter().chain(&signal_errors).chain(&patch_errors).map(syn::Error::to_compile_error);
     let distinct = distinct_callees(uses.calls);
     // Each called function must be a `#[step]` or a `#[workflow_helper]`;
     // the error lands on the call.
@@ -319,6 +355,19 @@ fn expand_workflow(f: &ItemFn, args: &WorkflowArgs, w: &crate::valid::WorkflowFn
 
             fn options() -> #p::WorkflowOptions {
                 #p::WorkflowOptions::default().retry(#retry) #timeout
+            }
+
+            #version_items
+
+            fn code_fingerprint() -> i64 {
+                // The workflow function's tokens and version: other code,
+                // another fingerprint (a suspended run is taken up again).
+                const FINGERPRINT: i64 = #p::fingerprint(&[
+                    #wf_name.as_bytes(),
+                    #code_text.as_bytes(),
+                    &<#name as #p::Workflow>::VERSION.to_le_bytes(),
+                ]);
+                FINGERPRINT
             }
 
             fn required_state() -> #p::StateNeeds {

@@ -329,6 +329,10 @@ impl crate::workflow::ErasedWorkflow for HandlerWorkflow {
         Vec::new()
     }
 
+    fn version(&self) -> (u32, u32, i64) {
+        (1, 1, 0)
+    }
+
     fn options(&self) -> WorkflowOptions {
         WorkflowOptions::default()
     }

@@ -44,6 +44,7 @@
 //! | `client` | typed inspection: [`WorkflowClient`], [`WorkflowRun`] |
 //! | [`codec`] | payload codecs and their tags: JSON (default), bincode, custom codecs ([`CustomCodec`]), verified encoding, bounded decoding |
 //! | `retry` | [`RetryPolicy`]: bounded attempts, capped exponential backoff |
+//! | [`verify`] | replay verification: histories exported from a database or a file, replayed against this build's code with no side effects |
 //! | `state` | [`State`]: application state (clients, pools) given to a worker and taken by steps; a workflow's needs checked when the worker starts |
 //! | `cron` | [`CronSchedule`]: one run per tick across all workers |
 //! | `clock` | the engine's one source of time ([`Clock`]) |
@@ -66,6 +67,7 @@ mod error;
 pub mod metrics;
 mod retry;
 mod state;
+pub mod verify;
 mod worker;
 mod workflow;
 
@@ -79,7 +81,7 @@ pub use context::{
 pub use cron::{CronSchedule, MissedTicks, SKIP_GRACE_MS};
 pub use engine::{
     DEFAULT_DATABASE_URL, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_NAMESPACE, Engine, EngineBuilder, RunFailed, RunHandle,
-    SignalOptions, StartOptions,
+    SignalOptions, StartOptions, Unclaimable,
 };
 /// erased-serde, as [`CustomCodec`] uses it: implement custom codecs against this re-export.
 pub use erased_serde;
@@ -96,7 +98,7 @@ pub use hydra_store::{
 pub use retry::RetryPolicy;
 pub use state::{State, StateNeed};
 pub use worker::{Worker, WorkerBuilder};
-pub use workflow::{Payload, Step, StepOf, Workflow, WorkflowOptions};
+pub use workflow::{OnNondeterminism, Payload, Step, StepOf, Workflow, WorkflowOptions};
 
 /// Items the macros' generated code refers to. Not a stable API: names and
 /// signatures may change in any release.
@@ -105,7 +107,7 @@ pub mod __private {
     pub use crate::state::{StateNeed, StateParam, needs_of};
     /// What `Workflow::required_state` returns.
     pub type StateNeeds = Vec<StateNeed>;
-    pub use crate::workflow::{CallTree, CalledBy, Callee, StepIdClash, step_id_clash};
+    pub use crate::workflow::{CallTree, CalledBy, Callee, StepIdClash, fingerprint, step_id_clash};
     pub use crate::{
         Compensation, Engine, Error, RetryPolicy, RunHandle, SignalName, StartOptions, Step, StepError, StepOf,
         StepOptions, StepTransaction, Workflow, WorkflowClient, WorkflowContext, WorkflowError, WorkflowOptions,

@@ -61,6 +61,13 @@ pub const WAITS: &str = "hydra_waits_total";
 /// failed); a run whose compensations failed also ends with status
 /// `compensation_failed` in `hydra_workflows_completed_total`.
 pub const COMPENSATIONS: &str = "hydra_compensations_total";
+/// Runs suspended because their code did not replay their history
+/// (namespace, workflow_name); `hydra_nondeterminism_errors_total` counts
+/// every such replay.
+pub const RUNS_SUSPENDED: &str = "hydra_runs_suspended_total";
+/// Runs due for a workflow (and version) no live worker registers, as last
+/// counted by a worker of the namespace (namespace, workflow_name).
+pub const RUNS_UNCLAIMABLE: &str = "hydra_runs_unclaimable";
 
 /// Every metric name Hydra records.
 pub const ALL: &[&str] = &[
@@ -87,6 +94,8 @@ pub const ALL: &[&str] = &[
     CHILDREN_STARTED,
     WAITS,
     COMPENSATIONS,
+    RUNS_SUSPENDED,
+    RUNS_UNCLAIMABLE,
 ];
 
 const SECONDS_BUCKETS: &[f64] =
@@ -200,4 +209,14 @@ pub(crate) fn wait(ns: &str, workflow: &str, kind: &'static str) {
 pub(crate) fn compensation(ns: &str, workflow: &str, ok: bool) {
     let status = if ok { "completed" } else { "failed" };
     metrics::counter!(COMPENSATIONS, "namespace" => ns.to_owned(), "workflow_name" => workflow.to_owned(), "status" => status).increment(1);
+}
+
+pub(crate) fn suspended(ns: &str, workflow: &str) {
+    metrics::counter!(RUNS_SUSPENDED, "namespace" => ns.to_owned(), "workflow_name" => workflow.to_owned())
+        .increment(1);
+}
+
+pub(crate) fn unclaimable(ns: &str, workflow: &str, runs: u64) {
+    metrics::gauge!(RUNS_UNCLAIMABLE, "namespace" => ns.to_owned(), "workflow_name" => workflow.to_owned())
+        .set(runs as f64);
 }

@@ -52,6 +52,24 @@ pub trait Workflow: Send + Sync + 'static {
     type Input: Payload;
     /// The output type.
     type Output: Payload;
+    /// The version of this code: recorded with each run it starts. Bump it
+    /// when a change would not replay runs started before (see
+    /// [`Workflow::REPLAYS_FROM`]). Default 1.
+    const VERSION: u32 = 1;
+    /// The oldest version whose runs this code replays: a worker claims
+    /// runs of versions `REPLAYS_FROM..=VERSION` (and unversioned ones), so
+    /// during a rolling deploy old runs drain on old workers. Default:
+    /// `VERSION` only.
+    const REPLAYS_FROM: u32 = Self::VERSION;
+
+    /// A fingerprint of this code: a run suspended because some code did
+    /// not replay it is taken up again by a worker whose fingerprint
+    /// differs. `#[workflow]` hashes the workflow function's tokens and
+    /// version; by hand the default hashes name and version (bump
+    /// [`Workflow::VERSION`] to ship a fix).
+    fn code_fingerprint() -> i64 {
+        fingerprint(&[Self::NAME.as_bytes(), &Self::VERSION.to_le_bytes()])
+    }
 
     /// Retry policy and timeout of the whole workflow.
     fn options() -> WorkflowOptions {
@@ -259,11 +277,55 @@ pub struct WorkflowOptions {
     /// The codec of this workflow's new payloads (input, step outputs,
     /// output). Default: none, the engine's ([`crate::EngineBuilder::codec`]).
     pub codec: Option<Codec>,
+    /// What a replay that meets a different step than the one recorded
+    /// does. Default: [`OnNondeterminism::Suspend`].
+    pub on_nondeterminism: OnNondeterminism,
+}
+
+/// What a run does when its code no longer replays its history (a
+/// different step at a recorded position).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OnNondeterminism {
+    /// The run stops in the `suspended` state, with an error naming both
+    /// steps and the position, until a worker with other code
+    /// ([`Workflow::code_fingerprint`]) takes it up again (at its start and
+    /// every minute), or an operator ends it ([`crate::Engine::fail`],
+    /// [`crate::Engine::cancel`]).
+    #[default]
+    Suspend,
+    /// The run fails for good at once.
+    Fail,
+}
+
+/// A stable 64-bit FNV-1a hash of `parts` (not a security hash).
+#[doc(hidden)]
+pub const fn fingerprint(parts: &[&[u8]]) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut p = 0;
+    while p < parts.len() {
+        let bytes = parts[p];
+        let mut i = 0;
+        while i < bytes.len() {
+            hash ^= bytes[i] as u64;
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+            i += 1;
+        }
+        hash ^= 0xff;
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+        p += 1;
+    }
+    hash as i64
 }
 
 impl Default for WorkflowOptions {
     fn default() -> Self {
-        WorkflowOptions { retry: RetryPolicy::attempts(10), timeout: None, codec: None }
+        WorkflowOptions {
+            retry: RetryPolicy::attempts(10),
+            timeout: None,
+            codec: None,
+            on_nondeterminism: OnNondeterminism::Suspend,
+        }
     }
 }
 
@@ -271,6 +333,12 @@ impl WorkflowOptions {
     /// Sets the retry policy.
     pub fn retry(mut self, retry: RetryPolicy) -> Self {
         self.retry = retry;
+        self
+    }
+
+    /// Sets what non-determinism does ([`OnNondeterminism`]).
+    pub fn on_nondeterminism(mut self, policy: OnNondeterminism) -> Self {
+        self.on_nondeterminism = policy;
         self
     }
 
@@ -304,6 +372,8 @@ pub(crate) enum Returned {
 pub(crate) trait ErasedWorkflow: Send + Sync {
     fn options(&self) -> WorkflowOptions;
     fn required_state(&self) -> Vec<crate::state::StateNeed>;
+    /// `VERSION`, `REPLAYS_FROM` and the code fingerprint.
+    fn version(&self) -> (u32, u32, i64);
     /// Decodes the input and starts the body; a decode failure is returned
     /// before anything runs. Payloads are read and written with the run's
     /// codecs (`ctx.run.codecs`, `ctx.run.codec`).
@@ -319,6 +389,10 @@ impl<W: Workflow> ErasedWorkflow for Registered<W> {
 
     fn required_state(&self) -> Vec<crate::state::StateNeed> {
         W::required_state()
+    }
+
+    fn version(&self) -> (u32, u32, i64) {
+        (W::VERSION, W::REPLAYS_FROM.min(W::VERSION), W::code_fingerprint())
     }
 
     fn start(&self, ctx: WorkflowContext, input: &[u8]) -> Result<BoxFuture<'static, Returned>, String> {

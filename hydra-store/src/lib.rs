@@ -60,7 +60,7 @@ pub use model::{
     StepStatus, Terminal, TriggerType, WorkerLease,
 };
 pub use store::{
-    BatchOp, BatchValue, Checkpoint, EventValue, NewSignal, Receive, Received, SignalSent, Store, Transition,
+    BatchOp, BatchValue, Checkpoint, DueRuns, EventValue, NewSignal, Receive, Received, SignalSent, Store, Transition,
     child_outcome_payload, child_signal_name,
 };
 

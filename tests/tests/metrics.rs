@@ -89,9 +89,12 @@ async fn workload(engine: &Engine, clock: &Clock) {
     // sleepers wake, B takes over `taken`.
     probe_b.switch.store(true, Ordering::SeqCst);
     clock.advance(Duration::from_secs(31));
-    for h in [&taken, &sleeper, &changed] {
+    for h in [&taken, &sleeper] {
         wait_for(engine, h.id(), |s| s.is_terminal()).await;
     }
+    // Its code no longer replays it: suspended; an operator fails it.
+    wait_for(engine, changed.id(), |s| s == ExecutionStatus::Suspended).await;
+    engine.fail(changed.id(), "the deploy changed its first step").await.unwrap();
     // A wakes up and tries to record under its stale token.
     probe_a.open("t");
     tokio::time::timeout(WAIT, async {
@@ -218,6 +221,12 @@ async fn the_scrape_lists_every_seed_metric_with_expected_values() {
             .build()
             .await
             .unwrap();
+        // A run of a workflow no worker registers (counted by the worker's
+        // upkeep when it starts).
+        engine
+            .start_encoded("retired", b"\x01null".to_vec(), WorkflowOptions::default(), StartOptions::new())
+            .await
+            .unwrap();
         let (flow, probe) = Flow::new();
         let w = Worker::builder(&engine)
             .register(flow)
@@ -336,6 +345,7 @@ async fn the_scrape_lists_every_seed_metric_with_expected_values() {
         assert_eq!(value(&body, metrics::STEPS_CACHED, &wf(&[("step_name", "s1")])), 1.0, "resumed after the sleep");
         assert!(value(&body, "hydra_step_duration_seconds_count", &wf(&[("step_name", "a")])) >= 1.0);
         assert_eq!(value(&body, metrics::NONDETERMINISM_ERRORS, &wf(&[])), 1.0, "{ns}");
+        assert_eq!(value(&body, metrics::RUNS_SUSPENDED, &wf(&[])), 1.0, "{ns}");
         assert_eq!(value(&body, metrics::LEASES_LOST, &wf(&[])), 1.0, "A lost its lease once: {ns}");
         assert!(value(&body, metrics::WORKFLOWS_PARKED, &wf(&[])) >= 2.0);
         assert!(value(&body, metrics::LEASE_ACQUISITIONS, &n) >= 9.0, "6 runs, 2 wake-ups, 1 takeover: {ns}");

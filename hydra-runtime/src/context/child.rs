@@ -179,6 +179,7 @@ impl WorkflowContext {
                     let mut new = NewExecution::new(id.clone(), run.lease.namespace.clone(), W::NAME, bytes, now);
                     let options = W::options();
                     new.max_attempts = options.retry.max_attempts.max(1);
+                    new.workflow_version = Some(W::VERSION);
                     new.deadline_at = options.timeout.map(|t| now.saturating_add(crate::clock::duration_ms(t)));
                     // The ID as idempotency key: a second insert finds the first.
                     new.idempotency_key = Some(id.to_string());

@@ -285,7 +285,13 @@ impl WorkflowContext {
                 recorded: rec.step_id.clone(),
                 called: called.clone(),
             };
-            match self.run.fail_run(e.to_string()).await {}
+            self.run.note_divergence(position, &rec.step_id, called);
+            match self.run.on_nondeterminism {
+                crate::workflow::OnNondeterminism::Suspend => {
+                    match self.run.halt(super::Interrupt::Suspend(e.to_string())).await {}
+                }
+                _ => match self.run.fail_run(e.to_string()).await {},
+            }
         }
     }
 }

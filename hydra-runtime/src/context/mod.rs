@@ -35,6 +35,7 @@ mod child;
 mod compensate;
 mod event;
 mod execute;
+mod patch;
 mod run;
 mod signal;
 mod sleep;
@@ -45,7 +46,9 @@ pub use awakeable::Awakeable;
 pub(crate) use awakeable::{Settled, parse_token};
 pub use child::{ChildHandle, ChildOptions};
 pub use compensate::Compensation;
-pub(crate) use compensate::{EndCause, begin as begin_compensation, recorded_cause, run_compensations};
+pub(crate) use compensate::{
+    COMPENSATE_STEP, EndCause, begin as begin_compensation, recorded_cause, run_compensations,
+};
 pub(crate) use run::{Interrupt, RunSetup, RunState};
 pub use signal::Selected;
 pub(crate) use signal::validate_signal_name;
@@ -87,6 +90,7 @@ pub(crate) fn replay_context(store: Store, codec: Codec, history: Vec<Step>) -> 
         inline_backoff: Duration::ZERO,
         write_patience: Duration::ZERO,
         state: Default::default(),
+        on_nondeterminism: crate::workflow::OnNondeterminism::Fail,
     });
     Some(WorkflowContext { run })
 }

@@ -32,6 +32,9 @@ pub(crate) enum Interrupt {
     /// requested, deadline passed, out of attempts) or found recorded (a
     /// compensation under way); its compensations run first.
     End(super::compensate::EndCause),
+    /// Suspend the run: its code does not replay its history (the message
+    /// names both steps and the position).
+    Suspend(String),
     /// Stop without writing: the lease is gone.
     LeaseLost,
     /// Stop and hand the lease back (worker shutting down).
@@ -116,6 +119,14 @@ pub(crate) struct RunState {
     pub(crate) write_patience: Duration,
     /// The worker's state, for step bodies.
     pub(crate) state: Arc<crate::state::StateMap>,
+    /// What non-determinism does to this run.
+    pub(crate) on_nondeterminism: crate::workflow::OnNondeterminism,
+    /// The first divergence a replay met: position, recorded step, called
+    /// step (for the replay verifier).
+    pub(crate) divergence: Mutex<Option<(u32, StepId, StepId)>>,
+    /// A replay verification: the run stops where its history ends, before
+    /// anything is written.
+    pub(crate) verifying: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for RunState {
@@ -144,6 +155,8 @@ pub(crate) struct RunSetup {
     pub(crate) write_patience: Duration,
     /// The worker's state, for step bodies.
     pub(crate) state: Arc<crate::state::StateMap>,
+    /// What non-determinism does to this run.
+    pub(crate) on_nondeterminism: crate::workflow::OnNondeterminism,
 }
 
 impl RunState {
@@ -178,6 +191,9 @@ impl RunState {
             inline_backoff: s.inline_backoff,
             write_patience: s.write_patience,
             state: s.state,
+            on_nondeterminism: s.on_nondeterminism,
+            divergence: Mutex::new(None),
+            verifying: false.into(),
         };
         (Arc::new(state), rx)
     }
@@ -188,7 +204,7 @@ impl RunState {
     }
 
     /// The step recorded at `position`, if any.
-    pub(super) fn recorded(&self, position: u32) -> Option<&Step> {
+    pub(crate) fn recorded(&self, position: u32) -> Option<&Step> {
         self.history.get().and_then(|h| h.get(&position))
     }
 
@@ -277,6 +293,19 @@ impl RunState {
             if let Some(u) = c.occurrences.get_mut(called.base()) {
                 u.calls = u.calls.saturating_sub(1);
             }
+        }
+    }
+
+    /// The position the next durable call takes.
+    pub(crate) fn peek_position(&self) -> u32 {
+        self.cursor.lock().unwrap_or_else(|p| p.into_inner()).next_position
+    }
+
+    /// Notes the first divergence a replay met.
+    pub(super) fn note_divergence(&self, position: u32, recorded: &StepId, called: &StepId) {
+        let mut d = self.divergence.lock().unwrap_or_else(|p| p.into_inner());
+        if d.is_none() {
+            *d = Some((position, recorded.clone(), called.clone()));
         }
     }
 
@@ -404,6 +433,10 @@ impl RunState {
 
     /// Checks that apply at every checkpoint: cancellation, deadline, drain.
     pub(super) async fn checkpoint_gate(&self) {
+        if self.verifying.load(std::sync::atomic::Ordering::SeqCst) {
+            // The end of the recorded history: it replayed this far.
+            match self.halt(Interrupt::Release).await {}
+        }
         let compensating = self.compensating.load(std::sync::atomic::Ordering::SeqCst);
         if !compensating {
             let stop = self.stop.lock().unwrap_or_else(|p| p.into_inner()).clone();

@@ -2,10 +2,13 @@
 
 mod handle;
 mod messages;
+mod operate;
 
 pub(crate) use handle::decode_result;
 pub use handle::{RunFailed, RunHandle};
 pub use messages::SignalOptions;
+pub use operate::Unclaimable;
+pub(crate) use operate::unclaimable;
 
 use crate::clock::{Clock, duration_ms};
 use crate::codec::{Codec, CodecRegistry, CustomCodec};
@@ -211,6 +214,10 @@ pub struct StartOptions {
     pub trigger_type: Option<TriggerType>,
     /// Which schedule or caller started it.
     pub trigger_source: Option<String>,
+    /// The version of the workflow's code starting it (set by
+    /// [`Engine::start_with`] from [`crate::Workflow::VERSION`]; `None`:
+    /// unversioned).
+    pub workflow_version: Option<u32>,
 }
 
 impl StartOptions {
@@ -303,6 +310,8 @@ impl Engine {
             .codecs
             .encode_checked(codec, &input)
             .map_err(|reason| Error::Encode { what: format!("the input of `{}`", W::NAME), reason })?;
+        let mut options = options;
+        options.workflow_version = options.workflow_version.or(Some(W::VERSION));
         let execution = self.start_encoded(W::NAME, bytes, W::options(), options).await?;
         Ok(self.handle(execution.id))
     }
@@ -334,6 +343,7 @@ impl Engine {
         new.idempotency_key = options.idempotency_key;
         new.trigger_type = options.trigger_type.unwrap_or(TriggerType::Api);
         new.trigger_source = options.trigger_source;
+        new.workflow_version = options.workflow_version;
         new.due_at = now.saturating_add(options.delay.map_or(0, duration_ms));
         new.deadline_at = options.timeout.or(defaults.timeout).map(|t| now.saturating_add(duration_ms(t)));
         let created = self.inner.store.create_execution(new).await?;

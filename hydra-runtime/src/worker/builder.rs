@@ -236,12 +236,20 @@ impl WorkerBuilder {
         let id = self.id.unwrap_or_else(default_worker_id);
         let mut names: Vec<String> = self.registry.keys().cloned().collect();
         names.sort();
+        let regs: Vec<super::upkeep::Registration> = names
+            .iter()
+            .filter_map(|n| self.registry.get(n).map(|w| (n, w.version())))
+            .map(|(n, (to, from, _))| super::upkeep::Registration { name: n.clone(), from, to })
+            .collect();
+        let versions = regs.iter().map(|r| (r.from, r.to)).collect();
         let shared = Arc::new(Shared {
             engine: self.engine,
             id,
             registry: self.registry,
             state: Arc::new(self.state),
             names,
+            versions,
+            registrations: super::upkeep::render(&regs),
             slots: Arc::new(Semaphore::new(self.config.concurrency)),
             config: self.config,
             active: Mutex::new(HashMap::new()),
@@ -254,7 +262,13 @@ impl WorkerBuilder {
         if let Err(e) = shared
             .engine
             .store()
-            .heartbeat_worker(shared.engine.namespace(), &shared.id, now, duration_ms(shared.config.lease_ttl))
+            .heartbeat_worker_with(
+                shared.engine.namespace(),
+                &shared.id,
+                now,
+                duration_ms(shared.config.lease_ttl),
+                Some(&shared.registrations),
+            )
             .await
         {
             tracing::warn!(error = %e, "could not register worker liveness");
@@ -267,6 +281,7 @@ impl WorkerBuilder {
         tokio::spawn(lease::lease_guard_loop(Arc::clone(&shared)));
         tokio::spawn(claim::listen_loop(Arc::clone(&shared)));
         let cron = tokio::spawn(cron_ticks::cron_loop(Arc::clone(&shared)));
+        tokio::spawn(super::upkeep::upkeep_loop(Arc::clone(&shared)));
         Ok(Worker { shared, poll: Some(poll), heartbeat: Some(heartbeat), cron: Some(cron) })
     }
 }

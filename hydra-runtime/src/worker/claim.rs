@@ -80,7 +80,7 @@ async fn claim_available(s: &Arc<Shared>) {
             return;
         }
         let limit = u32::try_from(free).unwrap_or(u32::MAX).min(s.config.claim_batch);
-        let req = ClaimRequest::new(
+        let mut req = ClaimRequest::new(
             s.engine.namespace(),
             s.names.clone(),
             s.id.clone(),
@@ -88,6 +88,8 @@ async fn claim_available(s: &Arc<Shared>) {
             duration_ms(s.config.lease_ttl),
             limit,
         );
+        // Only runs of versions this code replays.
+        req.versions = s.versions.clone();
         crate::metrics::poll(s.engine.namespace(), s.id.as_str());
         // The lease's local clock starts before the claim is sent.
         let claim_sent = tokio::time::Instant::now();

@@ -140,6 +140,7 @@ fn new_run(
         inline_backoff: s.config.inline_backoff,
         write_patience: s.config.lease_ttl.saturating_sub(s.config.heartbeat_interval.saturating_mul(2)),
         state: Arc::clone(&s.state),
+        on_nondeterminism: workflow.options().on_nondeterminism,
     })
 }
 
@@ -287,6 +288,14 @@ async fn settle(
         Outcome::Interrupted(Interrupt::LeaseLost) => {
             crate::metrics::lease_lost(&lease.namespace, &execution.workflow_name);
         }
+        Outcome::Interrupted(Interrupt::Suspend(message)) => {
+            let (_, _, code) = workflow.version();
+            let r = write_retrying(s, || engine.store().suspend(lease, &message, code, engine.clock().now_ms())).await;
+            if r.is_ok() {
+                crate::metrics::suspended(&lease.namespace, &execution.workflow_name);
+                tracing::warn!(error = %message, "run suspended: its code does not replay its history");
+            }
+        }
         Outcome::Interrupted(Interrupt::Release) => {
             let cp = hydra_store::Checkpoint::transition(Transition::Release).open(run.open_to_hand_back());
             if let Err(e) = engine.store().checkpoint(lease, cp, engine.clock().now_ms()).await {
@@ -352,7 +361,11 @@ async fn compensate_if_ending(
     if matches!(
         outcome,
         Outcome::Interrupted(
-            Interrupt::LeaseLost | Interrupt::Release | Interrupt::Suspended { .. } | Interrupt::Fail(_)
+            Interrupt::LeaseLost
+                | Interrupt::Release
+                | Interrupt::Suspended { .. }
+                | Interrupt::Fail(_)
+                | Interrupt::Suspend(_)
         )
     ) {
         return outcome;

@@ -23,8 +23,11 @@ pub(super) async fn heartbeat_loop(s: Arc<Shared>) {
         let now = s.engine.clock().now_ms();
         let ttl_ms = duration_ms(ttl);
         // No call may hold the heartbeat up for longer than one interval.
-        let beat =
-            tokio::time::timeout(hb, s.engine.store().heartbeat_worker(s.engine.namespace(), &s.id, now, ttl_ms)).await;
+        let beat = tokio::time::timeout(
+            hb,
+            s.engine.store().heartbeat_worker_with(s.engine.namespace(), &s.id, now, ttl_ms, Some(&s.registrations)),
+        )
+        .await;
         let ok = matches!(beat, Ok(Ok(())));
         crate::metrics::heartbeat(s.engine.namespace(), s.id.as_str(), ok);
         if !ok {

@@ -22,6 +22,7 @@ mod cron_ticks;
 mod drive;
 mod lease;
 mod shutdown;
+pub(crate) mod upkeep;
 
 pub use builder::WorkerBuilder;
 
@@ -48,6 +49,10 @@ struct Shared {
     /// The state its steps receive.
     state: Arc<crate::state::StateMap>,
     names: Vec<String>,
+    /// The versions it replays of each of `names` (same order).
+    versions: Vec<(u32, u32)>,
+    /// What it registers, as its liveness row records it.
+    registrations: String,
     config: WorkerConfig,
     slots: Arc<Semaphore>,
     active: Mutex<HashMap<ExecutionId, ActiveRun>>,

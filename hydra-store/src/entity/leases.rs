@@ -14,6 +14,7 @@ pub struct Model {
     pub acquired_at: i64,
     pub expires_at: i64,
     pub heartbeat_at: i64,
+    pub registrations: Option<String>,
 }
 
 /// No relations are navigated through the ORM.

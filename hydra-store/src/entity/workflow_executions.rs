@@ -33,6 +33,8 @@ pub struct Model {
     pub parent_id: Option<String>,
     pub cancel_with_parent: bool,
     pub error_data: Option<Vec<u8>>,
+    pub workflow_version: Option<i32>,
+    pub suspended_code: Option<i64>,
 }
 
 /// No relations are navigated through the ORM.

@@ -24,6 +24,11 @@ string_enum!(
         Cancelled = "cancelled",
         /// Ran past its deadline.
         TimedOut = "timed_out",
+        /// Stopped because its code no longer replays its history
+        /// (non-determinism; its error names both steps): it waits, without
+        /// a lease or a due time, until a worker with other code takes it
+        /// up again, or an operator ends it.
+        Suspended = "suspended",
         /// Failed, cancelled or timed out, and then some of its
         /// compensations failed too (its error names them).
         CompensationFailed = "compensation_failed",
@@ -116,6 +121,11 @@ pub struct Execution {
     pub cancel_with_parent: bool,
     /// The workflow's typed error, encoded, if it failed with one.
     pub error_data: Option<Vec<u8>>,
+    /// The version of the workflow's code that started it (`None`:
+    /// unversioned, any worker of the workflow may run it).
+    pub workflow_version: Option<u32>,
+    /// Suspended: the fingerprint of the code that could not replay it.
+    pub suspended_code: Option<i64>,
 }
 
 impl Execution {
@@ -156,6 +166,8 @@ pub struct NewExecution {
     pub parent_id: Option<ExecutionId>,
     /// Whether cancelling the parent cancels it (default `true`).
     pub cancel_with_parent: bool,
+    /// The version of the workflow's code starting it (`None`: any).
+    pub workflow_version: Option<u32>,
 }
 
 impl NewExecution {
@@ -181,6 +193,7 @@ impl NewExecution {
             deadline_at: None,
             parent_id: None,
             cancel_with_parent: true,
+            workflow_version: None,
         }
     }
 }

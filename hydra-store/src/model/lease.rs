@@ -44,6 +44,10 @@ pub struct ClaimRequest {
     pub lease_ttl_ms: i64,
     /// At most this many runs.
     pub limit: u32,
+    /// The versions of each of `workflow_names` (same order) this worker
+    /// replays, `(from, to)` inclusive; runs of other versions are left to
+    /// other workers (unversioned runs are claimed by any). Empty: any.
+    pub versions: Vec<(u32, u32)>,
 }
 
 impl ClaimRequest {
@@ -57,7 +61,15 @@ impl ClaimRequest {
         lease_ttl_ms: i64,
         limit: u32,
     ) -> Self {
-        ClaimRequest { namespace: namespace.into(), workflow_names, worker_id, now, lease_ttl_ms, limit }
+        ClaimRequest {
+            namespace: namespace.into(),
+            workflow_names,
+            worker_id,
+            now,
+            lease_ttl_ms,
+            limit,
+            versions: Vec::new(),
+        }
     }
 }
 
@@ -85,4 +97,7 @@ pub struct WorkerLease {
     pub heartbeat_at: i64,
     /// When it is presumed dead without another heartbeat.
     pub expires_at: i64,
+    /// What it registers, as it recorded it (`None`: not recorded, a worker
+    /// of an older version).
+    pub registrations: Option<String>,
 }

@@ -77,6 +77,8 @@ impl TryFrom<workflow_executions::Model> for Execution {
             parent_id: m.parent_id.map(ExecutionId::from_string),
             cancel_with_parent: m.cancel_with_parent,
             error_data: m.error_data,
+            workflow_version: m.workflow_version.and_then(|v| u32::try_from(v).ok()),
+            suspended_code: m.suspended_code,
         })
     }
 }

@@ -93,6 +93,38 @@ pub struct Step {
 }
 
 impl Step {
+    /// A step as a history export carries it, built without a database (for
+    /// replay verification).
+    #[allow(clippy::too_many_arguments)]
+    pub fn recorded(
+        execution_id: ExecutionId,
+        step_id: StepId,
+        step_name: String,
+        position: u32,
+        kind: StepKind,
+        status: StepStatus,
+        output: Option<Vec<u8>>,
+        error: Option<String>,
+        wake_at: Option<i64>,
+    ) -> Step {
+        Step {
+            execution_id,
+            step_id,
+            step_name,
+            position,
+            kind,
+            status,
+            attempts: 1,
+            max_attempts: 1,
+            output,
+            error,
+            started_at: 0,
+            completed_at: None,
+            wake_at,
+            fencing_token: FencingToken(1),
+        }
+    }
+
     /// A completed step as replay reads it, built without a database (for
     /// benchmarks). Not a stable API.
     #[doc(hidden)]

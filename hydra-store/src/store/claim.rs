@@ -56,6 +56,7 @@ impl Store {
             Backend::Sqlite => "",
         };
         let placeholders = vec!["?"; req.workflow_names.len()].join(", ");
+        let (versions, version_values) = version_filter(req);
         let sql = format!(
             "UPDATE workflow_executions SET status = 'running', lease_owner = ?, \
              fencing_token = fencing_token + 1, due_at = ?, updated_at = ?, \
@@ -63,7 +64,7 @@ impl Store {
              attempts = CASE WHEN status = 'sleeping' THEN attempts ELSE attempts + 1 END, \
              open_attempts = open_attempts + 1 \
              WHERE id IN (SELECT id FROM workflow_executions \
-               WHERE namespace = ? AND due_at IS NOT NULL AND due_at <= ? AND workflow_name IN ({placeholders}) \
+               WHERE namespace = ? AND due_at IS NOT NULL AND due_at <= ? AND workflow_name IN ({placeholders}){versions} \
                ORDER BY due_at LIMIT ?{lock}) \
              RETURNING *"
         );
@@ -76,6 +77,7 @@ impl Store {
             req.now.into(),
         ];
         values.extend(req.workflow_names.iter().map(|n| Value::from(n.as_str())));
+        values.extend(version_values);
         values.push(i64::from(req.limit).into());
         let stmt = self.stmt(&sql, values);
         let rows = conn.query_all_raw(stmt).await?;
@@ -118,6 +120,28 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// The claim's condition on run versions (after its workflow names), and
+/// its values: one range for all names when they share it (the usual
+/// case), else a range per name. Unversioned runs pass.
+fn version_filter(req: &ClaimRequest) -> (String, Vec<Value>) {
+    if req.versions.is_empty() || req.versions.len() != req.workflow_names.len() {
+        return (String::new(), Vec::new());
+    }
+    let first = req.versions[0];
+    if req.versions.iter().all(|v| *v == first) {
+        let values = vec![i64::from(first.0).into(), i64::from(first.1).into()];
+        return (" AND (workflow_version IS NULL OR workflow_version BETWEEN ? AND ?)".to_owned(), values);
+    }
+    let mut sql = String::from(" AND (workflow_version IS NULL OR CASE workflow_name");
+    let mut values = Vec::with_capacity(req.versions.len() * 3);
+    for (name, (from, to)) in req.workflow_names.iter().zip(&req.versions) {
+        sql.push_str(" WHEN ? THEN workflow_version BETWEEN ? AND ?");
+        values.extend([Value::from(name.as_str()), i64::from(*from).into(), i64::from(*to).into()]);
+    }
+    sql.push_str(" ELSE FALSE END)");
+    (sql, values)
 }
 
 /// One returned row of a claim as a claimed run, or why it does not convert.

@@ -32,6 +32,7 @@ mod lease;
 mod runs;
 mod signals;
 mod step_write;
+mod suspend;
 mod workers;
 
 pub use batch::{BatchOp, BatchValue};
@@ -39,6 +40,7 @@ pub use checkpoint::{Checkpoint, Transition};
 pub use children::{child_outcome_payload, child_signal_name};
 pub use events::EventValue;
 pub use signals::{NewSignal, Receive, Received, SignalSent};
+pub use suspend::DueRuns;
 
 use crate::connect::{self, Backend, StoreOptions, db_backend};
 use crate::error::StoreError;

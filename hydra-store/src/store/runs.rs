@@ -145,8 +145,13 @@ impl Store {
         terminate: bool,
     ) -> Result<CancelOutcome, StoreError> {
         let _gate = self.gate().await;
-        let ends_at_once =
-            if terminate { "status IN ('pending', 'sleeping')" } else { "status = 'pending' AND started_at IS NULL" };
+        // A suspended run's code does not replay it: no worker could run its
+        // compensations, so it ends at once either way.
+        let ends_at_once = if terminate {
+            "status IN ('pending', 'sleeping', 'suspended')"
+        } else {
+            "((status = 'pending' AND started_at IS NULL) OR status = 'suspended')"
+        };
         for _ in 0..3 {
             // Ended here: its parent (if any) is told in the same transaction.
             let txn = self.db.begin_with_options(crate::connect::immediate()).await?;
@@ -243,6 +248,8 @@ pub(super) fn execution_row(new: &NewExecution) -> exec::ActiveModel {
         parent_id: Set(new.parent_id.as_ref().map(|p| p.as_str().to_owned())),
         cancel_with_parent: Set(new.cancel_with_parent),
         error_data: Set(None),
+        workflow_version: Set(new.workflow_version.map(|v| i32::try_from(v).unwrap_or(i32::MAX))),
+        suspended_code: Set(None),
     }
 }
 

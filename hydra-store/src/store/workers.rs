@@ -33,6 +33,20 @@ impl Store {
         now: i64,
         ttl_ms: i64,
     ) -> Result<(), StoreError> {
+        self.heartbeat_worker_with(namespace, worker, now, ttl_ms, None).await
+    }
+
+    /// [`Store::heartbeat_worker`], also recording what the worker
+    /// registers (`registrations`, Hydra's own text: workflow names and
+    /// version ranges), so runs no live worker can run are visible.
+    pub async fn heartbeat_worker_with(
+        &self,
+        namespace: &str,
+        worker: &WorkerId,
+        now: i64,
+        ttl_ms: i64,
+        registrations: Option<&str>,
+    ) -> Result<(), StoreError> {
         let _gate = self.gate().await;
         let am = leases::ActiveModel {
             resource_id: Set(resource_id(namespace, worker)),
@@ -42,16 +56,17 @@ impl Store {
             acquired_at: Set(now),
             expires_at: Set(now.saturating_add(ttl_ms)),
             heartbeat_at: Set(now),
+            registrations: Set(registrations.map(str::to_owned)),
         };
+        let mut updated = vec![leases::Column::ExpiresAt, leases::Column::HeartbeatAt];
+        if registrations.is_some() {
+            updated.push(leases::Column::Registrations);
+        }
         let dead_before = now.saturating_sub(ttl_ms.saturating_mul(DEAD_WORKER_ROWS_KEPT_FOR_TTLS));
         let txn = self.db.begin_with_options(crate::connect::immediate()).await?;
         let r = async {
             leases::Entity::insert(am)
-                .on_conflict(
-                    OnConflict::column(leases::Column::ResourceId)
-                        .update_columns([leases::Column::ExpiresAt, leases::Column::HeartbeatAt])
-                        .to_owned(),
-                )
+                .on_conflict(OnConflict::column(leases::Column::ResourceId).update_columns(updated).to_owned())
                 .exec_without_returning(&txn)
                 .await?;
             leases::Entity::delete_many()
@@ -91,6 +106,7 @@ impl Store {
                 acquired_at: m.acquired_at,
                 heartbeat_at: m.heartbeat_at,
                 expires_at: m.expires_at,
+                registrations: m.registrations,
             })
             .collect())
     }

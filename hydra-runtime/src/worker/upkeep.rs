@@ -1,0 +1,92 @@
+//! A worker's upkeep, at its start and every minute: it takes up again the
+//! runs of its workflows that other code suspended (non-determinism), and
+//! counts the runs of its namespace that no live worker can run (a gauge).
+
+use super::Shared;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often the upkeep runs.
+const EVERY: Duration = Duration::from_secs(60);
+
+/// What a worker registers, as recorded in its liveness row: one entry per
+/// workflow, with the versions it replays.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Registration {
+    pub(crate) name: String,
+    pub(crate) from: u32,
+    pub(crate) to: u32,
+}
+
+impl Registration {
+    fn covers(&self, name: &str, version: Option<u32>) -> bool {
+        self.name == name && version.is_none_or(|v| (self.from..=self.to).contains(&v))
+    }
+}
+
+/// The registrations of a liveness row (`None` for rows of workers that
+/// record none, or whose text does not read).
+pub(crate) fn parse(text: Option<&str>) -> Option<Vec<Registration>> {
+    serde_json::from_str(text?).ok()
+}
+
+/// The liveness row text of `regs`.
+pub(crate) fn render(regs: &[Registration]) -> String {
+    serde_json::to_string(regs).unwrap_or_default()
+}
+
+/// Runs the upkeep until the worker stops claiming.
+pub(super) async fn upkeep_loop(s: Arc<Shared>) {
+    let mut gauges: Vec<String> = Vec::new();
+    loop {
+        resume_suspended(&s).await;
+        match crate::engine::unclaimable(&s.engine).await {
+            Ok(list) => {
+                let ns = s.engine.namespace();
+                for old in &gauges {
+                    if !list.iter().any(|u| &u.workflow_name == old) {
+                        crate::metrics::unclaimable(ns, old, 0);
+                    }
+                }
+                gauges = list.iter().map(|u| u.workflow_name.clone()).collect();
+                for u in &list {
+                    crate::metrics::unclaimable(ns, &u.workflow_name, u.runs);
+                    tracing::warn!(
+                        workflow = %u.workflow_name,
+                        version = ?u.workflow_version,
+                        runs = u.runs,
+                        waited_ms = u.waited_ms,
+                        "runs are due that no live worker registers"
+                    );
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "could not count unclaimable runs"),
+        }
+        tokio::select! {
+            _ = s.stop_claiming.cancelled() => return,
+            _ = tokio::time::sleep(EVERY) => {}
+        }
+    }
+}
+
+/// Takes up again the suspended runs of this worker's workflows that other
+/// code suspended.
+async fn resume_suspended(s: &Shared) {
+    let now = s.engine.clock().now_ms();
+    for (name, w) in &s.registry {
+        let (_, _, code) = w.version();
+        match s.engine.store().resume_suspended(s.engine.namespace(), name, code, now).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(workflow = %name, runs = n, "took up suspended runs again: other code suspended them");
+                s.engine.inner.work.send_modify(|n| *n = n.wrapping_add(1));
+            }
+            Err(e) => tracing::warn!(workflow = %name, error = %e, "could not take up suspended runs"),
+        }
+    }
+}
+
+/// Whether any of `regs` covers runs of `name` at `version`.
+pub(crate) fn covered(regs: &[Vec<Registration>], name: &str, version: Option<u32>) -> bool {
+    regs.iter().flatten().any(|r| r.covers(name, version))
+}

@@ -1,0 +1,148 @@
+//! Code that no longer replays its runs: a run stopped by non-determinism
+//! is `suspended` (no lease, no due time) with the fingerprint of the code
+//! that failed it; a worker with other code takes such runs up again. An
+//! operator can end any run that is not running at once, failed. And the
+//! runs due for a workflow (and version) nobody can run are counted.
+
+use super::Store;
+use super::fence::{FENCE, fence_values, lease_lost};
+use crate::error::StoreError;
+use crate::ids::ExecutionId;
+use crate::model::{Lease, Terminal};
+use sea_orm::{ConnectionTrait, TransactionTrait, Value};
+
+/// Due runs of one workflow and version (see [`Store::due_runs`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DueRuns {
+    /// The workflow.
+    pub workflow_name: String,
+    /// The version the runs record (`None`: unversioned).
+    pub workflow_version: Option<u32>,
+    /// How many are due.
+    pub runs: u64,
+    /// The earliest due time among them (ms).
+    pub oldest_due_at: i64,
+}
+
+impl Store {
+    /// Suspends the lease's run: code fingerprinted `code` met a step its
+    /// history does not have (`message` says which). Fenced; the run keeps
+    /// its history and open step and has no due time until it is resumed.
+    pub async fn suspend(&self, lease: &Lease, message: &str, code: i64, now: i64) -> Result<(), StoreError> {
+        let _gate = self.gate().await;
+        let mut values: Vec<Value> = vec![message.into(), code.into(), now.into()];
+        values.extend(fence_values(lease));
+        let r = self
+            .db
+            .execute_raw(self.stmt(
+                &format!(
+                    "UPDATE workflow_executions SET status = 'suspended', error_message = ?, suspended_code = ?, \
+                     due_at = NULL, lease_owner = NULL, signal_wait = FALSE, updated_at = ?{FENCE}"
+                ),
+                values,
+            ))
+            .await?;
+        if r.rows_affected() != 1 {
+            return Err(lease_lost(lease));
+        }
+        self.count();
+        Ok(())
+    }
+
+    /// Takes up again the suspended runs of `workflow` that code other than
+    /// `code` suspended: they are due now (and replayed by whoever claims
+    /// them). Returns how many.
+    pub async fn resume_suspended(
+        &self,
+        namespace: &str,
+        workflow: &str,
+        code: i64,
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        let _gate = self.gate().await;
+        let r = self
+            .db
+            .execute_raw(self.stmt(
+                "UPDATE workflow_executions SET status = 'sleeping', due_at = ?, error_message = NULL, \
+                 suspended_code = NULL, updated_at = ? \
+                 WHERE namespace = ? AND workflow_name = ? AND status = 'suspended' \
+                 AND (suspended_code IS NULL OR suspended_code <> ?)",
+                vec![now.into(), now.into(), namespace.into(), workflow.into(), code.into()],
+            ))
+            .await?;
+        if r.rows_affected() > 0 {
+            self.count();
+        }
+        Ok(r.rows_affected())
+    }
+
+    /// Ends a run that is not running (pending, sleeping or suspended) at
+    /// once, `failed` with `reason`, without running anything of it (an
+    /// operator's decision); its parent, if any, is told. `Err(status)`: the
+    /// run was running or had ended (nothing changed).
+    pub async fn fail_now(
+        &self,
+        namespace: &str,
+        id: &ExecutionId,
+        reason: &str,
+        now: i64,
+    ) -> Result<Result<(), crate::model::ExecutionStatus>, StoreError> {
+        let _gate = self.gate().await;
+        let txn = self.db.begin_with_options(crate::connect::immediate()).await?;
+        let r = txn
+            .execute_raw(self.stmt(
+                "UPDATE workflow_executions SET status = 'failed', error_message = ?, completed_at = ?, \
+                 updated_at = ?, due_at = NULL, lease_owner = NULL, fencing_token = fencing_token + 1 \
+                 WHERE id = ? AND namespace = ? AND status IN ('pending', 'sleeping', 'suspended')",
+                vec![reason.into(), now.into(), now.into(), id.as_str().into(), namespace.into()],
+            ))
+            .await;
+        match r {
+            Ok(r) if r.rows_affected() == 1 => {
+                let told = self.notify_parent(&txn, id, &Terminal::Failed(reason.to_owned()), now).await;
+                self.settle(txn, told).await?;
+                Ok(Ok(()))
+            }
+            Ok(_) => {
+                txn.rollback().await?;
+                match self.get_execution(namespace, id).await? {
+                    Some(e) => Ok(Err(e.status)),
+                    None => {
+                        Err(StoreError::ExecutionNotFound { namespace: namespace.to_owned(), execution: id.clone() })
+                    }
+                }
+            }
+            Err(e) => {
+                txn.rollback().await?;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Runs of `namespace` due by `now` (pending or sleeping), counted by
+    /// workflow and version, with the earliest due time of each group.
+    pub async fn due_runs(&self, namespace: &str, now: i64) -> Result<Vec<DueRuns>, StoreError> {
+        let rows = self
+            .db
+            .query_all_raw(self.stmt(
+                "SELECT workflow_name, workflow_version, COUNT(*) AS runs, MIN(due_at) AS oldest \
+                 FROM workflow_executions WHERE namespace = ? AND status IN ('pending', 'sleeping') \
+                 AND due_at IS NOT NULL AND due_at <= ? GROUP BY workflow_name, workflow_version",
+                vec![namespace.into(), now.into()],
+            ))
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let version: Option<i32> = row.try_get("", "workflow_version")?;
+            let runs: i64 = row.try_get("", "runs")?;
+            out.push(DueRuns {
+                workflow_name: row.try_get("", "workflow_name")?,
+                workflow_version: version.and_then(|v| u32::try_from(v).ok()),
+                runs: u64::try_from(runs).unwrap_or(0),
+                oldest_due_at: row.try_get::<Option<i64>>("", "oldest")?.unwrap_or(now),
+            });
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,288 @@
+//! Deploying changed code while runs are in flight: patches (old and new
+//! runs side by side across a restart; a deprecated patch), versions (old
+//! runs only on old workers), non-determinism that suspends a run until
+//! other code takes it up (or an operator fails it), and runs nobody can
+//! run made visible. Each "deploy" is a worker started with other code.
+
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
+use hydra_runtime::prelude::*;
+use hydra_runtime::{Execution, OnNondeterminism};
+use hydra_tests::{TestDb, both_backends};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn noop(ctx: &WorkflowContext, id: &'static str) -> Result<(), StepError> {
+    ctx.step(id, |_s| async { Ok::<_, StepError>(()) }).await
+}
+
+/// Which code a workflow of this file runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Code {
+    /// `a`, signal `go`, `b`, signal `done`.
+    Old,
+    /// `a`, signal `go`, patch `add-check` (`check`), `b`, signal `done`.
+    Patched,
+    /// `a`, signal `go`, deprecated patch, `check`, `b`, signal `done`.
+    Deprecated,
+}
+
+/// The "same" workflow in three deploys.
+struct Shop(Code);
+
+impl Workflow for Shop {
+    const NAME: &'static str = "shop";
+    type Input = ();
+    type Output = ();
+
+    async fn run(&self, ctx: WorkflowContext, _: ()) -> Result<(), WorkflowError> {
+        noop(&ctx, "a").await?;
+        ctx.recv::<u32>("go").await?;
+        match self.0 {
+            Code::Old => {}
+            Code::Patched => {
+                if ctx.patched("add-check").await {
+                    noop(&ctx, "check").await?;
+                }
+            }
+            Code::Deprecated => {
+                ctx.deprecate_patch("add-check").await;
+                noop(&ctx, "check").await?;
+            }
+        }
+        noop(&ctx, "b").await?;
+        ctx.recv::<u32>("done").await?;
+        Ok(())
+    }
+}
+
+async fn worker<W: Workflow>(e: &Engine, w: W) -> Worker {
+    Worker::builder(e).register(w).poll_interval(Duration::from_millis(20)).start().await.unwrap()
+}
+
+async fn until(e: &Engine, id: &ExecutionId, what: &str, done: impl Fn(&Execution) -> bool) -> Execution {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let r = e.get(id).await.unwrap().unwrap();
+            if done(&r) {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{what}"))
+}
+
+fn parked(r: &Execution) -> bool {
+    r.status == ExecutionStatus::Sleeping
+}
+
+async fn steps(e: &Engine, id: &ExecutionId) -> Vec<String> {
+    e.steps(id).await.unwrap().into_iter().map(|s| s.step_id.to_string()).collect()
+}
+
+fn names(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// Version 1 and version 2 of one workflow: each says which ran it.
+struct Tagged<const V: u32>;
+
+impl<const V: u32> Workflow for Tagged<V> {
+    const NAME: &'static str = "tagged";
+    const VERSION: u32 = V;
+    type Input = ();
+    type Output = u32;
+
+    async fn run(&self, ctx: WorkflowContext, _: ()) -> Result<u32, WorkflowError> {
+        Ok(ctx.step("tag", |_s| async { Ok::<_, StepError>(V) }).await?)
+    }
+}
+
+#[step]
+async fn reserve() -> Result<(), StepError> {
+    Ok(())
+}
+
+#[step]
+async fn allocate() -> Result<(), StepError> {
+    Ok(())
+}
+
+#[workflow(name = "nde")]
+async fn nde_v1(ctx: WorkflowContext, _n: u32) -> Result<u32, WorkflowError> {
+    reserve(&ctx).await?;
+    Ok(ctx.recv::<u32>("go").await?)
+}
+
+/// A deploy that renamed the first step: runs of v1 do not replay.
+#[workflow(name = "nde")]
+async fn nde_v2(ctx: WorkflowContext, _n: u32) -> Result<u32, WorkflowError> {
+    allocate(&ctx).await?;
+    Ok(ctx.recv::<u32>("go").await?)
+}
+
+/// The fix: v1's sequence again (other code than v2).
+#[workflow(name = "nde")]
+async fn nde_v3(ctx: WorkflowContext, n: u32) -> Result<u32, WorkflowError> {
+    reserve(&ctx).await?;
+    let go = ctx.recv::<u32>("go").await?;
+    let _ = n;
+    Ok(go)
+}
+
+/// v2 with the old behaviour: non-determinism fails the run.
+struct NdeFails;
+
+impl Workflow for NdeFails {
+    const NAME: &'static str = "nde";
+    type Input = u32;
+    type Output = u32;
+
+    fn options() -> WorkflowOptions {
+        WorkflowOptions::default().on_nondeterminism(OnNondeterminism::Fail)
+    }
+
+    async fn run(&self, ctx: WorkflowContext, _n: u32) -> Result<u32, WorkflowError> {
+        allocate(&ctx).await?;
+        Ok(ctx.recv::<u32>("go").await?)
+    }
+}
+
+async fn engine(db: &TestDb, ns: &str) -> Engine {
+    Engine::builder().store(db.store().await).namespace(ns).build().await.unwrap()
+}
+
+both_backends! {
+    async fn patched_and_unpatched_runs_replay_side_by_side_across_a_restart(db: TestDb) {
+        let e = engine(&db, "patches").await;
+        // Old code: the run passes the patch point (records `b`) and waits.
+        let w = worker(&e, Shop(Code::Old)).await;
+        let old = e.start::<Shop>(()).await.unwrap();
+        until(&e, old.id(), "old run parks on go", parked).await;
+        e.signal(old.id(), "go", &1u32).await.unwrap();
+        until(&e, old.id(), "old run parks on done", |r| parked(r) && r.open_step.position >= 3).await;
+        w.shutdown(Duration::from_secs(5)).await;
+        // Deploy: the patched code. A new run takes the new branch; the old
+        // one replays its history (the old branch) across the restart.
+        let w = worker(&e, Shop(Code::Patched)).await;
+        let new = e.start::<Shop>(()).await.unwrap();
+        until(&e, new.id(), "new run parks on go", parked).await;
+        e.signal(new.id(), "go", &1u32).await.unwrap();
+        until(&e, new.id(), "new run parks on done", |r| parked(r) && r.open_step.position >= 5).await;
+        for h in [&old, &new] {
+            e.signal(h.id(), "done", &1u32).await.unwrap();
+            h.result_timeout(WAIT).await.unwrap();
+        }
+        assert_eq!(steps(&e, old.id()).await, names(&["a", "signal:go", "b", "signal:done"]), "unpatched");
+        assert_eq!(
+            steps(&e, new.id()).await,
+            names(&["a", "signal:go", "hydra.patch:add-check", "check", "b", "signal:done"]),
+            "patched"
+        );
+        // A patched run still waiting when the patch is deprecated.
+        let mid = e.start::<Shop>(()).await.unwrap();
+        until(&e, mid.id(), "run parks on go", parked).await;
+        e.signal(mid.id(), "go", &1u32).await.unwrap();
+        until(&e, mid.id(), "run parks on done", |r| parked(r) && r.open_step.position >= 5).await;
+        w.shutdown(Duration::from_secs(5)).await;
+        // Deploy: the old branch is gone, the patch deprecated.
+        let w = worker(&e, Shop(Code::Deprecated)).await;
+        e.signal(mid.id(), "done", &1u32).await.unwrap();
+        mid.result_timeout(WAIT).await.unwrap();
+        let fresh = e.start::<Shop>(()).await.unwrap();
+        until(&e, fresh.id(), "fresh run parks on go", parked).await;
+        e.signal(fresh.id(), "go", &1u32).await.unwrap();
+        e.signal(fresh.id(), "done", &1u32).await.unwrap();
+        fresh.result_timeout(WAIT).await.unwrap();
+        assert_eq!(steps(&e, fresh.id()).await, names(&["a", "signal:go", "check", "b", "signal:done"]), "no marker");
+        w.shutdown(Duration::from_secs(5)).await;
+    }
+
+    async fn versioned_workers_claim_only_the_versions_they_replay(db: TestDb) {
+        let e = engine(&db, "versions").await;
+        let v1 = worker(&e, Tagged::<1>).await;
+        let v2 = Worker::builder(&e)
+            .register(Tagged::<2>)
+            .poll_interval(Duration::from_millis(20))
+            .worker_id(hydra_runtime::WorkerId::from_string("v2"))
+            .start()
+            .await
+            .unwrap();
+        let mut runs = Vec::new();
+        for _ in 0..10 {
+            runs.push((1, e.start::<Tagged<1>>(()).await.unwrap()));
+            runs.push((2, e.start::<Tagged<2>>(()).await.unwrap()));
+        }
+        for (version, h) in &runs {
+            assert_eq!(h.result_timeout(WAIT).await.unwrap(), *version, "a v{version} run ran on v{version} code");
+            assert_eq!(h.execution().await.unwrap().workflow_version, Some(*version));
+        }
+        v1.shutdown(Duration::from_secs(5)).await;
+        // v1 runs left with no v1 worker: visible, and not run by v2.
+        let stranded = e.start::<Tagged<1>>(()).await.unwrap();
+        let unknown = e.start_encoded("retired", b"\x01null".to_vec(), WorkflowOptions::default(), StartOptions::new()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(stranded.status().await.unwrap(), ExecutionStatus::Pending, "v2 code does not claim a v1 run");
+        let list = e.unclaimable().await.unwrap();
+        let seen: Vec<(String, Option<u32>, u64)> =
+            list.iter().map(|u| (u.workflow_name.clone(), u.workflow_version, u.runs)).collect();
+        assert_eq!(seen, vec![("retired".to_owned(), None, 1), ("tagged".to_owned(), Some(1), 1)]);
+        assert!(list.iter().all(|u| u.waited_ms >= 0));
+        assert!(e.get(&unknown.id).await.unwrap().is_some());
+        v2.shutdown(Duration::from_secs(5)).await;
+    }
+
+    async fn non_determinism_suspends_until_other_code_takes_it_up_or_an_operator_fails_it(db: TestDb) {
+        let e = engine(&db, "nde").await;
+        let w = worker(&e, nde_v1).await;
+        let keep = nde_v1::start(&e, 1).await.unwrap();
+        let drop_it = nde_v1::start(&e, 2).await.unwrap();
+        for h in [&keep, &drop_it] {
+            until(&e, h.id(), "v1 runs park", parked).await;
+        }
+        w.shutdown(Duration::from_secs(5)).await;
+        // A bad deploy: the runs wake, do not replay, and are suspended,
+        // not failed.
+        let w = worker(&e, nde_v2).await;
+        for h in [&keep, &drop_it] {
+            e.signal(h.id(), "go", &7u32).await.unwrap();
+            let r = until(&e, h.id(), "the run is suspended", |r| r.status == ExecutionStatus::Suspended).await;
+            let error = r.error.unwrap_or_default();
+            assert!(
+                error.contains("non-determinism") && error.contains("position 0") && error.contains("`reserve`")
+                    && error.contains("`allocate`"),
+                "{error}"
+            );
+            assert_eq!((r.due_at, r.lease_owner), (None, None));
+        }
+        // The same code does not take them up again.
+        w.shutdown(Duration::from_secs(5)).await;
+        let w = worker(&e, nde_v2).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(keep.status().await.unwrap(), ExecutionStatus::Suspended);
+        // An operator gives one up.
+        e.fail(drop_it.id(), "abandoned after the bad deploy").await.unwrap();
+        let err = drop_it.result_timeout(WAIT).await.unwrap_err();
+        assert!(matches!(err, Error::RunEnded { status: ExecutionStatus::Failed, .. }), "{err}");
+        assert!(e.fail(drop_it.id(), "again").await.is_err(), "an ended run is not failed again");
+        w.shutdown(Duration::from_secs(5)).await;
+        // The fix is deployed: the suspended run resumes by itself and ends.
+        let w = worker(&e, nde_v3).await;
+        assert_eq!(keep.result_timeout(WAIT).await.unwrap(), 7);
+        w.shutdown(Duration::from_secs(5)).await;
+        // The old behaviour, per workflow: fail at once.
+        let w = worker(&e, nde_v1).await;
+        let h = nde_v1::start(&e, 3).await.unwrap();
+        until(&e, h.id(), "parks", parked).await;
+        w.shutdown(Duration::from_secs(5)).await;
+        let w = worker(&e, NdeFails).await;
+        e.signal(h.id(), "go", &1u32).await.unwrap();
+        let err = h.result_timeout(WAIT).await.unwrap_err();
+        assert!(matches!(err, Error::RunEnded { status: ExecutionStatus::Failed, .. }), "{err}");
+        w.shutdown(Duration::from_secs(5)).await;
+    }
+}
