@@ -149,8 +149,8 @@ pub(crate) fn parse_workflow_args(attr: TokenStream) -> syn::Result<WorkflowArgs
             "crate" => parse_crate(&meta).and_then(|p| once(&mut args.krate, p, "crate", span)),
             "version" => meta.value().and_then(|v| v.parse::<LitInt>()).and_then(|lit| {
                 let n: u32 = lit.base10_parse()?;
-                if n == 0 {
-                    return Err(syn::Error::new(lit.span(), "`version` must be at least 1"));
+                if n == 0 || i32::try_from(n).is_err() {
+                    return Err(syn::Error::new(lit.span(), "`version` must be between 1 and 2147483647"));
                 }
                 once(&mut args.version, n, "version", span)
             }),

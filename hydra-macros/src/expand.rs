@@ -360,14 +360,15 @@ fn expand_workflow(f: &ItemFn, args: &WorkflowArgs, w: &crate::valid::WorkflowFn
             #version_items
 
             fn code_fingerprint() -> i64 {
-                // The workflow function's tokens and version: other code,
-                // another fingerprint (a suspended run is taken up again).
+                // The workflow function's tokens, its version and what it
+                // calls (paths, step IDs): other code, another fingerprint
+                // (a suspended run is taken up again).
                 const FINGERPRINT: i64 = #p::fingerprint(&[
                     #wf_name.as_bytes(),
                     #code_text.as_bytes(),
                     &<#name as #p::Workflow>::VERSION.to_le_bytes(),
                 ]);
-                FINGERPRINT
+                #p::fingerprint_calls(FINGERPRINT, &[#( <#distinct as #p::Callee>::CALLS ),*])
             }
 
             fn required_state() -> #p::StateNeeds {

@@ -107,7 +107,7 @@ pub mod __private {
     pub use crate::state::{StateNeed, StateParam, needs_of};
     /// What `Workflow::required_state` returns.
     pub type StateNeeds = Vec<StateNeed>;
-    pub use crate::workflow::{CallTree, CalledBy, Callee, StepIdClash, fingerprint, step_id_clash};
+    pub use crate::workflow::{CallTree, CalledBy, Callee, StepIdClash, fingerprint, fingerprint_calls, step_id_clash};
     pub use crate::{
         Compensation, Engine, Error, RetryPolicy, RunHandle, SignalName, StartOptions, Step, StepError, StepOf,
         StepOptions, StepTransaction, Workflow, WorkflowClient, WorkflowContext, WorkflowError, WorkflowOptions,

@@ -298,6 +298,27 @@ pub enum OnNondeterminism {
     Fail,
 }
 
+/// `base` combined with what the workflow calls: each callee's Rust path
+/// and step ID, through helpers (a changed step ID is other code). Not a
+/// stable API.
+#[doc(hidden)]
+pub fn fingerprint_calls(base: i64, trees: &[CallTree]) -> i64 {
+    fn walk(t: &CallTree, bytes: &mut Vec<u8>) {
+        bytes.extend_from_slice(t.function.as_bytes());
+        bytes.push(0);
+        bytes.extend_from_slice(t.step_id.unwrap_or_default().as_bytes());
+        bytes.push(0);
+        for c in t.calls {
+            walk(c, bytes);
+        }
+    }
+    let mut bytes = base.to_le_bytes().to_vec();
+    for t in trees {
+        walk(t, &mut bytes);
+    }
+    fingerprint(&[&bytes])
+}
+
 /// A stable 64-bit FNV-1a hash of `parts` (not a security hash).
 #[doc(hidden)]
 pub const fn fingerprint(parts: &[&[u8]]) -> i64 {
@@ -408,5 +429,21 @@ impl<W: Workflow> ErasedWorkflow for Registered<W> {
                 Err(e) => Returned::Failed(e),
             }
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{CallTree, fingerprint_calls};
+
+    #[test]
+    fn a_changed_step_id_or_callee_changes_the_fingerprint() {
+        let step =
+            |id: &'static str| CallTree { function: "shop::reserve", step_id: Some(id), calls: &[], states: &[] };
+        let base = fingerprint_calls(7, &[step("reserve")]);
+        assert_eq!(base, fingerprint_calls(7, &[step("reserve")]), "stable");
+        assert_ne!(base, fingerprint_calls(7, &[step("reserve-v2")]), "a step's ID");
+        assert_ne!(base, fingerprint_calls(8, &[step("reserve")]), "the workflow's own text");
+        assert_ne!(base, fingerprint_calls(7, &[]), "what it calls");
     }
 }

@@ -373,4 +373,16 @@ both_backends! {
         assert!(matches!(kid.result_timeout(WAIT).await.unwrap_err(), Error::RunEnded { status: ExecutionStatus::Cancelled, .. }));
         w.shutdown(Duration::from_secs(5)).await;
     }
+
+    async fn failing_a_parent_by_hand_cancels_its_children(db: TestDb) {
+        let (e, w) = setup(&db).await;
+        let h = e.start::<Order>("wait".into()).await.unwrap();
+        let child = parked_child(&e, h.id()).await;
+        until_parked(&e, h.id()).await;
+        e.fail(h.id(), "given up by an operator").await.unwrap();
+        let kid = e.handle::<String>(child.id.clone());
+        let err = kid.result_timeout(WAIT).await.unwrap_err();
+        assert!(matches!(err, Error::RunEnded { status: ExecutionStatus::Cancelled, .. }), "{err}");
+        w.shutdown(Duration::from_secs(5)).await;
+    }
 }

@@ -152,6 +152,87 @@ impl Workflow for NdeFails {
     }
 }
 
+#[step(id = "charge", retry(max_attempts = 1))]
+async fn charge_once() -> Result<String, StepError> {
+    Ok("charged".into())
+}
+
+/// A sleep, then a step allowed one attempt.
+#[workflow(name = "attempts")]
+async fn att_v1(ctx: WorkflowContext, _n: u32) -> Result<String, WorkflowError> {
+    reserve(&ctx).await?;
+    ctx.sleep(Duration::from_millis(200)).await;
+    Ok(charge_once(&ctx).await?)
+}
+
+#[workflow(name = "attempts")]
+async fn att_v2(ctx: WorkflowContext, _n: u32) -> Result<String, WorkflowError> {
+    allocate(&ctx).await?;
+    ctx.sleep(Duration::from_millis(200)).await;
+    Ok(charge_once(&ctx).await?)
+}
+
+#[workflow(name = "attempts")]
+async fn att_v3(ctx: WorkflowContext, n: u32) -> Result<String, WorkflowError> {
+    let _ = n;
+    reserve(&ctx).await?;
+    ctx.sleep(Duration::from_millis(200)).await;
+    Ok(charge_once(&ctx).await?)
+}
+
+#[step(id = "quote")]
+async fn quote_text() -> Result<String, StepError> {
+    Ok("12".into())
+}
+
+#[step(id = "quote")]
+async fn quote_number() -> Result<u64, StepError> {
+    Ok(12)
+}
+
+#[workflow(name = "typed-step")]
+async fn quote_v1(ctx: WorkflowContext, _n: u32) -> Result<u32, WorkflowError> {
+    quote_text(&ctx).await?;
+    Ok(ctx.recv::<u32>("go").await?)
+}
+
+/// The step's output type changed: a recorded output does not decode.
+#[workflow(name = "typed-step")]
+async fn quote_v2(ctx: WorkflowContext, _n: u32) -> Result<u32, WorkflowError> {
+    quote_number(&ctx).await?;
+    Ok(ctx.recv::<u32>("go").await?)
+}
+
+/// Version 2 of `pinned` (and a build of it that does not replay its runs).
+struct Pinned<const V: u32, const BAD: bool>;
+
+impl<const V: u32, const BAD: bool> Workflow for Pinned<V, BAD> {
+    const NAME: &'static str = "pinned";
+    const VERSION: u32 = V;
+    type Input = ();
+    type Output = u32;
+
+    async fn run(&self, ctx: WorkflowContext, _: ()) -> Result<u32, WorkflowError> {
+        noop(&ctx, if BAD { "b" } else { "a" }).await?;
+        Ok(ctx.recv::<u32>("go").await?)
+    }
+}
+
+#[workflow(name = "patch-marker")]
+async fn marker_flow(ctx: WorkflowContext, _n: u32) -> Result<bool, WorkflowError> {
+    reserve(&ctx).await?;
+    ctx.sleep(Duration::from_millis(200)).await;
+    Ok(ctx.patched("p").await)
+}
+
+async fn sql(e: &Engine, sql: &str, id: &ExecutionId) {
+    use hydra_runtime::sea_orm::{ConnectionTrait, DbBackend, Statement};
+    let c = e.store().connection();
+    let backend = c.get_database_backend();
+    let sql = if backend == DbBackend::Postgres { sql.replace('?', "$1") } else { sql.to_owned() };
+    c.execute_raw(Statement::from_sql_and_values(backend, &sql, [id.as_str().into()])).await.unwrap();
+}
+
 async fn engine(db: &TestDb, ns: &str) -> Engine {
     Engine::builder().store(db.store().await).namespace(ns).build().await.unwrap()
 }
@@ -283,6 +364,79 @@ both_backends! {
         e.signal(h.id(), "go", &1u32).await.unwrap();
         let err = h.result_timeout(WAIT).await.unwrap_err();
         assert!(matches!(err, Error::RunEnded { status: ExecutionStatus::Failed, .. }), "{err}");
+        w.shutdown(Duration::from_secs(5)).await;
+    }
+
+    async fn suspending_and_resuming_uses_up_no_attempt(db: TestDb) {
+        let e = engine(&db, "attempts").await;
+        let w = worker(&e, att_v1).await;
+        let h = att_v1::start(&e, 1).await.unwrap();
+        until(&e, h.id(), "sleeps", parked).await;
+        w.shutdown(Duration::from_secs(5)).await;
+        // The bad deploy wakes it, suspends it; a second build of bad code
+        // too: neither may cost the one attempt `charge` has.
+        let w = worker(&e, att_v2).await;
+        until(&e, h.id(), "suspended", |r| r.status == ExecutionStatus::Suspended).await;
+        w.shutdown(Duration::from_secs(5)).await;
+        let w = worker(&e, att_v3).await;
+        assert_eq!(h.result_timeout(WAIT).await.unwrap(), "charged");
+        w.shutdown(Duration::from_secs(5)).await;
+    }
+
+    async fn a_change_of_a_steps_output_type_suspends_too(db: TestDb) {
+        let e = engine(&db, "typed-step").await;
+        let w = worker(&e, quote_v1).await;
+        let h = quote_v1::start(&e, 1).await.unwrap();
+        until(&e, h.id(), "parks", parked).await;
+        w.shutdown(Duration::from_secs(5)).await;
+        let w = worker(&e, quote_v2).await;
+        e.signal(h.id(), "go", &1u32).await.unwrap();
+        let r = until(&e, h.id(), "suspended", |r| r.status == ExecutionStatus::Suspended).await;
+        assert!(r.error.unwrap_or_default().contains("stored output of step `quote`"));
+        w.shutdown(Duration::from_secs(5)).await;
+    }
+
+    async fn a_cancel_of_a_run_its_code_does_not_replay_ends_it(db: TestDb) {
+        let e = engine(&db, "nde-cancel").await;
+        let w = worker(&e, nde_v1).await;
+        let h = nde_v1::start(&e, 1).await.unwrap();
+        until(&e, h.id(), "parks", parked).await;
+        w.shutdown(Duration::from_secs(5)).await;
+        let w = worker(&e, nde_v2).await;
+        assert_eq!(h.cancel().await.unwrap(), hydra_runtime::CancelOutcome::Requested);
+        let err = h.result_timeout(WAIT).await.unwrap_err();
+        assert!(matches!(&err, Error::RunEnded { status: ExecutionStatus::Cancelled, message, .. } if message.contains("not compensated")), "{err}");
+        w.shutdown(Duration::from_secs(5)).await;
+    }
+
+    async fn a_worker_takes_up_again_only_runs_of_versions_it_replays(db: TestDb) {
+        let e = engine(&db, "pinned").await;
+        let w = worker(&e, Pinned::<2, false>).await;
+        let h = e.start::<Pinned<2, false>>(()).await.unwrap();
+        until(&e, h.id(), "parks", parked).await;
+        w.shutdown(Duration::from_secs(5)).await;
+        let w = worker(&e, Pinned::<2, true>).await;
+        e.signal(h.id(), "go", &1u32).await.unwrap();
+        until(&e, h.id(), "suspended", |r| r.status == ExecutionStatus::Suspended).await;
+        w.shutdown(Duration::from_secs(5)).await;
+        // Other code, but of version 1: it cannot run a version-2 run, so it
+        // leaves it suspended (no wake-up it could not claim).
+        let w = worker(&e, Pinned::<1, false>).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let r = e.get(h.id()).await.unwrap().unwrap();
+        assert_eq!((r.status, r.open_step.attempts), (ExecutionStatus::Suspended, 0));
+        w.shutdown(Duration::from_secs(5)).await;
+    }
+
+    async fn a_crash_before_a_patch_marker_is_recorded_does_not_fail_the_run(db: TestDb) {
+        let e = engine(&db, "patch-marker").await;
+        let w = worker(&e, marker_flow).await;
+        let h = marker_flow::start(&e, 1).await.unwrap();
+        until(&e, h.id(), "sleeps", parked).await;
+        // As if a claim after the sleep had died before the marker: its
+        // attempt of the marker's position is counted.
+        sql(&e, "UPDATE workflow_executions SET open_attempts = 1 WHERE id = ?", h.id()).await;
+        assert!(h.result_timeout(WAIT).await.unwrap(), "the run reached the patch on this code");
         w.shutdown(Duration::from_secs(5)).await;
     }
 }

@@ -15,6 +15,24 @@ impl ::hydra_runtime::__private::Workflow for order_processing {
             )
             .timeout(::core::time::Duration::from_millis(3600000u64))
     }
+    fn code_fingerprint() -> i64 {
+        const FINGERPRINT: i64 = ::hydra_runtime::__private::fingerprint(
+            &[
+                "order-processing".as_bytes(),
+                "pub async fn order_processing (ctx : WorkflowContext , amount : u64) -> Result < String , WorkflowError > { let a = charge_card (& ctx , amount) . await ? ; let b = refund (& ctx , a . clone ()) . await ? ; Ok (b) }"
+                    .as_bytes(),
+                &<order_processing as ::hydra_runtime::__private::Workflow>::VERSION
+                    .to_le_bytes(),
+            ],
+        );
+        ::hydra_runtime::__private::fingerprint_calls(
+            FINGERPRINT,
+            &[
+                <charge_card as ::hydra_runtime::__private::Callee>::CALLS,
+                <refund as ::hydra_runtime::__private::Callee>::CALLS,
+            ],
+        )
+    }
     fn required_state() -> ::hydra_runtime::__private::StateNeeds {
         ::hydra_runtime::__private::needs_of(
             &[

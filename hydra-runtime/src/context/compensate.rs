@@ -16,6 +16,7 @@
 //! naming it.
 
 use super::WorkflowContext;
+
 use crate::error::StepError;
 use futures_util::future::BoxFuture;
 use hydra_store::Terminal;
@@ -134,7 +135,7 @@ pub(crate) async fn run_compensations(ctx: WorkflowContext, cause: EndCause) -> 
         // point this replay of the body stopped at.
         run.seek(position);
     }
-    let options = super::StepOptions::new(COMPENSATE_STEP).retry(crate::RetryPolicy::none());
+    let options = super::StepOptions::new(COMPENSATE_STEP).retry(super::marker_retry());
     let recorded = ctx
         .step_with(options, move |_s| {
             let cause = cause.clone();

@@ -52,7 +52,9 @@ impl WorkflowContext {
                                 what: format!("the stored output of step `{step_id}`"),
                                 reason,
                             };
-                            match run.fail_run(e.to_string()).await {}
+                            // A deploy changed the step's output type: the
+                            // code does not replay this run.
+                            match run.refuse(e.to_string()).await {}
                         }
                     };
                 }
@@ -286,12 +288,7 @@ impl WorkflowContext {
                 called: called.clone(),
             };
             self.run.note_divergence(position, &rec.step_id, called);
-            match self.run.on_nondeterminism {
-                crate::workflow::OnNondeterminism::Suspend => {
-                    match self.run.halt(super::Interrupt::Suspend(e.to_string())).await {}
-                }
-                _ => match self.run.fail_run(e.to_string()).await {},
-            }
+            match self.run.refuse(e.to_string()).await {}
         }
     }
 }

@@ -10,6 +10,7 @@
 //! delete that too.
 
 use super::WorkflowContext;
+
 use crate::error::StepError;
 use hydra_store::StepId;
 
@@ -33,7 +34,7 @@ impl WorkflowContext {
             Some(_) => false,
             // This run is here for the first time: on this code.
             None => {
-                let options = super::StepOptions::new(base).retry(crate::RetryPolicy::none());
+                let options = super::StepOptions::new(base).retry(super::marker_retry());
                 let marked: Result<bool, StepError> = self.step_with(options, |_s| async { Ok(true) }).await;
                 match marked {
                     Ok(b) => b,

@@ -584,6 +584,15 @@ impl RunState {
         }
     }
 
+    /// This code does not replay the run (`message` says why): suspended
+    /// or failed, by the workflow's [`crate::OnNondeterminism`].
+    pub(super) async fn refuse(&self, message: String) -> Infallible {
+        match self.on_nondeterminism {
+            crate::workflow::OnNondeterminism::Suspend => self.halt(Interrupt::Suspend(message)).await,
+            _ => self.fail_run(message).await,
+        }
+    }
+
     pub(super) async fn fail_run(&self, message: String) -> Infallible {
         tracing::error!(execution_id = %self.lease.execution_id, "{message}");
         self.halt(Interrupt::Fail(message)).await

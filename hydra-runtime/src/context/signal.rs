@@ -159,7 +159,7 @@ impl WorkflowContext {
                             "receive `{step_id}` is recorded as `{}`, which is none of {names:?}",
                             rec.step_name
                         );
-                        match run.fail_run(message).await {}
+                        match run.refuse(message).await {}
                     };
                     self.remember(taken, &step_id, &output);
                     return Some((taken.to_owned(), step_id, Some(output)));

@@ -57,7 +57,8 @@ impl Engine {
     /// Ends run `id` at once, `failed` with `reason`, if it is not running
     /// (pending, sleeping, or suspended because its code does not replay
     /// it): an operator's decision; nothing of the run runs (no
-    /// compensations), its parent is told. A running or ended run is left
+    /// compensations), its parent is told, its children are cancelled (as
+    /// with [`Engine::cancel`]). A running or ended run is left
     /// as it is: [`Error::Config`] says which it is.
     pub async fn fail(&self, id: &ExecutionId, reason: &str) -> Result<(), Error> {
         let now = self.inner.clock.now_ms();
@@ -68,7 +69,8 @@ impl Engine {
                     crate::metrics::workflow_ended(&e.namespace, &e.workflow_name, "failed", seconds);
                 }
                 self.inner.done.send_modify(|n| *n = n.wrapping_add(1));
-                Ok(())
+                // Its children go with it, as with a cancel.
+                self.cancel_children(id).await
             }
             Ok(Err(status)) => Err(Error::Config(format!(
                 "run {id} is {status}: only a run that is not running (pending, sleeping, suspended) can be failed{}",

@@ -239,7 +239,11 @@ impl WorkerBuilder {
         let regs: Vec<super::upkeep::Registration> = names
             .iter()
             .filter_map(|n| self.registry.get(n).map(|w| (n, w.version())))
-            .map(|(n, (to, from, _))| super::upkeep::Registration { name: n.clone(), from, to })
+            // Versions are stored as 32-bit integers.
+            .map(|(n, (to, from, _))| {
+                let cap = |v: u32| v.min(i32::MAX.unsigned_abs());
+                super::upkeep::Registration { name: n.clone(), from: cap(from), to: cap(to) }
+            })
             .collect();
         let versions = regs.iter().map(|r| (r.from, r.to)).collect();
         let shared = Arc::new(Shared {

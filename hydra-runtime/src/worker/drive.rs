@@ -245,8 +245,13 @@ async fn run_workflow(
     let started = std::panic::catch_unwind(AssertUnwindSafe(|| workflow.start(ctx, &execution.input)));
     let future = match started {
         Ok(Ok(f)) => f,
+        // An input this code cannot read (a deploy changed its type): as a
+        // replay that diverges, suspended by default.
         Ok(Err(reason)) => {
             let e = Error::Decode { execution: execution.id.clone(), what: "the input".into(), reason };
+            if workflow.options().on_nondeterminism == crate::workflow::OnNondeterminism::Suspend {
+                return Some(Outcome::Interrupted(Interrupt::Suspend(e.to_string())));
+            }
             end(s, execution, lease, Terminal::Failed(e.to_string())).await;
             return None;
         }
@@ -289,8 +294,21 @@ async fn settle(
             crate::metrics::lease_lost(&lease.namespace, &execution.workflow_name);
         }
         Outcome::Interrupted(Interrupt::Suspend(message)) => {
+            // A run on its way out (cancelled, past its deadline, out of
+            // attempts) ends so: waiting for code that replays it would
+            // keep a cancel for ever. No compensation: its code is not the
+            // code that ran.
+            let stop = run.stop.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let stop = stop.or_else(|| cancelled.then_some(EndCause::Cancelled));
+            if let Some(cause) = stop {
+                let note = format!(" (not compensated: {message})");
+                end(s, execution, lease, cause.terminal(&note)).await;
+                return;
+            }
             let (_, _, code) = workflow.version();
-            let r = write_retrying(s, || engine.store().suspend(lease, &message, code, engine.clock().now_ms())).await;
+            let open = run.open_to_hand_back();
+            let r = write_retrying(s, || engine.store().suspend(lease, open, &message, code, engine.clock().now_ms()))
+                .await;
             if r.is_ok() {
                 crate::metrics::suspended(&lease.namespace, &execution.workflow_name);
                 tracing::warn!(error = %message, "run suspended: its code does not replay its history");

@@ -49,8 +49,12 @@ pub(super) async fn upkeep_loop(s: Arc<Shared>) {
                     }
                 }
                 gauges = list.iter().map(|u| u.workflow_name.clone()).collect();
+                gauges.dedup();
+                for name in &gauges {
+                    let runs = list.iter().filter(|u| &u.workflow_name == name).map(|u| u.runs).sum();
+                    crate::metrics::unclaimable(ns, name, runs);
+                }
                 for u in &list {
-                    crate::metrics::unclaimable(ns, &u.workflow_name, u.runs);
                     tracing::warn!(
                         workflow = %u.workflow_name,
                         version = ?u.workflow_version,
@@ -74,8 +78,8 @@ pub(super) async fn upkeep_loop(s: Arc<Shared>) {
 async fn resume_suspended(s: &Shared) {
     let now = s.engine.clock().now_ms();
     for (name, w) in &s.registry {
-        let (_, _, code) = w.version();
-        match s.engine.store().resume_suspended(s.engine.namespace(), name, code, now).await {
+        let (to, from, code) = w.version();
+        match s.engine.store().resume_suspended(s.engine.namespace(), name, (from, to), code, now).await {
             Ok(0) => {}
             Ok(n) => {
                 tracing::info!(workflow = %name, runs = n, "took up suspended runs again: other code suspended them");

@@ -6,9 +6,10 @@
 
 use super::Store;
 use super::fence::{FENCE, fence_values, lease_lost};
+use super::step_write::{OpenWhen, open_set};
 use crate::error::StoreError;
 use crate::ids::ExecutionId;
-use crate::model::{Lease, Terminal};
+use crate::model::{Lease, OpenStep, Terminal};
 use sea_orm::{ConnectionTrait, TransactionTrait, Value};
 
 /// Due runs of one workflow and version (see [`Store::due_runs`]).
@@ -29,16 +30,28 @@ impl Store {
     /// Suspends the lease's run: code fingerprinted `code` met a step its
     /// history does not have (`message` says which). Fenced; the run keeps
     /// its history and open step and has no due time until it is resumed.
-    pub async fn suspend(&self, lease: &Lease, message: &str, code: i64, now: i64) -> Result<(), StoreError> {
+    pub async fn suspend(
+        &self,
+        lease: &Lease,
+        open: OpenStep,
+        message: &str,
+        code: i64,
+        now: i64,
+    ) -> Result<(), StoreError> {
         let _gate = self.gate().await;
+        // The open step as the run leaves it: the attempt its claim counted
+        // and no body began is given back, as a release does, so suspending
+        // and resuming use up no attempt.
+        let (open_sql, open_values) = open_set(open, OpenWhen::Always);
         let mut values: Vec<Value> = vec![message.into(), code.into(), now.into()];
+        values.extend(open_values);
         values.extend(fence_values(lease));
         let r = self
             .db
             .execute_raw(self.stmt(
                 &format!(
                     "UPDATE workflow_executions SET status = 'suspended', error_message = ?, suspended_code = ?, \
-                     due_at = NULL, lease_owner = NULL, signal_wait = FALSE, updated_at = ?{FENCE}"
+                     due_at = NULL, lease_owner = NULL, signal_wait = FALSE, updated_at = ?{open_sql}{FENCE}"
                 ),
                 values,
             ))
@@ -51,12 +64,14 @@ impl Store {
     }
 
     /// Takes up again the suspended runs of `workflow` that code other than
-    /// `code` suspended: they are due now (and replayed by whoever claims
-    /// them). Returns how many.
+    /// `code` suspended and whose versions lie in `versions` (those the
+    /// resuming worker replays; unversioned runs too): they are due now.
+    /// Returns how many.
     pub async fn resume_suspended(
         &self,
         namespace: &str,
         workflow: &str,
+        versions: (u32, u32),
         code: i64,
         now: i64,
     ) -> Result<u64, StoreError> {
@@ -67,8 +82,17 @@ impl Store {
                 "UPDATE workflow_executions SET status = 'sleeping', due_at = ?, error_message = NULL, \
                  suspended_code = NULL, updated_at = ? \
                  WHERE namespace = ? AND workflow_name = ? AND status = 'suspended' \
-                 AND (suspended_code IS NULL OR suspended_code <> ?)",
-                vec![now.into(), now.into(), namespace.into(), workflow.into(), code.into()],
+                 AND (suspended_code IS NULL OR suspended_code <> ?) \
+                 AND (workflow_version IS NULL OR workflow_version BETWEEN ? AND ?)",
+                vec![
+                    now.into(),
+                    now.into(),
+                    namespace.into(),
+                    workflow.into(),
+                    code.into(),
+                    i64::from(versions.0).into(),
+                    i64::from(versions.1).into(),
+                ],
             ))
             .await?;
         if r.rows_affected() > 0 {
