@@ -332,7 +332,8 @@ both_backends! {
         for h in [&keep, &drop_it] {
             e.signal(h.id(), "go", &7u32).await.unwrap();
             let r = until(&e, h.id(), "the run is suspended", |r| r.status == ExecutionStatus::Suspended).await;
-            let error = r.error.unwrap_or_default();
+            let error = r.error.clone().unwrap_or_default();
+            eprintln!("after the bad deploy: {} is {}: {error}", r.id, r.status);
             assert!(
                 error.contains("non-determinism") && error.contains("position 0") && error.contains("`reserve`")
                     && error.contains("`allocate`"),
@@ -347,6 +348,7 @@ both_backends! {
         assert_eq!(keep.status().await.unwrap(), ExecutionStatus::Suspended);
         // An operator gives one up.
         e.fail(drop_it.id(), "abandoned after the bad deploy").await.unwrap();
+        eprintln!("an operator fails {}: {}", drop_it.id(), drop_it.status().await.unwrap());
         let err = drop_it.result_timeout(WAIT).await.unwrap_err();
         assert!(matches!(err, Error::RunEnded { status: ExecutionStatus::Failed, .. }), "{err}");
         assert!(e.fail(drop_it.id(), "again").await.is_err(), "an ended run is not failed again");
@@ -354,6 +356,7 @@ both_backends! {
         // The fix is deployed: the suspended run resumes by itself and ends.
         let w = worker(&e, nde_v3).await;
         assert_eq!(keep.result_timeout(WAIT).await.unwrap(), 7);
+        eprintln!("the fix is deployed: {} resumed by itself and is {}", keep.id(), keep.status().await.unwrap());
         w.shutdown(Duration::from_secs(5)).await;
         // The old behaviour, per workflow: fail at once.
         let w = worker(&e, nde_v1).await;

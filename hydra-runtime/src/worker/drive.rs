@@ -245,13 +245,11 @@ async fn run_workflow(
     let started = std::panic::catch_unwind(AssertUnwindSafe(|| workflow.start(ctx, &execution.input)));
     let future = match started {
         Ok(Ok(f)) => f,
-        // An input this code cannot read (a deploy changed its type): as a
-        // replay that diverges, suspended by default.
+        // An input that does not decode fails the run (hostile or malformed
+        // bytes from a starter; no deploy of this workflow's code makes them
+        // readable by waiting).
         Ok(Err(reason)) => {
             let e = Error::Decode { execution: execution.id.clone(), what: "the input".into(), reason };
-            if workflow.options().on_nondeterminism == crate::workflow::OnNondeterminism::Suspend {
-                return Some(Outcome::Interrupted(Interrupt::Suspend(e.to_string())));
-            }
             end(s, execution, lease, Terminal::Failed(e.to_string())).await;
             return None;
         }
