@@ -34,7 +34,17 @@ impl Store {
         let _gate = self.gate().await;
         let txn = self.db.begin_with_options(immediate()).await?;
         let r = self.set_event_in(&txn, lease, record, key, value, now).await;
-        self.settle(txn, r).await
+        match self.settle(txn, r).await {
+            // A retry of a publication whose commit went through (its reply
+            // lost) finds its own record: done already.
+            Err(e @ StoreError::StepAlreadyRecorded { .. }) => {
+                match self.ended_under(&self.db, lease, &record.step_id).await? {
+                    Some(_) => Ok(()),
+                    None => Err(e),
+                }
+            }
+            other => other,
+        }
     }
 
     async fn set_event_in(
@@ -48,10 +58,6 @@ impl Store {
     ) -> Result<(), StoreError> {
         let next = OpenStep::new(record.position.saturating_add(1), 1);
         self.guard(txn, lease, None, OpenWhen::Always, now).await?;
-        if self.ended_under(txn, lease, &record.step_id).await?.is_some() {
-            // A retry of a publication that committed: done already.
-            return Ok(());
-        }
         self.record_held(txn, lease, record, next, now).await?;
         txn.execute_raw(self.stmt(
             "INSERT INTO workflow_events (execution_id, event_key, namespace, value, updated_at) VALUES (?, ?, ?, ?, ?) \

@@ -240,7 +240,23 @@ impl Store {
         let _gate = self.gate().await;
         let txn = self.db.begin_with_options(immediate()).await?;
         let out = self.receive_in(&txn, lease, r, now).await;
-        self.settle(txn, out).await
+        match self.settle(txn, out).await {
+            // A retry of a receive whose commit went through but whose reply
+            // was lost finds its own record: it answers what that recorded,
+            // not a second signal. (Looked at only then: no extra query on
+            // the ordinary path.)
+            Err(e @ StoreError::StepAlreadyRecorded { .. }) => {
+                match self.ended_under(&self.db, lease, &r.record.step_id).await? {
+                    Some((step_name, Some(payload))) => Ok(Received::Signal {
+                        name: step_name.strip_prefix("signal:").unwrap_or(&step_name).to_owned(),
+                        payload,
+                    }),
+                    Some((_, None)) => Ok(Received::TimedOut),
+                    None => Err(e),
+                }
+            }
+            other => other,
+        }
     }
 
     async fn receive_in(
@@ -252,17 +268,6 @@ impl Store {
     ) -> Result<Received, StoreError> {
         // The fence locks the run's row until the end of the transaction.
         self.guard(txn, lease, None, OpenWhen::Always, now).await?;
-        // A retry of a receive whose commit went through but whose reply was
-        // lost: answer what it recorded, not a second signal.
-        if let Some((step_name, output)) = self.ended_under(txn, lease, &r.record.step_id).await? {
-            return Ok(match output {
-                Some(payload) => Received::Signal {
-                    name: step_name.strip_prefix("signal:").unwrap_or(&step_name).to_owned(),
-                    payload,
-                },
-                None => Received::TimedOut,
-            });
-        }
         let position = r.record.position;
         if r.names.is_empty() {
             return Err(StoreError::Database(sea_orm::DbErr::Custom("a receive needs a signal name".into())));
