@@ -39,6 +39,7 @@ pub(crate) const CONTEXT_METHODS: &[&str] = &[
     "recv",
     "recv_timeout",
     "set_event",
+    "set_search_attribute",
     "select",
     "child",
     "child_with",

@@ -88,6 +88,11 @@ pub enum Error {
     /// A setting is out of range.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// An operation that does not apply to the run as it is (a retry of a
+    /// running run, a fork past its history, a move into a database in
+    /// use); nothing was changed. The text says why and what to do.
+    #[error("{0}")]
+    Refused(String),
     /// An input is too large to store.
     #[error("{what} is {size} bytes, above the limit of {limit} bytes")]
     TooLarge {

@@ -81,6 +81,20 @@ pub enum StoreError {
         /// How it ended.
         status: crate::model::ExecutionStatus,
     },
+    /// An operation on a run that does not apply to it as it is (a retry
+    /// of a running run, a fork past its history); nothing was changed.
+    #[error("{reason}")]
+    Refused {
+        /// The execution.
+        execution: ExecutionId,
+        /// Why, in words for the operator.
+        reason: String,
+    },
+    /// A move of a database that cannot go ahead (live leases in the
+    /// source, a target in use) or whose copy did not verify; nothing was
+    /// written.
+    #[error("{0}")]
+    MoveRefused(String),
     /// A value read from the database is not one this version understands
     /// (for example an unknown status written by a newer version).
     #[error("corrupt row in `{table}`: {reason}")]

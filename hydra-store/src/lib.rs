@@ -29,6 +29,8 @@
 //! - `store/batch.rs`: group commit ([`Store::apply_batch`]);
 //! - `store/cron.rs`: cron schedules;
 //! - `store/workers.rs`: worker liveness rows;
+//! - `store/repair.rs`: retry and fork of a run; `store/search.rs`: search attributes;
+//! - `store/prune.rs`: retention; `store/copy.rs`: moving a database into another;
 //! - `listen.rs`: PostgreSQL wake-ups ([`RunListener`]);
 //! - `model/`: the domain types (`execution.rs`, `step.rs`, `lease.rs`, `cron.rs`), and
 //!   `model/row.rs`, the one place database rows are converted to them;
@@ -60,8 +62,9 @@ pub use model::{
     StepStatus, Terminal, TriggerType, WorkerLease,
 };
 pub use store::{
-    BatchOp, BatchValue, Checkpoint, DueRuns, EventValue, NewSignal, Receive, Received, SignalSent, Store, Transition,
-    child_outcome_payload, child_signal_name,
+    BatchOp, BatchValue, COMPENSATION_MARKER, Checkpoint, DueRuns, EventRow, EventValue, ForkRequest, MAX_SEARCH_VALUE_BYTES,
+    MoveReport, MovedTable, NewSignal, Pruned, Receive, Received, SignalRow, SignalSent, StatusCount, Store, Transition,
+    check_search_attribute, child_outcome_payload, child_signal_name,
 };
 
 /// Re-exported so that transactional code can name the connection types.

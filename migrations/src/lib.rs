@@ -19,6 +19,7 @@ mod m20261201_000007_children;
 mod m20261201_000008_child_policy;
 mod m20261201_000009_typed_errors_and_compensation;
 mod m20261201_000010_versions;
+mod m20261201_000011_operations;
 
 /// Every migration of the Hydra schema, in order.
 #[derive(Debug)]
@@ -38,6 +39,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000008_child_policy::Migration),
             Box::new(m20261201_000009_typed_errors_and_compensation::Migration),
             Box::new(m20261201_000010_versions::Migration),
+            Box::new(m20261201_000011_operations::Migration),
         ]
     }
 }

@@ -36,6 +36,7 @@ mod compensate;
 mod event;
 mod execute;
 mod patch;
+mod search;
 mod run;
 mod signal;
 mod sleep;

@@ -3,11 +3,13 @@
 mod handle;
 mod messages;
 mod operate;
+mod repair;
 
 pub(crate) use handle::decode_result;
 pub use handle::{RunFailed, RunHandle};
 pub use messages::SignalOptions;
 pub use operate::Unclaimable;
+pub use repair::{Retention, RunDetail};
 pub(crate) use operate::unclaimable;
 
 use crate::clock::{Clock, duration_ms};
@@ -53,6 +55,8 @@ pub(crate) struct EngineInner {
     pub(crate) committer: Option<crate::commit::Committer>,
     /// Workflows registered by this process's workers (for by-name checks).
     pub(crate) known: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// What this engine's workers delete of old finished runs.
+    pub(crate) retention: Option<Retention>,
 }
 
 /// Builds an [`Engine`].
@@ -69,6 +73,7 @@ pub struct EngineBuilder {
     max_payload_bytes: Option<usize>,
     prometheus: Option<std::net::SocketAddr>,
     no_group_commit: bool,
+    retention: Option<Retention>,
 }
 
 impl EngineBuilder {
@@ -147,6 +152,16 @@ impl EngineBuilder {
         self
     }
 
+    /// Keeps finished runs for `retention`'s period: the workers of this
+    /// engine delete older ones (with their steps, signals, events and
+    /// search attributes) in bounded batches, at their start and every
+    /// minute. Runs that have not ended are never deleted. Default: runs
+    /// are kept for ever.
+    pub fn retention(mut self, retention: Retention) -> Self {
+        self.retention = Some(retention);
+        self
+    }
+
     /// Opens the database (applying migrations) and builds the engine.
     pub async fn build(self) -> Result<Engine, Error> {
         if let Some(addr) = self.prometheus {
@@ -182,6 +197,7 @@ impl EngineBuilder {
                 work: watch::channel(0).0,
                 done: watch::channel(0).0,
                 known: std::sync::Mutex::new(std::collections::HashSet::new()),
+                retention: self.retention,
             }),
         })
     }
@@ -218,6 +234,9 @@ pub struct StartOptions {
     /// [`Engine::start_with`] from [`crate::Workflow::VERSION`]; `None`:
     /// unversioned).
     pub workflow_version: Option<u32>,
+    /// Search attributes (name, value) the run carries from its start; find
+    /// runs by them with [`ExecutionFilter::search`].
+    pub search_attributes: Vec<(String, String)>,
 }
 
 impl StartOptions {
@@ -247,6 +266,16 @@ impl StartOptions {
     /// Delays the first claim.
     pub fn delay(mut self, delay: Duration) -> Self {
         self.delay = Some(delay);
+        self
+    }
+
+    /// Adds search attribute `name` = `value` (at most
+    /// [`hydra_store::MAX_SEARCH_VALUE_BYTES`] bytes); a workflow sets more
+    /// with [`crate::WorkflowContext::set_search_attribute`].
+    pub fn search_attribute(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        let name = name.into();
+        self.search_attributes.retain(|(n, _)| *n != name);
+        self.search_attributes.push((name, value.into()));
         self
     }
 
@@ -346,6 +375,10 @@ impl Engine {
         new.workflow_version = options.workflow_version;
         new.due_at = now.saturating_add(options.delay.map_or(0, duration_ms));
         new.deadline_at = options.timeout.or(defaults.timeout).map(|t| now.saturating_add(duration_ms(t)));
+        for (n, v) in &options.search_attributes {
+            hydra_store::check_search_attribute(n, v).map_err(Error::Config)?;
+        }
+        new.search_attributes = options.search_attributes;
         let created = self.inner.store.create_execution(new).await?;
         if let hydra_store::Created::New(e) = &created {
             crate::metrics::workflow_started(&e.namespace, name, e.trigger_type.as_str(), e.input.len());

@@ -1,6 +1,8 @@
 //! A worker's upkeep, at its start and every minute: it takes up again the
-//! runs of its workflows that other code suspended (non-determinism), and
-//! counts the runs of its namespace that no live worker can run (a gauge).
+//! runs of its workflows that other code suspended (non-determinism),
+//! counts the runs of its namespace that no live worker can run (a gauge),
+//! and deletes old finished runs if the engine has a retention period
+//! ([`crate::EngineBuilder::retention`]).
 
 use super::Shared;
 use std::sync::Arc;
@@ -65,6 +67,17 @@ pub(super) async fn upkeep_loop(s: Arc<Shared>) {
                 }
             }
             Err(e) => tracing::debug!(error = %e, "could not count unclaimable runs"),
+        }
+        if let Some(retention) = &s.engine.inner.retention {
+            // Batches end between claims: stopping waits for one batch at most.
+            tokio::select! {
+                _ = s.stop_claiming.cancelled() => return,
+                r = s.engine.prune(retention) => {
+                    if let Err(e) = r {
+                        tracing::warn!(error = %e, "could not prune finished runs");
+                    }
+                }
+            }
         }
         tokio::select! {
             _ = s.stop_claiming.cancelled() => return,

@@ -58,6 +58,9 @@ string_enum!(
         Cron = "cron",
         /// Started by another run's workflow, as its child.
         Child = "child",
+        /// A fork of another run (its source: the origin's ID), made by an
+        /// operator: it kept part of the origin's history.
+        Fork = "fork",
         /// A trigger this version does not know (written by a newer
         /// version): informational only, so such a run still runs here.
         Other = "other",
@@ -168,6 +171,8 @@ pub struct NewExecution {
     pub cancel_with_parent: bool,
     /// The version of the workflow's code starting it (`None`: any).
     pub workflow_version: Option<u32>,
+    /// User search attributes (name, value), written with the run.
+    pub search_attributes: Vec<(String, String)>,
 }
 
 impl NewExecution {
@@ -194,6 +199,7 @@ impl NewExecution {
             parent_id: None,
             cancel_with_parent: true,
             workflow_version: None,
+            search_attributes: Vec::new(),
         }
     }
 }
@@ -278,8 +284,17 @@ pub struct ExecutionFilter {
     pub workflow_name: Option<String>,
     /// Only this status.
     pub status: Option<ExecutionStatus>,
-    /// Only runs created before this time (for paging).
+    /// Only runs created before this time.
     pub created_before: Option<i64>,
+    /// Only runs created at or after this time.
+    pub created_since: Option<i64>,
+    /// Only the run(s) with this idempotency key.
+    pub idempotency_key: Option<String>,
+    /// Only runs carrying every one of these search attributes (name, value).
+    pub search: Vec<(String, String)>,
+    /// The next page: only runs listed after this one (its creation time
+    /// and ID, as the last run of the previous page had them).
+    pub after: Option<(i64, ExecutionId)>,
     /// At most this many.
     pub limit: u64,
 }
@@ -292,6 +307,10 @@ impl ExecutionFilter {
             workflow_name: None,
             status: None,
             created_before: None,
+            created_since: None,
+            idempotency_key: None,
+            search: Vec::new(),
+            after: None,
             limit: 100,
         }
     }
@@ -317,6 +336,30 @@ impl ExecutionFilter {
     /// Only runs created before `t` (ms).
     pub fn created_before(mut self, t: i64) -> Self {
         self.created_before = Some(t);
+        self
+    }
+
+    /// Only runs created at or after `t` (ms).
+    pub fn created_since(mut self, t: i64) -> Self {
+        self.created_since = Some(t);
+        self
+    }
+
+    /// Only the run(s) started with idempotency key `key` (one per workflow).
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+
+    /// Only runs whose search attribute `name` is `value` (several calls: all of them).
+    pub fn search(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.search.push((name.into(), value.into()));
+        self
+    }
+
+    /// The page after `last`, the last run of the previous page.
+    pub fn after(mut self, last: &Execution) -> Self {
+        self.after = Some((last.created_at, last.id.clone()));
         self
     }
 }

@@ -19,17 +19,27 @@
 //! - `checkpoint`: fenced run transitions, with or without a step result;
 //! - `batch`: group commit of many runs' writes;
 //! - `cron`: cron schedules;
-//! - `workers`: worker liveness rows.
+//! - `workers`: worker liveness rows;
+//! - `repair`: an operator's retry and fork of a run;
+//! - `search`: search attributes;
+//! - `prune`: retention (deleting old finished runs in batches);
+//! - `copy`: moving a whole database into another;
+//! - `inspect`: a run's signals and events, runs counted by status.
 
 mod batch;
 mod checkpoint;
 mod children;
 mod claim;
+mod copy;
 mod cron;
 mod events;
 mod fence;
+mod inspect;
 mod lease;
+mod prune;
+mod repair;
 mod runs;
+mod search;
 mod signals;
 mod step_write;
 mod suspend;
@@ -38,6 +48,11 @@ mod workers;
 pub use batch::{BatchOp, BatchValue};
 pub use checkpoint::{Checkpoint, Transition};
 pub use children::{child_outcome_payload, child_signal_name};
+pub use copy::{MoveReport, MovedTable};
+pub use inspect::{EventRow, SignalRow, StatusCount};
+pub use prune::Pruned;
+pub use repair::{COMPENSATION_MARKER, ForkRequest};
+pub use search::{MAX_SEARCH_VALUE_BYTES, check_search_attribute};
 pub use events::EventValue;
 pub use signals::{NewSignal, Receive, Received, SignalSent};
 pub use suspend::DueRuns;

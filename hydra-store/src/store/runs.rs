@@ -8,6 +8,7 @@ use crate::ids::{ExecutionId, StepId};
 use crate::model::{
     CancelOutcome, Created, Execution, ExecutionFilter, ExecutionStatus, NewExecution, Step, Terminal, to_i32,
 };
+use sea_orm::sea_query::Alias;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
     TransactionTrait, TryInsertResult,
@@ -20,8 +21,25 @@ impl Store {
         let _gate = self.gate().await;
         let key = new.idempotency_key.clone();
         let am = execution_row(&new);
-        let rows = insert_execution(&self.db, am).await?;
-        self.count();
+        let rows = if new.search_attributes.is_empty() {
+            let rows = insert_execution(&self.db, am).await?;
+            self.count();
+            rows
+        } else {
+            // The run and its attributes in one commit.
+            let txn = self.db.begin_with_options(crate::connect::immediate()).await?;
+            let r = async {
+                let rows = insert_execution(&txn, am).await?;
+                if rows == 1 {
+                    for (name, value) in &new.search_attributes {
+                        self.put_search_attribute(&txn, &new.namespace, &new.id, name, value).await?;
+                    }
+                }
+                Ok(rows)
+            }
+            .await;
+            self.settle(txn, r).await?
+        };
         if rows == 1 {
             let execution = self.get_execution(&new.namespace, &new.id).await?.ok_or_else(|| {
                 StoreError::ExecutionNotFound { namespace: new.namespace.clone(), execution: new.id.clone() }
@@ -67,8 +85,13 @@ impl Store {
             .transpose()
     }
 
-    /// Runs matching `filter`, newest first.
+    /// Runs matching `filter`, newest first (by creation time, then ID).
+    /// Every filter is served by an index: (namespace, created_at),
+    /// (namespace, workflow, created_at), (namespace, status, created_at),
+    /// (namespace, idempotency_key) and the search attributes'
+    /// (namespace, name, value).
     pub async fn list_executions(&self, filter: &ExecutionFilter) -> Result<Vec<Execution>, StoreError> {
+        use sea_orm::sea_query::{Expr, ExprTrait, Query};
         let mut q = exec::Entity::find().filter(exec::Column::Namespace.eq(&filter.namespace));
         if let Some(w) = &filter.workflow_name {
             q = q.filter(exec::Column::WorkflowName.eq(w));
@@ -78,6 +101,29 @@ impl Store {
         }
         if let Some(t) = filter.created_before {
             q = q.filter(exec::Column::CreatedAt.lt(t));
+        }
+        if let Some(t) = filter.created_since {
+            q = q.filter(exec::Column::CreatedAt.gte(t));
+        }
+        if let Some(k) = &filter.idempotency_key {
+            q = q.filter(exec::Column::IdempotencyKey.eq(k));
+        }
+        for (name, value) in &filter.search {
+            let sub = Query::select()
+                .column(Alias::new("execution_id"))
+                .from(Alias::new("workflow_search_attributes"))
+                .and_where(Expr::col(Alias::new("namespace")).eq(filter.namespace.as_str()))
+                .and_where(Expr::col(Alias::new("name")).eq(name.as_str()))
+                .and_where(Expr::col(Alias::new("value")).eq(value.as_str()))
+                .to_owned();
+            q = q.filter(exec::Column::Id.in_subquery(sub));
+        }
+        if let Some((created, id)) = &filter.after {
+            q = q.filter(
+                sea_orm::Condition::any()
+                    .add(exec::Column::CreatedAt.lt(*created))
+                    .add(exec::Column::CreatedAt.eq(*created).and(exec::Column::Id.lt(id.as_str()))),
+            );
         }
         q.order_by_desc(exec::Column::CreatedAt)
             .order_by_desc(exec::Column::Id)

@@ -1,0 +1,140 @@
+//! `hydra`: find, inspect and repair the runs of a Hydra database; prune
+//! old ones; move a database from SQLite to PostgreSQL.
+//!
+//! ```text
+//! hydra --database-url sqlite://hydra.db runs list --status failed
+//! hydra --database-url sqlite://hydra.db runs show 01a2…
+//! hydra --database-url sqlite://hydra.db runs retry 01a2…
+//! ```
+//!
+//! Every command is an [`hydra_runtime::Engine`] method, so a service can do
+//! the same; every write is fenced like the runtime's own.
+//!
+//! Where things live: `main.rs` the command line and the entry point;
+//! `runs.rs` the `runs` commands; `admin.rs` cron, workers, stats, prune and
+//! move; `output.rs` tables, JSON, times and payloads.
+
+mod admin;
+mod output;
+mod runs;
+
+use clap::{Parser, Subcommand};
+use hydra_runtime::{Engine, Error};
+use std::process::ExitCode;
+
+/// Find, inspect and repair Hydra runs.
+#[derive(Debug, Parser)]
+#[command(name = "hydra", version, about, long_about = None)]
+struct Cli {
+    /// The database: `sqlite://path/to/hydra.db` or `postgres://user@host/db`.
+    #[arg(long, env = "HYDRA_DATABASE_URL", global = true)]
+    database_url: Option<String>,
+    /// The namespace of the runs.
+    #[arg(long, env = "HYDRA_NAMESPACE", default_value = "default", global = true)]
+    namespace: String,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs: list, show, cancel, retry, fork, signal, fail.
+    #[command(subcommand)]
+    Runs(runs::RunsCommand),
+    /// Cron schedules: list, pause, resume, trigger.
+    #[command(subcommand)]
+    Cron(admin::CronCommand),
+    /// Live workers: their runs and last heartbeat.
+    Workers,
+    /// Runs counted by workflow and status, the oldest pending run, and runs
+    /// that no live worker can run.
+    Stats,
+    /// Deletes finished runs older than a period (running, sleeping and
+    /// waiting runs are never touched).
+    Prune(admin::PruneArgs),
+    /// Copies a whole database into an empty one (SQLite to PostgreSQL),
+    /// with every worker stopped, and verifies the copy.
+    Move(admin::MoveArgs),
+}
+
+/// What a command fails with.
+#[derive(Debug)]
+enum CliError {
+    /// Hydra refused or failed.
+    Hydra(Error),
+    /// The command line is wrong.
+    Usage(String),
+}
+
+impl From<Error> for CliError {
+    fn from(e: Error) -> Self {
+        CliError::Hydra(e)
+    }
+}
+
+impl From<hydra_store::StoreError> for CliError {
+    fn from(e: hydra_store::StoreError) -> Self {
+        CliError::Hydra(e.into())
+    }
+}
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CliError::Hydra(e) => write!(f, "{e}"),
+            CliError::Usage(m) => f.write_str(m),
+        }
+    }
+}
+
+/// What a command has to work with.
+struct Ctx {
+    json: bool,
+    engine: Engine,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("hydra: error: could not start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hydra: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), CliError> {
+    if let Command::Move(args) = &cli.command {
+        return admin::move_database(args, cli.json).await;
+    }
+    let url = cli.database_url.ok_or_else(|| {
+        CliError::Usage("no database: pass --database-url or set HYDRA_DATABASE_URL (sqlite://… or postgres://…)".into())
+    })?;
+    let engine = connect(&url, &cli.namespace).await?;
+    let ctx = Ctx { json: cli.json, engine };
+    match cli.command {
+        Command::Runs(c) => runs::run(&ctx, c).await,
+        Command::Cron(c) => admin::cron(&ctx, c).await,
+        Command::Workers => admin::workers(&ctx).await,
+        Command::Stats => admin::stats(&ctx).await,
+        Command::Prune(args) => admin::prune(&ctx, &args).await,
+        Command::Move(_) => Ok(()),
+    }
+}
+
+/// An engine on `url` (which must name an existing database: a SQLite URL
+/// without `mode=rwc` does not create a file).
+async fn connect(url: &str, namespace: &str) -> Result<Engine, CliError> {
+    Ok(Engine::builder().database_url(url).namespace(namespace).group_commit(false).build().await?)
+}

@@ -1,0 +1,379 @@
+//! `hydra runs …`: list, show, cancel, retry, fork, signal and fail runs.
+
+use crate::output::{cut, opt_time, parse_time, payload, payload_line, print_json, span, table, time};
+use crate::{CliError, Ctx};
+use clap::{Args, Subcommand};
+use hydra_runtime::{CancelOutcome, Codec, Error, ExecutionFilter, ExecutionId, ExecutionStatus, SignalOptions};
+use hydra_store::{Execution, Step};
+use serde_json::{Value, json};
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum RunsCommand {
+    /// Lists runs, newest first.
+    List(ListArgs),
+    /// Shows one run: its state, step timeline, children, signals, events.
+    Show {
+        /// The run's ID.
+        id: String,
+    },
+    /// Cancels a run (its compensations run; a run that never ran ends at once).
+    Cancel {
+        /// The run's ID.
+        id: String,
+    },
+    /// Retries a failed, timed-out or cancelled run from its last recorded
+    /// step, with fresh attempts.
+    Retry {
+        /// The run's ID.
+        id: String,
+    },
+    /// Starts a new run that keeps the history before a step and runs the rest.
+    Fork {
+        /// The run's ID.
+        id: String,
+        /// Keep the steps before this position (0 keeps none).
+        #[arg(long)]
+        from_step: u32,
+        /// A new input, as JSON (default: the origin's input).
+        #[arg(long)]
+        input: Option<String>,
+    },
+    /// Sends a signal to a run.
+    Signal {
+        /// The run's ID.
+        id: String,
+        /// The signal's name.
+        name: String,
+        /// The payload, as JSON (default: null).
+        #[arg(long, default_value = "null")]
+        payload: String,
+        /// An idempotency key: a second send with it is a no-op.
+        #[arg(long)]
+        key: Option<String>,
+    },
+    /// Ends a run that is not running (pending, sleeping, suspended) as failed.
+    Fail {
+        /// The run's ID.
+        id: String,
+        /// Why, as the run's error.
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ListArgs {
+    /// Only runs of this workflow.
+    #[arg(long)]
+    workflow: Option<String>,
+    /// Only runs in this status (pending, running, sleeping, completed,
+    /// failed, cancelled, timed_out, suspended, compensation_failed).
+    #[arg(long)]
+    status: Option<String>,
+    /// Only runs created since this time (RFC 3339) or this long ago (2h, 7d).
+    #[arg(long)]
+    since: Option<String>,
+    /// Only runs created before this time (RFC 3339) or this long ago.
+    #[arg(long)]
+    until: Option<String>,
+    /// Only the run(s) started with this idempotency key.
+    #[arg(long)]
+    key: Option<String>,
+    /// Only runs whose search attribute NAME is VALUE (repeatable: all must hold).
+    #[arg(long, value_name = "NAME=VALUE")]
+    search: Vec<String>,
+    /// At most this many runs.
+    #[arg(long, default_value_t = 50)]
+    limit: u64,
+    /// The next page: runs listed after this run ID (the last of the previous page).
+    #[arg(long)]
+    after: Option<String>,
+}
+
+pub(crate) async fn run(ctx: &Ctx, cmd: RunsCommand) -> Result<(), CliError> {
+    match cmd {
+        RunsCommand::List(args) => list(ctx, args).await,
+        RunsCommand::Show { id } => show(ctx, &parse_id(&id)?).await,
+        RunsCommand::Cancel { id } => {
+            let id = parse_id(&id)?;
+            let outcome = ctx.engine.cancel(&id).await?;
+            let (word, text) = match outcome {
+                CancelOutcome::Cancelled => ("cancelled", format!("run {id} cancelled")),
+                CancelOutcome::Requested => {
+                    ("requested", format!("cancel of run {id} requested: a worker stops it and runs its compensations"))
+                }
+                CancelOutcome::AlreadyEnded(s) => {
+                    return Err(Error::Refused(format!("run {id} has already ended ({s})")).into());
+                }
+                _ => ("requested", format!("cancel of run {id}: {outcome:?}")),
+            };
+            say(ctx, json!({"id": id.as_str(), "cancel": word}), &text);
+            Ok(())
+        }
+        RunsCommand::Retry { id } => {
+            let e = ctx.engine.retry(&parse_id(&id)?).await?;
+            say(
+                ctx,
+                run_json(&e),
+                &format!("run {} of {} is pending again from step position {}", e.id, e.workflow_name, e.open_step.position),
+            );
+            Ok(())
+        }
+        RunsCommand::Fork { id, from_step, input } => {
+            let id = parse_id(&id)?;
+            let input = match input {
+                None => None,
+                Some(text) => Some(encode_json(&text, "--input")?),
+            };
+            let e = ctx.engine.fork(&id, from_step, input).await?;
+            say(
+                ctx,
+                run_json(&e),
+                &format!("run {} forked from {id}, keeping {from_step} step(s); it runs the rest", e.id),
+            );
+            Ok(())
+        }
+        RunsCommand::Signal { id, name, payload, key } => {
+            let id = parse_id(&id)?;
+            let value: Value = serde_json::from_str(&payload)
+                .map_err(|e| CliError::Usage(format!("--payload is not JSON: {e}")))?;
+            let mut options = SignalOptions::new();
+            if let Some(k) = key {
+                options = options.idempotency_key(k);
+            }
+            let sent = ctx.engine.signal_with(&id, &name, &value, options).await?;
+            say(ctx, json!({"id": id.as_str(), "signal": name, "sent": format!("{sent:?}")}), &format!("signal `{name}` to run {id}: {sent:?}"));
+            Ok(())
+        }
+        RunsCommand::Fail { id, reason } => {
+            let id = parse_id(&id)?;
+            ctx.engine.fail(&id, &reason).await?;
+            say(ctx, json!({"id": id.as_str(), "status": "failed"}), &format!("run {id} ended failed: {reason}"));
+            Ok(())
+        }
+    }
+}
+
+/// Prints `json` with `--json`, else `text`.
+fn say(ctx: &Ctx, json: Value, text: &str) {
+    if ctx.json { print_json(&json) } else { println!("{text}") }
+}
+
+fn parse_id(text: &str) -> Result<ExecutionId, CliError> {
+    let t = text.trim();
+    if t.is_empty() || t.len() > 64 || !t.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == ':') {
+        return Err(CliError::Usage(format!("`{text}` is not a run ID")));
+    }
+    Ok(ExecutionId::from_string(t))
+}
+
+/// `text` (JSON) encoded as a JSON payload.
+fn encode_json(text: &str, what: &str) -> Result<Vec<u8>, CliError> {
+    let value: Value = serde_json::from_str(text).map_err(|e| CliError::Usage(format!("{what} is not JSON: {e}")))?;
+    Codec::Json.encode(&value).map_err(|e| CliError::Usage(format!("{what}: {e}")))
+}
+
+async fn list(ctx: &Ctx, args: ListArgs) -> Result<(), CliError> {
+    let now = ctx.engine.clock().now_ms();
+    let mut filter = ExecutionFilter::new(ctx.engine.namespace()).limit(args.limit.clamp(1, 10_000));
+    if let Some(w) = args.workflow {
+        filter = filter.workflow(w);
+    }
+    if let Some(s) = args.status {
+        let status = ExecutionStatus::parse(&s).map_err(|_| {
+            CliError::Usage(format!(
+                "unknown status `{s}`: one of pending, running, sleeping, completed, failed, cancelled, timed_out, \
+                 suspended, compensation_failed"
+            ))
+        })?;
+        filter = filter.status(status);
+    }
+    if let Some(t) = args.since {
+        filter = filter.created_since(parse_time(&t, now).map_err(CliError::Usage)?);
+    }
+    if let Some(t) = args.until {
+        filter = filter.created_before(parse_time(&t, now).map_err(CliError::Usage)?);
+    }
+    if let Some(k) = args.key {
+        filter = filter.idempotency_key(k);
+    }
+    for s in &args.search {
+        let (name, value) =
+            s.split_once('=').ok_or_else(|| CliError::Usage(format!("--search `{s}`: write NAME=VALUE")))?;
+        filter = filter.search(name, value);
+    }
+    if let Some(after) = args.after {
+        let id = parse_id(&after)?;
+        let last = ctx.engine.get(&id).await?.ok_or_else(|| Error::NotFound(id.clone()))?;
+        filter = filter.after(&last);
+    }
+    let runs = ctx.engine.list(filter).await?;
+    if ctx.json {
+        print_json(&Value::Array(runs.iter().map(run_json).collect()));
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = runs
+        .iter()
+        .map(|e| {
+            vec![
+                e.id.to_string(),
+                e.workflow_name.clone(),
+                e.status.to_string(),
+                time(e.created_at),
+                e.completed_at.map_or_else(|| span(now - e.created_at) + " so far", |c| span(c - e.created_at)),
+                e.error.as_deref().map_or_else(String::new, |m| cut(m, 60)),
+            ]
+        })
+        .collect();
+    table(&["ID", "WORKFLOW", "STATUS", "CREATED (UTC)", "TOOK", "ERROR"], &rows);
+    if runs.len() as u64 == args.limit.clamp(1, 10_000)
+        && let Some(last) = runs.last()
+    {
+        println!("(more may follow: --after {})", last.id);
+    }
+    Ok(())
+}
+
+/// A run as JSON.
+pub(crate) fn run_json(e: &Execution) -> Value {
+    json!({
+        "id": e.id.as_str(),
+        "workflow": e.workflow_name,
+        "version": e.workflow_version,
+        "status": e.status.as_str(),
+        "attempts": e.attempts,
+        "max_attempts": e.max_attempts,
+        "idempotency_key": e.idempotency_key,
+        "trigger": e.trigger_type.as_str(),
+        "trigger_source": e.trigger_source,
+        "parent_id": e.parent_id.as_ref().map(|p| p.as_str()),
+        "created_at": e.created_at,
+        "started_at": e.started_at,
+        "completed_at": e.completed_at,
+        "due_at": e.due_at,
+        "deadline_at": e.deadline_at,
+        "lease_owner": e.lease_owner.as_ref().map(|w| w.as_str()),
+        "cancel_requested": e.cancel_requested,
+        "open_step": e.open_step.position,
+        "input": payload(&e.input),
+        "output": e.output.as_deref().map(payload),
+        "error": e.error,
+    })
+}
+
+fn step_json(s: &Step) -> Value {
+    json!({
+        "position": s.position,
+        "step_id": s.step_id.as_str(),
+        "kind": s.kind.as_str(),
+        "status": s.status.as_str(),
+        "attempts": s.attempts,
+        "max_attempts": s.max_attempts,
+        "started_at": s.started_at,
+        "completed_at": s.completed_at,
+        "wake_at": s.wake_at,
+        "output": s.output.as_deref().filter(|o| !o.is_empty()).map(payload),
+        "error": s.error,
+    })
+}
+
+async fn show(ctx: &Ctx, id: &ExecutionId) -> Result<(), CliError> {
+    let d = ctx.engine.run_detail(id).await?;
+    let e = &d.execution;
+    if ctx.json {
+        let mut v = run_json(e);
+        v["steps"] = Value::Array(d.steps.iter().map(step_json).collect());
+        v["children"] = Value::Array(d.children.iter().map(run_json).collect());
+        v["signals"] = Value::Array(
+            d.signals
+                .iter()
+                .map(|s| {
+                    json!({"name": s.name, "payload": payload(&s.payload), "created_at": s.created_at,
+                           "consumed_at": s.consumed_at, "consumed_position": s.consumed_position})
+                })
+                .collect(),
+        );
+        v["events"] = Value::Array(
+            d.events.iter().map(|ev| json!({"key": ev.key, "value": payload(&ev.value), "updated_at": ev.updated_at})).collect(),
+        );
+        v["search_attributes"] = d.search_attributes.iter().map(|(n, val)| (n.clone(), Value::from(val.clone()))).collect();
+        print_json(&v);
+        return Ok(());
+    }
+    println!("run        {}", e.id);
+    println!("workflow   {}{}", e.workflow_name, e.workflow_version.map_or_else(String::new, |v| format!(" (version {v})")));
+    println!("status     {}{}", e.status, if e.cancel_requested { " (cancel requested)" } else { "" });
+    println!("attempts   {} of {}", e.attempts, e.max_attempts);
+    println!("trigger    {}{}", e.trigger_type, e.trigger_source.as_deref().map_or_else(String::new, |s| format!(" ({s})")));
+    if let Some(k) = &e.idempotency_key {
+        println!("key        {k}");
+    }
+    if let Some(p) = &e.parent_id {
+        println!("parent     {p}");
+    }
+    println!("created    {}", time(e.created_at));
+    println!("ended      {}", opt_time(e.completed_at));
+    if !e.status.is_terminal() {
+        println!("due        {}", opt_time(e.due_at));
+    }
+    println!("input      {}", payload_line(&e.input));
+    if let Some(o) = &e.output {
+        println!("output     {}", payload_line(o));
+    }
+    if let Some(m) = &e.error {
+        println!("error      {}", m.replace('\n', "\n           "));
+    }
+    for (n, v) in &d.search_attributes {
+        println!("search     {n} = {v}");
+    }
+    println!();
+    let rows: Vec<Vec<String>> = d
+        .steps
+        .iter()
+        .map(|s| {
+            vec![
+                s.position.to_string(),
+                s.step_id.to_string(),
+                s.kind.to_string(),
+                s.status.to_string(),
+                format!("{}/{}", s.attempts, s.max_attempts),
+                s.completed_at.map_or_else(|| "-".to_owned(), |c| span(c - s.started_at)),
+                match (&s.error, &s.output) {
+                    (Some(err), _) => format!("error: {}", cut(err, 70)),
+                    (None, Some(o)) if !o.is_empty() => payload_line(o),
+                    _ => s.wake_at.map_or_else(String::new, |w| format!("wakes {}", time(w))),
+                },
+            ]
+        })
+        .collect();
+    table(&["POS", "STEP", "KIND", "STATUS", "ATTEMPTS", "TOOK", "RESULT"], &rows);
+    if !d.children.is_empty() {
+        println!();
+        let rows: Vec<Vec<String>> =
+            d.children.iter().map(|c| vec![c.id.to_string(), c.workflow_name.clone(), c.status.to_string()]).collect();
+        table(&["CHILD", "WORKFLOW", "STATUS"], &rows);
+    }
+    if !d.signals.is_empty() {
+        println!();
+        let rows: Vec<Vec<String>> = d
+            .signals
+            .iter()
+            .map(|s| {
+                vec![
+                    s.name.clone(),
+                    time(s.created_at),
+                    s.consumed_position.map_or_else(|| "waiting".to_owned(), |p| format!("taken at {p}")),
+                    payload_line(&s.payload),
+                ]
+            })
+            .collect();
+        table(&["SIGNAL", "SENT", "TAKEN", "PAYLOAD"], &rows);
+    }
+    if !d.events.is_empty() {
+        println!();
+        let rows: Vec<Vec<String>> =
+            d.events.iter().map(|ev| vec![ev.key.clone(), time(ev.updated_at), payload_line(&ev.value)]).collect();
+        table(&["EVENT", "SET", "VALUE"], &rows);
+    }
+    Ok(())
+}

@@ -1,0 +1,232 @@
+//! An operator's hands on runs, each also a command of the `hydra` tool:
+//! a run's whole story ([`Engine::run_detail`]), retry and fork of a run,
+//! search attributes, retention ([`Engine::prune`], [`Retention`]), cron
+//! triggers, counts by status, and moving the database
+//! ([`Engine::move_into`]).
+//!
+//! Every write is a single transaction conditional on what it read (status
+//! and fencing token), as the runtime's own writes are: a repair cannot
+//! race a live worker.
+
+use super::Engine;
+use crate::clock::duration_ms;
+use crate::error::Error;
+use hydra_store::{
+    EventRow, Execution, ExecutionId, ExecutionStatus, ForkRequest, MoveReport, Pruned, SignalRow, StatusCount, Step,
+    Store, StoreError, TriggerType,
+};
+use std::time::Duration;
+
+/// How long finished runs are kept ([`crate::EngineBuilder::retention`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Retention {
+    /// Runs that ended longer ago than this are deleted.
+    pub keep: Duration,
+    /// Only runs that ended in one of these states (empty: every end state).
+    pub statuses: Vec<ExecutionStatus>,
+    /// Runs deleted per transaction (default 500): small batches keep the
+    /// write lock short, so claims and steps go on during a prune.
+    pub batch: u32,
+    /// The pause between two batches (default 10 ms).
+    pub pause: Duration,
+}
+
+impl Retention {
+    /// Keep finished runs for `keep`.
+    pub fn keep(keep: Duration) -> Self {
+        Retention { keep, statuses: Vec::new(), batch: 500, pause: Duration::from_millis(10) }
+    }
+
+    /// Only delete runs that ended in one of `statuses`.
+    pub fn statuses(mut self, statuses: impl IntoIterator<Item = ExecutionStatus>) -> Self {
+        self.statuses = statuses.into_iter().collect();
+        self
+    }
+
+    /// Runs per batch (at least 1).
+    pub fn batch(mut self, batch: u32) -> Self {
+        self.batch = batch.max(1);
+        self
+    }
+
+    /// The pause between batches.
+    pub fn pause(mut self, pause: Duration) -> Self {
+        self.pause = pause;
+        self
+    }
+}
+
+/// Everything stored about one run: the run, its steps in order, its
+/// children, the signals sent to it, the events it published and its
+/// search attributes.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct RunDetail {
+    /// The run.
+    pub execution: Execution,
+    /// Its recorded steps, in call order.
+    pub steps: Vec<Step>,
+    /// The runs it started as children.
+    pub children: Vec<Execution>,
+    /// The signals sent to it, in the order they were accepted.
+    pub signals: Vec<SignalRow>,
+    /// The events it published.
+    pub events: Vec<EventRow>,
+    /// Its search attributes, by name.
+    pub search_attributes: Vec<(String, String)>,
+}
+
+/// A store error as the operator reads it.
+fn operator_error(e: StoreError) -> Error {
+    match e {
+        StoreError::Refused { reason, .. } | StoreError::MoveRefused(reason) => Error::Refused(reason),
+        StoreError::ExecutionNotFound { execution, .. } => Error::NotFound(execution),
+        e => e.into(),
+    }
+}
+
+impl Engine {
+    /// Run `id` with its steps, children, signals, events and search
+    /// attributes. [`Error::NotFound`] if this namespace has no such run.
+    pub async fn run_detail(&self, id: &ExecutionId) -> Result<RunDetail, Error> {
+        let store = self.store();
+        let ns = self.namespace();
+        let execution = store.get_execution(ns, id).await?.ok_or_else(|| Error::NotFound(id.clone()))?;
+        Ok(RunDetail {
+            steps: store.steps(ns, id).await?,
+            children: store.children(ns, id).await?,
+            signals: store.signals_of(ns, id).await?,
+            events: store.events_of(ns, id).await?,
+            search_attributes: store.search_attributes(ns, id).await?,
+            execution,
+        })
+    }
+
+    /// Retries an ended run: a `failed`, `timed_out` or `cancelled` run
+    /// goes on from its last recorded step with fresh attempts (the run's
+    /// and the step's); its recorded steps stay, and the failed step that
+    /// ended it runs again. A deadline that has passed is dropped. Children
+    /// that were cancelled with it stay cancelled.
+    ///
+    /// [`Error::Refused`] for a run that has not ended, a `suspended` run
+    /// (it waits for code that replays it) and a run whose compensations
+    /// ran (fork it from before the failure instead); [`Error::NotFound`]
+    /// for an unknown run.
+    pub async fn retry(&self, id: &ExecutionId) -> Result<Execution, Error> {
+        let now = self.clock().now_ms();
+        let e = self.store().retry_run(self.namespace(), id, now).await.map_err(operator_error)?;
+        tracing::info!(execution_id = %id, workflow = %e.workflow_name, "run retried by an operator");
+        self.inner.work.send_modify(|n| *n = n.wrapping_add(1));
+        Ok(e)
+    }
+
+    /// Forks run `id`: a new run of the same workflow (and version) whose
+    /// history keeps the origin's steps at positions below `from_position`
+    /// and runs the rest, with `input` (encoded, as by
+    /// [`Engine::codecs`]) or the origin's input. The fork records trigger
+    /// [`TriggerType::Fork`] with the origin's ID as its source; the origin
+    /// is not touched. The origin's search attributes are copied; its
+    /// events, signals and children are not.
+    ///
+    /// A changed input replays the kept steps as they were recorded: a
+    /// workflow whose calls depend on the input may then not replay
+    /// (its run is suspended as non-deterministic, as after a deploy).
+    /// [`Error::Refused`] for a position past the recorded history, a kept
+    /// step without a result, and a kept compensation marker.
+    pub async fn fork(&self, id: &ExecutionId, from_position: u32, input: Option<Vec<u8>>) -> Result<Execution, Error> {
+        if let Some(bytes) = &input
+            && bytes.len() > self.inner.max_payload_bytes
+        {
+            return Err(Error::TooLarge {
+                what: format!("the input of a fork of {id}"),
+                size: bytes.len(),
+                limit: self.inner.max_payload_bytes,
+            });
+        }
+        let now = self.clock().now_ms();
+        let mut req = ForkRequest::new(self.namespace(), id.clone(), from_position, ExecutionId::generate(now), now);
+        req.input = input;
+        let e = self.store().fork_run(&req).await.map_err(operator_error)?;
+        tracing::info!(execution_id = %e.id, origin = %id, from_position, "run forked by an operator");
+        crate::metrics::workflow_started(&e.namespace, &e.workflow_name, TriggerType::Fork.as_str(), e.input.len());
+        self.inner.work.send_modify(|n| *n = n.wrapping_add(1));
+        Ok(e)
+    }
+
+    /// The search attributes of run `id`, by name.
+    pub async fn search_attributes(&self, id: &ExecutionId) -> Result<Vec<(String, String)>, Error> {
+        Ok(self.store().search_attributes(self.namespace(), id).await?)
+    }
+
+    /// Deletes the runs of this namespace that ended longer than
+    /// `retention.keep` ago (with their steps, signals, events and search
+    /// attributes), in batches of `retention.batch` with `retention.pause`
+    /// between them; returns what was deleted. Runs that have not ended
+    /// are never deleted.
+    pub async fn prune(&self, retention: &Retention) -> Result<Pruned, Error> {
+        let cutoff = self.prune_cutoff(retention)?;
+        let mut total = Pruned::default();
+        loop {
+            let batch =
+                self.store().prune_batch(self.namespace(), cutoff, &retention.statuses, retention.batch).await?;
+            total.add(batch);
+            if batch.runs < u64::from(retention.batch) {
+                break;
+            }
+            tokio::time::sleep(retention.pause).await;
+        }
+        if total.runs > 0 {
+            tracing::info!(runs = total.runs, steps = total.steps, "pruned finished runs");
+        }
+        Ok(total)
+    }
+
+    /// What [`Engine::prune`] would delete now, deleting nothing.
+    pub async fn prune_dry_run(&self, retention: &Retention) -> Result<Pruned, Error> {
+        let cutoff = self.prune_cutoff(retention)?;
+        Ok(self.store().prune_count(self.namespace(), cutoff, &retention.statuses).await?)
+    }
+
+    fn prune_cutoff(&self, retention: &Retention) -> Result<i64, Error> {
+        let keep = duration_ms(retention.keep);
+        if keep == i64::MAX {
+            return Err(Error::Config(format!("retention period {:?} is too long", retention.keep)));
+        }
+        Ok(self.clock().now_ms().saturating_sub(keep))
+    }
+
+    /// Starts a run of cron schedule `name` now, as its tick would (same
+    /// workflow and input, trigger `cron`), without moving its next tick.
+    /// Works for a paused schedule too.
+    pub async fn trigger_cron(&self, name: &str) -> Result<Execution, Error> {
+        let job = self.store().cron(self.namespace(), name).await?.ok_or_else(|| Error::CronNotFound(name.to_owned()))?;
+        let options = super::StartOptions::new().trigger(TriggerType::Cron, job.name.clone());
+        self.start_encoded(&job.workflow_name, job.input.clone(), crate::WorkflowOptions::default(), options).await
+    }
+
+    /// The runs of this namespace counted by workflow and status.
+    pub async fn status_counts(&self) -> Result<Vec<StatusCount>, Error> {
+        Ok(self.store().status_counts(self.namespace()).await?)
+    }
+
+    /// The pending run due first (its ID and due time), if any.
+    pub async fn oldest_pending(&self) -> Result<Option<(ExecutionId, i64)>, Error> {
+        Ok(self.store().oldest_pending(self.namespace()).await?)
+    }
+
+    /// Copies this engine's whole database (every namespace) into the
+    /// empty database `target`: runs in every state, steps, signals,
+    /// events, search attributes and cron schedules, checked by row counts
+    /// and checksums (see [`hydra_store::MoveReport`]). Refused while any
+    /// lease in this database is live: stop every worker first. Runs that
+    /// were pending, sleeping or waiting go on with the workers of the
+    /// target.
+    pub async fn move_into(&self, target: &Store) -> Result<MoveReport, Error> {
+        let now = self.clock().now_ms();
+        self.store().move_into(target, now).await.map_err(|e| match e {
+            StoreError::MoveRefused(m) => Error::Refused(m),
+            e => e.into(),
+        })
+    }
+}

@@ -1,0 +1,444 @@
+//! Moving a database: every run, step, signal, event, search attribute and
+//! cron schedule copied from one database into another (SQLite to
+//! PostgreSQL, the way a user outgrows the embedded default), with no
+//! worker running, and checked row for row.
+//!
+//! The copy is one transaction on the target: a failure leaves it as it
+//! was. Worker rows (`leases`) are not copied: they belong to processes of
+//! the old database. Runs keep their state, tokens and due times, so a run
+//! that was sleeping, waiting or pending is taken up by a worker of the new
+//! database as it would have been by one of the old.
+
+use super::Store;
+use crate::connect::Backend;
+use crate::error::StoreError;
+use sea_orm::{ConnectionTrait, DatabaseTransaction, QueryResult, TransactionTrait, Value};
+
+/// The type of a copied column.
+#[derive(Clone, Copy)]
+enum Col {
+    Text,
+    OptText,
+    Int,
+    OptInt,
+    Big,
+    OptBig,
+    Bool,
+    Blob,
+    OptBlob,
+}
+
+/// A table that moves: its name, its key columns (for paging) and every
+/// column with its type.
+struct Table {
+    name: &'static str,
+    key: &'static [&'static str],
+    cols: &'static [(&'static str, Col)],
+    /// A PostgreSQL sequence to move past the copied IDs.
+    serial: Option<&'static str>,
+}
+
+const TABLES: &[Table] = &[
+    Table {
+        name: "workflow_executions",
+        key: &["id"],
+        cols: &[
+            ("id", Col::Text),
+            ("namespace", Col::Text),
+            ("workflow_name", Col::Text),
+            ("status", Col::Text),
+            ("input_data", Col::Blob),
+            ("output_data", Col::OptBlob),
+            ("error_message", Col::OptText),
+            ("max_attempts", Col::Int),
+            ("attempts", Col::Int),
+            ("idempotency_key", Col::OptText),
+            ("trigger_type", Col::Text),
+            ("trigger_source", Col::OptText),
+            ("created_at", Col::Big),
+            ("started_at", Col::OptBig),
+            ("updated_at", Col::Big),
+            ("completed_at", Col::OptBig),
+            ("due_at", Col::OptBig),
+            ("deadline_at", Col::OptBig),
+            ("lease_owner", Col::OptText),
+            ("fencing_token", Col::Big),
+            ("cancel_requested", Col::Bool),
+            ("open_position", Col::Int),
+            ("open_attempts", Col::Int),
+            ("signal_wait", Col::Bool),
+            ("parent_id", Col::OptText),
+            ("cancel_with_parent", Col::Bool),
+            ("error_data", Col::OptBlob),
+            ("workflow_version", Col::OptInt),
+            ("suspended_code", Col::OptBig),
+        ],
+        serial: None,
+    },
+    Table {
+        name: "workflow_steps",
+        key: &["id"],
+        cols: &[
+            ("id", Col::Big),
+            ("execution_id", Col::Text),
+            ("namespace", Col::Text),
+            ("step_id", Col::Text),
+            ("step_name", Col::Text),
+            ("position", Col::Int),
+            ("kind", Col::Text),
+            ("status", Col::Text),
+            ("attempts", Col::Int),
+            ("max_attempts", Col::Int),
+            ("output_data", Col::OptBlob),
+            ("error_message", Col::OptText),
+            ("started_at", Col::Big),
+            ("completed_at", Col::OptBig),
+            ("wake_at", Col::OptBig),
+            ("fencing_token", Col::Big),
+        ],
+        serial: Some("workflow_steps"),
+    },
+    Table {
+        name: "workflow_signals",
+        key: &["id"],
+        cols: &[
+            ("id", Col::Big),
+            ("namespace", Col::Text),
+            ("execution_id", Col::Text),
+            ("name", Col::Text),
+            ("payload", Col::Blob),
+            ("idempotency_key", Col::OptText),
+            ("created_at", Col::Big),
+            ("consumed_at", Col::OptBig),
+            ("consumed_position", Col::OptInt),
+        ],
+        serial: Some("workflow_signals"),
+    },
+    Table {
+        name: "workflow_events",
+        key: &["execution_id", "event_key"],
+        cols: &[
+            ("execution_id", Col::Text),
+            ("event_key", Col::Text),
+            ("namespace", Col::Text),
+            ("value", Col::Blob),
+            ("updated_at", Col::Big),
+        ],
+        serial: None,
+    },
+    Table {
+        name: "workflow_search_attributes",
+        key: &["execution_id", "name"],
+        cols: &[("execution_id", Col::Text), ("name", Col::Text), ("namespace", Col::Text), ("value", Col::Text)],
+        serial: None,
+    },
+    Table {
+        name: "cron_jobs",
+        key: &["id"],
+        cols: &[
+            ("id", Col::Text),
+            ("namespace", Col::Text),
+            ("name", Col::Text),
+            ("cron_spec", Col::Text),
+            ("timezone", Col::Text),
+            ("workflow_name", Col::OptText),
+            ("input_data", Col::OptBlob),
+            ("missed_policy", Col::Text),
+            ("enabled", Col::Bool),
+            ("created_at", Col::Big),
+            ("updated_at", Col::Big),
+            ("next_run_at", Col::Big),
+            ("last_tick_at", Col::OptBig),
+        ],
+        serial: None,
+    },
+];
+
+/// Rows per read and per insert statement.
+const BATCH: usize = 500;
+
+/// One table of a move: rows and checksum on each side.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MovedTable {
+    /// The table.
+    pub table: String,
+    /// Rows read from the source.
+    pub source_rows: u64,
+    /// Rows found in the target afterwards.
+    pub target_rows: u64,
+    /// A checksum of every value of every row read from the source
+    /// (FNV-1a per row, summed: independent of row order).
+    pub source_checksum: u64,
+    /// The same checksum over the target's rows afterwards.
+    pub target_checksum: u64,
+}
+
+impl MovedTable {
+    /// Rows and checksums agree.
+    pub fn verified(&self) -> bool {
+        self.source_rows == self.target_rows && self.source_checksum == self.target_checksum
+    }
+}
+
+/// What a move copied, table by table.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MoveReport {
+    /// One entry per table, in copy order.
+    pub tables: Vec<MovedTable>,
+}
+
+impl MoveReport {
+    /// Every table's rows and checksums agree.
+    pub fn verified(&self) -> bool {
+        self.tables.iter().all(MovedTable::verified)
+    }
+}
+
+impl Store {
+    /// Copies this database into `target`, whose schema is migrated and
+    /// which must hold no run and no schedule. Refused while a lease in
+    /// this database is live (a worker row, or a running run's lease): stop
+    /// the workers first. Every table is copied in one transaction on the
+    /// target, then read back; the report holds rows and checksums of both
+    /// sides. A report that does not verify rolls the copy back and is an
+    /// error.
+    pub async fn move_into(&self, target: &Store, now: i64) -> Result<MoveReport, StoreError> {
+        let live_workers = self.count_raw("SELECT COUNT(*) AS n FROM leases WHERE expires_at > ?", vec![now.into()]).await?;
+        let live_runs = self
+            .count_raw(
+                "SELECT COUNT(*) AS n FROM workflow_executions WHERE status = 'running' AND due_at > ?",
+                vec![now.into()],
+            )
+            .await?;
+        if live_workers > 0 || live_runs > 0 {
+            return Err(refusal(format!(
+                "the source database has live leases ({live_workers} worker(s), {live_runs} running run(s) \
+                 under lease): stop every worker and wait for their leases to expire before moving it"
+            )));
+        }
+        let target_runs = target.count_raw("SELECT COUNT(*) AS n FROM workflow_executions", Vec::new()).await?;
+        let target_crons = target.count_raw("SELECT COUNT(*) AS n FROM cron_jobs", Vec::new()).await?;
+        if target_runs > 0 || target_crons > 0 {
+            return Err(refusal(format!(
+                "the target database is not empty ({target_runs} run(s), {target_crons} cron schedule(s)): \
+                 a move copies into an empty database only"
+            )));
+        }
+        let _gate = target.gate().await;
+        let txn = target.db.begin_with_options(crate::connect::immediate()).await?;
+        let r = self.copy_all(target, &txn).await;
+        let report = match r {
+            Ok(report) if report.verified() => report,
+            Ok(report) => {
+                txn.rollback().await?;
+                let bad: Vec<String> = report
+                    .tables
+                    .iter()
+                    .filter(|t| !t.verified())
+                    .map(|t| {
+                        format!(
+                            "{}: {} rows {:016x} read, {} rows {:016x} written",
+                            t.table, t.source_rows, t.source_checksum, t.target_rows, t.target_checksum
+                        )
+                    })
+                    .collect();
+                return Err(refusal(format!("the copy did not verify, nothing was written: {}", bad.join("; "))));
+            }
+            Err(e) => {
+                txn.rollback().await?;
+                return Err(e);
+            }
+        };
+        txn.commit().await?;
+        target.count();
+        Ok(report)
+    }
+
+    async fn copy_all(&self, target: &Store, txn: &DatabaseTransaction) -> Result<MoveReport, StoreError> {
+        let mut report = MoveReport::default();
+        for table in TABLES {
+            let mut moved = MovedTable {
+                table: table.name.to_owned(),
+                source_rows: 0,
+                target_rows: 0,
+                source_checksum: 0,
+                target_checksum: 0,
+            };
+            let mut after: Option<Vec<Value>> = None;
+            loop {
+                let rows = self.page(&self.db, table, after.as_deref()).await?;
+                if rows.is_empty() {
+                    break;
+                }
+                let mut values = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    let v = read_row(table, row)?;
+                    moved.source_checksum = moved.source_checksum.wrapping_add(row_hash(&v));
+                    values.push(v);
+                }
+                moved.source_rows += values.len() as u64;
+                after = Some(key_of(table, values.last().map(Vec::as_slice).unwrap_or_default()));
+                target.insert_rows(txn, table, values).await?;
+                if rows.len() < BATCH {
+                    break;
+                }
+            }
+            if let (Some(seq), Backend::Postgres) = (table.serial, target.backend) {
+                txn.execute_raw(target.stmt(
+                    &format!(
+                        "SELECT setval(pg_get_serial_sequence('{seq}', 'id'), \
+                         (SELECT COALESCE(MAX(id), 0) + 1 FROM {seq}), false)"
+                    ),
+                    Vec::new(),
+                ))
+                .await?;
+            }
+            // Read back what the target now holds.
+            let mut after: Option<Vec<Value>> = None;
+            loop {
+                let rows = target.page(txn, table, after.as_deref()).await?;
+                if rows.is_empty() {
+                    break;
+                }
+                let mut last = Vec::new();
+                for row in &rows {
+                    let v = read_row(table, row)?;
+                    moved.target_checksum = moved.target_checksum.wrapping_add(row_hash(&v));
+                    last = v;
+                }
+                moved.target_rows += rows.len() as u64;
+                after = Some(key_of(table, &last));
+                if rows.len() < BATCH {
+                    break;
+                }
+            }
+            report.tables.push(moved);
+        }
+        Ok(report)
+    }
+
+    /// The next page of `table` after key `after`, in key order.
+    async fn page<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        table: &Table,
+        after: Option<&[Value]>,
+    ) -> Result<Vec<QueryResult>, StoreError> {
+        let cols: Vec<&str> = table.cols.iter().map(|(c, _)| *c).collect();
+        let order = table.key.join(", ");
+        let (cond, mut values) = match (after, table.key) {
+            (None, _) => (String::new(), Vec::new()),
+            (Some(k), [a]) => (format!(" WHERE {a} > ?"), vec![k[0].clone()]),
+            (Some(k), [a, b]) => {
+                (format!(" WHERE {a} > ? OR ({a} = ? AND {b} > ?)"), vec![k[0].clone(), k[0].clone(), k[1].clone()])
+            }
+            (Some(_), _) => return Err(refusal(format!("table {} has an unsupported key", table.name))),
+        };
+        values.push(i64::try_from(BATCH).unwrap_or(500).into());
+        let sql = format!("SELECT {} FROM {}{cond} ORDER BY {order} LIMIT ?", cols.join(", "), table.name);
+        Ok(conn.query_all_raw(self.stmt(&sql, values)).await?)
+    }
+
+    async fn insert_rows(
+        &self,
+        txn: &DatabaseTransaction,
+        table: &Table,
+        rows: Vec<Vec<Value>>,
+    ) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let cols: Vec<&str> = table.cols.iter().map(|(c, _)| *c).collect();
+        let one = format!("({})", vec!["?"; cols.len()].join(", "));
+        let sql = format!(
+            "INSERT INTO {} ({}) VALUES {}",
+            table.name,
+            cols.join(", "),
+            vec![one.as_str(); rows.len()].join(", ")
+        );
+        let values: Vec<Value> = rows.into_iter().flatten().collect();
+        txn.execute_raw(self.stmt(&sql, values)).await?;
+        Ok(())
+    }
+
+    async fn count_raw(&self, sql: &str, values: Vec<Value>) -> Result<u64, StoreError> {
+        let row = self.db.query_one_raw(self.stmt(sql, values)).await?;
+        let n: i64 = match row {
+            Some(r) => r.try_get("", "n")?,
+            None => 0,
+        };
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+}
+
+fn refusal(reason: String) -> StoreError {
+    StoreError::MoveRefused(reason)
+}
+
+/// A row's values in column order, typed as the column is.
+fn read_row(table: &Table, row: &QueryResult) -> Result<Vec<Value>, StoreError> {
+    let mut out = Vec::with_capacity(table.cols.len());
+    for (name, col) in table.cols {
+        let v: Value = match col {
+            Col::Text => row.try_get::<String>("", name)?.into(),
+            Col::OptText => row.try_get::<Option<String>>("", name)?.into(),
+            Col::Int => row.try_get::<i32>("", name)?.into(),
+            Col::OptInt => row.try_get::<Option<i32>>("", name)?.into(),
+            Col::Big => row.try_get::<i64>("", name)?.into(),
+            Col::OptBig => row.try_get::<Option<i64>>("", name)?.into(),
+            Col::Bool => row.try_get::<bool>("", name)?.into(),
+            Col::Blob => row.try_get::<Vec<u8>>("", name)?.into(),
+            Col::OptBlob => row.try_get::<Option<Vec<u8>>>("", name)?.into(),
+        };
+        out.push(v);
+    }
+    Ok(out)
+}
+
+/// The key values of a row read by [`read_row`].
+fn key_of(table: &Table, row: &[Value]) -> Vec<Value> {
+    table
+        .key
+        .iter()
+        .filter_map(|k| table.cols.iter().position(|(c, _)| c == k).and_then(|i| row.get(i).cloned()))
+        .collect()
+}
+
+/// FNV-1a over a row's values, each with a type byte (so `NULL` and an
+/// empty string differ).
+fn row_hash(row: &[Value]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    for v in row {
+        match v {
+            Value::String(Some(s)) => {
+                eat(&[1]);
+                eat(&(s.len() as u64).to_le_bytes());
+                eat(s.as_bytes());
+            }
+            Value::Int(Some(i)) => {
+                eat(&[2]);
+                eat(&i64::from(*i).to_le_bytes());
+            }
+            Value::BigInt(Some(i)) => {
+                eat(&[2]);
+                eat(&i.to_le_bytes());
+            }
+            Value::Bool(Some(b)) => eat(&[3, u8::from(*b)]),
+            Value::Bytes(Some(b)) => {
+                eat(&[4]);
+                eat(&(b.len() as u64).to_le_bytes());
+                eat(b);
+            }
+            _ => eat(&[0]),
+        }
+    }
+    h
+}

@@ -1,0 +1,135 @@
+//! What an operator reads of a run and of a namespace: a run's signals and
+//! events, and the runs counted by workflow and status.
+
+use super::Store;
+use crate::error::StoreError;
+use crate::ids::ExecutionId;
+use crate::model::ExecutionStatus;
+use sea_orm::ConnectionTrait;
+
+/// A signal sent to a run, as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SignalRow {
+    /// Its name.
+    pub name: String,
+    /// The encoded payload.
+    pub payload: Vec<u8>,
+    /// When it was accepted (ms).
+    pub created_at: i64,
+    /// When the run took it, if it did.
+    pub consumed_at: Option<i64>,
+    /// The position of the step that took it.
+    pub consumed_position: Option<u32>,
+}
+
+/// An event a run published, as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EventRow {
+    /// Its key.
+    pub key: String,
+    /// The encoded value.
+    pub value: Vec<u8>,
+    /// When it was last set (ms).
+    pub updated_at: i64,
+}
+
+/// Runs of one workflow in one status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StatusCount {
+    /// The workflow.
+    pub workflow_name: String,
+    /// The status (as stored: a newer version's status reads as its text).
+    pub status: String,
+    /// How many runs.
+    pub runs: u64,
+    /// When the oldest of them was created (ms).
+    pub oldest_created_at: i64,
+}
+
+impl Store {
+    /// The signals sent to a run, in the order they were accepted.
+    pub async fn signals_of(&self, namespace: &str, id: &ExecutionId) -> Result<Vec<SignalRow>, StoreError> {
+        let rows = self
+            .db
+            .query_all_raw(self.stmt(
+                "SELECT name, payload, created_at, consumed_at, consumed_position FROM workflow_signals \
+                 WHERE execution_id = ? AND namespace = ? ORDER BY id",
+                vec![id.as_str().into(), namespace.into()],
+            ))
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let pos: Option<i32> = r.try_get("", "consumed_position")?;
+                Ok(SignalRow {
+                    name: r.try_get("", "name")?,
+                    payload: r.try_get("", "payload")?,
+                    created_at: r.try_get("", "created_at")?,
+                    consumed_at: r.try_get("", "consumed_at")?,
+                    consumed_position: pos.and_then(|p| u32::try_from(p).ok()),
+                })
+            })
+            .collect()
+    }
+
+    /// The events a run published, by key.
+    pub async fn events_of(&self, namespace: &str, id: &ExecutionId) -> Result<Vec<EventRow>, StoreError> {
+        let rows = self
+            .db
+            .query_all_raw(self.stmt(
+                "SELECT event_key, value, updated_at FROM workflow_events WHERE execution_id = ? AND namespace = ? \
+                 ORDER BY event_key",
+                vec![id.as_str().into(), namespace.into()],
+            ))
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(EventRow {
+                    key: r.try_get("", "event_key")?,
+                    value: r.try_get("", "value")?,
+                    updated_at: r.try_get("", "updated_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The runs of a namespace counted by workflow and status (one pass
+    /// over the namespace's runs: an operator's question, not a hot path).
+    pub async fn status_counts(&self, namespace: &str) -> Result<Vec<StatusCount>, StoreError> {
+        let rows = self
+            .db
+            .query_all_raw(self.stmt(
+                "SELECT workflow_name, status, COUNT(*) AS n, MIN(created_at) AS oldest FROM workflow_executions \
+                 WHERE namespace = ? GROUP BY workflow_name, status ORDER BY workflow_name, status",
+                vec![namespace.into()],
+            ))
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let n: i64 = r.try_get("", "n")?;
+                Ok(StatusCount {
+                    workflow_name: r.try_get("", "workflow_name")?,
+                    status: r.try_get("", "status")?,
+                    runs: u64::try_from(n).unwrap_or(0),
+                    oldest_created_at: r.try_get("", "oldest")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The earliest due time of a pending run of the namespace, if any.
+    pub async fn oldest_pending(&self, namespace: &str) -> Result<Option<(ExecutionId, i64)>, StoreError> {
+        let row = self
+            .db
+            .query_one_raw(self.stmt(
+                "SELECT id, due_at FROM workflow_executions WHERE namespace = ? AND due_at IS NOT NULL \
+                 AND status = ? ORDER BY due_at LIMIT 1",
+                vec![namespace.into(), ExecutionStatus::Pending.as_str().into()],
+            ))
+            .await?;
+        row.map(|r| Ok((ExecutionId::from_string(r.try_get::<String>("", "id")?), r.try_get("", "due_at")?)))
+            .transpose()
+    }
+}

@@ -1,0 +1,166 @@
+//! Retention: deleting finished runs (and their steps, signals, events and
+//! search attributes) older than a cutoff, in bounded batches so that
+//! claims and step writes go on between them. Runs that have not ended
+//! (pending, running, sleeping, suspended) are never touched: every delete
+//! names the end states.
+
+use super::Store;
+use crate::connect::immediate;
+use crate::error::StoreError;
+use crate::model::ExecutionStatus;
+use sea_orm::{ConnectionTrait, DatabaseTransaction, TransactionTrait, Value};
+
+/// The end states retention may delete.
+const ENDED: [ExecutionStatus; 5] = [
+    ExecutionStatus::Completed,
+    ExecutionStatus::Failed,
+    ExecutionStatus::Cancelled,
+    ExecutionStatus::TimedOut,
+    ExecutionStatus::CompensationFailed,
+];
+
+/// What one prune batch (or a whole prune) deleted, or would delete.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Pruned {
+    /// Runs.
+    pub runs: u64,
+    /// Their step rows.
+    pub steps: u64,
+    /// Their signals.
+    pub signals: u64,
+    /// Their events.
+    pub events: u64,
+    /// Their search attributes.
+    pub attributes: u64,
+}
+
+impl Pruned {
+    /// Adds `other` to these counts.
+    pub fn add(&mut self, other: Pruned) {
+        self.runs += other.runs;
+        self.steps += other.steps;
+        self.signals += other.signals;
+        self.events += other.events;
+        self.attributes += other.attributes;
+    }
+}
+
+impl Store {
+    /// Deletes up to `batch` runs of `namespace` that ended before
+    /// `ended_before` (ms) with one of `statuses` (empty: any end state;
+    /// states that are not end states are ignored), oldest first, with
+    /// their rows in the other tables, in one transaction.
+    pub async fn prune_batch(
+        &self,
+        namespace: &str,
+        ended_before: i64,
+        statuses: &[ExecutionStatus],
+        batch: u32,
+    ) -> Result<Pruned, StoreError> {
+        let _gate = self.gate().await;
+        let txn = self.db.begin_with_options(immediate()).await?;
+        let r = self.prune_in(&txn, namespace, ended_before, statuses, batch).await;
+        self.settle(txn, r).await
+    }
+
+    /// How many runs (and rows of theirs) [`Store::prune_batch`] would delete
+    /// in all, deleting nothing.
+    pub async fn prune_count(
+        &self,
+        namespace: &str,
+        ended_before: i64,
+        statuses: &[ExecutionStatus],
+    ) -> Result<Pruned, StoreError> {
+        let (cond, values) = prune_condition(namespace, ended_before, statuses);
+        let mut out = Pruned::default();
+        let runs = format!("SELECT id FROM workflow_executions WHERE {cond}");
+        out.runs = self.count_rows(&format!("SELECT COUNT(*) AS n FROM workflow_executions WHERE {cond}"), &values).await?;
+        for (table, field) in [
+            ("workflow_steps", &mut out.steps),
+            ("workflow_signals", &mut out.signals),
+            ("workflow_events", &mut out.events),
+            ("workflow_search_attributes", &mut out.attributes),
+        ] {
+            *field = self
+                .count_rows(&format!("SELECT COUNT(*) AS n FROM {table} WHERE execution_id IN ({runs})"), &values)
+                .await?;
+        }
+        Ok(out)
+    }
+
+    async fn count_rows(&self, sql: &str, values: &[Value]) -> Result<u64, StoreError> {
+        let row = self.db.query_one_raw(self.stmt(sql, values.to_vec())).await?;
+        let n: i64 = match row {
+            Some(r) => r.try_get("", "n")?,
+            None => 0,
+        };
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn prune_in(
+        &self,
+        txn: &DatabaseTransaction,
+        namespace: &str,
+        ended_before: i64,
+        statuses: &[ExecutionStatus],
+        batch: u32,
+    ) -> Result<Pruned, StoreError> {
+        let (cond, mut values) = prune_condition(namespace, ended_before, statuses);
+        values.push(i64::from(batch.max(1)).into());
+        let ids: Vec<String> = txn
+            .query_all_raw(self.stmt(
+                &format!("SELECT id FROM workflow_executions WHERE {cond} ORDER BY completed_at LIMIT ?"),
+                values,
+            ))
+            .await?
+            .iter()
+            .map(|r| r.try_get("", "id"))
+            .collect::<Result<_, _>>()?;
+        let mut out = Pruned::default();
+        if ids.is_empty() {
+            return Ok(out);
+        }
+        let marks = vec!["?"; ids.len()].join(", ");
+        let id_values = || ids.iter().map(|i| Value::from(i.as_str())).collect::<Vec<_>>();
+        for (table, field) in [
+            ("workflow_steps", &mut out.steps),
+            ("workflow_signals", &mut out.signals),
+            ("workflow_events", &mut out.events),
+            ("workflow_search_attributes", &mut out.attributes),
+        ] {
+            let r = txn
+                .execute_raw(self.stmt(&format!("DELETE FROM {table} WHERE execution_id IN ({marks})"), id_values()))
+                .await?;
+            *field = r.rows_affected();
+        }
+        // The end states again: a run is deleted only as it was selected.
+        let mut values = id_values();
+        values.extend(ENDED.iter().map(|s| Value::from(s.as_str())));
+        let ended = vec!["?"; ENDED.len()].join(", ");
+        let r = txn
+            .execute_raw(self.stmt(
+                &format!("DELETE FROM workflow_executions WHERE id IN ({marks}) AND status IN ({ended})"),
+                values,
+            ))
+            .await?;
+        out.runs = r.rows_affected();
+        Ok(out)
+    }
+}
+
+/// The condition (and its values) selecting the runs a prune deletes.
+fn prune_condition(namespace: &str, ended_before: i64, statuses: &[ExecutionStatus]) -> (String, Vec<Value>) {
+    let wanted: Vec<ExecutionStatus> = if statuses.is_empty() {
+        ENDED.to_vec()
+    } else {
+        statuses.iter().copied().filter(|s| ENDED.contains(s)).collect()
+    };
+    let mut values: Vec<Value> = vec![namespace.into(), ended_before.into()];
+    if wanted.is_empty() {
+        return ("1 = 0".to_owned(), values);
+    }
+    values.extend(wanted.iter().map(|s| Value::from(s.as_str())));
+    let marks = vec!["?"; wanted.len()].join(", ");
+    (format!("namespace = ? AND completed_at IS NOT NULL AND completed_at < ? AND status IN ({marks})"), values)
+}

@@ -1,0 +1,287 @@
+//! Repairing runs by hand: a retry (an ended run goes on from its last
+//! recorded step with fresh attempts) and a fork (a new run that keeps the
+//! history before a position and runs the rest).
+//!
+//! Both are single transactions whose writes are conditional on the run's
+//! row as read in them (status and fencing token), so a repair never races
+//! a live worker: a run that changed in between is refused, not repaired.
+
+use super::Store;
+use super::runs::{execution_row, insert_execution};
+use crate::connect::immediate;
+use crate::error::StoreError;
+use crate::ids::ExecutionId;
+use crate::model::{Execution, ExecutionStatus, NewExecution, Step, StepStatus, TriggerType};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, TransactionTrait};
+
+/// The step ID base of the compensation marker (see the runtime's sagas):
+/// a run whose compensations ran is neither retried nor forked past it.
+pub const COMPENSATION_MARKER: &str = "hydra.compensate";
+
+/// A fork to make: which run, from which position, under which new ID.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ForkRequest {
+    /// The namespace of both runs.
+    pub namespace: String,
+    /// The run forked.
+    pub origin: ExecutionId,
+    /// Steps at positions below this are kept; the fork runs the rest.
+    pub from_position: u32,
+    /// The new run's ID.
+    pub id: ExecutionId,
+    /// A new input (encoded), or `None` to keep the origin's.
+    pub input: Option<Vec<u8>>,
+    /// Now (ms).
+    pub now: i64,
+}
+
+impl ForkRequest {
+    /// A fork of `origin` from `from_position`, keeping its input.
+    pub fn new(namespace: impl Into<String>, origin: ExecutionId, from_position: u32, id: ExecutionId, now: i64) -> Self {
+        ForkRequest { namespace: namespace.into(), origin, from_position, id, input: None, now }
+    }
+}
+
+impl Store {
+    /// Retries an ended run: a `failed`, `timed_out` or `cancelled` run
+    /// becomes `pending` again, due now, with fresh attempts (the run's and
+    /// its open step's); its recorded steps stay, except the failed step
+    /// that ended it (the last one, if it failed), which runs again. Its
+    /// error, output and cancel flag are cleared, a deadline that has passed
+    /// is dropped, and its fencing token moves on. Refused
+    /// ([`StoreError::Refused`]) for a run in any other state, and for a run
+    /// whose compensations ran (its effects were undone: fork it from before
+    /// the failure instead).
+    pub async fn retry_run(&self, namespace: &str, id: &ExecutionId, now: i64) -> Result<Execution, StoreError> {
+        let _gate = self.gate().await;
+        let txn = self.db.begin_with_options(immediate()).await?;
+        let r = self.retry_in(&txn, namespace, id, now).await;
+        self.settle(txn, r).await?;
+        self.get_execution(namespace, id)
+            .await?
+            .ok_or_else(|| StoreError::ExecutionNotFound { namespace: namespace.to_owned(), execution: id.clone() })
+    }
+
+    async fn retry_in(
+        &self,
+        txn: &DatabaseTransaction,
+        namespace: &str,
+        id: &ExecutionId,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let run = self.locked_run(txn, namespace, id).await?;
+        let retryable = [ExecutionStatus::Failed, ExecutionStatus::TimedOut, ExecutionStatus::Cancelled];
+        if !retryable.contains(&run.status) {
+            let hint = match run.status {
+                ExecutionStatus::CompensationFailed => "; its compensations ran: fork it from before the failure",
+                ExecutionStatus::Suspended => "; it waits for a worker whose code replays it",
+                s if !s.is_terminal() => "; only an ended run can be retried",
+                _ => "",
+            };
+            return Err(refused(id, format!("run {id} is {}: only a failed, timed-out or cancelled run can be retried{hint}", run.status)));
+        }
+        let steps = self.steps_in(txn, namespace, id).await?;
+        if let Some(marker) = steps.iter().find(|s| s.step_id.base() == COMPENSATION_MARKER) {
+            return Err(refused(
+                id,
+                format!(
+                    "run {id} ran its compensations (step {} at position {}): a retry would go on after its \
+                     effects were undone; fork it from position {} or earlier instead",
+                    marker.step_id, marker.position, marker.position
+                ),
+            ));
+        }
+        let mut open = run.open_step.position;
+        if let Some(last) = steps.last()
+            && last.status == StepStatus::Failed
+        {
+            txn.execute_raw(self.stmt(
+                "DELETE FROM workflow_steps WHERE execution_id = ? AND position = ?",
+                vec![id.as_str().into(), i32::try_from(last.position).unwrap_or(i32::MAX).into()],
+            ))
+            .await?;
+            open = last.position;
+        }
+        // Fresh attempts for a step caught between an attempt and its result.
+        txn.execute_raw(self.stmt(
+            "UPDATE workflow_steps SET attempts = 0 WHERE execution_id = ? AND status = 'running'",
+            vec![id.as_str().into()],
+        ))
+        .await?;
+        let r = txn
+            .execute_raw(self.stmt(
+                "UPDATE workflow_executions SET status = 'pending', attempts = 0, open_position = ?, \
+                 open_attempts = 0, due_at = ?, updated_at = ?, completed_at = NULL, output_data = NULL, \
+                 error_message = NULL, error_data = NULL, cancel_requested = FALSE, lease_owner = NULL, \
+                 suspended_code = NULL, signal_wait = FALSE, fencing_token = fencing_token + 1, \
+                 deadline_at = CASE WHEN deadline_at <= ? THEN NULL ELSE deadline_at END \
+                 WHERE id = ? AND namespace = ? AND status = ? AND fencing_token = ?",
+                vec![
+                    i32::try_from(open).unwrap_or(i32::MAX).into(),
+                    now.into(),
+                    now.into(),
+                    now.into(),
+                    id.as_str().into(),
+                    namespace.into(),
+                    run.status.as_str().into(),
+                    run.fencing_token.0.into(),
+                ],
+            ))
+            .await?;
+        if r.rows_affected() != 1 {
+            return Err(refused(id, format!("run {id} changed while it was being retried; look at it again")));
+        }
+        Ok(())
+    }
+
+    /// Forks a run: creates run `req.id` of the same workflow (and version),
+    /// started by trigger [`TriggerType::Fork`] with the origin's ID as its
+    /// source, whose history is a copy of the origin's steps at positions
+    /// below `req.from_position`, and whose input is `req.input` or the
+    /// origin's. A replay returns those steps' recorded results; the fork
+    /// runs the rest. The origin's search attributes are copied; its events,
+    /// signals and children are not (the fork publishes, receives and starts
+    /// its own from the fork position on). Refused ([`StoreError::Refused`])
+    /// for a position past the recorded history, a kept step without a
+    /// result, and a kept compensation marker.
+    pub async fn fork_run(&self, req: &ForkRequest) -> Result<Execution, StoreError> {
+        let _gate = self.gate().await;
+        let txn = self.db.begin_with_options(immediate()).await?;
+        let r = self.fork_in(&txn, req).await;
+        self.settle(txn, r).await?;
+        self.get_execution(&req.namespace, &req.id).await?.ok_or_else(|| StoreError::ExecutionNotFound {
+            namespace: req.namespace.clone(),
+            execution: req.id.clone(),
+        })
+    }
+
+    async fn fork_in(&self, txn: &DatabaseTransaction, req: &ForkRequest) -> Result<(), StoreError> {
+        let origin_id = &req.origin;
+        let origin = self.locked_run(txn, &req.namespace, origin_id).await?;
+        let steps = self.steps_in(txn, &req.namespace, origin_id).await?;
+        let recorded = u32::try_from(steps.len()).unwrap_or(u32::MAX);
+        if req.from_position > recorded {
+            return Err(refused(
+                origin_id,
+                format!(
+                    "run {origin_id} has {recorded} recorded step(s): a fork keeps the steps before a position \
+                     from 0 to {recorded}, not {}",
+                    req.from_position
+                ),
+            ));
+        }
+        let kept: Vec<&Step> = steps.iter().filter(|s| s.position < req.from_position).collect();
+        for (i, s) in kept.iter().enumerate() {
+            if usize::try_from(s.position).ok() != Some(i) {
+                return Err(refused(
+                    origin_id,
+                    format!("run {origin_id} has no step recorded at position {i}: its history has a gap"),
+                ));
+            }
+            if s.status == StepStatus::Running {
+                return Err(refused(
+                    origin_id,
+                    format!(
+                        "step {} at position {} of run {origin_id} has no result yet: fork from position {} or earlier",
+                        s.step_id, s.position, s.position
+                    ),
+                ));
+            }
+            if s.step_id.base() == COMPENSATION_MARKER {
+                return Err(refused(
+                    origin_id,
+                    format!(
+                        "position {} of run {origin_id} is its compensation marker: fork from position {} or earlier",
+                        s.position, s.position
+                    ),
+                ));
+            }
+        }
+        let mut new = NewExecution::new(
+            req.id.clone(),
+            req.namespace.clone(),
+            origin.workflow_name.clone(),
+            req.input.clone().unwrap_or_else(|| origin.input.clone()),
+            req.now,
+        );
+        new.max_attempts = origin.max_attempts;
+        new.trigger_type = TriggerType::Fork;
+        new.trigger_source = Some(origin_id.as_str().to_owned());
+        new.workflow_version = origin.workflow_version;
+        let mut row = execution_row(&new);
+        row.open_position = sea_orm::ActiveValue::Set(i32::try_from(req.from_position).unwrap_or(i32::MAX));
+        if insert_execution(txn, row).await? != 1 {
+            return Err(refused(origin_id, format!("a run with ID {} exists already", req.id)));
+        }
+        for s in kept {
+            txn.execute_raw(self.stmt(
+                "INSERT INTO workflow_steps (execution_id, namespace, step_id, step_name, position, kind, status, \
+                 attempts, max_attempts, output_data, error_message, started_at, completed_at, wake_at, fencing_token) \
+                 SELECT ?, namespace, step_id, step_name, position, kind, status, attempts, max_attempts, output_data, \
+                 error_message, started_at, completed_at, wake_at, 0 FROM workflow_steps \
+                 WHERE execution_id = ? AND position = ?",
+                vec![
+                    req.id.as_str().into(),
+                    origin_id.as_str().into(),
+                    i32::try_from(s.position).unwrap_or(i32::MAX).into(),
+                ],
+            ))
+            .await?;
+        }
+        txn.execute_raw(self.stmt(
+            "INSERT INTO workflow_search_attributes (execution_id, name, namespace, value) \
+             SELECT ?, name, namespace, value FROM workflow_search_attributes WHERE execution_id = ?",
+            vec![req.id.as_str().into(), origin_id.as_str().into()],
+        ))
+        .await?;
+        Ok(())
+    }
+
+    /// Run `id` read in `txn`, its row locked on PostgreSQL (SQLite's
+    /// immediate transaction holds the write lock already).
+    async fn locked_run(
+        &self,
+        txn: &DatabaseTransaction,
+        namespace: &str,
+        id: &ExecutionId,
+    ) -> Result<Execution, StoreError> {
+        let lock = match self.backend {
+            crate::connect::Backend::Postgres => " FOR UPDATE",
+            crate::connect::Backend::Sqlite => "",
+        };
+        let row = txn
+            .query_one_raw(self.stmt(
+                &format!("SELECT * FROM workflow_executions WHERE id = ? AND namespace = ?{lock}"),
+                vec![id.as_str().into(), namespace.into()],
+            ))
+            .await?
+            .ok_or_else(|| StoreError::ExecutionNotFound { namespace: namespace.to_owned(), execution: id.clone() })?;
+        use sea_orm::FromQueryResult;
+        let model = crate::entity::workflow_executions::Model::from_query_result(&row, "")?;
+        Execution::try_from(model)
+    }
+
+    async fn steps_in(
+        &self,
+        txn: &DatabaseTransaction,
+        namespace: &str,
+        id: &ExecutionId,
+    ) -> Result<Vec<Step>, StoreError> {
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+        use crate::entity::workflow_steps as steps;
+        steps::Entity::find()
+            .filter(steps::Column::Namespace.eq(namespace))
+            .filter(steps::Column::ExecutionId.eq(id.as_str()))
+            .order_by_asc(steps::Column::Position)
+            .all(txn)
+            .await?
+            .into_iter()
+            .map(Step::try_from)
+            .collect()
+    }
+}
+
+fn refused(id: &ExecutionId, reason: String) -> StoreError {
+    StoreError::Refused { execution: id.clone(), reason }
+}

@@ -1,0 +1,101 @@
+//! Search attributes: text values a run carries under names of the user's
+//! (`order_id`, `customer_id`), set at start or by the workflow, and found
+//! through the index (namespace, name, value).
+
+use super::Store;
+use super::step_write::OpenWhen;
+use crate::connect::immediate;
+use crate::error::StoreError;
+use crate::ids::ExecutionId;
+use crate::model::{Lease, OpenStep, StepRecord};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, TransactionTrait};
+
+/// The longest search attribute value stored (bytes).
+pub const MAX_SEARCH_VALUE_BYTES: usize = 1024;
+
+/// Why a search attribute name or value is refused, if it is.
+pub fn check_search_attribute(name: &str, value: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 255 {
+        return Err(format!("a search attribute name is 1 to 255 bytes, not {}", name.len()));
+    }
+    if name.chars().any(|c| c.is_control()) {
+        return Err(format!("search attribute name {name:?} contains a control character"));
+    }
+    if value.len() > MAX_SEARCH_VALUE_BYTES {
+        return Err(format!(
+            "search attribute `{name}`: a value is at most {MAX_SEARCH_VALUE_BYTES} bytes, not {}",
+            value.len()
+        ));
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Sets search attribute `name` = `value` of a claimed run, under the
+    /// fencing check, in one transaction with `record` (the setting's step
+    /// in the history, so a replay does not set it again); the run's open
+    /// step moves past it.
+    pub async fn set_search_attribute(
+        &self,
+        lease: &Lease,
+        record: &StepRecord,
+        name: &str,
+        value: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        check_search_attribute(name, value)
+            .map_err(|reason| StoreError::Refused { execution: lease.execution_id.clone(), reason })?;
+        let _gate = self.gate().await;
+        let txn = self.db.begin_with_options(immediate()).await?;
+        let r = async {
+            let next = OpenStep::new(record.position.saturating_add(1), 1);
+            self.guard(&txn, lease, None, OpenWhen::Always, now).await?;
+            self.record_held(&txn, lease, record, next, now).await?;
+            self.put_search_attribute(&txn, &lease.namespace, &lease.execution_id, name, value).await
+        }
+        .await;
+        match self.settle(txn, r).await {
+            // A retry whose commit went through (its reply lost) finds its
+            // own record: done already.
+            Err(e @ StoreError::StepAlreadyRecorded { .. }) => {
+                match self.ended_under(&self.db, lease, &record.step_id).await? {
+                    Some(_) => Ok(()),
+                    None => Err(e),
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Writes (or replaces) one search attribute in `txn`.
+    pub(super) async fn put_search_attribute(
+        &self,
+        txn: &DatabaseTransaction,
+        namespace: &str,
+        id: &ExecutionId,
+        name: &str,
+        value: &str,
+    ) -> Result<(), StoreError> {
+        check_search_attribute(name, value).map_err(|reason| StoreError::Refused { execution: id.clone(), reason })?;
+        txn.execute_raw(self.stmt(
+            "INSERT INTO workflow_search_attributes (execution_id, name, namespace, value) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (execution_id, name) DO UPDATE SET value = excluded.value",
+            vec![id.as_str().into(), name.into(), namespace.into(), value.into()],
+        ))
+        .await?;
+        Ok(())
+    }
+
+    /// The search attributes of a run, by name.
+    pub async fn search_attributes(&self, namespace: &str, id: &ExecutionId) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = self
+            .db
+            .query_all_raw(self.stmt(
+                "SELECT name, value FROM workflow_search_attributes WHERE execution_id = ? AND namespace = ? \
+                 ORDER BY name",
+                vec![id.as_str().into(), namespace.into()],
+            ))
+            .await?;
+        rows.iter().map(|r| Ok((r.try_get("", "name")?, r.try_get("", "value")?))).collect()
+    }
+}
