@@ -119,7 +119,9 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         return admin::move_database(args, cli.json).await;
     }
     let url = cli.database_url.ok_or_else(|| {
-        CliError::Usage("no database: pass --database-url or set HYDRA_DATABASE_URL (sqlite://… or postgres://…)".into())
+        CliError::Usage(
+            "no database: pass --database-url or set HYDRA_DATABASE_URL (sqlite://… or postgres://…)".into(),
+        )
     })?;
     let engine = connect(&url, &cli.namespace).await?;
     let ctx = Ctx { json: cli.json, engine };

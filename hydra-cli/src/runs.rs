@@ -115,7 +115,10 @@ pub(crate) async fn run(ctx: &Ctx, cmd: RunsCommand) -> Result<(), CliError> {
             say(
                 ctx,
                 run_json(&e),
-                &format!("run {} of {} is pending again from step position {}", e.id, e.workflow_name, e.open_step.position),
+                &format!(
+                    "run {} of {} is pending again from step position {}",
+                    e.id, e.workflow_name, e.open_step.position
+                ),
             );
             Ok(())
         }
@@ -135,14 +138,18 @@ pub(crate) async fn run(ctx: &Ctx, cmd: RunsCommand) -> Result<(), CliError> {
         }
         RunsCommand::Signal { id, name, payload, key } => {
             let id = parse_id(&id)?;
-            let value: Value = serde_json::from_str(&payload)
-                .map_err(|e| CliError::Usage(format!("--payload is not JSON: {e}")))?;
+            let value: Value =
+                serde_json::from_str(&payload).map_err(|e| CliError::Usage(format!("--payload is not JSON: {e}")))?;
             let mut options = SignalOptions::new();
             if let Some(k) = key {
                 options = options.idempotency_key(k);
             }
             let sent = ctx.engine.signal_with(&id, &name, &value, options).await?;
-            say(ctx, json!({"id": id.as_str(), "signal": name, "sent": format!("{sent:?}")}), &format!("signal `{name}` to run {id}: {sent:?}"));
+            say(
+                ctx,
+                json!({"id": id.as_str(), "signal": name, "sent": format!("{sent:?}")}),
+                &format!("signal `{name}` to run {id}: {sent:?}"),
+            );
             Ok(())
         }
         RunsCommand::Fail { id, reason } => {
@@ -161,7 +168,8 @@ fn say(ctx: &Ctx, json: Value, text: &str) {
 
 fn parse_id(text: &str) -> Result<ExecutionId, CliError> {
     let t = text.trim();
-    if t.is_empty() || t.len() > 64 || !t.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == ':') {
+    if t.is_empty() || t.len() > 64 || !t.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == ':')
+    {
         return Err(CliError::Usage(format!("`{text}` is not a run ID")));
     }
     Ok(ExecutionId::from_string(t))
@@ -294,17 +302,29 @@ async fn show(ctx: &Ctx, id: &ExecutionId) -> Result<(), CliError> {
                 .collect(),
         );
         v["events"] = Value::Array(
-            d.events.iter().map(|ev| json!({"key": ev.key, "value": payload(&ev.value), "updated_at": ev.updated_at})).collect(),
+            d.events
+                .iter()
+                .map(|ev| json!({"key": ev.key, "value": payload(&ev.value), "updated_at": ev.updated_at}))
+                .collect(),
         );
-        v["search_attributes"] = d.search_attributes.iter().map(|(n, val)| (n.clone(), Value::from(val.clone()))).collect();
+        v["search_attributes"] =
+            d.search_attributes.iter().map(|(n, val)| (n.clone(), Value::from(val.clone()))).collect();
         print_json(&v);
         return Ok(());
     }
     println!("run        {}", e.id);
-    println!("workflow   {}{}", e.workflow_name, e.workflow_version.map_or_else(String::new, |v| format!(" (version {v})")));
+    println!(
+        "workflow   {}{}",
+        e.workflow_name,
+        e.workflow_version.map_or_else(String::new, |v| format!(" (version {v})"))
+    );
     println!("status     {}{}", e.status, if e.cancel_requested { " (cancel requested)" } else { "" });
     println!("attempts   {} of {}", e.attempts, e.max_attempts);
-    println!("trigger    {}{}", e.trigger_type, e.trigger_source.as_deref().map_or_else(String::new, |s| format!(" ({s})")));
+    println!(
+        "trigger    {}{}",
+        e.trigger_type,
+        e.trigger_source.as_deref().map_or_else(String::new, |s| format!(" ({s})"))
+    );
     if let Some(k) = &e.idempotency_key {
         println!("key        {k}");
     }

@@ -80,8 +80,8 @@ pub use context::{
 };
 pub use cron::{CronSchedule, MissedTicks, SKIP_GRACE_MS};
 pub use engine::{
-    DEFAULT_DATABASE_URL, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_NAMESPACE, Engine, EngineBuilder, RunFailed, RunHandle,
-    Retention, RunDetail, SignalOptions, StartOptions, Unclaimable,
+    DEFAULT_DATABASE_URL, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_NAMESPACE, Engine, EngineBuilder, Retention, RunDetail,
+    RunFailed, RunHandle, SignalOptions, StartOptions, Unclaimable,
 };
 /// erased-serde, as [`CustomCodec`] uses it: implement custom codecs against this re-export.
 pub use erased_serde;

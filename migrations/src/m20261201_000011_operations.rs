@@ -2,10 +2,12 @@
 //! - `workflow_search_attributes`: a run's user search attributes (name =
 //!   text value), set at start or by the workflow, with an index that finds
 //!   runs by (namespace, name, value);
-//! - an index on `(namespace, idempotency_key)`: a run found by its key
-//!   without naming its workflow;
-//! - an index on `(namespace, created_at)`: the newest runs of a namespace
-//!   without a sort;
+//! - an index on `(namespace, idempotency_key, created_at, id)`: runs
+//!   found by their key without naming their workflow;
+//! - indexes `(namespace, created_at, id)`, `(namespace, workflow_name,
+//!   created_at, id)` and `(namespace, status, created_at, id)` (the last two
+//!   replacing the first migration's, which lacked the ID): runs listed in
+//!   list order (newest first, ties by ID) without a sort;
 //! - an index on `(namespace, completed_at)`: retention finds finished runs
 //!   older than a cutoff without a scan.
 
@@ -18,7 +20,10 @@ pub(crate) struct Migration;
 enum Executions {
     #[sea_orm(iden = "workflow_executions")]
     Table,
+    Id,
     Namespace,
+    WorkflowName,
+    Status,
     IdempotencyKey,
     CreatedAt,
     CompletedAt,
@@ -61,22 +66,69 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
-        for (name, col) in [
-            ("idx_executions_ns_key", Executions::IdempotencyKey),
-            ("idx_executions_ns_created", Executions::CreatedAt),
-            ("idx_executions_ns_completed", Executions::CompletedAt),
+        m.create_index(
+            Index::create()
+                .name("idx_executions_ns_completed")
+                .table(Executions::Table)
+                .col(Executions::Namespace)
+                .col(Executions::CompletedAt)
+                .to_owned(),
+        )
+        .await?;
+        // With the ID: the list order (created_at, id) is the index order,
+        // for the namespace and, replacing the first migration's indexes,
+        // per workflow and per status.
+        for (name, col, replaces) in [
+            ("idx_workflow_executions_list", Executions::WorkflowName, true),
+            ("idx_workflow_executions_status", Executions::Status, true),
+            ("idx_executions_ns_key", Executions::IdempotencyKey, false),
         ] {
+            if replaces {
+                m.drop_index(Index::drop().name(name).table(Executions::Table).to_owned()).await?;
+            }
             m.create_index(
-                Index::create().name(name).table(Executions::Table).col(Executions::Namespace).col(col).to_owned(),
+                Index::create()
+                    .name(name)
+                    .table(Executions::Table)
+                    .col(Executions::Namespace)
+                    .col(col)
+                    .col(Executions::CreatedAt)
+                    .col(Executions::Id)
+                    .to_owned(),
             )
             .await?;
         }
-        Ok(())
+        m.create_index(
+            Index::create()
+                .name("idx_executions_ns_created")
+                .table(Executions::Table)
+                .col(Executions::Namespace)
+                .col(Executions::CreatedAt)
+                .col(Executions::Id)
+                .to_owned(),
+        )
+        .await
     }
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
         for name in ["idx_executions_ns_key", "idx_executions_ns_created", "idx_executions_ns_completed"] {
             m.drop_index(Index::drop().name(name).table(Executions::Table).to_owned()).await?;
+        }
+        for (name, col) in [
+            ("idx_workflow_executions_list", Executions::WorkflowName),
+            ("idx_workflow_executions_status", Executions::Status),
+        ] {
+            m.drop_index(Index::drop().name(name).table(Executions::Table).to_owned()).await?;
+            m.create_index(
+                Index::create()
+                    .name(name)
+                    .table(Executions::Table)
+                    .col(Executions::Namespace)
+                    .col(col)
+                    .col(Executions::CreatedAt)
+                    .to_owned(),
+            )
+            .await?;
         }
         m.drop_table(Table::drop().table(SearchAttributes::Table).to_owned()).await
     }

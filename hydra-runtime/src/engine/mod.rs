@@ -9,8 +9,8 @@ pub(crate) use handle::decode_result;
 pub use handle::{RunFailed, RunHandle};
 pub use messages::SignalOptions;
 pub use operate::Unclaimable;
-pub use repair::{Retention, RunDetail};
 pub(crate) use operate::unclaimable;
+pub use repair::{Retention, RunDetail};
 
 use crate::clock::{Clock, duration_ms};
 use crate::codec::{Codec, CodecRegistry, CustomCodec};

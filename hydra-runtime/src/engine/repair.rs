@@ -200,7 +200,8 @@ impl Engine {
     /// workflow and input, trigger `cron`), without moving its next tick.
     /// Works for a paused schedule too.
     pub async fn trigger_cron(&self, name: &str) -> Result<Execution, Error> {
-        let job = self.store().cron(self.namespace(), name).await?.ok_or_else(|| Error::CronNotFound(name.to_owned()))?;
+        let job =
+            self.store().cron(self.namespace(), name).await?.ok_or_else(|| Error::CronNotFound(name.to_owned()))?;
         let options = super::StartOptions::new().trigger(TriggerType::Cron, job.name.clone());
         self.start_encoded(&job.workflow_name, job.input.clone(), crate::WorkflowOptions::default(), options).await
     }

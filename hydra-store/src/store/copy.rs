@@ -205,7 +205,8 @@ impl Store {
     /// sides. A report that does not verify rolls the copy back and is an
     /// error.
     pub async fn move_into(&self, target: &Store, now: i64) -> Result<MoveReport, StoreError> {
-        let live_workers = self.count_raw("SELECT COUNT(*) AS n FROM leases WHERE expires_at > ?", vec![now.into()]).await?;
+        let live_workers =
+            self.count_raw("SELECT COUNT(*) AS n FROM leases WHERE expires_at > ?", vec![now.into()]).await?;
         let live_runs = self
             .count_raw(
                 "SELECT COUNT(*) AS n FROM workflow_executions WHERE status = 'running' AND due_at > ?",

@@ -49,11 +49,11 @@ pub use batch::{BatchOp, BatchValue};
 pub use checkpoint::{Checkpoint, Transition};
 pub use children::{child_outcome_payload, child_signal_name};
 pub use copy::{MoveReport, MovedTable};
+pub use events::EventValue;
 pub use inspect::{EventRow, SignalRow, StatusCount};
 pub use prune::Pruned;
 pub use repair::{COMPENSATION_MARKER, ForkRequest};
 pub use search::{MAX_SEARCH_VALUE_BYTES, check_search_attribute};
-pub use events::EventValue;
 pub use signals::{NewSignal, Receive, Received, SignalSent};
 pub use suspend::DueRuns;
 

@@ -75,7 +75,8 @@ impl Store {
         let (cond, values) = prune_condition(namespace, ended_before, statuses);
         let mut out = Pruned::default();
         let runs = format!("SELECT id FROM workflow_executions WHERE {cond}");
-        out.runs = self.count_rows(&format!("SELECT COUNT(*) AS n FROM workflow_executions WHERE {cond}"), &values).await?;
+        out.runs =
+            self.count_rows(&format!("SELECT COUNT(*) AS n FROM workflow_executions WHERE {cond}"), &values).await?;
         for (table, field) in [
             ("workflow_steps", &mut out.steps),
             ("workflow_signals", &mut out.signals),

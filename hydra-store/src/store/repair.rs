@@ -38,7 +38,13 @@ pub struct ForkRequest {
 
 impl ForkRequest {
     /// A fork of `origin` from `from_position`, keeping its input.
-    pub fn new(namespace: impl Into<String>, origin: ExecutionId, from_position: u32, id: ExecutionId, now: i64) -> Self {
+    pub fn new(
+        namespace: impl Into<String>,
+        origin: ExecutionId,
+        from_position: u32,
+        id: ExecutionId,
+        now: i64,
+    ) -> Self {
         ForkRequest { namespace: namespace.into(), origin, from_position, id, input: None, now }
     }
 }
@@ -79,7 +85,10 @@ impl Store {
                 s if !s.is_terminal() => "; only an ended run can be retried",
                 _ => "",
             };
-            return Err(refused(id, format!("run {id} is {}: only a failed, timed-out or cancelled run can be retried{hint}", run.status)));
+            return Err(refused(
+                id,
+                format!("run {id} is {}: only a failed, timed-out or cancelled run can be retried{hint}", run.status),
+            ));
         }
         let steps = self.steps_in(txn, namespace, id).await?;
         if let Some(marker) = steps.iter().find(|s| s.step_id.base() == COMPENSATION_MARKER) {
@@ -211,6 +220,9 @@ impl Store {
         new.workflow_version = origin.workflow_version;
         let mut row = execution_row(&new);
         row.open_position = sea_orm::ActiveValue::Set(i32::try_from(req.from_position).unwrap_or(i32::MAX));
+        // A run's first claim gets token 1, and a worker takes token 1 to
+        // mean "no history yet" (it skips reading it): a fork has one.
+        row.fencing_token = sea_orm::ActiveValue::Set(1);
         if insert_execution(txn, row).await? != 1 {
             return Err(refused(origin_id, format!("a run with ID {} exists already", req.id)));
         }
@@ -268,8 +280,8 @@ impl Store {
         namespace: &str,
         id: &ExecutionId,
     ) -> Result<Vec<Step>, StoreError> {
-        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
         use crate::entity::workflow_steps as steps;
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
         steps::Entity::find()
             .filter(steps::Column::Namespace.eq(namespace))
             .filter(steps::Column::ExecutionId.eq(id.as_str()))

@@ -8,10 +8,9 @@ use crate::ids::{ExecutionId, StepId};
 use crate::model::{
     CancelOutcome, Created, Execution, ExecutionFilter, ExecutionStatus, NewExecution, Step, Terminal, to_i32,
 };
-use sea_orm::sea_query::Alias;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    TransactionTrait, TryInsertResult,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, TransactionTrait,
+    TryInsertResult,
 };
 
 impl Store {
@@ -86,53 +85,76 @@ impl Store {
     }
 
     /// Runs matching `filter`, newest first (by creation time, then ID).
-    /// Every filter is served by an index: (namespace, created_at),
-    /// (namespace, workflow, created_at), (namespace, status, created_at),
-    /// (namespace, idempotency_key) and the search attributes'
-    /// (namespace, name, value).
+    /// Every filter is served by an index: (namespace, created_at, id),
+    /// (namespace, workflow, created_at, id), (namespace, status,
+    /// created_at, id), (namespace, idempotency_key, created_at, id); with
+    /// search attributes, the first one's index (namespace, name, value)
+    /// drives the query (a `CROSS JOIN`, which SQLite keeps in that order)
+    /// and only the matching runs are sorted.
     pub async fn list_executions(&self, filter: &ExecutionFilter) -> Result<Vec<Execution>, StoreError> {
-        use sea_orm::sea_query::{Expr, ExprTrait, Query};
-        let mut q = exec::Entity::find().filter(exec::Column::Namespace.eq(&filter.namespace));
-        if let Some(w) = &filter.workflow_name {
-            q = q.filter(exec::Column::WorkflowName.eq(w));
-        }
-        if let Some(s) = filter.status {
-            q = q.filter(exec::Column::Status.eq(s.as_str()));
-        }
-        if let Some(t) = filter.created_before {
-            q = q.filter(exec::Column::CreatedAt.lt(t));
-        }
-        if let Some(t) = filter.created_since {
-            q = q.filter(exec::Column::CreatedAt.gte(t));
-        }
-        if let Some(k) = &filter.idempotency_key {
-            q = q.filter(exec::Column::IdempotencyKey.eq(k));
-        }
-        for (name, value) in &filter.search {
-            let sub = Query::select()
-                .column(Alias::new("execution_id"))
-                .from(Alias::new("workflow_search_attributes"))
-                .and_where(Expr::col(Alias::new("namespace")).eq(filter.namespace.as_str()))
-                .and_where(Expr::col(Alias::new("name")).eq(name.as_str()))
-                .and_where(Expr::col(Alias::new("value")).eq(value.as_str()))
-                .to_owned();
-            q = q.filter(exec::Column::Id.in_subquery(sub));
-        }
-        if let Some((created, id)) = &filter.after {
-            q = q.filter(
-                sea_orm::Condition::any()
-                    .add(exec::Column::CreatedAt.lt(*created))
-                    .add(exec::Column::CreatedAt.eq(*created).and(exec::Column::Id.lt(id.as_str()))),
-            );
-        }
-        q.order_by_desc(exec::Column::CreatedAt)
-            .order_by_desc(exec::Column::Id)
-            .limit(filter.limit)
+        exec::Entity::find()
+            .from_raw_sql(self.list_statement(filter))
             .all(&self.db)
             .await?
             .into_iter()
             .map(Execution::try_from)
             .collect()
+    }
+
+    /// The statement [`Store::list_executions`] runs (for plan tests).
+    #[doc(hidden)]
+    pub fn list_statement(&self, filter: &ExecutionFilter) -> sea_orm::Statement {
+        use sea_orm::Value;
+        let mut values: Vec<Value> = Vec::new();
+        let mut from = String::from("workflow_executions e");
+        let mut conds: Vec<String> = vec!["e.namespace = ?".into()];
+        let mut search = filter.search.iter();
+        if let Some((name, value)) = search.next() {
+            from = "workflow_search_attributes s CROSS JOIN workflow_executions e".into();
+            values.extend([filter.namespace.as_str().into(), name.as_str().into(), value.as_str().into()]);
+            conds = vec![
+                "s.namespace = ? AND s.name = ? AND s.value = ? AND e.id = s.execution_id AND e.namespace = ?".into(),
+            ];
+        }
+        values.push(filter.namespace.as_str().into());
+        for (name, value) in search {
+            conds.push(
+                "e.id IN (SELECT execution_id FROM workflow_search_attributes WHERE namespace = ? AND name = ? \
+                 AND value = ?)"
+                    .into(),
+            );
+            values.extend([filter.namespace.as_str().into(), name.as_str().into(), value.as_str().into()]);
+        }
+        if let Some(w) = &filter.workflow_name {
+            conds.push("e.workflow_name = ?".into());
+            values.push(w.as_str().into());
+        }
+        if let Some(st) = filter.status {
+            conds.push("e.status = ?".into());
+            values.push(st.as_str().into());
+        }
+        if let Some(t) = filter.created_before {
+            conds.push("e.created_at < ?".into());
+            values.push(t.into());
+        }
+        if let Some(t) = filter.created_since {
+            conds.push("e.created_at >= ?".into());
+            values.push(t.into());
+        }
+        if let Some(k) = &filter.idempotency_key {
+            conds.push("e.idempotency_key = ?".into());
+            values.push(k.as_str().into());
+        }
+        if let Some((created, id)) = &filter.after {
+            conds.push("(e.created_at < ? OR (e.created_at = ? AND e.id < ?))".into());
+            values.extend([(*created).into(), (*created).into(), id.as_str().into()]);
+        }
+        values.push(i64::try_from(filter.limit).unwrap_or(i64::MAX).into());
+        let sql = format!(
+            "SELECT e.* FROM {from} WHERE {} ORDER BY e.created_at DESC, e.id DESC LIMIT ?",
+            conds.join(" AND ")
+        );
+        self.stmt(&sql, values)
     }
 
     /// The recorded steps of a run, in call order.

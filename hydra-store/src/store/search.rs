@@ -87,7 +87,11 @@ impl Store {
     }
 
     /// The search attributes of a run, by name.
-    pub async fn search_attributes(&self, namespace: &str, id: &ExecutionId) -> Result<Vec<(String, String)>, StoreError> {
+    pub async fn search_attributes(
+        &self,
+        namespace: &str,
+        id: &ExecutionId,
+    ) -> Result<Vec<(String, String)>, StoreError> {
         let rows = self
             .db
             .query_all_raw(self.stmt(

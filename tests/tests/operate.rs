@@ -1,0 +1,309 @@
+//! Operating runs through the engine: retry and fork refusals (a running
+//! run, a compensated run, a run changed under the repair), retention in
+//! bounded batches and by the workers' upkeep, search attribute limits, and
+//! the query plans of every list filter (index-backed on both backends).
+
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
+use hydra_runtime::prelude::*;
+use hydra_runtime::{ExecutionStatus, Retention, StartOptions};
+use hydra_store::{Backend, ExecutionFilter, Store};
+use hydra_tests::{TestDb, both_backends};
+use sea_orm::{ConnectionTrait, Statement};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+static HOLD: AtomicBool = AtomicBool::new(false);
+
+#[step(id = "slow", retry(max_attempts = 1))]
+async fn slow(n: u32) -> Result<u32, StepError> {
+    while HOLD.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(n)
+}
+
+#[step(id = "take", retry(max_attempts = 1))]
+async fn take(n: u32) -> Result<u32, StepError> {
+    Ok(n)
+}
+
+#[step(id = "give-back", retry(max_attempts = 1))]
+async fn give_back(_n: u32) -> Result<(), StepError> {
+    Ok(())
+}
+
+#[step(id = "boom", retry(max_attempts = 1))]
+async fn boom(n: u32) -> Result<u32, StepError> {
+    Err(StepError::permanent(format!("boom {n}")))
+}
+
+#[workflow(name = "held")]
+async fn held(ctx: WorkflowContext, n: u32) -> Result<u32, WorkflowError> {
+    Ok(slow(&ctx, n).await?)
+}
+
+#[workflow(name = "saga")]
+async fn saga(ctx: WorkflowContext, n: u32) -> Result<u32, WorkflowError> {
+    take(&ctx, n).await?;
+    ctx.compensate(give_back::later(n));
+    Ok(boom(&ctx, n).await?)
+}
+
+#[workflow(name = "quick")]
+async fn quick(ctx: WorkflowContext, n: u32) -> Result<u32, WorkflowError> {
+    Ok(take(&ctx, n).await?)
+}
+
+async fn engine(db: &TestDb) -> Engine {
+    Engine::builder().database_url(&db.url).build().await.unwrap()
+}
+
+async fn worker(e: &Engine) -> Worker {
+    Worker::builder(e)
+        .register(held)
+        .register(saga)
+        .register(quick)
+        .poll_interval(Duration::from_millis(50))
+        .start()
+        .await
+        .unwrap()
+}
+
+both_backends! {
+    async fn retry_and_fork_refuse_what_they_cannot_repair(db: TestDb) {
+        let e = engine(&db).await;
+        let w = worker(&e).await;
+        // A running run: a retry is refused and changes nothing.
+        HOLD.store(true, Ordering::SeqCst);
+        let running = held::start(&e, 1).await.unwrap();
+        let start = std::time::Instant::now();
+        while e.get(running.id()).await.unwrap().unwrap().status != ExecutionStatus::Running {
+            assert!(start.elapsed() < WAIT);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let before = e.get(running.id()).await.unwrap().unwrap();
+        let err = e.retry(running.id()).await.unwrap_err();
+        assert!(matches!(err, Error::Refused(ref m) if m.contains("is running")), "{err}");
+        assert_eq!(e.get(running.id()).await.unwrap().unwrap().fencing_token, before.fencing_token);
+        // Its step has no result: a fork that keeps it is refused.
+        let err = e.fork(running.id(), 1, None).await.unwrap_err();
+        assert!(matches!(err, Error::Refused(ref m) if m.contains("0 recorded step(s)")), "{err}");
+        HOLD.store(false, Ordering::SeqCst);
+        assert_eq!(running.result_timeout(WAIT).await.unwrap(), 1);
+
+        // A run whose compensations ran: no retry past its undo; a fork from
+        // before the marker is allowed.
+        let compensated = saga::start(&e, 7).await.unwrap();
+        assert!(compensated.result_timeout(WAIT).await.is_err());
+        let err = e.retry(compensated.id()).await.unwrap_err();
+        assert!(matches!(err, Error::Refused(ref m) if m.contains("ran its compensations")), "{err}");
+        let steps = e.steps(compensated.id()).await.unwrap();
+        let marker = steps.iter().find(|s| s.step_id.base() == hydra_store::COMPENSATION_MARKER).unwrap();
+        let err = e.fork(compensated.id(), marker.position + 1, None).await.unwrap_err();
+        assert!(matches!(err, Error::Refused(ref m) if m.contains("compensation marker")), "{err}");
+        assert!(e.fork(compensated.id(), 1, None).await.is_ok());
+
+        // Unknown runs.
+        let nobody = ExecutionId::from_string("0190a8f2-0000-7000-8000-00000000abcd");
+        assert!(matches!(e.retry(&nobody).await.unwrap_err(), Error::NotFound(_)));
+        assert!(matches!(e.fork(&nobody, 0, None).await.unwrap_err(), Error::NotFound(_)));
+        // A fork input over the engine's limit.
+        let err = e.fork(running.id(), 0, Some(vec![2; 9 * 1024 * 1024])).await.unwrap_err();
+        assert!(matches!(err, Error::TooLarge { .. }), "{err}");
+        w.shutdown(Duration::from_secs(5)).await;
+    }
+
+    async fn a_retried_run_gets_fresh_attempts_and_a_new_token(db: TestDb) {
+        let e = engine(&db).await;
+        // Cancelled before it ran, then retried: it runs, under a new token.
+        let run = quick::start(&e, 3).await.unwrap();
+        e.cancel(run.id()).await.unwrap();
+        let cancelled = e.get(run.id()).await.unwrap().unwrap();
+        assert_eq!(cancelled.status, ExecutionStatus::Cancelled);
+        let retried = e.retry(run.id()).await.unwrap();
+        assert_eq!(retried.status, ExecutionStatus::Pending);
+        assert_eq!(retried.attempts, 0);
+        assert!(retried.error.is_none() && retried.completed_at.is_none());
+        assert!(retried.fencing_token.get() > cancelled.fencing_token.get());
+        let w = worker(&e).await;
+        assert_eq!(run.result_timeout(WAIT).await.unwrap(), 3);
+        w.shutdown(Duration::from_secs(5)).await;
+    }
+
+    async fn prune_goes_in_bounded_batches(db: TestDb) {
+        let e = engine(&db).await;
+        let store = e.store().clone();
+        seed_finished(&store, 1_200).await;
+        let cutoff = i64::MAX / 2;
+        let first = store.prune_batch("default", cutoff, &[], 500).await.unwrap();
+        assert_eq!(first.runs, 500);
+        assert_eq!(first.steps, 500);
+        let total = e.prune(&Retention::keep(Duration::from_millis(0)).batch(500)).await.unwrap();
+        assert_eq!(total.runs, 700);
+        assert_eq!(e.list(ExecutionFilter::new("default")).await.unwrap().len(), 0);
+        // Only the statuses asked for.
+        seed_finished(&store, 10).await;
+        let none = e.prune(&Retention::keep(Duration::ZERO).statuses([ExecutionStatus::TimedOut])).await.unwrap();
+        assert_eq!(none.runs, 0);
+    }
+
+    async fn workers_prune_by_the_engines_retention(db: TestDb) {
+        let e = engine(&db).await;
+        let w = worker(&e).await;
+        let old = quick::start(&e, 1).await.unwrap();
+        old.result_timeout(WAIT).await.unwrap();
+        let parked = held::start_with(&e, 2, StartOptions::new().delay(Duration::from_secs(3600))).await.unwrap();
+        w.shutdown(Duration::from_secs(5)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let kept = Engine::builder()
+            .database_url(&db.url)
+            .retention(Retention::keep(Duration::from_millis(1)))
+            .build()
+            .await
+            .unwrap();
+        let w = worker(&kept).await;
+        let start = std::time::Instant::now();
+        while kept.get(old.id()).await.unwrap().is_some() {
+            assert!(start.elapsed() < WAIT, "the worker's upkeep did not prune");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(kept.get(parked.id()).await.unwrap().unwrap().status, ExecutionStatus::Pending);
+        w.shutdown(Duration::from_secs(5)).await;
+    }
+
+    async fn search_attribute_limits_are_refused(db: TestDb) {
+        let e = engine(&db).await;
+        let long = "x".repeat(hydra_store::MAX_SEARCH_VALUE_BYTES + 1);
+        let err = quick::start_with(&e, 1, StartOptions::new().search_attribute("k", long)).await.unwrap_err();
+        assert!(matches!(err, Error::Config(ref m) if m.contains("at most 1024 bytes")), "{err}");
+        let err = quick::start_with(&e, 1, StartOptions::new().search_attribute("", "v")).await.unwrap_err();
+        assert!(matches!(err, Error::Config(_)), "{err}");
+        assert_eq!(e.list(ExecutionFilter::new("default")).await.unwrap().len(), 0, "a refused start left a run");
+        let ok = quick::start_with(&e, 1, StartOptions::new().search_attribute("k", "v")).await.unwrap();
+        assert_eq!(e.search_attributes(ok.id()).await.unwrap(), vec![("k".to_owned(), "v".to_owned())]);
+    }
+
+    async fn every_list_filter_is_index_backed(db: TestDb) {
+        let e = engine(&db).await;
+        let store = e.store().clone();
+        seed_finished(&store, 2_000).await;
+        store.connection().execute_unprepared("ANALYZE").await.unwrap();
+        // Each filter of `runs list` (and the prune's selection), and the
+        // index it must be served by.
+        let ns = || ExecutionFilter::new("default").limit(50);
+        let lists = [
+            ("namespace", ns(), "idx_executions_ns_created"),
+            ("workflow", ns().workflow("wf-3"), "idx_workflow_executions_list"),
+            ("status", ns().status(ExecutionStatus::Failed), "idx_workflow_executions_status"),
+            ("key", ns().idempotency_key("k-1"), "idx_executions_ns_key"),
+            ("search list", ns().search("order_id", "o-1"), "idx_search_attributes_lookup"),
+            ("search list", ns().search("order_id", "o-1").search("order_id", "o-1"), "idx_search_attributes_lookup"),
+        ];
+        let mut filters: Vec<(&str, Statement, &str)> =
+            lists.into_iter().map(|(what, f, index)| (what, store.list_statement(&f), index)).collect();
+        // The prune's selection (as `Store::prune_batch` words it).
+        filters.push((
+            "prune",
+            Statement::from_string(
+                store.connection().get_database_backend(),
+                "SELECT id FROM workflow_executions WHERE namespace = 'default' AND completed_at IS NOT NULL \
+                 AND completed_at < 100 AND status IN ('completed', 'failed') ORDER BY completed_at LIMIT 500",
+            ),
+            "idx_executions_ns_completed",
+        ));
+        for (what, stmt, index) in &filters {
+            let (what, index) = (*what, *index);
+            let plan = plan_of(&store, stmt).await;
+            println!("{what} ({:?}): {plan}", store.backend());
+            assert!(plan.contains(index), "{what} is not served by {index}: {plan}");
+            if what == "search list" {
+                // The runs are found by ID from the attribute's index; only
+                // the matching runs are sorted.
+                let by_id = if store.backend() == Backend::Sqlite { "(id=?)" } else { "workflow_executions_pkey" };
+                assert!(plan.contains(by_id), "{what}: runs not found by ID: {plan}");
+            } else if store.backend() == Backend::Sqlite {
+                assert!(!plan.contains("USE TEMP B-TREE FOR ORDER BY"), "{what} sorts every row: {plan}");
+            }
+        }
+    }
+}
+
+/// The plan of `stmt` as text (PostgreSQL: with sequential scans made
+/// expensive, so a usable index shows up even in a small table).
+async fn plan_of(store: &Store, stmt: &Statement) -> String {
+    let conn = store.connection();
+    let explain = |prefix: &str| {
+        let mut s = stmt.clone();
+        s.sql = format!("{prefix} {}", s.sql);
+        s
+    };
+    match store.backend() {
+        Backend::Sqlite => {
+            let rows = conn.query_all_raw(explain("EXPLAIN QUERY PLAN")).await.unwrap();
+            rows.iter().map(|r| r.try_get::<String>("", "detail").unwrap()).collect::<Vec<_>>().join("; ")
+        }
+        _ => {
+            let txn = sea_orm::TransactionTrait::begin(conn).await.unwrap();
+            txn.execute_unprepared("SET LOCAL enable_seqscan = off").await.unwrap();
+            let rows = txn.query_all_raw(explain("EXPLAIN")).await.unwrap();
+            let plan =
+                rows.iter().map(|r| r.try_get::<String>("", "QUERY PLAN").unwrap()).collect::<Vec<_>>().join("; ");
+            txn.rollback().await.unwrap();
+            plan
+        }
+    }
+}
+
+/// `n` finished runs with one step each, ended at time 1..=n: of ten
+/// workflows (`quick` for every tenth, else `wf-{i % 10}`), one in ten
+/// failed, each with its own idempotency key and `order_id` search
+/// attribute.
+async fn seed_finished(store: &Store, n: u32) {
+    let conn = store.connection();
+    let backend = conn.get_database_backend();
+    for i in 0..n {
+        let id = ExecutionId::generate(i64::from(i)).to_string();
+        conn.execute_raw(Statement::from_sql_and_values(
+            backend,
+            match store.backend() {
+                Backend::Sqlite => "INSERT INTO workflow_executions (id, namespace, workflow_name, status, input_data, max_attempts, attempts, trigger_type, created_at, updated_at, completed_at, fencing_token, cancel_requested, open_position, open_attempts, idempotency_key) VALUES (?, 'default', ?, ?, X'02', 1, 1, 'api', ?, ?, ?, 1, FALSE, 1, 0, ?)",
+                _ => "INSERT INTO workflow_executions (id, namespace, workflow_name, status, input_data, max_attempts, attempts, trigger_type, created_at, updated_at, completed_at, fencing_token, cancel_requested, open_position, open_attempts, idempotency_key) VALUES ($1, 'default', $2, $3, '\\x02', 1, 1, 'api', $4, $5, $6, 1, FALSE, 1, 0, $7)",
+            },
+            [
+                id.clone().into(),
+                if i % 10 == 0 { "quick".to_owned() } else { format!("wf-{}", i % 10) }.into(),
+                if i % 10 == 5 { "failed" } else { "completed" }.into(),
+                i64::from(i).into(),
+                i64::from(i).into(),
+                (i64::from(i) + 1).into(),
+                format!("k-{i}").into(),
+            ],
+        ))
+        .await
+        .unwrap();
+        conn.execute_raw(Statement::from_sql_and_values(
+            backend,
+            match store.backend() {
+                Backend::Sqlite => "INSERT INTO workflow_steps (execution_id, namespace, step_id, step_name, position, kind, status, attempts, max_attempts, started_at, fencing_token) VALUES (?, 'default', 'take', 'take', 0, 'step', 'completed', 1, 1, 0, 1)",
+                _ => "INSERT INTO workflow_steps (execution_id, namespace, step_id, step_name, position, kind, status, attempts, max_attempts, started_at, fencing_token) VALUES ($1, 'default', 'take', 'take', 0, 'step', 'completed', 1, 1, 0, 1)",
+            },
+            [id.clone().into()],
+        ))
+        .await
+        .unwrap();
+        conn.execute_raw(Statement::from_sql_and_values(
+            backend,
+            match store.backend() {
+                Backend::Sqlite => "INSERT INTO workflow_search_attributes (execution_id, name, namespace, value) VALUES (?, 'order_id', 'default', ?)",
+                _ => "INSERT INTO workflow_search_attributes (execution_id, name, namespace, value) VALUES ($1, 'order_id', 'default', $2)",
+            },
+            [id.into(), format!("o-{i}").into()],
+        ))
+        .await
+        .unwrap();
+    }
+}
