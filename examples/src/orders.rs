@@ -145,12 +145,21 @@ impl fmt::Display for PaymentError {
 #[derive(Debug, Default)]
 pub struct Payments {
     journal: Mutex<Vec<String>>,
+    /// Customers whose bank the provider cannot reach (an outage).
+    outage: Vec<String>,
 }
 
 impl Payments {
     /// A client with an empty journal.
     pub fn new() -> Self {
         Payments::default()
+    }
+
+    /// A client whose provider cannot reach `customer`'s bank: every charge
+    /// of theirs fails (retryable, until the step runs out of attempts).
+    pub fn with_outage_for(mut self, customer: &str) -> Self {
+        self.outage.push(customer.to_owned());
+        self
     }
 
     fn record(&self, line: String) {
@@ -169,6 +178,9 @@ impl Payments {
 pub async fn charge_card(s: StepContext, payments: State<Payments>, req: OrderRequest) -> Result<Payment, StepError> {
     if req.declined {
         return Err(StepError::typed(PaymentError::Declined { code: "05".into() }));
+    }
+    if payments.outage.contains(&req.customer) {
+        return Err(StepError::retryable("payment provider unavailable (HTTP 503 from the issuer's gateway)"));
     }
     if s.attempt() <= req.flaky_payment {
         return Err(StepError::retryable(format!("payment provider timed out (attempt {})", s.attempt())));

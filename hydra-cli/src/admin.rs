@@ -1,11 +1,11 @@
 //! `hydra cron|workers|stats|prune|move`: schedules, workers, counts,
 //! retention and moving a database.
 
-use crate::output::{parse_duration, print_json, span, table, time};
+use crate::output::{between, clean, parse_duration, print_json, span, table, time};
 use crate::runs::run_json;
 use crate::{CliError, Ctx};
 use clap::{Args, Subcommand};
-use hydra_runtime::{Error, ExecutionFilter, ExecutionStatus, Retention};
+use hydra_runtime::{Error, ExecutionStatus, Retention};
 use hydra_store::{Store, StoreOptions};
 use serde_json::{Value, json};
 
@@ -41,8 +41,8 @@ pub(crate) struct PruneArgs {
     /// Count what would be deleted, delete nothing.
     #[arg(long)]
     dry_run: bool,
-    /// Runs deleted per transaction.
-    #[arg(long, default_value_t = 500)]
+    /// Runs deleted per transaction (1 to 5,000).
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=5000))]
     batch: u32,
 }
 
@@ -106,15 +106,15 @@ pub(crate) async fn cron(ctx: &Ctx, cmd: CronCommand) -> Result<(), CliError> {
 }
 
 fn say(ctx: &Ctx, json: Value, text: &str) {
-    if ctx.json { print_json(&json) } else { println!("{text}") }
+    if ctx.json { print_json(&json) } else { println!("{}", clean(text)) }
 }
 
 pub(crate) async fn workers(ctx: &Ctx) -> Result<(), CliError> {
     let e = &ctx.engine;
     let now = e.clock().now_ms();
     let live = e.store().live_workers(e.namespace(), now).await?;
-    let running = e.list(ExecutionFilter::new(e.namespace()).status(ExecutionStatus::Running).limit(10_000)).await?;
-    let runs_of = |w: &str| running.iter().filter(|r| r.lease_owner.as_ref().is_some_and(|o| o.as_str() == w)).count();
+    let running = e.store().running_by_worker(e.namespace()).await?;
+    let runs_of = |w: &str| running.iter().find(|(o, _)| o == w).map_or(0, |(_, n)| *n);
     if ctx.json {
         let v: Vec<Value> = live
             .iter()
@@ -137,7 +137,7 @@ pub(crate) async fn workers(ctx: &Ctx) -> Result<(), CliError> {
             vec![
                 w.worker_id.to_string(),
                 time(w.acquired_at),
-                format!("{} ago", span(now - w.heartbeat_at)),
+                format!("{} ago", between(w.heartbeat_at, now)),
                 runs_of(w.worker_id.as_str()).to_string(),
                 registered(w.registrations.as_deref()),
             ]
@@ -181,7 +181,7 @@ pub(crate) async fn stats(ctx: &Ctx) -> Result<(), CliError> {
     table(&["WORKFLOW", "STATUS", "RUNS", "OLDEST (UTC)"], &rows);
     println!();
     match oldest {
-        Some((id, due)) => println!("oldest pending run: {id}, due {} ({} ago)", time(due), span(now - due)),
+        Some((id, due)) => println!("oldest pending run: {id}, due {} ({} ago)", time(due), between(due, now)),
         None => println!("no pending run"),
     }
     if unclaimable.is_empty() {
@@ -190,7 +190,7 @@ pub(crate) async fn stats(ctx: &Ctx) -> Result<(), CliError> {
         for u in &unclaimable {
             println!(
                 "NO LIVE WORKER for {}{}: {} run(s) due, the first for {}",
-                u.workflow_name,
+                clean(&u.workflow_name),
                 u.workflow_version.map_or_else(String::new, |v| format!(" version {v}")),
                 u.runs,
                 span(u.waited_ms)

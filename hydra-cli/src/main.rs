@@ -8,7 +8,12 @@
 //! ```
 //!
 //! Every command is an [`hydra_runtime::Engine`] method, so a service can do
-//! the same; every write is fenced like the runtime's own.
+//! the same. Retry and fork write only if the run is still as they read it
+//! (status and fencing token), so they never race a live worker; prune
+//! deletes only ended runs; move holds the source's writers out while it
+//! copies. Every command applies the schema's migrations to the database it
+//! opens, as any Hydra process does (point a newer `hydra` at a database
+//! only when its workers may be upgraded too).
 //!
 //! Where things live: `main.rs` the command line and the entry point;
 //! `runs.rs` the `runs` commands; `admin.rs` cron, workers, stats, prune and
@@ -107,8 +112,13 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        // As clap's own: 2 for a wrong command line, 1 for a failure.
+        Err(e @ CliError::Usage(_)) => {
+            eprintln!("hydra: error: {}", output::clean(&e.to_string()));
+            ExitCode::from(2)
+        }
         Err(e) => {
-            eprintln!("hydra: error: {e}");
+            eprintln!("hydra: error: {}", output::clean(&e.to_string()));
             ExitCode::FAILURE
         }
     }

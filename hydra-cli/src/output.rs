@@ -4,8 +4,26 @@
 use serde_json::{Value, json};
 use std::time::Duration;
 
-/// Prints `rows` under `headers`, each column as wide as its widest cell.
+/// `text` with control characters (escape sequences, carriage returns,
+/// anything a stored error or name may carry) shown escaped, so nothing a
+/// row holds can rewrite the operator's terminal. Newlines stay.
+pub(crate) fn clean(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() && c != '\n' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Prints `rows` under `headers`, each column as wide as its widest cell
+/// (cells cleaned of control characters).
 pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) {
+    let rows: Vec<Vec<String>> = rows.iter().map(|r| r.iter().map(|c| clean(c).replace('\n', " ")).collect()).collect();
+    let rows = rows.as_slice();
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
@@ -48,6 +66,11 @@ pub(crate) fn time(ms: i64) -> String {
 /// An optional time, `-` when absent.
 pub(crate) fn opt_time(ms: Option<i64>) -> String {
     ms.map_or_else(|| "-".to_owned(), time)
+}
+
+/// The time from `from` to `to` (ms) in words, however odd the stored times.
+pub(crate) fn between(from: i64, to: i64) -> String {
+    span(to.saturating_sub(from))
 }
 
 /// A span of milliseconds in words (`850ms`, `3.2s`, `4m05s`, `2h10m`, `3d4h`).
@@ -137,9 +160,9 @@ pub(crate) fn payload_line(bytes: &[u8]) -> String {
     cut(&text, 60)
 }
 
-/// `text` cut to `max` characters.
+/// `text` cut to `max` characters, on one line, cleaned.
 pub(crate) fn cut(text: &str, max: usize) -> String {
-    let one_line = text.replace('\n', " ⏎ ");
+    let one_line = clean(text).replace('\n', " ⏎ ");
     if one_line.chars().count() <= max {
         one_line
     } else {
@@ -162,6 +185,13 @@ mod tests {
         assert!(parse_duration("3y").is_err());
         assert!(parse_duration("99999999999999999999d").is_err());
         assert!(parse_duration("9999999999999d").is_err());
+    }
+
+    #[test]
+    fn control_characters_are_shown_escaped() {
+        assert_eq!(clean("ok\u{1b}[2Jhidden\rx"), "ok\\u{1b}[2Jhidden\\rx");
+        assert_eq!(cut("a\u{1b}]0;title\u{7}b", 80), "a\\u{1b}]0;title\\u{7}b");
+        assert_eq!(between(i64::MIN, i64::MAX), span(i64::MAX));
     }
 
     #[test]

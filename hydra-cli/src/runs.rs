@@ -1,6 +1,6 @@
 //! `hydra runs …`: list, show, cancel, retry, fork, signal and fail runs.
 
-use crate::output::{cut, opt_time, parse_time, payload, payload_line, print_json, span, table, time};
+use crate::output::{between, clean, cut, opt_time, parse_time, payload, payload_line, print_json, table, time};
 use crate::{CliError, Ctx};
 use clap::{Args, Subcommand};
 use hydra_runtime::{CancelOutcome, Codec, Error, ExecutionFilter, ExecutionId, ExecutionStatus, SignalOptions};
@@ -82,7 +82,7 @@ pub(crate) struct ListArgs {
     /// Only runs whose search attribute NAME is VALUE (repeatable: all must hold).
     #[arg(long, value_name = "NAME=VALUE")]
     search: Vec<String>,
-    /// At most this many runs.
+    /// At most this many runs (1 to 1,000).
     #[arg(long, default_value_t = 50)]
     limit: u64,
     /// The next page: runs listed after this run ID (the last of the previous page).
@@ -163,7 +163,7 @@ pub(crate) async fn run(ctx: &Ctx, cmd: RunsCommand) -> Result<(), CliError> {
 
 /// Prints `json` with `--json`, else `text`.
 fn say(ctx: &Ctx, json: Value, text: &str) {
-    if ctx.json { print_json(&json) } else { println!("{text}") }
+    if ctx.json { print_json(&json) } else { println!("{}", clean(text)) }
 }
 
 fn parse_id(text: &str) -> Result<ExecutionId, CliError> {
@@ -183,7 +183,7 @@ fn encode_json(text: &str, what: &str) -> Result<Vec<u8>, CliError> {
 
 async fn list(ctx: &Ctx, args: ListArgs) -> Result<(), CliError> {
     let now = ctx.engine.clock().now_ms();
-    let mut filter = ExecutionFilter::new(ctx.engine.namespace()).limit(args.limit.clamp(1, 10_000));
+    let mut filter = ExecutionFilter::new(ctx.engine.namespace()).limit(args.limit.clamp(1, 1_000));
     if let Some(w) = args.workflow {
         filter = filter.workflow(w);
     }
@@ -228,13 +228,13 @@ async fn list(ctx: &Ctx, args: ListArgs) -> Result<(), CliError> {
                 e.workflow_name.clone(),
                 e.status.to_string(),
                 time(e.created_at),
-                e.completed_at.map_or_else(|| span(now - e.created_at) + " so far", |c| span(c - e.created_at)),
+                e.completed_at.map_or_else(|| between(e.created_at, now) + " so far", |c| between(e.created_at, c)),
                 e.error.as_deref().map_or_else(String::new, |m| cut(m, 60)),
             ]
         })
         .collect();
     table(&["ID", "WORKFLOW", "STATUS", "CREATED (UTC)", "TOOK", "ERROR"], &rows);
-    if runs.len() as u64 == args.limit.clamp(1, 10_000)
+    if runs.len() as u64 == args.limit.clamp(1, 1_000)
         && let Some(last) = runs.last()
     {
         println!("(more may follow: --after {})", last.id);
@@ -326,7 +326,7 @@ async fn show(ctx: &Ctx, id: &ExecutionId) -> Result<(), CliError> {
         e.trigger_source.as_deref().map_or_else(String::new, |s| format!(" ({s})"))
     );
     if let Some(k) = &e.idempotency_key {
-        println!("key        {k}");
+        println!("key        {}", clean(k));
     }
     if let Some(p) = &e.parent_id {
         println!("parent     {p}");
@@ -341,10 +341,10 @@ async fn show(ctx: &Ctx, id: &ExecutionId) -> Result<(), CliError> {
         println!("output     {}", payload_line(o));
     }
     if let Some(m) = &e.error {
-        println!("error      {}", m.replace('\n', "\n           "));
+        println!("error      {}", clean(m).replace('\n', "\n           "));
     }
     for (n, v) in &d.search_attributes {
-        println!("search     {n} = {v}");
+        println!("search     {} = {}", clean(n), clean(v));
     }
     println!();
     let rows: Vec<Vec<String>> = d
@@ -357,7 +357,7 @@ async fn show(ctx: &Ctx, id: &ExecutionId) -> Result<(), CliError> {
                 s.kind.to_string(),
                 s.status.to_string(),
                 format!("{}/{}", s.attempts, s.max_attempts),
-                s.completed_at.map_or_else(|| "-".to_owned(), |c| span(c - s.started_at)),
+                s.completed_at.map_or_else(|| "-".to_owned(), |c| between(s.started_at, c)),
                 match (&s.error, &s.output) {
                     (Some(err), _) => format!("error: {}", cut(err, 70)),
                     (None, Some(o)) if !o.is_empty() => payload_line(o),

@@ -63,8 +63,9 @@ pub use model::{
 };
 pub use store::{
     BatchOp, BatchValue, COMPENSATION_MARKER, Checkpoint, DueRuns, EventRow, EventValue, ForkRequest,
-    MAX_SEARCH_VALUE_BYTES, MoveReport, MovedTable, NewSignal, Pruned, Receive, Received, SignalRow, SignalSent,
-    StatusCount, Store, Transition, check_search_attribute, child_outcome_payload, child_signal_name,
+    MAX_SEARCH_NAME_BYTES, MAX_SEARCH_VALUE_BYTES, MoveReport, MovedTable, NewSignal, Pruned, Receive, Received,
+    SignalRow, SignalSent, StatusCount, Store, Transition, check_search_attribute, child_outcome_payload,
+    child_signal_name,
 };
 
 /// Re-exported so that transactional code can name the connection types.

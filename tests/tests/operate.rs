@@ -58,6 +58,24 @@ async fn quick(ctx: WorkflowContext, n: u32) -> Result<u32, WorkflowError> {
     Ok(take(&ctx, n).await?)
 }
 
+#[workflow(name = "kid")]
+async fn kid(ctx: WorkflowContext, n: u32) -> Result<u32, WorkflowError> {
+    if n == 7 {
+        return Ok(boom(&ctx, n).await?);
+    }
+    Ok(take(&ctx, n).await?)
+}
+
+/// Starts a child, waits for its end (a failure reads as 0), then for
+/// signal `done`. Positions: 0 the child's start, 1 its end, 2 `done`.
+#[workflow(name = "family")]
+async fn family(ctx: WorkflowContext, n: u32) -> Result<u32, WorkflowError> {
+    let child = ctx.start_child::<kid>(n).await?;
+    let got = ctx.await_child(&child).await.unwrap_or(0);
+    let more: u32 = ctx.recv("done").await?;
+    Ok(got + more)
+}
+
 async fn engine(db: &TestDb) -> Engine {
     Engine::builder().database_url(&db.url).build().await.unwrap()
 }
@@ -67,6 +85,8 @@ async fn worker(e: &Engine) -> Worker {
         .register(held)
         .register(saga)
         .register(quick)
+        .register(kid)
+        .register(family)
         .poll_interval(Duration::from_millis(50))
         .start()
         .await
@@ -103,9 +123,13 @@ both_backends! {
         assert!(matches!(err, Error::Refused(ref m) if m.contains("ran its compensations")), "{err}");
         let steps = e.steps(compensated.id()).await.unwrap();
         let marker = steps.iter().find(|s| s.step_id.base() == hydra_store::COMPENSATION_MARKER).unwrap();
-        let err = e.fork(compensated.id(), marker.position + 1, None).await.unwrap_err();
-        assert!(matches!(err, Error::Refused(ref m) if m.contains("compensation marker")), "{err}");
-        assert!(e.fork(compensated.id(), 1, None).await.is_ok());
+        // Its kept steps' effects were undone: a fork keeps none of them
+        // (their compensations would run twice), only a fresh start.
+        for from in [1, marker.position, marker.position + 1] {
+            let err = e.fork(compensated.id(), from, None).await.unwrap_err();
+            assert!(matches!(err, Error::Refused(ref m) if m.contains("fork from position 0")), "{err}");
+        }
+        assert!(e.fork(compensated.id(), 0, None).await.is_ok());
 
         // Unknown runs.
         let nobody = ExecutionId::from_string("0190a8f2-0000-7000-8000-00000000abcd");
@@ -114,6 +138,60 @@ both_backends! {
         // A fork input over the engine's limit.
         let err = e.fork(running.id(), 0, Some(vec![2; 9 * 1024 * 1024])).await.unwrap_err();
         assert!(matches!(err, Error::TooLarge { .. }), "{err}");
+        w.shutdown(Duration::from_secs(5)).await;
+    }
+
+    async fn children_are_kept_whole_by_fork_retry_and_prune(db: TestDb) {
+        let e = engine(&db).await;
+        let w = worker(&e).await;
+        let ok = family::start(&e, 5).await.unwrap();
+        let failed = family::start(&e, 7).await.unwrap();
+        for run in [&ok, &failed] {
+            wait_for(&e, run.id(), |steps| steps == 2).await;
+        }
+        let kids = e.children(ok.id()).await.unwrap();
+        let bad_kids = e.children(failed.id()).await.unwrap();
+        assert_eq!((kids.len(), bad_kids.len()), (1, 1));
+        // The parent waits: its ended child is not pruned (a replay of the
+        // parent could start it again), and a retry of the failed child is
+        // refused (its parent was told already).
+        let pruned = e.prune(&Retention::keep(Duration::ZERO)).await.unwrap();
+        assert_eq!(pruned.runs, 0, "a child of a waiting parent was pruned");
+        let err = e.retry(&bad_kids[0].id).await.unwrap_err();
+        assert!(matches!(err, Error::Refused(ref m) if m.contains("is a child of run")), "{err}");
+        // A fork keeping the child's start but not its end would wait for
+        // ever: refused; one keeping both runs on.
+        let err = e.fork(ok.id(), 1, None).await.unwrap_err();
+        assert!(matches!(err, Error::Refused(ref m) if m.contains("whose end the kept history does not take")), "{err}");
+        let fork = e.fork(ok.id(), 2, None).await.unwrap();
+        e.signal(&fork.id, "done", &1u32).await.unwrap();
+        assert_eq!(e.handle::<u32>(fork.id.clone()).result_timeout(WAIT).await.unwrap(), 6);
+        assert_eq!(e.children(&fork.id).await.unwrap().len(), 0, "the fork started a second child");
+        // Once the parents end, their children go with them.
+        e.signal(ok.id(), "done", &1u32).await.unwrap();
+        e.signal(failed.id(), "done", &1u32).await.unwrap();
+        assert_eq!(ok.result_timeout(WAIT).await.unwrap(), 6);
+        assert_eq!(failed.result_timeout(WAIT).await.unwrap(), 1);
+        let pruned = e.prune(&Retention::keep(Duration::ZERO)).await.unwrap();
+        assert_eq!(pruned.runs, 5, "{pruned:?}");
+        w.shutdown(Duration::from_secs(5)).await;
+    }
+
+    async fn search_attribute_names_and_values_are_checked_alike(db: TestDb) {
+        let e = engine(&db).await;
+        for (name, value) in [
+            ("a#2", "v"),
+            ("with space", "v"),
+            (&"n".repeat(hydra_store::MAX_SEARCH_NAME_BYTES + 1)[..], "v"),
+            ("k", "nul\0inside"),
+        ] {
+            let err = quick::start_with(&e, 1, StartOptions::new().search_attribute(name, value)).await.unwrap_err();
+            assert!(matches!(err, Error::Config(_)), "{name:?}={value:?}: {err}");
+        }
+        let longest = "n".repeat(hydra_store::MAX_SEARCH_NAME_BYTES);
+        let run = quick::start_with(&e, 1, StartOptions::new().search_attribute(&longest, "v")).await.unwrap();
+        let w = worker(&e).await;
+        run.result_timeout(WAIT).await.unwrap();
         w.shutdown(Duration::from_secs(5)).await;
     }
 
@@ -205,14 +283,10 @@ both_backends! {
         ];
         let mut filters: Vec<(&str, Statement, &str)> =
             lists.into_iter().map(|(what, f, index)| (what, store.list_statement(&f), index)).collect();
-        // The prune's selection (as `Store::prune_batch` words it).
+        // The prune's selection.
         filters.push((
             "prune",
-            Statement::from_string(
-                store.connection().get_database_backend(),
-                "SELECT id FROM workflow_executions WHERE namespace = 'default' AND completed_at IS NOT NULL \
-                 AND completed_at < 100 AND status IN ('completed', 'failed') ORDER BY completed_at LIMIT 500",
-            ),
+            store.prune_statement("default", 100, &[ExecutionStatus::Completed, ExecutionStatus::Failed], 500),
             "idx_executions_ns_completed",
         ));
         for (what, stmt, index) in &filters {
@@ -230,6 +304,47 @@ both_backends! {
             }
         }
     }
+}
+
+/// Waits until run `id` has a history of which `done` holds.
+async fn wait_for(e: &Engine, id: &ExecutionId, done: impl Fn(usize) -> bool) {
+    let start = std::time::Instant::now();
+    while !done(e.steps(id).await.unwrap().iter().filter(|s| s.status != hydra_store::StepStatus::Running).count()) {
+        assert!(start.elapsed() < WAIT, "run {id} did not get there");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// PostgreSQL: a prune that meets a run being retried (its row locked and
+/// made pending by another transaction) leaves the run and its steps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prune_does_not_take_a_run_retried_under_it() {
+    let db = TestDb::new(hydra_tests::DbKind::Postgres).await;
+    let e = engine(&db).await;
+    let store = e.store().clone();
+    seed_finished(&store, 3).await;
+    let runs = e.list(ExecutionFilter::new("default")).await.unwrap();
+    let target = runs.last().unwrap().id.clone();
+    let conn = store.connection();
+    let txn = sea_orm::TransactionTrait::begin(conn).await.unwrap();
+    txn.execute_raw(Statement::from_sql_and_values(
+        conn.get_database_backend(),
+        "UPDATE workflow_executions SET status = 'pending', completed_at = NULL, due_at = 9000000000000 WHERE id = $1",
+        [target.as_str().into()],
+    ))
+    .await
+    .unwrap();
+    let pruning = tokio::spawn({
+        let e = e.clone();
+        async move { e.prune(&Retention::keep(Duration::ZERO)).await.unwrap() }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!pruning.is_finished(), "the prune did not wait for the run's lock");
+    txn.commit().await.unwrap();
+    let pruned = pruning.await.unwrap();
+    assert_eq!(pruned.runs, 2, "{pruned:?}");
+    assert_eq!(e.get(&target).await.unwrap().unwrap().status, ExecutionStatus::Pending);
+    assert_eq!(e.steps(&target).await.unwrap().len(), 1, "the retried run lost its steps");
 }
 
 /// The plan of `stmt` as text (PostgreSQL: with sequential scans made

@@ -4,9 +4,12 @@
 //! triggers, counts by status, and moving the database
 //! ([`Engine::move_into`]).
 //!
-//! Every write is a single transaction conditional on what it read (status
-//! and fencing token), as the runtime's own writes are: a repair cannot
-//! race a live worker.
+//! Retry and fork are single transactions that lock the run's row and
+//! write only if its status and fencing token are still what they read: a
+//! repair never races a live worker (a running run is refused). A prune
+//! deletes only runs that have ended, checked by the delete itself. A move
+//! holds the source's writers out for the whole copy (and refuses to start
+//! while a lease is live).
 
 use super::Engine;
 use crate::clock::duration_ms;
@@ -25,8 +28,9 @@ pub struct Retention {
     pub keep: Duration,
     /// Only runs that ended in one of these states (empty: every end state).
     pub statuses: Vec<ExecutionStatus>,
-    /// Runs deleted per transaction (default 500): small batches keep the
-    /// write lock short, so claims and steps go on during a prune.
+    /// Runs deleted per transaction (default 500, at least 1, at most
+    /// 5,000): small batches keep the write lock short, so claims and steps
+    /// go on during a prune.
     pub batch: u32,
     /// The pause between two batches (default 10 ms).
     pub pause: Duration,
@@ -44,9 +48,9 @@ impl Retention {
         self
     }
 
-    /// Runs per batch (at least 1).
+    /// Runs per batch (1 to 5,000).
     pub fn batch(mut self, batch: u32) -> Self {
-        self.batch = batch.max(1);
+        self.batch = batch.clamp(1, 5_000);
         self
     }
 
@@ -168,10 +172,10 @@ impl Engine {
         let cutoff = self.prune_cutoff(retention)?;
         let mut total = Pruned::default();
         loop {
-            let batch =
-                self.store().prune_batch(self.namespace(), cutoff, &retention.statuses, retention.batch).await?;
+            let size = retention.batch.clamp(1, 5_000);
+            let batch = self.store().prune_batch(self.namespace(), cutoff, &retention.statuses, size).await?;
             total.add(batch);
-            if batch.runs < u64::from(retention.batch) {
+            if batch.runs < u64::from(size) {
                 break;
             }
             tokio::time::sleep(retention.pause).await;

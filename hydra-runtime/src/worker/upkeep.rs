@@ -69,7 +69,8 @@ pub(super) async fn upkeep_loop(s: Arc<Shared>) {
             Err(e) => tracing::debug!(error = %e, "could not count unclaimable runs"),
         }
         if let Some(retention) = &s.engine.inner.retention {
-            // Batches end between claims: stopping waits for one batch at most.
+            // A stop drops the prune where it is: a batch's transaction not
+            // yet committed rolls back, and the next upkeep goes on.
             tokio::select! {
                 _ = s.stop_claiming.cancelled() => return,
                 r = s.engine.prune(retention) => {

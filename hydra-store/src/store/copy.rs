@@ -154,8 +154,21 @@ const TABLES: &[Table] = &[
     },
 ];
 
-/// Rows per read and per insert statement.
-const BATCH: usize = 500;
+/// Rows per read (and at most per insert statement).
+const BATCH: usize = 200;
+
+/// An insert statement is cut after this many bytes of values (payloads
+/// may be megabytes each; PostgreSQL takes at most 1 GiB per message).
+const CHUNK_BYTES: usize = 32 * 1024 * 1024;
+
+/// About how many bytes a value sends.
+fn value_bytes(v: &Value) -> usize {
+    match v {
+        Value::String(Some(s)) => s.len(),
+        Value::Bytes(Some(b)) => b.len(),
+        _ => 8,
+    }
+}
 
 /// One table of a move: rows and checksum on each side.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -205,10 +218,44 @@ impl Store {
     /// sides. A report that does not verify rolls the copy back and is an
     /// error.
     pub async fn move_into(&self, target: &Store, now: i64) -> Result<MoveReport, StoreError> {
+        // The source is read in one transaction that keeps writers out until
+        // the copy is done: SQLite's write lock (BEGIN IMMEDIATE), or on
+        // PostgreSQL a repeatable-read snapshot with its tables locked in
+        // SHARE mode. The lease check runs inside it, so no worker can start
+        // writing between the check and the copy.
+        let _source_gate = self.gate().await;
+        let source = match self.backend {
+            Backend::Sqlite => self.db.begin_with_options(crate::connect::immediate()).await?,
+            Backend::Postgres => {
+                let txn = self
+                    .db
+                    .begin_with_options(sea_orm::TransactionOptions {
+                        isolation_level: Some(sea_orm::IsolationLevel::RepeatableRead),
+                        ..Default::default()
+                    })
+                    .await?;
+                let names: Vec<&str> = TABLES.iter().map(|t| t.name).chain(["leases"]).collect();
+                txn.execute_unprepared(&format!("LOCK TABLE {} IN SHARE MODE", names.join(", "))).await?;
+                txn
+            }
+        };
+        let r = self.move_from(&source, target, now).await;
+        // The source was only read.
+        source.rollback().await?;
+        r
+    }
+
+    async fn move_from(
+        &self,
+        source: &DatabaseTransaction,
+        target: &Store,
+        now: i64,
+    ) -> Result<MoveReport, StoreError> {
         let live_workers =
-            self.count_raw("SELECT COUNT(*) AS n FROM leases WHERE expires_at > ?", vec![now.into()]).await?;
+            self.count_on(source, "SELECT COUNT(*) AS n FROM leases WHERE expires_at > ?", vec![now.into()]).await?;
         let live_runs = self
-            .count_raw(
+            .count_on(
+                source,
                 "SELECT COUNT(*) AS n FROM workflow_executions WHERE status = 'running' AND due_at > ?",
                 vec![now.into()],
             )
@@ -219,8 +266,13 @@ impl Store {
                  under lease): stop every worker and wait for their leases to expire before moving it"
             )));
         }
-        let target_runs = target.count_raw("SELECT COUNT(*) AS n FROM workflow_executions", Vec::new()).await?;
-        let target_crons = target.count_raw("SELECT COUNT(*) AS n FROM cron_jobs", Vec::new()).await?;
+        for table in TABLES {
+            self.check_columns(source, table, "source").await?;
+            target.check_columns(&target.db, table, "target").await?;
+        }
+        let target_runs =
+            target.count_on(&target.db, "SELECT COUNT(*) AS n FROM workflow_executions", Vec::new()).await?;
+        let target_crons = target.count_on(&target.db, "SELECT COUNT(*) AS n FROM cron_jobs", Vec::new()).await?;
         if target_runs > 0 || target_crons > 0 {
             return Err(refusal(format!(
                 "the target database is not empty ({target_runs} run(s), {target_crons} cron schedule(s)): \
@@ -229,7 +281,7 @@ impl Store {
         }
         let _gate = target.gate().await;
         let txn = target.db.begin_with_options(crate::connect::immediate()).await?;
-        let r = self.copy_all(target, &txn).await;
+        let r = self.copy_all(source, target, &txn).await;
         let report = match r {
             Ok(report) if report.verified() => report,
             Ok(report) => {
@@ -257,7 +309,39 @@ impl Store {
         Ok(report)
     }
 
-    async fn copy_all(&self, target: &Store, txn: &DatabaseTransaction) -> Result<MoveReport, StoreError> {
+    /// Refuses a table whose columns are not the ones this version copies:
+    /// a column it does not know (written by a newer version) would be
+    /// lost, one it expects and misses means an older schema.
+    async fn check_columns<C: ConnectionTrait>(&self, conn: &C, table: &Table, side: &str) -> Result<(), StoreError> {
+        let sql = match self.backend {
+            Backend::Sqlite => "SELECT name FROM pragma_table_info(?)",
+            Backend::Postgres => {
+                "SELECT column_name::text AS name FROM information_schema.columns \
+                 WHERE table_schema = current_schema() AND table_name = ?"
+            }
+        };
+        let rows = conn.query_all_raw(self.stmt(sql, vec![table.name.into()])).await?;
+        let found: Vec<String> = rows.iter().map(|r| r.try_get("", "name")).collect::<Result<_, _>>()?;
+        let known: Vec<&str> = table.cols.iter().map(|(c, _)| *c).collect();
+        if let Some(extra) = found.iter().find(|c| !known.contains(&c.as_str())) {
+            return Err(refusal(format!(
+                "the {side} table {} has a column `{extra}` this version of Hydra does not know (a newer version \
+                 wrote it): move with the version that did",
+                table.name
+            )));
+        }
+        if let Some(missing) = known.iter().find(|c| !found.iter().any(|f| f == *c)) {
+            return Err(refusal(format!("the {side} table {} has no column `{missing}`", table.name)));
+        }
+        Ok(())
+    }
+
+    async fn copy_all(
+        &self,
+        source: &DatabaseTransaction,
+        target: &Store,
+        txn: &DatabaseTransaction,
+    ) -> Result<MoveReport, StoreError> {
         let mut report = MoveReport::default();
         for table in TABLES {
             let mut moved = MovedTable {
@@ -269,7 +353,7 @@ impl Store {
             };
             let mut after: Option<Vec<Value>> = None;
             loop {
-                let rows = self.page(&self.db, table, after.as_deref()).await?;
+                let rows = self.page(source, table, after.as_deref()).await?;
                 if rows.is_empty() {
                     break;
                 }
@@ -353,19 +437,30 @@ impl Store {
         }
         let cols: Vec<&str> = table.cols.iter().map(|(c, _)| *c).collect();
         let one = format!("({})", vec!["?"; cols.len()].join(", "));
-        let sql = format!(
-            "INSERT INTO {} ({}) VALUES {}",
-            table.name,
-            cols.join(", "),
-            vec![one.as_str(); rows.len()].join(", ")
-        );
-        let values: Vec<Value> = rows.into_iter().flatten().collect();
-        txn.execute_raw(self.stmt(&sql, values)).await?;
+        // Statements of at most CHUNK_BYTES of values (and BATCH rows).
+        let mut chunk: Vec<Vec<Value>> = Vec::new();
+        let mut bytes = 0usize;
+        let mut rows = rows.into_iter().peekable();
+        while let Some(row) = rows.next() {
+            bytes += row.iter().map(value_bytes).sum::<usize>();
+            chunk.push(row);
+            if bytes >= CHUNK_BYTES || rows.peek().is_none() {
+                let sql = format!(
+                    "INSERT INTO {} ({}) VALUES {}",
+                    table.name,
+                    cols.join(", "),
+                    vec![one.as_str(); chunk.len()].join(", ")
+                );
+                let values: Vec<Value> = std::mem::take(&mut chunk).into_iter().flatten().collect();
+                txn.execute_raw(self.stmt(&sql, values)).await?;
+                bytes = 0;
+            }
+        }
         Ok(())
     }
 
-    async fn count_raw(&self, sql: &str, values: Vec<Value>) -> Result<u64, StoreError> {
-        let row = self.db.query_one_raw(self.stmt(sql, values)).await?;
+    async fn count_on<C: ConnectionTrait>(&self, conn: &C, sql: &str, values: Vec<Value>) -> Result<u64, StoreError> {
+        let row = conn.query_one_raw(self.stmt(sql, values)).await?;
         let n: i64 = match row {
             Some(r) => r.try_get("", "n")?,
             None => 0,

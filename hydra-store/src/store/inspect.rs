@@ -119,6 +119,24 @@ impl Store {
             .collect()
     }
 
+    /// The running runs of a namespace counted by lease holder.
+    pub async fn running_by_worker(&self, namespace: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows = self
+            .db
+            .query_all_raw(self.stmt(
+                "SELECT lease_owner, COUNT(*) AS n FROM workflow_executions WHERE namespace = ? AND status = ? \
+                 AND lease_owner IS NOT NULL GROUP BY lease_owner",
+                vec![namespace.into(), ExecutionStatus::Running.as_str().into()],
+            ))
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let n: i64 = r.try_get("", "n")?;
+                Ok((r.try_get("", "lease_owner")?, u64::try_from(n).unwrap_or(0)))
+            })
+            .collect()
+    }
+
     /// The earliest due time of a pending run of the namespace, if any.
     pub async fn oldest_pending(&self, namespace: &str) -> Result<Option<(ExecutionId, i64)>, StoreError> {
         let row = self

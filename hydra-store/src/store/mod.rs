@@ -53,7 +53,7 @@ pub use events::EventValue;
 pub use inspect::{EventRow, SignalRow, StatusCount};
 pub use prune::Pruned;
 pub use repair::{COMPENSATION_MARKER, ForkRequest};
-pub use search::{MAX_SEARCH_VALUE_BYTES, check_search_attribute};
+pub use search::{MAX_SEARCH_NAME_BYTES, MAX_SEARCH_VALUE_BYTES, check_search_attribute};
 pub use signals::{NewSignal, Receive, Received, SignalSent};
 pub use suspend::DueRuns;
 

@@ -74,9 +74,9 @@ impl Store {
     ) -> Result<Pruned, StoreError> {
         let (cond, values) = prune_condition(namespace, ended_before, statuses);
         let mut out = Pruned::default();
-        let runs = format!("SELECT id FROM workflow_executions WHERE {cond}");
+        let runs = format!("SELECT id FROM workflow_executions e WHERE {cond}");
         out.runs =
-            self.count_rows(&format!("SELECT COUNT(*) AS n FROM workflow_executions WHERE {cond}"), &values).await?;
+            self.count_rows(&format!("SELECT COUNT(*) AS n FROM workflow_executions e WHERE {cond}"), &values).await?;
         for (table, field) in [
             ("workflow_steps", &mut out.steps),
             ("workflow_signals", &mut out.signals),
@@ -88,6 +88,20 @@ impl Store {
                 .await?;
         }
         Ok(out)
+    }
+
+    /// The selection of a prune batch (for plan tests).
+    #[doc(hidden)]
+    pub fn prune_statement(
+        &self,
+        namespace: &str,
+        ended_before: i64,
+        statuses: &[ExecutionStatus],
+        batch: u32,
+    ) -> sea_orm::Statement {
+        let (cond, mut values) = prune_condition(namespace, ended_before, statuses);
+        values.push(i64::from(batch.max(1)).into());
+        self.stmt(&format!("SELECT id FROM workflow_executions e WHERE {cond} ORDER BY completed_at LIMIT ?"), values)
     }
 
     async fn count_rows(&self, sql: &str, values: &[Value]) -> Result<u64, StoreError> {
@@ -109,9 +123,19 @@ impl Store {
     ) -> Result<Pruned, StoreError> {
         let (cond, mut values) = prune_condition(namespace, ended_before, statuses);
         values.push(i64::from(batch.max(1)).into());
+        // The runs are locked as they are selected (PostgreSQL: FOR UPDATE,
+        // which re-checks the condition on a row that changed meanwhile, so
+        // a run retried since is skipped; SQLite: this transaction holds the
+        // write lock). Their rows in the other tables go first (steps would
+        // also go by the foreign key's cascade), then the runs, whose end
+        // states the delete checks once more.
+        let lock = match self.backend {
+            crate::connect::Backend::Postgres => " FOR UPDATE OF e",
+            crate::connect::Backend::Sqlite => "",
+        };
         let ids: Vec<String> = txn
             .query_all_raw(self.stmt(
-                &format!("SELECT id FROM workflow_executions WHERE {cond} ORDER BY completed_at LIMIT ?"),
+                &format!("SELECT e.id FROM workflow_executions e WHERE {cond} ORDER BY e.completed_at LIMIT ?{lock}"),
                 values,
             ))
             .await?
@@ -135,7 +159,6 @@ impl Store {
                 .await?;
             *field = r.rows_affected();
         }
-        // The end states again: a run is deleted only as it was selected.
         let mut values = id_values();
         values.extend(ENDED.iter().map(|s| Value::from(s.as_str())));
         let ended = vec!["?"; ENDED.len()].join(", ");
@@ -159,9 +182,19 @@ fn prune_condition(namespace: &str, ended_before: i64, statuses: &[ExecutionStat
     };
     let mut values: Vec<Value> = vec![namespace.into(), ended_before.into()];
     if wanted.is_empty() {
-        return ("1 = 0".to_owned(), values);
+        return ("e.namespace = ? AND e.completed_at < ? AND 1 = 0".to_owned(), values);
     }
     values.extend(wanted.iter().map(|s| Value::from(s.as_str())));
     let marks = vec!["?"; wanted.len()].join(", ");
-    (format!("namespace = ? AND completed_at IS NOT NULL AND completed_at < ? AND status IN ({marks})"), values)
+    // A child whose parent has not ended stays: the parent's replay may
+    // start it again by its ID (its idempotency key), and would start a
+    // second one if the first were gone.
+    (
+        format!(
+            "e.namespace = ? AND e.completed_at IS NOT NULL AND e.completed_at < ? AND e.status IN ({marks}) \
+             AND (e.parent_id IS NULL OR NOT EXISTS (SELECT 1 FROM workflow_executions p WHERE p.id = e.parent_id \
+             AND p.status IN ('pending', 'running', 'sleeping', 'suspended')))"
+        ),
+        values,
+    )
 }

@@ -80,7 +80,7 @@ impl Store {
         let retryable = [ExecutionStatus::Failed, ExecutionStatus::TimedOut, ExecutionStatus::Cancelled];
         if !retryable.contains(&run.status) {
             let hint = match run.status {
-                ExecutionStatus::CompensationFailed => "; its compensations ran: fork it from before the failure",
+                ExecutionStatus::CompensationFailed => "; its compensations ran: fork it from position 0 (a new run)",
                 ExecutionStatus::Suspended => "; it waits for a worker whose code replays it",
                 s if !s.is_terminal() => "; only an ended run can be retried",
                 _ => "",
@@ -96,8 +96,23 @@ impl Store {
                 id,
                 format!(
                     "run {id} ran its compensations (step {} at position {}): a retry would go on after its \
-                     effects were undone; fork it from position {} or earlier instead",
-                    marker.step_id, marker.position, marker.position
+                     effects were undone; fork it from position 0 (a new run from its start) instead",
+                    marker.step_id, marker.position
+                ),
+            ));
+        }
+        // A child's parent was told how it ended (once: the signal is keyed
+        // by the child); a retried child's new end would not reach it.
+        if let Some(parent) = &run.parent_id
+            && let Some(p) = self.locked_run(txn, namespace, parent).await.ok()
+            && !p.status.is_terminal()
+        {
+            return Err(refused(
+                id,
+                format!(
+                    "run {id} is a child of run {parent} ({}), which has been told that it ended {}: a retry's \
+                     new outcome would not reach it; repair the parent instead",
+                    p.status, run.status
                 ),
             ));
         }
@@ -112,9 +127,10 @@ impl Store {
             .await?;
             open = last.position;
         }
-        // Fresh attempts for a step caught between an attempt and its result.
+        // Fresh attempts (and no old backoff) for a step caught between an
+        // attempt and its result.
         txn.execute_raw(self.stmt(
-            "UPDATE workflow_steps SET attempts = 0 WHERE execution_id = ? AND status = 'running'",
+            "UPDATE workflow_steps SET attempts = 0, wake_at = NULL WHERE execution_id = ? AND status = 'running'",
             vec![id.as_str().into()],
         ))
         .await?;
@@ -149,11 +165,14 @@ impl Store {
     /// source, whose history is a copy of the origin's steps at positions
     /// below `req.from_position`, and whose input is `req.input` or the
     /// origin's. A replay returns those steps' recorded results; the fork
-    /// runs the rest. The origin's search attributes are copied; its events,
-    /// signals and children are not (the fork publishes, receives and starts
-    /// its own from the fork position on). Refused ([`StoreError::Refused`])
-    /// for a position past the recorded history, a kept step without a
-    /// result, and a kept compensation marker.
+    /// runs the rest. The origin's search attributes are copied as they are
+    /// now; its events, signals, children and deadline are not. Refused
+    /// ([`StoreError::Refused`]) for a position past the recorded history, a
+    /// kept step without a result; for a run whose compensations ran, any
+    /// position but 0 (its kept steps' effects were undone, and their
+    /// compensations would run again); and a kept child start or awakeable
+    /// whose end the kept history does not take (the child tells the
+    /// origin, not the fork; the token names the origin).
     pub async fn fork_run(&self, req: &ForkRequest) -> Result<Execution, StoreError> {
         let _gate = self.gate().await;
         let txn = self.db.begin_with_options(immediate()).await?;
@@ -180,7 +199,39 @@ impl Store {
                 ),
             ));
         }
+        if req.from_position > 0
+            && let Some(marker) = steps.iter().find(|s| s.step_id.base() == COMPENSATION_MARKER)
+        {
+            return Err(refused(
+                origin_id,
+                format!(
+                    "run {origin_id} ran its compensations (position {}): the effects of its steps were undone, \
+                     so a fork may keep none of them: fork from position 0",
+                    marker.position
+                ),
+            ));
+        }
         let kept: Vec<&Step> = steps.iter().filter(|s| s.position < req.from_position).collect();
+        for (prefix, signal, what) in
+            [("hydra.child:", "child:", "child"), ("hydra.awakeable", "awakeable:", "awakeable")]
+        {
+            let started: Vec<&&Step> = kept.iter().filter(|s| s.step_id.base().starts_with(prefix)).collect();
+            if started.is_empty() {
+                continue;
+            }
+            let taken = self.consumed_before(txn, origin_id, signal, req.from_position).await?;
+            if (started.len() as u64) > taken {
+                let last = started.last().map_or(0, |s| s.position);
+                return Err(refused(
+                    origin_id,
+                    format!(
+                        "run {origin_id} keeps a {what} (step at position {last}) whose end the kept history does \
+                         not take: the {what} answers the origin, not a fork; fork from position {last} or \
+                         earlier, or from after the wait"
+                    ),
+                ));
+            }
+        }
         for (i, s) in kept.iter().enumerate() {
             if usize::try_from(s.position).ok() != Some(i) {
                 return Err(refused(
@@ -248,6 +299,29 @@ impl Store {
         ))
         .await?;
         Ok(())
+    }
+
+    /// How many of run `id`'s signals named `prefix…` were taken at a
+    /// position below `before`.
+    async fn consumed_before(
+        &self,
+        txn: &DatabaseTransaction,
+        id: &ExecutionId,
+        prefix: &str,
+        before: u32,
+    ) -> Result<u64, StoreError> {
+        let row = txn
+            .query_one_raw(self.stmt(
+                "SELECT COUNT(*) AS n FROM workflow_signals WHERE execution_id = ? AND name LIKE ? \
+                 AND consumed_position IS NOT NULL AND consumed_position < ?",
+                vec![id.as_str().into(), format!("{prefix}%").into(), i32::try_from(before).unwrap_or(i32::MAX).into()],
+            ))
+            .await?;
+        let n: i64 = match row {
+            Some(r) => r.try_get("", "n")?,
+            None => 0,
+        };
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 
     /// Run `id` read in `txn`, its row locked on PostgreSQL (SQLite's

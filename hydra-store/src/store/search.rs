@@ -13,13 +13,26 @@ use sea_orm::{ConnectionTrait, DatabaseTransaction, TransactionTrait};
 /// The longest search attribute value stored (bytes).
 pub const MAX_SEARCH_VALUE_BYTES: usize = 1024;
 
-/// Why a search attribute name or value is refused, if it is.
+/// The longest search attribute name (bytes): its setting's step ID
+/// (`search:{name}`, with an occurrence suffix) fits the step ID column.
+pub const MAX_SEARCH_NAME_BYTES: usize = 190;
+
+/// Why a search attribute name or value is refused, if it is: a name of 1
+/// to [`MAX_SEARCH_NAME_BYTES`] bytes that is a valid step ID base (no `#`,
+/// no control characters), and a value of at most
+/// [`MAX_SEARCH_VALUE_BYTES`] bytes without NUL (PostgreSQL text holds
+/// none). The same on both backends.
 pub fn check_search_attribute(name: &str, value: &str) -> Result<(), String> {
-    if name.is_empty() || name.len() > 255 {
-        return Err(format!("a search attribute name is 1 to 255 bytes, not {}", name.len()));
+    if name.is_empty() || name.len() > MAX_SEARCH_NAME_BYTES {
+        return Err(format!("a search attribute name is 1 to {MAX_SEARCH_NAME_BYTES} bytes, not {}", name.len()));
     }
-    if name.chars().any(|c| c.is_control()) {
-        return Err(format!("search attribute name {name:?} contains a control character"));
+    if name.chars().any(|c| c.is_control() || c == '#') {
+        return Err(format!("search attribute name {name:?} contains `#` or a control character"));
+    }
+    crate::ids::StepId::validate_base(&format!("search:{name}"))
+        .map_err(|e| format!("search attribute name {name:?}: {e}"))?;
+    if value.contains('\0') {
+        return Err(format!("search attribute `{name}`: a value holds no NUL character"));
     }
     if value.len() > MAX_SEARCH_VALUE_BYTES {
         return Err(format!(
