@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used)]
 
 use hydra_runtime::prelude::*;
+use hydra_runtime::sea_orm::ConnectionTrait;
 use hydra_runtime::{CronSchedule, ExecutionFilter, ExecutionStatus, StartOptions, TriggerType};
 use hydra_tests::{DbKind, TestDb, both_backends};
 use serde_json::Value;
@@ -271,8 +272,12 @@ both_backends! {
         assert!(!ok && err.contains("not found"), "{err}");
         let (ok, _, err) = hydra(&db.url, &["runs", "show", "../etc/passwd"]);
         assert!(!ok && err.contains("is not a run ID"), "{err}");
-        let (ok, _, err) = hydra(&db.url, &["runs", "list", "--status", "exploded"]);
-        assert!(!ok && err.contains("unknown status `exploded`"), "{err}");
+        let out = Command::new(env!("CARGO_BIN_EXE_hydra"))
+            .args(["--database-url", &db.url, "runs", "list", "--status", "exploded"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "a wrong command line exits 2");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("unknown status `exploded`"));
         let (ok, _, err) = hydra(&db.url, &["runs", "list", "--since", "yesterday-ish"]);
         assert!(!ok && err.contains("neither a time"), "{err}");
         let (ok, _, err) = hydra(&db.url, &["prune", "--older-than", "5 parsecs"]);
@@ -396,4 +401,23 @@ async fn move_sqlite_to_postgres_and_finish_there() {
     more.result_timeout(WAIT).await.unwrap();
     assert_eq!(pg.get(more.id()).await.unwrap().unwrap().trigger_type, TriggerType::Api);
     pw.shutdown(Duration::from_secs(5)).await;
+}
+
+/// A source table with a column this version does not know (a newer
+/// version wrote it): the move is refused and the target stays empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn move_refuses_columns_it_does_not_know() {
+    let from = TestDb::new(DbKind::Sqlite).await;
+    let to = TestDb::new(DbKind::Postgres).await;
+    let e = engine(&from).await;
+    pay::start(&e, "o-1".to_owned()).await.unwrap();
+    e.store()
+        .connection()
+        .execute_unprepared("ALTER TABLE workflow_steps ADD COLUMN written_by_a_newer_version INTEGER")
+        .await
+        .unwrap();
+    let (ok, _, err) = hydra(&from.url, &["move", "--from", &from.url, "--to", &to.url]);
+    assert!(!ok && err.contains("`written_by_a_newer_version` this version of Hydra does not know"), "{err}");
+    let target = engine(&to).await;
+    assert!(target.list(ExecutionFilter::new("default")).await.unwrap().is_empty());
 }
