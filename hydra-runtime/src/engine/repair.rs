@@ -32,7 +32,9 @@ pub struct Retention {
     /// 5,000): small batches keep the write lock short, so claims and steps
     /// go on during a prune.
     pub batch: u32,
-    /// The pause between two batches (default 10 ms).
+    /// The least pause between two batches (default 10 ms). The pause is
+    /// also at least twice as long as the last batch took, so a prune holds
+    /// the database's write lock at most a third of the time.
     pub pause: Duration,
 }
 
@@ -165,20 +167,23 @@ impl Engine {
 
     /// Deletes the runs of this namespace that ended longer than
     /// `retention.keep` ago (with their steps, signals, events and search
-    /// attributes), in batches of `retention.batch` with `retention.pause`
-    /// between them; returns what was deleted. Runs that have not ended
+    /// attributes), in batches of `retention.batch` with a pause between
+    /// them (`retention.pause`, and at least twice what the batch took);
+    /// returns what was deleted. Runs that have not ended
     /// are never deleted.
     pub async fn prune(&self, retention: &Retention) -> Result<Pruned, Error> {
         let cutoff = self.prune_cutoff(retention)?;
         let mut total = Pruned::default();
         loop {
             let size = retention.batch.clamp(1, 5_000);
+            let started = std::time::Instant::now();
             let batch = self.store().prune_batch(self.namespace(), cutoff, &retention.statuses, size).await?;
+            let took = started.elapsed();
             total.add(batch);
             if batch.runs < u64::from(size) {
                 break;
             }
-            tokio::time::sleep(retention.pause).await;
+            tokio::time::sleep(retention.pause.max(took.saturating_mul(2))).await;
         }
         if total.runs > 0 {
             tracing::info!(runs = total.runs, steps = total.steps, "pruned finished runs");
