@@ -181,7 +181,9 @@ pub(crate) async fn stats(ctx: &Ctx) -> Result<(), CliError> {
     table(&["WORKFLOW", "STATUS", "RUNS", "OLDEST (UTC)"], &rows);
     println!();
     match oldest {
-        Some((id, due)) => println!("oldest pending run: {id}, due {} ({} ago)", time(due), between(due, now)),
+        Some((id, due)) => {
+            println!("oldest pending run: {}, due {} ({} ago)", clean(id.as_str()), time(due), between(due, now))
+        }
         None => println!("no pending run"),
     }
     if unclaimable.is_empty() {

@@ -5,12 +5,14 @@ use serde_json::{Value, json};
 use std::time::Duration;
 
 /// `text` with control characters (escape sequences, carriage returns,
-/// anything a stored error or name may carry) shown escaped, so nothing a
-/// row holds can rewrite the operator's terminal. Newlines stay.
+/// anything a stored error or name may carry) and bidirectional overrides
+/// shown escaped, so nothing a row holds can rewrite or reorder what the
+/// operator's terminal shows. Newlines stay.
 pub(crate) fn clean(text: &str) -> String {
+    let bidi = |c: char| matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
-        if c.is_control() && c != '\n' {
+        if (c.is_control() && c != '\n') || bidi(c) {
             out.extend(c.escape_default());
         } else {
             out.push(c);
@@ -192,6 +194,7 @@ mod tests {
         assert_eq!(clean("ok\u{1b}[2Jhidden\rx"), "ok\\u{1b}[2Jhidden\\rx");
         assert_eq!(cut("a\u{1b}]0;title\u{7}b", 80), "a\\u{1b}]0;title\\u{7}b");
         assert_eq!(between(i64::MIN, i64::MAX), span(i64::MAX));
+        assert_eq!(clean("abc\u{202e}fed"), "abc\\u{202e}fed");
     }
 
     #[test]

@@ -237,7 +237,7 @@ async fn list(ctx: &Ctx, args: ListArgs) -> Result<(), CliError> {
     if runs.len() as u64 == args.limit.clamp(1, 1_000)
         && let Some(last) = runs.last()
     {
-        println!("(more may follow: --after {})", last.id);
+        println!("(more may follow: --after {})", clean(last.id.as_str()));
     }
     Ok(())
 }
@@ -312,10 +312,10 @@ async fn show(ctx: &Ctx, id: &ExecutionId) -> Result<(), CliError> {
         print_json(&v);
         return Ok(());
     }
-    println!("run        {}", e.id);
+    println!("run        {}", clean(e.id.as_str()));
     println!(
         "workflow   {}{}",
-        e.workflow_name,
+        clean(&e.workflow_name),
         e.workflow_version.map_or_else(String::new, |v| format!(" (version {v})"))
     );
     println!("status     {}{}", e.status, if e.cancel_requested { " (cancel requested)" } else { "" });
@@ -323,13 +323,13 @@ async fn show(ctx: &Ctx, id: &ExecutionId) -> Result<(), CliError> {
     println!(
         "trigger    {}{}",
         e.trigger_type,
-        e.trigger_source.as_deref().map_or_else(String::new, |s| format!(" ({s})"))
+        e.trigger_source.as_deref().map_or_else(String::new, |s| format!(" ({})", clean(s)))
     );
     if let Some(k) = &e.idempotency_key {
         println!("key        {}", clean(k));
     }
     if let Some(p) = &e.parent_id {
-        println!("parent     {p}");
+        println!("parent     {}", clean(p.as_str()));
     }
     println!("created    {}", time(e.created_at));
     println!("ended      {}", opt_time(e.completed_at));

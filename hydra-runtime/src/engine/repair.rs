@@ -139,7 +139,10 @@ impl Engine {
     /// workflow whose calls depend on the input may then not replay
     /// (its run is suspended as non-deterministic, as after a deploy).
     /// [`Error::Refused`] for a position past the recorded history, a kept
-    /// step without a result, and a kept compensation marker.
+    /// step without a result; for a run whose compensations ran, any
+    /// position but 0; a kept child start whose end the kept history does
+    /// not take (the child tells the origin); and a kept awakeable (its
+    /// token names the origin).
     pub async fn fork(&self, id: &ExecutionId, from_position: u32, input: Option<Vec<u8>>) -> Result<Execution, Error> {
         if let Some(bytes) = &input
             && bytes.len() > self.inner.max_payload_bytes
@@ -168,8 +171,9 @@ impl Engine {
     /// Deletes the runs of this namespace that ended longer than
     /// `retention.keep` ago (with their steps, signals, events and search
     /// attributes), in batches of `retention.batch` with a pause between
-    /// them (`retention.pause`, and at least twice what the batch took);
-    /// returns what was deleted. Runs that have not ended
+    /// them (`retention.pause`, and at least twice what the batch took),
+    /// until a batch finds nothing; returns what was deleted. Runs that
+    /// other transactions hold (a retry, say) are left for a later prune. Runs that have not ended
     /// are never deleted.
     pub async fn prune(&self, retention: &Retention) -> Result<Pruned, Error> {
         let cutoff = self.prune_cutoff(retention)?;
@@ -180,7 +184,9 @@ impl Engine {
             let batch = self.store().prune_batch(self.namespace(), cutoff, &retention.statuses, size).await?;
             let took = started.elapsed();
             total.add(batch);
-            if batch.runs < u64::from(size) {
+            // Only an empty batch ends it: on PostgreSQL a batch skips runs
+            // that other transactions hold, and may come back short.
+            if batch.runs == 0 {
                 break;
             }
             tokio::time::sleep(retention.pause.max(took.saturating_mul(2))).await;

@@ -240,8 +240,11 @@ impl Store {
             }
         };
         let r = self.move_from(&source, target, now).await;
-        // The source was only read.
-        source.rollback().await?;
+        // The source was only read: ending its transaction cannot undo the
+        // copy, and a failure to end it is not the move's.
+        if let Err(e) = source.rollback().await {
+            tracing::warn!(error = %e, "could not end the move's read of the source");
+        }
         r
     }
 

@@ -123,14 +123,14 @@ impl Store {
     ) -> Result<Pruned, StoreError> {
         let (cond, mut values) = prune_condition(namespace, ended_before, statuses);
         values.push(i64::from(batch.max(1)).into());
-        // The runs are locked as they are selected (PostgreSQL: FOR UPDATE,
-        // which re-checks the condition on a row that changed meanwhile, so
-        // a run retried since is skipped; SQLite: this transaction holds the
-        // write lock). Their rows in the other tables go first (steps would
+        // The runs are locked as they are selected (PostgreSQL: FOR UPDATE
+        // SKIP LOCKED: a run another transaction holds, a retry say, is left
+        // for a later batch, and no lock is waited for, so no lock cycle can
+        // form; SQLite: this transaction holds the write lock). Their rows in the other tables go first (steps would
         // also go by the foreign key's cascade), then the runs, whose end
         // states the delete checks once more.
         let lock = match self.backend {
-            crate::connect::Backend::Postgres => " FOR UPDATE OF e",
+            crate::connect::Backend::Postgres => " FOR UPDATE OF e SKIP LOCKED",
             crate::connect::Backend::Sqlite => "",
         };
         let ids: Vec<String> = txn

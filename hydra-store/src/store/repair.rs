@@ -15,7 +15,8 @@ use crate::model::{Execution, ExecutionStatus, NewExecution, Step, StepStatus, T
 use sea_orm::{ConnectionTrait, DatabaseTransaction, TransactionTrait};
 
 /// The step ID base of the compensation marker (see the runtime's sagas):
-/// a run whose compensations ran is neither retried nor forked past it.
+/// a run whose compensations ran is not retried, and forked only from
+/// position 0.
 pub const COMPENSATION_MARKER: &str = "hydra.compensate";
 
 /// A fork to make: which run, from which position, under which new ID.
@@ -56,9 +57,11 @@ impl Store {
     /// that ended it (the last one, if it failed), which runs again. Its
     /// error, output and cancel flag are cleared, a deadline that has passed
     /// is dropped, and its fencing token moves on. Refused
-    /// ([`StoreError::Refused`]) for a run in any other state, and for a run
-    /// whose compensations ran (its effects were undone: fork it from before
-    /// the failure instead).
+    /// ([`StoreError::Refused`]) for a run in any other state, for a run
+    /// whose compensations ran (its effects were undone: fork it from
+    /// position 0 instead), and for a child whose parent, still going, has
+    /// taken the news of its end already (an untaken end is withdrawn, and
+    /// the retried child tells the parent again).
     pub async fn retry_run(&self, namespace: &str, id: &ExecutionId, now: i64) -> Result<Execution, StoreError> {
         let _gate = self.gate().await;
         let txn = self.db.begin_with_options(immediate()).await?;
@@ -101,20 +104,38 @@ impl Store {
                 ),
             ));
         }
-        // A child's parent was told how it ended (once: the signal is keyed
-        // by the child); a retried child's new end would not reach it.
-        if let Some(parent) = &run.parent_id
-            && let Some(p) = self.locked_run(txn, namespace, parent).await.ok()
-            && !p.status.is_terminal()
-        {
-            return Err(refused(
-                id,
-                format!(
-                    "run {id} is a child of run {parent} ({}), which has been told that it ended {}: a retry's \
-                     new outcome would not reach it; repair the parent instead",
-                    p.status, run.status
-                ),
-            ));
+        // A child's parent is told how it ended once (the signal is keyed by
+        // the child). If the parent has not taken that news yet, it is
+        // withdrawn here and the retried child's new end will tell it; if it
+        // has, a retry's outcome would never reach it: refused.
+        if let Some(parent) = &run.parent_id {
+            let p = match self.locked_run(txn, namespace, parent).await {
+                Ok(p) => Some(p),
+                Err(StoreError::ExecutionNotFound { .. }) => None,
+                Err(e) => return Err(e),
+            };
+            if let Some(p) = p
+                && !p.status.is_terminal()
+            {
+                let name = super::children::child_signal_name(id);
+                let withdrawn = txn
+                    .execute_raw(self.stmt(
+                        "DELETE FROM workflow_signals WHERE execution_id = ? AND name = ? AND consumed_at IS NULL",
+                        vec![parent.as_str().into(), name.as_str().into()],
+                    ))
+                    .await?;
+                let taken = self.consumed_before(txn, parent, &name, u32::MAX).await?;
+                if withdrawn.rows_affected() == 0 && taken > 0 {
+                    return Err(refused(
+                        id,
+                        format!(
+                            "run {id} is a child of run {parent} ({}), which has already taken the news that it \
+                             ended {}: a retry's new outcome would not reach it",
+                            p.status, run.status
+                        ),
+                    ));
+                }
+            }
         }
         let mut open = run.open_step.position;
         if let Some(last) = steps.last()
@@ -127,10 +148,11 @@ impl Store {
             .await?;
             open = last.position;
         }
-        // Fresh attempts (and no old backoff) for a step caught between an
-        // attempt and its result.
+        // Fresh attempts (and no old backoff) for a step body caught between
+        // an attempt and its result. A wait's row keeps its deadline.
         txn.execute_raw(self.stmt(
-            "UPDATE workflow_steps SET attempts = 0, wake_at = NULL WHERE execution_id = ? AND status = 'running'",
+            "UPDATE workflow_steps SET attempts = 0, wake_at = NULL WHERE execution_id = ? AND status = 'running' \
+             AND kind = 'step'",
             vec![id.as_str().into()],
         ))
         .await?;
@@ -170,9 +192,9 @@ impl Store {
     /// ([`StoreError::Refused`]) for a position past the recorded history, a
     /// kept step without a result; for a run whose compensations ran, any
     /// position but 0 (its kept steps' effects were undone, and their
-    /// compensations would run again); and a kept child start or awakeable
-    /// whose end the kept history does not take (the child tells the
-    /// origin, not the fork; the token names the origin).
+    /// compensations would run again); a kept child start whose end the
+    /// kept history does not take (the child tells the origin, not the
+    /// fork); and a kept awakeable (its token names the origin).
     pub async fn fork_run(&self, req: &ForkRequest) -> Result<Execution, StoreError> {
         let _gate = self.gate().await;
         let txn = self.db.begin_with_options(immediate()).await?;
@@ -212,25 +234,37 @@ impl Store {
             ));
         }
         let kept: Vec<&Step> = steps.iter().filter(|s| s.position < req.from_position).collect();
-        for (prefix, signal, what) in
-            [("hydra.child:", "child:", "child"), ("hydra.awakeable", "awakeable:", "awakeable")]
+        // An awakeable's token names the run that made it: a fork cannot
+        // take it over.
+        if let Some(a) = kept.iter().find(|s| s.step_id.base() == "hydra.awakeable") {
+            return Err(refused(
+                origin_id,
+                format!(
+                    "run {origin_id} made an awakeable at position {p} (its token names the origin): fork from \
+                     position {p} or earlier (the fork then makes its own)",
+                    p = a.position
+                ),
+            ));
+        }
+        // A linked child tells the run that started it: the fork keeps a
+        // child's start only with the step that took its end.
+        let started = kept.iter().filter(|s| s.step_id.base().starts_with("hydra.child:")).count();
+        let ends_taken = kept
+            .iter()
+            .filter(|s| s.status == StepStatus::Completed && s.step_name.starts_with("signal:child:"))
+            .count();
+        if started > ends_taken
+            && let Some(last) = kept.iter().rev().find(|s| s.step_id.base().starts_with("hydra.child:"))
         {
-            let started: Vec<&&Step> = kept.iter().filter(|s| s.step_id.base().starts_with(prefix)).collect();
-            if started.is_empty() {
-                continue;
-            }
-            let taken = self.consumed_before(txn, origin_id, signal, req.from_position).await?;
-            if (started.len() as u64) > taken {
-                let last = started.last().map_or(0, |s| s.position);
-                return Err(refused(
-                    origin_id,
-                    format!(
-                        "run {origin_id} keeps a {what} (step at position {last}) whose end the kept history does \
-                         not take: the {what} answers the origin, not a fork; fork from position {last} or \
-                         earlier, or from after the wait"
-                    ),
-                ));
-            }
+            return Err(refused(
+                origin_id,
+                format!(
+                    "run {origin_id} keeps a child started at position {p} whose end the kept history does not \
+                     take (the child tells the origin, not a fork): fork from after the step that takes its end, \
+                     or from position {p} or earlier (the fork then starts a child of its own)",
+                    p = last.position
+                ),
+            ));
         }
         for (i, s) in kept.iter().enumerate() {
             if usize::try_from(s.position).ok() != Some(i) {
@@ -245,15 +279,6 @@ impl Store {
                     format!(
                         "step {} at position {} of run {origin_id} has no result yet: fork from position {} or earlier",
                         s.step_id, s.position, s.position
-                    ),
-                ));
-            }
-            if s.step_id.base() == COMPENSATION_MARKER {
-                return Err(refused(
-                    origin_id,
-                    format!(
-                        "position {} of run {origin_id} is its compensation marker: fork from position {} or earlier",
-                        s.position, s.position
                     ),
                 ));
             }

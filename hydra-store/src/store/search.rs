@@ -19,7 +19,7 @@ pub const MAX_SEARCH_NAME_BYTES: usize = 190;
 
 /// Why a search attribute name or value is refused, if it is: a name of 1
 /// to [`MAX_SEARCH_NAME_BYTES`] bytes that is a valid step ID base (no `#`,
-/// no control characters), and a value of at most
+/// whitespace or control characters), and a value of at most
 /// [`MAX_SEARCH_VALUE_BYTES`] bytes without NUL (PostgreSQL text holds
 /// none). The same on both backends.
 pub fn check_search_attribute(name: &str, value: &str) -> Result<(), String> {
