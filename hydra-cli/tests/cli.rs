@@ -331,11 +331,13 @@ both_backends! {
 
 /// Waits until run `id` is in `status`.
 async fn wait_status(e: &Engine, id: &ExecutionId, status: ExecutionStatus) {
-    let start = std::time::Instant::now();
-    while e.get(id).await.unwrap().unwrap().status != status {
-        assert!(start.elapsed() < WAIT, "run {id} never reached {status}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let waited = tokio::time::timeout(WAIT, async {
+        while e.get(id).await.unwrap().unwrap().status != status {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "run {id} never reached {status}");
 }
 
 /// A SQLite database with runs in every state moves to PostgreSQL, where

@@ -131,11 +131,13 @@ both_backends! {
         // A running run: a retry is refused and changes nothing.
         HOLD.store(true, Ordering::SeqCst);
         let running = held::start(&e, 1).await.unwrap();
-        let start = std::time::Instant::now();
-        while e.get(running.id()).await.unwrap().unwrap().status != ExecutionStatus::Running {
-            assert!(start.elapsed() < WAIT);
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let waited = tokio::time::timeout(WAIT, async {
+            while e.get(running.id()).await.unwrap().unwrap().status != ExecutionStatus::Running {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        assert!(waited.is_ok(), "waited too long");
         let before = e.get(running.id()).await.unwrap().unwrap();
         let err = e.retry(running.id()).await.unwrap_err();
         assert!(matches!(err, Error::Refused(ref m) if m.contains("is running")), "{err}");
@@ -233,11 +235,13 @@ both_backends! {
         let w = worker(&e).await;
         let run = impatient::start(&e, 0).await.unwrap();
         wait_for(&e, run.id(), |_| true).await;
-        let start = std::time::Instant::now();
-        while e.get(run.id()).await.unwrap().unwrap().status != ExecutionStatus::Sleeping {
-            assert!(start.elapsed() < WAIT);
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let waited = tokio::time::timeout(WAIT, async {
+            while e.get(run.id()).await.unwrap().unwrap().status != ExecutionStatus::Sleeping {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        assert!(waited.is_ok(), "waited too long");
         e.cancel(run.id()).await.unwrap();
         run.result_timeout(WAIT).await.unwrap_err();
         e.retry(run.id()).await.unwrap();
@@ -318,11 +322,13 @@ both_backends! {
             .await
             .unwrap();
         let w = worker(&kept).await;
-        let start = std::time::Instant::now();
-        while kept.get(old.id()).await.unwrap().is_some() {
-            assert!(start.elapsed() < WAIT, "the worker's upkeep did not prune");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let waited = tokio::time::timeout(WAIT, async {
+            while kept.get(old.id()).await.unwrap().is_some() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        assert!(waited.is_ok(), "the worker's upkeep did not prune");
         assert_eq!(kept.get(parked.id()).await.unwrap().unwrap().status, ExecutionStatus::Pending);
         w.shutdown(Duration::from_secs(5)).await;
     }
@@ -382,11 +388,14 @@ both_backends! {
 
 /// Waits until run `id` has a history of which `done` holds.
 async fn wait_for(e: &Engine, id: &ExecutionId, done: impl Fn(usize) -> bool) {
-    let start = std::time::Instant::now();
-    while !done(e.steps(id).await.unwrap().iter().filter(|s| s.status != hydra_store::StepStatus::Running).count()) {
-        assert!(start.elapsed() < WAIT, "run {id} did not get there");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let waited = tokio::time::timeout(WAIT, async {
+        while !done(e.steps(id).await.unwrap().iter().filter(|s| s.status != hydra_store::StepStatus::Running).count())
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "run {id} did not get there");
 }
 
 /// PostgreSQL: a prune that meets a run being retried (its row locked and
