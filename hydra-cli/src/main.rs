@@ -17,7 +17,8 @@
 //!
 //! Where things live: `main.rs` the command line and the entry point;
 //! `runs.rs` the `runs` commands; `admin.rs` cron, workers, stats, prune and
-//! move; `output.rs` tables, JSON, times and payloads.
+//! move; `output.rs` tables, JSON, times and payloads; `console` serves
+//! [`hydra_runtime::console`].
 
 mod admin;
 mod output;
@@ -63,6 +64,20 @@ enum Command {
     /// Copies a whole database into an empty one (SQLite to PostgreSQL),
     /// with every worker stopped, and verifies the copy.
     Move(admin::MoveArgs),
+    /// Serves the web console (runs, a run's timeline, retry, fork, cancel,
+    /// signal, cron, workers, summary) until interrupted.
+    Console(ConsoleArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ConsoleArgs {
+    /// The address to listen on; a non-loopback address needs --token.
+    #[arg(long, default_value = hydra_runtime::console::DEFAULT_CONSOLE_ADDR)]
+    bind: std::net::SocketAddr,
+    /// The token every request must carry (at least 16 characters);
+    /// required unless bound to a loopback address.
+    #[arg(long, env = "HYDRA_CONSOLE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 /// What a command fails with.
@@ -141,8 +156,34 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Workers => admin::workers(&ctx).await,
         Command::Stats => admin::stats(&ctx).await,
         Command::Prune(args) => admin::prune(&ctx, &args).await,
+        Command::Console(args) => console(ctx.engine, args).await,
         Command::Move(_) => Ok(()),
     }
+}
+
+/// Serves the console until Ctrl-C (or SIGTERM).
+async fn console(engine: Engine, args: ConsoleArgs) -> Result<(), CliError> {
+    let mut config = hydra_runtime::console::ConsoleConfig::new(args.bind);
+    if let Some(t) = args.token {
+        config = config.token(t);
+    }
+    let console = hydra_runtime::console::Console::start(engine, config).await?;
+    // Tests and scripts read this line for the address (port 0 binds any).
+    println!("hydra console: listening on {}", console.url());
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+    console.stop().await?;
+    Ok(())
 }
 
 /// An engine on `url` (which must name an existing database: a SQLite URL

@@ -60,8 +60,11 @@ mod client;
 mod clock;
 pub mod codec;
 mod commit;
+#[cfg(feature = "console")]
+pub mod console;
 mod context;
 mod cron;
+pub mod describe;
 mod engine;
 mod error;
 pub mod metrics;

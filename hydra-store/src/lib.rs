@@ -62,7 +62,7 @@ pub use model::{
     StepStatus, Terminal, TriggerType, WorkerLease,
 };
 pub use store::{
-    BatchOp, BatchValue, COMPENSATION_MARKER, Checkpoint, DueRuns, EventRow, EventValue, ForkRequest,
+    BatchOp, BatchValue, COMPENSATION_MARKER, Checkpoint, DueRuns, EndedBucket, EventRow, EventValue, ForkRequest,
     MAX_SEARCH_NAME_BYTES, MAX_SEARCH_VALUE_BYTES, MoveReport, MovedTable, NewSignal, Pruned, Receive, Received,
     SignalRow, SignalSent, StatusCount, Store, Transition, check_search_attribute, child_outcome_payload,
     child_signal_name,

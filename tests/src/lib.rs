@@ -5,8 +5,10 @@
 //! PostgreSQL tests never skip: without `HYDRA_TEST_PG_URL` they fail and
 //! say how to run them.
 
+pub mod browser;
 pub mod fault;
 pub mod flow;
+pub mod http;
 pub mod proxy;
 
 use hydra_store::{Store, StoreOptions};

@@ -57,6 +57,8 @@ pub(crate) struct EngineInner {
     pub(crate) known: std::sync::Mutex<std::collections::HashSet<String>>,
     /// What this engine's workers delete of old finished runs.
     pub(crate) retention: Option<Retention>,
+    /// Where the console started with the engine listens.
+    pub(crate) console_addr: std::sync::OnceLock<std::net::SocketAddr>,
 }
 
 /// Builds an [`Engine`].
@@ -74,6 +76,8 @@ pub struct EngineBuilder {
     prometheus: Option<std::net::SocketAddr>,
     no_group_commit: bool,
     retention: Option<Retention>,
+    #[cfg(feature = "console")]
+    console: Option<crate::console::ConsoleConfig>,
 }
 
 impl EngineBuilder {
@@ -162,6 +166,23 @@ impl EngineBuilder {
         self
     }
 
+    /// Serves the web console for this engine's namespace on `addr` (a
+    /// loopback address; elsewhere use [`EngineBuilder::console_with`] and a
+    /// token) from [`EngineBuilder::build`] until the async runtime ends;
+    /// port 0 takes a free port ([`Engine::console_addr`]). Feature
+    /// `console`; see [`crate::console`].
+    #[cfg(feature = "console")]
+    pub fn console(self, addr: std::net::SocketAddr) -> Self {
+        self.console_with(crate::console::ConsoleConfig::new(addr))
+    }
+
+    /// Serves the web console as `config` says (address, token).
+    #[cfg(feature = "console")]
+    pub fn console_with(mut self, config: crate::console::ConsoleConfig) -> Self {
+        self.console = Some(config);
+        self
+    }
+
     /// Opens the database (applying migrations) and builds the engine.
     pub async fn build(self) -> Result<Engine, Error> {
         if let Some(addr) = self.prometheus {
@@ -185,7 +206,7 @@ impl EngineBuilder {
         }
         let clock = self.clock.unwrap_or_default();
         let committer = (!self.no_group_commit).then(|| crate::commit::Committer::start(store.clone(), clock.clone()));
-        Ok(Engine {
+        let engine = Engine {
             inner: Arc::new(EngineInner {
                 store,
                 namespace,
@@ -198,8 +219,16 @@ impl EngineBuilder {
                 done: watch::channel(0).0,
                 known: std::sync::Mutex::new(std::collections::HashSet::new()),
                 retention: self.retention,
+                console_addr: std::sync::OnceLock::new(),
             }),
-        })
+        };
+        #[cfg(feature = "console")]
+        if let Some(config) = self.console {
+            let console = crate::console::Console::start(engine.clone(), config).await?;
+            let _ = engine.inner.console_addr.set(console.addr());
+            console.detach();
+        }
+        Ok(engine)
     }
 }
 
@@ -302,6 +331,12 @@ impl Engine {
     /// The namespace.
     pub fn namespace(&self) -> &str {
         &self.inner.namespace
+    }
+
+    /// Where the console started with this engine
+    /// ([`EngineBuilder::console`]) listens, if one was.
+    pub fn console_addr(&self) -> Option<std::net::SocketAddr> {
+        self.inner.console_addr.get().copied()
     }
 
     /// The clock.

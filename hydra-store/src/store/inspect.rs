@@ -35,6 +35,18 @@ pub struct EventRow {
     pub updated_at: i64,
 }
 
+/// Runs that ended in one status within one time bucket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EndedBucket {
+    /// The bucket's start (ms since the epoch, a multiple of its width).
+    pub start: i64,
+    /// How the runs ended.
+    pub status: String,
+    /// How many.
+    pub runs: u64,
+}
+
 /// Runs of one workflow in one status.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -149,5 +161,37 @@ impl Store {
             .await?;
         row.map(|r| Ok((ExecutionId::from_string(r.try_get::<String>("", "id")?), r.try_get("", "due_at")?)))
             .transpose()
+    }
+
+    /// The runs of a namespace that ended at or after `since` (ms), counted
+    /// by end status in buckets `bucket_ms` wide (at least 1 ms), oldest
+    /// bucket first.
+    pub async fn ended_by_bucket(
+        &self,
+        namespace: &str,
+        since: i64,
+        bucket_ms: i64,
+    ) -> Result<Vec<EndedBucket>, StoreError> {
+        let width = bucket_ms.max(1);
+        let rows = self
+            .db
+            .query_all_raw(self.stmt(
+                "SELECT completed_at / ? AS b, status, COUNT(*) AS n FROM workflow_executions \
+                 WHERE namespace = ? AND completed_at IS NOT NULL AND completed_at >= ? \
+                 GROUP BY 1, 2 ORDER BY 1, 2",
+                vec![width.into(), namespace.into(), since.into()],
+            ))
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let b: i64 = r.try_get("", "b")?;
+                let n: i64 = r.try_get("", "n")?;
+                Ok(EndedBucket {
+                    start: b.saturating_mul(width),
+                    status: r.try_get("", "status")?,
+                    runs: u64::try_from(n).unwrap_or(0),
+                })
+            })
+            .collect()
     }
 }

@@ -50,7 +50,7 @@ pub use checkpoint::{Checkpoint, Transition};
 pub use children::{child_outcome_payload, child_signal_name};
 pub use copy::{MoveReport, MovedTable};
 pub use events::EventValue;
-pub use inspect::{EventRow, SignalRow, StatusCount};
+pub use inspect::{EndedBucket, EventRow, SignalRow, StatusCount};
 pub use prune::Pruned;
 pub use repair::{COMPENSATION_MARKER, ForkRequest};
 pub use search::{MAX_SEARCH_NAME_BYTES, MAX_SEARCH_VALUE_BYTES, check_search_attribute};

@@ -1,0 +1,184 @@
+//! The page frame (navigation, stylesheet), error pages, and the pieces
+//! every page uses: status badges, times, payloads, links with queries.
+
+use crate::describe;
+use crate::engine::Engine;
+use crate::error::Error;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use maud::{DOCTYPE, Markup, html};
+
+/// The stylesheet, compiled into the binary.
+const STYLESHEET: &str = include_str!("console.css");
+
+/// `GET /assets/console.css`.
+pub(super) async fn stylesheet() -> Response {
+    let mut res = STYLESHEET.into_response();
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/css; charset=utf-8"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=3600"));
+    res
+}
+
+/// A whole page: `title`, the navigation with `section` marked, `body`.
+pub(super) fn page(engine: &Engine, title: &str, section: &str, body: Markup) -> Markup {
+    frame(Some(engine.namespace()), title, section, body)
+}
+
+fn frame(namespace: Option<&str>, title: &str, section: &str, body: Markup) -> Markup {
+    let link = |href: &str, name: &str, key: &str| {
+        html! { a href=(href) class=[(section == key).then_some("here")] { (name) } }
+    };
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · Hydra" }
+                link rel="stylesheet" href="/assets/console.css";
+            }
+            body {
+                header {
+                    span.brand { "Hydra" }
+                    nav {
+                        (link("/runs", "Runs", "runs"))
+                        (link("/summary", "Summary", "summary"))
+                        (link("/cron", "Cron", "cron"))
+                        (link("/workers", "Workers", "workers"))
+                    }
+                    @if let Some(ns) = namespace { span.ns { "namespace " code { (ns) } } }
+                }
+                main { (body) }
+            }
+        }
+    }
+}
+
+/// An error answered as a page with its status.
+#[derive(Debug)]
+pub(super) struct Problem {
+    status: StatusCode,
+    message: String,
+}
+
+impl Problem {
+    pub(super) fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Problem { status, message: message.into() }
+    }
+
+    pub(super) fn bad_request(message: impl Into<String>) -> Self {
+        Problem::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl From<Error> for Problem {
+    fn from(e: Error) -> Self {
+        let status = match &e {
+            Error::NotFound(_) | Error::CronNotFound(_) => StatusCode::NOT_FOUND,
+            Error::Refused(_) | Error::RunEnded { .. } => StatusCode::CONFLICT,
+            Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::Encode { .. } | Error::Decode { .. } | Error::Config(_) | Error::UnknownWorkflow(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::warn!(error = %e, "console request failed");
+        }
+        Problem::new(status, e.to_string())
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let title = self.status.canonical_reason().unwrap_or("Error");
+        let body = html! {
+            h1 { (self.status.as_u16()) " " (title) }
+            p.problem { (self.message) }
+            p { a href="/runs" { "Back to the runs" } }
+        };
+        (self.status, frame(None, title, "", body)).into_response()
+    }
+}
+
+/// Anything else: 404.
+pub(super) async fn not_found() -> Problem {
+    Problem::new(StatusCode::NOT_FOUND, "no such page")
+}
+
+/// A status as a coloured badge.
+pub(super) fn badge(status: &str) -> Markup {
+    let class = match status {
+        "completed" => "badge ok",
+        "failed" | "timed_out" | "compensation_failed" | "suspended" => "badge bad",
+        "cancelled" => "badge off",
+        "running" => "badge run",
+        _ => "badge wait",
+    };
+    html! { span class=(class) { (status) } }
+}
+
+/// A time (UTC) with its raw value as a tooltip.
+pub(super) fn when(ms: i64) -> Markup {
+    html! { time title=(format!("{ms} ms since the epoch")) { (describe::time(ms)) } }
+}
+
+/// An optional time, `-` when absent.
+pub(super) fn when_opt(ms: Option<i64>) -> Markup {
+    match ms {
+        Some(ms) => when(ms),
+        None => html! { "-" },
+    }
+}
+
+/// A stored payload, decoded as [`describe::payload`] does, pretty JSON.
+pub(super) fn payload(bytes: &[u8]) -> Markup {
+    let value = describe::payload(bytes);
+    let text = serde_json::to_string_pretty(&value).unwrap_or_else(|_| value.to_string());
+    html! { pre.payload { (text) } }
+}
+
+/// A payload on one line, cut to `max` characters.
+pub(super) fn payload_line(bytes: &[u8], max: usize) -> String {
+    if bytes.is_empty() {
+        return String::new();
+    }
+    cut(&describe::payload(bytes).to_string(), max)
+}
+
+/// `text` on one line, cut to `max` characters.
+pub(super) fn cut(text: &str, max: usize) -> String {
+    let one: String = text.replace(['\n', '\r'], " ");
+    if one.chars().count() <= max {
+        one
+    } else {
+        let mut s: String = one.chars().take(max.saturating_sub(1)).collect();
+        s.push('…');
+        s
+    }
+}
+
+/// `path` with `pairs` (those with a value) as its query, encoded.
+pub(super) fn with_query<'a>(path: &str, pairs: impl IntoIterator<Item = (&'a str, Option<&'a str>)>) -> String {
+    let mut q = url::form_urlencoded::Serializer::new(String::new());
+    let mut any = false;
+    for (k, v) in pairs {
+        if let Some(v) = v.filter(|v| !v.is_empty()) {
+            q.append_pair(k, v);
+            any = true;
+        }
+    }
+    if any { format!("{path}?{}", q.finish()) } else { path.to_owned() }
+}
+
+/// The link to run `id`'s page (encoded: a stored ID may hold anything).
+pub(super) fn run_href(id: &str) -> String {
+    let encoded: String = url::form_urlencoded::byte_serialize(id.as_bytes()).collect();
+    format!("/runs/{encoded}")
+}
+
+/// A hidden field with the console's form token.
+pub(super) fn form_token(token: &str) -> Markup {
+    html! { input type="hidden" name="form_token" value=(token); }
+}
