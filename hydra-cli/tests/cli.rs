@@ -423,3 +423,51 @@ async fn move_refuses_columns_it_does_not_know() {
     let target = engine(&to).await;
     assert!(target.list(ExecutionFilter::new("default")).await.unwrap().is_empty());
 }
+
+/// `hydra console` as a process: it prints its address, serves the runs
+/// (a GET of a run's page over HTTP), ends on SIGTERM with exit 0; bound
+/// beyond loopback without a token it refuses to start, with exit 1 and
+/// the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_command_serves_and_refuses_an_open_bind() {
+    use std::io::BufRead;
+    let db = TestDb::new(DbKind::Sqlite).await;
+    let e = engine(&db).await;
+    let run = e
+        .start_encoded(
+            "pay",
+            Codec::Json.encode(&"console-order".to_owned()).unwrap(),
+            WorkflowOptions::default(),
+            StartOptions::new(),
+        )
+        .await
+        .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hydra"))
+        .args(["--database-url", &db.url, "console", "--bind", "127.0.0.1:0"])
+        .env_remove("HYDRA_DATABASE_URL")
+        .env_remove("HYDRA_CONSOLE_TOKEN")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        std::io::BufReader::new(stdout).read_line(&mut line).unwrap();
+        line
+    });
+    let line = tokio::time::timeout(WAIT, line).await.unwrap().unwrap();
+    let url = line.trim().strip_prefix("hydra console: listening on ").unwrap_or_else(|| panic!("{line:?}"));
+    let addr: std::net::SocketAddr = url.trim_start_matches("http://").trim_end_matches('/').parse().unwrap();
+    let http = hydra_tests::http::Http::new(addr);
+    let page = http.get(&format!("/runs/{}", run.id)).await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("console-order"));
+    let term = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(term.success());
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+    assert!(status.success(), "hydra console ends cleanly on SIGTERM: {status}");
+
+    let (ok, _, err) = hydra(&db.url, &["console", "--bind", "0.0.0.0:0"]);
+    assert!(!ok);
+    assert!(err.contains("token"), "{err}");
+}
