@@ -74,6 +74,7 @@ fn hydra(url: &str, args: &[&str]) -> (bool, String, String) {
         .arg(url)
         .args(args)
         .env_remove("HYDRA_DATABASE_URL")
+        .env_remove("HYDRA_CONSOLE_TOKEN")
         .output()
         .unwrap();
     (
@@ -449,6 +450,8 @@ async fn console_command_serves_and_refuses_an_open_bind() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    // A failed assertion below must not leave the console serving.
+    let reaper = Reaper(child.id());
     let stdout = child.stdout.take().unwrap();
     let line = tokio::task::spawn_blocking(move || {
         let mut line = String::new();
@@ -466,8 +469,18 @@ async fn console_command_serves_and_refuses_an_open_bind() {
     assert!(term.success());
     let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
     assert!(status.success(), "hydra console ends cleanly on SIGTERM: {status}");
+    std::mem::forget(reaper);
 
     let (ok, _, err) = hydra(&db.url, &["console", "--bind", "0.0.0.0:0"]);
     assert!(!ok);
     assert!(err.contains("token"), "{err}");
+}
+
+/// Kills a child process when dropped (a test that fails part-way).
+struct Reaper(u32);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-KILL", &self.0.to_string()]).status();
+    }
 }

@@ -137,6 +137,11 @@ fn classify(url: &str) -> Result<Target, StoreError> {
     }
 }
 
+/// Whether `url` names a SQLite file (not an in-memory database).
+pub(crate) fn is_sqlite_file(url: &str) -> bool {
+    matches!(classify(url), Ok(Target::SqliteFile { .. }))
+}
+
 /// Opens the database, applies migrations and returns the connection.
 pub(crate) async fn open(opts: &StoreOptions) -> Result<(DatabaseConnection, Backend), StoreError> {
     let target = classify(&opts.url)?;

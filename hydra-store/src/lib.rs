@@ -31,7 +31,8 @@
 //! - `store/workers.rs`: worker liveness rows;
 //! - `store/repair.rs`: retry and fork of a run; `store/search.rs`: search attributes;
 //! - `store/prune.rs`: retention; `store/copy.rs`: moving a database into another;
-//! - `listen.rs`: PostgreSQL wake-ups ([`RunListener`]);
+//! - `listen.rs`: PostgreSQL wake-ups ([`RunListener`]); `watch.rs`: SQLite wake-ups across
+//!   processes ([`CommitWatcher`], `PRAGMA data_version`);
 //! - `model/`: the domain types (`execution.rs`, `step.rs`, `lease.rs`, `cron.rs`), and
 //!   `model/row.rs`, the one place database rows are converted to them;
 //! - [`entity`]: the sea-orm entities, one per table;
@@ -51,6 +52,7 @@ mod ids;
 mod listen;
 mod model;
 mod store;
+mod watch;
 
 pub use connect::{Backend, StoreOptions};
 pub use error::StoreError;
@@ -67,6 +69,7 @@ pub use store::{
     SignalRow, SignalSent, StatusCount, Store, Transition, check_search_attribute, child_outcome_payload,
     child_signal_name,
 };
+pub use watch::{COMMIT_WATCH_INTERVAL, CommitWatcher};
 
 /// Re-exported so that transactional code can name the connection types.
 pub use sea_orm;

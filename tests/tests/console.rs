@@ -9,7 +9,7 @@
 
 use hydra_runtime::console::{Console, ConsoleConfig};
 use hydra_runtime::prelude::*;
-use hydra_runtime::{CronSchedule, ExecutionStatus};
+use hydra_runtime::{Clock, CronSchedule, ExecutionFilter, ExecutionStatus};
 use hydra_tests::http::{Http, form_token};
 use hydra_tests::{TestDb, both_backends};
 use sea_orm::ConnectionTrait;
@@ -131,34 +131,102 @@ both_backends! {
         assert_eq!(http.get("/runs?since=yesterday").await.status, 400);
         assert_eq!(http.get("/runs?attr=noequals").await.status, 400);
         assert_eq!(http.get("/runs?limit=many").await.status, 400);
-        assert_eq!(http.get("/runs?after=01a0-gone").await.status, 400);
+        assert_eq!(http.get("/runs?after=01a0-gone").await.status, 400, "not a cursor");
+        assert_eq!(http.get("/runs?after=x.01a0").await.status, 400, "not a cursor");
+        // A cursor whose run has gone (pruned between pages) still pages on.
+        let gone = http.get(&format!("/runs?after={}.01zz-gone", i64::MAX)).await;
+        assert_eq!(gone.status, 200);
+        assert!(gone.body.contains(ok.id().as_str()));
         assert_eq!(http.get("/nowhere").await.status, 404);
     }
 
     async fn the_list_pages_through_every_run_once(db: TestDb) {
-        let (e, _w, http) = setup(&db).await;
+        let (_e, _w, http) = setup(&db).await;
+        // Seven runs created in one millisecond (a clock that stands still),
+        // so only the ID orders them, and with a search attribute to filter.
+        let frozen = Engine::builder().database_url(&db.url).clock(Clock::manual(1_800_000_000_000)).build().await.unwrap();
         let mut ids = Vec::new();
         for i in 0..7 {
-            ids.push(pay::start(&e, format!("p{i}")).await.unwrap().id().clone());
+            let e = frozen
+                .start_encoded(
+                    "console-pay",
+                    Codec::Json.encode(&format!("p{i}")).unwrap(),
+                    WorkflowOptions::default(),
+                    hydra_runtime::StartOptions::new().search_attribute("batch", "b 1"),
+                )
+                .await
+                .unwrap();
+            ids.push(e.id.to_string());
         }
-        let mut seen = Vec::new();
-        let mut path = "/runs?workflow=console-pay&limit=3".to_owned();
-        for _ in 0..5 {
-            let page = http.get(&path).await;
-            assert_eq!(page.status, 200);
-            for id in &ids {
-                if page.body.contains(&format!(">{id}</a>")) {
-                    seen.push(id.clone());
-                }
-            }
-            let Some(at) = page.body.find("class=\"next\" href=\"") else { break };
-            let rest = &page.body[at + "class=\"next\" href=\"".len()..];
-            path = rest[..rest.find('"').unwrap()].replace("&amp;", "&");
-        }
-        seen.sort();
         let mut all = ids.clone();
         all.sort();
-        assert_eq!(seen, all, "every run on exactly one page");
+        for first in ["/runs?workflow=console-pay&limit=3", "/runs?attr=batch%3Db+1&limit=2", "/runs?since=2027-01-01T00:00:00Z&limit=3"] {
+            let mut seen = Vec::new();
+            let mut path = first.to_owned();
+            for _ in 0..8 {
+                let page = http.get(&path).await;
+                assert_eq!(page.status, 200, "{path}: {}", page.body);
+                for id in &ids {
+                    if page.body.contains(&format!(">{id}</a>")) {
+                        seen.push(id.clone());
+                    }
+                }
+                let Some(at) = page.body.find("class=\"next\" href=\"") else { break };
+                let rest = &page.body[at + "class=\"next\" href=\"".len()..];
+                path = rest[..rest.find('"').unwrap()].replace("&amp;", "&");
+            }
+            seen.sort();
+            assert_eq!(seen, all, "{first}: every run on exactly one page");
+        }
+    }
+
+    async fn a_relative_since_means_the_same_instant_on_every_page(db: TestDb) {
+        let clock = Clock::manual(1_800_000_000_000);
+        let e = Engine::builder().database_url(&db.url).clock(clock.clone()).console("127.0.0.1:0".parse().unwrap()).build().await.unwrap();
+        let http = Http::new(e.console_addr().unwrap());
+        let mut ids = Vec::new();
+        for minutes_ago in [119, 60, 1] {
+            clock.set(1_800_000_000_000 - minutes_ago * 60_000);
+            ids.push(e.start_by_name_json("console-pay", "t").await);
+        }
+        clock.set(1_800_000_000_000);
+        let first = http.get("/runs?since=2h&limit=1").await;
+        assert!(first.body.contains(&ids[2]));
+        let at = first.body.find("class=\"next\" href=\"").unwrap();
+        let rest = &first.body[at + "class=\"next\" href=\"".len()..];
+        let next = rest[..rest.find('"').unwrap()].replace("&amp;", "&");
+        assert!(!next.contains("since=2h"), "the link carries an instant: {next}");
+        // Half an hour later, the next pages still reach the oldest run.
+        clock.advance(Duration::from_secs(1800));
+        let second = http.get(&next).await;
+        assert!(second.body.contains(&ids[1]), "{}", second.body);
+        let at = second.body.find("class=\"next\" href=\"").unwrap();
+        let rest = &second.body[at + "class=\"next\" href=\"".len()..];
+        let third = http.get(&rest[..rest.find('"').unwrap()].replace("&amp;", "&")).await;
+        assert!(third.body.contains(&ids[0]), "the run created 119 minutes before the first page");
+    }
+
+    async fn the_summary_counts_runs_ended_in_the_last_hour(db: TestDb) {
+        let now = 1_800_000_000_000;
+        let e = Engine::builder().database_url(&db.url).clock(Clock::manual(now)).console("127.0.0.1:0".parse().unwrap()).build().await.unwrap();
+        let http = Http::new(e.console_addr().unwrap());
+        let conn = sea_orm::Database::connect(&db.url).await.unwrap();
+        // Three completed and one failed within the hour, one completed two
+        // hours ago, one still pending.
+        for (status, ago) in [("completed", 5), ("completed", 5), ("completed", 59), ("failed", 10), ("completed", 120), ("pending", 0)] {
+            let id = e.start_by_name_json("console-pay", "s").await;
+            if status != "pending" {
+                sql(&conn, "UPDATE workflow_executions SET status = ?, completed_at = ? WHERE id = ?",
+                    vec![status.into(), (now - ago * 60_000).into(), id.into()]).await;
+            }
+        }
+        let page = http.get("/summary").await;
+        assert_eq!(page.status, 200);
+        assert!(page.body.contains("<b>3</b>completed in the last hour"), "{}", page.body);
+        assert!(page.body.contains("<b>1</b>ended otherwise in the last hour"), "{}", page.body);
+        assert!(page.body.contains("<b>1</b>pending"), "{}", page.body);
+        assert!(page.body.contains("5 min ago: 2 completed, 0 otherwise"), "two runs in one minute's bar");
+        assert!(page.body.contains("10 min ago: 0 completed, 1 otherwise"));
     }
 
     async fn actions_retry_fork_cancel_signal_and_pause(db: TestDb) {
@@ -210,16 +278,50 @@ both_backends! {
         let twice = http.post_form(&format!("/runs/{}/cancel", to_cancel.id()), &[("form_token", &token)], &with_origin).await;
         assert_eq!(twice.status, 409);
 
-        // Cron: pause and resume.
-        e.register_cron(CronSchedule::workflow::<pay>("nightly", "0 3 * * *", "cron".to_owned())).await.unwrap();
-        let paused = http.post_form("/cron/nightly/pause", &[("form_token", &token)], &with_origin).await;
-        assert_eq!(paused.status, 303);
-        assert!(!e.list_crons().await.unwrap()[0].enabled);
+        // Cron: pause and resume, by the name the form carries (names may
+        // hold spaces, `+` and `/`).
+        for name in ["nightly report", "nightly+report", "a/../b"] {
+            e.register_cron(CronSchedule::workflow::<pay>(name, "0 3 * * *", "cron".to_owned())).await.unwrap();
+        }
+        let enabled = |name: &'static str| {
+            let e = e.clone();
+            async move { e.list_crons().await.unwrap().into_iter().find(|c| c.name == name).unwrap().enabled }
+        };
+        let cron_page = http.get("/cron").await;
+        assert_eq!(form_action_count(&cron_page.body, "/cron/pause"), 3, "one pause form per schedule");
+        let paused = http.post_form("/cron/pause", &[("form_token", &token), ("name", "nightly report")], &with_origin).await;
+        assert_eq!(paused.status, 303, "{}", paused.body);
+        assert!(!enabled("nightly report").await);
+        assert!(enabled("nightly+report").await, "only the named schedule");
         assert!(http.get("/cron").await.body.contains("paused"));
-        let resumed = http.post_form("/cron/nightly/resume", &[("form_token", &token)], &with_origin).await;
+        let resumed = http.post_form("/cron/resume", &[("form_token", &token), ("name", "nightly report")], &with_origin).await;
         assert_eq!(resumed.status, 303);
-        assert!(e.list_crons().await.unwrap()[0].enabled);
-        assert_eq!(http.post_form("/cron/nope/pause", &[("form_token", &token)], &with_origin).await.status, 404);
+        assert!(enabled("nightly report").await);
+        let odd = http.post_form("/cron/pause", &[("form_token", &token), ("name", "a/../b")], &with_origin).await;
+        assert_eq!(odd.status, 303);
+        assert!(!enabled("a/../b").await);
+        assert_eq!(http.post_form("/cron/pause", &[("form_token", &token), ("name", "nope")], &with_origin).await.status, 404);
+        assert_eq!(http.post_form("/cron/pause", &[("form_token", &token)], &with_origin).await.status, 404, "no name");
+    }
+
+    async fn only_a_post_changes_anything(db: TestDb) {
+        let (e, _w, http) = setup(&db).await;
+        let bad = pay::start(&e, "fail-m".to_owned()).await.unwrap();
+        assert_eq!(ended(&e, bad.id()).await, ExecutionStatus::Failed);
+        let page = http.get(&format!("/runs/{}", bad.id())).await;
+        let token = form_token(&page.body).unwrap();
+        let origin = http.origin();
+        let body = format!("form_token={token}").into_bytes();
+        for method in ["GET", "PUT", "DELETE", "PATCH"] {
+            for action in ["retry", "cancel", "fork"] {
+                let reply = http
+                    .send(method, &format!("/runs/{}/{action}", bad.id()), &[("origin", origin.as_str()), ("content-type", "application/x-www-form-urlencoded")], body.clone())
+                    .await;
+                assert_eq!(reply.status, 405, "{method} {action}");
+            }
+        }
+        assert_eq!(e.get(bad.id()).await.unwrap().unwrap().status, ExecutionStatus::Failed, "nothing was retried");
+        assert_eq!(e.list(ExecutionFilter::new(e.namespace())).await.unwrap().len(), 1, "nothing was forked");
     }
 
     async fn state_changes_need_the_same_origin_and_the_form_token(db: TestDb) {
@@ -271,7 +373,13 @@ both_backends! {
         assert_eq!(login.status, 303);
         let cookie = login.header("set-cookie").to_owned();
         assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+        assert!(!cookie.contains(secret), "the cookie holds a session, never the token: {cookie}");
+        assert_eq!(http.get_with("/runs", &[("cookie", &format!("hydra_console={secret}"))]).await.status, 303, "the token is no cookie");
         let pair = cookie.split(';').next().unwrap().to_owned();
+        // Behind a TLS proxy that keeps Host, the https origin is the console's.
+        let tls_origin = origin.replace("http://", "https://");
+        let via_tls = http.post_form("/login", &[("token", secret)], &[("origin", tls_origin.as_str())]).await;
+        assert_eq!(via_tls.status, 303);
         let page = http.get_with(&format!("/runs/{run}"), &[("cookie", &pair)]).await;
         assert_eq!(page.status, 200);
         // An action without the access token is refused even with the form token.
@@ -280,6 +388,11 @@ both_backends! {
         assert_eq!(post.status, 401);
         // With a token, other host names are fine (it is meant to be reached).
         assert_eq!(http.get_with("/runs", &[("cookie", &pair), ("host", "hydra.internal:8233")]).await.status, 200);
+        // Signing out ends the session.
+        let out = http.post_form("/logout", &[], &[("origin", origin.as_str()), ("cookie", &pair)]).await;
+        assert_eq!(out.status, 303);
+        assert!(out.header("set-cookie").contains("Max-Age=0"));
+        assert_eq!(http.get_with("/runs", &[("cookie", &pair)]).await.status, 303, "a signed-out session is refused");
         console.stop().await.unwrap();
 
         // Binding beyond loopback needs a token; a short token is refused.
@@ -296,30 +409,28 @@ both_backends! {
     }
 
     async fn hostile_rows_render_as_text(db: TestDb) {
-        let (e, _w, http) = setup(&db).await;
+        // No worker: nothing rewrites the rows this test writes.
+        let e = Engine::builder().database_url(&db.url).console("127.0.0.1:0".parse().unwrap()).build().await.unwrap();
+        let http = Http::new(e.console_addr().unwrap());
         // A run whose every stored text is markup and whose input is bytes
         // no codec wrote (as another program could leave a row): the pages
         // show them escaped and answer 200.
         let run = e.start_by_name_json("console-pay", "y").await;
         let conn = sea_orm::Database::connect(&db.url).await.unwrap();
-        let backend = conn.get_database_backend();
-        let sql = "UPDATE workflow_executions SET workflow_name = ?, error_message = ?, input_data = ?, \
-                   trigger_source = ?, idempotency_key = ?, status = 'failed', completed_at = created_at WHERE id = ?";
-        let sql = if backend == sea_orm::DbBackend::Postgres {
-            let mut n = 0;
-            sql.chars().map(|c| if c == '?' { n += 1; format!("${n}") } else { c.to_string() }).collect()
-        } else {
-            sql.to_owned()
-        };
-        let values: Vec<sea_orm::Value> = vec![
-            HOSTILE.into(),
-            format!("{HOSTILE}\u{1b}[2J\u{202e}").into(),
-            vec![0xffu8, 0x00, 0x3c, 0x3e].into(),
-            HOSTILE.into(),
-            HOSTILE.into(),
-            run.clone().into(),
-        ];
-        conn.execute_raw(sea_orm::Statement::from_sql_and_values(backend, sql, values)).await.unwrap();
+        sql(
+            &conn,
+            "UPDATE workflow_executions SET workflow_name = ?, error_message = ?, input_data = ?, \
+             trigger_source = ?, idempotency_key = ?, status = 'failed', completed_at = created_at WHERE id = ?",
+            vec![
+                HOSTILE.into(),
+                format!("{HOSTILE}\u{1b}[2J\u{202e}").into(),
+                vec![0xffu8, 0x00, 0x3c, 0x3e].into(),
+                HOSTILE.into(),
+                HOSTILE.into(),
+                run.clone().into(),
+            ],
+        )
+        .await;
         let tagged = e
             .start_encoded(
                 "console-pay",
@@ -329,6 +440,14 @@ both_backends! {
             )
             .await
             .unwrap();
+        // Times no clock wrote: the far ends of i64, and an end before the start.
+        let mut odd = Vec::new();
+        for (created, completed) in [(i64::MIN, Some(i64::MAX)), (i64::MAX, Some(i64::MIN)), (1_000, Some(-5)), (i64::MAX, None)] {
+            let id = e.start_by_name_json("console-pay", "t").await;
+            sql(&conn, "UPDATE workflow_executions SET created_at = ?, started_at = ?, completed_at = ?, due_at = ?, status = ? WHERE id = ?",
+                vec![created.into(), created.into(), completed.into(), completed.into(), (if completed.is_some() { "failed" } else { "running" }).into(), id.clone().into()]).await;
+            odd.push(id);
+        }
         for path in [
             format!("/runs/{run}"),
             format!("/runs/{}", tagged.id),
@@ -336,15 +455,71 @@ both_backends! {
             "/runs?status=failed".to_owned(),
             "/summary".to_owned(),
             format!("/runs?workflow={}", "%3Cscript%3Ealert(1)%3C%2Fscript%3E"),
-        ] {
+        ]
+        .into_iter()
+        .chain(odd.iter().map(|id| format!("/runs/{id}")))
+        {
             let page = http.get(&path).await;
             assert_eq!(page.status, 200, "{path}: {}", page.body);
             assert!(!page.body.contains("<script"), "{path}: an unescaped script tag");
         }
         let page = http.get(&format!("/runs/{run}")).await;
         assert!(page.body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
-        assert!(page.body.contains("\"codec\": \"codec tag 255\"") || page.body.contains("codec tag 255"), "undecodable bytes described");
+        assert!(page.body.contains("codec tag 255"), "undecodable bytes described");
     }
+
+    async fn a_huge_payload_is_shown_cut_and_lists_load_no_payload(db: TestDb) {
+        let e = Engine::builder().database_url(&db.url).console("127.0.0.1:0".parse().unwrap()).build().await.unwrap();
+        let http = Http::new(e.console_addr().unwrap());
+        // 200,000 zeros nested 100 deep: 400 KB stored, tens of megabytes
+        // of indented JSON if printed whole.
+        let mut text = format!("[{}0]", "0,".repeat(199_999));
+        for _ in 0..99 {
+            text = format!("[{text}]");
+        }
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let stored = Codec::Json.encode(&value).unwrap();
+        let run = e
+            .start_encoded("console-pay", stored.clone(), WorkflowOptions::default(), hydra_runtime::StartOptions::new())
+            .await
+            .unwrap();
+        let page = http.get(&format!("/runs/{}", run.id)).await;
+        assert_eq!(page.status, 200);
+        assert!(page.body.len() < 200 * 1024, "the page holds a cut of the payload, not all of it: {} bytes", page.body.len());
+        assert!(page.body.contains("Cut at 64 KiB"), "and says so");
+        // The list asks for no payload.
+        let listed = e.list(ExecutionFilter::new(e.namespace()).without_payloads()).await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert!(listed[0].input.is_empty(), "without_payloads leaves the input in the database");
+        assert_eq!(e.list(ExecutionFilter::new(e.namespace())).await.unwrap()[0].input, stored);
+        assert_eq!(http.get("/runs").await.status, 200);
+    }
+}
+
+/// Runs `text` (with `?` placeholders) on either backend.
+async fn sql(conn: &sea_orm::DatabaseConnection, text: &str, values: Vec<sea_orm::Value>) {
+    let backend = conn.get_database_backend();
+    let text = if backend == sea_orm::DbBackend::Postgres {
+        let mut n = 0;
+        text.chars()
+            .map(|c| {
+                if c == '?' {
+                    n += 1;
+                    format!("${n}")
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect()
+    } else {
+        text.to_owned()
+    };
+    conn.execute_raw(sea_orm::Statement::from_sql_and_values(backend, text, values)).await.unwrap();
+}
+
+/// How many forms of `page` post to `action`.
+fn form_action_count(page: &str, action: &str) -> usize {
+    page.matches(&format!("action=\"{action}\"")).count()
 }
 
 trait StartByName {

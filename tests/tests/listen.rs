@@ -1,11 +1,13 @@
-//! PostgreSQL `LISTEN`: however many workers an engine runs, listening takes
-//! one connection, outside the pool.
+//! Wake-ups across processes. PostgreSQL `LISTEN`: however many workers an
+//! engine runs, listening takes one connection, outside the pool. SQLite:
+//! watching the file for other connections' commits.
 
 // Test code: a failed unwrap is a failed test, with its message.
 #![allow(clippy::unwrap_used)]
 
 use hydra_runtime::prelude::*;
 use hydra_store::StoreOptions;
+use hydra_store::sea_orm::ConnectionTrait;
 use hydra_tests::TestDb;
 use hydra_tests::flow::{Act, Flow, StepPlan};
 use std::time::Duration;
@@ -143,4 +145,50 @@ async fn postgres_a_waiter_whose_listen_connection_drops_still_sees_the_end() {
     let out = tokio::time::timeout(Duration::from_secs(30), waiting).await.expect("the waiter saw the end").unwrap();
     assert_eq!(out.unwrap().len(), 1);
     w.shutdown(Duration::from_secs(5)).await;
+}
+
+/// SQLite has no notifications: a worker watches the file for other
+/// connections' commits (`PRAGMA data_version`). A run started by another
+/// engine with its own pool (another process, as far as SQLite can tell)
+/// is claimed long before the worker's next poll, which is a minute away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_run_started_by_another_process_is_claimed_before_the_next_poll() {
+    let db = TestDb::new(hydra_tests::DbKind::Sqlite).await;
+    let runner = Engine::builder().store(db.store().await).namespace("watch").build().await.unwrap();
+    let starter = Engine::builder().store(db.store().await).namespace("watch").build().await.unwrap();
+    let (flow, _probe) = Flow::new();
+    let w = Worker::builder(&runner)
+        .register(flow)
+        .poll_interval(Duration::from_secs(60))
+        .heartbeat_interval(Duration::from_millis(200))
+        .lease_ttl(Duration::from_secs(30))
+        .start()
+        .await
+        .unwrap();
+    // Past the worker's first claim (at start): from here only a wake-up
+    // or the poll a minute away can claim.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for i in 0..3 {
+        let h = starter.start::<Flow>(vec![StepPlan::new(&format!("s{i}"), Act::Ok)]).await.unwrap();
+        let out = tokio::time::timeout(Duration::from_secs(20), h.result()).await.expect("claimed before the poll");
+        assert_eq!(out.unwrap().len(), 1);
+    }
+    w.shutdown(Duration::from_secs(5)).await;
+}
+
+/// An in-memory database has no other process to watch for: no watcher.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_watching_needs_a_file() {
+    let memory = hydra_store::Store::connect("sqlite::memory:").await.unwrap();
+    assert!(memory.watch_commits().await.unwrap().is_none());
+    let db = TestDb::new(hydra_tests::DbKind::Sqlite).await;
+    let store = db.store().await;
+    let mut first = store.watch_commits().await.unwrap().expect("a file is watched");
+    let _second = store.watch_commits().await.unwrap().expect("shared");
+    let other = db.store().await;
+    other.connection().execute_unprepared("CREATE TABLE poke (x INTEGER)").await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), first.changed())
+        .await
+        .expect("another connection's commit seen")
+        .unwrap();
 }

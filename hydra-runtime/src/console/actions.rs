@@ -128,24 +128,26 @@ pub(super) async fn signal(
     Ok(done(id.as_str(), if matches!(sent, SignalSent::Duplicate) { "signal-duplicate" } else { "signalled" }))
 }
 
-/// `POST /cron/{name}/pause`.
-pub(super) async fn pause_cron(
-    State(app): State<Arc<App>>,
-    Path(name): Path<String>,
-    Form(f): Form<Plain>,
-) -> Result<Redirect, Problem> {
+/// A cron form: the schedule's name travels in the body, not in the path
+/// (a name may hold anything, `/` and `..` among it).
+#[derive(Debug, serde::Deserialize)]
+pub(super) struct CronForm {
+    #[serde(default)]
+    form_token: String,
+    #[serde(default)]
+    name: String,
+}
+
+/// `POST /cron/pause`.
+pub(super) async fn pause_cron(State(app): State<Arc<App>>, Form(f): Form<CronForm>) -> Result<Redirect, Problem> {
     form_token(&app, &f.form_token)?;
-    app.engine.pause_cron(&name).await?;
+    app.engine.pause_cron(&f.name).await?;
     Ok(Redirect::to("/cron"))
 }
 
-/// `POST /cron/{name}/resume`.
-pub(super) async fn resume_cron(
-    State(app): State<Arc<App>>,
-    Path(name): Path<String>,
-    Form(f): Form<Plain>,
-) -> Result<Redirect, Problem> {
+/// `POST /cron/resume`.
+pub(super) async fn resume_cron(State(app): State<Arc<App>>, Form(f): Form<CronForm>) -> Result<Redirect, Problem> {
     form_token(&app, &f.form_token)?;
-    app.engine.resume_cron(&name).await?;
+    app.engine.resume_cron(&f.name).await?;
     Ok(Redirect::to("/cron"))
 }

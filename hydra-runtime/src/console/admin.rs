@@ -19,7 +19,7 @@ pub(super) async fn cron(State(app): State<Arc<App>>) -> Result<Markup, Problem>
                 thead { tr { th { "Name" } th { "Spec" } th { "Zone" } th { "Workflow" } th { "State" } th { "Next (UTC)" } th { "Last tick (UTC)" } th {} } }
                 tbody { @for j in &jobs {
                     @let action = if j.enabled { "pause" } else { "resume" };
-                    @let href = format!("/cron/{}/{action}", url::form_urlencoded::byte_serialize(j.name.as_bytes()).collect::<String>());
+                    @let href = format!("/cron/{action}");
                     tr {
                         td { code { (j.name) } }
                         td { code { (j.spec) } }
@@ -30,6 +30,7 @@ pub(super) async fn cron(State(app): State<Arc<App>>) -> Result<Markup, Problem>
                         td { (layout::when_opt(j.last_tick_at)) }
                         td { form method="post" action=(href) {
                             (layout::form_token(&app.form_token))
+                            input type="hidden" name="name" value=(j.name);
                             button type="submit" { @if j.enabled { "Pause" } @else { "Resume" } }
                         } }
                     }
@@ -91,7 +92,7 @@ pub(super) async fn summary(State(app): State<Arc<App>>) -> Result<Markup, Probl
     let now = e.clock().now_ms();
     let counts = e.status_counts().await?;
     let oldest = e.oldest_pending().await?;
-    let since = (now / 60_000 - (MINUTES - 1)) * 60_000;
+    let since = (now / 60_000).saturating_sub(MINUTES - 1).saturating_mul(60_000);
     let buckets = e.store().ended_by_bucket(e.namespace(), since, 60_000).await.map_err(crate::Error::from)?;
     let mut ok = vec![0u64; MINUTES as usize];
     let mut bad = vec![0u64; MINUTES as usize];

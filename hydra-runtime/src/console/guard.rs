@@ -11,8 +11,15 @@ use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
 use std::sync::Arc;
 
-/// The cookie that carries the access token after `/login`.
+/// The cookie that carries a session ID after `/login`.
 const COOKIE: &str = "hydra_console";
+
+/// How long a sign-in lasts.
+const SESSION: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
+
+/// The most signed-in sessions kept at once; signing in past it ends the
+/// one closest to expiring.
+const MAX_SESSIONS: usize = 1024;
 
 /// 256 random bits as hex (from the operating system's generator, through
 /// UUID v4s).
@@ -54,14 +61,36 @@ fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ")
 }
 
-/// Whether the request carries the access token (always, when none is set).
+/// Whether the request carries the access token, or the cookie of a live
+/// session (always, when no token is set).
 fn authorised(app: &App, headers: &HeaderMap) -> bool {
     match &app.token {
         None => true,
         Some(t) => {
-            cookie_token(headers).is_some_and(|c| same(c, t)) || bearer_token(headers).is_some_and(|b| same(b, t))
+            bearer_token(headers).is_some_and(|b| same(b, t)) || cookie_token(headers).is_some_and(|c| live(app, c))
         }
     }
+}
+
+/// Whether `id` names a session that has not expired.
+fn live(app: &App, id: &str) -> bool {
+    let sessions = app.sessions.lock().unwrap_or_else(|p| p.into_inner());
+    sessions.get(id).is_some_and(|until| *until > tokio::time::Instant::now())
+}
+
+/// A new session, expiring after [`SESSION`].
+fn open_session(app: &App) -> String {
+    let id = random_token();
+    let now = tokio::time::Instant::now();
+    let mut sessions = app.sessions.lock().unwrap_or_else(|p| p.into_inner());
+    sessions.retain(|_, until| *until > now);
+    if sessions.len() >= MAX_SESSIONS
+        && let Some(oldest) = sessions.iter().min_by_key(|(_, until)| **until).map(|(k, _)| k.clone())
+    {
+        sessions.remove(&oldest);
+    }
+    sessions.insert(id.clone(), now + SESSION);
+    id
 }
 
 /// Whether a state-changing request comes from the console's own pages.
@@ -75,7 +104,10 @@ fn same_origin(headers: &HeaderMap) -> bool {
     let origin = text(header::ORIGIN).filter(|o| *o != "null");
     let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
     let origin_ok = match (origin, host) {
-        (Some(o), Some(h)) => Some(o.strip_prefix("http://").is_some_and(|o| o.eq_ignore_ascii_case(h))),
+        // `https://` too: behind a TLS proxy that keeps `Host`.
+        (Some(o), Some(h)) => Some(
+            o.strip_prefix("http://").or_else(|| o.strip_prefix("https://")).is_some_and(|o| o.eq_ignore_ascii_case(h)),
+        ),
         (Some(_), None) => Some(false),
         (None, _) => None,
     };
@@ -102,7 +134,7 @@ pub(super) async fn guard(State(app): State<Arc<App>>, req: Request, next: Next)
         }
     }
     let path = req.uri().path();
-    let open = path == "/login" || path.starts_with("/assets/");
+    let open = path == "/login" || path == "/logout" || path.starts_with("/assets/");
     if !open && !authorised(&app, headers) {
         return if req.method() == Method::GET {
             Redirect::to("/login").into_response()
@@ -165,6 +197,10 @@ fn login_form(app: &App, message: Option<&str>) -> Markup {
                 label { "Token " input type="password" name="token" autocomplete="current-password" autofocus; }
                 button type="submit" { "Sign in" }
             }
+            form.card method="post" action="/logout" {
+                p { "Signed in on this browser? A sign-in lasts twelve hours." }
+                button type="submit" { "Sign out" }
+            }
         }
     };
     layout::page(&app.engine, "Sign in", "", body)
@@ -180,7 +216,8 @@ pub(super) struct LoginForm {
 pub(super) async fn login(State(app): State<Arc<App>>, Form(form): Form<LoginForm>) -> Response {
     match &app.token {
         Some(t) if same(&form.token, t) => {
-            let cookie = format!("{COOKIE}={t}; HttpOnly; SameSite=Strict; Path=/");
+            let id = open_session(&app);
+            let cookie = format!("{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}", SESSION.as_secs());
             let mut res = Redirect::to("/runs").into_response();
             if let Ok(v) = HeaderValue::from_str(&cookie) {
                 res.headers_mut().insert(header::SET_COOKIE, v);
@@ -191,6 +228,27 @@ pub(super) async fn login(State(app): State<Arc<App>>, Form(form): Form<LoginFor
             (StatusCode::UNAUTHORIZED, login_form(&app, Some("That token is not this console's."))).into_response()
         }
         None => Redirect::to("/runs").into_response(),
+    }
+}
+
+/// `POST /logout`: ends this browser's session.
+pub(super) async fn logout(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    if let Some(id) = cookie_token(&headers) {
+        app.sessions.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+    }
+    let mut res = Redirect::to("/login").into_response();
+    res.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static("hydra_console=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"),
+    );
+    res
+}
+
+/// Holds each request until one of the console's few turns is free.
+pub(super) async fn take_turns(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    match app.busy.acquire().await {
+        Ok(_turn) => next.run(req).await,
+        Err(_) => Problem::new(StatusCode::SERVICE_UNAVAILABLE, "the console is stopping").into_response(),
     }
 }
 

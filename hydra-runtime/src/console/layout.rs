@@ -132,11 +132,54 @@ pub(super) fn when_opt(ms: Option<i64>) -> Markup {
     }
 }
 
-/// A stored payload, decoded as [`describe::payload`] does, pretty JSON.
+/// The most of one payload a page shows, in bytes of text.
+pub(super) const SHOWN: usize = 64 * 1024;
+
+/// A writer that keeps the first `cap` bytes and then refuses: pretty JSON
+/// of a nested payload can be a hundred times its stored size, so it is
+/// never written out whole.
+struct Capped {
+    text: Vec<u8>,
+    cap: usize,
+    full: bool,
+}
+
+impl std::io::Write for Capped {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let room = self.cap.saturating_sub(self.text.len());
+        if data.len() > room {
+            self.text.extend_from_slice(&data[..room]);
+            self.full = true;
+            return Err(std::io::Error::other("shown enough"));
+        }
+        self.text.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `value` as JSON text of at most `cap` bytes, and whether it was cut.
+fn json_text(value: &serde_json::Value, cap: usize, pretty: bool) -> (String, bool) {
+    let mut out = Capped { text: Vec::new(), cap, full: false };
+    let written =
+        if pretty { serde_json::to_writer_pretty(&mut out, value) } else { serde_json::to_writer(&mut out, value) };
+    let cut_short = out.full || written.is_err();
+    // A cut may split a character: the lossy conversion marks it.
+    (String::from_utf8_lossy(&out.text).into_owned(), cut_short)
+}
+
+/// A stored payload, decoded as [`describe::payload`] does, pretty JSON,
+/// at most [`SHOWN`] bytes of it.
 pub(super) fn payload(bytes: &[u8]) -> Markup {
     let value = describe::payload(bytes);
-    let text = serde_json::to_string_pretty(&value).unwrap_or_else(|_| value.to_string());
-    html! { pre.payload { (text) } }
+    let (text, cut_short) = json_text(&value, SHOWN, true);
+    html! {
+        pre.payload { (text) }
+        @if cut_short { p.note { "Cut at " (SHOWN / 1024) " KiB of text; " (bytes.len()) " bytes stored (`hydra runs show` prints it all)." } }
+    }
 }
 
 /// A payload on one line, cut to `max` characters.
@@ -144,7 +187,8 @@ pub(super) fn payload_line(bytes: &[u8], max: usize) -> String {
     if bytes.is_empty() {
         return String::new();
     }
-    cut(&describe::payload(bytes).to_string(), max)
+    let (text, _) = json_text(&describe::payload(bytes), max.saturating_mul(4).saturating_add(4), false);
+    cut(&text, max)
 }
 
 /// `text` on one line, cut to `max` characters.
@@ -174,8 +218,15 @@ pub(super) fn with_query<'a>(path: &str, pairs: impl IntoIterator<Item = (&'a st
 
 /// The link to run `id`'s page (encoded: a stored ID may hold anything).
 pub(super) fn run_href(id: &str) -> String {
-    let encoded: String = url::form_urlencoded::byte_serialize(id.as_bytes()).collect();
-    format!("/runs/{encoded}")
+    format!("/runs/{}", path_segment(id))
+}
+
+/// `text` as one percent-encoded path segment: a space is `%20` (a path
+/// knows no `+` for it) and a segment of dots cannot climb the path.
+pub(super) fn path_segment(text: &str) -> String {
+    let encoded: String = url::form_urlencoded::byte_serialize(text.as_bytes()).collect();
+    let encoded = encoded.replace('+', "%20");
+    if encoded.chars().all(|c| c == '.') { encoded.replace('.', "%2E") } else { encoded }
 }
 
 /// A hidden field with the console's form token.

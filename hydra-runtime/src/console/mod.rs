@@ -107,7 +107,16 @@ pub(crate) struct App {
     /// Written into every form and required back: a page of another origin
     /// cannot read it.
     pub(crate) form_token: String,
+    /// Signed-in browsers: session ID → when it expires. The cookie holds a
+    /// session ID, never the token itself.
+    pub(crate) sessions: std::sync::Mutex<std::collections::HashMap<String, tokio::time::Instant>>,
+    /// Pages being made at once, at most [`BUSY_PAGES`]: the console shares
+    /// the engine's connection pool with its workers.
+    pub(crate) busy: tokio::sync::Semaphore,
 }
+
+/// How many requests the console works on at once; more wait their turn.
+const BUSY_PAGES: usize = 4;
 
 /// A running console.
 #[derive(Debug)]
@@ -127,7 +136,13 @@ impl Console {
             .await
             .map_err(|e| Error::Config(format!("the console cannot bind {}: {e}", config.addr)))?;
         let addr = listener.local_addr().map_err(|e| Error::Config(format!("the console's address: {e}")))?;
-        let app = Arc::new(App { engine, token: config.token, form_token: guard::random_token() });
+        let app = Arc::new(App {
+            engine,
+            token: config.token,
+            form_token: guard::random_token(),
+            sessions: Default::default(),
+            busy: tokio::sync::Semaphore::new(BUSY_PAGES),
+        });
         let router = router(app);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -193,13 +208,15 @@ fn router(app: Arc<App>) -> Router {
         .route("/runs/{id}/fork", post(actions::fork))
         .route("/runs/{id}/signal", post(actions::signal))
         .route("/cron", get(admin::cron))
-        .route("/cron/{name}/pause", post(actions::pause_cron))
-        .route("/cron/{name}/resume", post(actions::resume_cron))
+        .route("/cron/pause", post(actions::pause_cron))
+        .route("/cron/resume", post(actions::resume_cron))
         .route("/workers", get(admin::workers))
         .route("/summary", get(admin::summary))
         .route("/login", get(guard::login_page).post(guard::login))
+        .route("/logout", post(guard::logout))
         .route("/assets/console.css", get(layout::stylesheet))
         .fallback(layout::not_found)
+        .layer(axum::middleware::from_fn_with_state(app.clone(), guard::take_turns))
         .layer(axum::middleware::from_fn_with_state(app.clone(), guard::guard))
         .layer(axum::middleware::map_response(guard::headers))
         .with_state(app)

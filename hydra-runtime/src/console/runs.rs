@@ -15,6 +15,15 @@ use std::sync::Arc;
 const PAGE: u64 = 50;
 const MAX_PAGE: u64 = 500;
 
+/// The most rows a run's page shows per table (steps, children, signals,
+/// events); a note says how many more there are.
+const MAX_ROWS: usize = 500;
+
+/// "Showing the first N of M" under a table that was cut.
+fn more(total: usize) -> Markup {
+    html! { @if total > MAX_ROWS { p.note { "Showing the first " (MAX_ROWS) " of " (total) "." } } }
+}
+
 /// `GET /`.
 pub(super) async fn home() -> Redirect {
     Redirect::to("/runs")
@@ -31,7 +40,7 @@ pub(super) struct ListQuery {
     since: Option<String>,
     /// Created before: the same forms.
     until: Option<String>,
-    /// The last run of the previous page.
+    /// Where the previous page ended: `CREATED_AT.RUN_ID` of its last run.
     after: Option<String>,
     limit: Option<u64>,
 }
@@ -49,6 +58,20 @@ pub(super) fn parse_id(text: &str) -> Result<ExecutionId, Problem> {
         return Err(Problem::bad_request(format!("`{}` is not a run ID", cut(text, 80))));
     }
     Ok(ExecutionId::from_string(t))
+}
+
+/// `ms` as RFC 3339 with milliseconds (what [`describe::parse_time`] reads back).
+fn instant(ms: i64) -> Option<String> {
+    chrono::DateTime::from_timestamp_millis(ms).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+}
+
+/// A page cursor, `CREATED_AT.RUN_ID`: the next page starts after that
+/// run in the list's order, whether or not the run still exists.
+fn parse_cursor(text: &str) -> Result<(i64, ExecutionId), Problem> {
+    let bad = || Problem::bad_request(format!("`{}` is not a page cursor (CREATED_AT.RUN_ID)", cut(text, 80)));
+    let (created, id) = text.split_once('.').ok_or_else(bad)?;
+    let created = created.parse::<i64>().map_err(|_| bad())?;
+    Ok((created, parse_id(id)?))
 }
 
 /// `GET /runs`.
@@ -70,36 +93,37 @@ pub(super) async fn list(State(app): State<Arc<App>>, Query(q): Query<ListQuery>
         let (name, value) = a
             .split_once('=')
             .ok_or_else(|| Problem::bad_request(format!("search attribute `{}`: write name=value", cut(a, 80))))?;
-        filter = filter.search(name.trim(), value.trim());
+        filter = filter.search(name.trim(), value);
     }
-    if let Some(t) = given(&q.since) {
-        filter = filter.created_since(describe::parse_time(t, now).map_err(Problem::bad_request)?);
+    // Times as milliseconds, so that the next page's link means the same
+    // instants however much later it is followed.
+    let since = given(&q.since).map(|t| describe::parse_time(t, now).map_err(Problem::bad_request)).transpose()?;
+    let until = given(&q.until).map(|t| describe::parse_time(t, now).map_err(Problem::bad_request)).transpose()?;
+    if let Some(t) = since {
+        filter = filter.created_since(t);
     }
-    if let Some(t) = given(&q.until) {
-        filter = filter.created_before(describe::parse_time(t, now).map_err(Problem::bad_request)?);
+    if let Some(t) = until {
+        filter = filter.created_before(t);
     }
     if let Some(a) = given(&q.after) {
-        let id = parse_id(a)?;
-        let last = engine.get(&id).await?.ok_or_else(|| {
-            Problem::bad_request(format!(
-                "the page after run {id}: that run no longer exists; start from the first page"
-            ))
-        })?;
-        filter = filter.after(&last);
+        filter.after = Some(parse_cursor(a)?);
     }
-    let runs = engine.list(filter).await?;
+    // The list shows no payload: it does not load them.
+    let runs = engine.list(filter.without_payloads()).await?;
     let next = (runs.len() as u64 == limit).then(|| runs.last()).flatten().map(|last| {
         let limit_text = q.limit.map(|_| limit.to_string());
+        let (since_text, until_text) = (since.and_then(instant), until.and_then(instant));
+        let cursor = format!("{}.{}", last.created_at, last.id.as_str());
         with_query(
             "/runs",
             [
                 ("workflow", given(&q.workflow)),
                 ("status", given(&q.status)),
                 ("attr", given(&q.attr)),
-                ("since", given(&q.since)),
-                ("until", given(&q.until)),
+                ("since", since_text.as_deref()),
+                ("until", until_text.as_deref()),
                 ("limit", limit_text.as_deref()),
-                ("after", Some(last.id.as_str())),
+                ("after", Some(cursor.as_str())),
             ],
         )
     });
@@ -238,7 +262,7 @@ fn run_page(app: &App, d: &RunDetail, now: i64, notice: Option<&str>) -> Markup 
             table.steps {
                 thead { tr { th { "#" } th { "Step" } th { "Kind" } th { "Status" } th { "Attempts" } th { "Started (UTC)" } th { "Took" } th { "Result" } } }
                 tbody {
-                    @for s in &d.steps {
+                    @for s in d.steps.iter().take(MAX_ROWS) {
                         tr {
                             td.num { (s.position) }
                             td { code { (s.step_id.as_str()) } }
@@ -255,33 +279,37 @@ fn run_page(app: &App, d: &RunDetail, now: i64, notice: Option<&str>) -> Markup 
                     }
                 }
             }
+            (more(d.steps.len()))
         }
         @if !d.children.is_empty() {
             h2 { "Children" }
             table {
                 thead { tr { th { "Run" } th { "Workflow" } th { "Status" } th { "Created (UTC)" } } }
-                tbody { @for c in &d.children { tr {
+                tbody { @for c in d.children.iter().take(MAX_ROWS) { tr {
                     td { a.id href=(run_href(c.id.as_str())) { (c.id.as_str()) } }
                     td { (c.workflow_name) } td { (badge(c.status.as_str())) } td { (when(c.created_at)) }
                 } } }
             }
+            (more(d.children.len()))
         }
         @if !d.signals.is_empty() {
             h2 { "Signals" }
             table {
                 thead { tr { th { "Name" } th { "Payload" } th { "Sent (UTC)" } th { "Taken" } } }
-                tbody { @for s in &d.signals { tr {
+                tbody { @for s in d.signals.iter().take(MAX_ROWS) { tr {
                     td { code { (s.name) } } td { code { (payload_line(&s.payload, 120)) } } td { (when(s.created_at)) }
                     td { @if let Some(p) = s.consumed_position { "by step " (p) " at " (when_opt(s.consumed_at)) } @else { "not yet" } }
                 } } }
             }
+            (more(d.signals.len()))
         }
         @if !d.events.is_empty() {
             h2 { "Events" }
             table {
                 thead { tr { th { "Key" } th { "Value" } th { "Set (UTC)" } } }
-                tbody { @for v in &d.events { tr { td { code { (v.key) } } td { code { (payload_line(&v.value, 120)) } } td { (when(v.updated_at)) } } } }
+                tbody { @for v in d.events.iter().take(MAX_ROWS) { tr { td { code { (v.key) } } td { code { (payload_line(&v.value, 120)) } } td { (when(v.updated_at)) } } } }
             }
+            (more(d.events.len()))
         }
         @if !d.search_attributes.is_empty() {
             h2 { "Search attributes" }
@@ -308,10 +336,9 @@ fn run_page(app: &App, d: &RunDetail, now: i64, notice: Option<&str>) -> Markup 
             form.card method="post" action=(format!("{}/fork", run_href(e.id.as_str()))) {
                 (layout::form_token(&app.form_token))
                 p { "Start a new run that keeps the steps before a position and runs the rest." }
-                label { "Keep steps before "
-                    select name="position" {
-                        @for p in 0..=d.steps.len() { option value=(p) { (p) @if p == 0 { " (run all again)" } } }
-                    }
+                label { "Keep steps before position "
+                    input type="number" name="position" min="0" max=(d.steps.len()) value="0" required;
+                    " (0: run all again)"
                 }
                 label { "Input (JSON, empty: the same) " textarea name="input" rows="2" {} }
                 button type="submit" { "Fork run" }

@@ -23,10 +23,15 @@ pub(super) async fn poll_loop(s: Arc<Shared>) {
     }
 }
 
-/// PostgreSQL: claims as soon as a run of this namespace becomes claimable
-/// in any process (see [`hydra_store::RunListener`]), not at the next poll.
-/// On SQLite it ends at once; polling and in-process wake-ups remain.
+/// Claims as soon as a run of this namespace becomes claimable in any
+/// process, not at the next poll: on PostgreSQL through `LISTEN` (see
+/// [`hydra_store::RunListener`]), on a SQLite file by watching for other
+/// connections' commits ([`hydra_store::CommitWatcher`]). In-process
+/// wake-ups and polling remain in any case.
 pub(super) async fn listen_loop(s: Arc<Shared>) {
+    if s.engine.store().backend() == hydra_store::Backend::Sqlite {
+        return watch_loop(s).await;
+    }
     let mut listener = loop {
         let attempt = tokio::select! {
             _ = s.stop_claiming.cancelled() => return,
@@ -64,6 +69,50 @@ pub(super) async fn listen_loop(s: Arc<Shared>) {
                     _ = s.stop_claiming.cancelled() => return,
                     _ = tokio::time::sleep(Duration::from_millis(500)) => {}
                 }
+            }
+        }
+    }
+}
+
+/// SQLite file: claims when any connection committed (a run started or
+/// made due by another process), at most once per
+/// [`hydra_store::COMMIT_WATCH_INTERVAL`], and only with a free slot.
+async fn watch_loop(s: Arc<Shared>) {
+    loop {
+        let attempt = tokio::select! {
+            _ = s.stop_claiming.cancelled() => return,
+            w = s.engine.store().watch_commits() => w,
+        };
+        let mut watcher = match attempt {
+            Ok(Some(w)) => w,
+            // An in-memory database: no other process can write to it.
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(worker_id = %s.id, error = %e, "cannot watch the database for other processes' commits; polling only for now");
+                tokio::select! {
+                    _ = s.stop_claiming.cancelled() => return,
+                    _ = tokio::time::sleep(s.config.poll_interval.max(Duration::from_secs(1))) => {}
+                }
+                continue;
+            }
+        };
+        loop {
+            let changed = tokio::select! {
+                _ = s.stop_claiming.cancelled() => return,
+                c = watcher.changed() => c,
+            };
+            // A commit of this process moves the counter too: claim only
+            // with a free slot, where a claim could start something.
+            if s.slots.available_permits() > 0 {
+                s.wake.notify_one();
+            }
+            if let Err(e) = changed {
+                tracing::warn!(worker_id = %s.id, error = %e, "stopped watching the database; watching again");
+                tokio::select! {
+                    _ = s.stop_claiming.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+                break;
             }
         }
     }

@@ -297,6 +297,10 @@ pub struct ExecutionFilter {
     pub after: Option<(i64, ExecutionId)>,
     /// At most this many.
     pub limit: u64,
+    /// Leave the payloads in the database: each run comes back with an
+    /// empty input and, where it has an output, an empty one (for lists
+    /// that show neither; a payload may be megabytes).
+    pub without_payloads: bool,
 }
 
 impl ExecutionFilter {
@@ -312,6 +316,7 @@ impl ExecutionFilter {
             search: Vec::new(),
             after: None,
             limit: 100,
+            without_payloads: false,
         }
     }
 
@@ -360,6 +365,12 @@ impl ExecutionFilter {
     /// The page after `last`, the last run of the previous page.
     pub fn after(mut self, last: &Execution) -> Self {
         self.after = Some((last.created_at, last.id.clone()));
+        self
+    }
+
+    /// Runs without their payloads (see [`ExecutionFilter::without_payloads`]).
+    pub fn without_payloads(mut self) -> Self {
+        self.without_payloads = true;
         self
     }
 }

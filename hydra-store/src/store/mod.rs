@@ -77,6 +77,11 @@ pub struct Store {
     /// PostgreSQL: the one `LISTEN` connection of this store (and its
     /// clones), shared by every listener (see `listen.rs`).
     pub(crate) runs_listener: std::sync::Arc<tokio::sync::Mutex<std::sync::Weak<crate::listen::SharedListener>>>,
+    /// SQLite file: the one `PRAGMA data_version` watching task of this
+    /// store (and its clones), shared by every watcher (see `watch.rs`).
+    pub(crate) commit_watch: std::sync::Arc<tokio::sync::Mutex<std::sync::Weak<crate::watch::SharedWatch>>>,
+    /// A SQLite file (not an in-memory database): other processes may share it.
+    sqlite_file: bool,
 }
 
 impl Store {
@@ -91,7 +96,21 @@ impl Store {
     pub async fn connect_with(options: StoreOptions) -> Result<Store, StoreError> {
         let (db, backend) = connect::open(&options).await?;
         let write_gate = (backend == Backend::Sqlite).then(Default::default);
-        Ok(Store { db, backend, commits: Default::default(), write_gate, runs_listener: Default::default() })
+        let sqlite_file = connect::is_sqlite_file(&options.url);
+        Ok(Store {
+            db,
+            backend,
+            commits: Default::default(),
+            write_gate,
+            runs_listener: Default::default(),
+            commit_watch: Default::default(),
+            sqlite_file,
+        })
+    }
+
+    /// Whether this store is a SQLite file, which other processes may share.
+    pub(crate) fn is_sqlite_file(&self) -> bool {
+        self.sqlite_file
     }
 
     /// Waits for this process's turn to write (SQLite; see `write_gate`).

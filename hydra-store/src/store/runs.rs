@@ -150,8 +150,23 @@ impl Store {
             values.extend([(*created).into(), (*created).into(), id.as_str().into()]);
         }
         values.push(i64::try_from(filter.limit).unwrap_or(i64::MAX).into());
+        let columns = if filter.without_payloads {
+            // Every column, the payloads as empty values of their type.
+            use sea_orm::{IdenStatic, Iterable};
+            exec::Column::iter()
+                .map(|c| match c {
+                    exec::Column::InputData | exec::Column::OutputData => {
+                        format!("substr(e.{0}, 1, 0) AS {0}", c.as_str())
+                    }
+                    _ => format!("e.{}", c.as_str()),
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        } else {
+            "e.*".to_owned()
+        };
         let sql = format!(
-            "SELECT e.* FROM {from} WHERE {} ORDER BY e.created_at DESC, e.id DESC LIMIT ?",
+            "SELECT {columns} FROM {from} WHERE {} ORDER BY e.created_at DESC, e.id DESC LIMIT ?",
             conds.join(" AND ")
         );
         self.stmt(&sql, values)
