@@ -15,7 +15,9 @@
 //! (instead: start→first-step latency with free slots, for runs started in
 //! the worker's process and by another engine, and signal→next-step
 //! latency of parked runs, signalled the same two ways). `--help` lists
-//! them.
+//! them. `--peer durare` (instead): the peer comparison, durare 0.5
+//! (`peer/durare`, built on first use) and Hydra back to back on K = 1 and
+//! K = 10, both figures and the ratio.
 //!
 //! Prints one table row and one JSON line per configuration. Times come
 //! from the engine's own records: `seconds` runs from just before the first
@@ -58,9 +60,9 @@ struct Args {
     /// Admin URL of a PostgreSQL server; the benchmark creates its own databases.
     #[arg(long, default_value = "postgres://postgres@127.0.0.1:55432/postgres")]
     pg_url: String,
-    /// Workflows to run.
-    #[arg(short = 'n', default_value_t = 1000)]
-    n: usize,
+    /// Workflows to run (1,000; 2,000 with `--peer`).
+    #[arg(short = 'n')]
+    n: Option<usize>,
     /// No-op steps per workflow.
     #[arg(short = 'k', default_value_t = 10)]
     k: u32,
@@ -84,6 +86,15 @@ struct Args {
     /// another process would).
     #[arg(long)]
     latency: bool,
+    /// Instead: the peer comparison. Builds the peer in `peer/durare`
+    /// (durare 0.5 from crates.io) and runs it and Hydra back to back on
+    /// the same workload (N runs of K = 1 and K = 10 no-op steps, started
+    /// one at a time), `--rounds` times each, printing both and the ratio.
+    #[arg(long, value_parser = ["durare"])]
+    peer: Option<String>,
+    /// Rounds of the peer comparison.
+    #[arg(long, default_value_t = 2)]
+    rounds: usize,
 }
 
 impl Args {
@@ -334,6 +345,44 @@ async fn claim_cost(backend: &str, args: &Args, finished: i64) -> Result<f64, Bo
     Ok(t0.elapsed().as_secs_f64() * 1e6 / 300.0)
 }
 
+/// durare and Hydra back to back: for each backend and K = 1, 10, each
+/// round runs the peer on a fresh database, then Hydra on another.
+async fn peer_comparison(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    let bin = hydra_examples::peer::build()?;
+    let n = args.n.unwrap_or(2000);
+    println!(
+        "{:<8} {:>5} {:>3} {:>3} {:>5} {:>15} {:>15} {:>7}",
+        "backend", "N", "K", "W", "round", "durare steps/s", "Hydra steps/s", "ratio"
+    );
+    for backend in &args.backends() {
+        for k in [1u32, 10] {
+            for round in 1..=args.rounds {
+                let target = match backend.as_str() {
+                    "sqlite" => {
+                        let url = fresh_db(backend, args, &format!("durare_{k}_{round}")).await?;
+                        let path = url.trim_start_matches("sqlite://");
+                        path.split_once('?').map_or(path, |(p, _)| p).to_owned()
+                    }
+                    _ => fresh_db(backend, args, &format!("durare_{k}_{round}")).await?,
+                };
+                let (peer_bin, peer_backend) = (bin.clone(), backend.clone());
+                let peer = tokio::task::spawn_blocking(move || {
+                    hydra_examples::peer::run(&peer_bin, &peer_backend, &target, n, k)
+                })
+                .await??;
+                let ours = run_one(backend, args, n, k, args.w).await?.steps_per_s;
+                let ratio = ours / peer;
+                println!("{backend:<8} {n:>5} {k:>3} {:>3} {round:>5} {peer:>15.1} {ours:>15.1} {ratio:>7.2}", args.w);
+                println!(
+                    "{{\"bench\":\"peer\",\"peer\":\"durare\",\"backend\":\"{backend}\",\"n\":{n},\"k\":{k},\"w\":{},\"round\":{round},\"peer_steps_per_s\":{peer:.1},\"hydra_steps_per_s\":{ours:.1},\"ratio\":{ratio:.3}}}",
+                    args.w
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
@@ -370,6 +419,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         return Ok(());
     }
+    if args.peer.is_some() {
+        return peer_comparison(&args).await;
+    }
     if args.claim_flatness {
         println!("{:<8} {:>12} {:>12} {:>7}", "backend", "µs/claim 1e3", "µs/claim 1e6", "ratio");
         for backend in &args.backends() {
@@ -399,7 +451,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         v
     } else {
-        vec![(args.n, args.k, args.w)]
+        vec![(args.n.unwrap_or(1000), args.k, args.w)]
     };
     println!(
         "{:<8} {:>5} {:>4} {:>3} {:>7} {:>8} {:>9} {:>10} {:>10} {:>9} {:>9} {:>8} {:>9} {:>7}",
