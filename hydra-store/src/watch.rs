@@ -4,7 +4,8 @@
 //! `PRAGMA data_version`, that changes whenever another connection (of this
 //! process or any other) committed to the file since the last time the
 //! connection looked. Reading it touches only the WAL index in shared
-//! memory: no disk read, no lock, no write.
+//! memory (and a read mark for the moment of the read): no disk read, no
+//! write, and no snapshot held between reads.
 //!
 //! A store (with its clones) runs at most one watching task, on one
 //! connection of its own outside the pool, that reads the counter every

@@ -160,7 +160,8 @@ async fn sqlite_a_run_started_by_another_process_is_claimed_before_the_next_poll
     let w = Worker::builder(&runner)
         .register(flow)
         .poll_interval(Duration::from_secs(60))
-        .heartbeat_interval(Duration::from_millis(200))
+        // Heartbeats far apart too: the worker's own commits do not wake it.
+        .heartbeat_interval(Duration::from_secs(10))
         .lease_ttl(Duration::from_secs(30))
         .start()
         .await

@@ -394,6 +394,23 @@ impl Engine {
         if name.is_empty() {
             return Err(Error::UnknownWorkflow(name.to_owned()));
         }
+        // What the schema holds (255 characters; PostgreSQL refuses NUL):
+        // checked here, so a bad start fails alone and never the commit it
+        // would share.
+        let fits = |what: &str, text: &str| {
+            if text.chars().count() > 255 || text.contains('\0') {
+                Err(Error::Config(format!("{what} must be at most 255 characters without NUL: {:?}", cut(text))))
+            } else {
+                Ok(())
+            }
+        };
+        fits("a workflow name", name)?;
+        if let Some(k) = &options.idempotency_key {
+            fits("an idempotency key", k)?;
+        }
+        if let Some(s) = &options.trigger_source {
+            fits("a trigger source", s)?;
+        }
         if input.len() > self.inner.max_payload_bytes {
             return Err(Error::TooLarge {
                 what: format!("the input of `{name}`"),
@@ -414,13 +431,42 @@ impl Engine {
             hydra_store::check_search_attribute(n, v).map_err(Error::Config)?;
         }
         new.search_attributes = options.search_attributes;
-        let created = self.inner.store.create_execution(new).await?;
+        let created = self.create(new).await?;
         if let hydra_store::Created::New(e) = &created {
             crate::metrics::workflow_started(&e.namespace, name, e.trigger_type.as_str(), e.input.len());
             tracing::info!(namespace = %self.inner.namespace, workflow = name, execution_id = %created.execution().id, "run started");
             self.inner.work.send_modify(|n| *n = n.wrapping_add(1));
         }
         Ok(created.into_execution())
+    }
+
+    /// Inserts a new run: through the group committer where there is one,
+    /// so a start shares the commit of the step writes and claims around
+    /// it (and a claim in that commit can take it). On PostgreSQL a start
+    /// with an idempotency key commits on its own: two batches inserting
+    /// the same keys in opposite orders would wait for each other.
+    ///
+    /// A shared commit that failed as a whole for another write's sake
+    /// (a transient error, or a committer that stopped) is no answer about
+    /// this start: it is made once more on its own. The run's ID is fixed
+    /// before the first try, so a retry can never make a second run.
+    async fn create(&self, new: NewExecution) -> Result<hydra_store::Created, Error> {
+        let store = &self.inner.store;
+        let shared = match &self.inner.committer {
+            Some(c) if new.idempotency_key.is_none() || store.backend() == hydra_store::Backend::Sqlite => c,
+            _ => return Ok(store.create_execution(new).await?),
+        };
+        let now = new.now;
+        let op = hydra_store::BatchOp::Create(Box::new(new.clone()));
+        match crate::commit::write(Some(shared), store, op, now).await {
+            Ok(hydra_store::BatchValue::Created(c)) => Ok(*c),
+            Ok(other) => Err(crate::commit::unexpected(other).into()),
+            Err(e @ (hydra_store::StoreError::Transient(_) | hydra_store::StoreError::Database(_))) => {
+                tracing::debug!(error = %e, execution_id = %new.id, "a shared commit failed; starting on its own");
+                Ok(store.create_execution(new).await?)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Whether a worker of this engine registered workflow `name`.
@@ -532,4 +578,9 @@ impl Engine {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// The first 40 characters of `text`, for an error message.
+fn cut(text: &str) -> String {
+    text.chars().take(40).collect()
 }

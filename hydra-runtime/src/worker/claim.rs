@@ -96,14 +96,22 @@ async fn watch_loop(s: Arc<Shared>) {
                 continue;
             }
         };
+        let store = s.engine.store();
+        let mut own = store.write_commits();
+        let mut last_wake = tokio::time::Instant::now();
         loop {
             let changed = tokio::select! {
                 _ = s.stop_claiming.cancelled() => return,
                 c = watcher.changed() => c,
             };
-            // A commit of this process moves the counter too: claim only
-            // with a free slot, where a claim could start something.
-            if s.slots.available_permits() > 0 {
+            // A commit of this process moves the counter too. Claim only
+            // with a free slot, where a claim could start something; and
+            // when this process committed meanwhile (the change may be its
+            // own), at most every 100 ms.
+            let now_own = store.write_commits();
+            let maybe_ours = std::mem::replace(&mut own, now_own) != now_own;
+            if s.slots.available_permits() > 0 && (!maybe_ours || last_wake.elapsed() >= Duration::from_millis(100)) {
+                last_wake = tokio::time::Instant::now();
                 s.wake.notify_one();
             }
             if let Err(e) = changed {

@@ -7,7 +7,9 @@ use super::fence::lock_order;
 use super::step_write::{STEP_INSERT, STEP_ROW, STEP_TAIL_SQLITE, position_conflict, step_row};
 use crate::connect::{Backend, immediate};
 use crate::error::StoreError;
-use crate::model::{ClaimRequest, ClaimedExecution, Lease, OpenStep, StepAttempt, StepRecord, to_i32};
+use crate::model::{
+    ClaimRequest, ClaimedExecution, Created, Lease, NewExecution, OpenStep, StepAttempt, StepRecord, to_i32,
+};
 use sea_orm::{ConnectionTrait, DatabaseTransaction, DbErr, TransactionTrait, Value};
 use std::collections::{HashMap, HashSet};
 
@@ -22,6 +24,9 @@ pub enum BatchOp {
     /// [`Store::claim`]: a claim shares the commit of the writes around it
     /// instead of paying one of its own.
     Claim(ClaimRequest),
+    /// [`Store::create_execution`]: a start shares the commit of the
+    /// writes around it, and a claim in the same batch can take the new run.
+    Create(Box<NewExecution>),
 }
 
 impl BatchOp {
@@ -29,7 +34,7 @@ impl BatchOp {
     pub fn lease(&self) -> Option<&Lease> {
         match self {
             BatchOp::Attempt(lease, _) | BatchOp::Checkpoint(lease, _) => Some(lease),
-            BatchOp::Claim(_) => None,
+            BatchOp::Claim(_) | BatchOp::Create(_) => None,
         }
     }
 }
@@ -44,6 +49,8 @@ pub enum BatchValue {
     Checkpoint,
     /// The runs claimed.
     Claimed(Vec<ClaimedExecution>),
+    /// The run created (or found by its idempotency key).
+    Created(Box<Created>),
 }
 
 impl Store {
@@ -98,8 +105,14 @@ impl Store {
                 }
             }
         }
-        // Claims last: they skip locked rows and wait for none.
-        for i in lock_order(ops, |op| op.lease().map(|l| l.execution_id.as_str()).ok_or(())) {
+        // After SQLite's step rows above: new runs (they lock only their own
+        // rows), then the runs' writes in lock order, claims last: they skip
+        // locked rows, wait for none, and can take the runs this batch created.
+        let order = lock_order(ops, |op| match op {
+            BatchOp::Create(_) => (0, ""),
+            _ => op.lease().map_or((2, ""), |l| (1, l.execution_id.as_str())),
+        });
+        for i in order {
             if out[i].is_some() {
                 continue;
             }
@@ -127,6 +140,7 @@ impl Store {
                     self.apply(&txn, lease, cp, now).await.map(|()| BatchValue::Checkpoint)
                 }
                 BatchOp::Claim(req) => self.claim_on(&txn, req).await.map(BatchValue::Claimed),
+                BatchOp::Create(new) => self.create_in(&txn, new).await.map(|c| BatchValue::Created(Box::new(c))),
             };
             match r {
                 Err(StoreError::Database(e)) => {
@@ -255,6 +269,9 @@ impl Store {
                 self.checkpoint(lease, cp.clone(), now).await.map(|()| BatchValue::Checkpoint)
             }
             BatchOp::Claim(req) => self.claim(req).await.map(BatchValue::Claimed),
+            BatchOp::Create(new) => {
+                self.create_execution((**new).clone()).await.map(|c| BatchValue::Created(Box::new(c)))
+            }
         }
     }
 }

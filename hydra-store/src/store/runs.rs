@@ -9,8 +9,8 @@ use crate::model::{
     CancelOutcome, Created, Execution, ExecutionFilter, ExecutionStatus, NewExecution, Step, Terminal, to_i32,
 };
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, TransactionTrait,
-    TryInsertResult,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    TransactionTrait, TryInsertResult, TryIntoModel,
 };
 
 impl Store {
@@ -20,15 +20,15 @@ impl Store {
         let _gate = self.gate().await;
         let key = new.idempotency_key.clone();
         let am = execution_row(&new);
-        let rows = if new.search_attributes.is_empty() {
-            let rows = insert_execution(&self.db, am).await?;
+        let inserted = if new.search_attributes.is_empty() {
+            let rows = insert_execution(&self.db, am.clone()).await?;
             self.count();
-            rows
+            rows == 1
         } else {
             // The run and its attributes in one commit.
             let txn = self.db.begin_with_options(crate::connect::immediate()).await?;
             let r = async {
-                let rows = insert_execution(&txn, am).await?;
+                let rows = insert_execution(&txn, am.clone()).await?;
                 if rows == 1 {
                     for (name, value) in &new.search_attributes {
                         self.put_search_attribute(&txn, &new.namespace, &new.id, name, value).await?;
@@ -37,25 +37,45 @@ impl Store {
                 Ok(rows)
             }
             .await;
-            self.settle(txn, r).await?
+            self.settle(txn, r).await? == 1
         };
-        if rows == 1 {
-            let execution = self.get_execution(&new.namespace, &new.id).await?.ok_or_else(|| {
-                StoreError::ExecutionNotFound { namespace: new.namespace.clone(), execution: new.id.clone() }
-            })?;
-            return Ok(Created::New(execution));
+        if inserted {
+            return Ok(Created::New(inserted_execution(am)?));
         }
-        self.existing_for_key(&new, key).await
+        self.existing_for_key(&self.db, &new, key).await
     }
 
-    async fn existing_for_key(&self, new: &NewExecution, key: Option<String>) -> Result<Created, StoreError> {
+    /// [`Store::create_execution`] inside `txn` (a group commit). The
+    /// search attributes are checked before anything is written: a refused
+    /// start leaves no row in the batch's commit.
+    pub(super) async fn create_in(&self, txn: &DatabaseTransaction, new: &NewExecution) -> Result<Created, StoreError> {
+        for (name, value) in &new.search_attributes {
+            super::search::check_search_attribute(name, value)
+                .map_err(|reason| StoreError::Refused { execution: new.id.clone(), reason })?;
+        }
+        let am = execution_row(new);
+        if insert_execution(txn, am.clone()).await? == 1 {
+            for (name, value) in &new.search_attributes {
+                self.put_search_attribute(txn, &new.namespace, &new.id, name, value).await?;
+            }
+            return Ok(Created::New(inserted_execution(am)?));
+        }
+        self.existing_for_key(txn, new, new.idempotency_key.clone()).await
+    }
+
+    async fn existing_for_key<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        new: &NewExecution,
+        key: Option<String>,
+    ) -> Result<Created, StoreError> {
         match key {
             Some(key) => {
                 let existing = exec::Entity::find()
                     .filter(exec::Column::Namespace.eq(&new.namespace))
                     .filter(exec::Column::WorkflowName.eq(&new.workflow_name))
                     .filter(exec::Column::IdempotencyKey.eq(&key))
-                    .one(&self.db)
+                    .one(conn)
                     .await?
                     .ok_or_else(|| {
                         StoreError::Database(DbErr::Custom(format!(
@@ -334,6 +354,12 @@ pub(super) fn execution_row(new: &NewExecution) -> exec::ActiveModel {
         workflow_version: Set(new.workflow_version.map(|v| i32::try_from(v).unwrap_or(i32::MAX))),
         suspended_code: Set(None),
     }
+}
+
+/// The run just inserted from `row` (every column was set: the row as stored).
+fn inserted_execution(row: exec::ActiveModel) -> Result<Execution, StoreError> {
+    let model = row.try_into_model().map_err(StoreError::Database)?;
+    Execution::try_from(model)
 }
 
 /// Inserts a run unless its idempotency key is taken; returns the rows inserted.
