@@ -1,7 +1,7 @@
-//! Starts through the group committer: a start shares the commit of the
-//! writes around it, a claim in that commit can take the new run, a refused
-//! start leaves nothing in the commit it shared, and a start the schema
-//! cannot hold is refused before it can spoil anyone's commit.
+//! Runs created in a group commit (`BatchOp::Create`): they share the
+//! commit of the writes around them, a claim in that commit can take them,
+//! and a refused one leaves nothing in the commit it shared. And a start
+//! the schema cannot hold is refused with a clear error on both backends.
 
 // Test code: a failed unwrap is a failed test, with its message.
 #![allow(clippy::unwrap_used)]

@@ -99,22 +99,29 @@ async fn watch_loop(s: Arc<Shared>) {
         let store = s.engine.store();
         let mut own = store.write_commits();
         let mut last_wake = tokio::time::Instant::now();
+        // A change held back (see below), to be acted on when the gap is over.
+        let mut deferred = false;
         loop {
             let changed = tokio::select! {
                 _ = s.stop_claiming.cancelled() => return,
-                c = watcher.changed() => c,
+                c = watcher.changed() => Some(c),
+                _ = tokio::time::sleep_until(last_wake + SELF_WAKE_GAP), if deferred => None,
             };
             // A commit of this process moves the counter too. Claim only
             // with a free slot, where a claim could start something; and
             // when this process committed meanwhile (the change may be its
-            // own), at most every 100 ms.
+            // own), at most once per gap, but never later than that.
             let now_own = store.write_commits();
             let maybe_ours = std::mem::replace(&mut own, now_own) != now_own;
-            if s.slots.available_permits() > 0 && (!maybe_ours || last_wake.elapsed() >= Duration::from_millis(100)) {
+            let free = s.slots.available_permits() > 0;
+            if free && (changed.is_none() || !maybe_ours || last_wake.elapsed() >= SELF_WAKE_GAP) {
                 last_wake = tokio::time::Instant::now();
+                deferred = false;
                 s.wake.notify_one();
+            } else if free {
+                deferred = true;
             }
-            if let Err(e) = changed {
+            if let Some(Err(e)) = changed {
                 tracing::warn!(worker_id = %s.id, error = %e, "stopped watching the database; watching again");
                 tokio::select! {
                     _ = s.stop_claiming.cancelled() => return,
@@ -125,6 +132,10 @@ async fn watch_loop(s: Arc<Shared>) {
         }
     }
 }
+
+/// The shortest time between two wake-ups by a change that may have been
+/// this process's own commit.
+const SELF_WAKE_GAP: Duration = Duration::from_millis(25);
 
 /// Claims as many due runs as there are free slots, batch by batch.
 async fn claim_available(s: &Arc<Shared>) {
