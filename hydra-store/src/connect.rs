@@ -1,11 +1,9 @@
 //! Opening a database by URL, with bounded connect time, and migrating it.
 
 use crate::error::StoreError;
-use hydra_migrations::{Migrator, MigratorTrait};
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement, TransactionOptions,
-    TransactionTrait,
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, TransactionOptions, TransactionTrait,
 };
 use std::time::Duration;
 
@@ -225,7 +223,7 @@ async fn migrate(db: &DatabaseConnection, backend: Backend, deadline: tokio::tim
         if backend == Backend::Postgres {
             txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")).await?;
         }
-        Migrator::up(&txn, None).await?;
+        hydra_migrations::migrate(&txn).await?;
         txn.commit().await
     };
     // SQLite's busy handler is not fair: under a steady stream of writers
@@ -254,15 +252,10 @@ async fn migrate(db: &DatabaseConnection, backend: Backend, deadline: tokio::tim
 /// Whether every migration of this version is recorded as applied (false
 /// on any doubt, such as a database without the migrations table).
 async fn all_applied(db: &DatabaseConnection) -> bool {
-    let Ok(rows) = db
-        .query_all_raw(Statement::from_string(db.get_database_backend(), "SELECT version FROM seaql_migrations"))
-        .await
-    else {
-        return false;
-    };
-    let applied: std::collections::HashSet<String> =
-        rows.iter().filter_map(|r| r.try_get::<String>("", "version").ok()).collect();
-    Migrator::migrations().iter().all(|m| applied.contains(m.name()))
+    match hydra_migrations::applied(db).await {
+        Some(applied) => hydra_migrations::names().all(|name| applied.contains(name)),
+        None => false,
+    }
 }
 
 /// `BEGIN IMMEDIATE` on SQLite (takes the write lock up front, so a

@@ -6,47 +6,28 @@
 //! SQLite has no such mechanism; there, workers in other processes find new
 //! runs on their next poll.
 
-use sea_orm_migration::prelude::*;
-use sea_orm_migration::sea_orm::DbBackend;
+use crate::prelude::*;
 
-#[derive(DeriveMigrationName)]
-pub(crate) struct Migration;
-
-// See the first migration for why the lifetime stays elided.
-#[allow(elided_lifetimes_in_paths)]
-#[async_trait::async_trait]
-impl MigrationTrait for Migration {
-    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        if m.get_database_backend() != DbBackend::Postgres {
-            return Ok(());
-        }
-        let db = m.get_connection();
-        db.execute_unprepared(
-            "CREATE OR REPLACE FUNCTION hydra_notify_runs() RETURNS trigger LANGUAGE plpgsql AS $$ \
-             BEGIN PERFORM pg_notify('hydra_runs', NEW.namespace); RETURN NULL; END $$",
-        )
-        .await?;
-        // Claims set `due_at` of running runs and sleeps set it in the future:
-        // neither notifies. (DROP + CREATE rather than CREATE OR REPLACE
-        // TRIGGER, which needs PostgreSQL 14.)
-        db.execute_unprepared("DROP TRIGGER IF EXISTS workflow_executions_notify_runs ON workflow_executions").await?;
-        db.execute_unprepared(
-            "CREATE TRIGGER workflow_executions_notify_runs \
-             AFTER INSERT OR UPDATE OF due_at ON workflow_executions FOR EACH ROW \
-             WHEN (NEW.status = 'pending' OR (NEW.status = 'sleeping' AND NEW.due_at <= NEW.updated_at)) \
-             EXECUTE FUNCTION hydra_notify_runs()",
-        )
-        .await?;
-        Ok(())
+pub(crate) async fn up(m: &Manager<'_>) -> Result<(), DbErr> {
+    if m.get_database_backend() != DbBackend::Postgres {
+        return Ok(());
     }
-
-    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        if m.get_database_backend() != DbBackend::Postgres {
-            return Ok(());
-        }
-        let db = m.get_connection();
-        db.execute_unprepared("DROP TRIGGER IF EXISTS workflow_executions_notify_runs ON workflow_executions").await?;
-        db.execute_unprepared("DROP FUNCTION IF EXISTS hydra_notify_runs()").await?;
-        Ok(())
-    }
+    let db = m.get_connection();
+    db.execute_unprepared(
+        "CREATE OR REPLACE FUNCTION hydra_notify_runs() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN PERFORM pg_notify('hydra_runs', NEW.namespace); RETURN NULL; END $$",
+    )
+    .await?;
+    // Claims set `due_at` of running runs and sleeps set it in the future:
+    // neither notifies. (DROP + CREATE rather than CREATE OR REPLACE
+    // TRIGGER, which needs PostgreSQL 14.)
+    db.execute_unprepared("DROP TRIGGER IF EXISTS workflow_executions_notify_runs ON workflow_executions").await?;
+    db.execute_unprepared(
+        "CREATE TRIGGER workflow_executions_notify_runs \
+         AFTER INSERT OR UPDATE OF due_at ON workflow_executions FOR EACH ROW \
+         WHEN (NEW.status = 'pending' OR (NEW.status = 'sleeping' AND NEW.due_at <= NEW.updated_at)) \
+         EXECUTE FUNCTION hydra_notify_runs()",
+    )
+    .await?;
+    Ok(())
 }

@@ -4,45 +4,26 @@
 //! of polling. SQLite has no such mechanism; there, a run ended by another
 //! process is seen by the waiter's next poll.
 
-use sea_orm_migration::prelude::*;
-use sea_orm_migration::sea_orm::DbBackend;
+use crate::prelude::*;
 
-#[derive(DeriveMigrationName)]
-pub(crate) struct Migration;
-
-// See the first migration for why the lifetime stays elided.
-#[allow(elided_lifetimes_in_paths)]
-#[async_trait::async_trait]
-impl MigrationTrait for Migration {
-    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        if m.get_database_backend() != DbBackend::Postgres {
-            return Ok(());
-        }
-        let db = m.get_connection();
-        db.execute_unprepared(
-            "CREATE OR REPLACE FUNCTION hydra_notify_ended() RETURNS trigger LANGUAGE plpgsql AS $$ \
-             BEGIN PERFORM pg_notify('hydra_ended', NEW.id); RETURN NULL; END $$",
-        )
-        .await?;
-        db.execute_unprepared("DROP TRIGGER IF EXISTS workflow_executions_notify_ended ON workflow_executions").await?;
-        db.execute_unprepared(
-            "CREATE TRIGGER workflow_executions_notify_ended \
-             AFTER UPDATE OF status ON workflow_executions FOR EACH ROW \
-             WHEN (NEW.status IN ('completed', 'failed', 'cancelled', 'timed_out') \
-               AND OLD.status IS DISTINCT FROM NEW.status) \
-             EXECUTE FUNCTION hydra_notify_ended()",
-        )
-        .await?;
-        Ok(())
+pub(crate) async fn up(m: &Manager<'_>) -> Result<(), DbErr> {
+    if m.get_database_backend() != DbBackend::Postgres {
+        return Ok(());
     }
-
-    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        if m.get_database_backend() != DbBackend::Postgres {
-            return Ok(());
-        }
-        let db = m.get_connection();
-        db.execute_unprepared("DROP TRIGGER IF EXISTS workflow_executions_notify_ended ON workflow_executions").await?;
-        db.execute_unprepared("DROP FUNCTION IF EXISTS hydra_notify_ended()").await?;
-        Ok(())
-    }
+    let db = m.get_connection();
+    db.execute_unprepared(
+        "CREATE OR REPLACE FUNCTION hydra_notify_ended() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN PERFORM pg_notify('hydra_ended', NEW.id); RETURN NULL; END $$",
+    )
+    .await?;
+    db.execute_unprepared("DROP TRIGGER IF EXISTS workflow_executions_notify_ended ON workflow_executions").await?;
+    db.execute_unprepared(
+        "CREATE TRIGGER workflow_executions_notify_ended \
+         AFTER UPDATE OF status ON workflow_executions FOR EACH ROW \
+         WHEN (NEW.status IN ('completed', 'failed', 'cancelled', 'timed_out') \
+           AND OLD.status IS DISTINCT FROM NEW.status) \
+         EXECUTE FUNCTION hydra_notify_ended()",
+    )
+    .await?;
+    Ok(())
 }

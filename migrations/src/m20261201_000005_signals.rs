@@ -8,10 +8,7 @@
 //! - `workflow_executions.signal_wait` marks a run parked in a receive, so a
 //!   send wakes only runs that wait for a signal.
 
-use sea_orm_migration::prelude::*;
-
-#[derive(DeriveMigrationName)]
-pub(crate) struct Migration;
+use crate::prelude::*;
 
 #[derive(DeriveIden)]
 enum Signals {
@@ -35,60 +32,49 @@ enum Executions {
     SignalWait,
 }
 
-// See the first migration for why the lifetime stays elided.
-#[allow(elided_lifetimes_in_paths)]
-#[async_trait::async_trait]
-impl MigrationTrait for Migration {
-    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        m.create_table(
-            Table::create()
-                .table(Signals::Table)
-                .if_not_exists()
-                .col(ColumnDef::new(Signals::Id).big_integer().not_null().auto_increment().primary_key())
-                .col(ColumnDef::new(Signals::Namespace).string_len(255).not_null())
-                .col(ColumnDef::new(Signals::ExecutionId).string_len(64).not_null())
-                .col(ColumnDef::new(Signals::Name).string_len(255).not_null())
-                .col(ColumnDef::new(Signals::Payload).blob().not_null())
-                .col(ColumnDef::new(Signals::IdempotencyKey).string_len(255).null())
-                .col(ColumnDef::new(Signals::CreatedAt).big_integer().not_null())
-                .col(ColumnDef::new(Signals::ConsumedAt).big_integer().null())
-                .col(ColumnDef::new(Signals::ConsumedPosition).integer().null())
-                .index(
-                    Index::create()
-                        .name("uq_workflow_signals_idempotency")
-                        .col(Signals::ExecutionId)
-                        .col(Signals::IdempotencyKey)
-                        .unique(),
-                )
-                .to_owned(),
-        )
-        .await?;
-        // A receive reads the oldest unconsumed signal of one name.
-        m.create_index(
-            Index::create()
-                .if_not_exists()
-                .name("idx_workflow_signals_pending")
-                .table(Signals::Table)
-                .col(Signals::ExecutionId)
-                .col(Signals::Name)
-                .col(Signals::ConsumedAt)
-                .col(Signals::Id)
-                .to_owned(),
-        )
-        .await?;
-        m.alter_table(
-            Table::alter()
-                .table(Executions::Table)
-                .add_column(ColumnDef::new(Executions::SignalWait).boolean().not_null().default(false))
-                .to_owned(),
-        )
-        .await?;
-        Ok(())
-    }
-
-    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        m.alter_table(Table::alter().table(Executions::Table).drop_column(Executions::SignalWait).to_owned()).await?;
-        m.drop_table(Table::drop().table(Signals::Table).if_exists().to_owned()).await?;
-        Ok(())
-    }
+pub(crate) async fn up(m: &Manager<'_>) -> Result<(), DbErr> {
+    m.create_table(
+        Table::create()
+            .table(Signals::Table)
+            .if_not_exists()
+            .col(ColumnDef::new(Signals::Id).big_integer().not_null().auto_increment().primary_key())
+            .col(ColumnDef::new(Signals::Namespace).string_len(255).not_null())
+            .col(ColumnDef::new(Signals::ExecutionId).string_len(64).not_null())
+            .col(ColumnDef::new(Signals::Name).string_len(255).not_null())
+            .col(ColumnDef::new(Signals::Payload).blob().not_null())
+            .col(ColumnDef::new(Signals::IdempotencyKey).string_len(255).null())
+            .col(ColumnDef::new(Signals::CreatedAt).big_integer().not_null())
+            .col(ColumnDef::new(Signals::ConsumedAt).big_integer().null())
+            .col(ColumnDef::new(Signals::ConsumedPosition).integer().null())
+            .index(
+                Index::create()
+                    .name("uq_workflow_signals_idempotency")
+                    .col(Signals::ExecutionId)
+                    .col(Signals::IdempotencyKey)
+                    .unique(),
+            )
+            .to_owned(),
+    )
+    .await?;
+    // A receive reads the oldest unconsumed signal of one name.
+    m.create_index(
+        Index::create()
+            .if_not_exists()
+            .name("idx_workflow_signals_pending")
+            .table(Signals::Table)
+            .col(Signals::ExecutionId)
+            .col(Signals::Name)
+            .col(Signals::ConsumedAt)
+            .col(Signals::Id)
+            .to_owned(),
+    )
+    .await?;
+    m.alter_table(
+        Table::alter()
+            .table(Executions::Table)
+            .add_column(ColumnDef::new(Executions::SignalWait).boolean().not_null().default(false))
+            .to_owned(),
+    )
+    .await?;
+    Ok(())
 }

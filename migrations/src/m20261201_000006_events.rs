@@ -2,10 +2,7 @@
 //! status for a checkout page, say), readable by clients at any time. One
 //! row per (run, key), replaced by each new value.
 
-use sea_orm_migration::prelude::*;
-
-#[derive(DeriveMigrationName)]
-pub(crate) struct Migration;
+use crate::prelude::*;
 
 #[derive(DeriveIden)]
 enum Events {
@@ -18,29 +15,19 @@ enum Events {
     UpdatedAt,
 }
 
-// See the first migration for why the lifetime stays elided.
-#[allow(elided_lifetimes_in_paths)]
-#[async_trait::async_trait]
-impl MigrationTrait for Migration {
-    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        m.create_table(
-            Table::create()
-                .table(Events::Table)
-                .if_not_exists()
-                .col(ColumnDef::new(Events::ExecutionId).string_len(64).not_null())
-                .col(ColumnDef::new(Events::EventKey).string_len(255).not_null())
-                .col(ColumnDef::new(Events::Namespace).string_len(255).not_null())
-                .col(ColumnDef::new(Events::Value).blob().not_null())
-                .col(ColumnDef::new(Events::UpdatedAt).big_integer().not_null())
-                .primary_key(Index::create().col(Events::ExecutionId).col(Events::EventKey))
-                .to_owned(),
-        )
-        .await?;
-        Ok(())
-    }
-
-    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        m.drop_table(Table::drop().table(Events::Table).if_exists().to_owned()).await?;
-        Ok(())
-    }
+pub(crate) async fn up(m: &Manager<'_>) -> Result<(), DbErr> {
+    m.create_table(
+        Table::create()
+            .table(Events::Table)
+            .if_not_exists()
+            .col(ColumnDef::new(Events::ExecutionId).string_len(64).not_null())
+            .col(ColumnDef::new(Events::EventKey).string_len(255).not_null())
+            .col(ColumnDef::new(Events::Namespace).string_len(255).not_null())
+            .col(ColumnDef::new(Events::Value).blob().not_null())
+            .col(ColumnDef::new(Events::UpdatedAt).big_integer().not_null())
+            .primary_key(Index::create().col(Events::ExecutionId).col(Events::EventKey))
+            .to_owned(),
+    )
+    .await?;
+    Ok(())
 }

@@ -2,10 +2,7 @@
 //! parent (`parent_id`), so the parent can be told when it ends and its
 //! children can be found (to show them, and to cancel them with it).
 
-use sea_orm_migration::prelude::*;
-
-#[derive(DeriveMigrationName)]
-pub(crate) struct Migration;
+use crate::prelude::*;
 
 #[derive(DeriveIden)]
 enum Executions {
@@ -14,33 +11,22 @@ enum Executions {
     ParentId,
 }
 
-// See the first migration for why the lifetime stays elided.
-#[allow(elided_lifetimes_in_paths)]
-#[async_trait::async_trait]
-impl MigrationTrait for Migration {
-    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        m.alter_table(
-            Table::alter()
-                .table(Executions::Table)
-                .add_column(ColumnDef::new(Executions::ParentId).string_len(64).null())
-                .to_owned(),
-        )
-        .await?;
-        m.create_index(
-            Index::create()
-                .if_not_exists()
-                .name("idx_workflow_executions_parent")
-                .table(Executions::Table)
-                .col(Executions::ParentId)
-                .to_owned(),
-        )
-        .await?;
-        Ok(())
-    }
-
-    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        m.drop_index(Index::drop().name("idx_workflow_executions_parent").table(Executions::Table).to_owned()).await?;
-        m.alter_table(Table::alter().table(Executions::Table).drop_column(Executions::ParentId).to_owned()).await?;
-        Ok(())
-    }
+pub(crate) async fn up(m: &Manager<'_>) -> Result<(), DbErr> {
+    m.alter_table(
+        Table::alter()
+            .table(Executions::Table)
+            .add_column(ColumnDef::new(Executions::ParentId).string_len(64).null())
+            .to_owned(),
+    )
+    .await?;
+    m.create_index(
+        Index::create()
+            .if_not_exists()
+            .name("idx_workflow_executions_parent")
+            .table(Executions::Table)
+            .col(Executions::ParentId)
+            .to_owned(),
+    )
+    .await?;
+    Ok(())
 }

@@ -4,11 +4,7 @@
 //! succeed), which PostgreSQL's `hydra_ended` notification now includes
 //! and its `status` column now fits.
 
-use sea_orm_migration::prelude::*;
-use sea_orm_migration::sea_orm::DbBackend;
-
-#[derive(DeriveMigrationName)]
-pub(crate) struct Migration;
+use crate::prelude::*;
 
 #[derive(DeriveIden)]
 enum Executions {
@@ -32,44 +28,27 @@ fn trigger(statuses: &str) -> String {
     )
 }
 
-// See the first migration for why the lifetime stays elided.
-#[allow(elided_lifetimes_in_paths)]
-#[async_trait::async_trait]
-impl MigrationTrait for Migration {
-    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        m.alter_table(
-            Table::alter()
-                .table(Executions::Table)
-                .add_column(ColumnDef::new(Executions::ErrorData).blob().null())
-                .to_owned(),
-        )
-        .await?;
-        if m.get_database_backend() == DbBackend::Postgres {
-            let db = m.get_connection();
-            // `compensation_failed` is longer than the 16 the column had
-            // (SQLite does not enforce lengths). Widening a varchar does not
-            // rewrite the table.
-            // The triggers that read the column go while it changes, and
-            // come back (`hydra_notify_runs` as the second migration made it).
-            db.execute_unprepared("DROP TRIGGER IF EXISTS workflow_executions_notify_ended ON workflow_executions")
-                .await?;
-            db.execute_unprepared("DROP TRIGGER IF EXISTS workflow_executions_notify_runs ON workflow_executions")
-                .await?;
-            db.execute_unprepared("ALTER TABLE workflow_executions ALTER COLUMN status TYPE VARCHAR(32)").await?;
-            db.execute_unprepared(RUNS_TRIGGER).await?;
-            db.execute_unprepared(&trigger("'completed', 'failed', 'cancelled', 'timed_out', 'compensation_failed'"))
-                .await?;
-        }
-        Ok(())
+pub(crate) async fn up(m: &Manager<'_>) -> Result<(), DbErr> {
+    m.alter_table(
+        Table::alter()
+            .table(Executions::Table)
+            .add_column(ColumnDef::new(Executions::ErrorData).blob().null())
+            .to_owned(),
+    )
+    .await?;
+    if m.get_database_backend() == DbBackend::Postgres {
+        let db = m.get_connection();
+        // `compensation_failed` is longer than the 16 the column had
+        // (SQLite does not enforce lengths). Widening a varchar does not
+        // rewrite the table.
+        // The triggers that read the column go while it changes, and
+        // come back (`hydra_notify_runs` as the second migration made it).
+        db.execute_unprepared("DROP TRIGGER IF EXISTS workflow_executions_notify_ended ON workflow_executions").await?;
+        db.execute_unprepared("DROP TRIGGER IF EXISTS workflow_executions_notify_runs ON workflow_executions").await?;
+        db.execute_unprepared("ALTER TABLE workflow_executions ALTER COLUMN status TYPE VARCHAR(32)").await?;
+        db.execute_unprepared(RUNS_TRIGGER).await?;
+        db.execute_unprepared(&trigger("'completed', 'failed', 'cancelled', 'timed_out', 'compensation_failed'"))
+            .await?;
     }
-
-    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        if m.get_database_backend() == DbBackend::Postgres {
-            let db = m.get_connection();
-            db.execute_unprepared("DROP TRIGGER IF EXISTS workflow_executions_notify_ended ON workflow_executions")
-                .await?;
-            db.execute_unprepared(&trigger("'completed', 'failed', 'cancelled', 'timed_out'")).await?;
-        }
-        m.alter_table(Table::alter().table(Executions::Table).drop_column(Executions::ErrorData).to_owned()).await
-    }
+    Ok(())
 }

@@ -8,10 +8,7 @@
 //! - `leases.registrations`: what a live worker registers (workflow names
 //!   and versions), so runs nobody can run are visible.
 
-use sea_orm_migration::prelude::*;
-
-#[derive(DeriveMigrationName)]
-pub(crate) struct Migration;
+use crate::prelude::*;
 
 #[derive(DeriveIden)]
 enum Executions {
@@ -27,38 +24,23 @@ enum Leases {
     Registrations,
 }
 
-// See the first migration for why the lifetime stays elided.
-#[allow(elided_lifetimes_in_paths)]
-#[async_trait::async_trait]
-impl MigrationTrait for Migration {
-    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        m.alter_table(
-            Table::alter()
-                .table(Executions::Table)
-                .add_column(ColumnDef::new(Executions::WorkflowVersion).integer().null())
-                .to_owned(),
-        )
-        .await?;
-        m.alter_table(
-            Table::alter()
-                .table(Executions::Table)
-                .add_column(ColumnDef::new(Executions::SuspendedCode).big_integer().null())
-                .to_owned(),
-        )
-        .await?;
-        m.alter_table(
-            Table::alter()
-                .table(Leases::Table)
-                .add_column(ColumnDef::new(Leases::Registrations).text().null())
-                .to_owned(),
-        )
-        .await
-    }
-
-    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        m.alter_table(Table::alter().table(Leases::Table).drop_column(Leases::Registrations).to_owned()).await?;
-        m.alter_table(Table::alter().table(Executions::Table).drop_column(Executions::SuspendedCode).to_owned())
-            .await?;
-        m.alter_table(Table::alter().table(Executions::Table).drop_column(Executions::WorkflowVersion).to_owned()).await
-    }
+pub(crate) async fn up(m: &Manager<'_>) -> Result<(), DbErr> {
+    m.alter_table(
+        Table::alter()
+            .table(Executions::Table)
+            .add_column(ColumnDef::new(Executions::WorkflowVersion).integer().null())
+            .to_owned(),
+    )
+    .await?;
+    m.alter_table(
+        Table::alter()
+            .table(Executions::Table)
+            .add_column(ColumnDef::new(Executions::SuspendedCode).big_integer().null())
+            .to_owned(),
+    )
+    .await?;
+    m.alter_table(
+        Table::alter().table(Leases::Table).add_column(ColumnDef::new(Leases::Registrations).text().null()).to_owned(),
+    )
+    .await
 }

@@ -11,10 +11,7 @@
 //! - an index on `(namespace, completed_at)`: retention finds finished runs
 //!   older than a cutoff without a scan.
 
-use sea_orm_migration::prelude::*;
-
-#[derive(DeriveMigrationName)]
-pub(crate) struct Migration;
+use crate::prelude::*;
 
 #[derive(DeriveIden)]
 enum Executions {
@@ -39,97 +36,69 @@ enum SearchAttributes {
     Value,
 }
 
-// See the first migration for why the lifetime stays elided.
-#[allow(elided_lifetimes_in_paths)]
-#[async_trait::async_trait]
-impl MigrationTrait for Migration {
-    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        m.create_table(
-            Table::create()
-                .table(SearchAttributes::Table)
-                .if_not_exists()
-                .col(ColumnDef::new(SearchAttributes::ExecutionId).string_len(64).not_null())
-                .col(ColumnDef::new(SearchAttributes::Name).string_len(255).not_null())
-                .col(ColumnDef::new(SearchAttributes::Namespace).string_len(255).not_null())
-                .col(ColumnDef::new(SearchAttributes::Value).string_len(1024).not_null())
-                .primary_key(Index::create().col(SearchAttributes::ExecutionId).col(SearchAttributes::Name))
-                .to_owned(),
-        )
-        .await?;
-        m.create_index(
-            Index::create()
-                .name("idx_search_attributes_lookup")
-                .table(SearchAttributes::Table)
-                .col(SearchAttributes::Namespace)
-                .col(SearchAttributes::Name)
-                .col(SearchAttributes::Value)
-                .to_owned(),
-        )
-        .await?;
-        m.create_index(
-            Index::create()
-                .name("idx_executions_ns_completed")
-                .table(Executions::Table)
-                .col(Executions::Namespace)
-                .col(Executions::CompletedAt)
-                .to_owned(),
-        )
-        .await?;
-        // With the ID: the list order (created_at, id) is the index order,
-        // for the namespace and, replacing the first migration's indexes,
-        // per workflow and per status.
-        for (name, col, replaces) in [
-            ("idx_workflow_executions_list", Executions::WorkflowName, true),
-            ("idx_workflow_executions_status", Executions::Status, true),
-            ("idx_executions_ns_key", Executions::IdempotencyKey, false),
-        ] {
-            if replaces {
-                m.drop_index(Index::drop().name(name).table(Executions::Table).to_owned()).await?;
-            }
-            m.create_index(
-                Index::create()
-                    .name(name)
-                    .table(Executions::Table)
-                    .col(Executions::Namespace)
-                    .col(col)
-                    .col(Executions::CreatedAt)
-                    .col(Executions::Id)
-                    .to_owned(),
-            )
-            .await?;
+pub(crate) async fn up(m: &Manager<'_>) -> Result<(), DbErr> {
+    m.create_table(
+        Table::create()
+            .table(SearchAttributes::Table)
+            .if_not_exists()
+            .col(ColumnDef::new(SearchAttributes::ExecutionId).string_len(64).not_null())
+            .col(ColumnDef::new(SearchAttributes::Name).string_len(255).not_null())
+            .col(ColumnDef::new(SearchAttributes::Namespace).string_len(255).not_null())
+            .col(ColumnDef::new(SearchAttributes::Value).string_len(1024).not_null())
+            .primary_key(Index::create().col(SearchAttributes::ExecutionId).col(SearchAttributes::Name))
+            .to_owned(),
+    )
+    .await?;
+    m.create_index(
+        Index::create()
+            .name("idx_search_attributes_lookup")
+            .table(SearchAttributes::Table)
+            .col(SearchAttributes::Namespace)
+            .col(SearchAttributes::Name)
+            .col(SearchAttributes::Value)
+            .to_owned(),
+    )
+    .await?;
+    m.create_index(
+        Index::create()
+            .name("idx_executions_ns_completed")
+            .table(Executions::Table)
+            .col(Executions::Namespace)
+            .col(Executions::CompletedAt)
+            .to_owned(),
+    )
+    .await?;
+    // With the ID: the list order (created_at, id) is the index order,
+    // for the namespace and, replacing the first migration's indexes,
+    // per workflow and per status.
+    for (name, col, replaces) in [
+        ("idx_workflow_executions_list", Executions::WorkflowName, true),
+        ("idx_workflow_executions_status", Executions::Status, true),
+        ("idx_executions_ns_key", Executions::IdempotencyKey, false),
+    ] {
+        if replaces {
+            m.drop_index(Index::drop().name(name).table(Executions::Table).to_owned()).await?;
         }
         m.create_index(
             Index::create()
-                .name("idx_executions_ns_created")
+                .name(name)
                 .table(Executions::Table)
                 .col(Executions::Namespace)
+                .col(col)
                 .col(Executions::CreatedAt)
                 .col(Executions::Id)
                 .to_owned(),
         )
-        .await
+        .await?;
     }
-
-    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        for name in ["idx_executions_ns_key", "idx_executions_ns_created", "idx_executions_ns_completed"] {
-            m.drop_index(Index::drop().name(name).table(Executions::Table).to_owned()).await?;
-        }
-        for (name, col) in [
-            ("idx_workflow_executions_list", Executions::WorkflowName),
-            ("idx_workflow_executions_status", Executions::Status),
-        ] {
-            m.drop_index(Index::drop().name(name).table(Executions::Table).to_owned()).await?;
-            m.create_index(
-                Index::create()
-                    .name(name)
-                    .table(Executions::Table)
-                    .col(Executions::Namespace)
-                    .col(col)
-                    .col(Executions::CreatedAt)
-                    .to_owned(),
-            )
-            .await?;
-        }
-        m.drop_table(Table::drop().table(SearchAttributes::Table).to_owned()).await
-    }
+    m.create_index(
+        Index::create()
+            .name("idx_executions_ns_created")
+            .table(Executions::Table)
+            .col(Executions::Namespace)
+            .col(Executions::CreatedAt)
+            .col(Executions::Id)
+            .to_owned(),
+    )
+    .await
 }

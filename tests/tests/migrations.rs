@@ -1,0 +1,106 @@
+//! The schema migrator: each migration applied once, in order, recorded in
+//! `seaql_migrations` as earlier versions recorded it; a database from
+//! another line of versions refused without a change; a failed migration
+//! leaving nothing behind.
+
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
+use hydra_store::{Store, StoreError};
+use hydra_tests::{TestDb, both_backends};
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
+
+async fn raw(db: &TestDb) -> DatabaseConnection {
+    Database::connect(db.url.as_str()).await.unwrap()
+}
+
+async fn exec(c: &DatabaseConnection, sql: &str) {
+    c.execute_raw(Statement::from_string(c.get_database_backend(), sql)).await.unwrap();
+}
+
+/// The recorded versions with their `applied_at`, in version order.
+async fn recorded(c: &DatabaseConnection) -> Vec<(String, i64)> {
+    let sql = "SELECT version, applied_at FROM seaql_migrations ORDER BY version";
+    let rows = c.query_all_raw(Statement::from_string(c.get_database_backend(), sql)).await.unwrap();
+    rows.iter().map(|r| (r.try_get("", "version").unwrap(), r.try_get("", "applied_at").unwrap())).collect()
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+const SIGNALS: &str = "m20261201_000005_signals";
+
+both_backends! {
+    async fn a_fresh_database_records_every_migration_once_in_seconds(db: TestDb) {
+        let before = now_secs();
+        drop(db.store().await);
+        let c = raw(&db).await;
+        let rows = recorded(&c).await;
+        let names: Vec<&str> = hydra_migrations::names().collect();
+        assert_eq!(rows.iter().map(|(v, _)| v.as_str()).collect::<Vec<_>>(), names);
+        for (version, at) in &rows {
+            // Seconds, as SeaORM's migrator wrote them: databases it made
+            // and databases made now read alike.
+            assert!((before - 1..=now_secs() + 1).contains(at), "{version} applied at {at}");
+        }
+        // A second connect finds nothing pending and records nothing again.
+        drop(db.store().await);
+        assert_eq!(recorded(&c).await, rows);
+    }
+
+    async fn a_pending_migration_is_applied_and_the_applied_ones_are_not_run_again(db: TestDb) {
+        drop(db.store().await);
+        let c = raw(&db).await;
+        // As if the database were made by a version that knew migrations 1
+        // to 3 only (the fourth changes a column's type on PostgreSQL and
+        // nothing on SQLite, so it may run again); every later migration
+        // adds a column or table that a second run would trip over.
+        let fourth = "m20261201_000004_worker_rows_text_key";
+        exec(&c, &format!("DELETE FROM seaql_migrations WHERE version = '{fourth}'")).await;
+        drop(db.store().await);
+        let rows = recorded(&c).await;
+        assert!(rows.iter().any(|(v, _)| v == fourth), "the pending migration is recorded: {rows:?}");
+        assert_eq!(rows.len(), hydra_migrations::names().count());
+    }
+
+    async fn a_failed_migration_leaves_the_database_as_it_was(db: TestDb) {
+        drop(db.store().await);
+        let c = raw(&db).await;
+        // Forget the signals migration: running it again adds a column that
+        // exists, and fails.
+        exec(&c, &format!("DELETE FROM seaql_migrations WHERE version = '{SIGNALS}'")).await;
+        let before = recorded(&c).await;
+        let err = Store::connect(db.url.as_str()).await.expect_err("the failing migration fails the connect");
+        assert!(matches!(err, StoreError::Migration(_)), "{err}");
+        assert!(err.to_string().contains(SIGNALS), "the error names the migration: {err}");
+        assert_eq!(recorded(&c).await, before, "nothing is recorded for a failed migration");
+    }
+
+    async fn a_newer_versions_database_is_used_as_it_is(db: TestDb) {
+        drop(db.store().await);
+        let c = raw(&db).await;
+        // A later version added a migration this one does not know (a
+        // rolling deploy: old workers still run beside new ones).
+        exec(&c, &format!("INSERT INTO seaql_migrations (version, applied_at) VALUES ('m29991231_000001_future', {})", now_secs())).await;
+        let before = recorded(&c).await;
+        let store = db.store().await;
+        assert!(store.list_executions(&hydra_store::ExecutionFilter::new("x")).await.unwrap().is_empty());
+        assert_eq!(recorded(&c).await, before);
+    }
+
+    async fn a_database_from_another_line_of_versions_is_refused_unchanged(db: TestDb) {
+        drop(db.store().await);
+        let c = raw(&db).await;
+        // Unknown migrations recorded, and one of ours missing: the two
+        // histories diverged, and neither order of applying them is safe.
+        exec(&c, &format!("INSERT INTO seaql_migrations (version, applied_at) VALUES ('m29991231_000001_elsewhere', {})", now_secs())).await;
+        exec(&c, &format!("DELETE FROM seaql_migrations WHERE version = '{SIGNALS}'")).await;
+        let before = recorded(&c).await;
+        let err = Store::connect(db.url.as_str()).await.expect_err("refused");
+        assert!(matches!(err, StoreError::Migration(_)), "{err}");
+        let text = err.to_string();
+        assert!(text.contains("m29991231_000001_elsewhere") && text.contains(SIGNALS), "{text}");
+        assert_eq!(recorded(&c).await, before);
+    }
+}
