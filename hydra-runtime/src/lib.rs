@@ -50,6 +50,13 @@
 //! | `clock` | the engine's one source of time ([`Clock`]) |
 //! | `metrics` | metric names and where they are recorded; the Prometheus endpoint |
 //! | `error` | [`Error`], [`StepError`], [`WorkflowError`] |
+//!
+//! # Cargo features
+//!
+//! - `tls` (default): TLS (rustls) for PostgreSQL URLs. Without it,
+//!   `sslmode=require`, `verify-ca` and `verify-full` are refused at
+//!   connect, and the default `sslmode=prefer` connects unencrypted.
+//! - `console`: the web console ([`EngineBuilder::console`]).
 
 // The README's examples compile against this crate.
 #[cfg(doctest)]

@@ -200,9 +200,15 @@ pub(crate) async fn open(opts: &StoreOptions) -> Result<(DatabaseConnection, Bac
 }
 
 fn describe(e: &sea_orm::DbErr) -> String {
-    let text = e.to_string();
+    explain(e.to_string())
+}
+
+/// A connect error's text, with what to do about it where that is known.
+fn explain(text: String) -> String {
     if text.contains("PoolTimedOut") || text.contains("pool timed out") {
         format!("{text} (the server did not accept a connection in time: is it running and reachable?)")
+    } else if text.contains("without TLS support") {
+        format!("{text} (the URL asks for TLS: build hydra-runtime or hydra-store with the `tls` feature)")
     } else {
         text
     }
@@ -224,7 +230,7 @@ async fn migrate(db: &DatabaseConnection, backend: Backend, deadline: tokio::tim
             txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")).await?;
         }
         hydra_migrations::migrate(&txn).await?;
-        txn.commit().await
+        Ok::<(), hydra_migrations::MigrateError>(txn.commit().await?)
     };
     // SQLite's busy handler is not fair: under a steady stream of writers
     // (other workers), one `BEGIN IMMEDIATE` can wait out its whole busy
@@ -232,7 +238,7 @@ async fn migrate(db: &DatabaseConnection, backend: Backend, deadline: tokio::tim
     let run = async {
         loop {
             match once().await {
-                Err(e) if crate::error::is_transient(&e) => {
+                Err(e) if crate::error::is_transient(&e.source) => {
                     tracing::debug!(error = %e, "migration lock busy; trying again");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
@@ -244,7 +250,9 @@ async fn migrate(db: &DatabaseConnection, backend: Backend, deadline: tokio::tim
     // it a generous bound, not an unbounded one.
     match tokio::time::timeout_at(deadline + Duration::from_secs(30), run).await {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(StoreError::Migration(e)),
+        // Not transient: the migration that failed goes into the text.
+        Ok(Err(e)) if e.migration.is_some() => Err(StoreError::Migration(sea_orm::DbErr::Custom(e.to_string()))),
+        Ok(Err(e)) => Err(StoreError::Migration(e.source)),
         Err(_) => Err(StoreError::Migration(sea_orm::DbErr::Custom("timed out waiting for the migration lock".into()))),
     }
 }
@@ -253,8 +261,8 @@ async fn migrate(db: &DatabaseConnection, backend: Backend, deadline: tokio::tim
 /// on any doubt, such as a database without the migrations table).
 async fn all_applied(db: &DatabaseConnection) -> bool {
     match hydra_migrations::applied(db).await {
-        Some(applied) => hydra_migrations::names().all(|name| applied.contains(name)),
-        None => false,
+        Ok(applied) => hydra_migrations::names().all(|name| applied.contains(name)),
+        Err(_) => false,
     }
 }
 
@@ -293,6 +301,14 @@ mod tests {
         assert!(matches!(classify("not a url"), Err(StoreError::InvalidUrl { .. })));
         assert!(matches!(classify("postgres://"), Err(StoreError::InvalidUrl { .. })));
         assert!(matches!(classify("sqlite:///no/such/dir/x.db"), Err(StoreError::InvalidUrl { .. })));
+    }
+
+    #[test]
+    fn a_url_that_needs_tls_in_a_build_without_it_says_which_feature() {
+        let sqlx = "error communicating with database: TLS upgrade required by connect options \
+                    but SQLx was built without TLS support enabled";
+        assert!(explain(sqlx.to_owned()).contains("the `tls` feature"), "{}", explain(sqlx.to_owned()));
+        assert_eq!(explain("password authentication failed".to_owned()), "password authentication failed");
     }
 
     #[test]

@@ -5,6 +5,10 @@
 //! applies writes atomically and reports what happened; deciding what to do
 //! about it (retry, back off, stop a run) is the runtime's job.
 //!
+//! Cargo feature `tls` (default): TLS (rustls) for PostgreSQL URLs; without
+//! it, `sslmode=require` and up are refused at connect and the default
+//! `sslmode=prefer` connects unencrypted.
+//!
 //! Guarantees enforced here (and the file that enforces each):
 //! - a claim is one atomic statement that hands each due run to one worker
 //!   and raises its fencing token (`store/claim.rs`);

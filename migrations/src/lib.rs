@@ -105,19 +105,52 @@ impl Manager<'_> {
     }
 }
 
-/// The versions recorded in the migrations table, or `None` when the table
-/// does not exist yet (or cannot be read).
-pub async fn applied<C: ConnectionTrait>(db: &C) -> Option<HashSet<String>> {
+/// The versions recorded in the migrations table (an error when the table
+/// does not exist yet or cannot be read). A row whose version is not text
+/// names no migration of any version and is passed over.
+pub async fn applied<C: ConnectionTrait>(db: &C) -> Result<HashSet<String>, DbErr> {
     let sql = format!("SELECT version FROM {MIGRATIONS_TABLE}");
-    let rows = db.query_all_raw(Statement::from_string(db.get_database_backend(), sql)).await.ok()?;
-    rows.iter().map(|r| r.try_get::<String>("", "version").ok()).collect()
+    let rows = db.query_all_raw(Statement::from_string(db.get_database_backend(), sql)).await?;
+    Ok(rows.iter().filter_map(|r| r.try_get::<String>("", "version").ok()).collect())
+}
+
+/// Why [`migrate`] failed: the database's error as it came (so a caller can
+/// tell a transient one, such as a lost connection or a deadlock, and try
+/// again), and the migration that was running, if one was.
+#[derive(Debug)]
+pub struct MigrateError {
+    /// The migration that failed; `None` for the bookkeeping around them.
+    pub migration: Option<&'static str>,
+    /// The database's error.
+    pub source: DbErr,
+}
+
+impl From<DbErr> for MigrateError {
+    fn from(source: DbErr) -> Self {
+        MigrateError { migration: None, source }
+    }
+}
+
+impl std::fmt::Display for MigrateError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.migration {
+            Some(name) => write!(f, "migration {name}: {}", self.source),
+            None => self.source.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for MigrateError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
 }
 
 /// Applies every pending migration, in order, on `txn`, recording each in the
 /// migrations table (made if missing). A database that records a migration
 /// this version does not know, while missing one it does, was migrated by
 /// another line of versions: that is refused, and nothing changes.
-pub async fn migrate(txn: &DatabaseTransaction) -> Result<(), DbErr> {
+pub async fn migrate(txn: &DatabaseTransaction) -> Result<(), MigrateError> {
     let mut create = Table::create();
     create
         .table(MIGRATIONS_TABLE)
@@ -125,23 +158,23 @@ pub async fn migrate(txn: &DatabaseTransaction) -> Result<(), DbErr> {
         .col(ColumnDef::new("version").string().not_null().primary_key())
         .col(ColumnDef::new("applied_at").big_integer().not_null());
     txn.execute(&create).await?;
-    let done = applied(txn).await.ok_or_else(|| DbErr::Custom(format!("cannot read {MIGRATIONS_TABLE}")))?;
+    let done = applied(txn).await?;
     let unknown: Vec<&String> = done.iter().filter(|v| !names().any(|n| n == v.as_str())).collect();
     let pending: Vec<&(&str, Up)> = MIGRATIONS.iter().filter(|(name, _)| !done.contains(*name)).collect();
     if pending.is_empty() {
         return Ok(());
     }
     if !unknown.is_empty() {
-        return Err(DbErr::Custom(format!(
+        return Err(MigrateError::from(DbErr::Custom(format!(
             "the database records migrations this version of Hydra does not know ({unknown:?}) \
              and lacks {:?}: it was migrated by another line of versions",
             pending.iter().map(|(name, _)| *name).collect::<Vec<_>>()
-        )));
+        ))));
     }
     let manager = Manager { db: txn };
     for (name, up) in pending {
         tracing::info!(migration = name, "applying migration");
-        up(&manager).await.map_err(|e| DbErr::Custom(format!("migration {name}: {e}")))?;
+        up(&manager).await.map_err(|source| MigrateError { migration: Some(name), source })?;
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let mut insert = Query::insert();
         insert

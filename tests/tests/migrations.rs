@@ -31,6 +31,27 @@ fn now_secs() -> i64 {
 
 const SIGNALS: &str = "m20261201_000005_signals";
 
+/// A migration's name is its identity in every database it ran on: a
+/// renamed one would run again (and fail, or worse) on each of them.
+#[test]
+fn released_migrations_keep_their_names_and_order() {
+    let released = [
+        "m20261122_000001_create_schema",
+        "m20261122_000002_notify_runs",
+        "m20261201_000003_notify_ended",
+        "m20261201_000004_worker_rows_text_key",
+        SIGNALS,
+        "m20261201_000006_events",
+        "m20261201_000007_children",
+        "m20261201_000008_child_policy",
+        "m20261201_000009_typed_errors_and_compensation",
+        "m20261201_000010_versions",
+        "m20261201_000011_operations",
+    ];
+    let now: Vec<&str> = hydra_migrations::names().collect();
+    assert_eq!(&now[..released.len()], released, "released migrations come first, unchanged");
+}
+
 both_backends! {
     async fn a_fresh_database_records_every_migration_once_in_seconds(db: TestDb) {
         let before = now_secs();
@@ -67,14 +88,24 @@ both_backends! {
     async fn a_failed_migration_leaves_the_database_as_it_was(db: TestDb) {
         drop(db.store().await);
         let c = raw(&db).await;
-        // Forget the signals migration: running it again adds a column that
-        // exists, and fails.
+        // Forget the signals migration and undo all of it but its last
+        // statement: running it again creates the table, then fails adding a
+        // column that is there.
         exec(&c, &format!("DELETE FROM seaql_migrations WHERE version = '{SIGNALS}'")).await;
+        exec(&c, "DROP TABLE workflow_signals").await;
         let before = recorded(&c).await;
         let err = Store::connect(db.url.as_str()).await.expect_err("the failing migration fails the connect");
         assert!(matches!(err, StoreError::Migration(_)), "{err}");
         assert!(err.to_string().contains(SIGNALS), "the error names the migration: {err}");
         assert_eq!(recorded(&c).await, before, "nothing is recorded for a failed migration");
+        let exists = match c.get_database_backend() {
+            sea_orm::DbBackend::Postgres => {
+                "SELECT COUNT(*) FROM information_schema.tables WHERE table_name = 'workflow_signals'"
+            }
+            _ => "SELECT COUNT(*) FROM sqlite_master WHERE name = 'workflow_signals'",
+        };
+        let row = c.query_one_raw(Statement::from_string(c.get_database_backend(), exists)).await.unwrap().unwrap();
+        assert_eq!(row.try_get_by_index::<i64>(0).unwrap(), 0, "the table the failed migration made is gone");
     }
 
     async fn a_newer_versions_database_is_used_as_it_is(db: TestDb) {
