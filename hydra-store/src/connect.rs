@@ -3,7 +3,8 @@
 use crate::error::StoreError;
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, TransactionOptions, TransactionTrait,
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend, TransactionOptions,
+    TransactionTrait,
 };
 use std::time::Duration;
 
@@ -225,7 +226,7 @@ async fn migrate(db: &DatabaseConnection, backend: Backend, deadline: tokio::tim
         return Ok(());
     }
     let once = || async {
-        let txn = db.begin_with_options(immediate()).await?;
+        let txn = begin(db, immediate()).await?;
         if backend == Backend::Postgres {
             txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")).await?;
         }
@@ -263,6 +264,27 @@ async fn all_applied(db: &DatabaseConnection) -> bool {
     match hydra_migrations::applied(db).await {
         Ok(applied) => hydra_migrations::names().all(|name| applied.contains(name)),
         Err(_) => false,
+    }
+}
+
+/// Begins a transaction on a task of its own, so that a caller dropped
+/// while `BEGIN` is in flight (a timeout, a cancelled request, a run
+/// stopped by its worker) cannot hand the connection back to the pool
+/// inside a transaction nobody owns. sqlx 0.9 counts a transaction only
+/// once the server's reply to `BEGIN` is read, so a `BEGIN` cancelled
+/// before then is never rolled back: the next user of the connection then
+/// writes inside it, and its writes are lost with it at that transaction's
+/// eventual rollback, after they were acknowledged. Here the task always
+/// reads the reply; if the caller is gone, the transaction it returns is
+/// dropped and rolled back.
+pub(crate) async fn begin(
+    db: &DatabaseConnection,
+    options: TransactionOptions,
+) -> Result<DatabaseTransaction, sea_orm::DbErr> {
+    let db = db.clone();
+    match tokio::spawn(async move { db.begin_with_options(options).await }).await {
+        Ok(r) => r,
+        Err(e) => Err(sea_orm::DbErr::Custom(format!("beginning a transaction: {e}"))),
     }
 }
 

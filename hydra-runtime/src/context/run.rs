@@ -102,6 +102,11 @@ pub(crate) struct RunState {
     pub(crate) stop: Mutex<Option<super::compensate::EndCause>>,
     pub(crate) cancel_requested: std::sync::atomic::AtomicBool,
     pub(crate) draining: std::sync::atomic::AtomicBool,
+    /// Set while (and after) this run's own write that hands its lease back
+    /// (a park) is in flight: a renewal that then finds the lease gone sees
+    /// the run's own doing, not a lost lease. If the write fails, the flag
+    /// is cleared; if the lease was really lost, the write says so.
+    pub(crate) handing_back: std::sync::atomic::AtomicBool,
     interrupt: watch::Sender<Option<Interrupt>>,
     /// Transactions of transactional steps whose bodies succeeded, waiting
     /// for their checkpoint to be written into them.
@@ -185,6 +190,7 @@ impl RunState {
             stop: Mutex::new(None),
             cancel_requested: false.into(),
             draining: false.into(),
+            handing_back: false.into(),
             interrupt: tx,
             pending_tx: Mutex::new(HashMap::new()),
             taken: Mutex::new(HashMap::new()),
@@ -408,11 +414,25 @@ impl RunState {
 
     /// Parks the run until `until`, handing back any reserved attempt.
     pub(super) async fn park(&self, until: i64) -> Result<(), StoreError> {
-        self.write("park", || {
-            let cp = Checkpoint::transition(Transition::Sleep { until }).open(self.open_to_hand_back());
-            self.store.checkpoint(&self.lease, cp, self.now())
+        self.hand_back(async {
+            self.write("park", || {
+                let cp = Checkpoint::transition(Transition::Sleep { until }).open(self.open_to_hand_back());
+                self.store.checkpoint(&self.lease, cp, self.now())
+            })
+            .await
         })
         .await
+    }
+
+    /// Runs `write`, which hands the lease back when it succeeds (see
+    /// `handing_back`).
+    pub(super) async fn hand_back<T, E>(&self, write: impl Future<Output = Result<T, E>>) -> Result<T, E> {
+        self.handing_back.store(true, std::sync::atomic::Ordering::SeqCst);
+        let r = write.await;
+        if r.is_err() {
+            self.handing_back.store(false, std::sync::atomic::Ordering::SeqCst);
+        }
+        r
     }
 
     /// The open step to leave behind when the lease is handed back: an
@@ -560,17 +580,17 @@ impl RunState {
             // the body wrote may survive.
             txn.rollback().await?;
         }
-        let result = self
-            .write("checkpoint", || async {
-                let cp = Checkpoint::step_and(rec.clone(), transition.clone());
-                let cp = match seen {
-                    Some(seen) => cp.open_if_unchanged(seen, open),
-                    None => cp.open(open),
-                };
-                let op = hydra_store::BatchOp::Checkpoint(self.lease.clone(), cp);
-                crate::commit::write(self.committer.as_ref(), &self.store, op, self.now()).await.map(|_| ())
-            })
-            .await;
+        let parks = !matches!(transition, Transition::Continue);
+        let write = self.write("checkpoint", || async {
+            let cp = Checkpoint::step_and(rec.clone(), transition.clone());
+            let cp = match seen {
+                Some(seen) => cp.open_if_unchanged(seen, open),
+                None => cp.open(open),
+            };
+            let op = hydra_store::BatchOp::Checkpoint(self.lease.clone(), cp);
+            crate::commit::write(self.committer.as_ref(), &self.store, op, self.now()).await.map(|_| ())
+        });
+        let result = if parks { self.hand_back(write).await } else { write.await };
         match result {
             Err(StoreError::StepAlreadyRecorded { .. }) => {
                 let ours = self
@@ -578,7 +598,13 @@ impl RunState {
                     .step(&self.lease.namespace, &self.lease.execution_id, &rec.step_id)
                     .await?
                     .is_some_and(|s| s.fencing_token == self.lease.token && s.status != StepStatus::Running);
-                if ours { Ok(()) } else { result }
+                if ours {
+                    // An earlier try committed: the lease is handed back.
+                    self.handing_back.store(parks, std::sync::atomic::Ordering::SeqCst);
+                    Ok(())
+                } else {
+                    result
+                }
             }
             other => other,
         }

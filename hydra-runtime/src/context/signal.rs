@@ -205,7 +205,13 @@ impl WorkflowContext {
         due: Option<i64>,
     ) -> Option<(String, StepId, Option<Vec<u8>>)> {
         let run = &*self.run;
-        let got = run.write("signal receive", || run.store.receive_signal(&run.lease, &receive, run.now())).await;
+        // A receive that finds nothing parks the run in the same write.
+        let got = run
+            .hand_back(run.write("signal receive", || run.store.receive_signal(&run.lease, &receive, run.now())))
+            .await;
+        if !matches!(got, Ok(Received::Parked)) {
+            run.handing_back.store(false, std::sync::atomic::Ordering::SeqCst);
+        }
         let next = OpenStep::new(position.saturating_add(1), 1);
         match got {
             Ok(Received::Signal { name, payload }) => {

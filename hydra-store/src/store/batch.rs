@@ -84,7 +84,7 @@ impl Store {
         ops: &[BatchOp],
         now: i64,
     ) -> Result<Option<Vec<Result<BatchValue, StoreError>>>, StoreError> {
-        let txn = self.db.begin_with_options(immediate()).await?;
+        let txn = crate::connect::begin(&self.db, immediate()).await?;
         let mut out: Vec<Option<Result<BatchValue, StoreError>>> = ops.iter().map(|_| None).collect();
         if self.backend == Backend::Sqlite {
             let (rows, items): (Vec<usize>, Vec<SqliteStep<'_>>) = sqlite_step_rows(ops).into_iter().unzip();

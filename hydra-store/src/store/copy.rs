@@ -12,7 +12,7 @@
 use super::Store;
 use crate::connect::Backend;
 use crate::error::StoreError;
-use sea_orm::{ConnectionTrait, DatabaseTransaction, QueryResult, TransactionTrait, Value};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, QueryResult, Value};
 
 /// The type of a copied column.
 #[derive(Clone, Copy)]
@@ -225,15 +225,16 @@ impl Store {
         // writing between the check and the copy.
         let _source_gate = self.gate().await;
         let source = match self.backend {
-            Backend::Sqlite => self.db.begin_with_options(crate::connect::immediate()).await?,
+            Backend::Sqlite => crate::connect::begin(&self.db, crate::connect::immediate()).await?,
             Backend::Postgres => {
-                let txn = self
-                    .db
-                    .begin_with_options(sea_orm::TransactionOptions {
+                let txn = crate::connect::begin(
+                    &self.db,
+                    sea_orm::TransactionOptions {
                         isolation_level: Some(sea_orm::IsolationLevel::RepeatableRead),
                         ..Default::default()
-                    })
-                    .await?;
+                    },
+                )
+                .await?;
                 let names: Vec<&str> = TABLES.iter().map(|t| t.name).chain(["leases"]).collect();
                 txn.execute_unprepared(&format!("LOCK TABLE {} IN SHARE MODE", names.join(", "))).await?;
                 txn
@@ -283,7 +284,7 @@ impl Store {
             )));
         }
         let _gate = target.gate().await;
-        let txn = target.db.begin_with_options(crate::connect::immediate()).await?;
+        let txn = crate::connect::begin(&target.db, crate::connect::immediate()).await?;
         let r = self.copy_all(source, target, &txn).await;
         let report = match r {
             Ok(report) if report.verified() => report,

@@ -7,9 +7,7 @@ use crate::connect::immediate;
 use crate::entity::cron_jobs;
 use crate::error::StoreError;
 use crate::model::{CronJob, CronUpsert, NewExecution};
-use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
-};
+use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 impl Store {
     /// Creates a schedule, or updates an existing one of the same name. An
@@ -141,7 +139,7 @@ impl Store {
         now: i64,
     ) -> Result<bool, StoreError> {
         let _gate = self.gate().await;
-        let txn = self.db.begin_with_options(immediate()).await?;
+        let txn = crate::connect::begin(&self.db, immediate()).await?;
         let r = txn
             .execute_raw(self.stmt(
                 "UPDATE cron_jobs SET next_run_at = ?, last_tick_at = COALESCE(?, last_tick_at), updated_at = ? \

@@ -7,7 +7,7 @@ use crate::connect::immediate;
 use crate::error::StoreError;
 use crate::ids::ExecutionId;
 use crate::model::{Lease, OpenStep, StepRecord};
-use sea_orm::{ConnectionTrait, DatabaseTransaction, TransactionTrait};
+use sea_orm::{ConnectionTrait, DatabaseTransaction};
 
 /// An event's value as stored, and when it was set.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,7 +32,7 @@ impl Store {
         now: i64,
     ) -> Result<(), StoreError> {
         let _gate = self.gate().await;
-        let txn = self.db.begin_with_options(immediate()).await?;
+        let txn = crate::connect::begin(&self.db, immediate()).await?;
         let r = self.set_event_in(&txn, lease, record, key, value, now).await;
         match self.settle(txn, r).await {
             // A retry of a publication whose commit went through (its reply

@@ -6,7 +6,7 @@ use super::fence::{lease_lost, lock_order};
 use crate::connect::immediate;
 use crate::error::StoreError;
 use crate::model::{Lease, Renewed};
-use sea_orm::{ConnectionTrait, TransactionTrait};
+use sea_orm::ConnectionTrait;
 
 impl Store {
     /// Extends the lease of one run to `now + ttl_ms`. Fails with
@@ -30,7 +30,7 @@ impl Store {
         if leases.is_empty() {
             return Ok(Vec::new());
         }
-        let txn = self.db.begin_with_options(immediate()).await?;
+        let txn = crate::connect::begin(&self.db, immediate()).await?;
         let mut out: Vec<Option<Result<Renewed, StoreError>>> = leases.iter().map(|_| None).collect();
         for i in lock_order(leases, |l| l.execution_id.as_str()) {
             let lease = &leases[i];

@@ -8,7 +8,7 @@ use super::Store;
 use crate::connect::immediate;
 use crate::error::StoreError;
 use crate::model::ExecutionStatus;
-use sea_orm::{ConnectionTrait, DatabaseTransaction, TransactionTrait, Value};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, Value};
 
 /// The end states retention may delete.
 const ENDED: [ExecutionStatus; 5] = [
@@ -59,7 +59,7 @@ impl Store {
         batch: u32,
     ) -> Result<Pruned, StoreError> {
         let _gate = self.gate().await;
-        let txn = self.db.begin_with_options(immediate()).await?;
+        let txn = crate::connect::begin(&self.db, immediate()).await?;
         let r = self.prune_in(&txn, namespace, ended_before, statuses, batch).await;
         self.settle(txn, r).await
     }

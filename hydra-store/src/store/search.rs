@@ -8,7 +8,7 @@ use crate::connect::immediate;
 use crate::error::StoreError;
 use crate::ids::ExecutionId;
 use crate::model::{Lease, OpenStep, StepRecord};
-use sea_orm::{ConnectionTrait, DatabaseTransaction, TransactionTrait};
+use sea_orm::{ConnectionTrait, DatabaseTransaction};
 
 /// The longest search attribute value stored (bytes).
 pub const MAX_SEARCH_VALUE_BYTES: usize = 1024;
@@ -59,7 +59,7 @@ impl Store {
         check_search_attribute(name, value)
             .map_err(|reason| StoreError::Refused { execution: lease.execution_id.clone(), reason })?;
         let _gate = self.gate().await;
-        let txn = self.db.begin_with_options(immediate()).await?;
+        let txn = crate::connect::begin(&self.db, immediate()).await?;
         let r = async {
             let next = OpenStep::new(record.position.saturating_add(1), 1);
             self.guard(&txn, lease, None, OpenWhen::Always, now).await?;

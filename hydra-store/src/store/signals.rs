@@ -14,7 +14,7 @@ use crate::connect::immediate;
 use crate::error::StoreError;
 use crate::ids::ExecutionId;
 use crate::model::{ExecutionStatus, Lease, OpenStep, StepOutcome, StepRecord, to_i32};
-use sea_orm::{ConnectionTrait, DatabaseTransaction, TransactionTrait, Value};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, Value};
 
 /// A signal to send.
 #[derive(Clone, Debug)]
@@ -131,7 +131,7 @@ impl Store {
     /// in a receive.
     pub async fn send_signal(&self, s: &NewSignal) -> Result<SignalSent, StoreError> {
         let _gate = self.gate().await;
-        let txn = self.db.begin_with_options(immediate()).await?;
+        let txn = crate::connect::begin(&self.db, immediate()).await?;
         let r = self.send_in(&txn, s).await;
         self.settle(txn, r).await
     }
@@ -238,7 +238,7 @@ impl Store {
     /// until a signal wakes it).
     pub async fn receive_signal(&self, lease: &Lease, r: &Receive, now: i64) -> Result<Received, StoreError> {
         let _gate = self.gate().await;
-        let txn = self.db.begin_with_options(immediate()).await?;
+        let txn = crate::connect::begin(&self.db, immediate()).await?;
         let out = self.receive_in(&txn, lease, r, now).await;
         match self.settle(txn, out).await {
             // A retry of a receive whose commit went through but whose reply

@@ -6,7 +6,7 @@ use super::Store;
 use crate::connect::{Backend, immediate};
 use crate::error::StoreError;
 use crate::model::{Lease, OpenStep, StepAttempt, StepOutcome, StepRecord, to_i32};
-use sea_orm::{ConnectionTrait, DatabaseTransaction, DbErr, SqlErr, TransactionTrait, Value};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, DbErr, SqlErr, Value};
 
 impl Store {
     /// Records the start of a step attempt before its body runs, so that a
@@ -16,7 +16,7 @@ impl Store {
     /// [`StoreError::PositionTaken`] if another step holds its position.
     pub async fn record_step_attempt(&self, lease: &Lease, attempt: &StepAttempt, now: i64) -> Result<u32, StoreError> {
         let _gate = self.gate().await;
-        let txn = self.db.begin_with_options(immediate()).await?;
+        let txn = crate::connect::begin(&self.db, immediate()).await?;
         let r = self.attempt_in(&txn, lease, attempt, now).await;
         self.settle(txn, r).await
     }

@@ -10,7 +10,7 @@ use super::step_write::{OpenWhen, open_set};
 use crate::error::StoreError;
 use crate::ids::ExecutionId;
 use crate::model::{Lease, OpenStep, Terminal};
-use sea_orm::{ConnectionTrait, TransactionTrait, Value};
+use sea_orm::{ConnectionTrait, Value};
 
 /// Due runs of one workflow and version (see [`Store::due_runs`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -113,7 +113,7 @@ impl Store {
         now: i64,
     ) -> Result<Result<(), crate::model::ExecutionStatus>, StoreError> {
         let _gate = self.gate().await;
-        let txn = self.db.begin_with_options(crate::connect::immediate()).await?;
+        let txn = crate::connect::begin(&self.db, crate::connect::immediate()).await?;
         let r = txn
             .execute_raw(self.stmt(
                 "UPDATE workflow_executions SET status = 'failed', error_message = ?, completed_at = ?, \

@@ -8,7 +8,7 @@ use crate::error::StoreError;
 use crate::ids::WorkerId;
 use crate::model::WorkerLease;
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, TransactionTrait};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 
 /// How many TTLs a dead worker's row stays visible before a living
 /// worker's heartbeat deletes it.
@@ -63,7 +63,7 @@ impl Store {
             updated.push(leases::Column::Registrations);
         }
         let dead_before = now.saturating_sub(ttl_ms.saturating_mul(DEAD_WORKER_ROWS_KEPT_FOR_TTLS));
-        let txn = self.db.begin_with_options(crate::connect::immediate()).await?;
+        let txn = crate::connect::begin(&self.db, crate::connect::immediate()).await?;
         let r = async {
             leases::Entity::insert(am)
                 .on_conflict(OnConflict::column(leases::Column::ResourceId).update_columns(updated).to_owned())
