@@ -277,14 +277,24 @@ async fn all_applied(db: &DatabaseConnection) -> bool {
 /// eventual rollback, after they were acknowledged. Here the task always
 /// reads the reply; if the caller is gone, the transaction it returns is
 /// dropped and rolled back.
+///
+/// SQLite's driver needs none of this (its connection thread rolls back a
+/// `BEGIN` whose caller is gone), and there the caller's in-process write
+/// gate must cover the `BEGIN IMMEDIATE` itself: it begins in place.
 pub(crate) async fn begin(
     db: &DatabaseConnection,
     options: TransactionOptions,
 ) -> Result<DatabaseTransaction, sea_orm::DbErr> {
+    use tracing::Instrument;
+    if db.get_database_backend() != DbBackend::Postgres {
+        return db.begin_with_options(options).await;
+    }
     let db = db.clone();
-    match tokio::spawn(async move { db.begin_with_options(options).await }).await {
+    match tokio::spawn(async move { db.begin_with_options(options).await }.in_current_span()).await {
         Ok(r) => r,
-        Err(e) => Err(sea_orm::DbErr::Custom(format!("beginning a transaction: {e}"))),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // The runtime is shutting down: as transient as a lost connection.
+        Err(e) => Err(sea_orm::DbErr::Conn(sea_orm::RuntimeErr::Internal(format!("beginning a transaction: {e}")))),
     }
 }
 

@@ -21,6 +21,8 @@
 //! Rooms:
 //! - `run`: the run's state under one lease (history, cursor, open step,
 //!   interrupts, fenced writes with retries);
+//! - `hand_back`: the run's own parks counted, so a lease it gave back is
+//!   not taken for a lost one;
 //! - `workflow`: [`WorkflowContext`] and its step entry points;
 //! - `execute`: one step call, from the history or through its attempts;
 //! - `sleep`: durable sleep;
@@ -35,6 +37,7 @@ mod child;
 mod compensate;
 mod event;
 mod execute;
+mod hand_back;
 mod patch;
 mod run;
 mod search;

@@ -102,11 +102,12 @@ pub(crate) struct RunState {
     pub(crate) stop: Mutex<Option<super::compensate::EndCause>>,
     pub(crate) cancel_requested: std::sync::atomic::AtomicBool,
     pub(crate) draining: std::sync::atomic::AtomicBool,
-    /// Set while (and after) this run's own write that hands its lease back
-    /// (a park) is in flight: a renewal that then finds the lease gone sees
-    /// the run's own doing, not a lost lease. If the write fails, the flag
-    /// is cleared; if the lease was really lost, the write says so.
-    pub(crate) handing_back: std::sync::atomic::AtomicBool,
+    /// This run's own writes that hand its lease back (parks), in flight or
+    /// done: a renewal that finds the lease gone while one is counted sees
+    /// the run's own doing, not a lost lease. A write that fails, finds it
+    /// need not park, or is dropped part-way leaves the count as it was; a
+    /// lease really lost is then reported by the heartbeat or the write.
+    pub(crate) handing_back: std::sync::atomic::AtomicUsize,
     interrupt: watch::Sender<Option<Interrupt>>,
     /// Transactions of transactional steps whose bodies succeeded, waiting
     /// for their checkpoint to be written into them.
@@ -190,7 +191,7 @@ impl RunState {
             stop: Mutex::new(None),
             cancel_requested: false.into(),
             draining: false.into(),
-            handing_back: false.into(),
+            handing_back: 0.into(),
             interrupt: tx,
             pending_tx: Mutex::new(HashMap::new()),
             taken: Mutex::new(HashMap::new()),
@@ -414,23 +415,24 @@ impl RunState {
 
     /// Parks the run until `until`, handing back any reserved attempt.
     pub(super) async fn park(&self, until: i64) -> Result<(), StoreError> {
-        self.hand_back(async {
-            self.write("park", || {
-                let cp = Checkpoint::transition(Transition::Sleep { until }).open(self.open_to_hand_back());
-                self.store.checkpoint(&self.lease, cp, self.now())
-            })
-            .await
-        })
-        .await
+        let write = self.write("park", || {
+            let cp = Checkpoint::transition(Transition::Sleep { until }).open(self.open_to_hand_back());
+            self.store.checkpoint(&self.lease, cp, self.now())
+        });
+        self.parking_write(write, |_| true).await
     }
 
-    /// Runs `write`, which hands the lease back when it succeeds (see
-    /// `handing_back`).
-    pub(super) async fn hand_back<T, E>(&self, write: impl Future<Output = Result<T, E>>) -> Result<T, E> {
-        self.handing_back.store(true, std::sync::atomic::Ordering::SeqCst);
+    /// Runs `write`, which hands the lease back when it succeeds and
+    /// `parked` says so of its result (see `handing_back`).
+    pub(super) async fn parking_write<T, E>(
+        &self,
+        write: impl Future<Output = Result<T, E>>,
+        parked: impl FnOnce(&T) -> bool,
+    ) -> Result<T, E> {
+        let guard = super::hand_back::HandBack::new(&self.handing_back);
         let r = write.await;
-        if r.is_err() {
-            self.handing_back.store(false, std::sync::atomic::Ordering::SeqCst);
+        if r.as_ref().is_ok_and(parked) {
+            guard.keep();
         }
         r
     }
@@ -590,7 +592,7 @@ impl RunState {
             let op = hydra_store::BatchOp::Checkpoint(self.lease.clone(), cp);
             crate::commit::write(self.committer.as_ref(), &self.store, op, self.now()).await.map(|_| ())
         });
-        let result = if parks { self.hand_back(write).await } else { write.await };
+        let result = if parks { self.parking_write(write, |_| true).await } else { write.await };
         match result {
             Err(StoreError::StepAlreadyRecorded { .. }) => {
                 let ours = self
@@ -600,7 +602,9 @@ impl RunState {
                     .is_some_and(|s| s.fencing_token == self.lease.token && s.status != StepStatus::Running);
                 if ours {
                     // An earlier try committed: the lease is handed back.
-                    self.handing_back.store(parks, std::sync::atomic::Ordering::SeqCst);
+                    if parks {
+                        self.handing_back.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
                     Ok(())
                 } else {
                     result

@@ -206,12 +206,8 @@ impl WorkflowContext {
     ) -> Option<(String, StepId, Option<Vec<u8>>)> {
         let run = &*self.run;
         // A receive that finds nothing parks the run in the same write.
-        let got = run
-            .hand_back(run.write("signal receive", || run.store.receive_signal(&run.lease, &receive, run.now())))
-            .await;
-        if !matches!(got, Ok(Received::Parked)) {
-            run.handing_back.store(false, std::sync::atomic::Ordering::SeqCst);
-        }
+        let write = run.write("signal receive", || run.store.receive_signal(&run.lease, &receive, run.now()));
+        let got = run.parking_write(write, |got| matches!(got, Received::Parked)).await;
         let next = OpenStep::new(position.saturating_add(1), 1);
         match got {
             Ok(Received::Signal { name, payload }) => {

@@ -58,7 +58,7 @@ pub(super) async fn heartbeat_loop(s: Arc<Shared>) {
                             }
                         }
                         // The run's own park handed the lease back: not a loss.
-                        Err(_) if run.handing_back.load(std::sync::atomic::Ordering::SeqCst) => {}
+                        Err(_) if run.handing_back.load(std::sync::atomic::Ordering::SeqCst) > 0 => {}
                         Err(e) => {
                             tracing::warn!(execution_id = %lease.execution_id, error = %e, "lease lost at heartbeat; stopping the run");
                             run.interrupt(Interrupt::LeaseLost);
