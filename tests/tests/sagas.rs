@@ -287,6 +287,31 @@ both_backends! {
         w.shutdown(Duration::from_secs(5)).await;
     }
 
+    async fn a_run_woken_past_its_deadline_undoes_every_recorded_step_while_the_guard_ticks(db: TestDb) {
+        // The lease guard checks deadlines every half heartbeat: here every
+        // 0.5 ms, so it looks at the run while its history loads and
+        // replays. Stopped there, it would end before the compensations of
+        // the steps not yet replayed were registered.
+        let e = Engine::builder().store(db.store().await).namespace("sagas-guard").build().await.unwrap();
+        let ledger = Arc::new(Ledger::default());
+        let w = Worker::builder(&e)
+            .register(trip)
+            .state_arc(Arc::clone(&ledger))
+            .poll_interval(Duration::from_millis(20))
+            .heartbeat_interval(Duration::from_millis(1))
+            .start()
+            .await
+            .unwrap();
+        let bookings = 40;
+        let options = StartOptions::new().timeout(Duration::from_secs(3));
+        let h = trip::start_with(&e, plan(bookings, Then::Sleep), options).await.unwrap();
+        let done = ended(&e, h.id()).await;
+        assert_eq!(done.status, ExecutionStatus::TimedOut, "{:?}", done.error);
+        let undone = ledger.take().iter().filter(|l| l.starts_with("unbook")).count();
+        assert_eq!(undone, bookings as usize, "every booking undone: {:?}", done.error);
+        w.shutdown(Duration::from_secs(5)).await;
+    }
+
     async fn steps_take_the_workers_state_and_a_worker_without_it_refuses_to_start(db: TestDb) {
         let (e, w, ledger) = setup(&db).await;
         ledger.push("seen".into());

@@ -303,6 +303,14 @@ impl RunState {
         }
     }
 
+    /// Whether the body is still loading or replaying its history: calls
+    /// recorded beyond the next one remain, so the compensations of the
+    /// recorded steps may not all be registered yet.
+    pub(crate) fn replaying(&self) -> bool {
+        let next = self.peek_position();
+        self.history.get().is_none_or(|h| h.keys().any(|p| *p >= next))
+    }
+
     /// The position the next durable call takes.
     pub(crate) fn peek_position(&self) -> u32 {
         self.cursor.lock().unwrap_or_else(|p| p.into_inner()).next_position

@@ -4,7 +4,7 @@
 
 use super::Shared;
 use crate::clock::duration_ms;
-use crate::context::{Interrupt, RunState};
+use crate::context::{EndCause, Interrupt, RunState};
 use hydra_store::Lease;
 use std::sync::Arc;
 use std::time::Duration;
@@ -98,7 +98,18 @@ pub(super) async fn lease_guard_loop(s: Arc<Shared>) {
                 && now >= d
                 && !a.run.compensating.load(std::sync::atomic::Ordering::SeqCst)
             {
-                a.run.interrupt(Interrupt::TimeOut("the run passed its deadline".into()));
+                let why = "the run passed its deadline";
+                if a.run.replaying() {
+                    // Stopped now, it would end before its replay had
+                    // registered the compensations of its recorded steps;
+                    // it stops at its first new durable call instead.
+                    let mut stop = a.run.stop.lock().unwrap_or_else(|p| p.into_inner());
+                    if stop.is_none() {
+                        *stop = Some(EndCause::TimedOut(why.into()));
+                    }
+                } else {
+                    a.run.interrupt(Interrupt::TimeOut(why.into()));
+                }
             }
         }
     }
