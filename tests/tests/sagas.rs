@@ -276,8 +276,9 @@ both_backends! {
     async fn a_timeout_runs_the_compensations(db: TestDb) {
         let (e, w, ledger) = setup(&db).await;
         // Long enough for a loaded machine to claim it first (a run first claimed
-        // past its deadline ends without running: nothing to undo). Two
-        // seconds were once not enough on PostgreSQL in a CI run.
+        // past its deadline ends without running: nothing to undo). Its
+        // failures in CI runs came from the lease guard stopping the run
+        // mid-replay, since fixed (see the test below).
         let options = StartOptions::new().timeout(Duration::from_secs(6));
         let h = trip::start_with(&e, plan(2, Then::Sleep), options).await.unwrap();
         let done = ended(&e, h.id()).await;

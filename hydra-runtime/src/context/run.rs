@@ -85,6 +85,8 @@ pub(crate) struct RunState {
     /// The recorded steps by position: set once, before the workflow code
     /// runs (the run is already heartbeated while it is read).
     history: std::sync::OnceLock<HashMap<u32, Step>>,
+    /// The highest recorded position (see `replaying`).
+    last_recorded: std::sync::OnceLock<Option<u32>>,
     cursor: Mutex<Cursor>,
     open: Mutex<Open>,
     /// Cancelled when the run was cancelled, its lease lost, or the worker drains.
@@ -179,6 +181,7 @@ impl RunState {
             workflow_name: s.workflow_name,
             attempt: s.attempt,
             deadline_at: s.deadline_at,
+            last_recorded: std::sync::OnceLock::new(),
             history: s.history.map_or_else(std::sync::OnceLock::new, |h| {
                 h.into_iter().map(|st| (st.position, st)).collect::<HashMap<_, _>>().into()
             }),
@@ -308,7 +311,31 @@ impl RunState {
     /// recorded steps may not all be registered yet.
     pub(crate) fn replaying(&self) -> bool {
         let next = self.peek_position();
-        self.history.get().is_none_or(|h| h.keys().any(|p| *p >= next))
+        // Computed once per history (the guard asks on every tick).
+        let last = self.history.get().map(|h| *self.last_recorded.get_or_init(|| h.keys().max().copied()));
+        match last {
+            None => true,
+            Some(last) => last.is_some_and(|p| p >= next),
+        }
+    }
+
+    /// Stops the body because the run passed its deadline, unless its
+    /// compensations have begun (they run past the deadline: it is why they
+    /// run) or it was stopped already. The check and the stop are one step
+    /// under the interrupt's lock, which compensation's start also takes,
+    /// so a deadline seen just before compensations begin cannot cancel them.
+    pub(crate) fn interrupt_past_deadline(&self, why: Interrupt) {
+        let raised = self.interrupt.send_if_modified(|slot| {
+            if slot.is_none() && !self.compensating.load(std::sync::atomic::Ordering::SeqCst) {
+                *slot = Some(why);
+                true
+            } else {
+                false
+            }
+        });
+        if raised {
+            self.cancel.cancel();
+        }
     }
 
     /// The position the next durable call takes.

@@ -81,6 +81,7 @@ pub(super) async fn lease_guard_loop(s: Arc<Shared>) {
     let hb = s.config.heartbeat_interval;
     let local_limit = s.config.lease_ttl.saturating_sub(hb);
     let every = (hb / 2).max(Duration::from_millis(1));
+    let ttl_ms = duration_ms(s.config.lease_ttl);
     loop {
         tokio::select! {
             _ = s.stop_all.cancelled() => return,
@@ -99,16 +100,17 @@ pub(super) async fn lease_guard_loop(s: Arc<Shared>) {
                 && !a.run.compensating.load(std::sync::atomic::Ordering::SeqCst)
             {
                 let why = "the run passed its deadline";
-                if a.run.replaying() {
+                if a.run.replaying() && now < d.saturating_add(ttl_ms) {
                     // Stopped now, it would end before its replay had
                     // registered the compensations of its recorded steps;
-                    // it stops at its first new durable call instead.
+                    // it stops at its first new durable call instead, or
+                    // here once a lease's length has passed without one.
                     let mut stop = a.run.stop.lock().unwrap_or_else(|p| p.into_inner());
                     if stop.is_none() {
                         *stop = Some(EndCause::TimedOut(why.into()));
                     }
                 } else {
-                    a.run.interrupt(Interrupt::TimeOut(why.into()));
+                    a.run.interrupt_past_deadline(Interrupt::TimeOut(why.into()));
                 }
             }
         }
