@@ -9,6 +9,7 @@ pub mod browser;
 pub mod fault;
 pub mod flow;
 pub mod http;
+pub mod prometheus;
 pub mod proxy;
 
 use hydra_store::{Store, StoreOptions};

@@ -11,11 +11,11 @@ use hydra_runtime::metrics;
 use hydra_runtime::prelude::*;
 use hydra_runtime::{Clock, ExecutionStatus};
 use hydra_tests::flow::{Act, Flow, StepPlan};
+use hydra_tests::prometheus::{scrape, value};
 use hydra_tests::{DbKind, TestDb};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const T0: i64 = 1_700_000_000_000;
 const WAIT: Duration = Duration::from_secs(30);
@@ -167,30 +167,6 @@ impl Workflow for Undone {
         }));
         Err(WorkflowError::permanent("failed"))
     }
-}
-
-async fn scrape(addr: SocketAddr) -> String {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    let (head, body) = out.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.") && head.contains(" 200"), "{head}");
-    body.to_owned()
-}
-
-/// Sum of the samples of `name` whose labels include all of `labels`.
-fn value(body: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    body.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (series, v) = l.rsplit_once(' ')?;
-            let (n, rest) = series.split_once('{').unwrap_or((series, ""));
-            (n == name && labels.iter().all(|(k, val)| rest.contains(&format!("{k}=\"{val}\""))))
-                .then(|| v.parse::<f64>().ok())
-                .flatten()
-        })
-        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

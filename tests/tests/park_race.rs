@@ -13,34 +13,14 @@
 use hydra_runtime::metrics;
 use hydra_runtime::prelude::*;
 use hydra_tests::flow::{Act, Flow, StepPlan};
+use hydra_tests::prometheus::{scrape, value};
 use hydra_tests::{DbKind, TestDb};
 use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const RUNS: usize = 120;
 /// Rounds of `RUNS` runs: the race is a matter of timing, each round another try.
 const ROUNDS: usize = 3;
-
-async fn scrape(addr: SocketAddr) -> String {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out.split_once("\r\n\r\n").unwrap().1.to_owned()
-}
-
-/// Sum of the samples of `name` in namespace `ns`.
-fn value(body: &str, name: &str, ns: &str) -> f64 {
-    body.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (series, v) = l.rsplit_once(' ')?;
-            let (n, rest) = series.split_once('{').unwrap_or((series, ""));
-            (n == name && rest.contains(&format!("namespace=\"{ns}\""))).then(|| v.parse::<f64>().ok()).flatten()
-        })
-        .sum()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_that_parks_while_a_heartbeat_renews_it_has_not_lost_its_lease() {
@@ -76,7 +56,11 @@ async fn a_run_that_parks_while_a_heartbeat_renews_it_has_not_lost_its_lease() {
         }
         worker.shutdown(Duration::from_secs(5)).await;
         let body = scrape(addr).await;
-        assert_eq!(value(&body, metrics::WORKFLOWS_PARKED, &ns), (RUNS * ROUNDS) as f64, "every run parked once: {ns}");
-        assert_eq!(value(&body, metrics::LEASES_LOST, &ns), 0.0, "no run lost its lease: {ns}");
+        assert_eq!(
+            value(&body, metrics::WORKFLOWS_PARKED, &[("namespace", &ns)]),
+            (RUNS * ROUNDS) as f64,
+            "every run parked once: {ns}"
+        );
+        assert_eq!(value(&body, metrics::LEASES_LOST, &[("namespace", &ns)]), 0.0, "no run lost its lease: {ns}");
     }
 }

@@ -5,7 +5,7 @@ use super::Store;
 use super::checkpoint::{Checkpoint, Transition};
 use super::fence::lock_order;
 use super::step_write::{STEP_INSERT, STEP_ROW, STEP_TAIL_SQLITE, position_conflict, step_row};
-use crate::connect::{Backend, immediate};
+use crate::connect::Backend;
 use crate::error::StoreError;
 use crate::model::{
     ClaimRequest, ClaimedExecution, Created, Lease, NewExecution, OpenStep, StepAttempt, StepRecord, to_i32,
@@ -84,7 +84,7 @@ impl Store {
         ops: &[BatchOp],
         now: i64,
     ) -> Result<Option<Vec<Result<BatchValue, StoreError>>>, StoreError> {
-        let txn = crate::connect::begin(&self.db, immediate()).await?;
+        let txn = self.begin().await?;
         let mut out: Vec<Option<Result<BatchValue, StoreError>>> = ops.iter().map(|_| None).collect();
         if self.backend == Backend::Sqlite {
             let (rows, items): (Vec<usize>, Vec<SqliteStep<'_>>) = sqlite_step_rows(ops).into_iter().unzip();

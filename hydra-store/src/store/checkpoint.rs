@@ -5,7 +5,7 @@
 use super::Store;
 use super::fence::{FENCE, fence_values, lease_lost};
 use super::step_write::{OpenWhen, open_set};
-use crate::connect::{Backend, immediate};
+use crate::connect::Backend;
 use crate::error::StoreError;
 use crate::model::{Lease, OpenStep, StepRecord, Terminal};
 use sea_orm::{ConnectionTrait, DatabaseTransaction, Value};
@@ -117,7 +117,7 @@ impl Store {
     /// record commit together or not at all.
     pub async fn checkpoint(&self, lease: &Lease, checkpoint: Checkpoint, now: i64) -> Result<(), StoreError> {
         let _gate = self.gate().await;
-        let txn = crate::connect::begin(&self.db, immediate()).await?;
+        let txn = self.begin().await?;
         let r = self.apply(&txn, lease, &checkpoint, now).await;
         self.settle(txn, r).await
     }
@@ -126,7 +126,7 @@ impl Store {
     /// SQLite: it holds the database's write lock until it ends, so keep
     /// transactional bodies short).
     pub async fn begin_step_transaction(&self) -> Result<DatabaseTransaction, StoreError> {
-        Ok(crate::connect::begin(&self.db, immediate()).await?)
+        Ok(self.begin().await?)
     }
 
     /// Records a transactional step's result inside the step's own

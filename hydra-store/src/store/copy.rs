@@ -225,7 +225,7 @@ impl Store {
         // writing between the check and the copy.
         let _source_gate = self.gate().await;
         let source = match self.backend {
-            Backend::Sqlite => crate::connect::begin(&self.db, crate::connect::immediate()).await?,
+            Backend::Sqlite => self.begin().await?,
             Backend::Postgres => {
                 let txn = crate::connect::begin(
                     &self.db,

@@ -3,7 +3,6 @@
 
 use super::Store;
 use super::runs::{execution_row, insert_execution};
-use crate::connect::immediate;
 use crate::entity::cron_jobs;
 use crate::error::StoreError;
 use crate::model::{CronJob, CronUpsert, NewExecution};
@@ -139,7 +138,7 @@ impl Store {
         now: i64,
     ) -> Result<bool, StoreError> {
         let _gate = self.gate().await;
-        let txn = crate::connect::begin(&self.db, immediate()).await?;
+        let txn = self.begin().await?;
         let r = txn
             .execute_raw(self.stmt(
                 "UPDATE cron_jobs SET next_run_at = ?, last_tick_at = COALESCE(?, last_tick_at), updated_at = ? \

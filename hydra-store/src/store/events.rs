@@ -3,7 +3,6 @@
 
 use super::Store;
 use super::step_write::OpenWhen;
-use crate::connect::immediate;
 use crate::error::StoreError;
 use crate::ids::ExecutionId;
 use crate::model::{Lease, OpenStep, StepRecord};
@@ -32,7 +31,7 @@ impl Store {
         now: i64,
     ) -> Result<(), StoreError> {
         let _gate = self.gate().await;
-        let txn = crate::connect::begin(&self.db, immediate()).await?;
+        let txn = self.begin().await?;
         let r = self.set_event_in(&txn, lease, record, key, value, now).await;
         match self.settle(txn, r).await {
             // A retry of a publication whose commit went through (its reply

@@ -3,7 +3,6 @@
 
 use super::Store;
 use super::fence::{lease_lost, lock_order};
-use crate::connect::immediate;
 use crate::error::StoreError;
 use crate::model::{Lease, Renewed};
 use sea_orm::ConnectionTrait;
@@ -30,7 +29,7 @@ impl Store {
         if leases.is_empty() {
             return Ok(Vec::new());
         }
-        let txn = crate::connect::begin(&self.db, immediate()).await?;
+        let txn = self.begin().await?;
         let mut out: Vec<Option<Result<Renewed, StoreError>>> = leases.iter().map(|_| None).collect();
         for i in lock_order(leases, |l| l.execution_id.as_str()) {
             let lease = &leases[i];

@@ -121,6 +121,12 @@ impl Store {
         }
     }
 
+    /// A write transaction (`BEGIN IMMEDIATE` on SQLite), safe to drop at
+    /// any point (see `connect::begin`).
+    async fn begin(&self) -> Result<DatabaseTransaction, sea_orm::DbErr> {
+        connect::begin(&self.db, connect::immediate()).await
+    }
+
     /// Which database this is.
     pub fn backend(&self) -> Backend {
         self.backend

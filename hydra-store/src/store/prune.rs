@@ -5,7 +5,6 @@
 //! names the end states.
 
 use super::Store;
-use crate::connect::immediate;
 use crate::error::StoreError;
 use crate::model::ExecutionStatus;
 use sea_orm::{ConnectionTrait, DatabaseTransaction, Value};
@@ -59,7 +58,7 @@ impl Store {
         batch: u32,
     ) -> Result<Pruned, StoreError> {
         let _gate = self.gate().await;
-        let txn = crate::connect::begin(&self.db, immediate()).await?;
+        let txn = self.begin().await?;
         let r = self.prune_in(&txn, namespace, ended_before, statuses, batch).await;
         self.settle(txn, r).await
     }

@@ -8,7 +8,6 @@
 
 use super::Store;
 use super::runs::{execution_row, insert_execution};
-use crate::connect::immediate;
 use crate::error::StoreError;
 use crate::ids::ExecutionId;
 use crate::model::{Execution, ExecutionStatus, NewExecution, Step, StepStatus, TriggerType};
@@ -64,7 +63,7 @@ impl Store {
     /// the retried child tells the parent again).
     pub async fn retry_run(&self, namespace: &str, id: &ExecutionId, now: i64) -> Result<Execution, StoreError> {
         let _gate = self.gate().await;
-        let txn = crate::connect::begin(&self.db, immediate()).await?;
+        let txn = self.begin().await?;
         let r = self.retry_in(&txn, namespace, id, now).await;
         self.settle(txn, r).await?;
         self.get_execution(namespace, id)
@@ -197,7 +196,7 @@ impl Store {
     /// fork); and a kept awakeable (its token names the origin).
     pub async fn fork_run(&self, req: &ForkRequest) -> Result<Execution, StoreError> {
         let _gate = self.gate().await;
-        let txn = crate::connect::begin(&self.db, immediate()).await?;
+        let txn = self.begin().await?;
         let r = self.fork_in(&txn, req).await;
         self.settle(txn, r).await?;
         self.get_execution(&req.namespace, &req.id).await?.ok_or_else(|| StoreError::ExecutionNotFound {

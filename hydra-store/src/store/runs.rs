@@ -26,7 +26,7 @@ impl Store {
             rows == 1
         } else {
             // The run and its attributes in one commit.
-            let txn = crate::connect::begin(&self.db, crate::connect::immediate()).await?;
+            let txn = self.begin().await?;
             let r = async {
                 let rows = insert_execution(&txn, am.clone()).await?;
                 if rows == 1 {
@@ -257,7 +257,7 @@ impl Store {
         };
         for _ in 0..3 {
             // Ended here: its parent (if any) is told in the same transaction.
-            let txn = crate::connect::begin(&self.db, crate::connect::immediate()).await?;
+            let txn = self.begin().await?;
             let r = txn
                 .execute_raw(self.stmt(
                     &format!(

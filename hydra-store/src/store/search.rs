@@ -4,7 +4,6 @@
 
 use super::Store;
 use super::step_write::OpenWhen;
-use crate::connect::immediate;
 use crate::error::StoreError;
 use crate::ids::ExecutionId;
 use crate::model::{Lease, OpenStep, StepRecord};
@@ -59,7 +58,7 @@ impl Store {
         check_search_attribute(name, value)
             .map_err(|reason| StoreError::Refused { execution: lease.execution_id.clone(), reason })?;
         let _gate = self.gate().await;
-        let txn = crate::connect::begin(&self.db, immediate()).await?;
+        let txn = self.begin().await?;
         let r = async {
             let next = OpenStep::new(record.position.saturating_add(1), 1);
             self.guard(&txn, lease, None, OpenWhen::Always, now).await?;

@@ -10,7 +10,6 @@
 use super::Store;
 use super::fence::lease_lost;
 use super::step_write::{OpenWhen, open_set};
-use crate::connect::immediate;
 use crate::error::StoreError;
 use crate::ids::ExecutionId;
 use crate::model::{ExecutionStatus, Lease, OpenStep, StepOutcome, StepRecord, to_i32};
@@ -131,7 +130,7 @@ impl Store {
     /// in a receive.
     pub async fn send_signal(&self, s: &NewSignal) -> Result<SignalSent, StoreError> {
         let _gate = self.gate().await;
-        let txn = crate::connect::begin(&self.db, immediate()).await?;
+        let txn = self.begin().await?;
         let r = self.send_in(&txn, s).await;
         self.settle(txn, r).await
     }
@@ -238,7 +237,7 @@ impl Store {
     /// until a signal wakes it).
     pub async fn receive_signal(&self, lease: &Lease, r: &Receive, now: i64) -> Result<Received, StoreError> {
         let _gate = self.gate().await;
-        let txn = crate::connect::begin(&self.db, immediate()).await?;
+        let txn = self.begin().await?;
         let out = self.receive_in(&txn, lease, r, now).await;
         match self.settle(txn, out).await {
             // A retry of a receive whose commit went through but whose reply

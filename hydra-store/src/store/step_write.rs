@@ -3,7 +3,7 @@
 //! once and never overwritten.
 
 use super::Store;
-use crate::connect::{Backend, immediate};
+use crate::connect::Backend;
 use crate::error::StoreError;
 use crate::model::{Lease, OpenStep, StepAttempt, StepOutcome, StepRecord, to_i32};
 use sea_orm::{ConnectionTrait, DatabaseTransaction, DbErr, SqlErr, Value};
@@ -16,7 +16,7 @@ impl Store {
     /// [`StoreError::PositionTaken`] if another step holds its position.
     pub async fn record_step_attempt(&self, lease: &Lease, attempt: &StepAttempt, now: i64) -> Result<u32, StoreError> {
         let _gate = self.gate().await;
-        let txn = crate::connect::begin(&self.db, immediate()).await?;
+        let txn = self.begin().await?;
         let r = self.attempt_in(&txn, lease, attempt, now).await;
         self.settle(txn, r).await
     }

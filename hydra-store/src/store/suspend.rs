@@ -113,7 +113,7 @@ impl Store {
         now: i64,
     ) -> Result<Result<(), crate::model::ExecutionStatus>, StoreError> {
         let _gate = self.gate().await;
-        let txn = crate::connect::begin(&self.db, crate::connect::immediate()).await?;
+        let txn = self.begin().await?;
         let r = txn
             .execute_raw(self.stmt(
                 "UPDATE workflow_executions SET status = 'failed', error_message = ?, completed_at = ?, \

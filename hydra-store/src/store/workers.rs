@@ -63,7 +63,7 @@ impl Store {
             updated.push(leases::Column::Registrations);
         }
         let dead_before = now.saturating_sub(ttl_ms.saturating_mul(DEAD_WORKER_ROWS_KEPT_FOR_TTLS));
-        let txn = crate::connect::begin(&self.db, crate::connect::immediate()).await?;
+        let txn = self.begin().await?;
         let r = async {
             leases::Entity::insert(am)
                 .on_conflict(OnConflict::column(leases::Column::ResourceId).update_columns(updated).to_owned())
