@@ -109,6 +109,9 @@ impl StepId {
 pub struct FencingToken(pub(crate) i64);
 
 impl FencingToken {
+    /// The token of a run's first claim (a run not yet claimed has 0).
+    pub const FIRST: FencingToken = FencingToken(1);
+
     /// The token's value.
     pub fn get(self) -> i64 {
         self.0

@@ -64,8 +64,8 @@ pub use ids::{ExecutionId, FencingToken, StepId, WorkerId};
 pub use listen::{ENDED_CHANNEL, Notice, RUNS_CHANNEL, RunListener};
 pub use model::{
     CancelOutcome, ClaimRequest, ClaimedExecution, Created, CronJob, CronUpsert, Execution, ExecutionFilter,
-    ExecutionStatus, Lease, NewExecution, OpenStep, Renewed, Step, StepAttempt, StepKind, StepOutcome, StepRecord,
-    StepStatus, Terminal, TriggerType, WorkerLease,
+    ExecutionStatus, Lease, NewExecution, OpenStep, Renewed, StartClaim, Step, StepAttempt, StepKind, StepOutcome,
+    StepRecord, StepStatus, Terminal, TriggerType, WorkerLease,
 };
 pub use store::{
     BatchOp, BatchValue, COMPENSATION_MARKER, Checkpoint, DueRuns, EndedBucket, EventRow, EventValue, ForkRequest,

@@ -53,6 +53,9 @@ pub(crate) struct EngineInner {
     pub(crate) done: watch::Sender<u64>,
     /// Group commit of run checkpoints (None: each write commits alone).
     pub(crate) committer: Option<crate::commit::Committer>,
+    /// This process's workers, which may take a run at its start (see
+    /// `worker/direct.rs`).
+    pub(crate) takers: std::sync::Mutex<Vec<crate::worker::Taker>>,
     /// Workflows registered by this process's workers (for by-name checks).
     pub(crate) known: std::sync::Mutex<std::collections::HashSet<String>>,
     /// What this engine's workers delete of old finished runs.
@@ -218,6 +221,7 @@ impl EngineBuilder {
                 work: watch::channel(0).0,
                 done: watch::channel(0).0,
                 known: std::sync::Mutex::new(std::collections::HashSet::new()),
+                takers: std::sync::Mutex::new(Vec::new()),
                 retention: self.retention,
                 console_addr: std::sync::OnceLock::new(),
             }),
@@ -437,13 +441,38 @@ impl Engine {
         // one is slower (0.7-0.9x) than one that takes the write lock
         // between batches. `BatchOp::Create` remains for callers that
         // start many runs at once.
-        let created = self.inner.store.create_execution(new).await?;
+        //
+        // Due now and a worker of this engine has a free slot for it: the
+        // insert claims it for that worker (see `worker/direct.rs`).
+        let reserved = if new.due_at == now { self.reserve_slot(name, new.workflow_version) } else { None };
+        new.claim = reserved.as_ref().map(crate::worker::Reserved::claim);
+        let (namespace, id) = (new.namespace.clone(), new.id.clone());
+        let created = match self.inner.store.create_execution(new).await {
+            Ok(c) => c,
+            Err(e) => {
+                if let Some(r) = reserved {
+                    // It may have been created (a lost commit reply): then
+                    // it is given back rather than left leased to nobody.
+                    r.give_back(&namespace, &id).await;
+                }
+                return Err(e.into());
+            }
+        };
         if let hydra_store::Created::New(e) = &created {
             crate::metrics::workflow_started(&e.namespace, name, e.trigger_type.as_str(), e.input.len());
-            tracing::info!(namespace = %self.inner.namespace, workflow = name, execution_id = %created.execution().id, "run started");
-            self.inner.work.send_modify(|n| *n = n.wrapping_add(1));
+            tracing::info!(namespace = %self.inner.namespace, workflow = name, execution_id = %e.id, claimed = reserved.is_some(), "run started");
+            match reserved {
+                Some(r) => r.hand_over(e.clone()).await,
+                None => self.inner.work.send_modify(|n| *n = n.wrapping_add(1)),
+            }
         }
         Ok(created.into_execution())
+    }
+
+    /// A free slot of one of this engine's workers for a new run of `name`.
+    fn reserve_slot(&self, name: &str, version: Option<u32>) -> Option<crate::worker::Reserved> {
+        let takers = self.inner.takers.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        takers.iter().find_map(|t| t.reserve(name, version))
     }
 
     /// Whether a worker of this engine registered workflow `name`.

@@ -25,6 +25,8 @@ pub(super) struct WorkerConfig {
     pub(super) inline_backoff: Duration,
     /// Test hook: a pause before a resumed run's history is read.
     pub(super) history_delay: Option<Duration>,
+    /// Test hook: a pause between a claim's answer and its use.
+    pub(super) claim_delay: Option<Duration>,
 }
 
 impl Default for WorkerConfig {
@@ -37,6 +39,7 @@ impl Default for WorkerConfig {
             claim_batch: 32,
             inline_backoff: Duration::from_secs(2),
             history_delay: None,
+            claim_delay: None,
         }
     }
 }
@@ -166,6 +169,14 @@ impl WorkerBuilder {
         self
     }
 
+    /// Test hook, not a stable API: waits `d` after each claim answered
+    /// before using it (as a slow database would).
+    #[doc(hidden)]
+    pub fn __claim_delay(mut self, d: Duration) -> Self {
+        self.config.claim_delay = Some(d);
+        self
+    }
+
     /// A fixed worker ID (default: stable per host and program; see
     /// `HYDRA_WORKER_ID` in the README's worker defaults).
     pub fn worker_id(mut self, id: WorkerId) -> Self {
@@ -258,6 +269,7 @@ impl WorkerBuilder {
             config: self.config,
             active: Mutex::new(HashMap::new()),
             wake: Notify::new(),
+            drained: std::sync::atomic::AtomicBool::new(false),
             stop_claiming: CancellationToken::new(),
             stop_all: CancellationToken::new(),
             runs: Mutex::new(JoinSet::new()),
@@ -280,6 +292,11 @@ impl WorkerBuilder {
         tracing::info!(worker_id = %shared.id, namespace = shared.engine.namespace(), workflows = ?shared.names, "worker started");
         crate::metrics::concurrency(shared.engine.namespace(), shared.id.as_str(), shared.config.concurrency);
         crate::metrics::active(shared.engine.namespace(), shared.id.as_str(), 0);
+        {
+            let mut takers = shared.engine.inner.takers.lock().unwrap_or_else(|p| p.into_inner());
+            takers.retain(|t| !t.is_gone());
+            takers.push(super::Taker::new(&shared));
+        }
         let poll = tokio::spawn(claim::poll_loop(Arc::clone(&shared)));
         let heartbeat = tokio::spawn(lease::heartbeat_loop(Arc::clone(&shared)));
         tokio::spawn(lease::lease_guard_loop(Arc::clone(&shared)));

@@ -145,6 +145,8 @@ async fn claim_available(s: &Arc<Shared>) {
         }
         let free = s.slots.available_permits();
         if free == 0 {
+            // Whether runs are due is not known until the next claim.
+            s.drained.store(false, std::sync::atomic::Ordering::Release);
             return;
         }
         let limit = u32::try_from(free).unwrap_or(u32::MAX).min(s.config.claim_batch);
@@ -174,10 +176,18 @@ async fn claim_available(s: &Arc<Shared>) {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(worker_id = %s.id, error = %e, "claim failed");
+                s.drained.store(false, std::sync::atomic::Ordering::Release);
                 return;
             }
         };
+        if let Some(d) = s.config.claim_delay {
+            // The test hook: an answer that arrives late.
+            tokio::time::sleep(d).await;
+        }
         let n = claimed.len();
+        // Fewer than asked for: nothing else was due, and starts may take
+        // free slots directly (see `direct`).
+        s.drained.store(n < limit as usize, std::sync::atomic::Ordering::Release);
         for c in claimed {
             if s.stop_claiming.is_cancelled() {
                 // Stopped (or dropped) while this claim was in flight: start

@@ -33,7 +33,13 @@ pub(super) async fn drive(
     );
     drive_inner(&s, execution, lease, claim_sent).instrument(span).await;
     drop(permit);
-    s.wake.notify_one();
+    // A freed slot claims only if runs may be waiting: the last claim was
+    // full or skipped. Otherwise whatever becomes due wakes a claim itself
+    // (a start here, a timer, a signal, `LISTEN` or the commit watcher for
+    // other processes, the poll), and a claim now would find nothing.
+    if !s.drained.load(std::sync::atomic::Ordering::Acquire) {
+        s.wake.notify_one();
+    }
 }
 
 /// How a claimed run's workflow future stopped.
@@ -194,7 +200,7 @@ async fn load_history(
 ) -> Result<Vec<hydra_store::Step>, Option<Interrupt>> {
     // The first claim of a run (token 1) cannot have a history: every step
     // write needs a lease. Skip the query.
-    if lease.token.get() == 1 {
+    if lease.token == hydra_store::FencingToken::FIRST {
         return Ok(Vec::new());
     }
     loop {

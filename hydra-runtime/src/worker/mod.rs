@@ -12,6 +12,7 @@
 //! - `claim`: the poll loop, the `LISTEN` loop and batch claims;
 //! - `lease`: heartbeats (lease renewal) and the lease guard that stops a
 //!   run before its lease can expire;
+//! - `direct`: runs claimed by the start that creates them;
 //! - `drive`: driving one claimed run from claim to end, park or stop;
 //! - `cron_ticks`: firing due cron ticks;
 //! - `shutdown`: graceful shutdown and drop.
@@ -19,12 +20,14 @@
 mod builder;
 mod claim;
 mod cron_ticks;
+mod direct;
 mod drive;
 mod lease;
 mod shutdown;
 pub(crate) mod upkeep;
 
 pub use builder::WorkerBuilder;
+pub(crate) use direct::{Reserved, Taker};
 
 use crate::context::RunState;
 use crate::engine::Engine;
@@ -58,6 +61,10 @@ struct Shared {
     active: Mutex<HashMap<ExecutionId, ActiveRun>>,
     /// Pokes the poll loop: a slot freed, or a parked run is due.
     wake: Notify,
+    /// The last claim took fewer runs than it asked for (nothing more was
+    /// due) and none was skipped since for want of a slot: a start may hand
+    /// its run straight to this worker (see `direct`).
+    drained: std::sync::atomic::AtomicBool,
     stop_claiming: CancellationToken,
     stop_all: CancellationToken,
     runs: Mutex<JoinSet<()>>,

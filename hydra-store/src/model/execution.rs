@@ -173,6 +173,32 @@ pub struct NewExecution {
     pub workflow_version: Option<u32>,
     /// User search attributes (name, value), written with the run.
     pub search_attributes: Vec<(String, String)>,
+    /// Claimed at its creation: the run is inserted `running` under a first
+    /// lease held by this worker (see [`StartClaim`]), in the same statement
+    /// that creates it. `due_at` is then the lease's expiry, not `due_at`.
+    pub claim: Option<StartClaim>,
+}
+
+/// A claim made by the statement that creates a run: a worker of the
+/// starting process with a free slot takes the new run at once, so the run
+/// costs no claim of its own and waits for no poll. The row is what a
+/// claim of the pending run would have left: `running`, fencing token 1,
+/// the worker as lease owner, the lease until `now + lease_ttl_ms`, its
+/// first attempt and its first step's first attempt counted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StartClaim {
+    /// The worker taking the run.
+    pub worker_id: WorkerId,
+    /// How long its lease lasts without renewal (ms).
+    pub lease_ttl_ms: i64,
+}
+
+impl StartClaim {
+    /// A claim by `worker_id` with a lease of `lease_ttl_ms`.
+    pub fn new(worker_id: WorkerId, lease_ttl_ms: i64) -> Self {
+        StartClaim { worker_id, lease_ttl_ms }
+    }
 }
 
 impl NewExecution {
@@ -200,6 +226,7 @@ impl NewExecution {
             cancel_with_parent: true,
             workflow_version: None,
             search_attributes: Vec::new(),
+            claim: None,
         }
     }
 }

@@ -28,6 +28,13 @@ pub struct ClaimedExecution {
     pub lease: Lease,
 }
 
+impl ClaimedExecution {
+    /// `execution`, claimed under `lease`.
+    pub fn new(execution: Execution, lease: Lease) -> Self {
+        ClaimedExecution { execution, lease }
+    }
+}
+
 /// A claim of due runs.
 #[derive(Clone, Debug)]
 #[non_exhaustive]

@@ -16,7 +16,8 @@ mod step;
 
 pub use cron::{CronJob, CronUpsert};
 pub use execution::{
-    CancelOutcome, Created, Execution, ExecutionFilter, ExecutionStatus, NewExecution, Terminal, TriggerType,
+    CancelOutcome, Created, Execution, ExecutionFilter, ExecutionStatus, NewExecution, StartClaim, Terminal,
+    TriggerType,
 };
 pub use lease::{ClaimRequest, ClaimedExecution, Lease, Renewed, WorkerLease};
 pub(crate) use row::to_i32;

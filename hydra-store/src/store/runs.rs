@@ -324,30 +324,44 @@ impl Store {
 
 /// The row of a new, pending run.
 pub(super) fn execution_row(new: &NewExecution) -> exec::ActiveModel {
+    // A claim at creation leaves the row as a claim of the pending run
+    // would (see `claim.rs`): token 0 + 1, one workflow attempt and one
+    // attempt of the open step counted, the lease's expiry in `due_at`.
+    let (status, lease_owner, token, attempts, started_at, due_at) = match &new.claim {
+        Some(c) => (
+            ExecutionStatus::Running,
+            Some(c.worker_id.as_str().to_owned()),
+            1,
+            1,
+            Some(new.now),
+            new.now.saturating_add(c.lease_ttl_ms),
+        ),
+        None => (ExecutionStatus::Pending, None, 0, 0, None, new.due_at),
+    };
     exec::ActiveModel {
         id: Set(new.id.as_str().to_owned()),
         namespace: Set(new.namespace.clone()),
         workflow_name: Set(new.workflow_name.clone()),
-        status: Set(ExecutionStatus::Pending.as_str().to_owned()),
+        status: Set(status.as_str().to_owned()),
         input_data: Set(new.input.clone()),
         output_data: Set(None),
         error_message: Set(None),
         max_attempts: Set(to_i32(new.max_attempts.max(1))),
-        attempts: Set(0),
+        attempts: Set(attempts),
         idempotency_key: Set(new.idempotency_key.clone()),
         trigger_type: Set(new.trigger_type.as_str().to_owned()),
         trigger_source: Set(new.trigger_source.clone()),
         created_at: Set(new.now),
-        started_at: Set(None),
+        started_at: Set(started_at),
         updated_at: Set(new.now),
         completed_at: Set(None),
-        due_at: Set(Some(new.due_at)),
+        due_at: Set(Some(due_at)),
         deadline_at: Set(new.deadline_at),
-        lease_owner: Set(None),
-        fencing_token: Set(0),
+        lease_owner: Set(lease_owner),
+        fencing_token: Set(token),
         cancel_requested: Set(false),
         open_position: Set(0),
-        open_attempts: Set(0),
+        open_attempts: Set(attempts),
         parent_id: Set(new.parent_id.as_ref().map(|p| p.as_str().to_owned())),
         cancel_with_parent: Set(new.cancel_with_parent),
         error_data: Set(None),
