@@ -43,8 +43,11 @@ async fn worker(engine: &Engine, gate: &Gate, concurrency: usize, batch: u32) ->
         .state(gate.clone())
         .concurrency(concurrency)
         .claim_batch(batch)
-        .poll_interval(Duration::from_millis(200))
-        .heartbeat_interval(Duration::from_millis(100))
+        // Polls and heartbeats far apart: no claim of their own is in
+        // flight when a test starts a run (a claim in flight keeps starts
+        // from taking slots directly).
+        .poll_interval(Duration::from_secs(10))
+        .heartbeat_interval(Duration::from_secs(5))
         .lease_ttl(Duration::from_secs(30))
         .start()
         .await
@@ -96,6 +99,7 @@ both_backends! {
         let w = worker(&e, &gate, 4, 4).await;
         settled(&e).await;
         for i in 1..=3 {
+            settled(&e).await;
             let commits = e.store().write_commits();
             let run = start(&e, i, StartOptions::new()).await;
             // What the start's own statement wrote: the run is already
@@ -216,9 +220,10 @@ both_backends! {
             .register(gated)
             .state(gate.clone())
             .concurrency(2)
-            .poll_interval(Duration::from_millis(50))
-            .heartbeat_interval(Duration::from_millis(100))
-            .lease_ttl(Duration::from_millis(600))
+            // Few claims of its own: none in flight when the run starts.
+            .poll_interval(Duration::from_secs(10))
+            .heartbeat_interval(Duration::from_secs(1))
+            .lease_ttl(Duration::from_secs(3))
             .start()
             .await
             .unwrap();
@@ -241,6 +246,103 @@ both_backends! {
         assert_eq!(steps[0].attempts, 2, "the attempt the dead worker began is counted");
         gate.0.add_permits(1_000);
         w2.shutdown(Duration::from_secs(5)).await;
+    }
+    async fn a_start_whose_caller_stops_waiting_still_leaves_a_run_that_runs(db: TestDb) {
+        let e = engine(&db).await;
+        let gate = Gate(Arc::new(Semaphore::new(1_000)));
+        let w = worker(&e, &gate, 64, 64).await;
+        settled(&e).await;
+        // Callers that give up part-way (a timeout, a dropped request):
+        // whatever run their start created must run now, not sit leased to
+        // a worker that never heard of it until the lease expires (30 s).
+        for i in 0..200u32 {
+            let give_up = Duration::from_micros(u64::from(i % 40) * 50);
+            let _ = tokio::time::timeout(give_up, start(&e, i, StartOptions::new())).await;
+        }
+        let runs = e.list(hydra_runtime::ExecutionFilter::new(NS).limit(1_000)).await.unwrap();
+        assert!(runs.len() > 1, "some starts got through");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        for r in &runs {
+            loop {
+                let now = e.get(&r.id).await.unwrap().unwrap();
+                if now.status == ExecutionStatus::Completed {
+                    assert_eq!(now.attempts, 1, "run {} began more than one attempt", r.id);
+                    break;
+                }
+                assert!(tokio::time::Instant::now() < deadline, "run {} is stuck {:?}", r.id, now.status);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        w.shutdown(Duration::from_secs(5)).await;
+    }
+
+    async fn a_start_does_not_take_a_slot_a_claim_in_flight_counts_on(db: TestDb) {
+        let e = engine(&db).await;
+        let gate = Gate(Arc::new(Semaphore::new(1_000)));
+        let w = Worker::builder(&e)
+            .register(gated)
+            .state(gate.clone())
+            .concurrency(2)
+            .claim_batch(2)
+            .poll_interval(Duration::from_millis(100))
+            .heartbeat_interval(Duration::from_millis(100))
+            .lease_ttl(Duration::from_secs(30))
+            .__claim_delay(Duration::from_millis(400))
+            .start()
+            .await
+            .unwrap();
+        settled(&e).await;
+        let a = start(&e, 1, StartOptions::new().delay(Duration::from_millis(50))).await;
+        let b = start(&e, 2, StartOptions::new().delay(Duration::from_millis(50))).await;
+        // Both claimed (committed), the claim's answer not yet used.
+        until("a claim to take both", async || {
+            let sa = e.get(&a.id).await.unwrap().unwrap().status;
+            let sb = e.get(&b.id).await.unwrap().unwrap().status;
+            sa == ExecutionStatus::Running && sb == ExecutionStatus::Running
+        })
+        .await;
+        let y = start(&e, 3, StartOptions::new()).await;
+        assert_eq!(y.status, ExecutionStatus::Pending, "the start took a slot the claim in flight counts on");
+        let (ea, eb, ey) = (until_ended(&e, &a.id).await, until_ended(&e, &b.id).await, until_ended(&e, &y.id).await);
+        assert_eq!((ea.attempts, eb.attempts), (1, 1));
+        assert!(ea.started_at <= ey.started_at && eb.started_at <= ey.started_at);
+        w.shutdown(Duration::from_secs(5)).await;
+    }
+
+    async fn a_run_started_elsewhere_while_every_slot_was_taken_is_claimed_when_one_frees(db: TestDb) {
+        let e = engine(&db).await;
+        let gate = Gate(Arc::new(Semaphore::new(1)));
+        // Polls far apart: only a wake-up can claim in time.
+        let w = Worker::builder(&e)
+            .register(gated)
+            .state(gate.clone())
+            .concurrency(2)
+            .poll_interval(Duration::from_secs(20))
+            .heartbeat_interval(Duration::from_secs(5))
+            .lease_ttl(Duration::from_secs(30))
+            .start()
+            .await
+            .unwrap();
+        settled(&e).await;
+        let a = start(&e, 1, StartOptions::new()).await;
+        // The claim a's commit may wake (SQLite's commit watcher) answers.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let b = start(&e, 2, StartOptions::new()).await;
+        assert_eq!((a.status, b.status), (ExecutionStatus::Running, ExecutionStatus::Running));
+        // Another process (an engine with a pool of its own) starts X
+        // while both slots are taken.
+        let other = Engine::builder().store(db.store().await).namespace(NS).build().await.unwrap();
+        let x = start(&other, 3, StartOptions::new()).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        gate.0.add_permits(1_000);
+        until_ended(&e, &a.id).await;
+        until_ended(&e, &b.id).await;
+        // X is claimed by the slot that freed, not at the next poll.
+        let ex = tokio::time::timeout(Duration::from_secs(5), until_ended(&e, &x.id))
+            .await
+            .expect("the run started elsewhere waited for the poll");
+        assert_eq!(ex.status, ExecutionStatus::Completed);
+        w.shutdown(Duration::from_secs(5)).await;
     }
 }
 

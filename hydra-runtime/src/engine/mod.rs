@@ -445,28 +445,21 @@ impl Engine {
         // Due now and a worker of this engine has a free slot for it: the
         // insert claims it for that worker (see `worker/direct.rs`).
         let reserved = if new.due_at == now { self.reserve_slot(name, new.workflow_version) } else { None };
-        new.claim = reserved.as_ref().map(crate::worker::Reserved::claim);
-        let (namespace, id) = (new.namespace.clone(), new.id.clone());
-        let created = match self.inner.store.create_execution(new).await {
-            Ok(c) => c,
-            Err(e) => {
-                if let Some(r) = reserved {
-                    // It may have been created (a lost commit reply): then
-                    // it is given back rather than left leased to nobody.
-                    r.give_back(&namespace, &id).await;
-                }
-                return Err(e.into());
-            }
-        };
+        if let Some(r) = reserved {
+            return Ok(crate::worker::create_claimed(self, r, new).await?.into_execution());
+        }
+        let created = self.inner.store.create_execution(new).await?;
         if let hydra_store::Created::New(e) = &created {
-            crate::metrics::workflow_started(&e.namespace, name, e.trigger_type.as_str(), e.input.len());
-            tracing::info!(namespace = %self.inner.namespace, workflow = name, execution_id = %e.id, claimed = reserved.is_some(), "run started");
-            match reserved {
-                Some(r) => r.hand_over(e.clone()).await,
-                None => self.inner.work.send_modify(|n| *n = n.wrapping_add(1)),
-            }
+            self.started(e, false);
+            self.inner.work.send_modify(|n| *n = n.wrapping_add(1));
         }
         Ok(created.into_execution())
+    }
+
+    /// Counts and logs a run just created (`claimed`: by its start).
+    pub(crate) fn started(&self, e: &Execution, claimed: bool) {
+        crate::metrics::workflow_started(&e.namespace, &e.workflow_name, e.trigger_type.as_str(), e.input.len());
+        tracing::info!(namespace = %e.namespace, workflow = %e.workflow_name, execution_id = %e.id, claimed, "run started");
     }
 
     /// A free slot of one of this engine's workers for a new run of `name`.

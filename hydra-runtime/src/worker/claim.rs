@@ -143,10 +143,12 @@ async fn claim_available(s: &Arc<Shared>) {
         if s.stop_claiming.is_cancelled() {
             return;
         }
+        // Until this claim answers, starts do not take slots directly: they
+        // would overtake what it finds, and the slots it counts on.
+        s.drained.store(false, std::sync::atomic::Ordering::Release);
         let free = s.slots.available_permits();
         if free == 0 {
             // Whether runs are due is not known until the next claim.
-            s.drained.store(false, std::sync::atomic::Ordering::Release);
             return;
         }
         let limit = u32::try_from(free).unwrap_or(u32::MAX).min(s.config.claim_batch);
@@ -176,7 +178,6 @@ async fn claim_available(s: &Arc<Shared>) {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(worker_id = %s.id, error = %e, "claim failed");
-                s.drained.store(false, std::sync::atomic::Ordering::Release);
                 return;
             }
         };
@@ -201,8 +202,11 @@ async fn claim_available(s: &Arc<Shared>) {
                 crate::metrics::queue_time(s.engine.namespace(), &c.execution.workflow_name, waited);
             }
             let Ok(permit) = Arc::clone(&s.slots).try_acquire_owned() else {
-                // Cannot happen (only this loop takes permits); give the run back.
-                let _ = hand_back(&s.engine, &c.execution, &c.lease).await;
+                // Rare: a start took a slot directly just as this claim was
+                // sent (see `direct`); give the run back, due at once.
+                if hand_back(&s.engine, &c.execution, &c.lease).await.is_ok() {
+                    s.engine.inner.work.send_modify(|n| *n = n.wrapping_add(1));
+                }
                 continue;
             };
             let shared = Arc::clone(s);

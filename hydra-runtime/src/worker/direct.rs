@@ -5,21 +5,29 @@
 //! waits for no poll or wake-up.
 //!
 //! Fairness: a start takes a slot directly only when the worker's last
-//! claim took fewer runs than it asked for (nothing more was due) and no
-//! claim was skipped since for want of a free slot. Otherwise the start is
-//! queued as usual and the worker claims in due order. So a backlog is
-//! never overtaken; a run that becomes due meanwhile (queued here, a timer,
-//! a signal, another process) is claimed in due order by the claim its
-//! wake-up or the next slot freeing or poll sends, at most that claim's
-//! round trip later than it would have been.
+//! claim took fewer runs than it asked for (nothing more was due), no
+//! claim is in flight, and no claim was skipped since for want of a free
+//! slot; a start that takes the last free slot clears that state, so the
+//! next slot to free claims. Otherwise the start is queued as usual and the
+//! worker claims in due order. So a backlog is never overtaken; a run that
+//! becomes due meanwhile is claimed in due order by the claim its wake-up
+//! sends (a start or a timer here, a signal, `LISTEN` or the commit watcher
+//! for other processes) or, failing that, by the next poll. An expired
+//! lease of a dead worker wakes nothing: the poll finds it.
+//!
+//! The insert and the hand-over run on a task of their own, so a caller
+//! that stops waiting for its start (a timeout, a dropped request) cannot
+//! leave a run leased to a worker that never heard of it.
 
 use super::Shared;
 use super::drive::{drive, hand_back};
 use crate::clock::duration_ms;
-use hydra_store::{ClaimedExecution, Execution, Lease, StartClaim};
+use crate::engine::Engine;
+use hydra_store::{ClaimedExecution, Created, Execution, Lease, NewExecution, StartClaim, StoreError};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use tokio::sync::OwnedSemaphorePermit;
+use tracing::Instrument;
 
 /// A worker's offer to take runs at their start, held weakly by its engine.
 #[derive(Clone)]
@@ -60,7 +68,51 @@ impl Taker {
             return None;
         }
         let permit = Arc::clone(&s.slots).try_acquire_owned().ok()?;
+        if s.slots.available_permits() == 0 {
+            // Full: what becomes due meanwhile may find no slot and wake no
+            // claim (the commit watcher claims only with a free slot), so
+            // the next slot to free claims first.
+            s.drained.store(false, Ordering::Release);
+        }
         Some(Reserved { shared: s, permit, sent: tokio::time::Instant::now() })
+    }
+}
+
+/// Creates `new` claimed for `reserved`'s worker and hands it over, on a
+/// task of its own: once sent, the insert is followed by the hand-over (or,
+/// after an error, by a give-back) even if the caller stops waiting.
+pub(crate) async fn create_claimed(
+    engine: &Engine,
+    reserved: Reserved,
+    mut new: NewExecution,
+) -> Result<Created, StoreError> {
+    new.claim = Some(reserved.claim());
+    let engine = engine.clone();
+    let task = tokio::spawn(
+        async move {
+            let (namespace, id) = (new.namespace.clone(), new.id.clone());
+            match engine.store().create_execution(new).await {
+                Ok(created) => {
+                    if let Created::New(e) = &created {
+                        engine.started(e, true);
+                        reserved.hand_over(e.clone()).await;
+                    }
+                    Ok(created)
+                }
+                Err(e) => {
+                    // It may have been created (a lost commit reply): then
+                    // it is given back rather than left leased to nobody.
+                    reserved.give_back(&namespace, &id).await;
+                    Err(e)
+                }
+            }
+        }
+        .in_current_span(),
+    );
+    match task.await {
+        Ok(r) => r,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Err(StoreError::Transient("the runtime shut down while the run was being started".into())),
     }
 }
 
@@ -95,8 +147,6 @@ impl Reserved {
             worker_id: s.id.clone(),
             token: execution.fencing_token,
         };
-        crate::metrics::lease_acquired(s.engine.namespace(), s.id.as_str(), &execution.workflow_name);
-        crate::metrics::queue_time(s.engine.namespace(), &execution.workflow_name, 0.0);
         let (back_exec, back_lease) = (execution.clone(), lease.clone());
         // As in a claim: either this spawn happens before the worker's Drop
         // takes the lock after cancelling (and Drop aborts it), or it is
@@ -106,13 +156,16 @@ impl Reserved {
             if s.stop_claiming.is_cancelled() {
                 false
             } else {
+                crate::metrics::lease_acquired(s.engine.namespace(), s.id.as_str(), &back_exec.workflow_name);
+                crate::metrics::queue_time(s.engine.namespace(), &back_exec.workflow_name, 0.0);
                 let claimed = ClaimedExecution::new(execution, lease);
                 runs.spawn(drive(Arc::clone(&s), claimed, self.permit, self.sent));
                 true
             }
         };
-        if !spawned {
-            let _ = hand_back(&s.engine, &back_exec, &back_lease).await;
+        if !spawned && hand_back(&s.engine, &back_exec, &back_lease).await.is_ok() {
+            // Due at once: another worker of this process may take it.
+            s.engine.inner.work.send_modify(|n| *n = n.wrapping_add(1));
         }
     }
 
@@ -131,8 +184,9 @@ impl Reserved {
         let engine = &self.shared.engine;
         let cp = hydra_store::Checkpoint::transition(hydra_store::Transition::Release)
             .open(hydra_store::OpenStep::new(0, 0));
-        if let Err(e) = engine.store().checkpoint(&lease, cp, engine.clock().now_ms()).await {
-            tracing::debug!(execution_id = %id, error = %e, "no run to give back after a failed start");
+        match engine.store().checkpoint(&lease, cp, engine.clock().now_ms()).await {
+            Ok(()) => engine.inner.work.send_modify(|n| *n = n.wrapping_add(1)),
+            Err(e) => tracing::debug!(execution_id = %id, error = %e, "no run to give back after a failed start"),
         }
     }
 }

@@ -3,9 +3,11 @@
 //!
 //! Defaults (see [`WorkerBuilder`]): concurrency 32, poll interval 1 s,
 //! heartbeat every 5 s, lease TTL 30 s, claims in batches of up to 32.
-//! A run started by an engine in the same process wakes an idle worker at
-//! once; runs started elsewhere are found by the next poll (on PostgreSQL,
-//! at once through `LISTEN`).
+//! A run started by an engine in the same process is claimed by the start
+//! itself when a worker of that engine has a free slot and no backlog
+//! (`direct`), and otherwise wakes an idle worker at once; runs started
+//! elsewhere wake it through `LISTEN` on PostgreSQL and the commit watcher
+//! on a SQLite file, and the poll finds the rest.
 //!
 //! Rooms:
 //! - `builder`: settings, registration, validation and start;
@@ -27,7 +29,7 @@ mod shutdown;
 pub(crate) mod upkeep;
 
 pub use builder::WorkerBuilder;
-pub(crate) use direct::{Reserved, Taker};
+pub(crate) use direct::{Reserved, Taker, create_claimed};
 
 use crate::context::RunState;
 use crate::engine::Engine;

@@ -334,7 +334,7 @@ pub(super) fn execution_row(new: &NewExecution) -> exec::ActiveModel {
             1,
             1,
             Some(new.now),
-            new.now.saturating_add(c.lease_ttl_ms),
+            new.now.saturating_add(c.lease_ttl_ms.max(0)),
         ),
         None => (ExecutionStatus::Pending, None, 0, 0, None, new.due_at),
     };
