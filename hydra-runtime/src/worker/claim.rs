@@ -118,8 +118,11 @@ async fn watch_loop(s: Arc<Shared>) {
                 last_wake = tokio::time::Instant::now();
                 deferred = false;
                 s.wake.notify_one();
-            } else if free {
-                deferred = true;
+            } else {
+                // Held back while a slot is free; with none free, the next
+                // slot to free claims anyway (and a deadline in the past
+                // must not spin this loop).
+                deferred = free;
             }
             if let Some(Err(e)) = changed {
                 tracing::warn!(worker_id = %s.id, error = %e, "stopped watching the database; watching again");
@@ -186,9 +189,6 @@ async fn claim_available(s: &Arc<Shared>) {
             tokio::time::sleep(d).await;
         }
         let n = claimed.len();
-        // Fewer than asked for: nothing else was due, and starts may take
-        // free slots directly (see `direct`).
-        s.drained.store(n < limit as usize, std::sync::atomic::Ordering::Release);
         for c in claimed {
             if s.stop_claiming.is_cancelled() {
                 // Stopped (or dropped) while this claim was in flight: start
@@ -226,6 +226,10 @@ async fn claim_available(s: &Arc<Shared>) {
                 let _ = hand_back(&s.engine, &execution, &lease).await;
             }
         }
+        // Fewer than asked for: nothing else was due, and starts may take
+        // the slots still free directly (see `direct`).
+        let drained = n < limit as usize && s.slots.available_permits() > 0;
+        s.drained.store(drained, std::sync::atomic::Ordering::Release);
         // Reap finished tasks so the set does not grow.
         {
             let mut runs = s.runs.lock().unwrap_or_else(|p| p.into_inner());

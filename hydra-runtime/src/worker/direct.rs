@@ -5,15 +5,16 @@
 //! waits for no poll or wake-up.
 //!
 //! Fairness: a start takes a slot directly only when the worker's last
-//! claim took fewer runs than it asked for (nothing more was due), no
-//! claim is in flight, and no claim was skipped since for want of a free
-//! slot; a start that takes the last free slot clears that state, so the
-//! next slot to free claims. Otherwise the start is queued as usual and the
-//! worker claims in due order. So a backlog is never overtaken; a run that
-//! becomes due meanwhile is claimed in due order by the claim its wake-up
-//! sends (a start or a timer here, a signal, `LISTEN` or the commit watcher
-//! for other processes) or, failing that, by the next poll. An expired
-//! lease of a dead worker wakes nothing: the poll finds it.
+//! claim took fewer runs than it asked for (nothing more was due) and left
+//! a slot free, and no claim is in flight; a start that takes the last
+//! free slot clears that state. Otherwise the start is queued as usual and
+//! the worker claims in due order, so a backlog the worker knows of is not
+//! overtaken. A run that becomes due meanwhile is claimed in due order by
+//! the claim its wake-up sends (a start or a timer here, a signal, a
+//! freed slot, `LISTEN` or the commit watcher for other processes); what
+//! wakes nothing (an expired lease of a dead worker, a sleep longer than
+//! the wake-up horizon) is found by the next poll, and direct starts may
+//! run before it until then.
 //!
 //! The insert and the hand-over run on a task of their own, so a caller
 //! that stops waiting for its start (a timeout, a dropped request) cannot
@@ -59,10 +60,10 @@ impl Taker {
             return None;
         }
         let i = s.names.iter().position(|n| n == name)?;
-        if let (Some(v), Some((from, to))) = (version, s.versions.get(i)) {
-            if v < *from || v > *to {
-                return None;
-            }
+        if let (Some(v), Some((from, to))) = (version, s.versions.get(i))
+            && (v < *from || v > *to)
+        {
+            return None;
         }
         if !s.drained.load(Ordering::Acquire) {
             return None;
@@ -74,7 +75,7 @@ impl Taker {
             // the next slot to free claims first.
             s.drained.store(false, Ordering::Release);
         }
-        Some(Reserved { shared: s, permit, sent: tokio::time::Instant::now() })
+        Some(Reserved { shared: s, permit: Some(permit), sent: tokio::time::Instant::now() })
     }
 }
 
@@ -119,7 +120,9 @@ pub(crate) async fn create_claimed(
 /// A slot reserved for a run being started; dropping it frees the slot.
 pub(crate) struct Reserved {
     shared: Arc<Shared>,
-    permit: OwnedSemaphorePermit,
+    /// Taken by the hand-over; a slot given back unused wakes a claim (see
+    /// the `Drop`).
+    permit: Option<OwnedSemaphorePermit>,
     /// The lease's local clock starts before the insert is sent.
     sent: tokio::time::Instant,
 }
@@ -139,8 +142,9 @@ impl Reserved {
     /// Drives `execution`, just created under [`Reserved::claim`], on the
     /// worker; hands it back (due at once, for any worker) if the worker
     /// stopped meanwhile.
-    pub(crate) async fn hand_over(self, execution: Execution) {
-        let s = self.shared;
+    pub(crate) async fn hand_over(mut self, execution: Execution) {
+        let s = Arc::clone(&self.shared);
+        let Some(permit) = self.permit.take() else { return };
         let lease = Lease {
             namespace: execution.namespace.clone(),
             execution_id: execution.id.clone(),
@@ -159,7 +163,7 @@ impl Reserved {
                 crate::metrics::lease_acquired(s.engine.namespace(), s.id.as_str(), &back_exec.workflow_name);
                 crate::metrics::queue_time(s.engine.namespace(), &back_exec.workflow_name, 0.0);
                 let claimed = ClaimedExecution::new(execution, lease);
-                runs.spawn(drive(Arc::clone(&s), claimed, self.permit, self.sent));
+                runs.spawn(drive(Arc::clone(&s), claimed, permit, self.sent));
                 true
             }
         };
@@ -174,7 +178,7 @@ impl Reserved {
     /// [`Reserved::claim`], due at once for any worker and not a new
     /// attempt. If it was not created, the fenced write finds no row and
     /// changes nothing.
-    pub(crate) async fn give_back(self, namespace: &str, id: &hydra_store::ExecutionId) {
+    pub(crate) async fn give_back(&self, namespace: &str, id: &hydra_store::ExecutionId) {
         let lease = Lease {
             namespace: namespace.to_owned(),
             execution_id: id.clone(),
@@ -187,6 +191,18 @@ impl Reserved {
         match engine.store().checkpoint(&lease, cp, engine.clock().now_ms()).await {
             Ok(()) => engine.inner.work.send_modify(|n| *n = n.wrapping_add(1)),
             Err(e) => tracing::debug!(execution_id = %id, error = %e, "no run to give back after a failed start"),
+        }
+    }
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        if let Some(permit) = self.permit.take() {
+            // A slot given back unused (the start found its run already
+            // there, or failed): as when a run ends, it claims, so what
+            // became due while it was taken is not left for the poll.
+            drop(permit);
+            self.shared.wake.notify_one();
         }
     }
 }

@@ -33,13 +33,10 @@ pub(super) async fn drive(
     );
     drive_inner(&s, execution, lease, claim_sent).instrument(span).await;
     drop(permit);
-    // A freed slot claims only if runs may be waiting: the last claim was
-    // full or skipped. Otherwise whatever becomes due wakes a claim itself
-    // (a start here, a timer, a signal, `LISTEN` or the commit watcher for
-    // other processes, the poll), and a claim now would find nothing.
-    if !s.drained.load(std::sync::atomic::Ordering::Acquire) {
-        s.wake.notify_one();
-    }
+    // Claims with the freed slot: the run's end may itself have made runs
+    // due (its parent, its cancelled children), and a run made due while
+    // every slot was taken woke no claim.
+    s.wake.notify_one();
 }
 
 /// How a claimed run's workflow future stopped.

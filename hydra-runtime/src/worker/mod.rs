@@ -105,6 +105,16 @@ impl Worker {
         &self.shared.id
     }
 
+    /// Test hook, not a stable API: waits until a start may take a free
+    /// slot of this worker directly (its last claim found nothing more
+    /// due, and no claim is in flight).
+    #[doc(hidden)]
+    pub async fn __until_drained(&self) {
+        while !self.shared.drained.load(std::sync::atomic::Ordering::Acquire) {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
+
     /// How many runs it is executing now.
     pub fn active_runs(&self) -> usize {
         self.shared.active().len()
