@@ -102,7 +102,9 @@ async fn settled(engine: &Engine, worker: &Worker) {
     let probe = start(engine, 0, StartOptions::new()).await;
     until_ended(engine, &probe.id).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
-    tokio::time::timeout(WAIT, worker.__until_drained()).await.expect("the worker's claims to settle");
+    tokio::time::timeout(WAIT, worker.__until_drained(Duration::from_millis(150)))
+        .await
+        .expect("the worker's claims to settle");
 }
 
 both_backends! {
@@ -307,7 +309,7 @@ both_backends! {
 
     async fn a_start_does_not_take_a_slot_a_claim_in_flight_counts_on(db: TestDb) {
         let e = engine(&db).await;
-        let gate = Gate(Arc::new(Semaphore::new(1_000)));
+        let gate = Gate(Arc::new(Semaphore::new(0)));
         let w = Worker::builder(&e)
             .register(gated)
             .state(gate.clone())
@@ -320,7 +322,7 @@ both_backends! {
             .start()
             .await
             .unwrap();
-        settled(&e, &w).await;
+        settled_with(&e, &w, &gate).await;
         // Two runs started by another process: its commit (SQLite's commit
         // watcher) or its NOTIFY (PostgreSQL) wakes a claim that takes both.
         let other = Engine::builder().store(db.store().await).namespace(NS).build().await.unwrap();
@@ -335,6 +337,7 @@ both_backends! {
         .await;
         let y = start(&e, 3, StartOptions::new()).await;
         assert_eq!(y.status, ExecutionStatus::Pending, "the start took a slot the claim in flight counts on");
+        gate.0.add_permits(1_000);
         let (ea, eb, ey) = (until_ended(&e, &a.id).await, until_ended(&e, &b.id).await, until_ended(&e, &y.id).await);
         assert_eq!((ea.attempts, eb.attempts), (1, 1));
         assert!(ea.started_at <= ey.started_at && eb.started_at <= ey.started_at);
@@ -359,7 +362,7 @@ both_backends! {
         let a = start(&e, 1, StartOptions::new()).await;
         // The claim a's commit may wake (SQLite's commit watcher) answers.
         tokio::time::sleep(Duration::from_millis(100)).await;
-        tokio::time::timeout(WAIT, w.__until_drained()).await.unwrap();
+        tokio::time::timeout(WAIT, w.__until_drained(Duration::from_millis(150))).await.unwrap();
         let b = start(&e, 2, StartOptions::new()).await;
         assert_eq!((a.status, b.status), (ExecutionStatus::Running, ExecutionStatus::Running));
         // Another process (an engine with a pool of its own) starts X
@@ -397,7 +400,7 @@ async fn worker_with_ttl(engine: &Engine, gate: &Gate) -> Worker {
         .concurrency(2)
         .poll_interval(Duration::from_millis(50))
         .heartbeat_interval(Duration::from_millis(100))
-        .lease_ttl(Duration::from_millis(600))
+        .lease_ttl(Duration::from_secs(30))
         .start()
         .await
         .unwrap()

@@ -272,6 +272,7 @@ impl WorkerBuilder {
             drained: std::sync::atomic::AtomicBool::new(false),
             stop_claiming: CancellationToken::new(),
             stop_all: CancellationToken::new(),
+            runtime: tokio::runtime::Handle::current(),
             runs: Mutex::new(JoinSet::new()),
         });
         let now = shared.engine.clock().now_ms();

@@ -229,7 +229,12 @@ async fn claim_available(s: &Arc<Shared>) {
         // Fewer than asked for: nothing else was due, and starts may take
         // the slots still free directly (see `direct`).
         let drained = n < limit as usize && s.slots.available_permits() > 0;
-        s.drained.store(drained, std::sync::atomic::Ordering::Release);
+        s.drained.store(drained, std::sync::atomic::Ordering::SeqCst);
+        if drained && s.slots.available_permits() == 0 {
+            // A start took the last slot in between (its clearing may have
+            // come before this store): the next freed slot claims first.
+            s.drained.store(false, std::sync::atomic::Ordering::SeqCst);
+        }
         // Reap finished tasks so the set does not grow.
         {
             let mut runs = s.runs.lock().unwrap_or_else(|p| p.into_inner());

@@ -73,7 +73,7 @@ impl Taker {
             // Full: what becomes due meanwhile may find no slot and wake no
             // claim (the commit watcher claims only with a free slot), so
             // the next slot to free claims first.
-            s.drained.store(false, Ordering::Release);
+            s.drained.store(false, Ordering::SeqCst);
         }
         Some(Reserved { shared: s, permit: Some(permit), sent: tokio::time::Instant::now() })
     }
@@ -89,7 +89,10 @@ pub(crate) async fn create_claimed(
 ) -> Result<Created, StoreError> {
     new.claim = Some(reserved.claim());
     let engine = engine.clone();
-    let task = tokio::spawn(
+    // On the worker's runtime, like the runs it claims: a start made from
+    // another (shorter-lived) runtime cannot take the run down with it.
+    let runtime = reserved.shared.runtime.clone();
+    let task = runtime.spawn(
         async move {
             let (namespace, id) = (new.namespace.clone(), new.id.clone());
             match engine.store().create_execution(new).await {
@@ -163,12 +166,12 @@ impl Reserved {
                 crate::metrics::lease_acquired(s.engine.namespace(), s.id.as_str(), &back_exec.workflow_name);
                 crate::metrics::queue_time(s.engine.namespace(), &back_exec.workflow_name, 0.0);
                 let claimed = ClaimedExecution::new(execution, lease);
-                runs.spawn(drive(Arc::clone(&s), claimed, permit, self.sent));
+                runs.spawn_on(drive(Arc::clone(&s), claimed, permit, self.sent), &s.runtime);
                 true
             }
         };
         if !spawned && hand_back(&s.engine, &back_exec, &back_lease).await.is_ok() {
-            // Due at once: another worker of this process may take it.
+            // Due at once: another worker of this engine may take it.
             s.engine.inner.work.send_modify(|n| *n = n.wrapping_add(1));
         }
     }

@@ -3,8 +3,8 @@
 //!
 //! Defaults (see [`WorkerBuilder`]): concurrency 32, poll interval 1 s,
 //! heartbeat every 5 s, lease TTL 30 s, claims in batches of up to 32.
-//! A run started by an engine in the same process is claimed by the start
-//! itself when a worker of that engine has a free slot and no backlog
+//! A run started through an engine is claimed by the start itself when a
+//! worker of that engine has a free slot and no backlog
 //! (`direct`), and otherwise wakes an idle worker at once; runs started
 //! elsewhere wake it through `LISTEN` on PostgreSQL and the commit watcher
 //! on a SQLite file, and the poll finds the rest.
@@ -64,12 +64,15 @@ struct Shared {
     /// Pokes the poll loop: a slot freed, or a parked run is due.
     wake: Notify,
     /// The last claim took fewer runs than it asked for (nothing more was
-    /// due) and none was skipped since for want of a slot: a start may hand
-    /// its run straight to this worker (see `direct`).
+    /// due) and left a slot free, no claim is in flight, and no start has
+    /// taken the last free slot since: a start may hand its run straight to
+    /// this worker (see `direct`).
     drained: std::sync::atomic::AtomicBool,
     stop_claiming: CancellationToken,
     stop_all: CancellationToken,
     runs: Mutex<JoinSet<()>>,
+    /// The runtime the worker started on, where its runs are driven.
+    runtime: tokio::runtime::Handle,
 }
 
 impl Shared {
@@ -107,10 +110,16 @@ impl Worker {
 
     /// Test hook, not a stable API: waits until a start may take a free
     /// slot of this worker directly (its last claim found nothing more
-    /// due, and no claim is in flight).
+    /// due, and no claim is in flight), and has been able to for `stable`.
     #[doc(hidden)]
-    pub async fn __until_drained(&self) {
-        while !self.shared.drained.load(std::sync::atomic::Ordering::Acquire) {
+    pub async fn __until_drained(&self, stable: std::time::Duration) {
+        let mut since = tokio::time::Instant::now();
+        loop {
+            if !self.shared.drained.load(std::sync::atomic::Ordering::Acquire) {
+                since = tokio::time::Instant::now();
+            } else if since.elapsed() >= stable {
+                return;
+            }
             tokio::time::sleep(std::time::Duration::from_millis(1)).await;
         }
     }

@@ -175,7 +175,8 @@ pub struct NewExecution {
     pub search_attributes: Vec<(String, String)>,
     /// Claimed at its creation: the run is inserted `running` under a first
     /// lease held by this worker (see [`StartClaim`]), in the same statement
-    /// that creates it. `due_at` is then the lease's expiry, not `due_at`.
+    /// that creates it. The row's `due_at` is then the lease's expiry; this
+    /// request's `due_at` is not used.
     pub claim: Option<StartClaim>,
 }
 
