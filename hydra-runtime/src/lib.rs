@@ -36,7 +36,7 @@
 //!
 //! | module | what it owns |
 //! | --- | --- |
-//! | `engine` | [`Engine`] and [`EngineBuilder`]: starting, reading and cancelling runs; `handle` ([`RunHandle`]); `messages` (signals, awakeables, events) |
+//! | `engine` | [`Engine`] and [`EngineBuilder`]: reading and cancelling runs; `start` (starting runs, one or many per commit); `handle` ([`RunHandle`]); `messages` (signals, awakeables, events) |
 //! | `worker` | [`Worker`]: `builder` (settings, start), `claim` (poll and `LISTEN` loops, batch claims), `lease` (heartbeat and lease guard), `drive` (one claimed run, claim to end), `cron_ticks`, `shutdown` |
 //! | `context` | the workflow's side of a run: `run` (replay state, open step, fenced writes), `workflow` ([`WorkflowContext`]), `execute` (one step call and its attempts), `sleep` (durable sleep), `signal` (receiving signals), `event` (publishing events), `awakeable` (completion tokens), `child` (child workflows), `compensate` (sagas: [`Compensation`]), `step` ([`StepContext`]) |
 //! | `commit` | the group committer: many runs' writes in one transaction, results after commit |

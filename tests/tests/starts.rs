@@ -2,6 +2,7 @@
 //! commit of the writes around them, a claim in that commit can take them,
 //! and a refused one leaves nothing in the commit it shared. And a start
 //! the schema cannot hold is refused with a clear error on both backends.
+//! `Engine::start_many`: many runs in one commit, each item answered alone.
 
 // Test code: a failed unwrap is a failed test, with its message.
 #![allow(clippy::unwrap_used)]
@@ -12,6 +13,16 @@ use hydra_store::{BatchOp, BatchValue, ClaimRequest, Created, ExecutionId, NewEx
 use hydra_tests::both_backends;
 
 const NS: &str = "starts";
+
+#[step]
+async fn double(i: u32) -> Result<u32, StepError> {
+    Ok(i * 2)
+}
+
+#[workflow(name = "starts-many")]
+async fn many(ctx: WorkflowContext, i: u32) -> Result<u32, WorkflowError> {
+    Ok(double(&ctx, i).await?)
+}
 
 fn new_run(now: i64) -> NewExecution {
     NewExecution::new(ExecutionId::generate(now), NS, "w", vec![2, b'1'], now)
@@ -80,5 +91,64 @@ both_backends! {
             .await;
         assert!(ok.is_ok(), "{ok:?}");
         assert_eq!(rows(engine.store()).await, 1);
+    }
+
+    async fn start_many_writes_its_runs_in_one_commit_and_each_runs_once(db: TestDb) {
+        let engine = Engine::builder().store(db.store().await).namespace(NS).build().await.unwrap();
+        let commits = engine.store().write_commits();
+        let answers =
+            engine.start_many::<many>((0..100u32).map(|i| (i, StartOptions::new()))).await.unwrap();
+        assert_eq!(engine.store().write_commits(), commits + 1, "100 runs, one commit");
+        let handles: Vec<_> = answers.into_iter().map(Result::unwrap).collect();
+        let mut ids: Vec<_> = handles.iter().map(|h| h.id().clone()).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 100);
+        // 300 runs: two commits (256 per commit).
+        let more = engine.start_many::<many>((0..300u32).map(|i| (i, StartOptions::new()))).await.unwrap();
+        assert_eq!(engine.store().write_commits(), commits + 3);
+        assert_eq!(more.len(), 300);
+        let worker = Worker::builder(&engine).register(many).concurrency(64).start().await.unwrap();
+        for (i, h) in handles.iter().enumerate() {
+            let out = tokio::time::timeout(std::time::Duration::from_secs(60), h.result()).await.unwrap().unwrap();
+            assert_eq!(out, 2 * i as u32);
+        }
+        for h in more {
+            tokio::time::timeout(std::time::Duration::from_secs(60), h.unwrap().result()).await.unwrap().unwrap();
+        }
+        worker.shutdown(std::time::Duration::from_secs(5)).await;
+        for id in &ids {
+            let steps = engine.steps(id).await.unwrap();
+            assert_eq!((steps.len(), steps[0].attempts), (1, 1), "each run's step ran once");
+        }
+    }
+
+    async fn start_many_answers_each_item_alone(db: TestDb) {
+        let engine =
+            Engine::builder().store(db.store().await).namespace(NS).max_payload_bytes(64).build().await.unwrap();
+        let commits = engine.store().write_commits();
+        let answers = engine
+            .start_many::<many>([
+                (1, StartOptions::new()),
+                (2, StartOptions::new().idempotency_key("k")),
+                (3, StartOptions::new().search_attribute("", "no name")),
+                (4, StartOptions::new().idempotency_key("k")),
+                (5, StartOptions::new().idempotency_key("x".repeat(256))),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(engine.store().write_commits(), commits + 1);
+        assert!(answers[0].is_ok());
+        let (Ok(first), Ok(again)) = (&answers[1], &answers[3]) else { panic!("{answers:?}") };
+        assert_eq!(first.id(), again.id(), "one run per idempotency key, also within one batch");
+        assert!(matches!(answers[2], Err(Error::Config(_))), "{:?}", answers[2]);
+        assert!(matches!(answers[4], Err(Error::Config(ref m)) if m.contains("255")), "{:?}", answers[4]);
+        assert_eq!(rows(engine.store()).await, 2, "the good item and the keyed one, nothing of the bad ones");
+        // An input over the engine's limit is refused alone too.
+        let big = engine.start_many::<many>([(7, StartOptions::new())]).await.unwrap();
+        assert!(big[0].is_ok());
+        let tiny = Engine::builder().store(db.store().await).namespace(NS).max_payload_bytes(1).build().await.unwrap();
+        let refused = tiny.start_many::<many>([(7, StartOptions::new())]).await.unwrap();
+        assert!(matches!(refused[0], Err(Error::TooLarge { .. })), "{:?}", refused[0]);
     }
 }

@@ -9,7 +9,8 @@
 //! Options: `--backend sqlite|postgres|both` (sqlite), `--pg-url URL` (admin
 //! URL of a PostgreSQL server; the benchmark creates its own databases),
 //! `-n N` (1000), `-k K` (10), `-w W` (64), `--matrix` (K = 1, 10, 100 ×
-//! W = 1, 16, 64), `--no-group-commit`, `--floor-secs S` (5),
+//! W = 1, 16, 64), `--no-group-commit`, `--start-many` (runs started
+//! with `Engine::start_many`, 256 per commit), `--floor-secs S` (5),
 //! `--claim-flatness` (instead: the cost of a claim with 10³ and with 10⁶
 //! finished, sleeping and signal-waiting runs in the table), `--latency`
 //! (instead: start→first-step latency with free slots, for runs started in
@@ -26,7 +27,7 @@
 use clap::Parser;
 use hydra_runtime::prelude::*;
 use hydra_runtime::sea_orm::{ConnectionTrait, Database, Statement};
-use hydra_runtime::{ExecutionFilter, StoreOptions};
+use hydra_runtime::{ExecutionFilter, StartOptions, StoreOptions};
 use std::time::{Duration, Instant};
 
 #[step]
@@ -75,6 +76,10 @@ struct Args {
     /// Commit every write on its own.
     #[arg(long = "no-group-commit", action = clap::ArgAction::SetFalse)]
     group_commit: bool,
+    /// Start the runs with `Engine::start_many` (256 per commit) instead
+    /// of one at a time.
+    #[arg(long)]
+    start_many: bool,
     /// How long to measure the single-commit floor, seconds.
     #[arg(long, default_value_t = 5.0)]
     floor_secs: f64,
@@ -206,8 +211,14 @@ async fn run_one(
     let commits_before = engine.store().write_commits();
     let t0 = engine.clock().now_ms();
     let mut handles = Vec::with_capacity(n);
-    for _ in 0..n {
-        handles.push(bench_wf::start(&engine, k).await?);
+    if args.start_many {
+        for h in engine.start_many::<bench_wf>((0..n).map(|_| (k, StartOptions::new()))).await? {
+            handles.push(h?);
+        }
+    } else {
+        for _ in 0..n {
+            handles.push(bench_wf::start(&engine, k).await?);
+        }
     }
     let expected = u64::from(k) * u64::from(k.saturating_sub(1)) / 2;
     for h in &handles {

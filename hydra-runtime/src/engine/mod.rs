@@ -4,6 +4,7 @@ mod handle;
 mod messages;
 mod operate;
 mod repair;
+mod start;
 
 pub(crate) use handle::decode_result;
 pub use handle::{RunFailed, RunHandle};
@@ -12,13 +13,10 @@ pub use operate::Unclaimable;
 pub(crate) use operate::unclaimable;
 pub use repair::{Retention, RunDetail};
 
-use crate::clock::{Clock, duration_ms};
+use crate::clock::Clock;
 use crate::codec::{Codec, CodecRegistry, CustomCodec};
 use crate::error::Error;
-use crate::workflow::{Workflow, WorkflowOptions};
-use hydra_store::{
-    CancelOutcome, Execution, ExecutionFilter, ExecutionId, NewExecution, Store, StoreOptions, TriggerType,
-};
+use hydra_store::{CancelOutcome, Execution, ExecutionFilter, ExecutionId, Store, StoreOptions, TriggerType};
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
@@ -113,7 +111,7 @@ impl EngineBuilder {
     /// back every serde shape; [`Codec::Bincode`] is the compact choice for
     /// plain types; a [`Codec::Custom`] must be registered with
     /// [`EngineBuilder::register_codec`]). A workflow can choose its own
-    /// with [`WorkflowOptions::codec`]. Stored payloads keep decoding by
+    /// with [`WorkflowOptions::codec`](crate::WorkflowOptions::codec). Stored payloads keep decoding by
     /// their tag whatever this is.
     pub fn codec(mut self, codec: Codec) -> Self {
         self.codec = codec;
@@ -349,7 +347,7 @@ impl Engine {
     }
 
     /// The codec for new payloads (workflows may choose their own with
-    /// [`WorkflowOptions::codec`]).
+    /// [`WorkflowOptions::codec`](crate::WorkflowOptions::codec)).
     pub fn codec(&self) -> Codec {
         self.inner.codec
     }
@@ -359,113 +357,6 @@ impl Engine {
     /// payloads through it.
     pub fn codecs(&self) -> &CodecRegistry {
         &self.inner.codecs
-    }
-
-    /// Starts a run of `W` with `input`.
-    pub async fn start<W: Workflow>(&self, input: W::Input) -> Result<RunHandle<W::Output>, Error> {
-        self.start_with::<W>(input, StartOptions::default()).await
-    }
-
-    /// Starts a run of `W` with `input` and `options`.
-    pub async fn start_with<W: Workflow>(
-        &self,
-        input: W::Input,
-        options: StartOptions,
-    ) -> Result<RunHandle<W::Output>, Error> {
-        let codec = W::options().codec.unwrap_or(self.inner.codec);
-        let bytes = self
-            .inner
-            .codecs
-            .encode_checked(codec, &input)
-            .map_err(|reason| Error::Encode { what: format!("the input of `{}`", W::NAME), reason })?;
-        let mut options = options;
-        options.workflow_version = options.workflow_version.or(Some(W::VERSION));
-        let execution = self.start_encoded(W::NAME, bytes, W::options(), options).await?;
-        Ok(self.handle(execution.id))
-    }
-
-    /// Starts a run of the workflow registered as `name` with an already
-    /// encoded input (as produced by [`CodecRegistry::encode`] or
-    /// [`Codec::encode`]). The bytes are stored as they are: a worker that
-    /// cannot decode them fails the run with an error naming it.
-    pub async fn start_encoded(
-        &self,
-        name: &str,
-        input: Vec<u8>,
-        defaults: WorkflowOptions,
-        options: StartOptions,
-    ) -> Result<Execution, Error> {
-        if name.is_empty() {
-            return Err(Error::UnknownWorkflow(name.to_owned()));
-        }
-        // What the schema holds (255 characters; PostgreSQL refuses NUL):
-        // checked here, so a bad start fails alone and never the commit it
-        // would share.
-        let fits = |what: &str, text: &str| {
-            if text.chars().count() > 255 || text.contains('\0') {
-                Err(Error::Config(format!("{what} must be at most 255 characters without NUL: {:?}", cut(text))))
-            } else {
-                Ok(())
-            }
-        };
-        fits("a workflow name", name)?;
-        if let Some(k) = &options.idempotency_key {
-            fits("an idempotency key", k)?;
-        }
-        if let Some(s) = &options.trigger_source {
-            fits("a trigger source", s)?;
-        }
-        if input.len() > self.inner.max_payload_bytes {
-            return Err(Error::TooLarge {
-                what: format!("the input of `{name}`"),
-                size: input.len(),
-                limit: self.inner.max_payload_bytes,
-            });
-        }
-        let now = self.inner.clock.now_ms();
-        let mut new = NewExecution::new(ExecutionId::generate(now), self.inner.namespace.clone(), name, input, now);
-        new.max_attempts = options.max_attempts.unwrap_or(defaults.retry.max_attempts).max(1);
-        new.idempotency_key = options.idempotency_key;
-        new.trigger_type = options.trigger_type.unwrap_or(TriggerType::Api);
-        new.trigger_source = options.trigger_source;
-        new.workflow_version = options.workflow_version;
-        new.due_at = now.saturating_add(options.delay.map_or(0, duration_ms));
-        new.deadline_at = options.timeout.or(defaults.timeout).map(|t| now.saturating_add(duration_ms(t)));
-        for (n, v) in &options.search_attributes {
-            hydra_store::check_search_attribute(n, v).map_err(Error::Config)?;
-        }
-        new.search_attributes = options.search_attributes;
-        // A commit of its own, not the group committer's: measured with
-        // runs started one at a time (`bench`, SQLite, K = 1 and 10), a
-        // start that waits for the batch in flight and then rides the next
-        // one is slower (0.7-0.9x) than one that takes the write lock
-        // between batches. `BatchOp::Create` remains for callers that
-        // start many runs at once.
-        //
-        // Due now and a worker of this engine has a free slot for it: the
-        // insert claims it for that worker (see `worker/direct.rs`).
-        let reserved = if new.due_at == now { self.reserve_slot(name, new.workflow_version) } else { None };
-        if let Some(r) = reserved {
-            return Ok(crate::worker::create_claimed(self, r, new).await?.into_execution());
-        }
-        let created = self.inner.store.create_execution(new).await?;
-        if let hydra_store::Created::New(e) = &created {
-            self.started(e, false);
-            self.inner.work.send_modify(|n| *n = n.wrapping_add(1));
-        }
-        Ok(created.into_execution())
-    }
-
-    /// Counts and logs a run just created (`claimed`: by its start).
-    pub(crate) fn started(&self, e: &Execution, claimed: bool) {
-        crate::metrics::workflow_started(&e.namespace, &e.workflow_name, e.trigger_type.as_str(), e.input.len());
-        tracing::info!(namespace = %e.namespace, workflow = %e.workflow_name, execution_id = %e.id, claimed, "run started");
-    }
-
-    /// A free slot of one of this engine's workers for a new run of `name`.
-    fn reserve_slot(&self, name: &str, version: Option<u32>) -> Option<crate::worker::Reserved> {
-        let takers = self.inner.takers.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        takers.iter().find_map(|t| t.reserve(name, version))
     }
 
     /// Whether a worker of this engine registered workflow `name`.
@@ -577,9 +468,4 @@ impl Engine {
             Err(e) => Err(e.into()),
         }
     }
-}
-
-/// The first 40 characters of `text`, for an error message.
-fn cut(text: &str) -> String {
-    text.chars().take(40).collect()
 }
