@@ -8,7 +8,7 @@
 #![allow(clippy::unwrap_used)]
 
 use hydra_runtime::prelude::*;
-use hydra_runtime::{StartOptions, TriggerType};
+use hydra_runtime::{RunHandle, StartOptions, TriggerType};
 use hydra_store::{BatchOp, BatchValue, ClaimRequest, Created, ExecutionId, NewExecution, Store, StoreError, WorkerId};
 use hydra_tests::both_backends;
 
@@ -96,25 +96,21 @@ both_backends! {
     async fn start_many_writes_its_runs_in_one_commit_and_each_runs_once(db: TestDb) {
         let engine = Engine::builder().store(db.store().await).namespace(NS).build().await.unwrap();
         let commits = engine.store().write_commits();
-        let answers =
-            engine.start_many::<many>((0..100u32).map(|i| (i, StartOptions::new()))).await.unwrap();
+        let answers = engine.start_many::<many>((0..100u32).map(|i| (i, StartOptions::new()))).await;
         assert_eq!(engine.store().write_commits(), commits + 1, "100 runs, one commit");
-        let handles: Vec<_> = answers.into_iter().map(Result::unwrap).collect();
+        // 300 more: two commits (256 per commit).
+        let more = engine.start_many::<many>((100..400u32).map(|i| (i, StartOptions::new()))).await;
+        assert_eq!(engine.store().write_commits(), commits + 3);
+        let handles: Vec<_> = answers.into_iter().chain(more).map(Result::unwrap).collect();
         let mut ids: Vec<_> = handles.iter().map(|h| h.id().clone()).collect();
         ids.sort();
         ids.dedup();
-        assert_eq!(ids.len(), 100);
-        // 300 runs: two commits (256 per commit).
-        let more = engine.start_many::<many>((0..300u32).map(|i| (i, StartOptions::new()))).await.unwrap();
-        assert_eq!(engine.store().write_commits(), commits + 3);
-        assert_eq!(more.len(), 300);
+        assert_eq!(ids.len(), 400);
         let worker = Worker::builder(&engine).register(many).concurrency(64).start().await.unwrap();
         for (i, h) in handles.iter().enumerate() {
+            // Each answer is the run of its own item.
             let out = tokio::time::timeout(std::time::Duration::from_secs(60), h.result()).await.unwrap().unwrap();
             assert_eq!(out, 2 * i as u32);
-        }
-        for h in more {
-            tokio::time::timeout(std::time::Duration::from_secs(60), h.unwrap().result()).await.unwrap().unwrap();
         }
         worker.shutdown(std::time::Duration::from_secs(5)).await;
         for id in &ids {
@@ -124,8 +120,10 @@ both_backends! {
     }
 
     async fn start_many_answers_each_item_alone(db: TestDb) {
+        // JSON inputs: a tag byte and the number; 3 bytes hold 0..=99.
         let engine =
-            Engine::builder().store(db.store().await).namespace(NS).max_payload_bytes(64).build().await.unwrap();
+            Engine::builder().store(db.store().await).namespace(NS).max_payload_bytes(3).build().await.unwrap();
+        let before = engine.start_with::<many>(9, StartOptions::new().idempotency_key("pre")).await.unwrap();
         let commits = engine.store().write_commits();
         let answers = engine
             .start_many::<many>([
@@ -134,21 +132,41 @@ both_backends! {
                 (3, StartOptions::new().search_attribute("", "no name")),
                 (4, StartOptions::new().idempotency_key("k")),
                 (5, StartOptions::new().idempotency_key("x".repeat(256))),
+                (12_345, StartOptions::new()),
+                (6, StartOptions::new().idempotency_key("pre")),
+                (7, StartOptions::new()),
             ])
-            .await
-            .unwrap();
+            .await;
         assert_eq!(engine.store().write_commits(), commits + 1);
-        assert!(answers[0].is_ok());
+        let input_of = async |h: &Result<RunHandle<u32>, Error>| {
+            let id = h.as_ref().unwrap().id().clone();
+            let e = engine.get(&id).await.unwrap().unwrap();
+            serde_json::from_slice::<u32>(&e.input[1..]).unwrap()
+        };
+        assert_eq!(input_of(&answers[0]).await, 1);
+        assert_eq!(input_of(&answers[7]).await, 7);
         let (Ok(first), Ok(again)) = (&answers[1], &answers[3]) else { panic!("{answers:?}") };
         assert_eq!(first.id(), again.id(), "one run per idempotency key, also within one batch");
+        assert_eq!(input_of(&answers[3]).await, 2, "the key's first item's run");
         assert!(matches!(answers[2], Err(Error::Config(_))), "{:?}", answers[2]);
         assert!(matches!(answers[4], Err(Error::Config(ref m)) if m.contains("255")), "{:?}", answers[4]);
-        assert_eq!(rows(engine.store()).await, 2, "the good item and the keyed one, nothing of the bad ones");
-        // An input over the engine's limit is refused alone too.
-        let big = engine.start_many::<many>([(7, StartOptions::new())]).await.unwrap();
-        assert!(big[0].is_ok());
-        let tiny = Engine::builder().store(db.store().await).namespace(NS).max_payload_bytes(1).build().await.unwrap();
-        let refused = tiny.start_many::<many>([(7, StartOptions::new())]).await.unwrap();
-        assert!(matches!(refused[0], Err(Error::TooLarge { .. })), "{:?}", refused[0]);
+        assert!(matches!(answers[5], Err(Error::TooLarge { .. })), "{:?}", answers[5]);
+        assert_eq!(answers[6].as_ref().unwrap().id(), before.id(), "a key taken before the batch");
+        assert_eq!(rows(engine.store()).await, 4, "the earlier run and three good items, nothing of the bad ones");
+    }
+
+    async fn concurrent_start_many_calls_with_the_same_keys_in_opposite_orders_do_not_deadlock(db: TestDb) {
+        let a = Engine::builder().store(db.store().await).namespace(NS).build().await.unwrap();
+        let b = Engine::builder().store(db.store().await).namespace(NS).build().await.unwrap();
+        for round in 0..5 {
+            let keys: Vec<String> = (0..200).map(|i| format!("r{round}-k{i:03}")).collect();
+            let forward: Vec<_> = keys.iter().map(|k| (1u32, StartOptions::new().idempotency_key(k.clone()))).collect();
+            let backward: Vec<_> = forward.iter().rev().cloned().collect();
+            let (x, y) = tokio::join!(a.start_many::<many>(forward), b.start_many::<many>(backward));
+            for (i, (p, q)) in x.iter().zip(y.iter().rev()).enumerate() {
+                let (Ok(p), Ok(q)) = (p, q) else { panic!("round {round}, key {i}: {p:?} / {q:?}") };
+                assert_eq!(p.id(), q.id(), "one run per key");
+            }
+        }
     }
 }

@@ -212,7 +212,7 @@ async fn run_one(
     let t0 = engine.clock().now_ms();
     let mut handles = Vec::with_capacity(n);
     if args.start_many {
-        for h in engine.start_many::<bench_wf>((0..n).map(|_| (k, StartOptions::new()))).await? {
+        for h in engine.start_many::<bench_wf>((0..n).map(|_| (k, StartOptions::new()))).await {
             handles.push(h?);
         }
     } else {

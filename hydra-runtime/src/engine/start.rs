@@ -6,10 +6,13 @@ use super::{Engine, RunHandle, StartOptions};
 use crate::clock::duration_ms;
 use crate::error::Error;
 use crate::workflow::{Workflow, WorkflowOptions};
-use hydra_store::{BatchOp, BatchValue, Created, Execution, ExecutionId, NewExecution, TriggerType};
+use hydra_store::{BatchOp, BatchValue, Created, Execution, ExecutionId, NewExecution, StoreError, TriggerType};
 
 /// The most runs [`Engine::start_many`] writes in one commit.
 const START_MANY_BATCH: usize = 256;
+/// The input bytes after which [`Engine::start_many`] commits what it
+/// gathered (a commit holds SQLite's write lock while it is written).
+const START_MANY_BYTES: usize = 16 * 1024 * 1024;
 
 impl Engine {
     /// Starts a run of `W` with `input`.
@@ -135,65 +138,89 @@ impl Engine {
     }
 
     /// Starts many runs of `W`, each with its own input and options, in as
-    /// few commits as possible (one per 256 runs) instead of one each: for
-    /// a batch of work at once (an import, a fan-out from a webhook).
-    /// Returns one answer per item, in order: each item is checked on its
-    /// own (encoding, size, idempotency key, search attributes) and a bad
-    /// one fails alone, before anything is written. A run whose
-    /// idempotency key was taken answers the run that holds it, as
+    /// few commits as possible (256 runs or 16 MiB of inputs per commit)
+    /// instead of one each: for a batch of work at once (an import, a
+    /// fan-out from a webhook). Returns one answer per item, in order. Each
+    /// item is checked on its own (encoding, size, idempotency key, search
+    /// attributes) before the commit of its chunk, and a bad one fails
+    /// alone. A run whose idempotency key was taken (before, or by an
+    /// earlier item of the same call) answers the run that holds it, as
     /// [`Engine::start_with`] does. The runs are queued for this engine's
-    /// workers (and any other process's), never claimed by the start.
+    /// workers (and any other process's), never claimed by the start; their
+    /// times (creation, due, deadline) are taken as each item is checked.
     ///
-    /// The outer error means the database refused the whole commit of a
-    /// chunk (a transient error: retry the items with idempotency keys, or
-    /// look for the runs); the chunks before it were committed.
+    /// A chunk whose commit fails answers each of its items with that
+    /// error (transient, as a rule: retry those items, with idempotency
+    /// keys if a lost connection may have let the commit through); the
+    /// other chunks go on. A caller that stops waiting part-way leaves the
+    /// chunks already committed.
     pub async fn start_many<W: Workflow>(
         &self,
         items: impl IntoIterator<Item = (W::Input, StartOptions)>,
-    ) -> Result<Vec<Result<RunHandle<W::Output>, Error>>, Error> {
+    ) -> Vec<Result<RunHandle<W::Output>, Error>> {
         let codec = W::options().codec.unwrap_or(self.inner.codec);
         let defaults = W::options();
         let mut out: Vec<Result<RunHandle<W::Output>, Error>> = Vec::new();
-        // The checked runs of the chunk being gathered, with their answers' slots.
+        // The checked runs of the chunk being gathered, with their answers'
+        // slots, and the size of their inputs.
         let mut chunk: Vec<(usize, NewExecution)> = Vec::new();
+        let mut bytes = 0usize;
         for (input, mut options) in items {
             let checked = self
                 .inner
                 .codecs
                 .encode_checked(codec, &input)
                 .map_err(|reason| Error::Encode { what: format!("the input of `{}`", W::NAME), reason })
-                .and_then(|bytes| {
+                .and_then(|encoded| {
                     options.workflow_version = options.workflow_version.or(Some(W::VERSION));
-                    self.new_execution(W::NAME, bytes, &defaults, options)
+                    self.new_execution(W::NAME, encoded, &defaults, options)
                 });
             match checked {
                 Ok(new) => {
+                    bytes = bytes.saturating_add(new.input.len());
                     chunk.push((out.len(), new));
-                    // Filled in when its chunk is committed.
-                    out.push(Err(Error::Config("not started: its batch was not committed".into())));
+                    // Replaced by its answer when its chunk is written.
+                    out.push(Err(Error::Config("not started: its chunk was never written".into())));
                 }
                 Err(e) => out.push(Err(e)),
             }
-            if chunk.len() == START_MANY_BATCH {
-                self.create_many(std::mem::take(&mut chunk), &mut out).await?;
+            if chunk.len() == START_MANY_BATCH || bytes >= START_MANY_BYTES {
+                self.create_many(std::mem::take(&mut chunk), &mut out).await;
+                bytes = 0;
             }
         }
         if !chunk.is_empty() {
-            self.create_many(chunk, &mut out).await?;
+            self.create_many(chunk, &mut out).await;
         }
-        Ok(out)
+        out
     }
 
-    /// One commit of [`Engine::start_many`]: creates `chunk` and fills in
-    /// the answers at their indexes in `out`.
-    async fn create_many<O>(
-        &self,
-        chunk: Vec<(usize, NewExecution)>,
-        out: &mut [Result<RunHandle<O>, Error>],
-    ) -> Result<(), Error> {
+    /// One commit of [`Engine::start_many`]: creates `chunk` and puts the
+    /// answers at their indexes in `out`.
+    async fn create_many<O>(&self, chunk: Vec<(usize, NewExecution)>, out: &mut [Result<RunHandle<O>, Error>]) {
         let (slots, ops): (Vec<usize>, Vec<BatchOp>) =
             chunk.into_iter().map(|(i, new)| (i, BatchOp::Create(Box::new(new)))).unzip();
-        let results = self.inner.store.apply_batch(&ops, self.inner.clock.now_ms()).await?;
+        let results = match self.inner.store.apply_batch(&ops, self.inner.clock.now_ms()).await {
+            Ok(r) if r.len() == slots.len() => r,
+            Ok(r) => {
+                let e = StoreError::Transient(format!("{} answers for {} starts", r.len(), slots.len()));
+                slots.iter().map(|_| Err(StoreError::Transient(e.to_string()))).collect()
+            }
+            Err(e) => {
+                let text = e.to_string();
+                let transient = e.is_retryable();
+                slots
+                    .iter()
+                    .map(|_| {
+                        Err(if transient {
+                            StoreError::Transient(text.clone())
+                        } else {
+                            StoreError::Database(hydra_store::sea_orm::DbErr::Custom(text.clone()))
+                        })
+                    })
+                    .collect()
+            }
+        };
         let mut queued = false;
         for (i, r) in slots.into_iter().zip(results) {
             out[i] = match r {
@@ -211,7 +238,6 @@ impl Engine {
         if queued {
             self.inner.work.send_modify(|n| *n = n.wrapping_add(1));
         }
-        Ok(())
     }
 }
 

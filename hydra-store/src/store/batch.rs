@@ -109,8 +109,10 @@ impl Store {
         // rows), then the runs' writes in lock order, claims last: they skip
         // locked rows, wait for none, and can take the runs this batch created.
         let order = lock_order(ops, |op| match op {
-            BatchOp::Create(_) => (0, ""),
-            _ => op.lease().map_or((2, ""), |l| (1, l.execution_id.as_str())),
+            // By idempotency key: two batches creating runs with the same
+            // keys insert them in one order (no deadlock on the key's index).
+            BatchOp::Create(new) => (0, new.workflow_name.as_str(), new.idempotency_key.as_deref().unwrap_or("")),
+            _ => op.lease().map_or((2, "", ""), |l| (1, l.execution_id.as_str(), "")),
         });
         for i in order {
             if out[i].is_some() {
