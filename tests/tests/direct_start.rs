@@ -49,10 +49,13 @@ async fn engine(db: &TestDb) -> Engine {
     Engine::builder().store(db.store().await).namespace(NS).build().await.unwrap()
 }
 
+/// A worker of [`gated`] with `gate`, to be configured.
+fn builder(engine: &Engine, gate: &Gate) -> hydra_runtime::WorkerBuilder {
+    Worker::builder(engine).register(gated).state(gate.clone())
+}
+
 async fn worker(engine: &Engine, gate: &Gate, concurrency: usize, batch: u32) -> Worker {
-    Worker::builder(engine)
-        .register(gated)
-        .state(gate.clone())
+    builder(engine, gate)
         .concurrency(concurrency)
         .claim_batch(batch)
         // Polls and heartbeats far apart: no claim of their own is in
@@ -141,9 +144,7 @@ both_backends! {
         assert_eq!(early.status, ExecutionStatus::Pending);
         let gate = Gate(Arc::new(Semaphore::new(1_000)));
         // Polls often: a delayed run is found by a poll.
-        let w = Worker::builder(&e)
-            .register(gated)
-            .state(gate.clone())
+        let w = builder(&e, &gate)
             .poll_interval(Duration::from_millis(100))
             .start()
             .await
@@ -172,9 +173,7 @@ both_backends! {
         }
         // Each claim's answer is used 300 ms late: a slot stays free that
         // long after a run ends, while the claim it woke is in flight.
-        let w = Worker::builder(&e)
-            .register(gated)
-            .state(gate.clone())
+        let w = builder(&e, &gate)
             .concurrency(3)
             .claim_batch(1)
             .poll_interval(Duration::from_millis(200))
@@ -236,9 +235,7 @@ both_backends! {
     async fn a_run_claimed_by_its_start_is_fenced_and_taken_over_when_its_worker_dies(db: TestDb) {
         let e = engine(&db).await;
         let gate = Gate(Arc::new(Semaphore::new(0)));
-        let w = Worker::builder(&e)
-            .register(gated)
-            .state(gate.clone())
+        let w = builder(&e, &gate)
             .concurrency(2)
             // Few claims of its own: none in flight when the run starts.
             .poll_interval(Duration::from_secs(10))
@@ -310,9 +307,7 @@ both_backends! {
     async fn a_start_does_not_take_a_slot_a_claim_in_flight_counts_on(db: TestDb) {
         let e = engine(&db).await;
         let gate = Gate(Arc::new(Semaphore::new(0)));
-        let w = Worker::builder(&e)
-            .register(gated)
-            .state(gate.clone())
+        let w = builder(&e, &gate)
             .concurrency(2)
             .claim_batch(2)
             .poll_interval(Duration::from_secs(10))
@@ -348,9 +343,7 @@ both_backends! {
         let e = engine(&db).await;
         let gate = Gate(Arc::new(Semaphore::new(1)));
         // Polls far apart: only a wake-up can claim in time.
-        let w = Worker::builder(&e)
-            .register(gated)
-            .state(gate.clone())
+        let w = builder(&e, &gate)
             .concurrency(2)
             .poll_interval(Duration::from_secs(20))
             .heartbeat_interval(Duration::from_secs(5))
@@ -394,9 +387,7 @@ async fn settled_with(engine: &Engine, worker: &Worker, gate: &Gate) {
 }
 
 async fn worker_with_ttl(engine: &Engine, gate: &Gate) -> Worker {
-    Worker::builder(engine)
-        .register(gated)
-        .state(gate.clone())
+    builder(engine, gate)
         .concurrency(2)
         .poll_interval(Duration::from_millis(50))
         .heartbeat_interval(Duration::from_millis(100))

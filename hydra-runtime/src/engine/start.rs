@@ -82,7 +82,7 @@ impl Engine {
 
     /// A free slot of one of this engine's workers for a new run of `name`.
     fn reserve_slot(&self, name: &str, version: Option<u32>) -> Option<crate::worker::Reserved> {
-        let takers = self.inner.takers.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let takers = self.inner.takers.lock().unwrap_or_else(|p| p.into_inner());
         takers.iter().find_map(|t| t.reserve(name, version))
     }
 
