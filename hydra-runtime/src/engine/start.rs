@@ -26,16 +26,24 @@ impl Engine {
         input: W::Input,
         options: StartOptions,
     ) -> Result<RunHandle<W::Output>, Error> {
-        let codec = W::options().codec.unwrap_or(self.inner.codec);
+        let new = self.new_run::<W>(&input, options)?;
+        let execution = self.create(new).await?;
+        Ok(self.handle(execution.id))
+    }
+
+    /// A run of `W` to create: `input` encoded with the workflow's codec
+    /// (checked to decode back), `W`'s version unless `options` name one,
+    /// and the checks of [`Engine::new_execution`].
+    fn new_run<W: Workflow>(&self, input: &W::Input, mut options: StartOptions) -> Result<NewExecution, Error> {
+        let defaults = W::options();
+        let codec = defaults.codec.unwrap_or(self.inner.codec);
         let bytes = self
             .inner
             .codecs
-            .encode_checked(codec, &input)
+            .encode_checked(codec, input)
             .map_err(|reason| Error::Encode { what: format!("the input of `{}`", W::NAME), reason })?;
-        let mut options = options;
         options.workflow_version = options.workflow_version.or(Some(W::VERSION));
-        let execution = self.start_encoded(W::NAME, bytes, W::options(), options).await?;
-        Ok(self.handle(execution.id))
+        self.new_execution(W::NAME, bytes, &defaults, options)
     }
 
     /// Starts a run of the workflow registered as `name` with an already
@@ -52,7 +60,12 @@ impl Engine {
         options: StartOptions,
     ) -> Result<Execution, Error> {
         let new = self.new_execution(name, input, &defaults, options)?;
-        let now = new.now;
+        self.create(new).await
+    }
+
+    /// Creates one checked run in a commit of its own, claimed by its
+    /// start when a worker of this engine can take it.
+    async fn create(&self, new: NewExecution) -> Result<Execution, Error> {
         // A commit of its own, not the group committer's: measured with
         // runs started one at a time (`bench`, SQLite, K = 1 and 10), a
         // start that waits for the batch in flight and then rides the next
@@ -62,7 +75,8 @@ impl Engine {
         //
         // Due now and a worker of this engine has a free slot for it: the
         // insert claims it for that worker (see `worker/direct.rs`).
-        let reserved = if new.due_at == now { self.reserve_slot(name, new.workflow_version) } else { None };
+        let reserved =
+            if new.due_at == new.now { self.reserve_slot(&new.workflow_name, new.workflow_version) } else { None };
         if let Some(r) = reserved {
             return Ok(crate::worker::create_claimed(self, r, new).await?.into_execution());
         }
@@ -158,23 +172,13 @@ impl Engine {
         &self,
         items: impl IntoIterator<Item = (W::Input, StartOptions)>,
     ) -> Vec<Result<RunHandle<W::Output>, Error>> {
-        let codec = W::options().codec.unwrap_or(self.inner.codec);
-        let defaults = W::options();
         let mut out: Vec<Result<RunHandle<W::Output>, Error>> = Vec::new();
         // The checked runs of the chunk being gathered, with their answers'
         // slots, and the size of their inputs.
         let mut chunk: Vec<(usize, NewExecution)> = Vec::new();
         let mut bytes = 0usize;
-        for (input, mut options) in items {
-            let checked = self
-                .inner
-                .codecs
-                .encode_checked(codec, &input)
-                .map_err(|reason| Error::Encode { what: format!("the input of `{}`", W::NAME), reason })
-                .and_then(|encoded| {
-                    options.workflow_version = options.workflow_version.or(Some(W::VERSION));
-                    self.new_execution(W::NAME, encoded, &defaults, options)
-                });
+        for (input, options) in items {
+            let checked = self.new_run::<W>(&input, options);
             match checked {
                 Ok(new) => {
                     bytes = bytes.saturating_add(new.input.len());
