@@ -27,6 +27,7 @@ pub struct StoreOptions {
     pub(crate) max_connections: Option<u32>,
     pub(crate) connect_timeout: Duration,
     pub(crate) busy_timeout: Duration,
+    pub(crate) writer_thread: bool,
 }
 
 impl StoreOptions {
@@ -43,6 +44,7 @@ impl StoreOptions {
             max_connections: None,
             connect_timeout: Duration::from_secs(5),
             busy_timeout: Duration::from_secs(5),
+            writer_thread: true,
         }
     }
 
@@ -67,6 +69,19 @@ impl StoreOptions {
     /// before failing with a retryable busy error.
     pub fn busy_timeout(mut self, timeout: Duration) -> Self {
         self.busy_timeout = timeout;
+        self
+    }
+}
+
+impl StoreOptions {
+    /// SQLite file: whether the hot write transactions (group commits,
+    /// starts) run on a dedicated thread with a synchronous connection of
+    /// its own, one hand-off per transaction, rather than through the pool,
+    /// one hand-off per statement. Default on; off is for comparing the two.
+    /// Ignored by PostgreSQL, `sqlite::memory:`, read-only files and file
+    /// URLs with parameters other than `mode`.
+    pub fn writer_thread(mut self, on: bool) -> Self {
+        self.writer_thread = on;
         self
     }
 }
@@ -133,6 +148,14 @@ fn classify(url: &str) -> Result<Target, StoreError> {
             Err(StoreError::UnsupportedScheme { scheme: scheme.to_owned(), url: redact(url) })
         }
         _ => Err(invalid("expected sqlite://PATH?mode=rwc, sqlite::memory: or postgres://…")),
+    }
+}
+
+/// The normalised URL of a SQLite file (`sqlite://PATH?mode=…`).
+pub(crate) fn sqlite_file_url(url: &str) -> Option<String> {
+    match classify(url) {
+        Ok(Target::SqliteFile { url }) => Some(url),
+        _ => None,
     }
 }
 

@@ -57,6 +57,7 @@ mod listen;
 mod model;
 mod store;
 mod watch;
+mod writer;
 
 pub use connect::{Backend, StoreOptions};
 pub use error::StoreError;

@@ -76,6 +76,10 @@ struct Args {
     /// Commit every write on its own.
     #[arg(long = "no-group-commit", action = clap::ArgAction::SetFalse)]
     group_commit: bool,
+    /// SQLite: write through the pool, not the store's writer thread (see
+    /// `StoreOptions::writer_thread`).
+    #[arg(long = "no-writer-thread", action = clap::ArgAction::SetFalse)]
+    writer_thread: bool,
     /// Start the runs with `Engine::start_many` (256 per commit) instead
     /// of one at a time.
     #[arg(long)]
@@ -203,7 +207,9 @@ async fn run_one(
     w: usize,
 ) -> Result<Outcome, Box<dyn std::error::Error>> {
     let url = fresh_db(backend, args, &format!("{n}_{k}_{w}")).await?;
-    let opts = StoreOptions::new(url).max_connections(if backend == "sqlite" { 8 } else { 32 });
+    let opts = StoreOptions::new(url)
+        .max_connections(if backend == "sqlite" { 8 } else { 32 })
+        .writer_thread(args.writer_thread);
     let engine =
         Engine::builder().store_options(opts).namespace("bench").group_commit(args.group_commit).build().await?;
     let worker =

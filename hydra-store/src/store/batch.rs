@@ -11,7 +11,7 @@ use crate::model::{
     ClaimRequest, ClaimedExecution, Created, Lease, NewExecution, OpenStep, StepAttempt, StepRecord, to_i32,
 };
 use sea_orm::{ConnectionTrait, DatabaseTransaction, DbErr, TransactionTrait, Value};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 /// One write of a group commit (see [`Store::apply_batch`]).
 #[derive(Clone, Debug)]
@@ -67,9 +67,16 @@ impl Store {
         ops: &[BatchOp],
         now: i64,
     ) -> Result<Vec<Result<BatchValue, StoreError>>, StoreError> {
-        let together = {
-            let _gate = self.gate().await;
-            self.batch_in_one(ops, now).await?
+        let together = match self.writer() {
+            Some(writer) => {
+                let gate = self.gate().await;
+                let ops = ops.to_vec();
+                writer.run(gate, Box::new(move |w| Box::pin(async move { w.together(&ops, now).await }))).await?
+            }
+            None => {
+                let _gate = self.gate().await;
+                self.together(ops, now).await?
+            }
         };
         match together {
             Some(results) => Ok(results),
@@ -77,30 +84,50 @@ impl Store {
         }
     }
 
-    /// [`Store::apply_batch`] in one transaction; `None` after a rollback
-    /// when the writes must be applied one by one.
-    async fn batch_in_one(
+    /// [`Store::apply_batch`] in one transaction, under the write gate;
+    /// `None` after a rollback when the writes must be applied one by one.
+    async fn together(
         &self,
         ops: &[BatchOp],
         now: i64,
     ) -> Result<Option<Vec<Result<BatchValue, StoreError>>>, StoreError> {
+        Ok(match self.batch_in_one(ops, now, true).await? {
+            Together::Applied(results) => Some(results),
+            Together::OneByOne => None,
+            // A step of the multi-row insert was refused: the same
+            // transaction again, each step with its own statements.
+            Together::StepsApart => match self.batch_in_one(ops, now, false).await? {
+                Together::Applied(results) => Some(results),
+                Together::OneByOne | Together::StepsApart => None,
+            },
+        })
+    }
+
+    /// [`Store::apply_batch`] in one transaction (on SQLite, with the
+    /// steps that keep their runs going in two multi-row statements if
+    /// `multi_row`), or what to do after its rollback.
+    async fn batch_in_one(&self, ops: &[BatchOp], now: i64, multi_row: bool) -> Result<Together, StoreError> {
         let txn = self.begin().await?;
         let mut out: Vec<Option<Result<BatchValue, StoreError>>> = ops.iter().map(|_| None).collect();
-        if self.backend == Backend::Sqlite {
+        if self.backend == Backend::Sqlite && multi_row {
             let (rows, items): (Vec<usize>, Vec<SqliteStep<'_>>) = sqlite_step_rows(ops).into_iter().unzip();
             if !items.is_empty() {
                 match self.sqlite_steps_in(&txn, &items, now).await {
-                    Ok(results) => {
+                    Ok(Some(results)) => {
                         for (i, r) in rows.into_iter().zip(results) {
                             out[i] = Some(r);
                         }
+                    }
+                    Ok(None) => {
+                        txn.rollback().await?;
+                        return Ok(Together::StepsApart);
                     }
                     Err(StoreError::Database(e)) if e.sql_err().is_none() && crate::error::is_transient(&e) => {
                         return Err(StoreError::Database(e));
                     }
                     Err(_) => {
                         txn.rollback().await?;
-                        return Ok(None);
+                        return Ok(Together::OneByOne);
                     }
                 }
             }
@@ -152,34 +179,37 @@ impl Store {
                     // An SQL error (PostgreSQL aborts the whole transaction on
                     // one): isolate the writes from each other.
                     txn.rollback().await?;
-                    return Ok(None);
+                    return Ok(Together::OneByOne);
                 }
                 Err(e @ StoreError::PositionTaken { .. }) if self.backend == Backend::Postgres => {
                     let _ = e;
                     txn.rollback().await?;
-                    return Ok(None);
+                    return Ok(Together::OneByOne);
                 }
                 other => out[i] = Some(other),
             }
         }
         txn.commit().await?;
         self.count();
-        Ok(Some(out.into_iter().flatten().collect()))
+        Ok(Together::Applied(out.into_iter().flatten().collect()))
     }
 
     /// SQLite: step results that move their runs' open steps, of one run
     /// each, in two statements however many there are: one multi-row fenced
     /// insert and one multi-row update of the open steps (on SQLite each
-    /// statement is a round trip to the connection's thread). A row the
-    /// insert refused (lost lease, recorded step) changes nothing; the
-    /// update touches only runs whose step was written. Results in the
-    /// order of `items`.
+    /// statement is a round trip to the connection's thread, and so is
+    /// each row a statement returns: the insert returns none). A row the
+    /// insert refused (lost lease, recorded step) changes nothing. When
+    /// every row was written, the update moves every run's open step and
+    /// the results are in the order of `items`; when one of several was
+    /// refused, `None`: the caller rolls back and applies them apart, each
+    /// with its own answer (refusals are rare: a lost lease, a replay).
     pub(super) async fn sqlite_steps_in(
         &self,
         txn: &DatabaseTransaction,
         items: &[SqliteStep<'_>],
         now: i64,
-    ) -> Result<Vec<Result<BatchValue, StoreError>>, StoreError> {
+    ) -> Result<Option<Vec<Result<BatchValue, StoreError>>>, StoreError> {
         let mut values = Vec::with_capacity(items.len() * 15);
         for (lease, rec, _) in items {
             values.extend(step_row(lease, rec, now));
@@ -187,11 +217,11 @@ impl Store {
         let sql = format!(
             "{STEP_INSERT} SELECT * FROM (VALUES {}) AS v WHERE EXISTS (SELECT 1 FROM workflow_executions e \
              WHERE e.id = v.column1 AND e.fencing_token = v.column15 AND e.status = 'running' \
-             AND e.namespace || '' = v.column2) {STEP_TAIL_SQLITE} RETURNING execution_id, step_id",
+             AND e.namespace || '' = v.column2) {STEP_TAIL_SQLITE}",
             vec![format!("({STEP_ROW})"); items.len()].join(", ")
         );
-        let returned: HashSet<(String, String)> = txn
-            .query_all_raw(self.stmt(&sql, values))
+        let written = txn
+            .execute_raw(self.stmt(&sql, values))
             .await
             .map_err(|e| match items {
                 // One step: a unique violation is its position taken. Several:
@@ -199,53 +229,42 @@ impl Store {
                 [(lease, rec, _)] => position_conflict(e, lease, rec.position),
                 _ => StoreError::Database(e),
             })?
-            .iter()
-            .map(|r| Ok((r.try_get::<String>("", "execution_id")?, r.try_get::<String>("", "step_id")?)))
-            .collect::<Result<_, DbErr>>()?;
-        let written: Vec<bool> = items
-            .iter()
-            .map(|(l, r, _)| returned.contains(&(l.execution_id.as_str().to_owned(), r.step_id.as_str().to_owned())))
-            .collect();
-        let done: Vec<&SqliteStep<'_>> = items.iter().zip(&written).filter(|(_, w)| **w).map(|(it, _)| it).collect();
-        if !done.is_empty() {
-            let mut values: Vec<Value> = vec![now.into()];
-            for (lease, rec, open) in &done {
-                values.push(lease.execution_id.as_str().into());
-                values.push(lease.token.0.into());
-                values.push(to_i32(rec.position).into());
-                values.push(to_i32(open.position).into());
-                values.push(to_i32(open.attempts).into());
-            }
-            // As `open_set` with the step's position: only a run whose open
-            // step is the one written moves on.
-            let sql = format!(
-                "UPDATE workflow_executions SET updated_at = ?, \
-                 open_position = CASE WHEN workflow_executions.open_position = v.column3 THEN v.column4 \
-                   ELSE workflow_executions.open_position END, \
-                 open_attempts = CASE WHEN workflow_executions.open_position = v.column3 THEN v.column5 \
-                   ELSE workflow_executions.open_attempts END \
-                 FROM (VALUES {}) AS v WHERE workflow_executions.id = v.column1 \
-                 AND workflow_executions.fencing_token = v.column2",
-                vec!["(?, ?, ?, ?, ?)"; done.len()].join(", ")
-            );
-            let r = txn.execute_raw(self.stmt(&sql, values)).await?;
-            if r.rows_affected() != done.len() as u64 {
-                return Err(StoreError::Database(DbErr::Custom(format!(
-                    "moved {} open steps for {} written steps",
-                    r.rows_affected(),
-                    done.len()
-                ))));
-            }
+            .rows_affected();
+        if written != items.len() as u64 {
+            return match items {
+                [(lease, rec, _)] => Ok(Some(vec![Err(self.why_refused(txn, lease, &rec.step_id).await)])),
+                _ => Ok(None),
+            };
         }
-        let mut out = Vec::with_capacity(items.len());
-        for ((lease, rec, _), written) in items.iter().zip(written) {
-            out.push(if written {
-                Ok(BatchValue::Checkpoint)
-            } else {
-                Err(self.why_refused(txn, lease, &rec.step_id).await)
-            });
+        let mut values: Vec<Value> = vec![now.into()];
+        for (lease, rec, open) in items {
+            values.push(lease.execution_id.as_str().into());
+            values.push(lease.token.0.into());
+            values.push(to_i32(rec.position).into());
+            values.push(to_i32(open.position).into());
+            values.push(to_i32(open.attempts).into());
         }
-        Ok(out)
+        // As `open_set` with the step's position: only a run whose open
+        // step is the one written moves on.
+        let sql = format!(
+            "UPDATE workflow_executions SET updated_at = ?, \
+             open_position = CASE WHEN workflow_executions.open_position = v.column3 THEN v.column4 \
+               ELSE workflow_executions.open_position END, \
+             open_attempts = CASE WHEN workflow_executions.open_position = v.column3 THEN v.column5 \
+               ELSE workflow_executions.open_attempts END \
+             FROM (VALUES {}) AS v WHERE workflow_executions.id = v.column1 \
+             AND workflow_executions.fencing_token = v.column2",
+            vec!["(?, ?, ?, ?, ?)"; items.len()].join(", ")
+        );
+        let r = txn.execute_raw(self.stmt(&sql, values)).await?;
+        if r.rows_affected() != items.len() as u64 {
+            return Err(StoreError::Database(DbErr::Custom(format!(
+                "moved {} open steps for {} written steps",
+                r.rows_affected(),
+                items.len()
+            ))));
+        }
+        Ok(Some(items.iter().map(|_| Ok(BatchValue::Checkpoint)).collect()))
     }
 
     async fn apply_one_by_one(
@@ -276,6 +295,17 @@ impl Store {
             }
         }
     }
+}
+
+/// What a group commit's one transaction came to.
+enum Together {
+    /// Committed: each write's answer.
+    Applied(Vec<Result<BatchValue, StoreError>>),
+    /// Rolled back after an SQL error: apply each write alone.
+    OneByOne,
+    /// Rolled back because the multi-row step insert refused a row: the
+    /// transaction again with each step apart.
+    StepsApart,
 }
 
 /// A step result that moves its run's open step (see

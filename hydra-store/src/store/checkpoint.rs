@@ -162,8 +162,8 @@ impl Store {
                 // commit of several runs' steps.
                 Some(record) if cp.open_seen.is_none() => {
                     if let (Some(open), Backend::Sqlite) = (cp.open, self.backend) {
-                        let mut r = self.sqlite_steps_in(txn, &[(lease, record, open)], now).await?;
-                        return r.pop().map_or(Ok(()), |r| r.map(|_| ()));
+                        let r = self.sqlite_steps_in(txn, &[(lease, record, open)], now).await?;
+                        return r.and_then(|mut r| r.pop()).map_or(Ok(()), |r| r.map(|_| ()));
                     }
                     return self.write_step(txn, lease, record, cp.open, now, true).await;
                 }

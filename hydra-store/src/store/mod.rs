@@ -82,6 +82,9 @@ pub struct Store {
     pub(crate) commit_watch: std::sync::Arc<tokio::sync::Mutex<std::sync::Weak<crate::watch::SharedWatch>>>,
     /// A SQLite file (not an in-memory database): other processes may share it.
     sqlite_file: bool,
+    /// SQLite file: the writer thread that runs the hot write transactions
+    /// (see `crate::writer`). `None` on the writer's own store.
+    writer: Option<std::sync::Arc<crate::writer::Writer>>,
 }
 
 impl Store {
@@ -97,7 +100,7 @@ impl Store {
         let (db, backend) = connect::open(&options).await?;
         let write_gate = (backend == Backend::Sqlite).then(Default::default);
         let sqlite_file = connect::is_sqlite_file(&options.url);
-        Ok(Store {
+        let mut store = Store {
             db,
             backend,
             commits: Default::default(),
@@ -105,7 +108,46 @@ impl Store {
             runs_listener: Default::default(),
             commit_watch: Default::default(),
             sqlite_file,
-        })
+            writer: None,
+        };
+        if options.writer_thread
+            && let Some(path) = connect::sqlite_file_url(&options.url).as_deref().and_then(crate::writer::file_of)
+        {
+            store.writer = Some(std::sync::Arc::new(store.start_writer(&path, options.busy_timeout)?));
+        }
+        Ok(store)
+    }
+
+    /// Opens the writer thread's own connection to the file and starts it
+    /// (see `crate::writer`). Its store shares this one's commit count.
+    fn start_writer(
+        &self,
+        path: &std::path::Path,
+        busy: std::time::Duration,
+    ) -> Result<crate::writer::Writer, StoreError> {
+        use crate::writer::{SyncConn, Writer, WriterConn};
+        use sea_orm::{DatabaseConnectionType, MockDatabaseConnection};
+        let conn = std::sync::Arc::new(SyncConn::open(path, busy).map_err(StoreError::Database)?);
+        let mock = MockDatabaseConnection::new(WriterConn(std::sync::Arc::clone(&conn)));
+        let db = DatabaseConnection::from(DatabaseConnectionType::MockDatabaseConnection(std::sync::Arc::new(mock)));
+        let store = Store {
+            db,
+            backend: Backend::Sqlite,
+            commits: std::sync::Arc::clone(&self.commits),
+            write_gate: None,
+            runs_listener: Default::default(),
+            commit_watch: Default::default(),
+            sqlite_file: true,
+            writer: None,
+        };
+        Writer::start(conn, store)
+    }
+
+    /// The SQLite writer thread, if this store has one: a write method
+    /// then runs its transaction there, holding the write gate (see
+    /// `crate::writer`).
+    fn writer(&self) -> Option<&crate::writer::Writer> {
+        self.writer.as_deref()
     }
 
     /// Whether this store is a SQLite file, which other processes may share.

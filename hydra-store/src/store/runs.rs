@@ -17,6 +17,10 @@ impl Store {
     /// Inserts a run. With an idempotency key already used in the same
     /// (namespace, workflow), inserts nothing and returns the existing run.
     pub async fn create_execution(&self, new: NewExecution) -> Result<Created, StoreError> {
+        if let Some(writer) = self.writer() {
+            let gate = self.gate().await;
+            return writer.run(gate, Box::new(move |w| Box::pin(async move { w.create_execution(new).await }))).await;
+        }
         let _gate = self.gate().await;
         let key = new.idempotency_key.clone();
         let am = execution_row(&new);

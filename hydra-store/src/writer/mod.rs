@@ -1,0 +1,132 @@
+//! SQLite's writer thread: the write transactions of the hot path (group
+//! commits, starts) run on one dedicated thread that owns a synchronous
+//! connection to the file.
+//!
+//! Through the async driver every statement is a hand-off to the driver's
+//! connection thread and back (two context switches, and the wake-ups of
+//! both sides); a group commit of a dozen statements paid that a dozen
+//! times. Here the whole transaction is one job: the caller sends it to the
+//! writer thread, which runs the store's own async code for it against a
+//! connection ([`conn`]) whose statements execute in place on its
+//! `rusqlite` connection, and sends back the answer once the transaction
+//! ended. One hand-off per transaction instead of one per statement, and
+//! prepared statements are cached by the connection.
+//!
+//! The writer's [`Store`] is the same code as any other (the statements are
+//! written once), with a connection that never waits. Ordering and
+//! exclusion are unchanged: the caller holds the store's write gate for
+//! the whole job (the guard travels with the job and is released after the
+//! transaction ended, even if the caller stopped waiting). Only SQLite
+//! files get a writer; `sqlite::memory:` is one connection of the pool.
+
+mod conn;
+
+use crate::error::StoreError;
+use crate::store::Store;
+use sea_orm::DbErr;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+pub(crate) use conn::{SyncConn, WriterConn};
+
+/// The store's code for one write transaction, run on the writer thread.
+pub(crate) type JobFn<T> =
+    Box<dyn for<'a> FnOnce(&'a Store) -> Pin<Box<dyn Future<Output = Result<T, StoreError>> + 'a>> + Send>;
+
+type Job = Box<dyn FnOnce(&Store, &tokio::runtime::Runtime, &SyncConn) + Send>;
+
+/// A handle on the writer thread; the thread ends when the last handle is
+/// dropped.
+#[derive(Debug)]
+pub(crate) struct Writer {
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+impl Writer {
+    /// Starts the writer thread: `store` is the writer's store, whose
+    /// connection is `conn`'s.
+    pub(crate) fn start(conn: Arc<SyncConn>, store: Store) -> Result<Writer, StoreError> {
+        let (jobs, rx) = std::sync::mpsc::channel::<Job>();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(|e| StoreError::Database(DbErr::Custom(format!("starting the SQLite writer: {e}"))))?;
+        std::thread::Builder::new()
+            .name("hydra-sqlite-writer".into())
+            .spawn(move || {
+                while let Ok(job) = rx.recv() {
+                    job(&store, &rt, &conn);
+                }
+            })
+            .map_err(|e| StoreError::Database(DbErr::Custom(format!("starting the SQLite writer: {e}"))))?;
+        Ok(Writer { jobs })
+    }
+
+    /// Runs `job` on the writer thread while `gate` (the store's write
+    /// gate) is held, and returns its answer. The transaction's own errors
+    /// are the answer; a `BEGIN`, `SAVEPOINT`, `RELEASE` or `COMMIT` that
+    /// failed (which sea-orm's trait cannot report in place) fails the job
+    /// after its transaction was rolled back, whatever the job returned.
+    pub(crate) async fn run<T: Send + 'static>(
+        &self,
+        gate: Option<tokio::sync::OwnedMutexGuard<()>>,
+        job: JobFn<T>,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |store, rt, conn| {
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.block_on(job(store))));
+            // Whatever happened, no transaction stays open past its job.
+            let failure = conn.end_job();
+            drop(gate);
+            let answer = match ran {
+                Ok(r) => Ok(match failure {
+                    Some(e) => Err(StoreError::Database(e)),
+                    None => r,
+                }),
+                Err(panic) => Err(panic),
+            };
+            let _ = tx.send(answer);
+        });
+        if self.jobs.send(job).is_err() {
+            return Err(stopped());
+        }
+        match rx.await {
+            Ok(Ok(r)) => r,
+            Ok(Err(panic)) => std::panic::resume_unwind(panic),
+            Err(_) => Err(stopped()),
+        }
+    }
+}
+
+fn stopped() -> StoreError {
+    StoreError::Database(DbErr::Conn(sea_orm::RuntimeErr::Internal("the SQLite writer thread has stopped".into())))
+}
+
+/// The path of a SQLite file URL the writer can open itself, with whether
+/// it may create it; `None` for URLs it leaves to the pool (percent-escaped
+/// paths, read-only or in-memory modes, other parameters).
+pub(crate) fn file_of(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url.strip_prefix("sqlite://")?;
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if path.is_empty() || path.contains('%') {
+        return None;
+    }
+    let plain = query.split('&').filter(|kv| !kv.is_empty()).all(|kv| kv == "mode=rwc" || kv == "mode=rw");
+    plain.then(|| std::path::PathBuf::from(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::file_of;
+
+    #[test]
+    fn only_plain_read_write_files_get_a_writer() {
+        assert_eq!(file_of("sqlite://x/y.db?mode=rwc"), Some("x/y.db".into()));
+        assert_eq!(file_of("sqlite:///tmp/y.db?mode=rw"), Some("/tmp/y.db".into()));
+        assert_eq!(file_of("sqlite://y.db?mode=ro"), None);
+        assert_eq!(file_of("sqlite://y.db?mode=rwc&cache=shared"), None);
+        assert_eq!(file_of("sqlite://a%20b.db?mode=rwc"), None);
+        assert_eq!(file_of("sqlite::memory:"), None);
+    }
+}
