@@ -131,6 +131,22 @@ impl StoreError {
     }
 }
 
+/// Whether a database error is a unique-constraint violation, from the
+/// pool's drivers or from the SQLite writer thread's connection (whose
+/// errors sea-orm's `sql_err` does not recognise).
+pub(crate) fn is_unique_violation(err: &sea_orm::DbErr) -> bool {
+    use sea_orm::{DbErr, RuntimeErr, SqlErr};
+    if let Some(SqlErr::UniqueConstraintViolation(_)) = err.sql_err() {
+        return true;
+    }
+    match err {
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
+            matches!(e.as_ref(), sea_orm::sqlx::Error::Database(d) if d.is_unique_violation())
+        }
+        _ => false,
+    }
+}
+
 /// Whether a database error is transient (connection trouble, lock
 /// contention) rather than a statement that will always fail.
 pub(crate) fn is_transient(err: &sea_orm::DbErr) -> bool {

@@ -162,8 +162,17 @@ impl Store {
                 // commit of several runs' steps.
                 Some(record) if cp.open_seen.is_none() => {
                     if let (Some(open), Backend::Sqlite) = (cp.open, self.backend) {
-                        let r = self.sqlite_steps_in(txn, &[(lease, record, open)], now).await?;
-                        return r.and_then(|mut r| r.pop()).map_or(Ok(()), |r| r.map(|_| ()));
+                        // One step: its own answer, never `None` (see `sqlite_steps_in`).
+                        return match self
+                            .sqlite_steps_in(txn, &[(lease, record, open)], now)
+                            .await?
+                            .and_then(|mut r| r.pop())
+                        {
+                            Some(r) => r.map(|_| ()),
+                            None => Err(StoreError::Database(sea_orm::DbErr::Custom(
+                                "a step write came back without an answer".into(),
+                            ))),
+                        };
                     }
                     return self.write_step(txn, lease, record, cp.open, now, true).await;
                 }

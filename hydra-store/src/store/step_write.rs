@@ -6,7 +6,7 @@ use super::Store;
 use crate::connect::Backend;
 use crate::error::StoreError;
 use crate::model::{Lease, OpenStep, StepAttempt, StepOutcome, StepRecord, to_i32};
-use sea_orm::{ConnectionTrait, DatabaseTransaction, DbErr, SqlErr, Value};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, DbErr, Value};
 
 impl Store {
     /// Records the start of a step attempt before its body runs, so that a
@@ -226,10 +226,9 @@ pub(super) const STEP_TAIL_SQLITE: &str = "ON CONFLICT (execution_id, step_id) D
      WHERE workflow_steps.status = 'running' AND workflow_steps.position = excluded.position";
 
 pub(super) fn position_conflict(e: DbErr, lease: &Lease, position: u32) -> StoreError {
-    match e.sql_err() {
-        Some(SqlErr::UniqueConstraintViolation(_)) => {
-            StoreError::PositionTaken { execution: lease.execution_id.clone(), position }
-        }
-        _ => StoreError::Database(e),
+    if crate::error::is_unique_violation(&e) {
+        StoreError::PositionTaken { execution: lease.execution_id.clone(), position }
+    } else {
+        StoreError::Database(e)
     }
 }

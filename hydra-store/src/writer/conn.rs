@@ -24,15 +24,17 @@
 //!   [`column_kinds`]), else by its storage class.
 
 use sea_orm::{
-    ColumnTrait, ColumnType, DbBackend, DbErr, ExecResult, IdenStatic, Iterable, MockDatabase,
-    MockDatabaseTrait, MockExecResult, QueryResult, RuntimeErr, Statement, Transaction, Value,
+    ColumnTrait, ColumnType, DbBackend, DbErr, ExecResult, IdenStatic, Iterable, MockDatabase, MockDatabaseTrait,
+    MockExecResult, QueryResult, RuntimeErr, Statement, Transaction, Value,
 };
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
-/// Prepared statements kept per connection (a group commit's multi-row
-/// statements have one text per row count).
-const STATEMENT_CACHE: usize = 512;
+/// Prepared statements kept per connection (least recently used go first;
+/// a group commit's multi-row statements have one text per row count, and
+/// one of many rows holds a large program).
+const STATEMENT_CACHE: usize = 128;
 
 /// A synchronous SQLite connection serving sea-orm (through [`WriterConn`]).
 pub(crate) struct SyncConn {
@@ -43,8 +45,12 @@ struct Inner {
     conn: rusqlite::Connection,
     /// Open transaction levels: 0 none, 1 `BEGIN`, more are savepoints.
     depth: usize,
-    /// The first failure of a transaction command in this job.
+    /// The first failure of a transaction command in this job, or of a
+    /// statement after which SQLite rolled the transaction back itself.
     failed: Option<DbErr>,
+    /// Set when the job's caller stopped waiting: nothing more is
+    /// committed (see [`SyncConn::start_job`]).
+    abandoned: Option<Arc<AtomicBool>>,
 }
 
 impl std::fmt::Debug for SyncConn {
@@ -64,13 +70,21 @@ impl SyncConn {
         conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
             .map_err(conn_err)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-        Ok(SyncConn { inner: Mutex::new(Inner { conn, depth: 0, failed: None }) })
+        Ok(SyncConn { inner: Mutex::new(Inner { conn, depth: 0, failed: None, abandoned: None }) })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A panic while holding the lock leaves a connection that is still
         // usable: `end_job` rolls back whatever it left open.
         self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Starts a job whose caller sets `abandoned` when it stops waiting:
+    /// from then on the job's `COMMIT` rolls back instead (as on the pool,
+    /// where a dropped caller's transaction is rolled back), and so does a
+    /// statement outside a transaction (each runs in one of its own).
+    pub(crate) fn start_job(&self, abandoned: Arc<AtomicBool>) {
+        self.lock().abandoned = Some(abandoned);
     }
 
     /// Ends a job: rolls back any transaction still open (a job that
@@ -82,6 +96,7 @@ impl SyncConn {
             let _ = inner.conn.execute_batch("ROLLBACK");
         }
         inner.depth = 0;
+        inner.abandoned = None;
         inner.failed.take()
     }
 
@@ -98,6 +113,13 @@ impl SyncConn {
             return;
         }
         inner.depth -= 1;
+        if inner.depth == 0 && commit && inner.is_abandoned() && inner.failed.is_none() {
+            inner.failed = Some(abandoned());
+        }
+        if !commit && (inner.failed.is_some() || inner.conn.is_autocommit()) {
+            // Already failed (`end_job` rolls back) or rolled back by SQLite.
+            return;
+        }
         let sql = match (inner.depth, commit) {
             (0, true) => "COMMIT".to_owned(),
             (0, false) => "ROLLBACK".to_owned(),
@@ -107,17 +129,32 @@ impl SyncConn {
         inner.command(&sql);
         if inner.depth == 0 && commit && inner.failed.is_some() && !inner.conn.is_autocommit() {
             // A COMMIT that failed (SQLite keeps the transaction open after
-            // a busy COMMIT): nothing of it may stay behind.
+            // a busy COMMIT, or one with a deferred constraint violated):
+            // nothing of it may stay behind.
             let _ = inner.conn.execute_batch("ROLLBACK");
         }
     }
 }
 
+/// The failure of a job whose caller stopped waiting before its commit.
+fn abandoned() -> DbErr {
+    DbErr::Custom("the caller stopped waiting before the commit; rolled back".into())
+}
+
 impl Inner {
+    fn is_abandoned(&self) -> bool {
+        self.abandoned.as_ref().is_some_and(|a| a.load(Ordering::Acquire))
+    }
+
     /// Runs a transaction command unless the job already failed, and
-    /// remembers its failure.
+    /// remembers its failure. Anything but `BEGIN` needs the transaction
+    /// to be open still (SQLite rolls back by itself on some errors).
     fn command(&mut self, sql: &str) {
         if self.failed.is_some() {
+            return;
+        }
+        if !sql.starts_with("BEGIN") && self.conn.is_autocommit() {
+            self.failed = Some(DbErr::Custom(format!("`{sql}` without a transaction: SQLite rolled it back")));
             return;
         }
         if let Err(e) = self.conn.execute_batch(sql) {
@@ -125,11 +162,25 @@ impl Inner {
         }
     }
 
-    fn check(&self) -> Result<(), DbErr> {
+    /// Whether a statement may run now: not after a failure of this job,
+    /// not outside the transaction it was written for (SQLite ends a
+    /// transaction by itself after some errors, such as a full disk).
+    fn check(&mut self) -> Result<(), DbErr> {
+        if self.failed.is_none() && self.depth > 0 && self.conn.is_autocommit() {
+            self.failed = Some(DbErr::Custom("the transaction was rolled back by SQLite after an error".into()));
+        }
         match &self.failed {
             // The failure itself: a busy BEGIN stays a (retryable) busy error.
             Some(e) => Err(e.clone()),
             None => Ok(()),
+        }
+    }
+
+    /// After a statement's error: if SQLite rolled the transaction back
+    /// with it, that error is the job's failure (it ends the transaction).
+    fn after_error(&mut self, e: &DbErr) {
+        if self.failed.is_none() && self.depth > 0 && self.conn.is_autocommit() {
+            self.failed = Some(e.clone());
         }
     }
 
@@ -150,13 +201,56 @@ pub(crate) struct WriterConn(pub(crate) std::sync::Arc<SyncConn>);
 
 impl WriterConn {
     fn query_rows(&self, statement: &Statement) -> Result<Vec<BTreeMap<String, Value>>, DbErr> {
-        let inner = self.0.lock();
-        inner.check()?;
-        let mut stmt = inner.prepare(statement)?;
-        let names: Vec<String> = stmt.column_names().into_iter().map(str::to_owned).collect();
+        self.0.lock().run(|inner| inner.query_rows(statement))
+    }
+
+    fn execute_statement(&self, statement: &Statement) -> Result<MockExecResult, DbErr> {
+        self.0.lock().run(|inner| inner.execute_statement(statement))
+    }
+}
+
+impl Inner {
+    /// Runs one statement: inside the job's transaction, or outside any
+    /// in a transaction of its own, committed only if the job's caller is
+    /// still waiting (SQLite would commit it alone anyway).
+    fn run<T>(&mut self, f: impl FnOnce(&Inner) -> Result<T, DbErr>) -> Result<T, DbErr> {
+        self.check()?;
+        if self.depth > 0 {
+            let r = f(self);
+            if let Err(e) = &r {
+                self.after_error(e);
+            }
+            return r;
+        }
+        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(exec_err)?;
+        let r = f(self).and_then(|v| {
+            if self.is_abandoned() {
+                return Err(abandoned());
+            }
+            self.conn.execute_batch("COMMIT").map_err(exec_err)?;
+            Ok(v)
+        });
+        if r.is_err() && !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+        r
+    }
+}
+
+impl Inner {
+    fn query_rows(&self, statement: &Statement) -> Result<Vec<BTreeMap<String, Value>>, DbErr> {
+        let mut stmt = self.prepare(statement)?;
         let mut rows = stmt.raw_query();
+        let mut names: Option<Vec<String>> = None;
         let mut out = Vec::new();
         while let Some(row) = rows.next().map_err(query_err)? {
+            // Read once the statement ran: a schema changed by another
+            // process is seen by the step, not by the prepare.
+            let names = names.get_or_insert_with(|| {
+                (0..row.as_ref().column_count())
+                    .map(|i| row.as_ref().column_name(i).map_or_else(|_| format!("#{i}"), str::to_owned))
+                    .collect()
+            });
             let mut values = BTreeMap::new();
             for (i, name) in names.iter().enumerate() {
                 let v = row.get_ref(i).map_err(query_err)?;
@@ -168,17 +262,23 @@ impl WriterConn {
     }
 
     fn execute_statement(&self, statement: &Statement) -> Result<MockExecResult, DbErr> {
-        let inner = self.0.lock();
-        inner.check()?;
-        let mut stmt = inner.prepare(statement)?;
+        let mut stmt = self.prepare(statement)?;
         // Stepped to the end, so a statement with RETURNING runs whole too.
         let mut rows = stmt.raw_query();
         while rows.next().map_err(exec_err)?.is_some() {}
         drop(rows);
         drop(stmt);
-        let last_insert_id = u64::try_from(inner.conn.last_insert_rowid()).unwrap_or(0);
-        Ok(MockExecResult { last_insert_id, rows_affected: inner.conn.changes() })
+        let last_insert_id = u64::try_from(self.conn.last_insert_rowid()).unwrap_or(0);
+        Ok(MockExecResult { last_insert_id, rows_affected: self.conn.changes() })
     }
+}
+
+/// Runs `f`, turning a panic (of the driver, say) into an error: a panic
+/// must not unwind through sea-orm's connection lock, which would poison
+/// it for every later job.
+pub(super) fn unwinding<T>(what: &str, f: impl FnOnce() -> Result<T, DbErr>) -> Result<T, DbErr> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .unwrap_or_else(|_| Err(DbErr::Custom(format!("the SQLite writer panicked in {what}"))))
 }
 
 /// What sea-orm's result types are built from: a statement that was not
@@ -189,25 +289,34 @@ fn logged() -> Statement {
 
 impl MockDatabaseTrait for WriterConn {
     fn execute(&mut self, _counter: usize, statement: Statement) -> Result<ExecResult, DbErr> {
-        let result = self.execute_statement(&statement)?;
+        let result = unwinding("a statement", || self.execute_statement(&statement))?;
         MockDatabase::new(DbBackend::Sqlite).append_exec_results([result]).execute(0, logged())
     }
 
     fn query(&mut self, _counter: usize, statement: Statement) -> Result<Vec<QueryResult>, DbErr> {
-        let rows = self.query_rows(&statement)?;
+        let rows = unwinding("a query", || self.query_rows(&statement))?;
         MockDatabase::new(DbBackend::Sqlite).append_query_results([rows]).query(0, logged())
     }
 
     fn begin(&mut self) {
-        self.0.begin_sync();
+        let _ = unwinding("BEGIN", || {
+            self.0.begin_sync();
+            Ok(())
+        });
     }
 
     fn commit(&mut self) {
-        self.0.end_sync(true);
+        let _ = unwinding("COMMIT", || {
+            self.0.end_sync(true);
+            Ok(())
+        });
     }
 
     fn rollback(&mut self) {
-        self.0.end_sync(false);
+        let _ = unwinding("ROLLBACK", || {
+            self.0.end_sync(false);
+            Ok(())
+        });
     }
 
     fn drain_transaction_log(&mut self) -> Vec<Transaction> {
@@ -238,9 +347,9 @@ fn bind(v: &Value) -> Result<rusqlite::types::Value, DbErr> {
         Value::Unsigned(x) => int(x.map(i64::from)),
         Value::BigUnsigned(x) => match x {
             None => S::Null,
-            Some(u) => S::Integer(
-                i64::try_from(*u).map_err(|_| DbErr::Custom(format!("{u} does not fit a SQLite integer")))?,
-            ),
+            Some(u) => {
+                S::Integer(i64::try_from(*u).map_err(|_| DbErr::Custom(format!("{u} does not fit a SQLite integer")))?)
+            }
         },
         Value::Float(x) => x.map_or(S::Null, |f| S::Real(f64::from(f))),
         Value::Double(x) => x.map_or(S::Null, S::Real),
@@ -300,9 +409,14 @@ fn column_kinds() -> &'static HashMap<&'static str, Kind> {
 }
 
 /// A stored value as sea-orm's strict conversions expect it for `name`.
+/// A value of another storage class than its column's declared kind is an
+/// error, as the async driver's type check makes it (a row written by
+/// hand or by another program): sea-orm's mock rows would otherwise read
+/// it as NULL wherever the field is optional.
 fn typed(name: &str, v: rusqlite::types::ValueRef<'_>) -> Result<Value, DbErr> {
     use rusqlite::types::ValueRef as R;
     let kind = column_kinds().get(name).copied();
+    let utf8 = |t: &[u8]| String::from_utf8(t.to_vec()).map_err(|_| query_err(format!("column `{name}` is not UTF-8")));
     Ok(match (v, kind) {
         (R::Null, Some(Kind::Int)) => Value::Int(None),
         (R::Null, Some(Kind::BigInt)) => Value::BigInt(None),
@@ -313,16 +427,14 @@ fn typed(name: &str, v: rusqlite::types::ValueRef<'_>) -> Result<Value, DbErr> {
             i32::try_from(i).map_err(|_| query_err(format!("column `{name}`: {i} does not fit a 32-bit integer")))?,
         )),
         (R::Integer(i), Some(Kind::Bool)) => Value::Bool(Some(i != 0)),
-        (R::Integer(i), _) => Value::BigInt(Some(i)),
-        (R::Real(f), _) => Value::Double(Some(f)),
-        (R::Text(t), Some(Kind::Bytes)) | (R::Blob(t), Some(Kind::Bytes)) => Value::Bytes(Some(t.to_vec())),
-        (R::Text(t), _) => Value::String(Some(
-            String::from_utf8(t.to_vec()).map_err(|_| query_err(format!("column `{name}` is not UTF-8")))?,
-        )),
-        (R::Blob(b), Some(Kind::Text)) => Value::String(Some(
-            String::from_utf8(b.to_vec()).map_err(|_| query_err(format!("column `{name}` is not UTF-8")))?,
-        )),
-        (R::Blob(b), _) => Value::Bytes(Some(b.to_vec())),
+        (R::Integer(i), Some(Kind::BigInt | Kind::Mixed) | None) => Value::BigInt(Some(i)),
+        (R::Text(t) | R::Blob(t), Some(Kind::Bytes)) => Value::Bytes(Some(t.to_vec())),
+        (R::Text(t), Some(Kind::Text | Kind::Mixed) | None) => Value::String(Some(utf8(t)?)),
+        (R::Blob(b), Some(Kind::Mixed) | None) => Value::Bytes(Some(b.to_vec())),
+        (R::Real(f), Some(Kind::Mixed) | None) => Value::Double(Some(f)),
+        (other, Some(kind)) => {
+            return Err(query_err(format!("column `{name}` holds {:?} where {kind:?} is declared", other.data_type())));
+        }
     })
 }
 
@@ -449,5 +561,11 @@ mod tests {
         assert_eq!(typed("id", R::Text(b"r1")).ok(), Some(Value::String(Some("r1".into()))));
         assert_eq!(typed("id", R::Integer(7)).ok(), Some(Value::BigInt(Some(7))));
         assert!(matches!(typed("status", R::Text(&[0xff, 0xfe])), Err(DbErr::Type(_))));
+        // Another storage class than declared: an error, never a NULL.
+        assert!(matches!(typed("deadline_at", R::Text(b"soon")), Err(DbErr::Type(_))));
+        assert!(matches!(typed("workflow_version", R::Real(1.5)), Err(DbErr::Type(_))));
+        assert!(matches!(typed("output_data", R::Integer(5)), Err(DbErr::Type(_))));
+        assert!(matches!(typed("status", R::Blob(b"running")), Err(DbErr::Type(_))));
+        assert_eq!(typed("output_data", R::Text(b"x")).ok(), Some(Value::Bytes(Some(b"x".to_vec()))));
     }
 }

@@ -13,11 +13,14 @@
 //! prepared statements are cached by the connection.
 //!
 //! The writer's [`Store`] is the same code as any other (the statements are
-//! written once), with a connection that never waits. Ordering and
+//! written once), on a connection that never leaves its thread. Ordering and
 //! exclusion are unchanged: the caller holds the store's write gate for
 //! the whole job (the guard travels with the job and is released after the
 //! transaction ended, even if the caller stopped waiting). Only SQLite
 //! files get a writer; `sqlite::memory:` is one connection of the pool.
+//! Other processes sharing the file meet the same busy timeout as before.
+//! Everything else (reads, renewals, signals, operators' writes) still
+//! goes through the pool.
 
 mod conn;
 
@@ -27,6 +30,7 @@ use sea_orm::DbErr;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 pub(crate) use conn::{SyncConn, WriterConn};
 
@@ -48,19 +52,29 @@ impl Writer {
     /// connection is `conn`'s.
     pub(crate) fn start(conn: Arc<SyncConn>, store: Store) -> Result<Writer, StoreError> {
         let (jobs, rx) = std::sync::mpsc::channel::<Job>();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .map_err(|e| StoreError::Database(DbErr::Custom(format!("starting the SQLite writer: {e}"))))?;
+        let (ready, started) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("hydra-sqlite-writer".into())
             .spawn(move || {
+                // Built (and dropped) on this thread, never in async context.
+                let rt = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                let _ = ready.send(Ok(()));
                 while let Ok(job) = rx.recv() {
                     job(&store, &rt, &conn);
                 }
             })
-            .map_err(|e| StoreError::Database(DbErr::Custom(format!("starting the SQLite writer: {e}"))))?;
-        Ok(Writer { jobs })
+            .map_err(|e| starting(&e.to_string()))?;
+        match started.recv() {
+            Ok(Ok(())) => Ok(Writer { jobs }),
+            Ok(Err(e)) => Err(starting(&e)),
+            Err(_) => Err(starting("the thread ended")),
+        }
     }
 
     /// Runs `job` on the writer thread while `gate` (the store's write
@@ -68,14 +82,22 @@ impl Writer {
     /// are the answer; a `BEGIN`, `SAVEPOINT`, `RELEASE` or `COMMIT` that
     /// failed (which sea-orm's trait cannot report in place) fails the job
     /// after its transaction was rolled back, whatever the job returned.
+    /// A caller that stops waiting before the job commits makes it roll
+    /// back (as a dropped transaction does on the pool).
     pub(crate) async fn run<T: Send + 'static>(
         &self,
         gate: Option<tokio::sync::OwnedMutexGuard<()>>,
         job: JobFn<T>,
     ) -> Result<T, StoreError> {
+        use tracing::Instrument;
         let (tx, rx) = tokio::sync::oneshot::channel();
+        let waiting = Waiting { abandoned: Arc::new(AtomicBool::new(false)), done: false };
+        let abandoned = Arc::clone(&waiting.abandoned);
+        let span = tracing::Span::current();
         let job: Job = Box::new(move |store, rt, conn| {
-            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.block_on(job(store))));
+            conn.start_job(abandoned);
+            let ran =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.block_on(job(store).instrument(span))));
             // Whatever happened, no transaction stays open past its job.
             let failure = conn.end_job();
             drop(gate);
@@ -91,7 +113,9 @@ impl Writer {
         if self.jobs.send(job).is_err() {
             return Err(stopped());
         }
-        match rx.await {
+        let answer = rx.await;
+        waiting.done();
+        match answer {
             Ok(Ok(r)) => r,
             Ok(Err(panic)) => std::panic::resume_unwind(panic),
             Err(_) => Err(stopped()),
@@ -99,13 +123,38 @@ impl Writer {
     }
 }
 
+/// Raises its flag when dropped before [`Waiting::done`]: the caller of a
+/// job stopped waiting for it.
+struct Waiting {
+    abandoned: Arc<AtomicBool>,
+    done: bool,
+}
+
+impl Waiting {
+    fn done(mut self) {
+        self.done = true;
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        if !self.done {
+            self.abandoned.store(true, Ordering::Release);
+        }
+    }
+}
+
+fn starting(reason: &str) -> StoreError {
+    StoreError::Database(DbErr::Custom(format!("starting the SQLite writer thread: {reason}")))
+}
+
 fn stopped() -> StoreError {
     StoreError::Database(DbErr::Conn(sea_orm::RuntimeErr::Internal("the SQLite writer thread has stopped".into())))
 }
 
-/// The path of a SQLite file URL the writer can open itself, with whether
-/// it may create it; `None` for URLs it leaves to the pool (percent-escaped
-/// paths, read-only or in-memory modes, other parameters).
+/// The path of a (normalised) SQLite file URL the writer can open itself;
+/// `None` for URLs it leaves to the pool (percent-escaped paths, read-only
+/// or in-memory modes, other parameters).
 pub(crate) fn file_of(url: &str) -> Option<std::path::PathBuf> {
     let rest = url.strip_prefix("sqlite://")?;
     let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
@@ -117,16 +166,4 @@ pub(crate) fn file_of(url: &str) -> Option<std::path::PathBuf> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::file_of;
-
-    #[test]
-    fn only_plain_read_write_files_get_a_writer() {
-        assert_eq!(file_of("sqlite://x/y.db?mode=rwc"), Some("x/y.db".into()));
-        assert_eq!(file_of("sqlite:///tmp/y.db?mode=rw"), Some("/tmp/y.db".into()));
-        assert_eq!(file_of("sqlite://y.db?mode=ro"), None);
-        assert_eq!(file_of("sqlite://y.db?mode=rwc&cache=shared"), None);
-        assert_eq!(file_of("sqlite://a%20b.db?mode=rwc"), None);
-        assert_eq!(file_of("sqlite::memory:"), None);
-    }
-}
+mod tests;

@@ -1,0 +1,173 @@
+//! The writer's transaction bookkeeping, on real SQLite files: failures of
+//! `BEGIN` and `COMMIT` (which sea-orm's mock trait cannot report) reach
+//! the job's caller, nothing of a failed transaction stays, and a failure
+//! never leaks into the next job.
+
+use super::{SyncConn, WriterConn};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DatabaseConnectionType, DbErr, MockDatabaseConnection, RuntimeErr,
+    TransactionTrait,
+};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A fresh database file with a parent table and a child table whose
+/// foreign key is checked at `COMMIT`.
+fn fresh_file(name: &str) -> std::path::PathBuf {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("hydra-writer-{}-{name}-{n}.db", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let conn = rusqlite::Connection::open(&path).expect("create the file");
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; CREATE TABLE parent (id INTEGER PRIMARY KEY); \
+         CREATE TABLE child (id INTEGER PRIMARY KEY, \
+           parent_id INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED); \
+         CREATE TABLE t (v INTEGER NOT NULL);",
+    )
+    .expect("schema");
+    path
+}
+
+fn connect(path: &std::path::Path, busy: Duration) -> (Arc<SyncConn>, DatabaseConnection) {
+    let conn = Arc::new(SyncConn::open(path, busy).expect("open"));
+    let mock = MockDatabaseConnection::new(WriterConn(Arc::clone(&conn)));
+    (conn, DatabaseConnection::from(DatabaseConnectionType::MockDatabaseConnection(Arc::new(mock))))
+}
+
+fn count(path: &std::path::Path, table: &str) -> i64 {
+    let c = rusqlite::Connection::open(path).expect("open");
+    c.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0)).expect("count")
+}
+
+fn code(e: &DbErr) -> Option<String> {
+    match e {
+        DbErr::Exec(RuntimeErr::SqlxError(e))
+        | DbErr::Query(RuntimeErr::SqlxError(e))
+        | DbErr::Conn(RuntimeErr::SqlxError(e)) => match e.as_ref() {
+            sea_orm::sqlx::Error::Database(d) => d.code().map(|c| c.into_owned()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn a_commit_that_fails_is_reported_and_leaves_nothing() {
+    let path = fresh_file("commit");
+    let (conn, db) = connect(&path, Duration::from_secs(1));
+    let txn = db.begin().await.expect("begin");
+    txn.execute_unprepared("INSERT INTO t (v) VALUES (1)").await.expect("insert");
+    // Accepted now, refused at COMMIT (no such parent).
+    txn.execute_unprepared("INSERT INTO child (id, parent_id) VALUES (1, 42)").await.expect("insert child");
+    // sea-orm's mock commit cannot fail...
+    txn.commit().await.expect("sea-orm reports no commit failure");
+    // ...so the job's end does: SQLITE_CONSTRAINT_FOREIGNKEY.
+    let failure = conn.end_job().expect("the failed COMMIT is reported");
+    assert_eq!(code(&failure).as_deref(), Some("787"), "{failure}");
+    assert_eq!((count(&path, "t"), count(&path, "child")), (0, 0), "nothing of the failed transaction stays");
+    // The next job starts clean.
+    let txn = db.begin().await.expect("begin");
+    txn.execute_unprepared("INSERT INTO t (v) VALUES (2)").await.expect("insert");
+    txn.commit().await.expect("commit");
+    assert!(conn.end_job().is_none(), "no failure carried over");
+    assert_eq!(count(&path, "t"), 1);
+}
+
+#[tokio::test]
+async fn after_a_failed_begin_no_statement_runs_outside_its_transaction() {
+    let path = fresh_file("begin");
+    let (conn, db) = connect(&path, Duration::from_millis(20));
+    // Another connection holds the write lock: BEGIN IMMEDIATE times out.
+    let blocker = rusqlite::Connection::open(&path).expect("open");
+    blocker.execute_batch("BEGIN IMMEDIATE").expect("lock");
+    let txn = db.begin().await.expect("sea-orm reports no begin failure");
+    // The lock is gone before the statements: run outside the transaction,
+    // they would commit one by one.
+    blocker.execute_batch("ROLLBACK").expect("unlock");
+    let first = txn.execute_unprepared("INSERT INTO t (v) VALUES (1)").await;
+    assert_eq!(first.as_ref().err().and_then(code).as_deref(), Some("5"), "the busy BEGIN, as the answer: {first:?}");
+    assert!(txn.execute_unprepared("INSERT INTO t (v) VALUES (2)").await.is_err());
+    drop(txn);
+    let failure = conn.end_job().expect("the failed BEGIN is reported");
+    assert!(crate::error::is_transient(&failure), "a busy BEGIN stays retryable: {failure}");
+    assert_eq!(count(&path, "t"), 0, "no statement of the failed transaction ran");
+    // The next job starts clean.
+    let txn = db.begin().await.expect("begin");
+    txn.execute_unprepared("INSERT INTO t (v) VALUES (3)").await.expect("insert");
+    txn.commit().await.expect("commit");
+    assert!(conn.end_job().is_none());
+    assert_eq!(count(&path, "t"), 1);
+}
+
+#[tokio::test]
+async fn savepoints_roll_back_alone_and_a_dropped_transaction_rolls_back() {
+    let path = fresh_file("savepoint");
+    let (conn, db) = connect(&path, Duration::from_secs(1));
+    let txn = db.begin().await.expect("begin");
+    txn.execute_unprepared("INSERT INTO t (v) VALUES (1)").await.expect("insert");
+    let sp = txn.begin().await.expect("savepoint");
+    sp.execute_unprepared("INSERT INTO t (v) VALUES (2)").await.expect("insert");
+    sp.rollback().await.expect("rollback to the savepoint");
+    let sp = txn.begin().await.expect("savepoint");
+    sp.execute_unprepared("INSERT INTO t (v) VALUES (3)").await.expect("insert");
+    sp.commit().await.expect("release");
+    txn.commit().await.expect("commit");
+    assert!(conn.end_job().is_none());
+    let c = rusqlite::Connection::open(&path).expect("open");
+    let mut stmt = c.prepare("SELECT v FROM t ORDER BY v").expect("prepare");
+    let values: Vec<i64> = stmt.query_map([], |r| r.get(0)).expect("query").map(|r| r.expect("row")).collect();
+    assert_eq!(values, vec![1, 3], "the rolled-back savepoint's row alone is gone");
+    // Dropped without commit: rolled back, and the connection is free again.
+    let txn = db.begin().await.expect("begin");
+    txn.execute_unprepared("INSERT INTO t (v) VALUES (4)").await.expect("insert");
+    drop(txn);
+    assert!(conn.end_job().is_none());
+    assert_eq!(count(&path, "t"), 2);
+}
+
+#[tokio::test]
+async fn the_writers_errors_keep_their_kind() {
+    let path = fresh_file("errors");
+    let (conn, db) = connect(&path, Duration::from_secs(1));
+    db.execute_unprepared("CREATE UNIQUE INDEX t_v ON t (v)").await.expect("index");
+    db.execute_unprepared("INSERT INTO t (v) VALUES (1)").await.expect("insert");
+    let dup = db.execute_unprepared("INSERT INTO t (v) VALUES (1)").await.expect_err("a duplicate");
+    assert!(crate::error::is_unique_violation(&dup), "recognised as a unique violation: {dup}");
+    assert!(!crate::error::is_transient(&dup));
+    let bad = db.execute_unprepared("INSERT INTO nowhere (v) VALUES (1)").await.expect_err("no such table");
+    assert!(!crate::error::is_unique_violation(&bad) && !crate::error::is_transient(&bad), "{bad}");
+    assert!(conn.end_job().is_none(), "statement errors are answers, not transaction failures");
+}
+
+#[test]
+fn only_plain_read_write_files_get_a_writer() {
+    use super::file_of;
+    assert_eq!(file_of("sqlite://x/y.db?mode=rwc"), Some("x/y.db".into()));
+    assert_eq!(file_of("sqlite:///tmp/y.db?mode=rw"), Some("/tmp/y.db".into()));
+    assert_eq!(file_of("sqlite://y.db?mode=ro"), None);
+    assert_eq!(file_of("sqlite://y.db?mode=rwc&cache=shared"), None);
+    assert_eq!(file_of("sqlite://a%20b.db?mode=rwc"), None);
+    assert_eq!(file_of("sqlite::memory:"), None);
+}
+
+#[tokio::test]
+async fn after_sqlite_rolls_a_transaction_back_itself_nothing_more_runs_in_it() {
+    let path = fresh_file("autorollback");
+    let (conn, db) = connect(&path, Duration::from_secs(1));
+    let txn = db.begin().await.expect("begin");
+    txn.execute_unprepared("INSERT INTO t (v) VALUES (1)").await.expect("insert");
+    // What SQLite does by itself on a full disk or an I/O error.
+    txn.execute_unprepared("ROLLBACK").await.expect("rolled back");
+    let next = txn.execute_unprepared("INSERT INTO t (v) VALUES (2)").await;
+    assert!(next.is_err(), "a statement outside its transaction would commit alone: {next:?}");
+    txn.commit().await.expect("sea-orm reports no commit failure");
+    assert!(conn.end_job().is_some(), "the job failed");
+    assert_eq!(count(&path, "t"), 0, "nothing committed");
+}
+
+#[test]
+fn a_panic_in_the_driver_becomes_an_error() {
+    let r: Result<(), DbErr> = super::conn::unwinding("a test", || panic!("driver"));
+    assert!(matches!(r, Err(DbErr::Custom(m)) if m.contains("panicked")));
+}
