@@ -113,21 +113,25 @@ impl Store {
         if options.writer_thread
             && let Some(path) = connect::sqlite_file_url(&options.url).as_deref().and_then(crate::writer::file_of)
         {
-            store.writer = Some(std::sync::Arc::new(store.start_writer(&path, options.busy_timeout)?));
+            store.writer = Some(std::sync::Arc::new(store.start_writer(path, options.busy_timeout).await?));
         }
         Ok(store)
     }
 
     /// Opens the writer thread's own connection to the file and starts it
     /// (see `crate::writer`). Its store shares this one's commit count.
-    fn start_writer(
+    async fn start_writer(
         &self,
-        path: &std::path::Path,
+        path: std::path::PathBuf,
         busy: std::time::Duration,
     ) -> Result<crate::writer::Writer, StoreError> {
         use crate::writer::{SyncConn, Writer, WriterConn};
         use sea_orm::{DatabaseConnectionType, MockDatabaseConnection};
-        let conn = std::sync::Arc::new(SyncConn::open(path, busy).map_err(StoreError::Database)?);
+        // Opening is file I/O: off the async threads.
+        let opened = tokio::task::spawn_blocking(move || SyncConn::open(&path, busy))
+            .await
+            .map_err(|e| StoreError::Database(sea_orm::DbErr::Custom(format!("opening the SQLite writer: {e}"))))?;
+        let conn = std::sync::Arc::new(opened.map_err(StoreError::Database)?);
         let mock = MockDatabaseConnection::new(WriterConn(std::sync::Arc::clone(&conn)));
         let db = DatabaseConnection::from(DatabaseConnectionType::MockDatabaseConnection(std::sync::Arc::new(mock)));
         let store = Store {
@@ -183,6 +187,19 @@ impl Store {
 
     fn count(&self) {
         self.commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Takes back a [`Store::count`] whose commit did not happen (the
+    /// SQLite writer learns that only after the store's code went on).
+    pub(crate) fn uncount(&self) {
+        self.commits.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether this store's hot write transactions run on the SQLite
+    /// writer thread (see [`StoreOptions::writer_thread`]). For tests.
+    #[doc(hidden)]
+    pub fn __writer_thread(&self) -> bool {
+        self.writer.is_some()
     }
 
     /// The underlying sea-orm connection pool.

@@ -51,6 +51,9 @@ struct Inner {
     /// Set when the job's caller stopped waiting: nothing more is
     /// committed (see [`SyncConn::start_job`]).
     abandoned: Option<Arc<AtomicBool>>,
+    /// A `COMMIT` the job asked for did not happen (see
+    /// [`SyncConn::take_refused_commit`]).
+    refused_commit: bool,
 }
 
 impl std::fmt::Debug for SyncConn {
@@ -70,7 +73,9 @@ impl SyncConn {
         conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
             .map_err(conn_err)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-        Ok(SyncConn { inner: Mutex::new(Inner { conn, depth: 0, failed: None, abandoned: None }) })
+        Ok(SyncConn {
+            inner: Mutex::new(Inner { conn, depth: 0, failed: None, abandoned: None, refused_commit: false }),
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -100,8 +105,17 @@ impl SyncConn {
         inner.failed.take()
     }
 
+    /// Whether this job asked for a `COMMIT` that did not happen (failed,
+    /// or refused for a caller that stopped waiting); cleared by reading.
+    pub(crate) fn take_refused_commit(&self) -> bool {
+        std::mem::take(&mut self.lock().refused_commit)
+    }
+
     fn begin_sync(&self) {
         let mut inner = self.lock();
+        if inner.failed.is_none() && inner.is_abandoned() {
+            inner.failed = Some(abandoned());
+        }
         let sql = if inner.depth == 0 { "BEGIN IMMEDIATE".to_owned() } else { format!("SAVEPOINT s{}", inner.depth) };
         inner.depth += 1;
         inner.command(&sql);
@@ -127,6 +141,9 @@ impl SyncConn {
             (d, false) => format!("ROLLBACK TO s{d}; RELEASE s{d}"),
         };
         inner.command(&sql);
+        if inner.depth == 0 && commit && inner.failed.is_some() {
+            inner.refused_commit = true;
+        }
         if inner.depth == 0 && commit && inner.failed.is_some() && !inner.conn.is_autocommit() {
             // A COMMIT that failed (SQLite keeps the transaction open after
             // a busy COMMIT, or one with a deferred constraint violated):
@@ -164,10 +181,16 @@ impl Inner {
 
     /// Whether a statement may run now: not after a failure of this job,
     /// not outside the transaction it was written for (SQLite ends a
-    /// transaction by itself after some errors, such as a full disk).
+    /// transaction by itself after some errors, such as a full disk), not
+    /// once the job's caller stopped waiting.
     fn check(&mut self) -> Result<(), DbErr> {
         if self.failed.is_none() && self.depth > 0 && self.conn.is_autocommit() {
             self.failed = Some(DbErr::Custom("the transaction was rolled back by SQLite after an error".into()));
+        }
+        // Nobody waits for the answer: nothing more is done (in particular,
+        // no wait for the write lock).
+        if self.failed.is_none() && self.is_abandoned() {
+            self.failed = Some(abandoned());
         }
         match &self.failed {
             // The failure itself: a busy BEGIN stays a (retryable) busy error.
@@ -201,11 +224,11 @@ pub(crate) struct WriterConn(pub(crate) std::sync::Arc<SyncConn>);
 
 impl WriterConn {
     fn query_rows(&self, statement: &Statement) -> Result<Vec<BTreeMap<String, Value>>, DbErr> {
-        self.0.lock().run(|inner| inner.query_rows(statement))
+        self.0.lock().run(&statement.sql, |inner| inner.query_rows(statement))
     }
 
     fn execute_statement(&self, statement: &Statement) -> Result<MockExecResult, DbErr> {
-        self.0.lock().run(|inner| inner.execute_statement(statement))
+        self.0.lock().run(&statement.sql, |inner| inner.execute_statement(statement))
     }
 }
 
@@ -213,9 +236,12 @@ impl Inner {
     /// Runs one statement: inside the job's transaction, or outside any
     /// in a transaction of its own, committed only if the job's caller is
     /// still waiting (SQLite would commit it alone anyway).
-    fn run<T>(&mut self, f: impl FnOnce(&Inner) -> Result<T, DbErr>) -> Result<T, DbErr> {
+    fn run<T>(&mut self, sql: &str, f: impl FnOnce(&Inner) -> Result<T, DbErr>) -> Result<T, DbErr> {
         self.check()?;
-        if self.depth > 0 {
+        // A read outside a transaction reads a snapshot, as on the pool:
+        // it takes no write lock, so it never waits for another writer.
+        let read_only = || self.conn.prepare_cached(sql).map(|s| s.readonly()).unwrap_or(false);
+        if self.depth > 0 || read_only() {
             let r = f(self);
             if let Err(e) = &r {
                 self.after_error(e);

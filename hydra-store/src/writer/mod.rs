@@ -100,6 +100,10 @@ impl Writer {
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.block_on(job(store).instrument(span))));
             // Whatever happened, no transaction stays open past its job.
             let failure = conn.end_job();
+            if conn.take_refused_commit() {
+                // The store's code counted a commit that did not happen.
+                store.uncount();
+            }
             drop(gate);
             let answer = match ran {
                 Ok(r) => Ok(match failure {

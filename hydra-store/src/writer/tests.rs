@@ -11,9 +11,29 @@ use sea_orm::{
 use std::sync::Arc;
 use std::time::Duration;
 
+/// A database file, removed (with its WAL) when dropped.
+struct File(std::path::PathBuf);
+
+impl std::ops::Deref for File {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for File {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut p = self.0.clone().into_os_string();
+            p.push(suffix);
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
 /// A fresh database file with a parent table and a child table whose
 /// foreign key is checked at `COMMIT`.
-fn fresh_file(name: &str) -> std::path::PathBuf {
+fn fresh_file(name: &str) -> File {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let path = std::env::temp_dir().join(format!("hydra-writer-{}-{name}-{n}.db", std::process::id()));
@@ -26,7 +46,7 @@ fn fresh_file(name: &str) -> std::path::PathBuf {
          CREATE TABLE t (v INTEGER NOT NULL);",
     )
     .expect("schema");
-    path
+    File(path)
 }
 
 fn connect(path: &std::path::Path, busy: Duration) -> (Arc<SyncConn>, DatabaseConnection) {
@@ -79,7 +99,7 @@ async fn after_a_failed_begin_no_statement_runs_outside_its_transaction() {
     let path = fresh_file("begin");
     let (conn, db) = connect(&path, Duration::from_millis(20));
     // Another connection holds the write lock: BEGIN IMMEDIATE times out.
-    let blocker = rusqlite::Connection::open(&path).expect("open");
+    let blocker = rusqlite::Connection::open(&*path).expect("open");
     blocker.execute_batch("BEGIN IMMEDIATE").expect("lock");
     let txn = db.begin().await.expect("sea-orm reports no begin failure");
     // The lock is gone before the statements: run outside the transaction,
@@ -114,7 +134,7 @@ async fn savepoints_roll_back_alone_and_a_dropped_transaction_rolls_back() {
     sp.commit().await.expect("release");
     txn.commit().await.expect("commit");
     assert!(conn.end_job().is_none());
-    let c = rusqlite::Connection::open(&path).expect("open");
+    let c = rusqlite::Connection::open(&*path).expect("open");
     let mut stmt = c.prepare("SELECT v FROM t ORDER BY v").expect("prepare");
     let values: Vec<i64> = stmt.query_map([], |r| r.get(0)).expect("query").map(|r| r.expect("row")).collect();
     assert_eq!(values, vec![1, 3], "the rolled-back savepoint's row alone is gone");
@@ -170,4 +190,54 @@ async fn after_sqlite_rolls_a_transaction_back_itself_nothing_more_runs_in_it() 
 fn a_panic_in_the_driver_becomes_an_error() {
     let r: Result<(), DbErr> = super::conn::unwinding("a test", || panic!("driver"));
     assert!(matches!(r, Err(DbErr::Custom(m)) if m.contains("panicked")));
+}
+
+#[tokio::test]
+async fn a_job_whose_caller_stopped_waiting_commits_nothing() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let path = fresh_file("abandoned");
+    let (conn, db) = connect(&path, Duration::from_secs(1));
+    // In a transaction: the COMMIT rolls back.
+    let flag = Arc::new(AtomicBool::new(false));
+    conn.start_job(Arc::clone(&flag));
+    let txn = db.begin().await.expect("begin");
+    txn.execute_unprepared("INSERT INTO t (v) VALUES (1)").await.expect("insert");
+    flag.store(true, Ordering::Release);
+    txn.commit().await.expect("sea-orm reports no commit failure");
+    assert!(conn.take_refused_commit(), "the commit that did not happen is known");
+    assert!(conn.end_job().is_some(), "the job failed");
+    // Outside a transaction: the statement's own transaction rolls back.
+    let flag = Arc::new(AtomicBool::new(false));
+    conn.start_job(Arc::clone(&flag));
+    flag.store(true, Ordering::Release);
+    assert!(db.execute_unprepared("INSERT INTO t (v) VALUES (2)").await.is_err());
+    assert!(conn.end_job().is_some());
+    assert_eq!(count(&path, "t"), 0, "nothing committed for callers that left");
+    // Left before the job began: it does not even wait for the write lock.
+    let blocker = rusqlite::Connection::open(&*path).expect("open");
+    blocker.execute_batch("BEGIN IMMEDIATE").expect("lock");
+    let (conn, db) = connect(&path, Duration::from_secs(5));
+    let flag = Arc::new(AtomicBool::new(true));
+    conn.start_job(flag);
+    let t0 = std::time::Instant::now();
+    let txn = db.begin().await.expect("begin");
+    assert!(txn.execute_unprepared("INSERT INTO t (v) VALUES (3)").await.is_err());
+    drop(txn);
+    assert!(conn.end_job().is_some());
+    assert!(t0.elapsed() < Duration::from_secs(4), "waited {:?} for a lock nobody needed", t0.elapsed());
+}
+
+#[tokio::test]
+async fn a_read_outside_a_transaction_does_not_wait_for_the_write_lock() {
+    let path = fresh_file("read");
+    let (conn, db) = connect(&path, Duration::from_millis(20));
+    let blocker = rusqlite::Connection::open(&*path).expect("open");
+    blocker.execute_batch("BEGIN IMMEDIATE; INSERT INTO t (v) VALUES (1);").expect("lock");
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_string(sea_orm::DbBackend::Sqlite, "SELECT COUNT(*) AS n FROM t"))
+        .await
+        .expect("a read needs no write lock");
+    assert_eq!(row.expect("a row").try_get::<i64>("", "n").expect("n"), 0, "the committed snapshot");
+    assert!(conn.end_job().is_none());
+    blocker.execute_batch("ROLLBACK").expect("unlock");
 }
