@@ -37,7 +37,8 @@ impl StoreOptions {
     /// Defaults: connect timeout 5 s; SQLite busy timeout 5 s; pool size 8
     /// for a SQLite file, 1 for `sqlite::memory:` (each connection to an
     /// in-memory database would see its own empty database), 16 for
-    /// PostgreSQL.
+    /// PostgreSQL; a SQLite file's group commits and starts on its writer
+    /// thread ([`StoreOptions::writer_thread`]).
     pub fn new(url: impl Into<String>) -> Self {
         StoreOptions {
             url: url.into(),
@@ -71,9 +72,7 @@ impl StoreOptions {
         self.busy_timeout = timeout;
         self
     }
-}
 
-impl StoreOptions {
     /// SQLite file: whether the hot write transactions (group commits,
     /// starts) run on a dedicated thread with a synchronous connection of
     /// its own, one hand-off per transaction, rather than through the pool,

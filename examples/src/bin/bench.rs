@@ -9,7 +9,8 @@
 //! Options: `--backend sqlite|postgres|both` (sqlite), `--pg-url URL` (admin
 //! URL of a PostgreSQL server; the benchmark creates its own databases),
 //! `-n N` (1000), `-k K` (10), `-w W` (64), `--matrix` (K = 1, 10, 100 ×
-//! W = 1, 16, 64), `--no-group-commit`, `--start-many` (runs started
+//! W = 1, 16, 64), `--no-group-commit`, `--no-writer-thread` (SQLite writes
+//! through the pool), `--start-many` (runs started
 //! with `Engine::start_many`, 256 per commit), `--floor-secs S` (5),
 //! `--claim-flatness` (instead: the cost of a claim with 10³ and with 10⁶
 //! finished, sleeping and signal-waiting runs in the table), `--latency`
