@@ -209,6 +209,14 @@ impl Inner {
 
     fn prepare(&self, statement: &Statement) -> Result<rusqlite::CachedStatement<'_>, DbErr> {
         let mut stmt = self.conn.prepare_cached(&statement.sql).map_err(exec_err)?;
+        // As the pool's driver: a parameter left unbound would read as NULL.
+        let given = statement.values.as_ref().map_or(0, |v| v.0.len());
+        if stmt.parameter_count() != given {
+            return Err(DbErr::Custom(format!(
+                "{given} values for a statement of {} parameters",
+                stmt.parameter_count()
+            )));
+        }
         if let Some(values) = &statement.values {
             for (i, v) in values.0.iter().enumerate() {
                 stmt.raw_bind_parameter(i + 1, bind(v)?).map_err(exec_err)?;

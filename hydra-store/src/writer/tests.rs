@@ -155,6 +155,12 @@ async fn the_writers_errors_keep_their_kind() {
     let dup = db.execute_unprepared("INSERT INTO t (v) VALUES (1)").await.expect_err("a duplicate");
     assert!(crate::error::is_unique_violation(&dup), "recognised as a unique violation: {dup}");
     assert!(!crate::error::is_transient(&dup));
+    let short = sea_orm::Statement::from_sql_and_values(
+        sea_orm::DbBackend::Sqlite,
+        "INSERT INTO child (id) VALUES (?)",
+        Vec::<sea_orm::Value>::new(),
+    );
+    assert!(db.execute_raw(short).await.is_err(), "a missing value is an error, not a NULL");
     let bad = db.execute_unprepared("INSERT INTO nowhere (v) VALUES (1)").await.expect_err("no such table");
     assert!(!crate::error::is_unique_violation(&bad) && !crate::error::is_transient(&bad), "{bad}");
     assert!(conn.end_job().is_none(), "statement errors are answers, not transaction failures");
