@@ -88,7 +88,14 @@ impl StoreOptions {
 /// What a URL points at.
 #[derive(Debug, PartialEq, Eq)]
 enum Target {
-    SqliteFile { url: String },
+    /// `url` normalised (a mode always given); `plain` when the path has no
+    /// escapes and the only parameter is a read-write `mode`, so that the
+    /// store's writer thread can open `path` itself.
+    SqliteFile {
+        url: String,
+        path: String,
+        plain: bool,
+    },
     SqliteMemory,
     Postgres,
 }
@@ -126,14 +133,16 @@ fn classify(url: &str) -> Result<Target, StoreError> {
             return Err(invalid(&format!("directory `{}` does not exist", dir.display())));
         }
         // A file URL without a mode creates the file, as the embedded default should.
-        let url = if query.split('&').any(|kv| kv.starts_with("mode=")) {
-            format!("sqlite://{path}?{query}")
+        let query = if query.split('&').any(|kv| kv.starts_with("mode=")) {
+            query.to_owned()
         } else if query.is_empty() {
-            format!("sqlite://{path}?mode=rwc")
+            "mode=rwc".to_owned()
         } else {
-            format!("sqlite://{path}?{query}&mode=rwc")
+            format!("{query}&mode=rwc")
         };
-        return Ok(Target::SqliteFile { url });
+        let plain = !path.contains('%')
+            && query.split('&').filter(|kv| !kv.is_empty()).all(|kv| kv == "mode=rwc" || kv == "mode=rw");
+        return Ok(Target::SqliteFile { url: format!("sqlite://{path}?{query}"), path: path.to_owned(), plain });
     }
     if trimmed.starts_with("postgres://") || trimmed.starts_with("postgresql://") {
         let parsed = url::Url::parse(trimmed).map_err(|e| invalid(&e.to_string()))?;
@@ -150,10 +159,12 @@ fn classify(url: &str) -> Result<Target, StoreError> {
     }
 }
 
-/// The normalised URL of a SQLite file (`sqlite://PATH?mode=…`).
-pub(crate) fn sqlite_file_url(url: &str) -> Option<String> {
+/// The file of a SQLite URL that the store's writer thread opens itself;
+/// `None` for URLs it leaves to the pool (in-memory, read-only, escaped
+/// paths, parameters other than `mode`).
+pub(crate) fn writer_file(url: &str) -> Option<std::path::PathBuf> {
     match classify(url) {
-        Ok(Target::SqliteFile { url }) => Some(url),
+        Ok(Target::SqliteFile { path, plain: true, .. }) => Some(path.into()),
         _ => None,
     }
 }
@@ -169,7 +180,7 @@ pub(crate) async fn open(opts: &StoreOptions) -> Result<(DatabaseConnection, Bac
     let timeout = opts.connect_timeout;
     let busy = opts.busy_timeout;
     let (mut co, backend) = match &target {
-        Target::SqliteFile { url } => {
+        Target::SqliteFile { url, .. } => {
             let mut co = ConnectOptions::new(url.clone());
             co.max_connections(opts.max_connections.unwrap_or(8)).map_sqlx_sqlite_opts(move |o| {
                 o.journal_mode(SqliteJournalMode::Wal)
@@ -344,10 +355,13 @@ mod tests {
     #[test]
     fn classifies_urls() {
         assert_eq!(classify("sqlite::memory:").ok(), Some(Target::SqliteMemory));
-        assert_eq!(classify("sqlite://x.db").ok(), Some(Target::SqliteFile { url: "sqlite://x.db?mode=rwc".into() }));
+        assert_eq!(
+            classify("sqlite://x.db").ok(),
+            Some(Target::SqliteFile { url: "sqlite://x.db?mode=rwc".into(), path: "x.db".into(), plain: true })
+        );
         assert_eq!(
             classify("sqlite://x.db?mode=ro").ok(),
-            Some(Target::SqliteFile { url: "sqlite://x.db?mode=ro".into() })
+            Some(Target::SqliteFile { url: "sqlite://x.db?mode=ro".into(), path: "x.db".into(), plain: false })
         );
         assert_eq!(classify("postgres://u@localhost/db").ok(), Some(Target::Postgres));
         assert!(matches!(classify("mysql://u@h/db"), Err(StoreError::UnsupportedScheme { .. })));
@@ -355,6 +369,17 @@ mod tests {
         assert!(matches!(classify("not a url"), Err(StoreError::InvalidUrl { .. })));
         assert!(matches!(classify("postgres://"), Err(StoreError::InvalidUrl { .. })));
         assert!(matches!(classify("sqlite:///no/such/dir/x.db"), Err(StoreError::InvalidUrl { .. })));
+    }
+
+    #[test]
+    fn only_plain_read_write_files_get_a_writer() {
+        assert_eq!(writer_file("sqlite:///tmp/y.db?mode=rwc"), Some("/tmp/y.db".into()));
+        assert_eq!(writer_file("sqlite:///tmp/y.db?mode=rw"), Some("/tmp/y.db".into()));
+        assert_eq!(writer_file("sqlite://y.db"), Some("y.db".into()), "a mode is added: rwc");
+        assert_eq!(writer_file("sqlite://y.db?mode=ro"), None);
+        assert_eq!(writer_file("sqlite://y.db?mode=rwc&cache=shared"), None);
+        assert_eq!(writer_file("sqlite://a%20b.db?mode=rwc"), None);
+        assert_eq!(writer_file("sqlite::memory:"), None);
     }
 
     #[test]

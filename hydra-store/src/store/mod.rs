@@ -111,7 +111,7 @@ impl Store {
             writer: None,
         };
         if options.writer_thread
-            && let Some(path) = connect::sqlite_file_url(&options.url).as_deref().and_then(crate::writer::file_of)
+            && let Some(path) = connect::writer_file(&options.url)
         {
             store.writer = Some(std::sync::Arc::new(store.start_writer(path, options.busy_timeout).await?));
         }

@@ -450,7 +450,7 @@ fn column_kinds() -> &'static HashMap<&'static str, Kind> {
 fn typed(name: &str, v: rusqlite::types::ValueRef<'_>) -> Result<Value, DbErr> {
     use rusqlite::types::ValueRef as R;
     let kind = column_kinds().get(name).copied();
-    let utf8 = |t: &[u8]| String::from_utf8(t.to_vec()).map_err(|_| query_err(format!("column `{name}` is not UTF-8")));
+    let utf8 = |t: &[u8]| String::from_utf8(t.to_vec()).map_err(|_| type_err(format!("column `{name}` is not UTF-8")));
     Ok(match (v, kind) {
         (R::Null, Some(Kind::Int)) => Value::Int(None),
         (R::Null, Some(Kind::BigInt)) => Value::BigInt(None),
@@ -458,7 +458,7 @@ fn typed(name: &str, v: rusqlite::types::ValueRef<'_>) -> Result<Value, DbErr> {
         (R::Null, Some(Kind::Bytes)) => Value::Bytes(None),
         (R::Null, _) => Value::String(None),
         (R::Integer(i), Some(Kind::Int)) => Value::Int(Some(
-            i32::try_from(i).map_err(|_| query_err(format!("column `{name}`: {i} does not fit a 32-bit integer")))?,
+            i32::try_from(i).map_err(|_| type_err(format!("column `{name}`: {i} does not fit a 32-bit integer")))?,
         )),
         (R::Integer(i), Some(Kind::Bool)) => Value::Bool(Some(i != 0)),
         (R::Integer(i), Some(Kind::BigInt | Kind::Mixed) | None) => Value::BigInt(Some(i)),
@@ -467,7 +467,7 @@ fn typed(name: &str, v: rusqlite::types::ValueRef<'_>) -> Result<Value, DbErr> {
         (R::Blob(b), Some(Kind::Mixed) | None) => Value::Bytes(Some(b.to_vec())),
         (R::Real(f), Some(Kind::Mixed) | None) => Value::Double(Some(f)),
         (other, Some(kind)) => {
-            return Err(query_err(format!("column `{name}` holds {:?} where {kind:?} is declared", other.data_type())));
+            return Err(type_err(format!("column `{name}` holds {:?} where {kind:?} is declared", other.data_type())));
         }
     })
 }
@@ -538,29 +538,13 @@ fn exec_err(e: rusqlite::Error) -> DbErr {
     DbErr::Exec(runtime_err(e))
 }
 
-fn query_err(e: impl Into<QueryFailure>) -> DbErr {
-    match e.into() {
-        QueryFailure::Driver(e) => DbErr::Query(runtime_err(e)),
-        QueryFailure::Type(text) => DbErr::Type(text),
-    }
+fn query_err(e: rusqlite::Error) -> DbErr {
+    DbErr::Query(runtime_err(e))
 }
 
-/// What reading a row can fail with.
-enum QueryFailure {
-    Driver(rusqlite::Error),
-    Type(String),
-}
-
-impl From<rusqlite::Error> for QueryFailure {
-    fn from(e: rusqlite::Error) -> Self {
-        QueryFailure::Driver(e)
-    }
-}
-
-impl From<String> for QueryFailure {
-    fn from(text: String) -> Self {
-        QueryFailure::Type(text)
-    }
+/// A stored value that does not convert to its column's type.
+fn type_err(text: String) -> DbErr {
+    DbErr::Type(text)
 }
 
 fn conn_err(e: rusqlite::Error) -> DbErr {

@@ -156,18 +156,5 @@ fn stopped() -> StoreError {
     StoreError::Database(DbErr::Conn(sea_orm::RuntimeErr::Internal("the SQLite writer thread has stopped".into())))
 }
 
-/// The path of a (normalised) SQLite file URL the writer can open itself;
-/// `None` for URLs it leaves to the pool (percent-escaped paths, read-only
-/// or in-memory modes, other parameters).
-pub(crate) fn file_of(url: &str) -> Option<std::path::PathBuf> {
-    let rest = url.strip_prefix("sqlite://")?;
-    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-    if path.is_empty() || path.contains('%') {
-        return None;
-    }
-    let plain = query.split('&').filter(|kv| !kv.is_empty()).all(|kv| kv == "mode=rwc" || kv == "mode=rw");
-    plain.then(|| std::path::PathBuf::from(path))
-}
-
 #[cfg(test)]
 mod tests;

@@ -166,17 +166,6 @@ async fn the_writers_errors_keep_their_kind() {
     assert!(conn.end_job().is_none(), "statement errors are answers, not transaction failures");
 }
 
-#[test]
-fn only_plain_read_write_files_get_a_writer() {
-    use super::file_of;
-    assert_eq!(file_of("sqlite://x/y.db?mode=rwc"), Some("x/y.db".into()));
-    assert_eq!(file_of("sqlite:///tmp/y.db?mode=rw"), Some("/tmp/y.db".into()));
-    assert_eq!(file_of("sqlite://y.db?mode=ro"), None);
-    assert_eq!(file_of("sqlite://y.db?mode=rwc&cache=shared"), None);
-    assert_eq!(file_of("sqlite://a%20b.db?mode=rwc"), None);
-    assert_eq!(file_of("sqlite::memory:"), None);
-}
-
 #[tokio::test]
 async fn after_sqlite_rolls_a_transaction_back_itself_nothing_more_runs_in_it() {
     let path = fresh_file("autorollback");
