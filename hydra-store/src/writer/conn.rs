@@ -73,9 +73,22 @@ impl SyncConn {
         conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
             .map_err(conn_err)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        // Plans that do not depend on the values bound: otherwise a
+        // statement whose plan looked at a bound value (the claim's, for
+        // the partial index and its `LIMIT ?`) is compiled anew at every
+        // run (bundled SQLite is built with STAT4). Same plans here.
+        conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true).map_err(conn_err)?;
         Ok(SyncConn {
             inner: Mutex::new(Inner { conn, depth: 0, failed: None, abandoned: None, refused_commit: false }),
         })
+    }
+
+    /// How often SQLite compiled `sql` anew since it entered the statement
+    /// cache.
+    #[cfg(test)]
+    pub(crate) fn recompiled(&self, sql: &str) -> i32 {
+        let inner = self.lock();
+        inner.conn.prepare_cached(sql).map_or(-1, |s| s.get_status(rusqlite::StatementStatus::RePrepare))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -153,6 +166,15 @@ impl SyncConn {
     }
 }
 
+/// Runs a transaction command (`BEGIN IMMEDIATE`, `COMMIT`, `SAVEPOINT sN`
+/// …) from the statement cache: parsed once, not at every transaction.
+fn transaction_command(conn: &rusqlite::Connection, sql: &str) -> rusqlite::Result<()> {
+    if sql.contains(';') {
+        return conn.execute_batch(sql);
+    }
+    conn.prepare_cached(sql)?.raw_execute().map(|_| ())
+}
+
 /// The failure of a job whose caller stopped waiting before its commit.
 fn abandoned() -> DbErr {
     DbErr::Custom("the caller stopped waiting before the commit; rolled back".into())
@@ -174,7 +196,7 @@ impl Inner {
             self.failed = Some(DbErr::Custom(format!("`{sql}` without a transaction: SQLite rolled it back")));
             return;
         }
-        if let Err(e) = self.conn.execute_batch(sql) {
+        if let Err(e) = transaction_command(&self.conn, sql) {
             self.failed = Some(exec_err(e));
         }
     }
@@ -256,12 +278,12 @@ impl Inner {
             }
             return r;
         }
-        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(exec_err)?;
+        transaction_command(&self.conn, "BEGIN IMMEDIATE").map_err(exec_err)?;
         let r = f(self).and_then(|v| {
             if self.is_abandoned() {
                 return Err(abandoned());
             }
-            self.conn.execute_batch("COMMIT").map_err(exec_err)?;
+            transaction_command(&self.conn, "COMMIT").map_err(exec_err)?;
             Ok(v)
         });
         if r.is_err() && !self.conn.is_autocommit() {

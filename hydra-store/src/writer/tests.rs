@@ -236,3 +236,31 @@ async fn a_read_outside_a_transaction_does_not_wait_for_the_write_lock() {
     assert!(conn.end_job().is_none());
     blocker.execute_batch("ROLLBACK").expect("unlock");
 }
+
+#[tokio::test]
+async fn a_statement_is_compiled_once_whatever_values_it_is_given() {
+    // As the claim: a partial index the plan may use, values compared with
+    // its column, a bound LIMIT. Bundled SQLite (STAT4) would recompile
+    // such a statement at each new binding, unless plans ignore the values.
+    let path = fresh_file("qpsg");
+    rusqlite::Connection::open(&*path)
+        .expect("open")
+        .execute_batch(
+            "CREATE TABLE q (ns TEXT NOT NULL, due INTEGER); \
+             CREATE INDEX q_due ON q (ns, due) WHERE due IS NOT NULL; \
+             INSERT INTO q VALUES ('a', 1), ('a', 2), ('a', NULL), ('b', 3);",
+        )
+        .expect("schema");
+    let (conn, db) = connect(&path, Duration::from_millis(20));
+    let sql = "SELECT due FROM q WHERE ns = ? AND due IS NOT NULL AND due <= ? ORDER BY due LIMIT ?";
+    for (i, ns) in ["a", "b", "a", "a", "b"].into_iter().enumerate() {
+        let stmt = sea_orm::Statement::from_sql_and_values(
+            sea_orm::DbBackend::Sqlite,
+            sql,
+            [ns.into(), (i as i64 + 1).into(), (i as i64 + 1).into()],
+        );
+        db.query_all_raw(stmt).await.expect("the query");
+        assert!(conn.end_job().is_none());
+    }
+    assert_eq!(conn.recompiled(sql), 0, "the statement was compiled anew for new values");
+}
