@@ -128,7 +128,8 @@ impl Store {
         use crate::writer::{SyncConn, Writer, WriterConn};
         use sea_orm::{DatabaseConnectionType, MockDatabaseConnection};
         // Opening is file I/O: off the async threads.
-        let opened = tokio::task::spawn_blocking(move || SyncConn::open(&path, busy))
+        let file = path.clone();
+        let opened = tokio::task::spawn_blocking(move || SyncConn::open(&file, busy))
             .await
             .map_err(|e| StoreError::Database(sea_orm::DbErr::Custom(format!("opening the SQLite writer: {e}"))))?;
         let conn = std::sync::Arc::new(opened.map_err(StoreError::Database)?);
@@ -144,7 +145,10 @@ impl Store {
             sqlite_file: true,
             writer: None,
         };
-        Writer::start(conn, store)
+        // Also file I/O (it opens the checkpoint thread's connection).
+        tokio::task::spawn_blocking(move || Writer::start(conn, store, &path, busy))
+            .await
+            .map_err(|e| StoreError::Database(sea_orm::DbErr::Custom(format!("starting the SQLite writer: {e}"))))?
     }
 
     /// The SQLite writer thread, if this store has one: a write method

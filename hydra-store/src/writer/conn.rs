@@ -83,6 +83,14 @@ impl SyncConn {
         })
     }
 
+    /// Hands this connection's WAL checkpoints to the caller: SQLite no
+    /// longer checkpoints when a commit of this connection leaves the WAL
+    /// long (its automatic checkpoint copies pages into the file and syncs
+    /// it on the committing thread); [`super::checkpoint::due`] says when.
+    pub(crate) fn checkpoint_elsewhere(&self) {
+        self.lock().conn.wal_hook(Some(super::checkpoint::committed));
+    }
+
     /// How often SQLite compiled `sql` anew since it entered the statement
     /// cache.
     #[cfg(test)]

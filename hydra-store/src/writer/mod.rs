@@ -22,6 +22,7 @@
 //! Everything else (reads, renewals, signals, operators' writes) still
 //! goes through the pool.
 
+mod checkpoint;
 mod conn;
 
 use crate::error::StoreError;
@@ -49,8 +50,18 @@ pub(crate) struct Writer {
 
 impl Writer {
     /// Starts the writer thread: `store` is the writer's store, whose
-    /// connection is `conn`'s.
-    pub(crate) fn start(conn: Arc<SyncConn>, store: Store) -> Result<Writer, StoreError> {
+    /// connection is `conn`'s, to the file at `path`; and the thread that
+    /// checkpoints that file's WAL for it ([`checkpoint`]).
+    pub(crate) fn start(
+        conn: Arc<SyncConn>,
+        store: Store,
+        path: &std::path::Path,
+        busy: std::time::Duration,
+    ) -> Result<Writer, StoreError> {
+        let checkpointer = checkpoint::Checkpointer::start(path, busy);
+        if checkpointer.is_some() {
+            conn.checkpoint_elsewhere();
+        }
         let (jobs, rx) = std::sync::mpsc::channel::<Job>();
         let (ready, started) = std::sync::mpsc::channel();
         std::thread::Builder::new()
@@ -67,6 +78,11 @@ impl Writer {
                 let _ = ready.send(Ok(()));
                 while let Ok(job) = rx.recv() {
                     job(&store, &rt, &conn);
+                    if let Some(c) = &checkpointer
+                        && checkpoint::due()
+                    {
+                        c.poke();
+                    }
                 }
             })
             .map_err(|e| starting(&e.to_string()))?;

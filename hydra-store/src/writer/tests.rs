@@ -264,3 +264,31 @@ async fn a_statement_is_compiled_once_whatever_values_it_is_given() {
     }
     assert_eq!(conn.recompiled(sql), 0, "the statement was compiled anew for new values");
 }
+
+#[tokio::test]
+async fn the_writer_leaves_checkpoints_to_the_checkpoint_thread_which_runs_them() {
+    let path = fresh_file("checkpoint");
+    let (conn, db) = connect(&path, Duration::from_millis(200));
+    conn.checkpoint_elsewhere();
+    let before = std::fs::metadata(&*path).expect("file").len();
+    // Well past SQLite's automatic checkpoint threshold (1,000 pages).
+    let mut due = false;
+    for i in 0..300 {
+        let sql = format!(
+            "INSERT INTO t (v) SELECT {i} FROM (WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 500) SELECT x FROM n)"
+        );
+        db.execute_unprepared(&sql).await.expect("insert");
+        assert!(conn.end_job().is_none());
+        due |= super::checkpoint::due();
+    }
+    assert!(due, "the commits never reported a long log");
+    assert_eq!(std::fs::metadata(&*path).expect("file").len(), before, "the writer's commits checkpointed");
+    let c = super::checkpoint::Checkpointer::start(&path, Duration::from_millis(200)).expect("start");
+    c.poke();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::fs::metadata(&*path).expect("file").len() == before {
+        assert!(std::time::Instant::now() < deadline, "the checkpoint thread never checkpointed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(count(&path, "t"), 150_000);
+}
