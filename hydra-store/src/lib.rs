@@ -36,7 +36,8 @@
 //! - `store/repair.rs`: retry and fork of a run; `store/search.rs`: search attributes;
 //! - `store/prune.rs`: retention; `store/copy.rs`: moving a database into another;
 //! - `writer/`: SQLite's writer thread: group commits and starts of a SQLite file run as one
-//!   job each on a synchronous connection of their own (see [`StoreOptions::writer_thread`]);
+//!   job each on a synchronous connection of their own (see [`StoreOptions::writer_thread`]),
+//!   whose WAL is checkpointed by a second thread (`writer/checkpoint.rs`);
 //! - `listen.rs`: PostgreSQL wake-ups ([`RunListener`]); `watch.rs`: SQLite wake-ups across
 //!   processes ([`CommitWatcher`], `PRAGMA data_version`);
 //! - `model/`: the domain types (`execution.rs`, `step.rs`, `lease.rs`, `cron.rs`), and
