@@ -10,11 +10,11 @@
 //! or readers) when the log has grown past the same length.
 
 use std::cell::Cell;
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{Receiver, SyncSender};
 
 /// Pages in the WAL past which a checkpoint is due (SQLite's automatic
 /// checkpoint threshold).
-pub(crate) const DUE_PAGES: i32 = 1000;
+const DUE_PAGES: i32 = 1000;
 
 thread_local! {
     /// Pages in the WAL after this thread's last commit (the writer thread
@@ -45,12 +45,7 @@ impl Checkpointer {
     /// Opens a connection of its own to `path` and starts the thread; `None`
     /// if either fails (the writer then keeps SQLite's own checkpoints).
     pub(super) fn start(path: &std::path::Path, busy: std::time::Duration) -> Option<Checkpointer> {
-        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let opened = rusqlite::Connection::open_with_flags(path, flags).and_then(|c| {
-            c.busy_timeout(busy)?;
-            Ok(c)
-        });
-        let conn = match opened {
+        let conn = match super::conn::open_file(path, busy) {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot open the SQLite checkpoint connection; the writer checkpoints itself");
@@ -68,11 +63,10 @@ impl Checkpointer {
         }
     }
 
-    /// Asks for a checkpoint; never blocks (one already asked for will do).
+    /// Asks for a checkpoint; never blocks (one already asked for will do,
+    /// and a thread that ended has nothing to do).
     pub(super) fn poke(&self) {
-        match self.wake.try_send(()) {
-            Ok(()) | Err(TrySendError::Full(())) | Err(TrySendError::Disconnected(())) => {}
-        }
+        let _ = self.wake.try_send(());
     }
 }
 

@@ -66,10 +66,7 @@ impl SyncConn {
     /// Opens the (existing, migrated) database file with the pool's
     /// settings: WAL, `synchronous = NORMAL`, the busy timeout, foreign keys.
     pub(crate) fn open(path: &std::path::Path, busy: std::time::Duration) -> Result<SyncConn, DbErr> {
-        use rusqlite::OpenFlags;
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = rusqlite::Connection::open_with_flags(path, flags).map_err(conn_err)?;
-        conn.busy_timeout(busy).map_err(conn_err)?;
+        let conn = open_file(path, busy).map_err(conn_err)?;
         conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
             .map_err(conn_err)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
@@ -172,6 +169,18 @@ impl SyncConn {
             let _ = inner.conn.execute_batch("ROLLBACK");
         }
     }
+}
+
+/// A connection to the existing file at `path`, read-write, that waits up
+/// to `busy` for a lock (the writer's, and the checkpoint thread's).
+pub(super) fn open_file(path: &std::path::Path, busy: std::time::Duration) -> rusqlite::Result<rusqlite::Connection> {
+    use rusqlite::OpenFlags;
+    let conn = rusqlite::Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(busy)?;
+    Ok(conn)
 }
 
 /// Runs a transaction command (`BEGIN IMMEDIATE`, `COMMIT`, `SAVEPOINT sN`
