@@ -130,6 +130,55 @@ both_backends! {
         assert_eq!((run_c.status, run_c.open_step.attempts), (ExecutionStatus::Running, 1), "the claim counted an attempt");
     }
 
+    async fn step_results_written_together_are_the_rows_written_one_by_one(db: TestDb) {
+        let store = db.store().await;
+        let w = WorkerId::generate();
+        // Two sets of four runs, the same four step results in each: one
+        // set's go in one group commit (several runs' step results are
+        // written together, in statements of many rows), the other's one
+        // checkpoint each. Every row and run must come out the same.
+        let mut ids = Vec::new();
+        for i in 0..8 {
+            ids.push(create(&store, NS, i).await);
+        }
+        let claimed = store.claim(&claim_req(NS, &w, 10, 100)).await.unwrap();
+        let lease = |id: &ExecutionId| claimed.iter().find(|c| &c.execution.id == id).unwrap().lease.clone();
+        let write = |i: usize| -> Checkpoint {
+            let (rec, open) = match i % 4 {
+                // An empty output is not a missing one.
+                0 => (record("a", 0, StepOutcome::Completed(vec![])).attempt(1).started_at(5), OpenStep::new(1, 1)),
+                1 => (record("b", 0, StepOutcome::AttemptFailed("boom".into())).attempt(2), OpenStep::new(0, 3)),
+                2 => (record("c", 0, StepOutcome::FailedWith("typed".into(), vec![9, 0, 9])).attempt(3), OpenStep::new(1, 1)),
+                _ => (record("d", 0, StepOutcome::Waiting).wake_at(i64::MAX), OpenStep::new(0, 1)),
+            };
+            Checkpoint::step(rec).open(open)
+        };
+        let ops: Vec<BatchOp> = (0..4).map(|i| BatchOp::Checkpoint(lease(&ids[i]), write(i))).collect();
+        let commits = store.write_commits();
+        let results = store.apply_batch(&ops, 20).await.unwrap();
+        assert_eq!(store.write_commits(), commits + 1, "one commit for the four");
+        assert!(results.iter().all(|r| matches!(r, Ok(BatchValue::Checkpoint))), "{results:?}");
+        for (i, id) in ids.iter().enumerate().skip(4) {
+            store.checkpoint(&lease(id), write(i), 20).await.unwrap();
+        }
+        for i in 0..4 {
+            let (together, alone) = (&ids[i], &ids[i + 4]);
+            let mut rows = store.steps(NS, together).await.unwrap();
+            assert_eq!(rows.len(), 1, "run {i}");
+            rows[0].execution_id = alone.clone();
+            assert_eq!(rows, store.steps(NS, alone).await.unwrap(), "step row of run {i}");
+            let (a, b) = (
+                store.get_execution(NS, together).await.unwrap().unwrap(),
+                store.get_execution(NS, alone).await.unwrap().unwrap(),
+            );
+            assert_eq!(
+                (a.open_step, a.updated_at, a.status, a.fencing_token),
+                (b.open_step, b.updated_at, b.status, b.fencing_token),
+                "run {i}"
+            );
+        }
+    }
+
     async fn create_returns_a_pending_due_run(db: TestDb) {
         let store = db.store().await;
         let id = create(&store, NS, 1_000).await;
@@ -699,6 +748,46 @@ async fn postgres_group_commits_and_lease_renewals_never_deadlock() {
         assert!(batch.expect("group commit").iter().all(Result::is_ok), "round {round}");
         assert!(renewed.expect("renewal").iter().all(Result::is_ok), "round {round}");
         assert_eq!(store.write_commits(), commits + 2, "round {round}: one commit each, no retry one by one");
+    }
+}
+
+/// The same with step results that keep their runs going, which a group
+/// commit writes together: it first locks all its runs in ID order, as a
+/// renewal does.
+#[tokio::test]
+async fn postgres_step_results_written_together_and_lease_renewals_never_deadlock() {
+    let db = hydra_tests::TestDb::postgres().await;
+    let store = db.store().await;
+    let w = WorkerId::generate();
+    for i in 0..16 {
+        create(&store, NS, i).await;
+    }
+    let leases: Vec<Lease> =
+        store.claim(&claim_req(NS, &w, 100, 100)).await.unwrap().into_iter().map(|c| c.lease).collect();
+    assert_eq!(leases.len(), 16);
+    let mut ascending = leases.clone();
+    ascending.sort_by(|a, b| a.execution_id.as_str().cmp(b.execution_id.as_str()));
+    let descending: Vec<Lease> = ascending.iter().rev().cloned().collect();
+    for round in 0..40u32 {
+        let now = 200 + i64::from(round);
+        // The batch in descending order, the renewal in ascending order.
+        let ops: Vec<BatchOp> = descending
+            .iter()
+            .map(|l| {
+                let rec = record(&format!("s{round}"), round, StepOutcome::Completed(vec![1]));
+                BatchOp::Checkpoint(l.clone(), Checkpoint::step(rec).open(OpenStep::new(round + 1, 1)))
+            })
+            .collect();
+        let commits = store.write_commits();
+        let (batch, renewed) = tokio::join!(store.apply_batch(&ops, now), store.renew_leases(&ascending, now, TTL));
+        assert!(batch.expect("group commit").iter().all(Result::is_ok), "round {round}");
+        assert!(renewed.expect("renewal").iter().all(Result::is_ok), "round {round}");
+        assert_eq!(store.write_commits(), commits + 2, "round {round}: one commit each, no retry one by one");
+    }
+    for l in &leases {
+        let run = store.get_execution(NS, &l.execution_id).await.unwrap().unwrap();
+        assert_eq!(run.open_step, OpenStep::new(40, 1), "every step moved its run on");
+        assert_eq!(store.steps(NS, &l.execution_id).await.unwrap().len(), 40);
     }
 }
 

@@ -2,16 +2,13 @@
 //! applied in one transaction, falling back to one by one after an SQL error.
 
 use super::Store;
+use super::batch_steps::{HotStep, PG_HOT_BYTES, hot_output_bytes, hot_step_rows};
 use super::checkpoint::{Checkpoint, Transition};
 use super::fence::lock_order;
-use super::step_write::{STEP_INSERT, STEP_ROW, STEP_TAIL_SQLITE, position_conflict, step_row};
 use crate::connect::Backend;
 use crate::error::StoreError;
-use crate::model::{
-    ClaimRequest, ClaimedExecution, Created, Lease, NewExecution, OpenStep, StepAttempt, StepRecord, to_i32,
-};
-use sea_orm::{ConnectionTrait, DatabaseTransaction, DbErr, TransactionTrait, Value};
-use std::collections::HashMap;
+use crate::model::{ClaimRequest, ClaimedExecution, Created, Lease, NewExecution, StepAttempt};
+use sea_orm::{DatabaseTransaction, TransactionTrait};
 
 /// One write of a group commit (see [`Store::apply_batch`]).
 #[derive(Clone, Debug)]
@@ -109,13 +106,31 @@ impl Store {
     async fn batch_in_one(&self, ops: &[BatchOp], now: i64, multi_row: bool) -> Result<Together, StoreError> {
         let txn = self.begin().await?;
         let mut out: Vec<Option<Result<BatchValue, StoreError>>> = ops.iter().map(|_| None).collect();
-        if self.backend == Backend::Sqlite && multi_row {
-            let (rows, items): (Vec<usize>, Vec<SqliteStep<'_>>) = sqlite_step_rows(ops).into_iter().unzip();
-            if !items.is_empty() {
-                match self.sqlite_steps_in(&txn, &items, now).await {
+        let hot = if multi_row { hot_step_rows(ops) } else { Vec::new() };
+        // SQLite writes one step together as cheaply as alone; PostgreSQL
+        // pays a statement locking the runs first, worth it from two, and
+        // sends the outputs in one array (kept well below its 1 GB limit).
+        let mut together = match self.backend {
+            Backend::Sqlite => !hot.is_empty(),
+            Backend::Postgres => hot.len() >= 2 && hot_output_bytes(&hot) <= PG_HOT_BYTES,
+        };
+        // New runs first (they lock only their own rows), then the runs'
+        // writes in lock order (the step results written together first,
+        // see `batch_steps`), claims last: they skip locked rows, wait for
+        // none, and can take the runs this batch created.
+        let order = lock_order(ops, |op| match op {
+            // By idempotency key: two batches creating runs with the same
+            // keys insert them in one order (no deadlock on the key's index).
+            BatchOp::Create(new) => (0, new.workflow_name.as_str(), new.idempotency_key.as_deref().unwrap_or("")),
+            _ => op.lease().map_or((2, "", ""), |l| (1, l.execution_id.as_str(), "")),
+        });
+        for i in order {
+            if together && !matches!(ops[i], BatchOp::Create(_)) {
+                together = false;
+                match self.steps_together(&txn, ops, &hot, now).await {
                     Ok(Some(results)) => {
-                        for (i, r) in rows.into_iter().zip(results) {
-                            out[i] = Some(r);
+                        for ((row, _), r) in hot.iter().zip(results) {
+                            out[*row] = Some(r);
                         }
                     }
                     Ok(None) => {
@@ -131,17 +146,6 @@ impl Store {
                     }
                 }
             }
-        }
-        // After SQLite's step rows above: new runs (they lock only their own
-        // rows), then the runs' writes in lock order, claims last: they skip
-        // locked rows, wait for none, and can take the runs this batch created.
-        let order = lock_order(ops, |op| match op {
-            // By idempotency key: two batches creating runs with the same
-            // keys insert them in one order (no deadlock on the key's index).
-            BatchOp::Create(new) => (0, new.workflow_name.as_str(), new.idempotency_key.as_deref().unwrap_or("")),
-            _ => op.lease().map_or((2, "", ""), |l| (1, l.execution_id.as_str(), "")),
-        });
-        for i in order {
             if out[i].is_some() {
                 continue;
             }
@@ -194,77 +198,24 @@ impl Store {
         Ok(Together::Applied(out.into_iter().flatten().collect()))
     }
 
-    /// SQLite: step results that move their runs' open steps, of one run
-    /// each, in two statements however many there are: one multi-row fenced
-    /// insert and one multi-row update of the open steps (on SQLite each
-    /// statement is a round trip to the connection's thread, and so is
-    /// each row a statement returns: the insert returns none). A row the
-    /// insert refused (lost lease, recorded step) changes nothing. When
-    /// every row was written, the update moves every run's open step and
-    /// the results are in the order of `items`; when one of several was
-    /// refused, `None`: the caller rolls back and applies them apart, each
-    /// with its own answer (refusals are rare: a lost lease, a replay).
-    pub(super) async fn sqlite_steps_in(
+    /// The step results `hot` of `ops` written together (see
+    /// `batch_steps`): `None` when one was refused and the transaction
+    /// must be rolled back.
+    async fn steps_together(
         &self,
         txn: &DatabaseTransaction,
-        items: &[SqliteStep<'_>],
+        ops: &[BatchOp],
+        hot: &[(usize, HotStep<'_>)],
         now: i64,
     ) -> Result<Option<Vec<Result<BatchValue, StoreError>>>, StoreError> {
-        let mut values = Vec::with_capacity(items.len() * 15);
-        for (lease, rec, _) in items {
-            values.extend(step_row(lease, rec, now));
+        let items: Vec<HotStep<'_>> = hot.iter().map(|(_, item)| *item).collect();
+        match self.backend {
+            Backend::Sqlite => self.sqlite_steps_in(txn, &items, now).await,
+            Backend::Postgres => {
+                self.pg_lock_runs(txn, ops).await?;
+                self.pg_steps_in(txn, &items, now).await
+            }
         }
-        let sql = format!(
-            "{STEP_INSERT} SELECT * FROM (VALUES {}) AS v WHERE EXISTS (SELECT 1 FROM workflow_executions e \
-             WHERE e.id = v.column1 AND e.fencing_token = v.column15 AND e.status = 'running' \
-             AND e.namespace || '' = v.column2) {STEP_TAIL_SQLITE}",
-            vec![format!("({STEP_ROW})"); items.len()].join(", ")
-        );
-        let written = txn
-            .execute_raw(self.stmt(&sql, values))
-            .await
-            .map_err(|e| match items {
-                // One step: a unique violation is its position taken. Several:
-                // the group commit retries them one by one to find out.
-                [(lease, rec, _)] => position_conflict(e, lease, rec.position),
-                _ => StoreError::Database(e),
-            })?
-            .rows_affected();
-        if written != items.len() as u64 {
-            return match items {
-                [(lease, rec, _)] => Ok(Some(vec![Err(self.why_refused(txn, lease, &rec.step_id).await)])),
-                _ => Ok(None),
-            };
-        }
-        let mut values: Vec<Value> = vec![now.into()];
-        for (lease, rec, open) in items {
-            values.push(lease.execution_id.as_str().into());
-            values.push(lease.token.0.into());
-            values.push(to_i32(rec.position).into());
-            values.push(to_i32(open.position).into());
-            values.push(to_i32(open.attempts).into());
-        }
-        // As `open_set` with the step's position: only a run whose open
-        // step is the one written moves on.
-        let sql = format!(
-            "UPDATE workflow_executions SET updated_at = ?, \
-             open_position = CASE WHEN workflow_executions.open_position = v.column3 THEN v.column4 \
-               ELSE workflow_executions.open_position END, \
-             open_attempts = CASE WHEN workflow_executions.open_position = v.column3 THEN v.column5 \
-               ELSE workflow_executions.open_attempts END \
-             FROM (VALUES {}) AS v WHERE workflow_executions.id = v.column1 \
-             AND workflow_executions.fencing_token = v.column2",
-            vec!["(?, ?, ?, ?, ?)"; items.len()].join(", ")
-        );
-        let r = txn.execute_raw(self.stmt(&sql, values)).await?;
-        if r.rows_affected() != items.len() as u64 {
-            return Err(StoreError::Database(DbErr::Custom(format!(
-                "moved {} open steps for {} written steps",
-                r.rows_affected(),
-                items.len()
-            ))));
-        }
-        Ok(Some(items.iter().map(|_| Ok(BatchValue::Checkpoint)).collect()))
     }
 
     async fn apply_one_by_one(
@@ -306,33 +257,4 @@ enum Together {
     /// Rolled back because the multi-row step insert refused a row: the
     /// transaction again with each step apart.
     StepsApart,
-}
-
-/// A step result that moves its run's open step (see
-/// [`Store::sqlite_steps_in`]).
-type SqliteStep<'a> = (&'a Lease, &'a StepRecord, OpenStep);
-
-/// The writes of a batch that SQLite applies together, with their indexes:
-/// step results that keep the run going and move its open step, at most
-/// one per run (two steps of one run running at once keep their order, one
-/// by one).
-fn sqlite_step_rows(ops: &[BatchOp]) -> Vec<(usize, SqliteStep<'_>)> {
-    fn hot(op: &BatchOp) -> Option<SqliteStep<'_>> {
-        match op {
-            BatchOp::Checkpoint(
-                lease,
-                Checkpoint { step: Some(rec), open: Some(open), transition, open_seen: None },
-            ) => matches!(transition, Transition::Continue).then_some((lease, rec, *open)),
-            _ => None,
-        }
-    }
-    let mut runs: HashMap<&str, usize> = HashMap::new();
-    for (lease, _, _) in ops.iter().filter_map(hot) {
-        *runs.entry(lease.execution_id.as_str()).or_insert(0) += 1;
-    }
-    ops.iter()
-        .enumerate()
-        .filter_map(|(i, op)| hot(op).map(|item| (i, item)))
-        .filter(|(_, (lease, _, _))| runs.get(lease.execution_id.as_str()) == Some(&1))
-        .collect()
 }

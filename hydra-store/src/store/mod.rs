@@ -27,6 +27,7 @@
 //! - `inspect`: a run's signals and events, runs counted by status.
 
 mod batch;
+mod batch_steps;
 mod checkpoint;
 mod children;
 mod claim;

@@ -143,15 +143,7 @@ pub(super) const STEP_ROW: &str = "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?";
 
 /// The values of one step row (see [`STEP_INSERT`]).
 pub(super) fn step_row(lease: &Lease, rec: &StepRecord, now: i64) -> Vec<Value> {
-    let (status, output, error, completed_at): (&str, Option<Vec<u8>>, Option<String>, Option<i64>) = match &rec.outcome
-    {
-        StepOutcome::Completed(out) => ("completed", Some(out.clone()), None, Some(now)),
-        StepOutcome::Failed(e) => ("failed", None, Some(e.clone()), Some(now)),
-        StepOutcome::FailedWith(e, data) => ("failed", Some(data.clone()), Some(e.clone()), Some(now)),
-        StepOutcome::AttemptFailed(e) => ("running", None, Some(e.clone()), None),
-        StepOutcome::Waiting => ("running", None, None, None),
-        StepOutcome::TimedOut => ("completed", None, None, Some(now)),
-    };
+    let (status, output, error, completed_at) = outcome_columns(&rec.outcome, now);
     vec![
         lease.execution_id.as_str().into(),
         lease.namespace.as_str().into(),
@@ -169,6 +161,22 @@ pub(super) fn step_row(lease: &Lease, rec: &StepRecord, now: i64) -> Vec<Value> 
         rec.wake_at.into(),
         lease.token.0.into(),
     ]
+}
+
+/// The columns an outcome sets: the step's status, output, error and
+/// completion time.
+pub(super) fn outcome_columns(
+    outcome: &StepOutcome,
+    now: i64,
+) -> (&'static str, Option<Vec<u8>>, Option<String>, Option<i64>) {
+    match outcome {
+        StepOutcome::Completed(out) => ("completed", Some(out.clone()), None, Some(now)),
+        StepOutcome::Failed(e) => ("failed", None, Some(e.clone()), Some(now)),
+        StepOutcome::FailedWith(e, data) => ("failed", Some(data.clone()), Some(e.clone()), Some(now)),
+        StepOutcome::AttemptFailed(e) => ("running", None, Some(e.clone()), None),
+        StepOutcome::Waiting => ("running", None, None, None),
+        StepOutcome::TimedOut => ("completed", None, None, Some(now)),
+    }
 }
 
 /// When a write moves the run's open step (see [`open_set`]).
@@ -214,7 +222,7 @@ pub(super) fn open_set(to: OpenStep, when: OpenWhen) -> (&'static str, Vec<Value
 /// The conflict clause of a step result: only a running step at the same
 /// position takes it; its attempt count never goes down. The name is
 /// replaced: a select that parked records the branch it took there.
-const STEP_TAIL_PG: &str = "ON CONFLICT (execution_id, step_id) DO UPDATE SET status = excluded.status, \
+pub(super) const STEP_TAIL_PG: &str = "ON CONFLICT (execution_id, step_id) DO UPDATE SET status = excluded.status, \
        step_name = excluded.step_name, output_data = excluded.output_data, error_message = excluded.error_message, \
        completed_at = excluded.completed_at, wake_at = excluded.wake_at, \
        fencing_token = excluded.fencing_token, attempts = GREATEST(workflow_steps.attempts, excluded.attempts) \
