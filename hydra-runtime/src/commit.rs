@@ -76,7 +76,9 @@ impl Committer {
     /// Queues one write and waits until the transaction carrying it ended.
     pub(crate) async fn submit(&self, op: BatchOp) -> Result<BatchValue, StoreError> {
         let (tx, rx) = oneshot::channel();
-        let waiting = self.queues.iter().map(|q| q.waiting.load(Ordering::Relaxed));
+        // A committer that stopped is passed over while another runs.
+        let waiting =
+            self.queues.iter().map(|q| if q.tx.is_closed() { usize::MAX } else { q.waiting.load(Ordering::Relaxed) });
         let Some(queue) = pick(waiting, SPILL).and_then(|i| self.queues.get(i)) else { return Err(stopped()) };
         // Counted until the committer takes it into a batch; the count only
         // steers where writes go, so a stale read costs nothing but balance.
@@ -156,7 +158,33 @@ async fn run(store: Store, clock: Clock, mut rx: mpsc::UnboundedReceiver<(BatchO
 
 #[cfg(test)]
 mod tests {
-    use super::pick;
+    use super::{Committer, Queue, pick};
+    use hydra_store::{BatchOp, BatchValue, ClaimRequest, WorkerId};
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+    use tokio::sync::mpsc;
+
+    #[tokio::test]
+    async fn a_write_passes_over_a_committer_that_stopped() {
+        let (dead, rx) = mpsc::unbounded_channel();
+        drop(rx);
+        let (live, mut rx) = mpsc::unbounded_channel::<(BatchOp, super::Reply)>();
+        tokio::spawn(async move {
+            while let Some((_, reply)) = rx.recv().await {
+                let _ = reply.send(Ok(BatchValue::Claimed(Vec::new())));
+            }
+        });
+        let queues = vec![
+            Queue { tx: dead, waiting: Arc::new(AtomicUsize::new(0)) },
+            Queue { tx: live, waiting: Arc::new(AtomicUsize::new(0)) },
+        ];
+        let committer = Committer { queues: Arc::new(queues) };
+        let op = BatchOp::Claim(ClaimRequest::new("ns", vec!["wf".into()], WorkerId::generate(), 0, 1_000, 1));
+        for _ in 0..3 {
+            let r = committer.submit(op.clone()).await;
+            assert!(matches!(r, Ok(BatchValue::Claimed(_))), "{r:?}");
+        }
+    }
 
     #[test]
     fn writes_go_to_the_first_committer_until_it_falls_behind_then_to_the_least_loaded() {

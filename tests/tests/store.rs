@@ -791,6 +791,63 @@ async fn postgres_step_results_written_together_and_lease_renewals_never_deadloc
     }
 }
 
+/// A group commit that ends a child and writes other runs' step results
+/// together locks the child's parent with its runs, in ID order, before
+/// any of them: a transaction holding the parent that then wants a later
+/// run of the batch is not in a cycle with it (the batch used to hold that
+/// run while waiting for the parent: "deadlock detected" after a second).
+#[tokio::test]
+async fn postgres_a_group_commit_ending_a_child_locks_its_parent_in_order() {
+    use hydra_store::sea_orm::TransactionTrait;
+    let db = hydra_tests::TestDb::postgres().await;
+    let store = db.store().await;
+    let w = WorkerId::generate();
+    // IDs in time order: parent < child < x < y.
+    let parent = create(&store, NS, 0).await;
+    let child = ExecutionId::generate(1);
+    let mut new = NewExecution::new(child.clone(), NS, WF, vec![], 1);
+    new.parent_id = Some(parent.clone());
+    store.create_execution(new).await.unwrap();
+    let x = create(&store, NS, 2).await;
+    let y = create(&store, NS, 3).await;
+    let claimed = store.claim(&claim_req(NS, &w, 10, 100)).await.unwrap();
+    assert_eq!(claimed.len(), 4);
+    let lease = |id: &ExecutionId| claimed.iter().find(|c| &c.execution.id == id).unwrap().lease.clone();
+    let hot = |id: &ExecutionId| {
+        let rec = record("s", 0, StepOutcome::Completed(vec![1]));
+        BatchOp::Checkpoint(lease(id), Checkpoint::step(rec).open(OpenStep::new(1, 1)))
+    };
+    let ops = vec![
+        BatchOp::Checkpoint(lease(&child), Checkpoint::transition(Transition::Finish(Terminal::Completed(vec![7])))),
+        hot(&x),
+        hot(&y),
+    ];
+    let touch = |id: &ExecutionId| {
+        Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "UPDATE workflow_executions SET updated_at = updated_at WHERE id = $1",
+            [id.as_str().into()],
+        )
+    };
+    let other = store.connection().begin().await.unwrap();
+    other.execute_raw(touch(&parent)).await.unwrap();
+    let commits = store.write_commits();
+    let batch = tokio::spawn({
+        let store = store.clone();
+        async move { store.apply_batch(&ops, 20).await }
+    });
+    // The batch is waiting for the parent now.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!batch.is_finished(), "the batch waits for the parent's lock");
+    other.execute_raw(touch(&x)).await.expect("no cycle with the waiting batch");
+    other.commit().await.unwrap();
+    let results = batch.await.unwrap().expect("group commit");
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(store.write_commits(), commits + 1, "one commit, no retry one by one");
+    let signals: Vec<String> = store.signals_of(NS, &parent).await.unwrap().into_iter().map(|s| s.name).collect();
+    assert_eq!(signals, vec![format!("child:{child}")], "the parent was told in the same commit");
+}
+
 /// SQLite keeps whatever a hand edit writes, even text in an integer
 /// column: such a row does not convert. The claim ends that run alone,
 /// saying why, and hands out the others (PostgreSQL's column types rule

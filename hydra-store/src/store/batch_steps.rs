@@ -119,17 +119,32 @@ impl Store {
         Ok(Some(items.iter().map(|_| Ok(BatchValue::Checkpoint)).collect()))
     }
 
-    /// Locks the runs `ops` write under a lease, in ID order, until the
-    /// transaction ends (PostgreSQL). After it, no other transaction can
-    /// change those runs, so a statement of this transaction reads their
-    /// current token.
+    /// Locks the runs `ops` write under a lease, and the parents of those
+    /// it ends (an end tells its parent, in the same transaction), until
+    /// the transaction ends (PostgreSQL). One statement, in the byte order
+    /// of their IDs (`COLLATE "C"`: the order of `lock_order` and of lease
+    /// renewals, whatever the database's collation), so no other
+    /// transaction that locks runs in that order can wait for this one in a
+    /// cycle. After it, no other transaction can change those runs, so a
+    /// statement of this transaction reads their current token.
     pub(super) async fn pg_lock_runs(&self, txn: &DatabaseTransaction, ops: &[BatchOp]) -> Result<(), StoreError> {
         let mut ids: Vec<String> = ops.iter().filter_map(|op| op.lease().map(|l| l.execution_id.to_string())).collect();
         ids.sort_unstable();
         ids.dedup();
+        let ending: Vec<String> = ops
+            .iter()
+            .filter_map(|op| match op {
+                BatchOp::Checkpoint(lease, Checkpoint { transition: Transition::Finish(_), .. }) => {
+                    Some(lease.execution_id.to_string())
+                }
+                _ => None,
+            })
+            .collect();
         txn.execute_raw(self.stmt(
-            "SELECT 1 FROM workflow_executions WHERE id = ANY(?::text[]) ORDER BY id FOR UPDATE",
-            vec![ids.into()],
+            "SELECT 1 FROM workflow_executions WHERE id = ANY(?::text[]) \
+             OR id IN (SELECT parent_id FROM workflow_executions WHERE id = ANY(?::text[])) \
+             ORDER BY id COLLATE \"C\" FOR UPDATE",
+            vec![ids.into(), ending.into()],
         ))
         .await?;
         Ok(())
