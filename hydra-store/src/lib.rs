@@ -30,7 +30,10 @@
 //! - `store/lease.rs`: renewing leases and reclaiming expired ones;
 //! - `store/step_write.rs`: the step-row statements (an attempt, an outcome);
 //! - `store/checkpoint.rs`: [`Checkpoint`]s: fenced run transitions, with or without a step result;
-//! - `store/batch.rs`: group commit ([`Store::apply_batch`]);
+//! - `store/batch.rs`: group commit ([`Store::apply_batch`]); `store/batch_steps.rs`:
+//!   the step results of many runs written together (SQLite: two multi-row
+//!   statements; PostgreSQL: the runs locked in ID order, then one statement
+//!   of arrays);
 //! - `store/cron.rs`: cron schedules;
 //! - `store/workers.rs`: worker liveness rows;
 //! - `store/repair.rs`: retry and fork of a run; `store/search.rs`: search attributes;
