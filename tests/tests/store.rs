@@ -179,6 +179,28 @@ both_backends! {
         }
     }
 
+    async fn a_step_result_refused_in_a_group_commit_leaves_its_run_as_it_was(db: TestDb) {
+        let store = db.store().await;
+        let w = WorkerId::generate();
+        let id = create(&store, NS, 0).await;
+        let lease = claim_one(&store, &id, &w, 1).await;
+        // Step 0 recorded without moving the open step (as a step that is
+        // not the open one records its result).
+        store.checkpoint(&lease, Checkpoint::step(record("s", 0, StepOutcome::Completed(vec![1]))), 2).await.unwrap();
+        let before = store.get_execution(NS, &id).await.unwrap().unwrap();
+        assert_eq!(before.open_step, OpenStep::new(0, 1));
+        // The same step again (a replayed write), moving the open step, in
+        // a batch with another write.
+        let again = Checkpoint::step(record("s", 0, StepOutcome::Completed(vec![2]))).open(OpenStep::new(1, 1));
+        let ops = vec![BatchOp::Checkpoint(lease.clone(), again), BatchOp::Claim(claim_req(NS, &w, 9, 10))];
+        let results = store.apply_batch(&ops, 9).await.unwrap();
+        assert!(matches!(results[0], Err(StoreError::StepAlreadyRecorded { .. })), "{:?}", results[0]);
+        assert!(matches!(results[1], Ok(BatchValue::Claimed(_))), "{:?}", results[1]);
+        let after = store.get_execution(NS, &id).await.unwrap().unwrap();
+        assert_eq!((after.open_step, after.updated_at), (before.open_step, before.updated_at), "the refusal moved the run");
+        assert_eq!(store.steps(NS, &id).await.unwrap()[0].output, Some(vec![1]), "the recorded result stays");
+    }
+
     async fn create_returns_a_pending_due_run(db: TestDb) {
         let store = db.store().await;
         let id = create(&store, NS, 1_000).await;

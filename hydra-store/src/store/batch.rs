@@ -185,8 +185,14 @@ impl Store {
                     txn.rollback().await?;
                     return Ok(Together::OneByOne);
                 }
-                Err(e @ StoreError::PositionTaken { .. }) if self.backend == Backend::Postgres => {
-                    let _ = e;
+                // PostgreSQL: a taken position aborts the transaction; a step
+                // found already recorded by a fenced insert was refused after
+                // its fence had updated the run (the data-modifying CTE), so
+                // the batch is redone with each write in a transaction of its
+                // own, where a refusal leaves nothing (both are rare).
+                Err(StoreError::PositionTaken { .. } | StoreError::StepAlreadyRecorded { .. })
+                    if self.backend == Backend::Postgres =>
+                {
                     txn.rollback().await?;
                     return Ok(Together::OneByOne);
                 }
