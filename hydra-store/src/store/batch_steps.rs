@@ -7,9 +7,10 @@
 //!   one multi-row update of the open steps. Every write transaction holds
 //!   the database's write lock, so an `EXISTS` check of the token is the
 //!   fence.
-//! - PostgreSQL ([`Store::pg_steps_in`]): first every run the batch writes
-//!   is locked in ID order (one statement; the batch's lock order, so no
-//!   two transactions wait for each other in a cycle), then one statement
+//! - PostgreSQL ([`Store::pg_steps_in`]): first every run the batch writes,
+//!   and the parent of every run it ends, is locked in ID order (one
+//!   statement, [`Store::pg_lock_runs`]: the order of every multi-run
+//!   transaction, so none waits for another in a cycle), then one statement
 //!   of arrays (`unnest`, the same text whatever the batch's size, so one
 //!   prepared statement serves every batch) updates the runs under the
 //!   fence, moving their open steps, and inserts the steps of the runs it
