@@ -744,6 +744,19 @@ async fn claim_one_in(store: &Store, ns: &str, id: &ExecutionId, w: &WorkerId) -
     store.claim(&req).await.unwrap().into_iter().find(|c| &c.execution.id == id).expect("claimed").lease
 }
 
+/// Sixteen runs claimed by one worker, their leases in ID order.
+async fn sixteen_claimed(store: &Store) -> Vec<Lease> {
+    let w = WorkerId::generate();
+    for i in 0..16 {
+        create(store, NS, i).await;
+    }
+    let mut leases: Vec<Lease> =
+        store.claim(&claim_req(NS, &w, 100, 100)).await.unwrap().into_iter().map(|c| c.lease).collect();
+    assert_eq!(leases.len(), 16);
+    leases.sort_by(|a, b| a.execution_id.as_str().cmp(b.execution_id.as_str()));
+    leases
+}
+
 /// Group commits and lease renewals lock many runs each; given the runs in
 /// opposite orders they still take the row locks in one order, so neither
 /// ever waits for the other in a cycle (a deadlock would fail the renewal,
@@ -752,14 +765,7 @@ async fn claim_one_in(store: &Store, ns: &str, id: &ExecutionId, w: &WorkerId) -
 async fn postgres_group_commits_and_lease_renewals_never_deadlock() {
     let db = hydra_tests::TestDb::postgres().await;
     let store = db.store().await;
-    let w = WorkerId::generate();
-    for i in 0..16 {
-        create(&store, NS, i).await;
-    }
-    let mut leases: Vec<Lease> =
-        store.claim(&claim_req(NS, &w, 100, 100)).await.unwrap().into_iter().map(|c| c.lease).collect();
-    assert_eq!(leases.len(), 16);
-    leases.sort_by(|a, b| a.execution_id.as_str().cmp(b.execution_id.as_str()));
+    let leases = sixteen_claimed(&store).await;
     let descending: Vec<Lease> = leases.iter().rev().cloned().collect();
     let ops: Vec<BatchOp> =
         leases.iter().map(|l| BatchOp::Checkpoint(l.clone(), Checkpoint::transition(Transition::Continue))).collect();
@@ -780,16 +786,8 @@ async fn postgres_group_commits_and_lease_renewals_never_deadlock() {
 async fn postgres_step_results_written_together_and_lease_renewals_never_deadlock() {
     let db = hydra_tests::TestDb::postgres().await;
     let store = db.store().await;
-    let w = WorkerId::generate();
-    for i in 0..16 {
-        create(&store, NS, i).await;
-    }
-    let leases: Vec<Lease> =
-        store.claim(&claim_req(NS, &w, 100, 100)).await.unwrap().into_iter().map(|c| c.lease).collect();
-    assert_eq!(leases.len(), 16);
-    let mut ascending = leases.clone();
-    ascending.sort_by(|a, b| a.execution_id.as_str().cmp(b.execution_id.as_str()));
-    let descending: Vec<Lease> = ascending.iter().rev().cloned().collect();
+    let leases = sixteen_claimed(&store).await;
+    let descending: Vec<Lease> = leases.iter().rev().cloned().collect();
     for round in 0..40u32 {
         let now = 200 + i64::from(round);
         // The batch in descending order, the renewal in ascending order.
@@ -801,7 +799,7 @@ async fn postgres_step_results_written_together_and_lease_renewals_never_deadloc
             })
             .collect();
         let commits = store.write_commits();
-        let (batch, renewed) = tokio::join!(store.apply_batch(&ops, now), store.renew_leases(&ascending, now, TTL));
+        let (batch, renewed) = tokio::join!(store.apply_batch(&ops, now), store.renew_leases(&leases, now, TTL));
         assert!(batch.expect("group commit").iter().all(Result::is_ok), "round {round}");
         assert!(renewed.expect("renewal").iter().all(Result::is_ok), "round {round}");
         assert_eq!(store.write_commits(), commits + 2, "round {round}: one commit each, no retry one by one");
