@@ -757,6 +757,23 @@ async fn sixteen_claimed(store: &Store) -> Vec<Lease> {
     leases
 }
 
+/// `ops` as one group commit at the same time as a renewal of `renewed`:
+/// both succeed with one commit each (a deadlock would fail the renewal,
+/// or send the batch back to one commit per write).
+async fn batch_beside_renewal(
+    store: &Store,
+    ops: &[BatchOp],
+    renewed: &[Lease],
+    now: i64,
+    round: impl std::fmt::Display,
+) {
+    let commits = store.write_commits();
+    let (batch, renewals) = tokio::join!(store.apply_batch(ops, now), store.renew_leases(renewed, now, TTL));
+    assert!(batch.expect("group commit").iter().all(Result::is_ok), "round {round}");
+    assert!(renewals.expect("renewal").iter().all(Result::is_ok), "round {round}");
+    assert_eq!(store.write_commits(), commits + 2, "round {round}: one commit each, no retry one by one");
+}
+
 /// Group commits and lease renewals lock many runs each; given the runs in
 /// opposite orders they still take the row locks in one order, so neither
 /// ever waits for the other in a cycle (a deadlock would fail the renewal,
@@ -771,11 +788,7 @@ async fn postgres_group_commits_and_lease_renewals_never_deadlock() {
         leases.iter().map(|l| BatchOp::Checkpoint(l.clone(), Checkpoint::transition(Transition::Continue))).collect();
     for round in 0..40 {
         let now = 200 + round;
-        let commits = store.write_commits();
-        let (batch, renewed) = tokio::join!(store.apply_batch(&ops, now), store.renew_leases(&descending, now, TTL));
-        assert!(batch.expect("group commit").iter().all(Result::is_ok), "round {round}");
-        assert!(renewed.expect("renewal").iter().all(Result::is_ok), "round {round}");
-        assert_eq!(store.write_commits(), commits + 2, "round {round}: one commit each, no retry one by one");
+        batch_beside_renewal(&store, &ops, &descending, now, round).await;
     }
 }
 
@@ -798,11 +811,7 @@ async fn postgres_step_results_written_together_and_lease_renewals_never_deadloc
                 BatchOp::Checkpoint(l.clone(), Checkpoint::step(rec).open(OpenStep::new(round + 1, 1)))
             })
             .collect();
-        let commits = store.write_commits();
-        let (batch, renewed) = tokio::join!(store.apply_batch(&ops, now), store.renew_leases(&leases, now, TTL));
-        assert!(batch.expect("group commit").iter().all(Result::is_ok), "round {round}");
-        assert!(renewed.expect("renewal").iter().all(Result::is_ok), "round {round}");
-        assert_eq!(store.write_commits(), commits + 2, "round {round}: one commit each, no retry one by one");
+        batch_beside_renewal(&store, &ops, &leases, now, round).await;
     }
     for l in &leases {
         let run = store.get_execution(NS, &l.execution_id).await.unwrap().unwrap();

@@ -2,7 +2,7 @@
 //! applied in one transaction, falling back to one by one after an SQL error.
 
 use super::Store;
-use super::batch_steps::{HotStep, PG_HOT_BYTES, hot_output_bytes, hot_step_rows};
+use super::batch_steps::{HotStep, PG_HOT_BYTES, StepAnswers, hot_output_bytes, hot_step_rows};
 use super::checkpoint::{Checkpoint, Transition};
 use super::fence::lock_order;
 use crate::connect::Backend;
@@ -213,7 +213,7 @@ impl Store {
         ops: &[BatchOp],
         hot: &[(usize, HotStep<'_>)],
         now: i64,
-    ) -> Result<Option<Vec<Result<BatchValue, StoreError>>>, StoreError> {
+    ) -> Result<Option<StepAnswers>, StoreError> {
         let items: Vec<HotStep<'_>> = hot.iter().map(|(_, item)| *item).collect();
         match self.backend {
             Backend::Sqlite => self.sqlite_steps_in(txn, &items, now).await,

@@ -62,7 +62,7 @@ impl Store {
         txn: &DatabaseTransaction,
         items: &[HotStep<'_>],
         now: i64,
-    ) -> Result<Option<Vec<Result<BatchValue, StoreError>>>, StoreError> {
+    ) -> Result<Option<StepAnswers>, StoreError> {
         let mut values = Vec::with_capacity(items.len() * 15);
         for (lease, rec, _) in items {
             values.extend(step_row(lease, rec, now));
@@ -160,7 +160,7 @@ impl Store {
         txn: &DatabaseTransaction,
         items: &[HotStep<'_>],
         now: i64,
-    ) -> Result<Option<Vec<Result<BatchValue, StoreError>>>, StoreError> {
+    ) -> Result<Option<StepAnswers>, StoreError> {
         let n = items.len();
         let mut c = PgColumns::with_capacity(n);
         for (lease, rec, open) in items {
@@ -282,6 +282,9 @@ impl PgColumns {
         }
     }
 }
+
+/// The answers of step results written together, in their order.
+pub(super) type StepAnswers = Vec<Result<BatchValue, StoreError>>;
 
 /// A step result that keeps its run going and moves its open step: the
 /// write a group commit applies together with others of its kind.
