@@ -30,6 +30,7 @@ mod m20261201_000008_child_policy;
 mod m20261201_000009_typed_errors_and_compensation;
 mod m20261201_000010_versions;
 mod m20261201_000011_operations;
+mod m20261207_000012_partial_indexes;
 
 /// What every migration file uses.
 mod prelude {
@@ -62,6 +63,7 @@ migrations!(
     m20261201_000009_typed_errors_and_compensation,
     m20261201_000010_versions,
     m20261201_000011_operations,
+    m20261207_000012_partial_indexes,
 );
 
 /// The names of every migration this version knows, in order.
