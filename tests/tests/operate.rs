@@ -1,8 +1,8 @@
 //! Operating runs through the engine: retry and fork refusals (a running
 //! run, a compensated run, a run changed under the repair), retention in
 //! bounded batches and by the workers' upkeep, search attribute limits, the
-//! query plans of every list filter (index-backed on both backends), and the
-//! run table's partial indexes.
+//! query plans of every list filter (index-backed on both backends) and of
+//! a group commit's lock statement, and the run table's partial indexes.
 
 // Test code: a failed unwrap is a failed test, with its message.
 #![allow(clippy::unwrap_used)]
@@ -494,6 +494,25 @@ async fn a_prune_does_not_take_a_run_retried_under_it() {
     txn.commit().await.unwrap();
     assert_eq!(e.get(&target).await.unwrap().unwrap().status, ExecutionStatus::Pending);
     assert_eq!(e.steps(&target).await.unwrap().len(), 1, "the retried run lost its steps");
+}
+
+/// PostgreSQL: the statement that locks a group commit's runs (and the
+/// parents of those it ends) finds them by ID, whatever the history: the
+/// whole run table is not read on every batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_group_commit_locks_its_runs_through_the_primary_key() {
+    let db = TestDb::new(hydra_tests::DbKind::Postgres).await;
+    let e = engine(&db).await;
+    let store = e.store().clone();
+    seed_finished(&store, 2_000).await;
+    store.connection().execute_unprepared("ANALYZE").await.unwrap();
+    let ids: Vec<String> =
+        e.list(ExecutionFilter::new("default").limit(3)).await.unwrap().iter().map(|r| r.id.to_string()).collect();
+    let stmt = store.lock_runs_statement(ids[..2].to_vec(), ids[2..].to_vec());
+    let plan = plan_of(&store, &stmt).await;
+    println!("{plan}");
+    assert!(!plan.contains("Seq Scan"), "the lock statement reads the whole run table: {plan}");
+    assert!(plan.contains("workflow_executions_pkey"), "the runs are not found by ID: {plan}");
 }
 
 /// The plan of `stmt` as text (PostgreSQL: with sequential scans made

@@ -141,14 +141,24 @@ impl Store {
                 _ => None,
             })
             .collect();
-        txn.execute_raw(self.stmt(
-            "SELECT 1 FROM workflow_executions WHERE id = ANY(?::text[]) \
-             OR id IN (SELECT parent_id FROM workflow_executions WHERE id = ANY(?::text[])) \
+        txn.execute_raw(self.lock_runs_statement(ids, ending)).await?;
+        Ok(())
+    }
+
+    /// The statement of [`Store::pg_lock_runs`]: the runs `ids` and the
+    /// parents of the runs `ending`, locked in byte order of their IDs.
+    /// One array of IDs, the parents' found first (an `InitPlan`), so both
+    /// are found through the primary key: `id = ANY(..) OR id IN (SELECT
+    /// ..)` would read the whole run table, every batch. (A parent's NULL
+    /// in the array matches no row.)
+    #[doc(hidden)]
+    pub fn lock_runs_statement(&self, ids: Vec<String>, ending: Vec<String>) -> sea_orm::Statement {
+        self.stmt(
+            "SELECT 1 FROM workflow_executions WHERE id = ANY(?::text[] \
+             || ARRAY(SELECT parent_id::text FROM workflow_executions WHERE id = ANY(?::text[]))) \
              ORDER BY id COLLATE \"C\" FOR UPDATE",
             vec![ids.into(), ending.into()],
-        ))
-        .await?;
-        Ok(())
+        )
     }
 
     /// PostgreSQL: the step results `items` in one statement of arrays,
