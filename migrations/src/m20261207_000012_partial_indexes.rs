@@ -11,13 +11,19 @@
 //!
 //! Every query these indexes serve compares the column (`= ?`, `< ?`,
 //! `>= ?`), which implies `IS NOT NULL`, so both databases still use them.
-//! A run that sets none of the three is written to six indexes of the run
-//! table instead of nine when it starts, and (on PostgreSQL, where an
-//! update that changes an indexed column adds an entry to every index)
-//! seven instead of nine when it ends.
+//! A run that sets none of the three is written to six of the run table's
+//! nine indexes when it starts instead of nine (the unique index on the
+//! idempotency key stays whole: `ON CONFLICT` names it), and on PostgreSQL,
+//! where an update that changes an indexed column adds an entry to every
+//! index whose predicate the new row meets, to six instead of eight when
+//! it ends.
 //!
-//! Rebuilding an index reads the whole run table once, inside the
-//! migration's transaction.
+//! Downtime: each rebuild reads the whole run table, inside the migration's
+//! transaction, and on PostgreSQL the first `DROP INDEX` locks the table
+//! against every read and write until that transaction commits. Workers of
+//! the old version cannot renew their leases meanwhile (they stop their
+//! runs, which resume later); on a large history, migrate in a quiet
+//! moment.
 
 use crate::prelude::*;
 

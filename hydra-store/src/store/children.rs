@@ -79,15 +79,20 @@ impl Store {
 
     /// The runs started by run `id` as its children, oldest first.
     pub async fn children(&self, namespace: &str, id: &ExecutionId) -> Result<Vec<Execution>, StoreError> {
+        Self::children_query(namespace, id).all(&self.db).await?.into_iter().map(Execution::try_from).collect()
+    }
+
+    fn children_query(namespace: &str, id: &ExecutionId) -> sea_orm::Select<exec::Entity> {
         exec::Entity::find()
             .filter(exec::Column::Namespace.eq(namespace))
             .filter(exec::Column::ParentId.eq(id.as_str()))
             .order_by_asc(exec::Column::CreatedAt)
             .order_by_asc(exec::Column::Id)
-            .all(&self.db)
-            .await?
-            .into_iter()
-            .map(Execution::try_from)
-            .collect()
+    }
+
+    /// The statement [`Store::children`] runs (for plan tests).
+    #[doc(hidden)]
+    pub fn children_statement(&self, namespace: &str, id: &ExecutionId) -> sea_orm::Statement {
+        sea_orm::QueryTrait::build(&Self::children_query(namespace, id), self.db.get_database_backend())
     }
 }

@@ -163,6 +163,17 @@ impl Store {
             .transpose()
     }
 
+    /// The statement [`Store::ended_by_bucket`] runs (for plan tests).
+    #[doc(hidden)]
+    pub fn ended_statement(&self, namespace: &str, since: i64, width: i64) -> sea_orm::Statement {
+        self.stmt(
+            "SELECT completed_at / ? AS b, status, COUNT(*) AS n FROM workflow_executions \
+             WHERE namespace = ? AND completed_at IS NOT NULL AND completed_at >= ? \
+             GROUP BY 1, 2 ORDER BY 1, 2",
+            vec![width.into(), namespace.into(), since.into()],
+        )
+    }
+
     /// The runs of a namespace that ended at or after `since` (ms), counted
     /// by end status in buckets `bucket_ms` wide (at least 1 ms), oldest
     /// bucket first.
@@ -173,15 +184,7 @@ impl Store {
         bucket_ms: i64,
     ) -> Result<Vec<EndedBucket>, StoreError> {
         let width = bucket_ms.max(1);
-        let rows = self
-            .db
-            .query_all_raw(self.stmt(
-                "SELECT completed_at / ? AS b, status, COUNT(*) AS n FROM workflow_executions \
-                 WHERE namespace = ? AND completed_at IS NOT NULL AND completed_at >= ? \
-                 GROUP BY 1, 2 ORDER BY 1, 2",
-                vec![width.into(), namespace.into(), since.into()],
-            ))
-            .await?;
+        let rows = self.db.query_all_raw(self.ended_statement(namespace, since, width)).await?;
         rows.iter()
             .map(|r| {
                 let b: i64 = r.try_get("", "b")?;
