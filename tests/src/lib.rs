@@ -11,6 +11,7 @@ pub mod flow;
 pub mod http;
 pub mod prometheus;
 pub mod proxy;
+pub mod store_ops;
 
 use hydra_store::{Store, StoreOptions};
 use sea_orm::{ConnectionTrait, Database};
