@@ -1,7 +1,8 @@
 //! The schema migrator: each migration applied once, in order, recorded in
 //! `seaql_migrations` as earlier versions recorded it; a database from
 //! another line of versions refused without a change; a failed migration
-//! leaving nothing behind.
+//! leaving nothing behind; an index rebuilt on a database with runs
+//! (migration 12) finding them all.
 
 // Test code: a failed unwrap is a failed test, with its message.
 #![allow(clippy::unwrap_used)]
@@ -118,6 +119,59 @@ both_backends! {
         let store = db.store().await;
         assert!(store.list_executions(&hydra_store::ExecutionFilter::new("x")).await.unwrap().is_empty());
         assert_eq!(recorded(&c).await, before);
+    }
+
+    async fn the_partial_indexes_migration_keeps_every_run_findable(db: TestDb) {
+        use hydra_store::{Checkpoint, ExecutionFilter, NewExecution, Terminal, Transition, WorkerId};
+        use hydra_tests::store_ops::{NS, WF, claim_req, create};
+        let store = db.store().await;
+        // A run with a key, its child, and a run that ended.
+        let keyed = hydra_store::ExecutionId::generate(1);
+        let mut new = NewExecution::new(keyed.clone(), NS, WF, vec![], 1);
+        new.idempotency_key = Some("order-7".into());
+        store.create_execution(new).await.unwrap();
+        let child = hydra_store::ExecutionId::generate(2);
+        let mut new = NewExecution::new(child.clone(), NS, WF, vec![], 2);
+        new.parent_id = Some(keyed.clone());
+        store.create_execution(new).await.unwrap();
+        let ended = create(&store, NS, 3).await;
+        let claimed = store.claim(&claim_req(NS, &WorkerId::generate(), 10, 10)).await.unwrap();
+        let lease = claimed.into_iter().find(|c| c.execution.id == ended).unwrap().lease;
+        let finish = Checkpoint::transition(Transition::Finish(Terminal::Completed(vec![1])));
+        store.checkpoint(&lease, finish, 20).await.unwrap();
+        drop(store);
+        // As a database made before migration 12: the three indexes whole.
+        let c = raw(&db).await;
+        for (name, columns) in [
+            ("idx_executions_ns_key", "namespace, idempotency_key, created_at, id"),
+            ("idx_workflow_executions_parent", "parent_id"),
+            ("idx_executions_ns_completed", "namespace, completed_at"),
+        ] {
+            exec(&c, &format!("DROP INDEX {name}")).await;
+            exec(&c, &format!("CREATE INDEX {name} ON workflow_executions ({columns})")).await;
+        }
+        exec(&c, "DELETE FROM seaql_migrations WHERE version = 'm20261207_000012_partial_indexes'").await;
+        // Connecting migrates it; every run is found as before.
+        let store = db.store().await;
+        assert_eq!(recorded(&c).await.len(), hydra_migrations::names().count());
+        let by_key = store.list_executions(&ExecutionFilter::new(NS).idempotency_key("order-7")).await.unwrap();
+        assert_eq!(by_key.iter().map(|r| &r.id).collect::<Vec<_>>(), [&keyed]);
+        let children = store.children(NS, &keyed).await.unwrap();
+        assert_eq!(children.iter().map(|r| &r.id).collect::<Vec<_>>(), [&child]);
+        let buckets = store.ended_by_bucket(NS, 0, 1_000).await.unwrap();
+        assert_eq!(buckets.iter().map(|b| (b.status.as_str(), b.runs)).collect::<Vec<_>>(), [("completed", 1)]);
+        let partial = match c.get_database_backend() {
+            sea_orm::DbBackend::Postgres => {
+                "SELECT COUNT(*) FROM pg_indexes WHERE indexname IN ('idx_executions_ns_key', \
+                 'idx_workflow_executions_parent', 'idx_executions_ns_completed') AND indexdef LIKE '%WHERE%'"
+            }
+            _ => {
+                "SELECT COUNT(*) FROM sqlite_master WHERE name IN ('idx_executions_ns_key', \
+                 'idx_workflow_executions_parent', 'idx_executions_ns_completed') AND sql LIKE '%WHERE%'"
+            }
+        };
+        let row = c.query_one_raw(Statement::from_string(c.get_database_backend(), partial)).await.unwrap().unwrap();
+        assert_eq!(row.try_get_by_index::<i64>(0).unwrap(), 3, "the three indexes are partial after the upgrade");
     }
 
     async fn a_database_from_another_line_of_versions_is_refused_unchanged(db: TestDb) {
