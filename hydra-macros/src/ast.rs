@@ -329,12 +329,53 @@ fn check_step_id(lit: &LitStr) -> syn::Result<()> {
     if let Some(c) = id.chars().find(|c| *c == '#' || c.is_whitespace() || c.is_control()) {
         return Err(syn::Error::new(lit.span(), format!("a step ID must not contain {c:?}")));
     }
+    if let Some(p) = RESERVED_STEP_PREFIXES.iter().find(|p| id.starts_with(**p)) {
+        return Err(syn::Error::new(
+            lit.span(),
+            format!("step IDs beginning `{p}` are reserved for Hydra's own records; choose another ID"),
+        ));
+    }
     Ok(())
 }
+
+/// The prefixes of Hydra's own step IDs, which a user's step may not take:
+/// `hydra_store::reserved::step::USER_FORBIDDEN` (this crate cannot depend
+/// on the store; a test compares the two lists).
+const RESERVED_STEP_PREFIXES: &[&str] = &["hydra.", "signal:", "select:", "event:", "search:"];
 
 #[cfg(test)]
 mod tests {
     use super::parse_duration;
+
+    #[test]
+    fn the_reserved_prefixes_are_the_stores() {
+        // The store's list, read from its source (this crate cannot depend on it).
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../hydra-store/src/reserved.rs");
+        let source = std::fs::read_to_string(path).expect("hydra-store/src/reserved.rs");
+        let line = source
+            .lines()
+            .find(|l| l.contains("pub const USER_FORBIDDEN"))
+            .expect("the store lists the forbidden prefixes");
+        let names: Vec<&str> = line
+            .split_once("= &[")
+            .and_then(|(_, list)| list.split_once(']'))
+            .expect("a list")
+            .0
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .collect();
+        let value = |name: &str| {
+            source
+                .lines()
+                .find(|l| l.contains(&format!("pub const {name}: &str = ")))
+                .and_then(|l| l.split('"').nth(1))
+                .unwrap_or_else(|| panic!("the store defines {name}"))
+                .to_owned()
+        };
+        let store: Vec<String> = names.iter().map(|n| value(n)).collect();
+        assert_eq!(store, super::RESERVED_STEP_PREFIXES, "the macro's list must be the store's");
+    }
 
     #[test]
     fn durations_parse_at_expansion_time() {

@@ -52,16 +52,14 @@ fn pick(waiting: impl Iterator<Item = usize> + Clone, spill: usize) -> Option<us
 }
 
 impl Committer {
-    /// Starts the committer tasks on the current runtime: one on SQLite (one
-    /// writer at a time anyway), four on PostgreSQL (concurrent transactions
-    /// hide each other's round trips under load; see [`pick`]). A run has at
+    /// Starts the committer tasks on the current runtime, as many as the
+    /// database says pay ([`Store::committers`]): one on SQLite (one writer
+    /// at a time anyway), four on PostgreSQL (concurrent transactions hide
+    /// each other's round trips under load; see [`pick`]). A run has at
     /// most one write in flight, so spreading writes over committers keeps
     /// each run's order.
     pub(crate) fn start(store: Store, clock: Clock) -> Committer {
-        let n = match store.backend() {
-            hydra_store::Backend::Postgres => 4,
-            _ => 1,
-        };
+        let n = store.committers().max(1);
         let queues = (0..n)
             .map(|_| {
                 let (tx, rx) = mpsc::unbounded_channel();

@@ -279,7 +279,7 @@ pub(crate) async fn fire_due(
             );
             new.max_attempts = defaults.retry.max_attempts.max(1);
             new.deadline_at = defaults.timeout.map(|t| now.saturating_add(crate::clock::duration_ms(t)));
-            new.idempotency_key = Some(format!("cron:{}:{tick}", job.name));
+            new.idempotency_key = Some(hydra_store::reserved::idempotency::cron_tick(&job.name, tick));
             new.trigger_type = TriggerType::Cron;
             new.trigger_source = Some(job.name.clone());
             new
@@ -315,7 +315,7 @@ pub(crate) type Handler = std::sync::Arc<
 
 /// The workflow name under which a handler schedule's runs are recorded.
 pub(crate) fn handler_workflow_name(schedule: &str) -> String {
-    format!("hydra.cron.{schedule}")
+    hydra_store::reserved::workflow::cron_handler(schedule)
 }
 
 /// Runs a plain handler as a one-step workflow, so each tick's handler run

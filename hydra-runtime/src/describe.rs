@@ -10,18 +10,19 @@ use std::time::Duration;
 /// its codec, size and leading bytes in hex. Never fails, whatever the
 /// bytes.
 pub fn payload(bytes: &[u8]) -> Value {
+    use hydra_store::reserved::payload_tag::{BINCODE, CHILD_END, JSON};
     match bytes.split_first() {
         None => json!({"empty": true}),
-        Some((2, body)) => match serde_json::from_slice::<Value>(body) {
+        Some((&JSON, body)) => match serde_json::from_slice::<Value>(body) {
             Ok(v) => v,
             Err(_) => opaque("json (does not parse)", bytes),
         },
-        Some((0, body)) => {
+        Some((&CHILD_END, body)) => {
             let text = String::from_utf8_lossy(body);
             let (status, message) = text.split_once('\n').unwrap_or((&text, ""));
             json!({"child_ended": status, "error": message})
         }
-        Some((1, _)) => opaque("bincode", bytes),
+        Some((&BINCODE, _)) => opaque("bincode", bytes),
         Some((tag, _)) => opaque(&format!("codec tag {tag}"), bytes),
     }
 }

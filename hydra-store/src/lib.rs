@@ -22,27 +22,30 @@
 //! - every query is scoped to one namespace.
 //!
 //! Where things live:
+//! - `backend/`: everything that differs between databases, one folder per
+//!   backend behind one trait (`backend/mod.rs`): `backend/sqlite/` (the
+//!   write gate, the writer thread `writer/` and its WAL checkpoint thread,
+//!   wake-ups by `PRAGMA data_version` in `watch.rs`, multi-row step writes
+//!   in `steps.rs`), `backend/postgres/` (`SKIP LOCKED`, wake-ups by
+//!   `LISTEN` in `listen.rs`, step writes as arrays in `steps.rs`);
+//! - `sql/`: statements on any connection (the pool, a transaction, a
+//!   backend's own synchronous connection), rows read by declared types;
 //! - `connect.rs`: opening a database by URL, with bounded connect time, and migrating it;
-//! - `store/mod.rs`: the [`Store`] handle: connecting, the SQLite write gate, commit counting;
+//! - `store/mod.rs`: the [`Store`] handle: connecting, the write gate, commit counting;
 //! - `store/fence.rs`: the fencing condition every write on behalf of a claimed run carries;
 //! - `store/runs.rs`: creating, reading, listing and cancelling runs;
 //! - `store/claim.rs`: claiming due runs;
 //! - `store/lease.rs`: renewing leases and reclaiming expired ones;
 //! - `store/step_write.rs`: the step-row statements (an attempt, an outcome);
 //! - `store/checkpoint.rs`: [`Checkpoint`]s: fenced run transitions, with or without a step result;
-//! - `store/batch.rs`: group commit ([`Store::apply_batch`]); `store/batch_steps.rs`:
-//!   the step results of many runs written together (SQLite: two multi-row
-//!   statements; PostgreSQL: the runs locked in ID order, then one statement
-//!   of arrays);
+//! - `store/batch.rs`: group commit ([`Store::apply_batch`]); the step
+//!   results of many runs written together by the backend (SQLite: two
+//!   multi-row statements; PostgreSQL: the runs locked in ID order, then
+//!   one statement of arrays);
 //! - `store/cron.rs`: cron schedules;
 //! - `store/workers.rs`: worker liveness rows;
 //! - `store/repair.rs`: retry and fork of a run; `store/search.rs`: search attributes;
 //! - `store/prune.rs`: retention; `store/copy.rs`: moving a database into another;
-//! - `writer/`: SQLite's writer thread: group commits and starts of a SQLite file run as one
-//!   job each on a synchronous connection of their own (see [`StoreOptions::writer_thread`]),
-//!   whose WAL is checkpointed by a second thread (`writer/checkpoint.rs`);
-//! - `listen.rs`: PostgreSQL wake-ups ([`RunListener`]); `watch.rs`: SQLite wake-ups across
-//!   processes ([`CommitWatcher`], `PRAGMA data_version`);
 //! - `model/`: the domain types (`execution.rs`, `step.rs`, `lease.rs`, `cron.rs`), and
 //!   `model/row.rs`, the one place database rows are converted to them;
 //! - [`entity`]: the sea-orm entities, one per table;
@@ -55,22 +58,22 @@
 //! # Ok(()) }
 //! ```
 
+mod backend;
 mod connect;
 pub mod entity;
 mod error;
 mod ids;
-mod listen;
 mod model;
+pub mod reserved;
+mod sql;
 mod store;
-mod watch;
-mod writer;
 
-pub use connect::{Backend, StoreOptions};
+pub use backend::{Backend, WakeUp, WakeUps};
+pub use connect::StoreOptions;
 pub use error::StoreError;
 pub use ids::{ExecutionId, FencingToken, StepId, WorkerId};
-pub use listen::{ENDED_CHANNEL, Notice, RUNS_CHANNEL, RunListener};
 pub use model::{
-    CancelOutcome, ClaimRequest, ClaimedExecution, Created, CronJob, CronUpsert, Execution, ExecutionFilter,
+    Admission, CancelOutcome, ClaimRequest, ClaimedExecution, Created, CronJob, CronUpsert, Execution, ExecutionFilter,
     ExecutionStatus, Lease, NewExecution, OpenStep, Renewed, StartClaim, Step, StepAttempt, StepKind, StepOutcome,
     StepRecord, StepStatus, Terminal, TriggerType, WorkerLease,
 };
@@ -78,9 +81,7 @@ pub use store::{
     BatchOp, BatchValue, COMPENSATION_MARKER, Checkpoint, DueRuns, EndedBucket, EventRow, EventValue, ForkRequest,
     MAX_SEARCH_NAME_BYTES, MAX_SEARCH_VALUE_BYTES, MoveReport, MovedTable, NewSignal, Pruned, Receive, Received,
     SignalRow, SignalSent, StatusCount, Store, Transition, check_search_attribute, child_outcome_payload,
-    child_signal_name,
 };
-pub use watch::{COMMIT_WATCH_INTERVAL, CommitWatcher};
 
 /// Re-exported so that transactional code can name the connection types.
 pub use sea_orm;

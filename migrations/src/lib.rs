@@ -17,8 +17,9 @@ use std::future::Future;
 use std::pin::Pin;
 
 use sea_orm::sea_query::{ColumnDef, Query, Table};
-use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, Statement};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, DbErr, Statement};
 
+mod dialect;
 mod m20261122_000001_create_schema;
 mod m20261122_000002_notify_runs;
 mod m20261201_000003_notify_ended;
@@ -36,7 +37,7 @@ mod m20261207_000012_partial_indexes;
 mod prelude {
     pub(crate) use crate::Manager;
     pub(crate) use sea_orm::sea_query::*;
-    pub(crate) use sea_orm::{ConnectionTrait, DbBackend, DbErr, DeriveIden};
+    pub(crate) use sea_orm::{ConnectionTrait, DbErr, DeriveIden};
 }
 
 /// The table that records applied migrations.
@@ -78,8 +79,9 @@ pub(crate) struct Manager<'c> {
 }
 
 impl Manager<'_> {
-    pub(crate) fn get_database_backend(&self) -> DbBackend {
-        self.db.get_database_backend()
+    /// What the database can do (see `dialect.rs`).
+    pub(crate) fn dialect(&self) -> dialect::Dialect {
+        dialect::Dialect::new(self.db.get_database_backend())
     }
 
     pub(crate) fn get_connection(&self) -> &DatabaseTransaction {

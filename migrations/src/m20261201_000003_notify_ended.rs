@@ -7,7 +7,7 @@
 use crate::prelude::*;
 
 pub(crate) async fn up(m: &Manager<'_>) -> Result<(), DbErr> {
-    if m.get_database_backend() != DbBackend::Postgres {
+    if !m.dialect().notifies() {
         return Ok(());
     }
     let db = m.get_connection();

@@ -5,7 +5,7 @@
 use crate::prelude::*;
 
 pub(crate) async fn up(m: &Manager<'_>) -> Result<(), DbErr> {
-    if m.get_database_backend() != DbBackend::Postgres {
+    if !m.dialect().enforces_text_lengths() {
         return Ok(());
     }
     m.get_connection().execute_unprepared("ALTER TABLE leases ALTER COLUMN resource_id TYPE text").await?;

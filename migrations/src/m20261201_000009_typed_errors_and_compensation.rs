@@ -36,16 +36,19 @@ pub(crate) async fn up(m: &Manager<'_>) -> Result<(), DbErr> {
             .to_owned(),
     )
     .await?;
-    if m.get_database_backend() == DbBackend::Postgres {
-        let db = m.get_connection();
-        // `compensation_failed` is longer than the 16 the column had
-        // (SQLite does not enforce lengths). Widening a varchar does not
-        // rewrite the table.
-        // The triggers that read the column go while it changes, and
-        // come back (`hydra_notify_runs` as the second migration made it).
+    let db = m.get_connection();
+    // `compensation_failed` is longer than the 16 the column had (where a
+    // length is enforced). Widening a varchar does not rewrite the table.
+    // The triggers that read the column go while it changes, and come back
+    // (`hydra_notify_runs` as the second migration made it).
+    if m.dialect().notifies() {
         db.execute_unprepared("DROP TRIGGER IF EXISTS workflow_executions_notify_ended ON workflow_executions").await?;
         db.execute_unprepared("DROP TRIGGER IF EXISTS workflow_executions_notify_runs ON workflow_executions").await?;
+    }
+    if m.dialect().enforces_text_lengths() {
         db.execute_unprepared("ALTER TABLE workflow_executions ALTER COLUMN status TYPE VARCHAR(32)").await?;
+    }
+    if m.dialect().notifies() {
         db.execute_unprepared(RUNS_TRIGGER).await?;
         db.execute_unprepared(&trigger("'completed', 'failed', 'cancelled', 'timed_out', 'compensation_failed'"))
             .await?;

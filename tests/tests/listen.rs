@@ -181,14 +181,14 @@ async fn sqlite_a_run_started_by_another_process_is_claimed_before_the_next_poll
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_watching_needs_a_file() {
     let memory = hydra_store::Store::connect("sqlite::memory:").await.unwrap();
-    assert!(memory.watch_commits().await.unwrap().is_none());
+    assert!(memory.wake_ups().await.unwrap().is_none());
     let db = TestDb::new(hydra_tests::DbKind::Sqlite).await;
     let store = db.store().await;
-    let mut first = store.watch_commits().await.unwrap().expect("a file is watched");
-    let _second = store.watch_commits().await.unwrap().expect("shared");
+    let mut first = store.wake_ups().await.unwrap().expect("a file is watched");
+    let _second = store.wake_ups().await.unwrap().expect("shared");
     let other = db.store().await;
     other.connection().execute_unprepared("CREATE TABLE poke (x INTEGER)").await.unwrap();
-    tokio::time::timeout(Duration::from_secs(10), first.changed())
+    tokio::time::timeout(Duration::from_secs(10), first.next())
         .await
         .expect("another connection's commit seen")
         .unwrap();

@@ -165,7 +165,7 @@ fn bincode_visit_limited<const N: usize>(bytes: &[u8], visit: &mut Visit<'_>) ->
 pub struct Bincode;
 
 impl PayloadCodec for Bincode {
-    const TAG: u8 = 1;
+    const TAG: u8 = hydra_store::reserved::payload_tag::BINCODE;
     const NAME: &'static str = "bincode";
     fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, String> {
         bincode::serde::encode_to_vec(value, bincode::config::standard()).map_err(|e| e.to_string())

@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 pub struct Json;
 
 impl PayloadCodec for Json {
-    const TAG: u8 = 2;
+    const TAG: u8 = hydra_store::reserved::payload_tag::JSON;
     const NAME: &'static str = "json";
     fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, String> {
         serde_json::to_vec(value).map_err(|e| e.to_string())

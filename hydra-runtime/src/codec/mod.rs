@@ -187,7 +187,7 @@ pub trait CustomCodec: Send + Sync + 'static {
 }
 
 /// The first tag available to [`CustomCodec`]s; lower tags are Hydra's.
-pub const FIRST_CUSTOM_TAG: u8 = 128;
+pub const FIRST_CUSTOM_TAG: u8 = hydra_store::reserved::payload_tag::FIRST_CUSTOM;
 
 #[cfg(test)]
 mod tests;

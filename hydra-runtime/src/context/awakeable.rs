@@ -15,7 +15,7 @@ use std::marker::PhantomData;
 use std::time::Duration;
 
 /// The step that draws a token (recorded, so a replay returns the same one).
-const AWAKEABLE_STEP: &str = "hydra.awakeable";
+const AWAKEABLE_STEP: &str = hydra_store::reserved::step::AWAKEABLE;
 
 /// A completion token a run waits on; see the module documentation.
 #[derive(Debug)]
@@ -70,7 +70,7 @@ pub(crate) fn parse_token(token: &str) -> Option<(hydra_store::ExecutionId, Stri
 }
 
 fn signal_name(secret: &str) -> String {
-    format!("awakeable:{secret}")
+    hydra_store::reserved::signal::awakeable(secret)
 }
 
 impl WorkflowContext {
@@ -80,7 +80,7 @@ impl WorkflowContext {
     pub async fn awakeable<T: DeserializeOwned>(&self) -> Result<Awakeable<T>, StepError> {
         let execution = self.execution_id().to_string();
         let token: String = self
-            .step(AWAKEABLE_STEP, move |_s| {
+            .own_step_with(super::StepOptions::new(AWAKEABLE_STEP), move |_s| {
                 let execution = execution.clone();
                 async move { Ok::<_, StepError>(format!("{execution}.{}", uuid::Uuid::new_v4().simple())) }
             })

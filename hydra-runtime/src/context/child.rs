@@ -44,7 +44,7 @@ impl<O> ChildHandle<O> {
     /// [`WorkflowContext::select`]; take its result with
     /// [`crate::Selected::child`].
     pub fn select_name(&self) -> String {
-        hydra_store::child_signal_name(&self.id)
+        hydra_store::reserved::signal::child(&self.id)
     }
 }
 
@@ -56,7 +56,7 @@ pub(crate) fn child_result<O: serde::de::DeserializeOwned>(
     child: &ExecutionId,
     bytes: &[u8],
 ) -> Result<O, StepError> {
-    if let Some((&0, rest)) = bytes.split_first() {
+    if let Some((&hydra_store::reserved::payload_tag::CHILD_END, rest)) = bytes.split_first() {
         let text = String::from_utf8_lossy(rest);
         let (status, message) = text.split_once('\n').unwrap_or((&text, ""));
         return Err(StepError::permanent(format!("child run {child} ended {status}: {message}")));
@@ -148,7 +148,7 @@ impl WorkflowContext {
 
     /// Waits for a child's result (the run is parked meanwhile).
     pub async fn await_child<O: serde::de::DeserializeOwned>(&self, child: &ChildHandle<O>) -> Result<O, StepError> {
-        let name = hydra_store::child_signal_name(&child.id);
+        let name = hydra_store::reserved::signal::child(&child.id);
         let bytes = self.recv_raw_payload(&name).await;
         child_result(&self.run.codecs, &self.run.lease.execution_id, &child.id, &bytes)
     }
@@ -168,9 +168,9 @@ impl WorkflowContext {
                 crate::Error::Encode { what: format!("the input of child `{}`", W::NAME), reason }.to_string(),
             )
         })?;
-        let base = format!("{}:{}", if linked { "hydra.child" } else { "hydra.detached" }, W::NAME);
+        let base = hydra_store::reserved::step::child(W::NAME, linked);
         let started: String = self
-            .step_with(super::StepOptions::new(base), move |s| {
+            .own_step_with(super::StepOptions::new(base), move |s| {
                 let run = std::sync::Arc::clone(&run);
                 let bytes = bytes.clone();
                 async move {

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::atomic::Ordering;
 
 /// The step that marks the start of compensation, recording the cause.
-pub(crate) const COMPENSATE_STEP: &str = "hydra.compensate";
+pub(crate) const COMPENSATE_STEP: &str = hydra_store::reserved::step::COMPENSATE;
 
 /// Why a run ends other than with an output.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,7 +137,7 @@ pub(crate) async fn run_compensations(ctx: WorkflowContext, cause: EndCause) -> 
     }
     let options = super::StepOptions::new(COMPENSATE_STEP).retry(super::marker_retry());
     let recorded = ctx
-        .step_with(options, move |_s| {
+        .own_step_with(options, move |_s| {
             let cause = cause.clone();
             async move { Ok::<_, StepError>(cause) }
         })

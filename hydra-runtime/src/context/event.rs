@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// The prefix of an event's step ID: `event:{key}`.
-const EVENT_STEP_PREFIX: &str = "event:";
+const EVENT_STEP_PREFIX: &str = hydra_store::reserved::step::EVENT;
 
 impl WorkflowContext {
     /// Publishes event `key` = `value`, durably, replacing its previous

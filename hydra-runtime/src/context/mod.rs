@@ -65,7 +65,7 @@ use hydra_store::{Lease, OpenStep, Step, Store};
 use std::time::Duration;
 
 /// The base ID of durable sleeps in the step history.
-pub(crate) const SLEEP_STEP: &str = "hydra.sleep";
+pub(crate) const SLEEP_STEP: &str = hydra_store::reserved::step::SLEEP;
 
 /// A context that answers steps from `history` and writes nothing while
 /// they are recorded (see [`crate::__private::replay_context`]). `None` for

@@ -15,7 +15,7 @@ use crate::error::StepError;
 use hydra_store::StepId;
 
 /// The prefix of a patch marker's step ID: `hydra.patch:{id}`.
-const PATCH_PREFIX: &str = "hydra.patch:";
+const PATCH_PREFIX: &str = hydra_store::reserved::step::PATCH;
 
 impl WorkflowContext {
     /// Whether this run takes the new code at patch `id` (see the module
@@ -35,7 +35,7 @@ impl WorkflowContext {
             // This run is here for the first time: on this code.
             None => {
                 let options = super::StepOptions::new(base).retry(super::marker_retry());
-                let marked: Result<bool, StepError> = self.step_with(options, |_s| async { Ok(true) }).await;
+                let marked: Result<bool, StepError> = self.own_step_with(options, |_s| async { Ok(true) }).await;
                 match marked {
                     Ok(b) => b,
                     Err(e) => match run.fail_run(format!("could not record patch `{id}`: {e}")).await {},

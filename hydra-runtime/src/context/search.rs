@@ -8,7 +8,7 @@ use crate::error::StepError;
 use hydra_store::{OpenStep, StepKind, StepOutcome, StepRecord, StepStatus};
 
 /// The prefix of a setting's step ID: `search:{name}`.
-const SEARCH_STEP_PREFIX: &str = "search:";
+const SEARCH_STEP_PREFIX: &str = hydra_store::reserved::step::SEARCH;
 
 impl WorkflowContext {
     /// Sets search attribute `name` = `value` of this run, durably,

@@ -15,7 +15,7 @@ use std::time::Duration;
 use tracing::Instrument;
 
 /// The prefix of a receive's step ID: `signal:{name}`.
-pub(crate) const SIGNAL_STEP_PREFIX: &str = "signal:";
+pub(crate) const SIGNAL_STEP_PREFIX: &str = hydra_store::reserved::step::SIGNAL;
 
 /// Checks a signal name (it becomes part of a step ID): 1 to 190 bytes, no
 /// `#`, whitespace or control characters.
@@ -30,9 +30,7 @@ pub(crate) fn validate_signal_name(name: &str) -> Result<(), String> {
 /// span and of `hydra_waits_total`).
 fn wait_kind(base: &str) -> &'static str {
     match base.strip_prefix(SIGNAL_STEP_PREFIX) {
-        Some(name) if name.starts_with("child:") => "child",
-        Some(name) if name.starts_with("awakeable:") => "awakeable",
-        Some(_) => "signal",
+        Some(name) => hydra_store::reserved::signal::kind(name).unwrap_or("signal"),
         None => "select",
     }
 }
@@ -42,7 +40,7 @@ fn wait_kind(base: &str) -> &'static str {
 /// hash of all of it (FNV-1a, stable across versions and platforms), so a
 /// replay with other names still differs.
 fn select_base(names: &[&str]) -> String {
-    let all = format!("select:{}", names.join("|"));
+    let all = format!("{}{}", hydra_store::reserved::step::SELECT, names.join("|"));
     if all.len() <= 200 {
         return all;
     }
@@ -243,7 +241,7 @@ impl WorkflowContext {
     /// Keeps a taken one-shot signal (a child's end, an awakeable's
     /// settlement) for a later wait on it.
     fn remember(&self, name: &str, step: &StepId, payload: &[u8]) {
-        if name.starts_with("child:") || name.starts_with("awakeable:") {
+        if hydra_store::reserved::signal::kind(name).is_some() {
             let mut taken = self.run.taken.lock().unwrap_or_else(|p| p.into_inner());
             taken.insert(name.to_owned(), (step.clone(), payload.to_vec()));
         }

@@ -57,7 +57,26 @@ impl WorkflowContext {
     /// The body may run more than once only when a worker died (or lost its
     /// lease) after the body finished and before its result was recorded;
     /// use [`StepContext::idempotency_key`] for external effects.
+    ///
+    /// A step ID that breaks the rules of step IDs, or begins with a prefix
+    /// of Hydra's own records (`hydra.`, `signal:`, `select:`, `event:`,
+    /// `search:`; see [`hydra_store::reserved`]), fails the run with a clear
+    /// error (`#[step(id = ...)]` refuses them at compile time).
     pub async fn step_with<T, F, Fut>(&self, options: StepOptions, body: F) -> Result<T, StepError>
+    where
+        T: Serialize + DeserializeOwned + Send,
+        F: FnMut(StepContext) -> Fut + Send,
+        Fut: Future<Output = Result<T, StepError>> + Send,
+    {
+        if let Err(why) = hydra_store::reserved::step::check_user(&options.id) {
+            match self.run.fail_run(format!("invalid step ID: {why}")).await {}
+        }
+        self.own_step_with(options, body).await
+    }
+
+    /// [`WorkflowContext::step_with`] for Hydra's own marker steps, whose
+    /// IDs take the reserved prefixes.
+    pub(crate) async fn own_step_with<T, F, Fut>(&self, options: StepOptions, body: F) -> Result<T, StepError>
     where
         T: Serialize + DeserializeOwned + Send,
         F: FnMut(StepContext) -> Fut + Send,

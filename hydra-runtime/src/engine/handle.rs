@@ -78,8 +78,10 @@ impl<O: DeserializeOwned> RunHandle<O> {
     async fn ended(&self) -> Result<Execution, Error> {
         let mut done = self.engine.inner.done.subscribe();
         // One shared connection per store, not one per waiter.
-        let mut ended = match self.engine.store().listen_for_runs().await {
-            Ok(l) => l,
+        // Only wake-ups that name the run that ended are worth following
+        // (a SQLite file's say only that something was committed).
+        let mut ended = match self.engine.store().wake_ups().await {
+            Ok(w) => w.filter(hydra_store::WakeUps::names_runs),
             Err(e) => {
                 tracing::debug!(error = %e, "cannot listen for ended runs; polling");
                 None
@@ -100,8 +102,8 @@ impl<O: DeserializeOwned> RunHandle<O> {
                         tokio::select! {
                             _ = done.changed() => break,
                             _ = &mut poll => break,
-                            n = listener.recv_notice() => match n {
-                                Ok(hydra_store::Notice::Ended(id)) if id == self.id.as_str() => break,
+                            n = listener.next() => match n {
+                                Ok(hydra_store::WakeUp::Ended(id)) if id == self.id.as_str() => break,
                                 Ok(_) => {}
                                 // Notifications may have been missed: look.
                                 Err(_) => break,

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 /// Signal names a sender may not use: a child's end (`child:{id}`) and an
 /// awakeable's settlement (`awakeable:{secret}`) are sent by Hydra only.
-const RESERVED_SIGNAL_PREFIXES: &[&str] = &["child:", "awakeable:"];
+const RESERVED_SIGNAL_PREFIXES: &[&str] = hydra_store::reserved::signal::SENDER_FORBIDDEN;
 
 /// Options of [`Engine::signal_with`].
 #[derive(Clone, Debug, Default)]

@@ -257,13 +257,13 @@ impl WorkerBuilder {
             })
             .collect();
         let versions = regs.iter().map(|r| (r.from, r.to)).collect();
+        let admission = hydra_store::Admission::new(names).versions(versions);
         let shared = Arc::new(Shared {
             engine: self.engine,
             id,
             registry: self.registry,
             state: Arc::new(self.state),
-            names,
-            versions,
+            admission,
             registrations: super::upkeep::render(&regs),
             slots: Arc::new(Semaphore::new(self.config.concurrency)),
             config: self.config,
@@ -290,7 +290,7 @@ impl WorkerBuilder {
         {
             tracing::warn!(error = %e, "could not register worker liveness");
         }
-        tracing::info!(worker_id = %shared.id, namespace = shared.engine.namespace(), workflows = ?shared.names, "worker started");
+        tracing::info!(worker_id = %shared.id, namespace = shared.engine.namespace(), workflows = ?shared.admission.workflow_names, "worker started");
         crate::metrics::concurrency(shared.engine.namespace(), shared.id.as_str(), shared.config.concurrency);
         crate::metrics::active(shared.engine.namespace(), shared.id.as_str(), 0);
         {

@@ -1,5 +1,5 @@
-//! Claiming: the poll loop, the `LISTEN` loop (PostgreSQL), and claims of
-//! due runs in batches as large as the free slots.
+//! Claiming: the poll loop, the loop that follows other processes' wake-ups,
+//! and claims of due runs in batches as large as the free slots.
 
 use super::Shared;
 use super::drive::{drive, hand_back};
@@ -24,25 +24,18 @@ pub(super) async fn poll_loop(s: Arc<Shared>) {
 }
 
 /// Claims as soon as a run of this namespace becomes claimable in any
-/// process, not at the next poll: on PostgreSQL through `LISTEN` (see
-/// [`hydra_store::RunListener`]), on a SQLite file by watching for other
-/// connections' commits ([`hydra_store::CommitWatcher`]). In-process
-/// wake-ups and polling remain in any case.
+/// process, not at the next poll, through the store's wake-ups
+/// ([`hydra_store::WakeUps`]: `LISTEN` on PostgreSQL, a SQLite file's
+/// commits). In-process wake-ups and polling remain in any case.
 pub(super) async fn listen_loop(s: Arc<Shared>) {
-    if s.engine.store().backend() == hydra_store::Backend::Sqlite {
-        return watch_loop(s).await;
-    }
-    let mut listener = loop {
+    loop {
         let attempt = tokio::select! {
             _ = s.stop_claiming.cancelled() => return,
-            l = s.engine.store().listen_for_runs() => l,
+            w = s.engine.store().wake_ups() => w,
         };
-        match attempt {
-            Ok(Some(l)) => {
-                // Anything made claimable before the LISTEN took effect.
-                s.wake.notify_one();
-                break l;
-            }
+        let mut wake_ups = match attempt {
+            Ok(Some(w)) => w,
+            // No other process can write to this database (in memory).
             Ok(None) => return,
             Err(e) => {
                 tracing::warn!(worker_id = %s.id, error = %e, "cannot listen for new runs; polling only for now");
@@ -50,88 +43,72 @@ pub(super) async fn listen_loop(s: Arc<Shared>) {
                     _ = s.stop_claiming.cancelled() => return,
                     _ = tokio::time::sleep(s.config.poll_interval.max(Duration::from_secs(1))) => {}
                 }
+                continue;
             }
-        }
-    };
-    loop {
-        let received = tokio::select! {
-            _ = s.stop_claiming.cancelled() => return,
-            n = listener.recv() => n,
         };
-        match received {
-            Ok(namespace) if namespace == s.engine.namespace() => s.wake.notify_one(),
-            Ok(_) => {}
-            Err(e) => {
-                // Reconnects on the next call; what was sent meanwhile is lost.
-                tracing::warn!(worker_id = %s.id, error = %e, "lost the LISTEN connection; reconnecting");
-                s.wake.notify_one();
-                tokio::select! {
-                    _ = s.stop_claiming.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                }
-            }
+        if wake_ups.names_runs() {
+            // Anything made claimable before the listening took effect.
+            s.wake.notify_one();
+        }
+        if !follow(&s, &mut wake_ups).await {
+            return;
         }
     }
 }
 
-/// SQLite file: claims when any connection committed (a run started or
-/// made due by another process), at most once per
-/// [`hydra_store::COMMIT_WATCH_INTERVAL`], and only with a free slot.
-async fn watch_loop(s: Arc<Shared>) {
+/// Wakes the claim loop at the wake-ups that may concern it, until they
+/// fail (then `true`: listen again) or the worker stops claiming (`false`).
+///
+/// A wake-up that names a namespace wakes the claim loop for this one. One
+/// that only says something was committed (a SQLite file) wakes it only
+/// with a free slot, where a claim could start something; and since a
+/// commit of this very process shows too, while this process committed
+/// meanwhile at most once per [`SELF_WAKE_GAP`], but never later than that.
+async fn follow(s: &Arc<Shared>, wake_ups: &mut hydra_store::WakeUps) -> bool {
+    let store = s.engine.store();
+    let mut own = store.write_commits();
+    let mut last_wake = tokio::time::Instant::now();
+    // A change held back (see above), to be acted on when the gap is over.
+    let mut deferred = false;
     loop {
-        let attempt = tokio::select! {
-            _ = s.stop_claiming.cancelled() => return,
-            w = s.engine.store().watch_commits() => w,
+        let next = tokio::select! {
+            _ = s.stop_claiming.cancelled() => return false,
+            n = wake_ups.next() => Some(n),
+            _ = tokio::time::sleep_until(last_wake + SELF_WAKE_GAP), if deferred => None,
         };
-        let mut watcher = match attempt {
-            Ok(Some(w)) => w,
-            // An in-memory database: no other process can write to it.
-            Ok(None) => return,
-            Err(e) => {
-                tracing::warn!(worker_id = %s.id, error = %e, "cannot watch the database for other processes' commits; polling only for now");
-                tokio::select! {
-                    _ = s.stop_claiming.cancelled() => return,
-                    _ = tokio::time::sleep(s.config.poll_interval.max(Duration::from_secs(1))) => {}
+        match next {
+            Some(Ok(hydra_store::WakeUp::Runs(namespace))) => {
+                if namespace == s.engine.namespace() {
+                    s.wake.notify_one();
                 }
                 continue;
             }
-        };
-        let store = s.engine.store();
-        let mut own = store.write_commits();
-        let mut last_wake = tokio::time::Instant::now();
-        // A change held back (see below), to be acted on when the gap is over.
-        let mut deferred = false;
-        loop {
-            let changed = tokio::select! {
-                _ = s.stop_claiming.cancelled() => return,
-                c = watcher.changed() => Some(c),
-                _ = tokio::time::sleep_until(last_wake + SELF_WAKE_GAP), if deferred => None,
-            };
-            // A commit of this process moves the counter too. Claim only
-            // with a free slot, where a claim could start something; and
-            // when this process committed meanwhile (the change may be its
-            // own), at most once per gap, but never later than that.
-            let now_own = store.write_commits();
-            let maybe_ours = std::mem::replace(&mut own, now_own) != now_own;
-            let free = s.slots.available_permits() > 0;
-            if free && (changed.is_none() || !maybe_ours || last_wake.elapsed() >= SELF_WAKE_GAP) {
-                last_wake = tokio::time::Instant::now();
-                deferred = false;
+            Some(Ok(hydra_store::WakeUp::Ended(_))) => continue,
+            Some(Err(e)) => {
+                // Wake-ups sent meanwhile may be lost: claim once, listen again.
+                tracing::warn!(worker_id = %s.id, error = %e, "lost the wake-ups from other processes; listening again");
                 s.wake.notify_one();
-            } else {
-                // Held back while a slot is free; with none free, the next
-                // slot to free claims anyway (and a deadline in the past
-                // must not spin this loop).
-                deferred = free;
-            }
-            if let Some(Err(e)) = changed {
-                tracing::warn!(worker_id = %s.id, error = %e, "stopped watching the database; watching again");
                 tokio::select! {
-                    _ = s.stop_claiming.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = s.stop_claiming.cancelled() => return false,
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
                 }
-                break;
+                return true;
             }
+            Some(Ok(_)) | None => {}
+        }
+        let changed = next.is_some();
+        let now_own = store.write_commits();
+        let maybe_ours = std::mem::replace(&mut own, now_own) != now_own;
+        let free = s.slots.available_permits() > 0;
+        if free && (!changed || !maybe_ours || last_wake.elapsed() >= SELF_WAKE_GAP) {
+            last_wake = tokio::time::Instant::now();
+            deferred = false;
+            s.wake.notify_one();
+        } else {
+            // Held back while a slot is free; with none free, the next
+            // slot to free claims anyway (and a deadline in the past must
+            // not spin this loop).
+            deferred = free;
         }
     }
 }
@@ -157,14 +134,14 @@ async fn claim_available(s: &Arc<Shared>) {
         let limit = u32::try_from(free).unwrap_or(u32::MAX).min(s.config.claim_batch);
         let mut req = ClaimRequest::new(
             s.engine.namespace(),
-            s.names.clone(),
+            Vec::new(),
             s.id.clone(),
             s.engine.clock().now_ms(),
             duration_ms(s.config.lease_ttl),
             limit,
         );
-        // Only runs of versions this code replays.
-        req.versions = s.versions.clone();
+        // The worker's rule: its workflows, at the versions this code replays.
+        req.admission = s.admission.clone();
         crate::metrics::poll(s.engine.namespace(), s.id.as_str());
         // The lease's local clock starts before the claim is sent.
         let claim_sent = tokio::time::Instant::now();

@@ -59,10 +59,7 @@ impl Taker {
         if s.stop_claiming.is_cancelled() {
             return None;
         }
-        let i = s.names.iter().position(|n| n == name)?;
-        if let (Some(v), Some((from, to))) = (version, s.versions.get(i))
-            && (v < *from || v > *to)
-        {
+        if !s.admission.admits(name, version) {
             return None;
         }
         if !s.drained.load(Ordering::Acquire) {

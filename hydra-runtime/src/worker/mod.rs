@@ -53,9 +53,9 @@ struct Shared {
     registry: HashMap<String, Arc<dyn ErasedWorkflow>>,
     /// The state its steps receive.
     state: Arc<crate::state::StateMap>,
-    names: Vec<String>,
-    /// The versions it replays of each of `names` (same order).
-    versions: Vec<(u32, u32)>,
+    /// The runs it takes: its workflows, at the versions it replays (the
+    /// rule of its claims and of the starts it takes directly).
+    admission: hydra_store::Admission,
     /// What it registers, as its liveness row records it.
     registrations: String,
     config: WorkerConfig,
@@ -93,7 +93,10 @@ pub struct Worker {
 
 impl std::fmt::Debug for Worker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Worker").field("id", &self.shared.id).field("workflows", &self.shared.names).finish()
+        f.debug_struct("Worker")
+            .field("id", &self.shared.id)
+            .field("workflows", &self.shared.admission.workflow_names)
+            .finish()
     }
 }
 

@@ -21,8 +21,10 @@ pub(crate) struct Registration {
 }
 
 impl Registration {
+    /// Whether the worker takes runs of `name` at `version`: the rule of its
+    /// claims ([`hydra_store::Admission`]).
     fn covers(&self, name: &str, version: Option<u32>) -> bool {
-        self.name == name && version.is_none_or(|v| (self.from..=self.to).contains(&v))
+        hydra_store::Admission::new(vec![self.name.clone()]).versions(vec![(self.from, self.to)]).admits(name, version)
     }
 }
 

@@ -1,6 +1,7 @@
 //! Claims and leases: what a claim asks for, the lease that proves it, what
 //! a renewal sees, and worker liveness rows.
 
+use super::Admission;
 use super::execution::Execution;
 use crate::ids::{ExecutionId, FencingToken, WorkerId};
 
@@ -41,8 +42,8 @@ impl ClaimedExecution {
 pub struct ClaimRequest {
     /// Only this namespace's runs.
     pub namespace: String,
-    /// Only runs of these workflows (those the worker has registered).
-    pub workflow_names: Vec<String>,
+    /// Only the runs the worker may take (see [`Admission`]).
+    pub admission: Admission,
     /// The claiming worker.
     pub worker_id: WorkerId,
     /// Now, on the engine clock (ms).
@@ -51,15 +52,11 @@ pub struct ClaimRequest {
     pub lease_ttl_ms: i64,
     /// At most this many runs.
     pub limit: u32,
-    /// The versions of each of `workflow_names` (same order) this worker
-    /// replays, `(from, to)` inclusive; runs of other versions are left to
-    /// other workers (unversioned runs are claimed by any). Empty: any.
-    pub versions: Vec<(u32, u32)>,
 }
 
 impl ClaimRequest {
-    /// A claim of up to `limit` due runs of `workflow_names` in `namespace`
-    /// by `worker_id`, with leases of `lease_ttl_ms`.
+    /// A claim of up to `limit` due runs of `workflow_names` (any version)
+    /// in `namespace` by `worker_id`, with leases of `lease_ttl_ms`.
     pub fn new(
         namespace: impl Into<String>,
         workflow_names: Vec<String>,
@@ -70,12 +67,11 @@ impl ClaimRequest {
     ) -> Self {
         ClaimRequest {
             namespace: namespace.into(),
-            workflow_names,
+            admission: Admission::new(workflow_names),
             worker_id,
             now,
             lease_ttl_ms,
             limit,
-            versions: Vec::new(),
         }
     }
 }

@@ -2,13 +2,13 @@
 //! applied in one transaction, falling back to one by one after an SQL error.
 
 use super::Store;
-use super::batch_steps::{HotStep, PG_HOT_BYTES, StepAnswers, hot_output_bytes, hot_step_rows};
 use super::checkpoint::{Checkpoint, Transition};
 use super::fence::lock_order;
-use crate::connect::Backend;
+use crate::backend::{HotStep, StepAnswers};
 use crate::error::StoreError;
 use crate::model::{ClaimRequest, ClaimedExecution, Created, Lease, NewExecution, StepAttempt};
-use sea_orm::{DatabaseTransaction, TransactionTrait};
+use crate::sql::Txn;
+use std::collections::HashMap;
 
 /// One write of a group commit (see [`Store::apply_batch`]).
 #[derive(Clone, Debug)]
@@ -64,16 +64,12 @@ impl Store {
         ops: &[BatchOp],
         now: i64,
     ) -> Result<Vec<Result<BatchValue, StoreError>>, StoreError> {
-        let together = match self.writer() {
-            Some(writer) => {
-                let gate = self.gate().await;
-                let ops = ops.to_vec();
-                writer.run(gate, Box::new(move |w| Box::pin(async move { w.together(&ops, now).await }))).await?
-            }
-            None => {
-                let _gate = self.gate().await;
-                self.together(ops, now).await?
-            }
+        let together = if self.has_writer() {
+            let owned = ops.to_vec();
+            self.offload(move |w| Box::pin(async move { w.together(&owned, now).await })).await?
+        } else {
+            let _gate = self.gate().await;
+            self.together(ops, now).await?
         };
         match together {
             Some(results) => Ok(results),
@@ -100,20 +96,14 @@ impl Store {
         })
     }
 
-    /// [`Store::apply_batch`] in one transaction (on SQLite, with the
-    /// steps that keep their runs going in two multi-row statements if
-    /// `multi_row`), or what to do after its rollback.
+    /// [`Store::apply_batch`] in one transaction (with the steps that keep
+    /// their runs going written together by the backend if `multi_row`), or
+    /// what to do after its rollback.
     async fn batch_in_one(&self, ops: &[BatchOp], now: i64, multi_row: bool) -> Result<Together, StoreError> {
         let txn = self.begin().await?;
         let mut out: Vec<Option<Result<BatchValue, StoreError>>> = ops.iter().map(|_| None).collect();
         let hot = if multi_row { hot_step_rows(ops) } else { Vec::new() };
-        // SQLite writes one step together as cheaply as alone; PostgreSQL
-        // pays a statement locking the runs first, worth it from two, and
-        // sends the outputs in one array (kept well below its 1 GB limit).
-        let mut together = match self.backend {
-            Backend::Sqlite => !hot.is_empty(),
-            Backend::Postgres => hot.len() >= 2 && hot_output_bytes(&hot) <= PG_HOT_BYTES,
-        };
+        let mut together = self.dialect().steps_together_pays(&hot);
         // New runs first (they lock only their own rows), then the runs'
         // writes in lock order (the step results written together first,
         // see `batch_steps`), claims last: they skip locked rows, wait for
@@ -152,13 +142,13 @@ impl Store {
             let op = &ops[i];
             let r = match op {
                 BatchOp::Attempt(lease, attempt) => {
-                    self.attempt_in(&txn, lease, attempt, now).await.map(BatchValue::Attempt)
+                    self.attempt_in(txn.db(), lease, attempt, now).await.map(BatchValue::Attempt)
                 }
                 BatchOp::Checkpoint(lease, cp)
                     if cp.step.is_some() && !matches!(cp.transition, Transition::Continue) =>
                 {
-                    let sp = txn.begin().await?;
-                    match self.apply(&sp, lease, cp, now).await {
+                    let sp = txn.savepoint().await?;
+                    match self.apply(sp.db(), lease, cp, now).await {
                         Ok(()) => {
                             sp.commit().await?;
                             Ok(BatchValue::Checkpoint)
@@ -170,10 +160,10 @@ impl Store {
                     }
                 }
                 BatchOp::Checkpoint(lease, cp) => {
-                    self.apply(&txn, lease, cp, now).await.map(|()| BatchValue::Checkpoint)
+                    self.apply(txn.db(), lease, cp, now).await.map(|()| BatchValue::Checkpoint)
                 }
-                BatchOp::Claim(req) => self.claim_on(&txn, req).await.map(BatchValue::Claimed),
-                BatchOp::Create(new) => self.create_in(&txn, new).await.map(|c| BatchValue::Created(Box::new(c))),
+                BatchOp::Claim(req) => self.claim_on(txn.db(), req).await.map(BatchValue::Claimed),
+                BatchOp::Create(new) => self.create_in(txn.db(), new).await.map(|c| BatchValue::Created(Box::new(c))),
             };
             match r {
                 Err(StoreError::Database(e)) => {
@@ -185,13 +175,12 @@ impl Store {
                     txn.rollback().await?;
                     return Ok(Together::OneByOne);
                 }
-                // PostgreSQL: a taken position aborts the transaction; a step
-                // found already recorded by a fenced insert was refused after
-                // its fence had updated the run (the data-modifying CTE), so
-                // the batch is redone with each write in a transaction of its
-                // own, where a refusal leaves nothing (both are rare).
+                // Where a refusal spoils the transaction (see
+                // `Dialect::refusal_spoils_batch`), the batch is redone with
+                // each write in a transaction of its own, where a refusal
+                // leaves nothing (both are rare).
                 Err(StoreError::PositionTaken { .. } | StoreError::StepAlreadyRecorded { .. })
-                    if self.backend == Backend::Postgres =>
+                    if self.dialect().refusal_spoils_batch() =>
                 {
                     txn.rollback().await?;
                     return Ok(Together::OneByOne);
@@ -204,24 +193,17 @@ impl Store {
         Ok(Together::Applied(out.into_iter().flatten().collect()))
     }
 
-    /// The step results `hot` of `ops` written together (see
-    /// `batch_steps`): `None` when one was refused and the transaction
-    /// must be rolled back.
+    /// The step results `hot` of `ops` written together by the backend:
+    /// `None` when one was refused and the transaction must be rolled back.
     async fn steps_together(
         &self,
-        txn: &DatabaseTransaction,
+        txn: &Txn,
         ops: &[BatchOp],
         hot: &[(usize, HotStep<'_>)],
         now: i64,
     ) -> Result<Option<StepAnswers>, StoreError> {
         let items: Vec<HotStep<'_>> = hot.iter().map(|(_, item)| *item).collect();
-        match self.backend {
-            Backend::Sqlite => self.sqlite_steps_in(txn, &items, now).await,
-            Backend::Postgres => {
-                self.pg_lock_runs(txn, ops).await?;
-                self.pg_steps_in(txn, &items, now).await
-            }
-        }
+        self.dialect().steps_together(self, txn.db(), ops, &items, now).await
     }
 
     async fn apply_one_by_one(
@@ -263,4 +245,28 @@ enum Together {
     /// Rolled back because the multi-row step insert refused a row: the
     /// transaction again with each step apart.
     StepsApart,
+}
+
+/// The writes of a batch applied together, with their indexes: step
+/// results that keep the run going and move its open step, at most one per
+/// run (two steps of one run running at once keep their order, one by one).
+fn hot_step_rows(ops: &[BatchOp]) -> Vec<(usize, HotStep<'_>)> {
+    fn hot(op: &BatchOp) -> Option<HotStep<'_>> {
+        match op {
+            BatchOp::Checkpoint(
+                lease,
+                Checkpoint { step: Some(rec), open: Some(open), transition, open_seen: None },
+            ) => matches!(transition, Transition::Continue).then_some((lease, rec, *open)),
+            _ => None,
+        }
+    }
+    let mut runs: HashMap<&str, usize> = HashMap::new();
+    for (lease, _, _) in ops.iter().filter_map(hot) {
+        *runs.entry(lease.execution_id.as_str()).or_insert(0) += 1;
+    }
+    ops.iter()
+        .enumerate()
+        .filter_map(|(i, op)| hot(op).map(|item| (i, item)))
+        .filter(|(_, (lease, _, _))| runs.get(lease.execution_id.as_str()) == Some(&1))
+        .collect()
 }

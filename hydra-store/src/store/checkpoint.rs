@@ -3,12 +3,13 @@
 //! the commit of a transactional step.
 
 use super::Store;
-use super::fence::{FENCE, fence_values, lease_lost};
+use super::fence::{fence_values, lease_lost};
 use super::step_write::{OpenWhen, open_set};
-use crate::connect::Backend;
 use crate::error::StoreError;
 use crate::model::{Lease, OpenStep, StepRecord, Terminal};
-use sea_orm::{ConnectionTrait, DatabaseTransaction, Value};
+use crate::reserved;
+use crate::sql::{Db, Txn};
+use sea_orm::{DatabaseTransaction, Value};
 
 /// What a checkpoint does to the run besides (optionally) recording a step.
 #[derive(Clone, Debug)]
@@ -118,7 +119,7 @@ impl Store {
     pub async fn checkpoint(&self, lease: &Lease, checkpoint: Checkpoint, now: i64) -> Result<(), StoreError> {
         let _gate = self.gate().await;
         let txn = self.begin().await?;
-        let r = self.apply(&txn, lease, &checkpoint, now).await;
+        let r = self.apply(txn.db(), lease, &checkpoint, now).await;
         self.settle(txn, r).await
     }
 
@@ -126,7 +127,7 @@ impl Store {
     /// SQLite: it holds the database's write lock until it ends, so keep
     /// transactional bodies short).
     pub async fn begin_step_transaction(&self) -> Result<DatabaseTransaction, StoreError> {
-        Ok(self.begin().await?)
+        Ok(self.dialect().begin(self.connection()).await?)
     }
 
     /// Records a transactional step's result inside the step's own
@@ -144,27 +145,25 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut cp = Checkpoint::step(record);
         cp.open = open;
-        let r = self.apply(&txn, lease, &cp, now).await;
+        let txn = Txn::from(txn);
+        let r = self.apply(txn.db(), lease, &cp, now).await;
         self.settle(txn, r).await
     }
 
-    pub(super) async fn apply(
-        &self,
-        txn: &DatabaseTransaction,
-        lease: &Lease,
-        cp: &Checkpoint,
-        now: i64,
-    ) -> Result<(), StoreError> {
+    pub(super) async fn apply(&self, db: Db<'_>, lease: &Lease, cp: &Checkpoint, now: i64) -> Result<(), StoreError> {
         let (sql, mut values): (&'static str, Vec<Value>) = match &cp.transition {
             Transition::Continue => match &cp.step {
-                // The step write carries the fence itself: one statement on
-                // PostgreSQL; on SQLite the same two statements as a group
-                // commit of several runs' steps.
+                // The step write carries the fence itself: one statement, or
+                // where the backend writes one step as cheaply as many, the
+                // statements of a group commit of several runs' steps.
                 Some(record) if cp.open_seen.is_none() => {
-                    if let (Some(open), Backend::Sqlite) = (cp.open, self.backend) {
-                        // One step: its own answer, never `None` (see `sqlite_steps_in`).
+                    if let Some(open) = cp.open
+                        && self.dialect().writes_one_step_together()
+                    {
+                        // One step: its own answer, never `None` (see `Dialect::steps_together`).
                         return match self
-                            .sqlite_steps_in(txn, &[(lease, record, open)], now)
+                            .dialect()
+                            .steps_together(self, db, &[], &[(lease, record, open)], now)
                             .await?
                             .and_then(|mut r| r.pop())
                         {
@@ -174,26 +173,26 @@ impl Store {
                             ))),
                         };
                     }
-                    return self.write_step(txn, lease, record, cp.open, now, true).await;
+                    return self.write_step(db, lease, record, cp.open, now, true).await;
                 }
                 // The open step as given (or none): the guard sets it, the
                 // step (if any) is written below under the guard's lock.
                 _ => {
                     let when = cp.open_seen.map_or(OpenWhen::Always, OpenWhen::Unchanged);
-                    self.guard(txn, lease, cp.open, when, now).await?;
+                    self.guard(db, lease, cp.open, when, now).await?;
                     ("", Vec::new())
                 }
             },
             // A cancel requested while the run was running (and not yet
             // seen by it) makes the parked run due now: its next claim
             // ends it cancelled, instead of at the end of its sleep. Not
-            // while it compensates (its marker, `hydra.compensate`, is
+            // while it compensates (its marker, `reserved::step::COMPENSATE`, is
             // recorded): a compensation's own backoff is waited out.
             Transition::Sleep { until } => (
                 "UPDATE workflow_executions SET status = 'sleeping', \
-                 due_at = CASE WHEN cancel_requested AND NOT EXISTS (SELECT 1 FROM workflow_steps c WHERE c.execution_id = workflow_executions.id AND c.step_id = 'hydra.compensate') THEN ? ELSE ? END, lease_owner = NULL, updated_at = ?, \
+                 due_at = CASE WHEN cancel_requested AND NOT EXISTS (SELECT 1 FROM workflow_steps c WHERE c.execution_id = workflow_executions.id AND c.step_id = ?) THEN ? ELSE ? END, lease_owner = NULL, updated_at = ?, \
                  signal_wait = FALSE",
-                vec![now.into(), (*until).into(), now.into()],
+                vec![reserved::step::COMPENSATE.into(), now.into(), (*until).into(), now.into()],
             ),
             Transition::Release => (
                 "UPDATE workflow_executions SET status = 'sleeping', due_at = ?, lease_owner = NULL, updated_at = ?, \
@@ -202,9 +201,9 @@ impl Store {
             ),
             Transition::Retry { at, error } => (
                 "UPDATE workflow_executions SET status = 'pending', \
-                 due_at = CASE WHEN cancel_requested AND NOT EXISTS (SELECT 1 FROM workflow_steps c WHERE c.execution_id = workflow_executions.id AND c.step_id = 'hydra.compensate') THEN ? ELSE ? END, error_message = ?, \
+                 due_at = CASE WHEN cancel_requested AND NOT EXISTS (SELECT 1 FROM workflow_steps c WHERE c.execution_id = workflow_executions.id AND c.step_id = ?) THEN ? ELSE ? END, error_message = ?, \
                  lease_owner = NULL, updated_at = ?, signal_wait = FALSE",
-                vec![now.into(), (*at).into(), error.as_str().into(), now.into()],
+                vec![reserved::step::COMPENSATE.into(), now.into(), (*at).into(), error.as_str().into(), now.into()],
             ),
             Transition::Finish(t) => {
                 let (output, error, data): (Option<Vec<u8>>, Option<String>, Option<Vec<u8>>) = match t {
@@ -237,20 +236,22 @@ impl Store {
                 None => "",
             };
             values.extend(fence_values(lease));
+            let fence = self.fence();
             if let Transition::Finish(terminal) = &cp.transition {
                 // The run's parent, read by the same statement: only a child's
                 // end costs the statements that tell its parent.
-                let row = txn
-                    .query_one_raw(self.stmt(&format!("{sql}{open}{FENCE} RETURNING parent_id"), values))
+                let returning = self.dialect().returning("parent_id");
+                let row = db
+                    .one(self.stmt(&format!("{sql}{open}{fence}{returning}"), values))
                     .await?
                     .ok_or_else(|| lease_lost(lease))?;
                 if row.try_get::<Option<String>>("", "parent_id")?.is_some() {
                     // A child's end reaches its parent in the same commit.
-                    self.notify_parent(txn, &lease.execution_id, terminal, now).await?;
+                    self.notify_parent(db, &lease.execution_id, terminal, now).await?;
                 }
             } else {
-                let r = txn.execute_raw(self.stmt(&format!("{sql}{open}{FENCE}"), values)).await?;
-                if r.rows_affected() != 1 {
+                let changed = db.exec(self.stmt(&format!("{sql}{open}{fence}"), values)).await?;
+                if changed != 1 {
                     return Err(lease_lost(lease));
                 }
             }
@@ -258,7 +259,7 @@ impl Store {
         if let Transition::Retry { .. } = cp.transition {
             // A new workflow attempt re-runs the steps that failed in the old
             // one, with fresh step attempts; completed steps stay recorded.
-            txn.execute_raw(self.stmt(
+            db.exec(self.stmt(
                 "UPDATE workflow_steps SET status = 'running', attempts = 0, completed_at = NULL, wake_at = NULL \
                  WHERE execution_id = ? AND namespace = ? AND status = 'failed'",
                 vec![lease.execution_id.as_str().into(), lease.namespace.as_str().into()],
@@ -266,7 +267,7 @@ impl Store {
             .await?;
         }
         if let Some(record) = &cp.step {
-            self.write_step(txn, lease, record, None, now, false).await?;
+            self.write_step(db, lease, record, None, now, false).await?;
         }
         Ok(())
     }

@@ -1,5 +1,6 @@
 //! Child workflows: a run's parent is told when the run ends, by a signal
-//! (`child:{id}`, keyed by the same name so it is sent once) written in the
+//! (`child:{id}`, [`reserved::signal::child`], keyed by the same name so it
+//! is sent once) written in the
 //! transaction that ends the run; and a run's children can be listed.
 
 use super::Store;
@@ -7,15 +8,13 @@ use crate::entity::workflow_executions as exec;
 use crate::error::StoreError;
 use crate::ids::ExecutionId;
 use crate::model::{Execution, Terminal};
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
+use crate::reserved::{self, payload_tag};
+use crate::sql::Db;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 
-/// The name of the signal that tells a parent its child `id` ended.
-pub fn child_signal_name(id: &ExecutionId) -> String {
-    format!("child:{id}")
-}
-
-/// The payload of a child's end: its output if it completed; otherwise a
-/// zero byte (a tag no codec uses), its status, a newline and its error.
+/// The payload of a child's end: its output if it completed; otherwise
+/// [`payload_tag::CHILD_END`] (a tag no codec uses), its status, a newline
+/// and its error.
 pub fn child_outcome_payload(terminal: &Terminal) -> Vec<u8> {
     match terminal {
         Terminal::Completed(out) => out.clone(),
@@ -24,7 +23,7 @@ pub fn child_outcome_payload(terminal: &Terminal) -> Vec<u8> {
         | Terminal::Cancelled(m)
         | Terminal::TimedOut(m)
         | Terminal::CompensationFailed(m) => {
-            let mut v = vec![0u8];
+            let mut v = vec![payload_tag::CHILD_END];
             v.extend_from_slice(terminal.status().as_str().as_bytes());
             v.push(b'\n');
             v.extend_from_slice(m.as_bytes());
@@ -37,31 +36,36 @@ impl Store {
     /// Tells run `id`'s parent, if it has one, that `id` ended as
     /// `terminal`: inserts the parent's signal (once) and wakes the parent
     /// if it waits for a signal. Runs in the transaction that ends `id`.
-    pub(super) async fn notify_parent<C: ConnectionTrait>(
+    pub(super) async fn notify_parent(
         &self,
-        conn: &C,
+        db: Db<'_>,
         id: &ExecutionId,
         terminal: &Terminal,
         now: i64,
     ) -> Result<(), StoreError> {
-        let name = child_signal_name(id);
+        let name = reserved::signal::child(id);
         // Lock the parent's row first, as a signal send does: a parent
         // between "no signal yet" and "parked" holds it, so this waits and
         // then wakes it; never "signal inserted, parent parks unwoken".
-        let parent = conn
-            .query_one_raw(self.stmt(
-                "UPDATE workflow_executions SET updated_at = updated_at \
-                 WHERE id = (SELECT parent_id FROM workflow_executions WHERE id = ?) RETURNING id",
+        let parent = db
+            .one(self.stmt(
+                &format!(
+                    "UPDATE workflow_executions SET updated_at = updated_at \
+                     WHERE id = (SELECT parent_id FROM workflow_executions WHERE id = ?){}",
+                    self.dialect().returning("id")
+                ),
                 vec![id.as_str().into()],
             ))
             .await?;
         let Some(parent) = parent else { return Ok(()) };
         let parent = ExecutionId::from_string(parent.try_get::<String>("", "id")?);
-        let inserted = conn
-            .execute_raw(self.stmt(
-                "INSERT INTO workflow_signals (namespace, execution_id, name, payload, idempotency_key, created_at) \
-                 SELECT namespace, id, ?, ?, ?, ? FROM workflow_executions WHERE id = ? \
-                 ON CONFLICT (execution_id, idempotency_key) DO NOTHING",
+        let inserted = db
+            .exec(self.stmt(
+                &format!(
+                    "INSERT INTO workflow_signals (namespace, execution_id, name, payload, idempotency_key, \
+                     created_at) SELECT namespace, id, ?, ?, ?, ? FROM workflow_executions WHERE id = ?{}",
+                    self.dialect().on_conflict_ignore("execution_id, idempotency_key")
+                ),
                 vec![
                     name.as_str().into(),
                     child_outcome_payload(terminal).into(),
@@ -71,8 +75,8 @@ impl Store {
                 ],
             ))
             .await?;
-        if inserted.rows_affected() == 1 {
-            self.wake_if_waiting(conn, &parent, now).await?;
+        if inserted == 1 {
+            self.wake_if_waiting(db, &parent, now).await?;
         }
         Ok(())
     }
@@ -93,6 +97,6 @@ impl Store {
     /// The statement [`Store::children`] runs (for plan tests).
     #[doc(hidden)]
     pub fn children_statement(&self, namespace: &str, id: &ExecutionId) -> sea_orm::Statement {
-        sea_orm::QueryTrait::build(&Self::children_query(namespace, id), self.db.get_database_backend())
+        sea_orm::QueryTrait::build(&Self::children_query(namespace, id), self.dialect().db_backend())
     }
 }

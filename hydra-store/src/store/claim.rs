@@ -2,11 +2,11 @@
 //! its fencing token.
 
 use super::Store;
-use crate::connect::Backend;
 use crate::entity::workflow_executions as exec;
 use crate::error::StoreError;
 use crate::model::{ClaimRequest, ClaimedExecution, Execution, Lease};
-use sea_orm::{ConnectionTrait, FromQueryResult, QueryResult, Value};
+use crate::sql::{Db, Row};
+use sea_orm::Value;
 
 impl Store {
     /// Claims up to `limit` due runs of the given workflows in one atomic
@@ -17,9 +17,9 @@ impl Store {
     /// expired one, begins a new workflow attempt (`attempts + 1`); a claim
     /// of a sleeping run continues the current one.
     ///
-    /// On PostgreSQL the candidate rows are locked with `FOR UPDATE SKIP
-    /// LOCKED`, so concurrent claimers take disjoint sets; on SQLite the
-    /// single statement holds the write lock. The candidates are read from
+    /// Where the database locks rows, the candidates are locked with `FOR
+    /// UPDATE SKIP LOCKED`, so concurrent claimers take disjoint sets; on
+    /// SQLite the single statement holds the write lock. The candidates are read from
     /// the partial index `(namespace, due_at) WHERE due_at IS NOT NULL`,
     /// which holds no finished run.
     ///
@@ -34,29 +34,22 @@ impl Store {
     /// the other runs of the batch are returned as usual.
     pub async fn claim(&self, req: &ClaimRequest) -> Result<Vec<ClaimedExecution>, StoreError> {
         let _gate = self.gate().await;
-        let claimed = self.claim_on(&self.db, req).await?;
+        let claimed = self.claim_on(self.conn(), req).await?;
         if !claimed.is_empty() {
             self.count();
         }
         Ok(claimed)
     }
 
-    /// [`Store::claim`] on `conn` (the pool, or a group commit's
+    /// [`Store::claim`] on `db` (the pool, or a group commit's
     /// transaction); the caller counts the commit.
-    pub(super) async fn claim_on<C: ConnectionTrait>(
-        &self,
-        conn: &C,
-        req: &ClaimRequest,
-    ) -> Result<Vec<ClaimedExecution>, StoreError> {
-        if req.workflow_names.is_empty() || req.limit == 0 {
+    pub(super) async fn claim_on(&self, db: Db<'_>, req: &ClaimRequest) -> Result<Vec<ClaimedExecution>, StoreError> {
+        if req.admission.is_empty() || req.limit == 0 {
             return Ok(Vec::new());
         }
-        let lock = match self.backend {
-            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
-            Backend::Sqlite => "",
-        };
-        let placeholders = vec!["?"; req.workflow_names.len()].join(", ");
-        let (versions, version_values) = version_filter(req);
+        let lock = self.dialect().for_update_skip_locked(None);
+        let returning = self.dialect().returning("*");
+        let (admitted, admitted_values) = req.admission.condition();
         let sql = format!(
             "UPDATE workflow_executions SET status = 'running', lease_owner = ?, \
              fencing_token = fencing_token + 1, due_at = ?, updated_at = ?, \
@@ -64,9 +57,8 @@ impl Store {
              attempts = CASE WHEN status = 'sleeping' THEN attempts ELSE attempts + 1 END, \
              open_attempts = open_attempts + 1 \
              WHERE id IN (SELECT id FROM workflow_executions \
-               WHERE namespace = ? AND due_at IS NOT NULL AND due_at <= ? AND workflow_name IN ({placeholders}){versions} \
-               ORDER BY due_at LIMIT ?{lock}) \
-             RETURNING *"
+               WHERE namespace = ? AND due_at IS NOT NULL AND due_at <= ? AND {admitted} \
+               ORDER BY due_at LIMIT ?{lock}){returning}"
         );
         let mut values: Vec<Value> = vec![
             req.worker_id.as_str().into(),
@@ -76,29 +68,28 @@ impl Store {
             req.namespace.as_str().into(),
             req.now.into(),
         ];
-        values.extend(req.workflow_names.iter().map(|n| Value::from(n.as_str())));
-        values.extend(version_values);
+        values.extend(admitted_values);
         values.push(i64::from(req.limit).into());
         let stmt = self.stmt(&sql, values);
-        let rows = conn.query_all_raw(stmt).await?;
+        let rows = db.all(stmt).await?;
         let mut claimed = Vec::with_capacity(rows.len());
         for row in rows {
             match claimed_run(&row, req) {
                 Ok(c) => claimed.push(c),
-                Err(reason) => self.fail_unreadable_claim(conn, &row, &reason, req.now).await?,
+                Err(reason) => self.fail_unreadable_claim(db, &row, &reason, req.now).await?,
             }
         }
-        // RETURNING order is unspecified; hand them out oldest-due first.
+        // The rows come back in no given order; hand them out oldest-due first.
         claimed.sort_by_key(|c| (c.execution.started_at, c.execution.created_at));
         Ok(claimed)
     }
 
     /// Ends a just-claimed run whose row does not convert, under the token
     /// the claim gave it, so that it is neither driven nor left leased.
-    async fn fail_unreadable_claim<C: ConnectionTrait>(
+    async fn fail_unreadable_claim(
         &self,
-        conn: &C,
-        row: &QueryResult,
+        db: Db<'_>,
+        row: &Row,
         reason: &StoreError,
         now: i64,
     ) -> Result<(), StoreError> {
@@ -106,47 +97,25 @@ impl Store {
         let token: i64 = row.try_get("", "fencing_token")?;
         let message = format!("this run's stored row cannot be read by this version of Hydra: {reason}");
         tracing::error!(execution_id = %id, error = %reason, "claimed a run whose row does not convert; failing it");
-        let ended = conn
-            .execute_raw(self.stmt(
+        let ended = db
+            .exec(self.stmt(
                 "UPDATE workflow_executions SET status = 'failed', error_message = ?, completed_at = ?, \
                  updated_at = ?, due_at = NULL, lease_owner = NULL WHERE id = ? AND fencing_token = ?",
                 vec![message.as_str().into(), now.into(), now.into(), id.as_str().into(), token.into()],
             ))
             .await?;
-        if ended.rows_affected() == 1 {
+        if ended == 1 {
             // A child's parent hears of this end like of any other.
             let id = crate::ids::ExecutionId::from_string(id);
-            self.notify_parent(conn, &id, &crate::model::Terminal::Failed(message), now).await?;
+            self.notify_parent(db, &id, &crate::model::Terminal::Failed(message), now).await?;
         }
         Ok(())
     }
 }
 
-/// The claim's condition on run versions (after its workflow names), and
-/// its values: one range for all names when they share it (the usual
-/// case), else a range per name. Unversioned runs pass.
-fn version_filter(req: &ClaimRequest) -> (String, Vec<Value>) {
-    if req.versions.is_empty() || req.versions.len() != req.workflow_names.len() {
-        return (String::new(), Vec::new());
-    }
-    let first = req.versions[0];
-    if req.versions.iter().all(|v| *v == first) {
-        let values = vec![i64::from(first.0).into(), i64::from(first.1).into()];
-        return (" AND (workflow_version IS NULL OR workflow_version BETWEEN ? AND ?)".to_owned(), values);
-    }
-    let mut sql = String::from(" AND (workflow_version IS NULL OR CASE workflow_name");
-    let mut values = Vec::with_capacity(req.versions.len() * 3);
-    for (name, (from, to)) in req.workflow_names.iter().zip(&req.versions) {
-        sql.push_str(" WHEN ? THEN workflow_version BETWEEN ? AND ?");
-        values.extend([Value::from(name.as_str()), i64::from(*from).into(), i64::from(*to).into()]);
-    }
-    sql.push_str(" ELSE FALSE END)");
-    (sql, values)
-}
-
 /// One returned row of a claim as a claimed run, or why it does not convert.
-fn claimed_run(row: &QueryResult, req: &ClaimRequest) -> Result<ClaimedExecution, StoreError> {
-    let model = exec::Model::from_query_result(row, "")?;
+fn claimed_run(row: &Row, req: &ClaimRequest) -> Result<ClaimedExecution, StoreError> {
+    let model: exec::Model = row.to()?;
     let execution = Execution::try_from(model)?;
     let lease = Lease {
         namespace: execution.namespace.clone(),

@@ -10,9 +10,9 @@
 //! database as it would have been by one of the old.
 
 use super::Store;
-use crate::connect::Backend;
 use crate::error::StoreError;
-use sea_orm::{ConnectionTrait, DatabaseTransaction, QueryResult, Value};
+use crate::sql::{Db, Row};
+use sea_orm::Value;
 
 /// The type of a copied column.
 #[derive(Clone, Copy)]
@@ -34,8 +34,9 @@ struct Table {
     name: &'static str,
     key: &'static [&'static str],
     cols: &'static [(&'static str, Col)],
-    /// A PostgreSQL sequence to move past the copied IDs.
-    serial: Option<&'static str>,
+    /// Whether its `id` is drawn from a sequence (moved past the copied
+    /// IDs after the copy, see `Dialect::after_copy`).
+    serial: bool,
 }
 
 const TABLES: &[Table] = &[
@@ -73,7 +74,7 @@ const TABLES: &[Table] = &[
             ("workflow_version", Col::OptInt),
             ("suspended_code", Col::OptBig),
         ],
-        serial: None,
+        serial: false,
     },
     Table {
         name: "workflow_steps",
@@ -96,7 +97,7 @@ const TABLES: &[Table] = &[
             ("wake_at", Col::OptBig),
             ("fencing_token", Col::Big),
         ],
-        serial: Some("workflow_steps"),
+        serial: true,
     },
     Table {
         name: "workflow_signals",
@@ -112,7 +113,7 @@ const TABLES: &[Table] = &[
             ("consumed_at", Col::OptBig),
             ("consumed_position", Col::OptInt),
         ],
-        serial: Some("workflow_signals"),
+        serial: true,
     },
     Table {
         name: "workflow_events",
@@ -124,13 +125,13 @@ const TABLES: &[Table] = &[
             ("value", Col::Blob),
             ("updated_at", Col::Big),
         ],
-        serial: None,
+        serial: false,
     },
     Table {
         name: "workflow_search_attributes",
         key: &["execution_id", "name"],
         cols: &[("execution_id", Col::Text), ("name", Col::Text), ("namespace", Col::Text), ("value", Col::Text)],
-        serial: None,
+        serial: false,
     },
     Table {
         name: "cron_jobs",
@@ -150,7 +151,7 @@ const TABLES: &[Table] = &[
             ("next_run_at", Col::Big),
             ("last_tick_at", Col::OptBig),
         ],
-        serial: None,
+        serial: false,
     },
 ];
 
@@ -224,23 +225,9 @@ impl Store {
         // SHARE mode. The lease check runs inside it, so no worker can start
         // writing between the check and the copy.
         let _source_gate = self.gate().await;
-        let source = match self.backend {
-            Backend::Sqlite => self.begin().await?,
-            Backend::Postgres => {
-                let txn = crate::connect::begin(
-                    &self.db,
-                    sea_orm::TransactionOptions {
-                        isolation_level: Some(sea_orm::IsolationLevel::RepeatableRead),
-                        ..Default::default()
-                    },
-                )
-                .await?;
-                let names: Vec<&str> = TABLES.iter().map(|t| t.name).chain(["leases"]).collect();
-                txn.execute_unprepared(&format!("LOCK TABLE {} IN SHARE MODE", names.join(", "))).await?;
-                txn
-            }
-        };
-        let r = self.move_from(&source, target, now).await;
+        let names: Vec<&str> = TABLES.iter().map(|t| t.name).chain(["leases"]).collect();
+        let source = self.dialect().begin_snapshot(self.connection(), &names).await?;
+        let r = self.move_from((&source).into(), target, now).await;
         // The source was only read: ending its transaction cannot undo the
         // copy, and a failure to end it is not the move's.
         if let Err(e) = source.rollback().await {
@@ -249,12 +236,7 @@ impl Store {
         r
     }
 
-    async fn move_from(
-        &self,
-        source: &DatabaseTransaction,
-        target: &Store,
-        now: i64,
-    ) -> Result<MoveReport, StoreError> {
+    async fn move_from(&self, source: Db<'_>, target: &Store, now: i64) -> Result<MoveReport, StoreError> {
         let live_workers =
             self.count_on(source, "SELECT COUNT(*) AS n FROM leases WHERE expires_at > ?", vec![now.into()]).await?;
         let live_runs = self
@@ -272,11 +254,11 @@ impl Store {
         }
         for table in TABLES {
             self.check_columns(source, table, "source").await?;
-            target.check_columns(&target.db, table, "target").await?;
+            target.check_columns(target.conn(), table, "target").await?;
         }
         let target_runs =
-            target.count_on(&target.db, "SELECT COUNT(*) AS n FROM workflow_executions", Vec::new()).await?;
-        let target_crons = target.count_on(&target.db, "SELECT COUNT(*) AS n FROM cron_jobs", Vec::new()).await?;
+            target.count_on(target.conn(), "SELECT COUNT(*) AS n FROM workflow_executions", Vec::new()).await?;
+        let target_crons = target.count_on(target.conn(), "SELECT COUNT(*) AS n FROM cron_jobs", Vec::new()).await?;
         if target_runs > 0 || target_crons > 0 {
             return Err(refusal(format!(
                 "the target database is not empty ({target_runs} run(s), {target_crons} cron schedule(s)): \
@@ -284,8 +266,8 @@ impl Store {
             )));
         }
         let _gate = target.gate().await;
-        let txn = crate::connect::begin(&target.db, crate::connect::immediate()).await?;
-        let r = self.copy_all(source, target, &txn).await;
+        let txn = target.begin().await?;
+        let r = self.copy_all(source, target, txn.db()).await;
         let report = match r {
             Ok(report) if report.verified() => report,
             Ok(report) => {
@@ -316,15 +298,9 @@ impl Store {
     /// Refuses a table whose columns are not the ones this version copies:
     /// a column it does not know (written by a newer version) would be
     /// lost, one it expects and misses means an older schema.
-    async fn check_columns<C: ConnectionTrait>(&self, conn: &C, table: &Table, side: &str) -> Result<(), StoreError> {
-        let sql = match self.backend {
-            Backend::Sqlite => "SELECT name FROM pragma_table_info(?)",
-            Backend::Postgres => {
-                "SELECT column_name::text AS name FROM information_schema.columns \
-                 WHERE table_schema = current_schema() AND table_name = ?"
-            }
-        };
-        let rows = conn.query_all_raw(self.stmt(sql, vec![table.name.into()])).await?;
+    async fn check_columns(&self, db: Db<'_>, table: &Table, side: &str) -> Result<(), StoreError> {
+        let sql = self.dialect().columns_query();
+        let rows = db.all(self.stmt(sql, vec![table.name.into()])).await?;
         let found: Vec<String> = rows.iter().map(|r| r.try_get("", "name")).collect::<Result<_, _>>()?;
         let known: Vec<&str> = table.cols.iter().map(|(c, _)| *c).collect();
         if let Some(extra) = found.iter().find(|c| !known.contains(&c.as_str())) {
@@ -340,12 +316,7 @@ impl Store {
         Ok(())
     }
 
-    async fn copy_all(
-        &self,
-        source: &DatabaseTransaction,
-        target: &Store,
-        txn: &DatabaseTransaction,
-    ) -> Result<MoveReport, StoreError> {
+    async fn copy_all(&self, source: Db<'_>, target: &Store, txn: Db<'_>) -> Result<MoveReport, StoreError> {
         let mut report = MoveReport::default();
         for table in TABLES {
             let mut moved = MovedTable {
@@ -374,15 +345,8 @@ impl Store {
                     break;
                 }
             }
-            if let (Some(seq), Backend::Postgres) = (table.serial, target.backend) {
-                txn.execute_raw(target.stmt(
-                    &format!(
-                        "SELECT setval(pg_get_serial_sequence('{seq}', 'id'), \
-                         (SELECT COALESCE(MAX(id), 0) + 1 FROM {seq}), false)"
-                    ),
-                    Vec::new(),
-                ))
-                .await?;
+            if table.serial {
+                target.dialect().after_copy(txn, table.name).await?;
             }
             // Read back what the target now holds.
             let mut after: Option<Vec<Value>> = None;
@@ -409,12 +373,7 @@ impl Store {
     }
 
     /// The next page of `table` after key `after`, in key order.
-    async fn page<C: ConnectionTrait>(
-        &self,
-        conn: &C,
-        table: &Table,
-        after: Option<&[Value]>,
-    ) -> Result<Vec<QueryResult>, StoreError> {
+    async fn page(&self, db: Db<'_>, table: &Table, after: Option<&[Value]>) -> Result<Vec<Row>, StoreError> {
         let cols: Vec<&str> = table.cols.iter().map(|(c, _)| *c).collect();
         let order = table.key.join(", ");
         let (cond, mut values) = match (after, table.key) {
@@ -427,15 +386,10 @@ impl Store {
         };
         values.push(i64::try_from(BATCH).unwrap_or(500).into());
         let sql = format!("SELECT {} FROM {}{cond} ORDER BY {order} LIMIT ?", cols.join(", "), table.name);
-        Ok(conn.query_all_raw(self.stmt(&sql, values)).await?)
+        Ok(db.all(self.stmt(&sql, values)).await?)
     }
 
-    async fn insert_rows(
-        &self,
-        txn: &DatabaseTransaction,
-        table: &Table,
-        rows: Vec<Vec<Value>>,
-    ) -> Result<(), StoreError> {
+    async fn insert_rows(&self, db: Db<'_>, table: &Table, rows: Vec<Vec<Value>>) -> Result<(), StoreError> {
         if rows.is_empty() {
             return Ok(());
         }
@@ -456,15 +410,15 @@ impl Store {
                     vec![one.as_str(); chunk.len()].join(", ")
                 );
                 let values: Vec<Value> = std::mem::take(&mut chunk).into_iter().flatten().collect();
-                txn.execute_raw(self.stmt(&sql, values)).await?;
+                db.exec(self.stmt(&sql, values)).await?;
                 bytes = 0;
             }
         }
         Ok(())
     }
 
-    async fn count_on<C: ConnectionTrait>(&self, conn: &C, sql: &str, values: Vec<Value>) -> Result<u64, StoreError> {
-        let row = conn.query_one_raw(self.stmt(sql, values)).await?;
+    async fn count_on(&self, db: Db<'_>, sql: &str, values: Vec<Value>) -> Result<u64, StoreError> {
+        let row = db.one(self.stmt(sql, values)).await?;
         let n: i64 = match row {
             Some(r) => r.try_get("", "n")?,
             None => 0,
@@ -478,7 +432,7 @@ fn refusal(reason: String) -> StoreError {
 }
 
 /// A row's values in column order, typed as the column is.
-fn read_row(table: &Table, row: &QueryResult) -> Result<Vec<Value>, StoreError> {
+fn read_row(table: &Table, row: &Row) -> Result<Vec<Value>, StoreError> {
     let mut out = Vec::with_capacity(table.cols.len());
     for (name, col) in table.cols {
         let v: Value = match col {

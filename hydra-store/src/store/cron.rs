@@ -2,11 +2,11 @@
 //! a tick atomically together with the run it starts.
 
 use super::Store;
-use super::runs::{execution_row, insert_execution};
+use super::runs::execution_row;
 use crate::entity::cron_jobs;
 use crate::error::StoreError;
 use crate::model::{CronJob, CronUpsert, NewExecution};
-use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{ColumnTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 impl Store {
     /// Creates a schedule, or updates an existing one of the same name. An
@@ -15,20 +15,25 @@ impl Store {
     /// keeps it paused if it was paused.
     pub async fn upsert_cron(&self, c: &CronUpsert) -> Result<CronJob, StoreError> {
         let _gate = self.gate().await;
-        let row = self
-            .db
-            .query_one_raw(self.stmt(
-                "INSERT INTO cron_jobs (id, namespace, name, cron_spec, timezone, workflow_name, input_data, \
-                   missed_policy, enabled, created_at, updated_at, next_run_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-                 ON CONFLICT (namespace, name) DO UPDATE SET \
-                   next_run_at = CASE WHEN cron_jobs.cron_spec = excluded.cron_spec \
-                     AND cron_jobs.timezone = excluded.timezone THEN cron_jobs.next_run_at \
-                     ELSE excluded.next_run_at END, \
-                   cron_spec = excluded.cron_spec, timezone = excluded.timezone, \
-                   workflow_name = excluded.workflow_name, input_data = excluded.input_data, \
-                   missed_policy = excluded.missed_policy, updated_at = excluded.updated_at \
-                 RETURNING id",
+        let d = self.dialect();
+        let upsert = d.on_conflict_update(
+            "namespace, name",
+            "next_run_at = CASE WHEN cron_jobs.cron_spec = excluded.cron_spec \
+               AND cron_jobs.timezone = excluded.timezone THEN cron_jobs.next_run_at \
+               ELSE excluded.next_run_at END, \
+             cron_spec = excluded.cron_spec, timezone = excluded.timezone, \
+             workflow_name = excluded.workflow_name, input_data = excluded.input_data, \
+             missed_policy = excluded.missed_policy, updated_at = excluded.updated_at",
+            "",
+        );
+        let written = self
+            .conn()
+            .exec(self.stmt(
+                &format!(
+                    "INSERT INTO cron_jobs (id, namespace, name, cron_spec, timezone, workflow_name, input_data, \
+                       missed_policy, enabled, created_at, updated_at, next_run_at) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?){upsert}"
+                ),
                 vec![
                     uuid::Uuid::new_v4().to_string().into(),
                     c.namespace.as_str().into(),
@@ -45,7 +50,7 @@ impl Store {
                 ],
             ))
             .await?;
-        if row.is_none() {
+        if written == 0 {
             return Err(StoreError::Database(DbErr::Custom(format!("cron schedule `{}` was not stored", c.name))));
         }
         self.cron(&c.namespace, &c.name)
@@ -102,13 +107,13 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let _gate = self.gate().await;
         let r = self
-            .db
-            .execute_raw(self.stmt(
+            .conn()
+            .exec(self.stmt(
                 "UPDATE cron_jobs SET enabled = ?, next_run_at = ?, updated_at = ? WHERE namespace = ? AND name = ?",
                 vec![enabled.into(), next_run_at.into(), now.into(), namespace.into(), name.into()],
             ))
             .await?;
-        Ok(r.rows_affected() == 1)
+        Ok(r == 1)
     }
 
     /// Deletes a schedule. Returns false if there was none.
@@ -140,7 +145,8 @@ impl Store {
         let _gate = self.gate().await;
         let txn = self.begin().await?;
         let r = txn
-            .execute_raw(self.stmt(
+            .db()
+            .exec(self.stmt(
                 "UPDATE cron_jobs SET next_run_at = ?, last_tick_at = COALESCE(?, last_tick_at), updated_at = ? \
                  WHERE id = ? AND namespace = ? AND next_run_at = ? AND enabled = ?",
                 vec![
@@ -154,12 +160,12 @@ impl Store {
                 ],
             ))
             .await?;
-        if r.rows_affected() != 1 {
+        if r != 1 {
             txn.rollback().await?;
             return Ok(false);
         }
         if let Some(run) = run {
-            insert_execution(&txn, execution_row(run)).await?;
+            self.insert_execution(txn.db(), execution_row(run)).await?;
         }
         txn.commit().await?;
         Ok(true)

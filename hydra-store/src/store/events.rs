@@ -6,7 +6,7 @@ use super::step_write::OpenWhen;
 use crate::error::StoreError;
 use crate::ids::ExecutionId;
 use crate::model::{Lease, OpenStep, StepRecord};
-use sea_orm::{ConnectionTrait, DatabaseTransaction};
+use crate::sql::Db;
 
 /// An event's value as stored, and when it was set.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,12 +32,12 @@ impl Store {
     ) -> Result<(), StoreError> {
         let _gate = self.gate().await;
         let txn = self.begin().await?;
-        let r = self.set_event_in(&txn, lease, record, key, value, now).await;
+        let r = self.set_event_in(txn.db(), lease, record, key, value, now).await;
         match self.settle(txn, r).await {
             // A retry of a publication whose commit went through (its reply
             // lost) finds its own record: done already.
             Err(e @ StoreError::StepAlreadyRecorded { .. }) => {
-                match self.ended_under(&self.db, lease, &record.step_id).await? {
+                match self.ended_under(self.conn(), lease, &record.step_id).await? {
                     Some(_) => Ok(()),
                     None => Err(e),
                 }
@@ -48,7 +48,7 @@ impl Store {
 
     async fn set_event_in(
         &self,
-        txn: &DatabaseTransaction,
+        db: Db<'_>,
         lease: &Lease,
         record: &StepRecord,
         key: &str,
@@ -56,11 +56,18 @@ impl Store {
         now: i64,
     ) -> Result<(), StoreError> {
         let next = OpenStep::new(record.position.saturating_add(1), 1);
-        self.guard(txn, lease, None, OpenWhen::Always, now).await?;
-        self.record_held(txn, lease, record, next, now).await?;
-        txn.execute_raw(self.stmt(
-            "INSERT INTO workflow_events (execution_id, event_key, namespace, value, updated_at) VALUES (?, ?, ?, ?, ?) \
-             ON CONFLICT (execution_id, event_key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+        self.guard(db, lease, None, OpenWhen::Always, now).await?;
+        self.record_held(db, lease, record, next, now).await?;
+        db.exec(self.stmt(
+            &format!(
+                "INSERT INTO workflow_events (execution_id, event_key, namespace, value, updated_at) \
+                 VALUES (?, ?, ?, ?, ?){}",
+                self.dialect().on_conflict_update(
+                    "execution_id, event_key",
+                    "value = excluded.value, updated_at = excluded.updated_at",
+                    ""
+                )
+            ),
             vec![
                 lease.execution_id.as_str().into(),
                 key.into(),
@@ -76,8 +83,8 @@ impl Store {
     /// The current value of event `key` of a run, if it was set.
     pub async fn event(&self, namespace: &str, id: &ExecutionId, key: &str) -> Result<Option<EventValue>, StoreError> {
         let row = self
-            .db
-            .query_one_raw(self.stmt(
+            .conn()
+            .one(self.stmt(
                 "SELECT value, updated_at FROM workflow_events WHERE execution_id = ? AND event_key = ? \
                  AND namespace = ?",
                 vec![id.as_str().into(), key.into(), namespace.into()],

@@ -4,39 +4,45 @@
 //! A claim raises a run's token by one and hands it to one worker in a
 //! [`Lease`]. A write made under that lease applies only while the run's row
 //! still has that token, is `running` and is in the lease's namespace
-//! ([`FENCE`], bound by [`fence_values`]); otherwise it writes nothing and
+//! ([`Store::fence`], bound by [`fence_values`]); otherwise it writes nothing and
 //! fails with [`StoreError::LeaseLost`] ([`lease_lost`]). So once another
 //! claim, a reclaim or the run's end has moved the token on, the old holder
 //! can change nothing.
 //!
 //! How a write carries the fence:
-//! - [`Store::guard`]: an update of the run's row under [`FENCE`], which
+//! - [`Store::guard`]: an update of the run's row under the fence, which
 //!   locks the row until the transaction ends (the run transitions in
-//!   `checkpoint` append [`FENCE`] to their own update the same way);
+//!   `checkpoint` append the fence to their own update the same way);
 //! - [`Store::fenced_insert`] with [`Store::fenced_values`]: a step insert
 //!   that writes only under the fence, in one statement;
 //! - [`Store::why_refused`]: tells a lost lease from an already recorded
 //!   step when a fenced insert wrote nothing.
 //!
 //! Two statements spell the same condition out inline: lease renewal
-//! (`lease`, which also requires the lease not to have expired) and SQLite's
-//! multi-row step insert (`batch`, which reads it from each row's values).
+//! (`lease`, which also requires the lease not to have expired) and the
+//! backends' multi-row step writes (which read it from each row's values).
 //! Transactions that write several runs lock them in [`lock_order`].
 
 use super::Store;
 use super::step_write::{OpenWhen, open_set};
-use crate::connect::Backend;
-use crate::entity::workflow_executions as exec;
 use crate::error::StoreError;
 use crate::ids::StepId;
 use crate::model::{Lease, OpenStep};
-use sea_orm::{ConnectionTrait, DatabaseTransaction, EntityTrait, Value};
+use crate::sql::Db;
+use sea_orm::Value;
 
-/// Appends the fencing condition to a run update: the write applies only if
-/// the caller's token is current and the run is still running.
-/// The fencing condition on `workflow_executions`; binds the run's ID, the
-/// caller's token and the lease's namespace (see [`fence_values`]).
-pub(super) const FENCE: &str = " WHERE id = ? AND fencing_token = ? AND status = 'running' AND namespace || '' = ?";
+impl Store {
+    /// The fencing condition on `workflow_executions` (a `WHERE` clause):
+    /// the write applies only if the caller's token is current and the run
+    /// is still running; binds the run's ID, the caller's token and the
+    /// lease's namespace (see [`fence_values`]).
+    pub(super) fn fence(&self) -> String {
+        format!(
+            " WHERE id = ? AND fencing_token = ? AND status = 'running' AND {} = ?",
+            self.dialect().unindexed("namespace")
+        )
+    }
+}
 
 /// The fence's values: the run's ID, the caller's token and the lease's
 /// namespace. The ID is the primary key and alone picks the row; the
@@ -59,7 +65,7 @@ impl Store {
     /// With `open`, also sets the run's open step under `when` (see [`open_set`]).
     pub(super) async fn guard(
         &self,
-        txn: &DatabaseTransaction,
+        db: Db<'_>,
         lease: &Lease,
         open: Option<OpenStep>,
         when: OpenWhen,
@@ -75,62 +81,49 @@ impl Store {
             None => "",
         };
         values.extend(fence_values(lease));
-        let sql = format!("UPDATE workflow_executions SET updated_at = ?{frag}{FENCE}");
-        let r = txn.execute_raw(self.stmt(&sql, values)).await?;
-        if r.rows_affected() == 1 { Ok(()) } else { Err(lease_lost(lease)) }
+        let sql = format!("UPDATE workflow_executions SET updated_at = ?{frag}{}", self.fence());
+        let changed = db.exec(self.stmt(&sql, values)).await?;
+        if changed == 1 { Ok(()) } else { Err(lease_lost(lease)) }
     }
 
     /// An `INSERT … SELECT` that inserts only while the lease's token is
-    /// current. PostgreSQL: a data-modifying CTE updates (and so locks) the
-    /// run's row first, so no claim can slip in before the commit; with
-    /// `open`, that update also moves the run's open step. SQLite: an
-    /// `EXISTS` check, safe because every write transaction here holds the
-    /// database's write lock (`BEGIN IMMEDIATE`); there `open` is written
-    /// by [`Store::guard`] before. Values: see [`Store::fenced_values`].
+    /// current; where the backend's fence is an update of the run, it also
+    /// moves the run's open step by `open` (elsewhere the open step is
+    /// written by the caller's [`Store::guard`] before, or the insert is
+    /// the backend's one-step path of a group commit, which moves it after).
+    /// Values: [`Store::fenced_values`].
     pub(super) fn fenced_insert(&self, open: &str, insert: &str, select: &str, tail: &str) -> String {
-        match self.backend {
-            Backend::Postgres => format!(
-                "WITH fence AS (UPDATE workflow_executions SET updated_at = ?{open}{FENCE} RETURNING id) \
-                 {insert} SELECT {select} FROM fence {tail}"
-            ),
-            Backend::Sqlite => format!(
-                "{insert} SELECT {select} WHERE EXISTS (SELECT 1 FROM workflow_executions \
-                 WHERE id = ? AND fencing_token = ? AND status = 'running' AND namespace || '' = ?) {tail}"
-            ),
-        }
+        self.dialect().fenced_insert(&self.fence(), open, insert, select, tail)
     }
 
-    /// The values of a [`Store::fenced_insert`]: the fence first on
-    /// PostgreSQL (the CTE comes first), last on SQLite.
+    /// The values of a [`Store::fenced_insert`].
     pub(super) fn fenced_values(&self, lease: &Lease, now: i64, open: Vec<Value>, row: Vec<Value>) -> Vec<Value> {
-        let fence = fence_values(lease);
-        match self.backend {
-            Backend::Postgres => {
-                let mut v: Vec<Value> = vec![now.into()];
-                v.extend(open);
-                v.extend(fence);
-                v.extend(row);
-                v
-            }
-            Backend::Sqlite => {
-                let mut v = row;
-                v.extend(fence);
-                v
-            }
-        }
+        self.dialect().fenced_values(fence_values(lease), now, open, row)
     }
 
     /// Why a fenced write wrote nothing: the lease is gone, or the step is
     /// already recorded.
-    pub(super) async fn why_refused(&self, txn: &DatabaseTransaction, lease: &Lease, step: &StepId) -> StoreError {
-        let current = exec::Entity::find_by_id(lease.execution_id.as_str()).one(txn).await;
+    pub(crate) async fn why_refused(&self, db: Db<'_>, lease: &Lease, step: &StepId) -> StoreError {
+        let current = db
+            .one(self.stmt(
+                "SELECT fencing_token, status, namespace FROM workflow_executions WHERE id = ?",
+                vec![lease.execution_id.as_str().into()],
+            ))
+            .await;
+        let held = |row: &crate::sql::Row| -> Result<bool, sea_orm::DbErr> {
+            Ok(row.try_get::<i64>("", "fencing_token")? == lease.token.0
+                && row.try_get::<String>("", "status")? == "running"
+                && row.try_get::<String>("", "namespace")? == lease.namespace)
+        };
         match current {
-            Ok(Some(e))
-                if e.fencing_token == lease.token.0 && e.status == "running" && e.namespace == lease.namespace =>
-            {
-                StoreError::StepAlreadyRecorded { execution: lease.execution_id.clone(), step: step.clone() }
-            }
-            Ok(_) => lease_lost(lease),
+            Ok(Some(row)) => match held(&row) {
+                Ok(true) => {
+                    StoreError::StepAlreadyRecorded { execution: lease.execution_id.clone(), step: step.clone() }
+                }
+                Ok(false) => lease_lost(lease),
+                Err(e) => StoreError::Database(e),
+            },
+            Ok(None) => lease_lost(lease),
             Err(e) => StoreError::Database(e),
         }
     }

@@ -5,7 +5,6 @@ use super::Store;
 use crate::error::StoreError;
 use crate::ids::ExecutionId;
 use crate::model::ExecutionStatus;
-use sea_orm::ConnectionTrait;
 
 /// A signal sent to a run, as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,8 +64,8 @@ impl Store {
     /// The signals sent to a run, in the order they were accepted.
     pub async fn signals_of(&self, namespace: &str, id: &ExecutionId) -> Result<Vec<SignalRow>, StoreError> {
         let rows = self
-            .db
-            .query_all_raw(self.stmt(
+            .conn()
+            .all(self.stmt(
                 "SELECT name, payload, created_at, consumed_at, consumed_position FROM workflow_signals \
                  WHERE execution_id = ? AND namespace = ? ORDER BY id",
                 vec![id.as_str().into(), namespace.into()],
@@ -89,8 +88,8 @@ impl Store {
     /// The events a run published, by key.
     pub async fn events_of(&self, namespace: &str, id: &ExecutionId) -> Result<Vec<EventRow>, StoreError> {
         let rows = self
-            .db
-            .query_all_raw(self.stmt(
+            .conn()
+            .all(self.stmt(
                 "SELECT event_key, value, updated_at FROM workflow_events WHERE execution_id = ? AND namespace = ? \
                  ORDER BY event_key",
                 vec![id.as_str().into(), namespace.into()],
@@ -111,8 +110,8 @@ impl Store {
     /// over the namespace's runs: an operator's question, not a hot path).
     pub async fn status_counts(&self, namespace: &str) -> Result<Vec<StatusCount>, StoreError> {
         let rows = self
-            .db
-            .query_all_raw(self.stmt(
+            .conn()
+            .all(self.stmt(
                 "SELECT workflow_name, status, COUNT(*) AS n, MIN(created_at) AS oldest FROM workflow_executions \
                  WHERE namespace = ? GROUP BY workflow_name, status ORDER BY workflow_name, status",
                 vec![namespace.into()],
@@ -134,8 +133,8 @@ impl Store {
     /// The running runs of a namespace counted by lease holder.
     pub async fn running_by_worker(&self, namespace: &str) -> Result<Vec<(String, u64)>, StoreError> {
         let rows = self
-            .db
-            .query_all_raw(self.stmt(
+            .conn()
+            .all(self.stmt(
                 "SELECT lease_owner, COUNT(*) AS n FROM workflow_executions WHERE namespace = ? AND status = ? \
                  AND lease_owner IS NOT NULL GROUP BY lease_owner",
                 vec![namespace.into(), ExecutionStatus::Running.as_str().into()],
@@ -152,8 +151,8 @@ impl Store {
     /// The earliest due time of a pending run of the namespace, if any.
     pub async fn oldest_pending(&self, namespace: &str) -> Result<Option<(ExecutionId, i64)>, StoreError> {
         let row = self
-            .db
-            .query_one_raw(self.stmt(
+            .conn()
+            .one(self.stmt(
                 "SELECT id, due_at FROM workflow_executions WHERE namespace = ? AND due_at IS NOT NULL \
                  AND status = ? ORDER BY due_at LIMIT 1",
                 vec![namespace.into(), ExecutionStatus::Pending.as_str().into()],
@@ -184,7 +183,7 @@ impl Store {
         bucket_ms: i64,
     ) -> Result<Vec<EndedBucket>, StoreError> {
         let width = bucket_ms.max(1);
-        let rows = self.db.query_all_raw(self.ended_statement(namespace, since, width)).await?;
+        let rows = self.conn().all(self.ended_statement(namespace, since, width)).await?;
         rows.iter()
             .map(|r| {
                 let b: i64 = r.try_get("", "b")?;

@@ -5,7 +5,6 @@ use super::Store;
 use super::fence::{lease_lost, lock_order};
 use crate::error::StoreError;
 use crate::model::{Lease, Renewed};
-use sea_orm::ConnectionTrait;
 
 impl Store {
     /// Extends the lease of one run to `now + ttl_ms`. Fails with
@@ -34,10 +33,14 @@ impl Store {
         for i in lock_order(leases, |l| l.execution_id.as_str()) {
             let lease = &leases[i];
             let row = txn
-                .query_one_raw(self.stmt(
-                    "UPDATE workflow_executions SET due_at = ?, updated_at = ? \
-                     WHERE id = ? AND fencing_token = ? AND status = 'running' AND namespace || '' = ? AND due_at > ? \
-                     RETURNING cancel_requested",
+                .db()
+                .one(self.stmt(
+                    &format!(
+                        "UPDATE workflow_executions SET due_at = ?, updated_at = ? \
+                         WHERE id = ? AND fencing_token = ? AND status = 'running' AND {} = ? AND due_at > ?{}",
+                        self.dialect().unindexed("namespace"),
+                        self.dialect().returning("cancel_requested")
+                    ),
                     vec![
                         now.saturating_add(ttl_ms).into(),
                         now.into(),
@@ -69,14 +72,14 @@ impl Store {
     pub async fn reclaim_expired(&self, namespace: &str, now: i64) -> Result<u64, StoreError> {
         let _gate = self.gate().await;
         let r = self
-            .db
-            .execute_raw(self.stmt(
+            .conn()
+            .exec(self.stmt(
                 "UPDATE workflow_executions SET status = 'pending', lease_owner = NULL, \
                  fencing_token = fencing_token + 1, due_at = ?, updated_at = ? \
                  WHERE namespace = ? AND status = 'running' AND due_at IS NOT NULL AND due_at <= ?",
                 vec![now.into(), now.into(), namespace.into(), now.into()],
             ))
             .await?;
-        Ok(r.rows_affected())
+        Ok(r)
     }
 }

@@ -7,9 +7,11 @@
 //! longer current. Times are milliseconds on the engine's clock, passed in
 //! by the caller: the store never reads a clock.
 //!
-//! This file owns the [`Store`] handle: connecting, the SQLite write gate,
-//! commit counting, `?` placeholder translation and settling a write
-//! transaction. The statements live in one submodule per concern:
+//! This file owns the [`Store`] handle: connecting, the write gate, commit
+//! counting, statements in the backend's placeholders, and beginning and
+//! settling a write transaction. What differs between databases is asked
+//! of the store's dialect (`crate::backend`); no room here names a
+//! backend. The statements live in one submodule per concern:
 //!
 //! - `fence`: the fencing condition every write on behalf of a claimed run carries;
 //! - `runs`: creating, reading, listing and cancelling runs;
@@ -27,7 +29,6 @@
 //! - `inspect`: a run's signals and events, runs counted by status.
 
 mod batch;
-mod batch_steps;
 mod checkpoint;
 mod children;
 mod claim;
@@ -42,13 +43,13 @@ mod repair;
 mod runs;
 mod search;
 mod signals;
-mod step_write;
+pub(crate) mod step_write;
 mod suspend;
 mod workers;
 
 pub use batch::{BatchOp, BatchValue};
 pub use checkpoint::{Checkpoint, Transition};
-pub use children::{child_outcome_payload, child_signal_name};
+pub use children::child_outcome_payload;
 pub use copy::{MoveReport, MovedTable};
 pub use events::EventValue;
 pub use inspect::{EndedBucket, EventRow, SignalRow, StatusCount};
@@ -58,34 +59,33 @@ pub use search::{MAX_SEARCH_NAME_BYTES, MAX_SEARCH_VALUE_BYTES, check_search_att
 pub use signals::{NewSignal, Receive, Received, SignalSent};
 pub use suspend::DueRuns;
 
-use crate::connect::{self, Backend, StoreOptions, db_backend};
+use crate::backend::{self, Backend, Dialect, WakeUps};
+use crate::connect::StoreOptions;
 use crate::error::StoreError;
-use sea_orm::{DatabaseConnection, DatabaseTransaction, Statement, Value};
+use crate::sql::{Db, Direct, Txn};
+use sea_orm::{DatabaseConnection, Statement, Value};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The persistence layer of one database, shared by engines and workers.
 /// Cheap to clone (the connection pool is shared).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Store {
     db: DatabaseConnection,
-    backend: Backend,
+    /// What differs between databases, and the backend's state for this
+    /// store (see `crate::backend`).
+    dialect: Arc<dyn Dialect>,
     /// Write transactions committed through this store (for benchmarks).
-    commits: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    /// SQLite: one writer at a time in this process. SQLite has one write
-    /// lock per database; a writer that finds it taken sleeps in the busy
-    /// handler (1 ms and more each time), so writers of this process queue
-    /// here instead. Other processes still meet the busy timeout.
-    write_gate: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
-    /// PostgreSQL: the one `LISTEN` connection of this store (and its
-    /// clones), shared by every listener (see `listen.rs`).
-    pub(crate) runs_listener: std::sync::Arc<tokio::sync::Mutex<std::sync::Weak<crate::listen::SharedListener>>>,
-    /// SQLite file: the one `PRAGMA data_version` watching task of this
-    /// store (and its clones), shared by every watcher (see `watch.rs`).
-    pub(crate) commit_watch: std::sync::Arc<tokio::sync::Mutex<std::sync::Weak<crate::watch::SharedWatch>>>,
-    /// A SQLite file (not an in-memory database): other processes may share it.
-    sqlite_file: bool,
-    /// SQLite file: the writer thread that runs the hot write transactions
-    /// (see `crate::writer`). `None` on the writer's own store.
-    writer: Option<std::sync::Arc<crate::writer::Writer>>,
+    commits: Arc<AtomicU64>,
+    /// A backend's own connection, on the store of its writer thread: its
+    /// statements go there, never to the pool.
+    direct: Option<Arc<dyn Direct>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("dialect", &self.dialect).field("direct", &self.direct.is_some()).finish()
+    }
 }
 
 impl Store {
@@ -98,113 +98,112 @@ impl Store {
     /// [`StoreError`] within the connect timeout on a bad URL, an unknown
     /// scheme or an unreachable server.
     pub async fn connect_with(options: StoreOptions) -> Result<Store, StoreError> {
-        let (db, backend) = connect::open(&options).await?;
-        let write_gate = (backend == Backend::Sqlite).then(Default::default);
-        let sqlite_file = connect::is_sqlite_file(&options.url);
-        let mut store = Store {
-            db,
-            backend,
-            commits: Default::default(),
-            write_gate,
-            runs_listener: Default::default(),
-            commit_watch: Default::default(),
-            sqlite_file,
-            writer: None,
-        };
-        if options.writer_thread
-            && let Some(path) = connect::writer_file(&options.url)
-        {
-            store.writer = Some(std::sync::Arc::new(store.start_writer(path, options.busy_timeout).await?));
+        let commits = Arc::new(AtomicU64::new(0));
+        let (db, dialect) = backend::open(&options, &commits).await?;
+        Ok(Store::from_parts(db, dialect, commits, None))
+    }
+
+    pub(crate) fn from_parts(
+        db: DatabaseConnection,
+        dialect: Arc<dyn Dialect>,
+        commits: Arc<AtomicU64>,
+        direct: Option<Arc<dyn Direct>>,
+    ) -> Store {
+        Store { db, dialect, commits, direct }
+    }
+
+    /// What differs between databases, for this store.
+    pub(crate) fn dialect(&self) -> &dyn Dialect {
+        self.dialect.as_ref()
+    }
+
+    /// Where this store's statements run outside a transaction: its
+    /// backend's own connection on a writer thread's store, else the pool.
+    pub(crate) fn conn(&self) -> Db<'_> {
+        match &self.direct {
+            Some(d) => Db::Direct(d.as_ref()),
+            None => Db::Pool(&self.db),
         }
-        Ok(store)
     }
 
-    /// Opens the writer thread's own connection to the file and starts it
-    /// (see `crate::writer`). Its store shares this one's commit count.
-    async fn start_writer(
+    /// Whether the backend runs this store's hot write transactions on a
+    /// writer thread of its own (see [`Store::offload`]).
+    fn has_writer(&self) -> bool {
+        self.dialect.writer().is_some()
+    }
+
+    /// Runs `job` (the store's code for one write transaction) on the
+    /// backend's writer thread, holding the write gate.
+    async fn offload<T: Send + 'static>(
         &self,
-        path: std::path::PathBuf,
-        busy: std::time::Duration,
-    ) -> Result<crate::writer::Writer, StoreError> {
-        use crate::writer::{SyncConn, Writer, WriterConn};
-        use sea_orm::{DatabaseConnectionType, MockDatabaseConnection};
-        // Opening is file I/O: off the async threads.
-        let file = path.clone();
-        let opened = tokio::task::spawn_blocking(move || SyncConn::open(&file, busy))
-            .await
-            .map_err(|e| StoreError::Database(sea_orm::DbErr::Custom(format!("opening the SQLite writer: {e}"))))?;
-        let conn = std::sync::Arc::new(opened.map_err(StoreError::Database)?);
-        let mock = MockDatabaseConnection::new(WriterConn(std::sync::Arc::clone(&conn)));
-        let db = DatabaseConnection::from(DatabaseConnectionType::MockDatabaseConnection(std::sync::Arc::new(mock)));
-        let store = Store {
-            db,
-            backend: Backend::Sqlite,
-            commits: std::sync::Arc::clone(&self.commits),
-            write_gate: None,
-            runs_listener: Default::default(),
-            commit_watch: Default::default(),
-            sqlite_file: true,
-            writer: None,
-        };
-        // Also file I/O (it opens the checkpoint thread's connection).
-        tokio::task::spawn_blocking(move || Writer::start(conn, store, &path, busy))
-            .await
-            .map_err(|e| StoreError::Database(sea_orm::DbErr::Custom(format!("starting the SQLite writer: {e}"))))?
+        job: impl for<'s> FnOnce(&'s Store) -> std::pin::Pin<Box<dyn Future<Output = Result<T, StoreError>> + 's>>
+        + Send
+        + 'static,
+    ) -> Result<T, StoreError> {
+        let internal = |what: &str| StoreError::Database(sea_orm::DbErr::Custom(what.to_owned()));
+        let writer = self.dialect.writer().ok_or_else(|| internal("this store has no writer thread"))?;
+        let gate = self.gate().await;
+        let erased: backend::ErasedJob = Box::new(move |store| {
+            Box::pin(async move { job(store).await.map(|v| Box::new(v) as Box<dyn std::any::Any + Send>) })
+        });
+        let any = writer.run_job(gate, erased).await?;
+        any.downcast::<T>().map(|b| *b).map_err(|_| internal("the writer thread answered with another type"))
     }
 
-    /// The SQLite writer thread, if this store has one: a write method
-    /// then runs its transaction there, holding the write gate (see
-    /// `crate::writer`).
-    fn writer(&self) -> Option<&crate::writer::Writer> {
-        self.writer.as_deref()
-    }
-
-    /// Whether this store is a SQLite file, which other processes may share.
-    pub(crate) fn is_sqlite_file(&self) -> bool {
-        self.sqlite_file
-    }
-
-    /// Waits for this process's turn to write (SQLite; see `write_gate`).
+    /// Waits for this process's turn to write (see [`Dialect::write_gate`]).
     async fn gate(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
-        match &self.write_gate {
-            Some(g) => Some(std::sync::Arc::clone(g).lock_owned().await),
+        match self.dialect.write_gate() {
+            Some(g) => Some(Arc::clone(g).lock_owned().await),
             None => None,
         }
     }
 
     /// A write transaction (`BEGIN IMMEDIATE` on SQLite), safe to drop at
-    /// any point (see `connect::begin`).
-    async fn begin(&self) -> Result<DatabaseTransaction, sea_orm::DbErr> {
-        connect::begin(&self.db, connect::immediate()).await
+    /// any point: on the backend's own connection on a writer thread's
+    /// store, else on the pool.
+    async fn begin(&self) -> Result<Txn, sea_orm::DbErr> {
+        match &self.direct {
+            Some(d) => Txn::begin_direct(d),
+            None => Ok(Txn::Orm(self.dialect.begin(&self.db).await?)),
+        }
     }
 
     /// Which database this is.
     pub fn backend(&self) -> Backend {
-        self.backend
+        self.dialect.kind()
+    }
+
+    /// Tells of runs that became claimable (or ended) in any process: on
+    /// PostgreSQL by `LISTEN`, on a SQLite file by watching its commits.
+    /// `None` where no other process can write (a database in memory).
+    /// The first receiver of a store opens its connection (outside the
+    /// pool); the others share it.
+    pub async fn wake_ups(&self) -> Result<Option<WakeUps>, StoreError> {
+        self.dialect.wake_ups(self).await
+    }
+
+    /// How many group-commit transactions are worth running at once on
+    /// this database.
+    pub fn committers(&self) -> usize {
+        self.dialect.committers()
     }
 
     /// How many write transactions this store (and its clones) committed:
     /// creates, claims that claimed something, renewals, checkpoints, group
     /// commits. The benchmark reports it per step.
     pub fn write_commits(&self) -> u64 {
-        self.commits.load(std::sync::atomic::Ordering::Relaxed)
+        self.commits.load(Ordering::Relaxed)
     }
 
     fn count(&self) {
-        self.commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.commits.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Takes back a [`Store::count`] whose commit did not happen (the
-    /// SQLite writer learns that only after the store's code went on).
-    pub(crate) fn uncount(&self) {
-        self.commits.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// Whether this store's hot write transactions run on the SQLite
-    /// writer thread (see [`StoreOptions::writer_thread`]). For tests.
+    /// Whether this store's hot write transactions run on a writer thread
+    /// of the backend's own (see [`StoreOptions::writer_thread`]). For tests.
     #[doc(hidden)]
     pub fn __writer_thread(&self) -> bool {
-        self.writer.is_some()
+        self.has_writer()
     }
 
     /// The underlying sea-orm connection pool.
@@ -217,32 +216,15 @@ impl Store {
         self.db.close().await.map_err(StoreError::from)
     }
 
-    /// Turns `?` placeholders into `$n` on PostgreSQL. Every statement in
-    /// this module is written once, with `?`, and never contains a literal `?`.
-    fn stmt(&self, sql: &str, values: Vec<Value>) -> Statement {
-        let text: String = match self.backend {
-            Backend::Sqlite => sql.to_owned(),
-            Backend::Postgres => {
-                let mut out = String::with_capacity(sql.len() + 16);
-                let mut n = 0;
-                for c in sql.chars() {
-                    if c == '?' {
-                        n += 1;
-                        out.push('$');
-                        out.push_str(&n.to_string());
-                    } else {
-                        out.push(c);
-                    }
-                }
-                out
-            }
-        };
-        Statement::from_sql_and_values(db_backend(self.backend), text, values)
+    /// A statement from SQL written with `?` placeholders (never a literal
+    /// `?` in the text), in the backend's placeholders.
+    pub(crate) fn stmt(&self, sql: &str, values: Vec<Value>) -> Statement {
+        self.dialect.statement(sql, values)
     }
 
     /// Commits `txn` (and counts the commit) if `result` is a success,
     /// rolls it back otherwise.
-    async fn settle<T>(&self, txn: DatabaseTransaction, result: Result<T, StoreError>) -> Result<T, StoreError> {
+    async fn settle<T>(&self, txn: Txn, result: Result<T, StoreError>) -> Result<T, StoreError> {
         match result {
             Ok(v) => {
                 txn.commit().await?;

@@ -7,7 +7,8 @@
 use super::Store;
 use crate::error::StoreError;
 use crate::model::ExecutionStatus;
-use sea_orm::{ConnectionTrait, DatabaseTransaction, Value};
+use crate::sql::Db;
+use sea_orm::Value;
 
 /// The end states retention may delete.
 const ENDED: [ExecutionStatus; 5] = [
@@ -59,7 +60,7 @@ impl Store {
     ) -> Result<Pruned, StoreError> {
         let _gate = self.gate().await;
         let txn = self.begin().await?;
-        let r = self.prune_in(&txn, namespace, ended_before, statuses, batch).await;
+        let r = self.prune_in(txn.db(), namespace, ended_before, statuses, batch).await;
         self.settle(txn, r).await
     }
 
@@ -104,7 +105,7 @@ impl Store {
     }
 
     async fn count_rows(&self, sql: &str, values: &[Value]) -> Result<u64, StoreError> {
-        let row = self.db.query_one_raw(self.stmt(sql, values.to_vec())).await?;
+        let row = self.conn().one(self.stmt(sql, values.to_vec())).await?;
         let n: i64 = match row {
             Some(r) => r.try_get("", "n")?,
             None => 0,
@@ -114,7 +115,7 @@ impl Store {
 
     async fn prune_in(
         &self,
-        txn: &DatabaseTransaction,
+        db: Db<'_>,
         namespace: &str,
         ended_before: i64,
         statuses: &[ExecutionStatus],
@@ -122,18 +123,15 @@ impl Store {
     ) -> Result<Pruned, StoreError> {
         let (cond, mut values) = prune_condition(namespace, ended_before, statuses);
         values.push(i64::from(batch.max(1)).into());
-        // The runs are locked as they are selected (PostgreSQL: FOR UPDATE
-        // SKIP LOCKED: a run another transaction holds, a retry say, is left
-        // for a later batch, and no lock is waited for, so no lock cycle can
-        // form; SQLite: this transaction holds the write lock). Their rows in the other tables go first (steps would
+        // The runs are locked as they are selected, skipping locked rows (a
+        // run another transaction holds, a retry say, is left for a later
+        // batch, and no lock is waited for, so no lock cycle can form; where
+        // the transaction holds the database's write lock, nothing to do). Their rows in the other tables go first (steps would
         // also go by the foreign key's cascade), then the runs, whose end
         // states the delete checks once more.
-        let lock = match self.backend {
-            crate::connect::Backend::Postgres => " FOR UPDATE OF e SKIP LOCKED",
-            crate::connect::Backend::Sqlite => "",
-        };
-        let ids: Vec<String> = txn
-            .query_all_raw(self.stmt(
+        let lock = self.dialect().for_update_skip_locked(Some("e"));
+        let ids: Vec<String> = db
+            .all(self.stmt(
                 &format!("SELECT e.id FROM workflow_executions e WHERE {cond} ORDER BY e.completed_at LIMIT ?{lock}"),
                 values,
             ))
@@ -153,21 +151,21 @@ impl Store {
             ("workflow_events", &mut out.events),
             ("workflow_search_attributes", &mut out.attributes),
         ] {
-            let r = txn
-                .execute_raw(self.stmt(&format!("DELETE FROM {table} WHERE execution_id IN ({marks})"), id_values()))
+            let r = db
+                .exec(self.stmt(&format!("DELETE FROM {table} WHERE execution_id IN ({marks})"), id_values()))
                 .await?;
-            *field = r.rows_affected();
+            *field = r;
         }
         let mut values = id_values();
         values.extend(ENDED.iter().map(|s| Value::from(s.as_str())));
         let ended = vec!["?"; ENDED.len()].join(", ");
-        let r = txn
-            .execute_raw(self.stmt(
+        let r = db
+            .exec(self.stmt(
                 &format!("DELETE FROM workflow_executions WHERE id IN ({marks}) AND status IN ({ended})"),
                 values,
             ))
             .await?;
-        out.runs = r.rows_affected();
+        out.runs = r;
         Ok(out)
     }
 }

@@ -7,16 +7,17 @@
 //! a live worker: a run that changed in between is refused, not repaired.
 
 use super::Store;
-use super::runs::{execution_row, insert_execution};
+use super::runs::execution_row;
 use crate::error::StoreError;
 use crate::ids::ExecutionId;
-use crate::model::{Execution, ExecutionStatus, NewExecution, Step, StepStatus, TriggerType};
-use sea_orm::{ConnectionTrait, DatabaseTransaction};
+use crate::model::{Execution, ExecutionStatus, NewExecution, Step, StepKind, StepStatus, TriggerType};
+use crate::reserved;
+use crate::sql::Db;
 
 /// The step ID base of the compensation marker (see the runtime's sagas):
 /// a run whose compensations ran is not retried, and forked only from
 /// position 0.
-pub const COMPENSATION_MARKER: &str = "hydra.compensate";
+pub const COMPENSATION_MARKER: &str = reserved::step::COMPENSATE;
 
 /// A fork to make: which run, from which position, under which new ID.
 #[derive(Clone, Debug)]
@@ -64,21 +65,15 @@ impl Store {
     pub async fn retry_run(&self, namespace: &str, id: &ExecutionId, now: i64) -> Result<Execution, StoreError> {
         let _gate = self.gate().await;
         let txn = self.begin().await?;
-        let r = self.retry_in(&txn, namespace, id, now).await;
+        let r = self.retry_in(txn.db(), namespace, id, now).await;
         self.settle(txn, r).await?;
         self.get_execution(namespace, id)
             .await?
             .ok_or_else(|| StoreError::ExecutionNotFound { namespace: namespace.to_owned(), execution: id.clone() })
     }
 
-    async fn retry_in(
-        &self,
-        txn: &DatabaseTransaction,
-        namespace: &str,
-        id: &ExecutionId,
-        now: i64,
-    ) -> Result<(), StoreError> {
-        let run = self.locked_run(txn, namespace, id).await?;
+    async fn retry_in(&self, db: Db<'_>, namespace: &str, id: &ExecutionId, now: i64) -> Result<(), StoreError> {
+        let run = self.locked_run(db, namespace, id).await?;
         let retryable = [ExecutionStatus::Failed, ExecutionStatus::TimedOut, ExecutionStatus::Cancelled];
         if !retryable.contains(&run.status) {
             let hint = match run.status {
@@ -92,7 +87,7 @@ impl Store {
                 format!("run {id} is {}: only a failed, timed-out or cancelled run can be retried{hint}", run.status),
             ));
         }
-        let steps = self.steps_in(txn, namespace, id).await?;
+        let steps = self.steps_in(db, namespace, id).await?;
         if let Some(marker) = steps.iter().find(|s| s.step_id.base() == COMPENSATION_MARKER) {
             return Err(refused(
                 id,
@@ -108,7 +103,7 @@ impl Store {
         // withdrawn here and the retried child's new end will tell it; if it
         // has, a retry's outcome would never reach it: refused.
         if let Some(parent) = &run.parent_id {
-            let p = match self.locked_run(txn, namespace, parent).await {
+            let p = match self.locked_run(db, namespace, parent).await {
                 Ok(p) => Some(p),
                 Err(StoreError::ExecutionNotFound { .. }) => None,
                 Err(e) => return Err(e),
@@ -116,15 +111,15 @@ impl Store {
             if let Some(p) = p
                 && !p.status.is_terminal()
             {
-                let name = super::children::child_signal_name(id);
-                let withdrawn = txn
-                    .execute_raw(self.stmt(
+                let name = reserved::signal::child(id);
+                let withdrawn = db
+                    .exec(self.stmt(
                         "DELETE FROM workflow_signals WHERE execution_id = ? AND name = ? AND consumed_at IS NULL",
                         vec![parent.as_str().into(), name.as_str().into()],
                     ))
                     .await?;
-                let taken = self.consumed_before(txn, parent, &name, u32::MAX).await?;
-                if withdrawn.rows_affected() == 0 && taken > 0 {
+                let taken = self.consumed_before(db, parent, &name, u32::MAX).await?;
+                if withdrawn == 0 && taken > 0 {
                     return Err(refused(
                         id,
                         format!(
@@ -140,7 +135,7 @@ impl Store {
         if let Some(last) = steps.last()
             && last.status == StepStatus::Failed
         {
-            txn.execute_raw(self.stmt(
+            db.exec(self.stmt(
                 "DELETE FROM workflow_steps WHERE execution_id = ? AND position = ?",
                 vec![id.as_str().into(), i32::try_from(last.position).unwrap_or(i32::MAX).into()],
             ))
@@ -149,14 +144,14 @@ impl Store {
         }
         // Fresh attempts (and no old backoff) for a step body caught between
         // an attempt and its result. A wait's row keeps its deadline.
-        txn.execute_raw(self.stmt(
+        db.exec(self.stmt(
             "UPDATE workflow_steps SET attempts = 0, wake_at = NULL WHERE execution_id = ? AND status = 'running' \
-             AND kind = 'step'",
-            vec![id.as_str().into()],
+             AND kind = ?",
+            vec![id.as_str().into(), StepKind::Step.as_str().into()],
         ))
         .await?;
-        let r = txn
-            .execute_raw(self.stmt(
+        let r = db
+            .exec(self.stmt(
                 "UPDATE workflow_executions SET status = 'pending', attempts = 0, open_position = ?, \
                  open_attempts = 0, due_at = ?, updated_at = ?, completed_at = NULL, output_data = NULL, \
                  error_message = NULL, error_data = NULL, cancel_requested = FALSE, lease_owner = NULL, \
@@ -175,7 +170,7 @@ impl Store {
                 ],
             ))
             .await?;
-        if r.rows_affected() != 1 {
+        if r != 1 {
             return Err(refused(id, format!("run {id} changed while it was being retried; look at it again")));
         }
         Ok(())
@@ -197,7 +192,7 @@ impl Store {
     pub async fn fork_run(&self, req: &ForkRequest) -> Result<Execution, StoreError> {
         let _gate = self.gate().await;
         let txn = self.begin().await?;
-        let r = self.fork_in(&txn, req).await;
+        let r = self.fork_in(txn.db(), req).await;
         self.settle(txn, r).await?;
         self.get_execution(&req.namespace, &req.id).await?.ok_or_else(|| StoreError::ExecutionNotFound {
             namespace: req.namespace.clone(),
@@ -205,10 +200,10 @@ impl Store {
         })
     }
 
-    async fn fork_in(&self, txn: &DatabaseTransaction, req: &ForkRequest) -> Result<(), StoreError> {
+    async fn fork_in(&self, db: Db<'_>, req: &ForkRequest) -> Result<(), StoreError> {
         let origin_id = &req.origin;
-        let origin = self.locked_run(txn, &req.namespace, origin_id).await?;
-        let steps = self.steps_in(txn, &req.namespace, origin_id).await?;
+        let origin = self.locked_run(db, &req.namespace, origin_id).await?;
+        let steps = self.steps_in(db, &req.namespace, origin_id).await?;
         let recorded = u32::try_from(steps.len()).unwrap_or(u32::MAX);
         if req.from_position > recorded {
             return Err(refused(
@@ -235,7 +230,7 @@ impl Store {
         let kept: Vec<&Step> = steps.iter().filter(|s| s.position < req.from_position).collect();
         // An awakeable's token names the run that made it: a fork cannot
         // take it over.
-        if let Some(a) = kept.iter().find(|s| s.step_id.base() == "hydra.awakeable") {
+        if let Some(a) = kept.iter().find(|s| s.step_id.base() == reserved::step::AWAKEABLE) {
             return Err(refused(
                 origin_id,
                 format!(
@@ -247,13 +242,18 @@ impl Store {
         }
         // A linked child tells the run that started it: the fork keeps a
         // child's start only with the step that took its end.
-        let started = kept.iter().filter(|s| s.step_id.base().starts_with("hydra.child:")).count();
+        let started = kept.iter().filter(|s| reserved::step::is_child_start(s.step_id.base())).count();
         let ends_taken = kept
             .iter()
-            .filter(|s| s.status == StepStatus::Completed && s.step_name.starts_with("signal:child:"))
+            .filter(|s| {
+                s.status == StepStatus::Completed
+                    && s.step_name
+                        .strip_prefix(reserved::step::SIGNAL)
+                        .is_some_and(|name| name.starts_with(reserved::signal::CHILD))
+            })
             .count();
         if started > ends_taken
-            && let Some(last) = kept.iter().rev().find(|s| s.step_id.base().starts_with("hydra.child:"))
+            && let Some(last) = kept.iter().rev().find(|s| reserved::step::is_child_start(s.step_id.base()))
         {
             return Err(refused(
                 origin_id,
@@ -298,11 +298,11 @@ impl Store {
         // A run's first claim gets token 1, and a worker takes token 1 to
         // mean "no history yet" (it skips reading it): a fork has one.
         row.fencing_token = sea_orm::ActiveValue::Set(1);
-        if insert_execution(txn, row).await? != 1 {
+        if self.insert_execution(db, row).await? != 1 {
             return Err(refused(origin_id, format!("a run with ID {} exists already", req.id)));
         }
         for s in kept {
-            txn.execute_raw(self.stmt(
+            db.exec(self.stmt(
                 "INSERT INTO workflow_steps (execution_id, namespace, step_id, step_name, position, kind, status, \
                  attempts, max_attempts, output_data, error_message, started_at, completed_at, wake_at, fencing_token) \
                  SELECT ?, namespace, step_id, step_name, position, kind, status, attempts, max_attempts, output_data, \
@@ -316,7 +316,7 @@ impl Store {
             ))
             .await?;
         }
-        txn.execute_raw(self.stmt(
+        db.exec(self.stmt(
             "INSERT INTO workflow_search_attributes (execution_id, name, namespace, value) \
              SELECT ?, name, namespace, value FROM workflow_search_attributes WHERE execution_id = ?",
             vec![req.id.as_str().into(), origin_id.as_str().into()],
@@ -329,13 +329,13 @@ impl Store {
     /// position below `before`.
     async fn consumed_before(
         &self,
-        txn: &DatabaseTransaction,
+        db: Db<'_>,
         id: &ExecutionId,
         prefix: &str,
         before: u32,
     ) -> Result<u64, StoreError> {
-        let row = txn
-            .query_one_raw(self.stmt(
+        let row = db
+            .one(self.stmt(
                 "SELECT COUNT(*) AS n FROM workflow_signals WHERE execution_id = ? AND name LIKE ? \
                  AND consumed_position IS NOT NULL AND consumed_position < ?",
                 vec![id.as_str().into(), format!("{prefix}%").into(), i32::try_from(before).unwrap_or(i32::MAX).into()],
@@ -348,47 +348,30 @@ impl Store {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
-    /// Run `id` read in `txn`, its row locked on PostgreSQL (SQLite's
-    /// immediate transaction holds the write lock already).
-    async fn locked_run(
-        &self,
-        txn: &DatabaseTransaction,
-        namespace: &str,
-        id: &ExecutionId,
-    ) -> Result<Execution, StoreError> {
-        let lock = match self.backend {
-            crate::connect::Backend::Postgres => " FOR UPDATE",
-            crate::connect::Backend::Sqlite => "",
-        };
-        let row = txn
-            .query_one_raw(self.stmt(
+    /// Run `id` read in `db`'s transaction, its row locked until it ends
+    /// (where the transaction does not hold the database's write lock).
+    async fn locked_run(&self, db: Db<'_>, namespace: &str, id: &ExecutionId) -> Result<Execution, StoreError> {
+        let lock = self.dialect().for_update();
+        let row = db
+            .one(self.stmt(
                 &format!("SELECT * FROM workflow_executions WHERE id = ? AND namespace = ?{lock}"),
                 vec![id.as_str().into(), namespace.into()],
             ))
             .await?
             .ok_or_else(|| StoreError::ExecutionNotFound { namespace: namespace.to_owned(), execution: id.clone() })?;
-        use sea_orm::FromQueryResult;
-        let model = crate::entity::workflow_executions::Model::from_query_result(&row, "")?;
+        let model: crate::entity::workflow_executions::Model = row.to()?;
         Execution::try_from(model)
     }
 
-    async fn steps_in(
-        &self,
-        txn: &DatabaseTransaction,
-        namespace: &str,
-        id: &ExecutionId,
-    ) -> Result<Vec<Step>, StoreError> {
+    async fn steps_in(&self, db: Db<'_>, namespace: &str, id: &ExecutionId) -> Result<Vec<Step>, StoreError> {
         use crate::entity::workflow_steps as steps;
-        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
-        steps::Entity::find()
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QueryTrait};
+        let query = steps::Entity::find()
             .filter(steps::Column::Namespace.eq(namespace))
             .filter(steps::Column::ExecutionId.eq(id.as_str()))
             .order_by_asc(steps::Column::Position)
-            .all(txn)
-            .await?
-            .into_iter()
-            .map(Step::try_from)
-            .collect()
+            .build(self.dialect().db_backend());
+        db.all(query).await?.iter().map(|r| Step::try_from(r.to::<steps::Model>()?)).collect()
     }
 }
 

@@ -8,34 +8,33 @@ use crate::ids::{ExecutionId, StepId};
 use crate::model::{
     CancelOutcome, Created, Execution, ExecutionFilter, ExecutionStatus, NewExecution, Step, Terminal, to_i32,
 };
+use crate::sql::Db;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    TryInsertResult, TryIntoModel,
+    ActiveValue::Set, ColumnTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait, TryIntoModel,
 };
 
 impl Store {
     /// Inserts a run. With an idempotency key already used in the same
     /// (namespace, workflow), inserts nothing and returns the existing run.
     pub async fn create_execution(&self, new: NewExecution) -> Result<Created, StoreError> {
-        if let Some(writer) = self.writer() {
-            let gate = self.gate().await;
-            return writer.run(gate, Box::new(move |w| Box::pin(async move { w.create_execution(new).await }))).await;
+        if self.has_writer() {
+            return self.offload(move |w| Box::pin(async move { w.create_execution(new).await })).await;
         }
         let _gate = self.gate().await;
         let key = new.idempotency_key.clone();
         let am = execution_row(&new);
         let inserted = if new.search_attributes.is_empty() {
-            let rows = insert_execution(&self.db, am.clone()).await?;
+            let rows = self.insert_execution(self.conn(), am.clone()).await?;
             self.count();
             rows == 1
         } else {
             // The run and its attributes in one commit.
             let txn = self.begin().await?;
             let r = async {
-                let rows = insert_execution(&txn, am.clone()).await?;
+                let rows = self.insert_execution(txn.db(), am.clone()).await?;
                 if rows == 1 {
                     for (name, value) in &new.search_attributes {
-                        self.put_search_attribute(&txn, &new.namespace, &new.id, name, value).await?;
+                        self.put_search_attribute(txn.db(), &new.namespace, &new.id, name, value).await?;
                     }
                 }
                 Ok(rows)
@@ -46,46 +45,50 @@ impl Store {
         if inserted {
             return Ok(Created::New(inserted_execution(am)?));
         }
-        self.existing_for_key(&self.db, &new, key).await
+        self.existing_for_key(self.conn(), &new, key).await
     }
 
     /// [`Store::create_execution`] inside `txn` (a group commit). The
     /// search attributes are checked before anything is written: a refused
     /// start leaves no row in the batch's commit.
-    pub(super) async fn create_in(&self, txn: &DatabaseTransaction, new: &NewExecution) -> Result<Created, StoreError> {
+    pub(super) async fn create_in(&self, db: Db<'_>, new: &NewExecution) -> Result<Created, StoreError> {
         for (name, value) in &new.search_attributes {
             super::search::check_search_attribute(name, value)
                 .map_err(|reason| StoreError::Refused { execution: new.id.clone(), reason })?;
         }
         let am = execution_row(new);
-        if insert_execution(txn, am.clone()).await? == 1 {
+        if self.insert_execution(db, am.clone()).await? == 1 {
             for (name, value) in &new.search_attributes {
-                self.put_search_attribute(txn, &new.namespace, &new.id, name, value).await?;
+                self.put_search_attribute(db, &new.namespace, &new.id, name, value).await?;
             }
             return Ok(Created::New(inserted_execution(am)?));
         }
-        self.existing_for_key(txn, new, new.idempotency_key.clone()).await
+        self.existing_for_key(db, new, new.idempotency_key.clone()).await
     }
 
-    async fn existing_for_key<C: ConnectionTrait>(
+    async fn existing_for_key(
         &self,
-        conn: &C,
+        db: Db<'_>,
         new: &NewExecution,
         key: Option<String>,
     ) -> Result<Created, StoreError> {
         match key {
             Some(key) => {
-                let existing = exec::Entity::find()
+                let query = exec::Entity::find()
                     .filter(exec::Column::Namespace.eq(&new.namespace))
                     .filter(exec::Column::WorkflowName.eq(&new.workflow_name))
                     .filter(exec::Column::IdempotencyKey.eq(&key))
-                    .one(conn)
+                    .limit(1)
+                    .build(self.dialect().db_backend());
+                let existing: exec::Model = db
+                    .one(query)
                     .await?
                     .ok_or_else(|| {
                         StoreError::Database(DbErr::Custom(format!(
                             "idempotency key `{key}` conflicted but no run holds it"
                         )))
-                    })?;
+                    })?
+                    .to()?;
                 Ok(Created::Existing(Execution::try_from(existing)?))
             }
             None => Err(StoreError::Database(DbErr::Custom(format!(
@@ -263,7 +266,8 @@ impl Store {
             // Ended here: its parent (if any) is told in the same transaction.
             let txn = self.begin().await?;
             let r = txn
-                .execute_raw(self.stmt(
+                .db()
+                .exec(self.stmt(
                     &format!(
                         "UPDATE workflow_executions SET status = 'cancelled', error_message = ?, \
                          completed_at = ?, updated_at = ?, due_at = NULL, lease_owner = NULL, \
@@ -280,26 +284,26 @@ impl Store {
                 ))
                 .await;
             let r = match r {
-                Ok(r) if r.rows_affected() == 1 => {
-                    let told = self.notify_parent(&txn, id, &Terminal::Cancelled("cancelled".into()), now).await;
+                Ok(1) => {
+                    let told = self.notify_parent(txn.db(), id, &Terminal::Cancelled("cancelled".into()), now).await;
                     self.settle(txn, told).await?;
                     return Ok(CancelOutcome::Cancelled);
                 }
-                Ok(r) => r,
+                Ok(n) => n,
                 Err(e) => {
                     txn.rollback().await?;
                     return Err(e.into());
                 }
             };
-            debug_assert_eq!(r.rows_affected(), 0);
+            debug_assert_eq!(r, 0);
             txn.rollback().await?;
             // A run that ran before is ended by a worker, which replays it
             // to its stopping point and runs its compensations: a running
             // one at its next checkpoint, a parked one (sleeping, or pending
             // a workflow retry) made due now.
             let r = self
-                .db
-                .execute_raw(self.stmt(
+                .conn()
+                .exec(self.stmt(
                     "UPDATE workflow_executions SET cancel_requested = ?, updated_at = ?, \
                      due_at = CASE WHEN status = 'running' THEN due_at ELSE ? END \
                      WHERE id = ? AND namespace = ? \
@@ -307,7 +311,7 @@ impl Store {
                     vec![true.into(), now.into(), now.into(), id.as_str().into(), namespace.into()],
                 ))
                 .await?;
-            if r.rows_affected() == 1 {
+            if r == 1 {
                 return Ok(CancelOutcome::Requested);
             }
             match self.get_execution(namespace, id).await? {
@@ -380,14 +384,16 @@ fn inserted_execution(row: exec::ActiveModel) -> Result<Execution, StoreError> {
     Execution::try_from(model)
 }
 
-/// Inserts a run unless its idempotency key is taken; returns the rows inserted.
-pub(super) async fn insert_execution<C: ConnectionTrait>(conn: &C, row: exec::ActiveModel) -> Result<u64, StoreError> {
-    let inserted = exec::Entity::insert(row)
-        .on_conflict_do_nothing_on([exec::Column::Namespace, exec::Column::WorkflowName, exec::Column::IdempotencyKey])
-        .exec_without_returning(conn)
-        .await?;
-    Ok(match inserted {
-        TryInsertResult::Inserted(n) => n,
-        TryInsertResult::Conflicted | TryInsertResult::Empty => 0,
-    })
+impl Store {
+    /// Inserts a run unless its idempotency key is taken; returns the rows inserted.
+    pub(super) async fn insert_execution(&self, db: Db<'_>, row: exec::ActiveModel) -> Result<u64, StoreError> {
+        let insert = exec::Entity::insert(row)
+            .on_conflict_do_nothing_on([
+                exec::Column::Namespace,
+                exec::Column::WorkflowName,
+                exec::Column::IdempotencyKey,
+            ])
+            .build(self.dialect().db_backend());
+        Ok(db.exec(insert).await?)
+    }
 }

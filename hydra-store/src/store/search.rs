@@ -7,7 +7,7 @@ use super::step_write::OpenWhen;
 use crate::error::StoreError;
 use crate::ids::ExecutionId;
 use crate::model::{Lease, OpenStep, StepRecord};
-use sea_orm::{ConnectionTrait, DatabaseTransaction};
+use crate::sql::Db;
 
 /// The longest search attribute value stored (bytes).
 pub const MAX_SEARCH_VALUE_BYTES: usize = 1024;
@@ -28,7 +28,7 @@ pub fn check_search_attribute(name: &str, value: &str) -> Result<(), String> {
     if name.chars().any(|c| c.is_control() || c == '#') {
         return Err(format!("search attribute name {name:?} contains `#` or a control character"));
     }
-    crate::ids::StepId::validate_base(&format!("search:{name}"))
+    crate::ids::StepId::validate_base(&format!("{}{name}", crate::reserved::step::SEARCH))
         .map_err(|e| format!("search attribute name {name:?}: {e}"))?;
     if value.contains('\0') {
         return Err(format!("search attribute `{name}`: a value holds no NUL character"));
@@ -61,16 +61,16 @@ impl Store {
         let txn = self.begin().await?;
         let r = async {
             let next = OpenStep::new(record.position.saturating_add(1), 1);
-            self.guard(&txn, lease, None, OpenWhen::Always, now).await?;
-            self.record_held(&txn, lease, record, next, now).await?;
-            self.put_search_attribute(&txn, &lease.namespace, &lease.execution_id, name, value).await
+            self.guard(txn.db(), lease, None, OpenWhen::Always, now).await?;
+            self.record_held(txn.db(), lease, record, next, now).await?;
+            self.put_search_attribute(txn.db(), &lease.namespace, &lease.execution_id, name, value).await
         }
         .await;
         match self.settle(txn, r).await {
             // A retry whose commit went through (its reply lost) finds its
             // own record: done already.
             Err(e @ StoreError::StepAlreadyRecorded { .. }) => {
-                match self.ended_under(&self.db, lease, &record.step_id).await? {
+                match self.ended_under(self.conn(), lease, &record.step_id).await? {
                     Some(_) => Ok(()),
                     None => Err(e),
                 }
@@ -82,16 +82,18 @@ impl Store {
     /// Writes (or replaces) one search attribute in `txn`.
     pub(super) async fn put_search_attribute(
         &self,
-        txn: &DatabaseTransaction,
+        db: Db<'_>,
         namespace: &str,
         id: &ExecutionId,
         name: &str,
         value: &str,
     ) -> Result<(), StoreError> {
         check_search_attribute(name, value).map_err(|reason| StoreError::Refused { execution: id.clone(), reason })?;
-        txn.execute_raw(self.stmt(
-            "INSERT INTO workflow_search_attributes (execution_id, name, namespace, value) VALUES (?, ?, ?, ?) \
-             ON CONFLICT (execution_id, name) DO UPDATE SET value = excluded.value",
+        db.exec(self.stmt(
+            &format!(
+                "INSERT INTO workflow_search_attributes (execution_id, name, namespace, value) VALUES (?, ?, ?, ?){}",
+                self.dialect().on_conflict_update("execution_id, name", "value = excluded.value", "")
+            ),
             vec![id.as_str().into(), name.into(), namespace.into(), value.into()],
         ))
         .await?;
@@ -105,8 +107,8 @@ impl Store {
         id: &ExecutionId,
     ) -> Result<Vec<(String, String)>, StoreError> {
         let rows = self
-            .db
-            .query_all_raw(self.stmt(
+            .conn()
+            .all(self.stmt(
                 "SELECT name, value FROM workflow_search_attributes WHERE execution_id = ? AND namespace = ? \
                  ORDER BY name",
                 vec![id.as_str().into(), namespace.into()],

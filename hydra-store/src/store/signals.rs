@@ -13,7 +13,9 @@ use super::step_write::{OpenWhen, open_set};
 use crate::error::StoreError;
 use crate::ids::ExecutionId;
 use crate::model::{ExecutionStatus, Lease, OpenStep, StepOutcome, StepRecord, to_i32};
-use sea_orm::{ConnectionTrait, DatabaseTransaction, Value};
+use crate::reserved;
+use crate::sql::Db;
+use sea_orm::Value;
 
 /// A signal to send.
 #[derive(Clone, Debug)]
@@ -131,16 +133,18 @@ impl Store {
     pub async fn send_signal(&self, s: &NewSignal) -> Result<SignalSent, StoreError> {
         let _gate = self.gate().await;
         let txn = self.begin().await?;
-        let r = self.send_in(&txn, s).await;
+        let r = self.send_in(txn.db(), s).await;
         self.settle(txn, r).await
     }
 
-    async fn send_in(&self, txn: &DatabaseTransaction, s: &NewSignal) -> Result<SignalSent, StoreError> {
+    async fn send_in(&self, db: Db<'_>, s: &NewSignal) -> Result<SignalSent, StoreError> {
         // Locks the row (and orders concurrent senders: ids follow commits).
-        let row = txn
-            .query_one_raw(self.stmt(
-                "UPDATE workflow_executions SET updated_at = updated_at WHERE id = ? AND namespace = ? \
-                 RETURNING status, workflow_name",
+        let row = db
+            .one(self.stmt(
+                &format!(
+                    "UPDATE workflow_executions SET updated_at = updated_at WHERE id = ? AND namespace = ?{}",
+                    self.dialect().returning("status, workflow_name")
+                ),
                 vec![s.execution_id.as_str().into(), s.namespace.as_str().into()],
             ))
             .await?;
@@ -155,8 +159,8 @@ impl Store {
             // A retried send of a signal accepted before the run ended is
             // still the no-op it was meant to be.
             if let Some(key) = &s.idempotency_key {
-                let seen = txn
-                    .query_one_raw(self.stmt(
+                let seen = db
+                    .one(self.stmt(
                         "SELECT 1 AS seen FROM workflow_signals WHERE execution_id = ? AND idempotency_key = ?",
                         vec![s.execution_id.as_str().into(), key.as_str().into()],
                     ))
@@ -168,10 +172,13 @@ impl Store {
             return Err(StoreError::RunEnded { execution: s.execution_id.clone(), status });
         }
         let workflow_name: String = row.try_get("", "workflow_name")?;
-        let inserted = txn
-            .execute_raw(self.stmt(
-                "INSERT INTO workflow_signals (namespace, execution_id, name, payload, idempotency_key, created_at) \
-                 VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (execution_id, idempotency_key) DO NOTHING",
+        let inserted = db
+            .exec(self.stmt(
+                &format!(
+                    "INSERT INTO workflow_signals (namespace, execution_id, name, payload, idempotency_key, \
+                     created_at) VALUES (?, ?, ?, ?, ?, ?){}",
+                    self.dialect().on_conflict_ignore("execution_id, idempotency_key")
+                ),
                 vec![
                     s.namespace.as_str().into(),
                     s.execution_id.as_str().into(),
@@ -182,23 +189,18 @@ impl Store {
                 ],
             ))
             .await?;
-        if inserted.rows_affected() == 0 {
+        if inserted == 0 {
             return Ok(SignalSent::Duplicate);
         }
-        self.wake_if_waiting(txn, &s.execution_id, s.now).await?;
+        self.wake_if_waiting(db, &s.execution_id, s.now).await?;
         Ok(SignalSent::Accepted { workflow_name })
     }
 
     /// Makes run `id` claimable now if it is parked in a receive (the one
     /// wake-up of every signal: sends, awakeable completions, children's
     /// ends). The caller holds the run's row.
-    pub(super) async fn wake_if_waiting<C: ConnectionTrait>(
-        &self,
-        conn: &C,
-        id: &ExecutionId,
-        now: i64,
-    ) -> Result<(), StoreError> {
-        conn.execute_raw(self.stmt(
+    pub(super) async fn wake_if_waiting(&self, db: Db<'_>, id: &ExecutionId, now: i64) -> Result<(), StoreError> {
+        db.exec(self.stmt(
             "UPDATE workflow_executions SET due_at = ?, updated_at = ? \
              WHERE id = ? AND status = 'sleeping' AND signal_wait = ? AND (due_at IS NULL OR due_at > ?)",
             vec![now.into(), now.into(), id.as_str().into(), true.into(), now.into()],
@@ -210,14 +212,14 @@ impl Store {
     /// The name and output of step `step` of the lease's run if it was
     /// recorded completed under this very lease (a write whose commit went
     /// through but whose reply was lost, retried).
-    pub(super) async fn ended_under<C: ConnectionTrait>(
+    pub(super) async fn ended_under(
         &self,
-        conn: &C,
+        db: Db<'_>,
         lease: &Lease,
         step: &crate::ids::StepId,
     ) -> Result<Option<(String, Option<Vec<u8>>)>, StoreError> {
-        let row = conn
-            .query_one_raw(self.stmt(
+        let row = db
+            .one(self.stmt(
                 "SELECT step_name, output_data FROM workflow_steps \
                  WHERE execution_id = ? AND step_id = ? AND status = 'completed' AND fencing_token = ?",
                 vec![lease.execution_id.as_str().into(), step.as_str().into(), lease.token.0.into()],
@@ -238,16 +240,16 @@ impl Store {
     pub async fn receive_signal(&self, lease: &Lease, r: &Receive, now: i64) -> Result<Received, StoreError> {
         let _gate = self.gate().await;
         let txn = self.begin().await?;
-        let out = self.receive_in(&txn, lease, r, now).await;
+        let out = self.receive_in(txn.db(), lease, r, now).await;
         match self.settle(txn, out).await {
             // A retry of a receive whose commit went through but whose reply
             // was lost finds its own record: it answers what that recorded,
             // not a second signal. (Looked at only then: no extra query on
             // the ordinary path.)
             Err(e @ StoreError::StepAlreadyRecorded { .. }) => {
-                match self.ended_under(&self.db, lease, &r.record.step_id).await? {
+                match self.ended_under(self.conn(), lease, &r.record.step_id).await? {
                     Some((step_name, Some(payload))) => Ok(Received::Signal {
-                        name: step_name.strip_prefix("signal:").unwrap_or(&step_name).to_owned(),
+                        name: step_name.strip_prefix(reserved::step::SIGNAL).unwrap_or(&step_name).to_owned(),
                         payload,
                     }),
                     Some((_, None)) => Ok(Received::TimedOut),
@@ -258,23 +260,17 @@ impl Store {
         }
     }
 
-    async fn receive_in(
-        &self,
-        txn: &DatabaseTransaction,
-        lease: &Lease,
-        r: &Receive,
-        now: i64,
-    ) -> Result<Received, StoreError> {
+    async fn receive_in(&self, db: Db<'_>, lease: &Lease, r: &Receive, now: i64) -> Result<Received, StoreError> {
         // The fence locks the run's row until the end of the transaction.
-        self.guard(txn, lease, None, OpenWhen::Always, now).await?;
+        self.guard(db, lease, None, OpenWhen::Always, now).await?;
         let position = r.record.position;
         if r.names.is_empty() {
             return Err(StoreError::Database(sea_orm::DbErr::Custom("a receive needs a signal name".into())));
         }
         let mut values: Vec<Value> = vec![lease.execution_id.as_str().into()];
         values.extend(r.names.iter().map(|n| Value::from(n.as_str())));
-        let oldest = txn
-            .query_one_raw(self.stmt(
+        let oldest = db
+            .one(self.stmt(
                 &format!(
                     "SELECT id, name, payload FROM workflow_signals WHERE execution_id = ? AND name IN ({}) \
                      AND consumed_at IS NULL ORDER BY id LIMIT 1",
@@ -288,7 +284,7 @@ impl Store {
             let id: i64 = row.try_get("", "id")?;
             let payload: Vec<u8> = row.try_get("", "payload")?;
             let name: String = row.try_get("", "name")?;
-            txn.execute_raw(self.stmt(
+            db.exec(self.stmt(
                 "UPDATE workflow_signals SET consumed_at = ?, consumed_position = ? WHERE id = ?",
                 vec![now.into(), to_i32(position).into(), id.into()],
             ))
@@ -297,40 +293,41 @@ impl Store {
             rec.outcome = StepOutcome::Completed(payload.clone());
             // The name taken, also for a select of one name: its replay
             // reads the branch from here.
-            rec.step_name = format!("signal:{name}");
-            self.record_held(txn, lease, &rec, next, now).await?;
+            rec.step_name = format!("{}{name}", reserved::step::SIGNAL);
+            self.record_held(db, lease, &rec, next, now).await?;
             return Ok(Received::Signal { name, payload });
         }
         if r.deadline.is_some_and(|d| now >= d) {
             let mut rec = r.record.clone();
             rec.outcome = StepOutcome::TimedOut;
-            self.record_held(txn, lease, &rec, next, now).await?;
+            self.record_held(db, lease, &rec, next, now).await?;
             return Ok(Received::TimedOut);
         }
         // Record the wait (its deadline survives replays) and park.
         let mut rec = r.record.clone();
         rec.outcome = StepOutcome::Waiting;
         rec.wake_at = r.deadline;
-        self.write_step(txn, lease, &rec, None, now, false).await?;
+        self.write_step(db, lease, &rec, None, now, false).await?;
         let (open, mut values) = open_set(OpenStep::new(position, 0), OpenWhen::At(position));
         // A cancel requested while the run ran (not yet seen by it) makes
         // it due now, so its next claim ends it cancelled: a wait with no
         // deadline would otherwise keep the cancel for ever.
-        let mut all: Vec<Value> = vec![now.into(), r.due.into(), now.into(), true.into()];
+        let mut all: Vec<Value> =
+            vec![reserved::step::COMPENSATE.into(), now.into(), r.due.into(), now.into(), true.into()];
         all.append(&mut values);
         all.push(lease.execution_id.as_str().into());
         all.push(lease.token.0.into());
-        let parked = txn
-            .execute_raw(self.stmt(
+        let parked = db
+            .exec(self.stmt(
                 &format!(
                     "UPDATE workflow_executions SET status = 'sleeping', \
-                     due_at = CASE WHEN cancel_requested AND NOT EXISTS (SELECT 1 FROM workflow_steps c WHERE c.execution_id = workflow_executions.id AND c.step_id = 'hydra.compensate') THEN ? ELSE ? END, lease_owner = NULL, \
+                     due_at = CASE WHEN cancel_requested AND NOT EXISTS (SELECT 1 FROM workflow_steps c WHERE c.execution_id = workflow_executions.id AND c.step_id = ?) THEN ? ELSE ? END, lease_owner = NULL, \
                      updated_at = ?, signal_wait = ?{open} WHERE id = ? AND fencing_token = ?"
                 ),
                 all,
             ))
             .await?;
-        if parked.rows_affected() != 1 {
+        if parked != 1 {
             return Err(lease_lost(lease));
         }
         Ok(Received::Parked)

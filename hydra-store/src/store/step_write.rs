@@ -3,10 +3,11 @@
 //! once and never overwritten.
 
 use super::Store;
-use crate::connect::Backend;
+use crate::backend::Dialect;
 use crate::error::StoreError;
 use crate::model::{Lease, OpenStep, StepAttempt, StepOutcome, StepRecord, to_i32};
-use sea_orm::{ConnectionTrait, DatabaseTransaction, DbErr, Value};
+use crate::sql::Db;
+use sea_orm::{DbErr, Value};
 
 impl Store {
     /// Records the start of a step attempt before its body runs, so that a
@@ -17,7 +18,7 @@ impl Store {
     pub async fn record_step_attempt(&self, lease: &Lease, attempt: &StepAttempt, now: i64) -> Result<u32, StoreError> {
         let _gate = self.gate().await;
         let txn = self.begin().await?;
-        let r = self.attempt_in(&txn, lease, attempt, now).await;
+        let r = self.attempt_in(txn.db(), lease, attempt, now).await;
         self.settle(txn, r).await
     }
 
@@ -25,20 +26,27 @@ impl Store {
     /// the caller's token is current (see [`Store::fenced_insert`]).
     pub(super) async fn attempt_in(
         &self,
-        txn: &DatabaseTransaction,
+        db: Db<'_>,
         lease: &Lease,
         attempt: &StepAttempt,
         now: i64,
     ) -> Result<u32, StoreError> {
+        let d = self.dialect();
+        let tail = format!(
+            "{}{}",
+            d.on_conflict_update(
+                "execution_id, step_id",
+                "attempts = workflow_steps.attempts + 1, fencing_token = excluded.fencing_token, error_message = NULL",
+                "workflow_steps.status = 'running' AND workflow_steps.position = excluded.position",
+            ),
+            d.returning("attempts, position"),
+        );
         let sql = self.fenced_insert(
             "",
             "INSERT INTO workflow_steps (execution_id, namespace, step_id, step_name, position, kind, status, \
                attempts, max_attempts, started_at, fencing_token)",
             "?, ?, ?, ?, ?, ?, 'running', 1, ?, ?, ?",
-            "ON CONFLICT (execution_id, step_id) DO UPDATE SET attempts = workflow_steps.attempts + 1, \
-               fencing_token = excluded.fencing_token, error_message = NULL \
-             WHERE workflow_steps.status = 'running' AND workflow_steps.position = excluded.position \
-             RETURNING attempts, position",
+            &tail,
         );
         let values = self.fenced_values(
             lease,
@@ -56,12 +64,9 @@ impl Store {
                 lease.token.0.into(),
             ],
         );
-        let row = txn
-            .query_one_raw(self.stmt(&sql, values))
-            .await
-            .map_err(|e| position_conflict(e, lease, attempt.position))?;
+        let row = db.one(self.stmt(&sql, values)).await.map_err(|e| position_conflict(e, lease, attempt.position))?;
         let Some(row) = row else {
-            return Err(self.why_refused(txn, lease, &attempt.step_id).await);
+            return Err(self.why_refused(db, lease, &attempt.step_id).await);
         };
         let position: i32 = row.try_get("", "position")?;
         if position != to_i32(attempt.position) {
@@ -81,31 +86,28 @@ impl Store {
     /// the record's.
     pub(super) async fn write_step(
         &self,
-        txn: &DatabaseTransaction,
+        db: Db<'_>,
         lease: &Lease,
         rec: &StepRecord,
         open: Option<OpenStep>,
         now: i64,
         fenced: bool,
     ) -> Result<(), StoreError> {
-        let tail = match self.backend {
-            Backend::Postgres => STEP_TAIL_PG,
-            Backend::Sqlite => STEP_TAIL_SQLITE,
-        };
+        let tail = step_tail(self.dialect());
         const INSERT: &str = STEP_INSERT;
         const ROW: &str = STEP_ROW;
         let row = step_row(lease, rec, now);
         let stmt = if fenced {
             let (frag, open) = open.map_or(("", Vec::new()), |o| open_set(o, OpenWhen::At(rec.position)));
-            self.stmt(&self.fenced_insert(frag, INSERT, ROW, tail), self.fenced_values(lease, now, open, row))
+            self.stmt(&self.fenced_insert(frag, INSERT, ROW, &tail), self.fenced_values(lease, now, open, row))
         } else {
             self.stmt(&format!("{INSERT} VALUES ({ROW}) {tail}"), row)
         };
-        let r = txn.execute_raw(stmt).await.map_err(|e| position_conflict(e, lease, rec.position))?;
-        if r.rows_affected() == 1 {
+        let written = db.exec(stmt).await.map_err(|e| position_conflict(e, lease, rec.position))?;
+        if written == 1 {
             Ok(())
         } else if fenced {
-            Err(self.why_refused(txn, lease, &rec.step_id).await)
+            Err(self.why_refused(db, lease, &rec.step_id).await)
         } else {
             Err(StoreError::StepAlreadyRecorded { execution: lease.execution_id.clone(), step: rec.step_id.clone() })
         }
@@ -116,18 +118,18 @@ impl Store {
     /// open step is `rec`'s (a receive, an event).
     pub(super) async fn record_held(
         &self,
-        txn: &DatabaseTransaction,
+        db: Db<'_>,
         lease: &Lease,
         rec: &StepRecord,
         next: OpenStep,
         now: i64,
     ) -> Result<(), StoreError> {
-        self.write_step(txn, lease, rec, None, now, false).await?;
+        self.write_step(db, lease, rec, None, now, false).await?;
         let (open, mut values) = open_set(next, OpenWhen::At(rec.position));
         let open = open.trim_start_matches(", ");
         values.push(lease.execution_id.as_str().into());
         values.push(lease.token.0.into());
-        txn.execute_raw(
+        db.exec(
             self.stmt(&format!("UPDATE workflow_executions SET {open} WHERE id = ? AND fencing_token = ?"), values),
         )
         .await?;
@@ -136,13 +138,13 @@ impl Store {
 }
 
 /// The columns of a step row, in the order [`step_row`] binds them.
-pub(super) const STEP_INSERT: &str = "INSERT INTO workflow_steps (execution_id, namespace, step_id, step_name, position, \
+pub(crate) const STEP_INSERT: &str = "INSERT INTO workflow_steps (execution_id, namespace, step_id, step_name, position, \
        kind, status, attempts, max_attempts, output_data, error_message, started_at, completed_at, wake_at, \
        fencing_token)";
-pub(super) const STEP_ROW: &str = "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?";
+pub(crate) const STEP_ROW: &str = "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?";
 
 /// The values of one step row (see [`STEP_INSERT`]).
-pub(super) fn step_row(lease: &Lease, rec: &StepRecord, now: i64) -> Vec<Value> {
+pub(crate) fn step_row(lease: &Lease, rec: &StepRecord, now: i64) -> Vec<Value> {
     let (status, output, error, completed_at) = outcome_columns(&rec.outcome, now);
     vec![
         lease.execution_id.as_str().into(),
@@ -165,7 +167,7 @@ pub(super) fn step_row(lease: &Lease, rec: &StepRecord, now: i64) -> Vec<Value> 
 
 /// The columns an outcome sets: the step's status, output, error and
 /// completion time.
-pub(super) fn outcome_columns(
+pub(crate) fn outcome_columns(
     outcome: &StepOutcome,
     now: i64,
 ) -> (&'static str, Option<Vec<u8>>, Option<String>, Option<i64>) {
@@ -222,18 +224,21 @@ pub(super) fn open_set(to: OpenStep, when: OpenWhen) -> (&'static str, Vec<Value
 /// The conflict clause of a step result: only a running step at the same
 /// position takes it; its attempt count never goes down. The name is
 /// replaced: a select that parked records the branch it took there.
-pub(super) const STEP_TAIL_PG: &str = "ON CONFLICT (execution_id, step_id) DO UPDATE SET status = excluded.status, \
-       step_name = excluded.step_name, output_data = excluded.output_data, error_message = excluded.error_message, \
-       completed_at = excluded.completed_at, wake_at = excluded.wake_at, \
-       fencing_token = excluded.fencing_token, attempts = GREATEST(workflow_steps.attempts, excluded.attempts) \
-     WHERE workflow_steps.status = 'running' AND workflow_steps.position = excluded.position";
-pub(super) const STEP_TAIL_SQLITE: &str = "ON CONFLICT (execution_id, step_id) DO UPDATE SET status = excluded.status, \
-       step_name = excluded.step_name, output_data = excluded.output_data, error_message = excluded.error_message, \
-       completed_at = excluded.completed_at, wake_at = excluded.wake_at, \
-       fencing_token = excluded.fencing_token, attempts = MAX(workflow_steps.attempts, excluded.attempts) \
-     WHERE workflow_steps.status = 'running' AND workflow_steps.position = excluded.position";
+pub(crate) fn step_tail(d: &dyn Dialect) -> String {
+    d.on_conflict_update(
+        "execution_id, step_id",
+        &format!(
+            "status = excluded.status, step_name = excluded.step_name, output_data = excluded.output_data, \
+             error_message = excluded.error_message, completed_at = excluded.completed_at, \
+             wake_at = excluded.wake_at, fencing_token = excluded.fencing_token, \
+             attempts = {}(workflow_steps.attempts, excluded.attempts)",
+            d.greatest()
+        ),
+        "workflow_steps.status = 'running' AND workflow_steps.position = excluded.position",
+    )
+}
 
-pub(super) fn position_conflict(e: DbErr, lease: &Lease, position: u32) -> StoreError {
+pub(crate) fn position_conflict(e: DbErr, lease: &Lease, position: u32) -> StoreError {
     if crate::error::is_unique_violation(&e) {
         StoreError::PositionTaken { execution: lease.execution_id.clone(), position }
     } else {

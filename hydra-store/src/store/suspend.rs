@@ -5,12 +5,12 @@
 //! runs due for a workflow (and version) nobody can run are counted.
 
 use super::Store;
-use super::fence::{FENCE, fence_values, lease_lost};
+use super::fence::{fence_values, lease_lost};
 use super::step_write::{OpenWhen, open_set};
 use crate::error::StoreError;
 use crate::ids::ExecutionId;
 use crate::model::{Lease, OpenStep, Terminal};
-use sea_orm::{ConnectionTrait, Value};
+use sea_orm::Value;
 
 /// Due runs of one workflow and version (see [`Store::due_runs`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,16 +47,17 @@ impl Store {
         values.extend(open_values);
         values.extend(fence_values(lease));
         let r = self
-            .db
-            .execute_raw(self.stmt(
+            .conn()
+            .exec(self.stmt(
                 &format!(
                     "UPDATE workflow_executions SET status = 'suspended', error_message = ?, suspended_code = ?, \
-                     due_at = NULL, lease_owner = NULL, signal_wait = FALSE, updated_at = ?{open_sql}{FENCE}"
+                     due_at = NULL, lease_owner = NULL, signal_wait = FALSE, updated_at = ?{open_sql}{}",
+                    self.fence()
                 ),
                 values,
             ))
             .await?;
-        if r.rows_affected() != 1 {
+        if r != 1 {
             return Err(lease_lost(lease));
         }
         self.count();
@@ -77,8 +78,8 @@ impl Store {
     ) -> Result<u64, StoreError> {
         let _gate = self.gate().await;
         let r = self
-            .db
-            .execute_raw(self.stmt(
+            .conn()
+            .exec(self.stmt(
                 "UPDATE workflow_executions SET status = 'sleeping', due_at = ?, error_message = NULL, \
                  suspended_code = NULL, updated_at = ? \
                  WHERE namespace = ? AND workflow_name = ? AND status = 'suspended' \
@@ -95,10 +96,10 @@ impl Store {
                 ],
             ))
             .await?;
-        if r.rows_affected() > 0 {
+        if r > 0 {
             self.count();
         }
-        Ok(r.rows_affected())
+        Ok(r)
     }
 
     /// Ends a run that is not running (pending, sleeping or suspended) at
@@ -115,7 +116,8 @@ impl Store {
         let _gate = self.gate().await;
         let txn = self.begin().await?;
         let r = txn
-            .execute_raw(self.stmt(
+            .db()
+            .exec(self.stmt(
                 "UPDATE workflow_executions SET status = 'failed', error_message = ?, completed_at = ?, \
                  updated_at = ?, due_at = NULL, lease_owner = NULL, fencing_token = fencing_token + 1 \
                  WHERE id = ? AND namespace = ? AND status IN ('pending', 'sleeping', 'suspended')",
@@ -123,8 +125,8 @@ impl Store {
             ))
             .await;
         match r {
-            Ok(r) if r.rows_affected() == 1 => {
-                let told = self.notify_parent(&txn, id, &Terminal::Failed(reason.to_owned()), now).await;
+            Ok(1) => {
+                let told = self.notify_parent(txn.db(), id, &Terminal::Failed(reason.to_owned()), now).await;
                 self.settle(txn, told).await?;
                 Ok(Ok(()))
             }
@@ -148,8 +150,8 @@ impl Store {
     /// workflow and version, with the earliest due time of each group.
     pub async fn due_runs(&self, namespace: &str, now: i64) -> Result<Vec<DueRuns>, StoreError> {
         let rows = self
-            .db
-            .query_all_raw(self.stmt(
+            .conn()
+            .all(self.stmt(
                 "SELECT workflow_name, workflow_version, COUNT(*) AS runs, MIN(due_at) AS oldest \
                  FROM workflow_executions WHERE namespace = ? AND status IN ('pending', 'sleeping') \
                  AND due_at IS NOT NULL AND due_at <= ? GROUP BY workflow_name, workflow_version",

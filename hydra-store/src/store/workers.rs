@@ -8,7 +8,7 @@ use crate::error::StoreError;
 use crate::ids::WorkerId;
 use crate::model::WorkerLease;
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QueryTrait};
 
 /// How many TTLs a dead worker's row stays visible before a living
 /// worker's heartbeat deletes it.
@@ -64,17 +64,18 @@ impl Store {
         }
         let dead_before = now.saturating_sub(ttl_ms.saturating_mul(DEAD_WORKER_ROWS_KEPT_FOR_TTLS));
         let txn = self.begin().await?;
+        let backend = self.dialect().db_backend();
         let r = async {
-            leases::Entity::insert(am)
+            let upsert = leases::Entity::insert(am)
                 .on_conflict(OnConflict::column(leases::Column::ResourceId).update_columns(updated).to_owned())
-                .exec_without_returning(&txn)
-                .await?;
-            leases::Entity::delete_many()
+                .build(backend);
+            txn.db().exec(upsert).await?;
+            let dead = leases::Entity::delete_many()
                 .filter(leases::Column::Kind.eq("worker"))
                 .filter(leases::Column::Namespace.eq(namespace))
                 .filter(leases::Column::ExpiresAt.lt(dead_before))
-                .exec(&txn)
-                .await?;
+                .build(backend);
+            txn.db().exec(dead).await?;
             Ok(())
         }
         .await;

@@ -6,11 +6,11 @@
 //! connection thread and back (two context switches, and the wake-ups of
 //! both sides); a group commit of a dozen statements paid that a dozen
 //! times. Here the whole transaction is one job: the caller sends it to the
-//! writer thread, which runs the store's own async code for it against a
-//! connection ([`conn`]) whose statements execute in place on its
-//! `rusqlite` connection, and sends back the answer once the transaction
-//! ended. One hand-off per transaction instead of one per statement, and
-//! prepared statements are cached by the connection.
+//! writer thread, which runs the store's own async code for it on a
+//! [`Direct`](crate::sql::Direct) connection ([`conn`]) whose statements
+//! execute in place on its `rusqlite` connection, and sends back the answer
+//! once the transaction ended. One hand-off per transaction instead of one
+//! per statement, and prepared statements are cached by the connection.
 //!
 //! The writer's [`Store`] is the same code as any other (the statements are
 //! written once), on a connection that never leaves its thread. Ordering and
@@ -33,11 +33,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-pub(crate) use conn::{SyncConn, WriterConn};
+pub(crate) use conn::SyncConn;
 
 /// The store's code for one write transaction, run on the writer thread.
-pub(crate) type JobFn<T> =
-    Box<dyn for<'a> FnOnce(&'a Store) -> Pin<Box<dyn Future<Output = Result<T, StoreError>> + 'a>> + Send>;
+type JobFn<T> = Box<dyn for<'a> FnOnce(&'a Store) -> Pin<Box<dyn Future<Output = Result<T, StoreError>> + 'a>> + Send>;
 
 type Job = Box<dyn FnOnce(&Store, &tokio::runtime::Runtime, &SyncConn) + Send>;
 
@@ -95,12 +94,12 @@ impl Writer {
 
     /// Runs `job` on the writer thread while `gate` (the store's write
     /// gate) is held, and returns its answer. The transaction's own errors
-    /// are the answer; a `BEGIN`, `SAVEPOINT`, `RELEASE` or `COMMIT` that
-    /// failed (which sea-orm's trait cannot report in place) fails the job
-    /// after its transaction was rolled back, whatever the job returned.
-    /// A caller that stops waiting before the job commits makes it roll
-    /// back (as a dropped transaction does on the pool).
-    pub(crate) async fn run<T: Send + 'static>(
+    /// are the answer; a failure that ended the job's transaction behind
+    /// its back (SQLite rolled it back itself) fails the job after
+    /// everything was rolled back, whatever the job returned. A caller that
+    /// stops waiting before the job commits makes it roll back (as a
+    /// dropped transaction does on the pool).
+    async fn run<T: Send + 'static>(
         &self,
         gate: Option<tokio::sync::OwnedMutexGuard<()>>,
         job: JobFn<T>,
@@ -116,10 +115,6 @@ impl Writer {
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.block_on(job(store).instrument(span))));
             // Whatever happened, no transaction stays open past its job.
             let failure = conn.end_job();
-            if conn.take_refused_commit() {
-                // The store's code counted a commit that did not happen.
-                store.uncount();
-            }
             drop(gate);
             let answer = match ran {
                 Ok(r) => Ok(match failure {
@@ -140,6 +135,16 @@ impl Writer {
             Ok(Err(panic)) => std::panic::resume_unwind(panic),
             Err(_) => Err(stopped()),
         }
+    }
+}
+
+impl crate::backend::Offload for Writer {
+    fn run_job<'a>(
+        &'a self,
+        gate: Option<tokio::sync::OwnedMutexGuard<()>>,
+        job: crate::backend::ErasedJob,
+    ) -> crate::backend::Fut<'a, Result<Box<dyn std::any::Any + Send>, StoreError>> {
+        Box::pin(self.run(gate, job))
     }
 }
 

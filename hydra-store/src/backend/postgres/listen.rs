@@ -9,7 +9,7 @@
 //! broadcast channel: however many workers an engine runs, listening takes
 //! one database connection and never one of the pool's.
 
-use crate::connect::Backend;
+use crate::backend::{Fut, WakeSource, WakeUp};
 use crate::error::StoreError;
 use crate::store::Store;
 use sea_orm::sqlx::postgres::{PgListener, PgPoolOptions};
@@ -18,27 +18,17 @@ use tokio::sync::broadcast;
 
 /// The notification channel of runs that became claimable (payload: the
 /// namespace).
-pub const RUNS_CHANNEL: &str = "hydra_runs";
+pub(crate) const RUNS_CHANNEL: &str = "hydra_runs";
 
 /// The notification channel of runs that ended (payload: the execution ID;
 /// migration `m20261201_000003_notify_ended`).
-pub const ENDED_CHANNEL: &str = "hydra_ended";
-
-/// One notification.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Notice {
-    /// A run of this namespace became claimable.
-    Runs(String),
-    /// The run with this ID ended.
-    Ended(String),
-}
+pub(crate) const ENDED_CHANNEL: &str = "hydra_ended";
 
 /// What the listening task broadcasts: a namespace, or that the connection
 /// was lost (notifications may have been missed meanwhile).
 #[derive(Clone, Debug)]
 enum Event {
-    Notice(Notice),
+    Notice(WakeUp),
     Lost(String),
 }
 
@@ -55,9 +45,8 @@ impl Drop for SharedListener {
     }
 }
 
-/// Notifications of runs that became claimable, from any process
-/// (PostgreSQL only).
-pub struct RunListener {
+/// Notifications of runs that became claimable, from any process.
+pub(crate) struct RunListener {
     /// Keeps the shared connection open while this listener lives.
     _shared: Arc<SharedListener>,
     events: broadcast::Receiver<Event>,
@@ -70,21 +59,10 @@ impl std::fmt::Debug for RunListener {
 }
 
 impl RunListener {
-    /// Waits for the next notification and returns its namespace. An error
-    /// means notifications may have been missed (the connection was lost and
-    /// is being re-established, or this listener fell behind), so claim once
-    /// anyway.
-    pub async fn recv(&mut self) -> Result<String, StoreError> {
-        loop {
-            if let Notice::Runs(namespace) = self.recv_notice().await? {
-                return Ok(namespace);
-            }
-        }
-    }
-
-    /// Waits for the next notification of either kind. An error means
-    /// notifications may have been missed (see [`RunListener::recv`]).
-    pub async fn recv_notice(&mut self) -> Result<Notice, StoreError> {
+    /// Waits for the next notification. An error means notifications may
+    /// have been missed (the connection was lost and is being
+    /// re-established, or this listener fell behind), so look once anyway.
+    pub(crate) async fn recv_notice(&mut self) -> Result<WakeUp, StoreError> {
         match self.events.recv().await {
             Ok(Event::Notice(n)) => Ok(n),
             Ok(Event::Lost(why)) => Err(StoreError::Transient(format!("LISTEN {RUNS_CHANNEL}: {why}"))),
@@ -98,35 +76,43 @@ impl RunListener {
     }
 }
 
-impl Store {
-    /// Listens for runs that become claimable (created, handed back, set to
-    /// retry) in any process. `None` on SQLite, which has no notifications.
-    /// The first listener of a store opens its `LISTEN` connection (outside
-    /// the pool); the others share it.
-    pub async fn listen_for_runs(&self) -> Result<Option<RunListener>, StoreError> {
-        if self.backend() != Backend::Postgres {
-            return Ok(None);
-        }
-        let mut slot = self.runs_listener.lock().await;
-        if let Some(shared) = slot.upgrade() {
-            let events = shared.events.subscribe();
-            return Ok(Some(RunListener { _shared: shared, events }));
-        }
-        let transient = |e: sea_orm::sqlx::Error| StoreError::Transient(format!("LISTEN {RUNS_CHANNEL}: {e}"));
-        // A pool of its own with one connection: never one of the store's.
-        let options = self.connection().get_postgres_connection_pool().connect_options();
-        let own = PgPoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(std::time::Duration::from_secs(10))
-            .connect_lazy_with((*options).clone());
-        let mut listener = PgListener::connect_with(&own).await.map_err(transient)?;
-        listener.listen_all([RUNS_CHANNEL, ENDED_CHANNEL]).await.map_err(transient)?;
-        let (tx, events) = broadcast::channel(1024);
-        let task = tokio::spawn(forward(listener, tx.clone()));
-        let shared = Arc::new(SharedListener { events: tx, task });
-        *slot = Arc::downgrade(&shared);
-        Ok(Some(RunListener { _shared: shared, events }))
+impl WakeSource for RunListener {
+    fn next(&mut self) -> Fut<'_, Result<WakeUp, StoreError>> {
+        Box::pin(self.recv_notice())
     }
+
+    fn names_runs(&self) -> bool {
+        true
+    }
+}
+
+/// Listens for runs that become claimable (created, handed back, set to
+/// retry) or end, in any process. The first listener of a store opens its
+/// `LISTEN` connection (outside the pool), kept in `slot`; the others
+/// share it.
+pub(super) async fn listen(
+    slot: &tokio::sync::Mutex<std::sync::Weak<SharedListener>>,
+    store: &Store,
+) -> Result<RunListener, StoreError> {
+    let mut slot = slot.lock().await;
+    if let Some(shared) = slot.upgrade() {
+        let events = shared.events.subscribe();
+        return Ok(RunListener { _shared: shared, events });
+    }
+    let transient = |e: sea_orm::sqlx::Error| StoreError::Transient(format!("LISTEN {RUNS_CHANNEL}: {e}"));
+    // A pool of its own with one connection: never one of the store's.
+    let options = store.connection().get_postgres_connection_pool().connect_options();
+    let own = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(std::time::Duration::from_secs(10))
+        .connect_lazy_with((*options).clone());
+    let mut listener = PgListener::connect_with(&own).await.map_err(transient)?;
+    listener.listen_all([RUNS_CHANNEL, ENDED_CHANNEL]).await.map_err(transient)?;
+    let (tx, events) = broadcast::channel(1024);
+    let task = tokio::spawn(forward(listener, tx.clone()));
+    let shared = Arc::new(SharedListener { events: tx, task });
+    *slot = Arc::downgrade(&shared);
+    Ok(RunListener { _shared: shared, events })
 }
 
 /// Forwards notifications to every listener. A lost connection is
@@ -140,8 +126,8 @@ async fn forward(mut listener: PgListener, tx: broadcast::Sender<Event>) {
                 let _ = tx.send(Event::Lost("the connection was lost; re-establishing it".into()));
                 continue;
             }
-            Ok(Some(n)) if n.channel() == ENDED_CHANNEL => Event::Notice(Notice::Ended(n.payload().to_owned())),
-            Ok(Some(n)) => Event::Notice(Notice::Runs(n.payload().to_owned())),
+            Ok(Some(n)) if n.channel() == ENDED_CHANNEL => Event::Notice(WakeUp::Ended(n.payload().to_owned())),
+            Ok(Some(n)) => Event::Notice(WakeUp::Runs(n.payload().to_owned())),
             Err(e) => {
                 let _ = tx.send(Event::Lost(e.to_string()));
                 tokio::time::sleep(std::time::Duration::from_millis(500)).await;

@@ -15,6 +15,7 @@
 //! poll. A commit of this very process also moves the counter; the worker
 //! then claims once more than it had to, at most once per interval.
 
+use crate::backend::{Fut, WakeSource, WakeUp};
 use crate::error::StoreError;
 use crate::store::Store;
 use sea_orm::sqlx::sqlite::SqliteConnection;
@@ -24,7 +25,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 /// How often the watching task reads `PRAGMA data_version`.
-pub const COMMIT_WATCH_INTERVAL: Duration = Duration::from_millis(10);
+pub(crate) const COMMIT_WATCH_INTERVAL: Duration = Duration::from_millis(10);
 
 /// The one watching task of a store; it ends with its last watcher.
 #[derive(Debug)]
@@ -39,10 +40,9 @@ impl Drop for SharedWatch {
     }
 }
 
-/// Commits to a SQLite file by any connection, of this process or another
-/// ([`Store::watch_commits`]).
+/// Commits to a SQLite file by any connection, of this process or another.
 #[derive(Debug)]
-pub struct CommitWatcher {
+pub(crate) struct CommitWatcher {
     /// Keeps the watching task alive while this watcher lives.
     _shared: Arc<SharedWatch>,
     changes: watch::Receiver<u64>,
@@ -53,7 +53,7 @@ impl CommitWatcher {
     /// last call count; several commits wake this once). An error means the
     /// watching task ended (its connection failed): look once anyway, and
     /// rely on polling from then on.
-    pub async fn changed(&mut self) -> Result<(), StoreError> {
+    pub(crate) async fn changed(&mut self) -> Result<(), StoreError> {
         self.changes
             .changed()
             .await
@@ -61,31 +61,38 @@ impl CommitWatcher {
     }
 }
 
-impl Store {
-    /// Watches a SQLite file for commits of any process. `None` on
-    /// PostgreSQL (see [`Store::listen_for_runs`]) and for an in-memory
-    /// database, which no other process can open. The first watcher of a
-    /// store opens its connection (outside the pool); the others share it.
-    pub async fn watch_commits(&self) -> Result<Option<CommitWatcher>, StoreError> {
-        if !self.is_sqlite_file() {
-            return Ok(None);
-        }
-        let mut slot = self.commit_watch.lock().await;
-        // A task that ended (its connection failed) is replaced.
-        if let Some(shared) = slot.upgrade().filter(|s| !s.task.is_finished()) {
-            let changes = shared.changes.clone();
-            return Ok(Some(CommitWatcher { _shared: shared, changes }));
-        }
-        let transient = |e: sea_orm::sqlx::Error| StoreError::Transient(format!("PRAGMA data_version: {e}"));
-        let options = self.connection().get_sqlite_connection_pool().connect_options();
-        let mut conn = SqliteConnection::connect_with(&options).await.map_err(transient)?;
-        let first = data_version(&mut conn).await.map_err(transient)?;
-        let (tx, changes) = watch::channel(0u64);
-        let task = tokio::spawn(watch_loop(conn, first, tx));
-        let shared = Arc::new(SharedWatch { changes: changes.clone(), task });
-        *slot = Arc::downgrade(&shared);
-        Ok(Some(CommitWatcher { _shared: shared, changes }))
+impl WakeSource for CommitWatcher {
+    fn next(&mut self) -> Fut<'_, Result<WakeUp, StoreError>> {
+        Box::pin(async move { self.changed().await.map(|()| WakeUp::Changed) })
     }
+
+    fn names_runs(&self) -> bool {
+        false
+    }
+}
+
+/// Watches the store's file for commits of any process. The first watcher
+/// of a store opens its connection (outside the pool), kept in `slot`; the
+/// others share it.
+pub(super) async fn watch(
+    slot: &tokio::sync::Mutex<std::sync::Weak<SharedWatch>>,
+    store: &Store,
+) -> Result<CommitWatcher, StoreError> {
+    let mut slot = slot.lock().await;
+    // A task that ended (its connection failed) is replaced.
+    if let Some(shared) = slot.upgrade().filter(|s| !s.task.is_finished()) {
+        let changes = shared.changes.clone();
+        return Ok(CommitWatcher { _shared: shared, changes });
+    }
+    let transient = |e: sea_orm::sqlx::Error| StoreError::Transient(format!("PRAGMA data_version: {e}"));
+    let options = store.connection().get_sqlite_connection_pool().connect_options();
+    let mut conn = SqliteConnection::connect_with(&options).await.map_err(transient)?;
+    let first = data_version(&mut conn).await.map_err(transient)?;
+    let (tx, changes) = watch::channel(0u64);
+    let task = tokio::spawn(watch_loop(conn, first, tx));
+    let shared = Arc::new(SharedWatch { changes: changes.clone(), task });
+    *slot = Arc::downgrade(&shared);
+    Ok(CommitWatcher { _shared: shared, changes })
 }
 
 async fn data_version(conn: &mut SqliteConnection) -> Result<i64, sea_orm::sqlx::Error> {
