@@ -15,9 +15,10 @@ use crate::clock::Clock;
 use crate::codec::{Codec, CodecRegistry};
 use crate::engine::Engine;
 use crate::error::Error;
+use crate::new_run::{NewRun, Origin};
 use crate::workflow::{Workflow, WorkflowOptions};
 use chrono::TimeZone;
-use hydra_store::{CronJob, CronUpsert, ExecutionId, NewExecution, TriggerType};
+use hydra_store::{CronJob, CronUpsert, NewExecution, TriggerType};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::str::FromStr;
@@ -185,6 +186,15 @@ impl Engine {
             what: format!("the input of cron schedule `{}`", schedule.name),
             reason,
         })?;
+        // Every tick's run is held to the payload limit (see `new_run.rs`):
+        // an input over it is refused now, not at each tick.
+        if input.len() > self.rules().max_payload_bytes {
+            return Err(Error::TooLarge {
+                what: format!("the input of cron schedule `{}`", schedule.name),
+                size: input.len(),
+                limit: self.rules().max_payload_bytes,
+            });
+        }
         let now = self.clock().now_ms();
         let next = spec.next_after(now).unwrap_or(NEVER);
         let row = CronUpsert::new(
@@ -244,13 +254,10 @@ impl Engine {
     }
 }
 
-/// Fires every due tick of this engine's namespace. `options` gives the
-/// workflow defaults (attempts, timeout) of locally registered workflows.
-/// Returns how many runs were started.
-pub(crate) async fn fire_due(
-    engine: &Engine,
-    options: &(dyn Fn(&str) -> Option<WorkflowOptions> + Sync),
-) -> Result<usize, Error> {
+/// Fires every due tick of this engine's namespace. A tick's run carries
+/// the version and defaults (attempts, timeout) of its workflow as a worker
+/// of this engine registers it. Returns how many runs were started.
+pub(crate) async fn fire_due(engine: &Engine) -> Result<usize, Error> {
     let clock: &Clock = engine.clock();
     let now = clock.now_ms();
     let mut started = 0;
@@ -268,22 +275,19 @@ pub(crate) async fn fire_due(
             "skip" if now.saturating_sub(latest) > SKIP_GRACE_MS => None,
             _ => Some(latest),
         };
-        let run = fire.map(|tick| {
-            let defaults = options(&job.workflow_name).unwrap_or_default();
-            let mut new = NewExecution::new(
-                ExecutionId::generate(now),
-                engine.namespace(),
-                job.workflow_name.clone(),
-                job.input.clone(),
-                now,
-            );
-            new.max_attempts = defaults.retry.max_attempts.max(1);
-            new.deadline_at = defaults.timeout.map(|t| now.saturating_add(crate::clock::duration_ms(t)));
-            new.idempotency_key = Some(hydra_store::reserved::idempotency::cron_tick(&job.name, tick));
-            new.trigger_type = TriggerType::Cron;
-            new.trigger_source = Some(job.name.clone());
-            new
-        });
+        let run = match fire {
+            Some(tick) => match cron_run(engine, &job, Some(tick)) {
+                Ok(new) => Some(new),
+                Err(e) => {
+                    // Refused at every tick alike (an input over the limit):
+                    // the tick is passed over, loudly, not retried at every poll.
+                    tracing::error!(schedule = %job.name, tick, error = %e, "cron tick skipped: its run cannot be started");
+                    engine.store().fire_cron_tick(&job, job.next_run_at, next, None, None, now).await?;
+                    continue;
+                }
+            },
+            None => None,
+        };
         if engine.store().fire_cron_tick(&job, job.next_run_at, next, fire, run.as_ref(), now).await? {
             match fire {
                 Some(tick) => {
@@ -382,4 +386,21 @@ mod tests {
         assert!(matches!(Spec::parse("in five minutes", "UTC"), Err(Error::InvalidCron { .. })));
         assert!(Spec::parse("0 0 * * *", "Mars/Olympus").unwrap_err().to_string().contains("unknown time zone"));
     }
+}
+
+/// The run of schedule `job`: of its tick at `tick`, or triggered by hand
+/// (`None`); with the version and defaults of its workflow as a worker of
+/// `engine` registers it (see `new_run.rs`).
+pub(crate) fn cron_run(engine: &Engine, job: &CronJob, tick: Option<i64>) -> Result<NewExecution, Error> {
+    let known = engine.known(&job.workflow_name);
+    let defaults = known.as_ref().map(|k| k.options.clone()).unwrap_or_default();
+    NewRun {
+        name: &job.workflow_name,
+        input: job.input.clone(),
+        version: known.map(|k| k.version),
+        defaults: &defaults,
+        options: crate::engine::StartOptions::default(),
+        origin: Origin::Cron { schedule: job.name.clone(), tick },
+    }
+    .build(engine.rules())
 }

@@ -75,6 +75,7 @@ pub mod describe;
 mod engine;
 mod error;
 pub mod metrics;
+mod new_run;
 mod retry;
 mod state;
 pub mod verify;

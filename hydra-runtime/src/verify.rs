@@ -217,6 +217,7 @@ impl Verifier {
             store: self.store.clone(),
             codec: workflow.options().codec.unwrap_or(crate::Codec::Json),
             codecs: self.codecs.clone(),
+            max_payload_bytes: crate::DEFAULT_MAX_PAYLOAD_BYTES,
             clock: crate::Clock::system(),
             lease,
             workflow_name: "hydra.verify".into(),

@@ -17,7 +17,7 @@
 use super::WorkflowContext;
 use crate::error::StepError;
 use crate::workflow::Workflow;
-use hydra_store::{ExecutionId, NewExecution, TriggerType};
+use hydra_store::ExecutionId;
 use std::marker::PhantomData;
 
 /// A child run started with [`WorkflowContext::start_child`]: await it with
@@ -162,12 +162,10 @@ impl WorkflowContext {
         let linked = link.is_some();
         let cancel_with_parent = link.is_none_or(|o| o.cancel_with_parent);
         let run = std::sync::Arc::clone(&self.run);
-        let codec = W::options().codec.unwrap_or(run.codec);
-        let bytes = run.codecs.encode_checked(codec, &input).map_err(|reason| {
-            StepError::permanent(
-                crate::Error::Encode { what: format!("the input of child `{}`", W::NAME), reason }.to_string(),
-            )
-        })?;
+        let bytes = crate::new_run::encode_input::<W>(&run.codecs, run.codec, &input, || {
+            format!("the input of child `{}`", W::NAME)
+        })
+        .map_err(|e| StepError::permanent(e.to_string()))?;
         let base = hydra_store::reserved::step::child(W::NAME, linked);
         let started: String = self
             .own_step_with(super::StepOptions::new(base), move |s| {
@@ -175,24 +173,34 @@ impl WorkflowContext {
                 let bytes = bytes.clone();
                 async move {
                     let id = child_id(s.execution_id(), s.step_id());
-                    let now = run.clock.now_ms();
-                    let mut new = NewExecution::new(id.clone(), run.lease.namespace.clone(), W::NAME, bytes, now);
-                    let options = W::options();
-                    new.max_attempts = options.retry.max_attempts.max(1);
-                    new.workflow_version = Some(W::VERSION);
-                    new.deadline_at = options.timeout.map(|t| now.saturating_add(crate::clock::duration_ms(t)));
-                    // The ID as idempotency key: a second insert finds the first.
-                    new.idempotency_key = Some(id.to_string());
-                    new.trigger_type = TriggerType::Child;
-                    new.trigger_source = Some(run.lease.execution_id.to_string());
-                    new.parent_id = linked.then(|| run.lease.execution_id.clone());
-                    new.cancel_with_parent = cancel_with_parent;
+                    let defaults = W::options();
+                    let rules = crate::new_run::Rules {
+                        namespace: &run.lease.namespace,
+                        max_payload_bytes: run.max_payload_bytes,
+                        now: run.clock.now_ms(),
+                    };
+                    let new = crate::new_run::NewRun {
+                        name: W::NAME,
+                        input: bytes,
+                        version: Some(W::VERSION),
+                        defaults: &defaults,
+                        options: crate::engine::StartOptions::default(),
+                        origin: crate::new_run::Origin::Child {
+                            id: id.clone(),
+                            parent: run.lease.execution_id.clone(),
+                            linked,
+                            cancel_with_parent,
+                        },
+                    }
+                    .build(rules)
+                    .map_err(|e| StepError::permanent(format!("could not start the child run: {e}")))?;
                     let created = run
                         .store
                         .create_execution(new)
                         .await
                         .map_err(|e| StepError::retryable(format!("could not start the child run: {e}")))?;
-                    if matches!(created, hydra_store::Created::New(_)) {
+                    if let hydra_store::Created::New(e) = &created {
+                        crate::new_run::started(e, false);
                         crate::metrics::child_started(&run.lease.namespace, &run.workflow_name, W::NAME);
                         tracing::info!(child = %id, child_workflow = W::NAME, linked, "started a child run");
                     }

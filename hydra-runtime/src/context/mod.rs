@@ -84,6 +84,7 @@ pub(crate) fn replay_context(store: Store, codec: Codec, history: Vec<Step>) -> 
         store,
         codec,
         codecs: crate::codec::CodecRegistry::builtin(),
+        max_payload_bytes: crate::DEFAULT_MAX_PAYLOAD_BYTES,
         clock: Clock::system(),
         lease,
         workflow_name: "replay".into(),

@@ -77,6 +77,8 @@ pub(crate) struct RunState {
     pub(crate) codec: Codec,
     /// The engine's codecs: stored payloads decode through them by tag.
     pub(crate) codecs: CodecRegistry,
+    /// The largest encoded input of a run it starts (a child).
+    pub(crate) max_payload_bytes: usize,
     pub(crate) clock: Clock,
     pub(crate) lease: Lease,
     pub(crate) workflow_name: String,
@@ -150,6 +152,7 @@ pub(crate) struct RunSetup {
     pub(crate) store: Store,
     pub(crate) codec: Codec,
     pub(crate) codecs: CodecRegistry,
+    pub(crate) max_payload_bytes: usize,
     pub(crate) clock: Clock,
     pub(crate) lease: Lease,
     pub(crate) workflow_name: String,
@@ -176,6 +179,7 @@ impl RunState {
             store: s.store,
             codec: s.codec,
             codecs: s.codecs,
+            max_payload_bytes: s.max_payload_bytes,
             clock: s.clock,
             lease: s.lease,
             workflow_name: s.workflow_name,

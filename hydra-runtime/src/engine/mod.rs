@@ -54,12 +54,24 @@ pub(crate) struct EngineInner {
     /// This process's workers, which may take a run at its start (see
     /// `worker/direct.rs`).
     pub(crate) takers: std::sync::Mutex<Vec<crate::worker::Taker>>,
-    /// Workflows registered by this process's workers (for by-name checks).
-    pub(crate) known: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Workflows registered by this process's workers: the version and
+    /// defaults of their code, for runs started by name (by-name starts, cron
+    /// ticks and triggers).
+    pub(crate) known: std::sync::Mutex<std::collections::HashMap<String, Known>>,
     /// What this engine's workers delete of old finished runs.
     pub(crate) retention: Option<Retention>,
     /// Where the console started with the engine listens.
     pub(crate) console_addr: std::sync::OnceLock<std::net::SocketAddr>,
+}
+
+/// A workflow registered by a worker of this engine: what runs of it
+/// started by name are given.
+#[derive(Clone, Debug)]
+pub(crate) struct Known {
+    /// The version of its code.
+    pub(crate) version: u32,
+    /// Its defaults (attempts, timeout).
+    pub(crate) options: crate::workflow::WorkflowOptions,
 }
 
 /// Builds an [`Engine`].
@@ -218,7 +230,7 @@ impl EngineBuilder {
                 max_payload_bytes: self.max_payload_bytes.unwrap_or(DEFAULT_MAX_PAYLOAD_BYTES),
                 work: watch::channel(0).0,
                 done: watch::channel(0).0,
-                known: std::sync::Mutex::new(std::collections::HashSet::new()),
+                known: std::sync::Mutex::new(std::collections::HashMap::new()),
                 takers: std::sync::Mutex::new(Vec::new()),
                 retention: self.retention,
                 console_addr: std::sync::OnceLock::new(),
@@ -361,7 +373,21 @@ impl Engine {
 
     /// Whether a worker of this engine registered workflow `name`.
     pub fn knows_workflow(&self, name: &str) -> bool {
-        self.inner.known.lock().unwrap_or_else(|p| p.into_inner()).contains(name)
+        self.known(name).is_some()
+    }
+
+    /// What a worker of this engine registered as workflow `name`.
+    pub(crate) fn known(&self, name: &str) -> Option<Known> {
+        self.inner.known.lock().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+    }
+
+    /// The engine's side of a new run (see `new_run.rs`), now.
+    pub(crate) fn rules(&self) -> crate::new_run::Rules<'_> {
+        crate::new_run::Rules {
+            namespace: &self.inner.namespace,
+            max_payload_bytes: self.inner.max_payload_bytes,
+            now: self.inner.clock.now_ms(),
+        }
     }
 
     /// A typed handle on an existing run (the type is not checked until

@@ -16,7 +16,7 @@ use crate::clock::duration_ms;
 use crate::error::Error;
 use hydra_store::{
     EventRow, Execution, ExecutionId, ExecutionStatus, ForkRequest, MoveReport, Pruned, SignalRow, StatusCount, Step,
-    Store, StoreError, TriggerType,
+    Store, StoreError,
 };
 use std::time::Duration;
 
@@ -144,21 +144,24 @@ impl Engine {
     /// not take (the child tells the origin); and a kept awakeable (its
     /// token names the origin).
     pub async fn fork(&self, id: &ExecutionId, from_position: u32, input: Option<Vec<u8>>) -> Result<Execution, Error> {
-        if let Some(bytes) = &input
-            && bytes.len() > self.inner.max_payload_bytes
-        {
-            return Err(Error::TooLarge {
-                what: format!("the input of a fork of {id}"),
-                size: bytes.len(),
-                limit: self.inner.max_payload_bytes,
-            });
+        let origin = self.get(id).await?.ok_or_else(|| Error::NotFound(id.clone()))?;
+        let rules = self.rules();
+        let defaults = crate::WorkflowOptions::default();
+        let mut options = super::StartOptions::new().max_attempts(origin.max_attempts);
+        options.workflow_version = origin.workflow_version;
+        let run = crate::new_run::NewRun {
+            name: &origin.workflow_name,
+            input: input.unwrap_or(origin.input),
+            version: origin.workflow_version,
+            defaults: &defaults,
+            options,
+            origin: crate::new_run::Origin::Fork { origin: id.clone(), id: ExecutionId::generate(rules.now) },
         }
-        let now = self.clock().now_ms();
-        let mut req = ForkRequest::new(self.namespace(), id.clone(), from_position, ExecutionId::generate(now), now);
-        req.input = input;
-        let e = self.store().fork_run(&req).await.map_err(operator_error)?;
+        .build(rules)?;
+        let e =
+            self.store().fork_run(&ForkRequest::new(id.clone(), from_position, run)).await.map_err(operator_error)?;
         tracing::info!(execution_id = %e.id, origin = %id, from_position, "run forked by an operator");
-        crate::metrics::workflow_started(&e.namespace, &e.workflow_name, TriggerType::Fork.as_str(), e.input.len());
+        crate::new_run::started(&e, false);
         self.inner.work.send_modify(|n| *n = n.wrapping_add(1));
         Ok(e)
     }
@@ -212,13 +215,14 @@ impl Engine {
     }
 
     /// Starts a run of cron schedule `name` now, as its tick would (same
-    /// workflow and input, trigger `cron`), without moving its next tick.
-    /// Works for a paused schedule too.
+    /// workflow and input, trigger `cron`, and the version and defaults of
+    /// the workflow as a worker of this engine registers it), without
+    /// moving its next tick. Works for a paused schedule too.
     pub async fn trigger_cron(&self, name: &str) -> Result<Execution, Error> {
         let job =
             self.store().cron(self.namespace(), name).await?.ok_or_else(|| Error::CronNotFound(name.to_owned()))?;
-        let options = super::StartOptions::new().trigger(TriggerType::Cron, job.name.clone());
-        self.start_encoded(&job.workflow_name, job.input.clone(), crate::WorkflowOptions::default(), options).await
+        let new = crate::cron::cron_run(self, &job, None)?;
+        self.create(new).await
     }
 
     /// The runs of this namespace counted by workflow and status.

@@ -3,10 +3,10 @@
 //! (`worker/direct.rs`), or many in one commit (`start_many`).
 
 use super::{Engine, RunHandle, StartOptions};
-use crate::clock::duration_ms;
 use crate::error::Error;
+use crate::new_run::{self, NewRun, Origin};
 use crate::workflow::{Workflow, WorkflowOptions};
-use hydra_store::{BatchOp, BatchValue, Created, Execution, ExecutionId, NewExecution, StoreError, TriggerType};
+use hydra_store::{BatchOp, BatchValue, Created, Execution, NewExecution, StoreError};
 
 /// The most runs [`Engine::start_many`] writes in one commit.
 const START_MANY_BATCH: usize = 256;
@@ -31,19 +31,23 @@ impl Engine {
         Ok(self.handle(execution.id))
     }
 
-    /// A run of `W` to create: `input` encoded with the workflow's codec
-    /// (checked to decode back), `W`'s version unless `options` name one,
-    /// and the checks of [`Engine::new_execution`].
-    fn new_run<W: Workflow>(&self, input: &W::Input, mut options: StartOptions) -> Result<NewExecution, Error> {
+    /// A run of `W` to create (see `new_run.rs`): `input` encoded with the
+    /// workflow's codec (checked to decode back), `W`'s version unless
+    /// `options` name one, every check of a new run.
+    fn new_run<W: Workflow>(&self, input: &W::Input, options: StartOptions) -> Result<NewExecution, Error> {
         let defaults = W::options();
-        let codec = defaults.codec.unwrap_or(self.inner.codec);
-        let bytes = self
-            .inner
-            .codecs
-            .encode_checked(codec, input)
-            .map_err(|reason| Error::Encode { what: format!("the input of `{}`", W::NAME), reason })?;
-        options.workflow_version = options.workflow_version.or(Some(W::VERSION));
-        self.new_execution(W::NAME, bytes, &defaults, options)
+        let bytes = new_run::encode_input::<W>(&self.inner.codecs, self.inner.codec, input, || {
+            format!("the input of `{}`", W::NAME)
+        })?;
+        NewRun {
+            name: W::NAME,
+            input: bytes,
+            version: Some(W::VERSION),
+            defaults: &defaults,
+            options,
+            origin: Origin::Start,
+        }
+        .build(self.rules())
     }
 
     /// Starts a run of the workflow registered as `name` with an already
@@ -51,7 +55,8 @@ impl Engine {
     /// [`CodecRegistry::encode`](crate::CodecRegistry::encode) or
     /// [`Codec::encode`](crate::Codec::encode)). The bytes are stored as
     /// they are: a worker that cannot decode them fails the run with an
-    /// error naming it.
+    /// error naming it. The run carries the version of the workflow's code
+    /// if a worker of this engine registers it (unless `options` name one).
     pub async fn start_encoded(
         &self,
         name: &str,
@@ -59,13 +64,15 @@ impl Engine {
         defaults: WorkflowOptions,
         options: StartOptions,
     ) -> Result<Execution, Error> {
-        let new = self.new_execution(name, input, &defaults, options)?;
+        let version = self.known(name).map(|k| k.version);
+        let new =
+            NewRun { name, input, version, defaults: &defaults, options, origin: Origin::Start }.build(self.rules())?;
         self.create(new).await
     }
 
     /// Creates one checked run in a commit of its own, claimed by its
     /// start when a worker of this engine can take it.
-    async fn create(&self, new: NewExecution) -> Result<Execution, Error> {
+    pub(super) async fn create(&self, new: NewExecution) -> Result<Execution, Error> {
         // A commit of its own, not the group committer's: measured with
         // runs started one at a time (`bench`, SQLite, K = 1 and 10), a
         // start that waits for the batch in flight and then rides the next
@@ -82,73 +89,16 @@ impl Engine {
         }
         let created = self.inner.store.create_execution(new).await?;
         if let hydra_store::Created::New(e) = &created {
-            self.started(e, false);
+            new_run::started(e, false);
             self.inner.work.send_modify(|n| *n = n.wrapping_add(1));
         }
         Ok(created.into_execution())
-    }
-
-    /// Counts and logs a run just created (`claimed`: by its start).
-    pub(crate) fn started(&self, e: &Execution, claimed: bool) {
-        crate::metrics::workflow_started(&e.namespace, &e.workflow_name, e.trigger_type.as_str(), e.input.len());
-        tracing::info!(namespace = %e.namespace, workflow = %e.workflow_name, execution_id = %e.id, claimed, "run started");
     }
 
     /// A free slot of one of this engine's workers for a new run of `name`.
     fn reserve_slot(&self, name: &str, version: Option<u32>) -> Option<crate::worker::Reserved> {
         let takers = self.inner.takers.lock().unwrap_or_else(|p| p.into_inner());
         takers.iter().find_map(|t| t.reserve(name, version))
-    }
-
-    /// A run to create, checked: what the schema cannot hold, an input over
-    /// the engine's limit and bad search attributes are refused here, so a
-    /// bad start fails alone and never the commit it would share.
-    fn new_execution(
-        &self,
-        name: &str,
-        input: Vec<u8>,
-        defaults: &WorkflowOptions,
-        options: StartOptions,
-    ) -> Result<NewExecution, Error> {
-        if name.is_empty() {
-            return Err(Error::UnknownWorkflow(name.to_owned()));
-        }
-        // What the schema holds (255 characters; PostgreSQL refuses NUL).
-        let fits = |what: &str, text: &str| {
-            if text.chars().count() > 255 || text.contains('\0') {
-                Err(Error::Config(format!("{what} must be at most 255 characters without NUL: {:?}", cut(text))))
-            } else {
-                Ok(())
-            }
-        };
-        fits("a workflow name", name)?;
-        if let Some(k) = &options.idempotency_key {
-            fits("an idempotency key", k)?;
-        }
-        if let Some(s) = &options.trigger_source {
-            fits("a trigger source", s)?;
-        }
-        if input.len() > self.inner.max_payload_bytes {
-            return Err(Error::TooLarge {
-                what: format!("the input of `{name}`"),
-                size: input.len(),
-                limit: self.inner.max_payload_bytes,
-            });
-        }
-        let now = self.inner.clock.now_ms();
-        let mut new = NewExecution::new(ExecutionId::generate(now), self.inner.namespace.clone(), name, input, now);
-        new.max_attempts = options.max_attempts.unwrap_or(defaults.retry.max_attempts).max(1);
-        new.idempotency_key = options.idempotency_key;
-        new.trigger_type = options.trigger_type.unwrap_or(TriggerType::Api);
-        new.trigger_source = options.trigger_source;
-        new.workflow_version = options.workflow_version;
-        new.due_at = now.saturating_add(options.delay.map_or(0, duration_ms));
-        new.deadline_at = options.timeout.or(defaults.timeout).map(|t| now.saturating_add(duration_ms(t)));
-        for (n, v) in &options.search_attributes {
-            hydra_store::check_search_attribute(n, v).map_err(Error::Config)?;
-        }
-        new.search_attributes = options.search_attributes;
-        Ok(new)
     }
 
     /// Starts many runs of `W`, each with its own input and options, in as
@@ -230,7 +180,7 @@ impl Engine {
             out[i] = match r {
                 Ok(BatchValue::Created(created)) => {
                     if let Created::New(e) = created.as_ref() {
-                        self.started(e, false);
+                        new_run::started(e, false);
                         queued = true;
                     }
                     Ok(self.handle(created.execution().id.clone()))
@@ -243,9 +193,4 @@ impl Engine {
             self.inner.work.send_modify(|n| *n = n.wrapping_add(1));
         }
     }
-}
-
-/// The first 40 characters of `text`, for an error message.
-fn cut(text: &str) -> String {
-    text.chars().take(40).collect()
 }

@@ -239,7 +239,10 @@ impl WorkerBuilder {
         }
         {
             let mut known = self.engine.inner.known.lock().unwrap_or_else(|p| p.into_inner());
-            known.extend(self.registry.keys().cloned());
+            for (name, w) in &self.registry {
+                let version = w.version().0;
+                known.insert(name.clone(), crate::engine::Known { version, options: w.options() });
+            }
         }
         for schedule in self.handler_schedules {
             self.engine.register_cron(schedule).await?;

@@ -9,9 +9,8 @@ use std::time::Duration;
 pub(super) async fn cron_loop(s: Arc<Shared>) {
     let mut ticks = s.engine.clock().subscribe();
     let every = s.config.poll_interval.min(Duration::from_secs(1));
-    let options = |name: &str| s.registry.get(name).map(|w| w.options());
     loop {
-        if let Err(e) = crate::cron::fire_due(&s.engine, &options).await {
+        if let Err(e) = crate::cron::fire_due(&s.engine).await {
             tracing::warn!(worker_id = %s.id, error = %e, "cron scheduling failed");
         }
         tokio::select! {

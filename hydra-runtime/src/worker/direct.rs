@@ -95,7 +95,7 @@ pub(crate) async fn create_claimed(
             match engine.store().create_execution(new).await {
                 Ok(created) => {
                     if let Created::New(e) = &created {
-                        engine.started(e, true);
+                        crate::new_run::started(e, true);
                         reserved.hand_over(e.clone()).await;
                     }
                     Ok(created)

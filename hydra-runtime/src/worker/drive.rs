@@ -133,6 +133,7 @@ fn new_run(
         store: engine.store().clone(),
         codec: workflow.options().codec.unwrap_or(engine.codec()),
         codecs: engine.codecs().clone(),
+        max_payload_bytes: engine.inner.max_payload_bytes,
         clock: engine.clock().clone(),
         lease: lease.clone(),
         workflow_name: execution.workflow_name.clone(),

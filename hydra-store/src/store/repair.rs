@@ -10,7 +10,7 @@ use super::Store;
 use super::runs::execution_row;
 use crate::error::StoreError;
 use crate::ids::ExecutionId;
-use crate::model::{Execution, ExecutionStatus, NewExecution, Step, StepKind, StepStatus, TriggerType};
+use crate::model::{Execution, ExecutionStatus, NewExecution, Step, StepKind, StepStatus};
 use crate::reserved;
 use crate::sql::Db;
 
@@ -19,34 +19,24 @@ use crate::sql::Db;
 /// position 0.
 pub const COMPENSATION_MARKER: &str = reserved::step::COMPENSATE;
 
-/// A fork to make: which run, from which position, under which new ID.
+/// A fork to make: which run, from which position, and the new run (built
+/// by the caller like every new run: of the origin's workflow and version,
+/// in its namespace, with its input or a new one).
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct ForkRequest {
-    /// The namespace of both runs.
-    pub namespace: String,
     /// The run forked.
     pub origin: ExecutionId,
     /// Steps at positions below this are kept; the fork runs the rest.
     pub from_position: u32,
-    /// The new run's ID.
-    pub id: ExecutionId,
-    /// A new input (encoded), or `None` to keep the origin's.
-    pub input: Option<Vec<u8>>,
-    /// Now (ms).
-    pub now: i64,
+    /// The new run.
+    pub run: NewExecution,
 }
 
 impl ForkRequest {
-    /// A fork of `origin` from `from_position`, keeping its input.
-    pub fn new(
-        namespace: impl Into<String>,
-        origin: ExecutionId,
-        from_position: u32,
-        id: ExecutionId,
-        now: i64,
-    ) -> Self {
-        ForkRequest { namespace: namespace.into(), origin, from_position, id, input: None, now }
+    /// A fork of `origin` from `from_position` as `run`.
+    pub fn new(origin: ExecutionId, from_position: u32, run: NewExecution) -> Self {
+        ForkRequest { origin, from_position, run }
     }
 }
 
@@ -194,16 +184,23 @@ impl Store {
         let txn = self.begin().await?;
         let r = self.fork_in(txn.db(), req).await;
         self.settle(txn, r).await?;
-        self.get_execution(&req.namespace, &req.id).await?.ok_or_else(|| StoreError::ExecutionNotFound {
-            namespace: req.namespace.clone(),
-            execution: req.id.clone(),
+        self.get_execution(&req.run.namespace, &req.run.id).await?.ok_or_else(|| StoreError::ExecutionNotFound {
+            namespace: req.run.namespace.clone(),
+            execution: req.run.id.clone(),
         })
     }
 
     async fn fork_in(&self, db: Db<'_>, req: &ForkRequest) -> Result<(), StoreError> {
         let origin_id = &req.origin;
-        let origin = self.locked_run(db, &req.namespace, origin_id).await?;
-        let steps = self.steps_in(db, &req.namespace, origin_id).await?;
+        let namespace = &req.run.namespace;
+        let origin = self.locked_run(db, namespace, origin_id).await?;
+        if origin.workflow_name != req.run.workflow_name || origin.workflow_version != req.run.workflow_version {
+            return Err(refused(
+                origin_id,
+                format!("a fork of run {origin_id} must be a run of its workflow and version"),
+            ));
+        }
+        let steps = self.steps_in(db, namespace, origin_id).await?;
         let recorded = u32::try_from(steps.len()).unwrap_or(u32::MAX);
         if req.from_position > recorded {
             return Err(refused(
@@ -282,24 +279,13 @@ impl Store {
                 ));
             }
         }
-        let mut new = NewExecution::new(
-            req.id.clone(),
-            req.namespace.clone(),
-            origin.workflow_name.clone(),
-            req.input.clone().unwrap_or_else(|| origin.input.clone()),
-            req.now,
-        );
-        new.max_attempts = origin.max_attempts;
-        new.trigger_type = TriggerType::Fork;
-        new.trigger_source = Some(origin_id.as_str().to_owned());
-        new.workflow_version = origin.workflow_version;
-        let mut row = execution_row(&new);
+        let mut row = execution_row(&req.run);
         row.open_position = sea_orm::ActiveValue::Set(i32::try_from(req.from_position).unwrap_or(i32::MAX));
         // A run's first claim gets token 1, and a worker takes token 1 to
         // mean "no history yet" (it skips reading it): a fork has one.
         row.fencing_token = sea_orm::ActiveValue::Set(1);
         if self.insert_execution(db, row).await? != 1 {
-            return Err(refused(origin_id, format!("a run with ID {} exists already", req.id)));
+            return Err(refused(origin_id, format!("a run with ID {} exists already", req.run.id)));
         }
         for s in kept {
             db.exec(self.stmt(
@@ -309,7 +295,7 @@ impl Store {
                  error_message, started_at, completed_at, wake_at, 0 FROM workflow_steps \
                  WHERE execution_id = ? AND position = ?",
                 vec![
-                    req.id.as_str().into(),
+                    req.run.id.as_str().into(),
                     origin_id.as_str().into(),
                     i32::try_from(s.position).unwrap_or(i32::MAX).into(),
                 ],
@@ -319,7 +305,7 @@ impl Store {
         db.exec(self.stmt(
             "INSERT INTO workflow_search_attributes (execution_id, name, namespace, value) \
              SELECT ?, name, namespace, value FROM workflow_search_attributes WHERE execution_id = ?",
-            vec![req.id.as_str().into(), origin_id.as_str().into()],
+            vec![req.run.id.as_str().into(), origin_id.as_str().into()],
         ))
         .await?;
         Ok(())
