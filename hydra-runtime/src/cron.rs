@@ -368,6 +368,23 @@ impl crate::workflow::ErasedWorkflow for HandlerWorkflow {
     }
 }
 
+/// The run of schedule `job`: of its tick at `tick`, or triggered by hand
+/// (`None`); with the version and defaults of its workflow as a worker of
+/// `engine` registers it (see `new_run.rs`).
+pub(crate) fn cron_run(engine: &Engine, job: &CronJob, tick: Option<i64>) -> Result<NewExecution, Error> {
+    let known = engine.known(&job.workflow_name);
+    let defaults = known.as_ref().map(|k| k.options).unwrap_or_default();
+    NewRun {
+        name: &job.workflow_name,
+        input: job.input.clone(),
+        version: known.map(|k| k.version),
+        defaults: &defaults,
+        options: crate::engine::StartOptions::default(),
+        origin: Origin::Cron { schedule: job.name.clone(), tick },
+    }
+    .build(engine.rules())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -386,21 +403,4 @@ mod tests {
         assert!(matches!(Spec::parse("in five minutes", "UTC"), Err(Error::InvalidCron { .. })));
         assert!(Spec::parse("0 0 * * *", "Mars/Olympus").unwrap_err().to_string().contains("unknown time zone"));
     }
-}
-
-/// The run of schedule `job`: of its tick at `tick`, or triggered by hand
-/// (`None`); with the version and defaults of its workflow as a worker of
-/// `engine` registers it (see `new_run.rs`).
-pub(crate) fn cron_run(engine: &Engine, job: &CronJob, tick: Option<i64>) -> Result<NewExecution, Error> {
-    let known = engine.known(&job.workflow_name);
-    let defaults = known.as_ref().map(|k| k.options.clone()).unwrap_or_default();
-    NewRun {
-        name: &job.workflow_name,
-        input: job.input.clone(),
-        version: known.map(|k| k.version),
-        defaults: &defaults,
-        options: crate::engine::StartOptions::default(),
-        origin: Origin::Cron { schedule: job.name.clone(), tick },
-    }
-    .build(engine.rules())
 }
