@@ -200,7 +200,7 @@ pub async fn refund(payments: State<Payments>, payment: Payment) -> Result<Strin
 /// Creates the example's own tables (in the engine's database) if they do
 /// not exist: `ledger_entries` and `inventory_holds`.
 pub async fn create_example_tables(engine: &Engine) -> Result<(), hydra_runtime::Error> {
-    let conn = engine.store().connection();
+    let conn = engine.connection();
     let (ledger, holds) = match conn.get_database_backend() {
         DbBackend::Postgres => (
             "CREATE TABLE IF NOT EXISTS ledger_entries (id BIGSERIAL PRIMARY KEY, payment_id TEXT NOT NULL, \
@@ -216,7 +216,7 @@ pub async fn create_example_tables(engine: &Engine) -> Result<(), hydra_runtime:
         ),
     };
     for sql in [ledger, holds] {
-        conn.execute_unprepared(sql).await.map_err(hydra_runtime::StoreError::from)?;
+        conn.execute_unprepared(sql).await.map_err(hydra_store::StoreError::from)?;
     }
     Ok(())
 }

@@ -29,7 +29,7 @@ async fn record() -> Vec<History> {
         .register(order_processing)
         .register(shipping)
         .state(Payments::new())
-        .state(engine.store().connection().clone())
+        .state(engine.connection().clone())
         .poll_interval(Duration::from_millis(20))
         .start()
         .await

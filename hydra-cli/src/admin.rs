@@ -5,8 +5,7 @@ use crate::output::{between, clean, parse_duration, print_json, span, table, tim
 use crate::runs::run_json;
 use crate::{CliError, Ctx};
 use clap::{Args, Subcommand};
-use hydra_runtime::{Error, ExecutionStatus, Retention};
-use hydra_store::{Store, StoreOptions};
+use hydra_runtime::{ExecutionStatus, Retention};
 use serde_json::{Value, json};
 
 #[derive(Debug, Subcommand)]
@@ -110,25 +109,23 @@ fn say(ctx: &Ctx, json: Value, text: &str) {
 }
 
 pub(crate) async fn workers(ctx: &Ctx) -> Result<(), CliError> {
-    let e = &ctx.engine;
-    let now = e.clock().now_ms();
-    let live = e.store().live_workers(e.namespace(), now).await?;
-    let running = e.store().running_by_worker(e.namespace()).await?;
-    let runs_of = |w: &str| running.iter().find(|(o, _)| o == w).map_or(0, |(_, n)| *n);
+    let runs = ctx.engine.runs();
+    let now = runs.now_ms();
+    let live = runs.workers().await?.live;
     if ctx.json {
         let v: Vec<Value> = live
             .iter()
             .map(|w| {
-                json!({"worker": w.worker_id.as_str(), "since": w.acquired_at, "heartbeat_at": w.heartbeat_at,
-                       "expires_at": w.expires_at, "running_runs": runs_of(w.worker_id.as_str()),
-                       "registers": w.registrations.as_deref().and_then(|r| serde_json::from_str::<Value>(r).ok())})
+                json!({"worker": w.worker_id.as_str(), "since": w.since, "heartbeat_at": w.heartbeat_at,
+                       "expires_at": w.expires_at, "running_runs": w.running_runs,
+                       "registers": w.registrations.as_ref().map(|r| json!(r))})
             })
             .collect();
         print_json(&Value::Array(v));
         return Ok(());
     }
     if live.is_empty() {
-        println!("no live worker in namespace `{}`", e.namespace());
+        println!("no live worker in namespace `{}`", runs.namespace());
         return Ok(());
     }
     let rows: Vec<Vec<String>> = live
@@ -136,9 +133,9 @@ pub(crate) async fn workers(ctx: &Ctx) -> Result<(), CliError> {
         .map(|w| {
             vec![
                 w.worker_id.to_string(),
-                time(w.acquired_at),
+                time(w.since),
                 format!("{} ago", between(w.heartbeat_at, now)),
-                runs_of(w.worker_id.as_str()).to_string(),
+                w.running_runs.to_string(),
                 registered(w.registrations.as_deref()),
             ]
         })
@@ -148,13 +145,11 @@ pub(crate) async fn workers(ctx: &Ctx) -> Result<(), CliError> {
 }
 
 /// The workflow names of a worker's registrations, as recorded.
-fn registered(text: Option<&str>) -> String {
-    let Some(v) = text.and_then(|t| serde_json::from_str::<Value>(t).ok()) else { return "-".to_owned() };
-    let names: Vec<String> = v
-        .as_array()
-        .map(|a| a.iter().filter_map(|r| r.get("name").and_then(Value::as_str).map(str::to_owned)).collect())
-        .unwrap_or_default();
-    names.join(", ")
+fn registered(regs: Option<&[hydra_runtime::runs::Registration]>) -> String {
+    match regs {
+        Some(regs) => regs.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", "),
+        None => "-".to_owned(),
+    }
 }
 
 pub(crate) async fn stats(ctx: &Ctx) -> Result<(), CliError> {
@@ -248,9 +243,8 @@ pub(crate) async fn move_database(args: &MoveArgs, json_out: bool) -> Result<(),
         return Err(CliError::Usage("--from and --to name the same database".into()));
     }
     let source = crate::connect(&args.from, "default").await?;
-    let target = Store::connect_with(StoreOptions::new(args.to.clone())).await.map_err(Error::from)?;
     let started = std::time::Instant::now();
-    let report = source.move_into(&target).await?;
+    let report = source.move_to(&args.to).await?;
     let took = started.elapsed();
     if json_out {
         let tables: Vec<Value> = report

@@ -18,7 +18,7 @@
 //! Where things live: `main.rs` the command line and the entry point;
 //! `runs.rs` the `runs` commands; `admin.rs` cron, workers, stats, prune and
 //! move; `output.rs` tables, JSON, times and payloads; `console` serves
-//! [`hydra_runtime::console`].
+//! [`hydra_console`].
 
 mod admin;
 mod output;
@@ -72,7 +72,7 @@ enum Command {
 #[derive(Debug, clap::Args)]
 struct ConsoleArgs {
     /// The address to listen on; a non-loopback address needs --token.
-    #[arg(long, default_value = hydra_runtime::console::DEFAULT_CONSOLE_ADDR)]
+    #[arg(long, default_value = hydra_console::DEFAULT_CONSOLE_ADDR)]
     bind: std::net::SocketAddr,
     /// The token every request must carry (at least 16 characters);
     /// required unless bound to a loopback address.
@@ -92,12 +92,6 @@ enum CliError {
 impl From<Error> for CliError {
     fn from(e: Error) -> Self {
         CliError::Hydra(e)
-    }
-}
-
-impl From<hydra_store::StoreError> for CliError {
-    fn from(e: hydra_store::StoreError) -> Self {
-        CliError::Hydra(e.into())
     }
 }
 
@@ -163,11 +157,11 @@ async fn run(cli: Cli) -> Result<(), CliError> {
 
 /// Serves the console until Ctrl-C (or SIGTERM).
 async fn console(engine: Engine, args: ConsoleArgs) -> Result<(), CliError> {
-    let mut config = hydra_runtime::console::ConsoleConfig::new(args.bind);
+    let mut config = hydra_console::ConsoleConfig::new(args.bind);
     if let Some(t) = args.token {
         config = config.token(t);
     }
-    let console = hydra_runtime::console::Console::start(engine, config).await?;
+    let console = hydra_console::Console::start(engine, config).await?;
     // Tests and scripts read this line for the address (port 0 binds any).
     println!("hydra console: listening on {}", console.url());
     let term = async {

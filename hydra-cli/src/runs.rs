@@ -4,7 +4,7 @@ use crate::output::{between, clean, cut, opt_time, parse_time, payload, payload_
 use crate::{CliError, Ctx};
 use clap::{Args, Subcommand};
 use hydra_runtime::{CancelOutcome, Codec, Error, ExecutionFilter, ExecutionId, ExecutionStatus, SignalOptions};
-use hydra_store::{Execution, Step};
+use hydra_runtime::{Execution, RecordedStep as Step};
 use serde_json::{Value, json};
 
 #[derive(Debug, Subcommand)]

@@ -414,8 +414,7 @@ async fn move_refuses_columns_it_does_not_know() {
     let to = TestDb::new(DbKind::Postgres).await;
     let e = engine(&from).await;
     pay::start(&e, "o-1".to_owned()).await.unwrap();
-    e.store()
-        .connection()
+    e.connection()
         .execute_unprepared("ALTER TABLE workflow_steps ADD COLUMN written_by_a_newer_version INTEGER")
         .await
         .unwrap();

@@ -8,7 +8,8 @@
 #![allow(missing_docs)]
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use hydra_runtime::{__private::replay_context, Codec, CodecRegistry, ExecutionId, RecordedStep, StepId, Store};
+use hydra_runtime::{__private::replay_context, Codec, CodecRegistry, ExecutionId, RecordedStep, StepId};
+use hydra_store::Store;
 use serde::{Deserialize, Serialize};
 use std::hint::black_box;
 

@@ -18,7 +18,7 @@ use crate::error::Error;
 use crate::new_run::{NewRun, Origin};
 use crate::workflow::{Workflow, WorkflowOptions};
 use chrono::TimeZone;
-use hydra_store::{CronJob, CronUpsert, NewExecution, TriggerType};
+use hydra_store::{CronJob, CronUpsert, Execution, NewExecution, TriggerType};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::str::FromStr;
@@ -208,21 +208,21 @@ impl Engine {
             next,
             now,
         );
-        let job = self.store().upsert_cron(&row).await?;
+        let job = self.inner.store.upsert_cron(&row).await?;
         tracing::info!(schedule = %job.name, spec = %job.spec, next_run_at = job.next_run_at, "cron schedule registered");
         Ok(job)
     }
 
     /// Every schedule of this namespace.
     pub async fn list_crons(&self) -> Result<Vec<CronJob>, Error> {
-        Ok(self.store().list_crons(self.namespace()).await?)
+        Ok(self.inner.store.list_crons(self.namespace()).await?)
     }
 
     /// Pauses a schedule: no tick fires until it is resumed.
     pub async fn pause_cron(&self, name: &str) -> Result<(), Error> {
         let job = self.cron_job(name).await?;
         let now = self.clock().now_ms();
-        if !self.store().set_cron_enabled(self.namespace(), name, false, job.next_run_at, now).await? {
+        if !self.inner.store.set_cron_enabled(self.namespace(), name, false, job.next_run_at, now).await? {
             return Err(Error::CronNotFound(name.to_owned()));
         }
         Ok(())
@@ -234,7 +234,7 @@ impl Engine {
         let job = self.cron_job(name).await?;
         let now = self.clock().now_ms();
         let next = Spec::parse(&job.spec, &job.timezone)?.next_after(now).unwrap_or(NEVER);
-        if !self.store().set_cron_enabled(self.namespace(), name, true, next, now).await? {
+        if !self.inner.store.set_cron_enabled(self.namespace(), name, true, next, now).await? {
             return Err(Error::CronNotFound(name.to_owned()));
         }
         Ok(())
@@ -242,15 +242,26 @@ impl Engine {
 
     /// Deletes a schedule (runs it started are kept).
     pub async fn delete_cron(&self, name: &str) -> Result<(), Error> {
-        if self.store().delete_cron(self.namespace(), name).await? {
+        if self.inner.store.delete_cron(self.namespace(), name).await? {
             Ok(())
         } else {
             Err(Error::CronNotFound(name.to_owned()))
         }
     }
 
+    /// Starts a run of cron schedule `name` now, as its tick would (same
+    /// workflow and input, trigger `cron`, and the version and defaults of
+    /// the workflow as a worker of this engine registers it), without
+    /// moving its next tick. Works for a paused schedule too.
+    pub async fn trigger_cron(&self, name: &str) -> Result<Execution, Error> {
+        let job =
+            self.inner.store.cron(self.namespace(), name).await?.ok_or_else(|| Error::CronNotFound(name.to_owned()))?;
+        let new = cron_run(self, &job, None)?;
+        self.create(new).await
+    }
+
     async fn cron_job(&self, name: &str) -> Result<CronJob, Error> {
-        self.store().cron(self.namespace(), name).await?.ok_or_else(|| Error::CronNotFound(name.to_owned()))
+        self.inner.store.cron(self.namespace(), name).await?.ok_or_else(|| Error::CronNotFound(name.to_owned()))
     }
 }
 
@@ -261,7 +272,7 @@ pub(crate) async fn fire_due(engine: &Engine) -> Result<usize, Error> {
     let clock: &Clock = engine.clock();
     let now = clock.now_ms();
     let mut started = 0;
-    for job in engine.store().due_crons(engine.namespace(), now, 64).await? {
+    for job in engine.inner.store.due_crons(engine.namespace(), now, 64).await? {
         let spec = match Spec::parse(&job.spec, &job.timezone) {
             Ok(s) => s,
             Err(e) => {
@@ -282,13 +293,13 @@ pub(crate) async fn fire_due(engine: &Engine) -> Result<usize, Error> {
                     // Refused at every tick alike (an input over the limit):
                     // the tick is passed over, loudly, not retried at every poll.
                     tracing::error!(schedule = %job.name, tick, error = %e, "cron tick skipped: its run cannot be started");
-                    engine.store().fire_cron_tick(&job, job.next_run_at, next, None, None, now).await?;
+                    engine.inner.store.fire_cron_tick(&job, job.next_run_at, next, None, None, now).await?;
                     continue;
                 }
             },
             None => None,
         };
-        if engine.store().fire_cron_tick(&job, job.next_run_at, next, fire, run.as_ref(), now).await? {
+        if engine.inner.store.fire_cron_tick(&job, job.next_run_at, next, fire, run.as_ref(), now).await? {
             match fire {
                 Some(tick) => {
                     tracing::info!(schedule = %job.name, tick, next_run_at = next, "cron tick fired");

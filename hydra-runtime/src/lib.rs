@@ -56,7 +56,6 @@
 //! - `tls` (default): TLS (rustls) for PostgreSQL URLs. Without it,
 //!   `sslmode=require`, `verify-ca` and `verify-full` are refused at
 //!   connect, and the default `sslmode=prefer` connects unencrypted.
-//! - `console`: the web console ([`EngineBuilder::console`]).
 
 // The README's examples compile against this crate.
 #[cfg(doctest)]
@@ -67,8 +66,6 @@ mod client;
 mod clock;
 pub mod codec;
 mod commit;
-#[cfg(feature = "console")]
-pub mod console;
 mod context;
 mod cron;
 pub mod describe;
@@ -77,7 +74,9 @@ mod error;
 pub mod metrics;
 mod new_run;
 mod retry;
+pub mod runs;
 mod state;
+pub mod unstable;
 pub mod verify;
 mod worker;
 mod workflow;
@@ -91,8 +90,8 @@ pub use context::{
 };
 pub use cron::{CronSchedule, MissedTicks, SKIP_GRACE_MS};
 pub use engine::{
-    DEFAULT_DATABASE_URL, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_NAMESPACE, Engine, EngineBuilder, Retention, RunDetail,
-    RunFailed, RunHandle, SignalOptions, StartOptions, Unclaimable,
+    Attachment, DEFAULT_DATABASE_URL, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_NAMESPACE, Engine, EngineBuilder, Retention,
+    RunFailed, RunHandle, SignalOptions, StartOptions,
 };
 /// erased-serde, as [`CustomCodec`] uses it: implement custom codecs against this re-export.
 pub use erased_serde;
@@ -104,9 +103,10 @@ pub use hydra_store::SignalSent;
 pub use hydra_store::sea_orm;
 pub use hydra_store::{
     Backend, CancelOutcome, Execution, ExecutionFilter, ExecutionId, ExecutionStatus, Step as RecordedStep, StepId,
-    StepKind, StepStatus, Store, StoreError, StoreOptions, TriggerType, WorkerId,
+    StepKind, StepStatus, StoreError, StoreOptions, TriggerType, WorkerId,
 };
 pub use retry::RetryPolicy;
+pub use runs::{RunDetail, Unclaimable};
 pub use state::{State, StateNeed};
 pub use worker::{Worker, WorkerBuilder};
 pub use workflow::{OnNondeterminism, Payload, Step, StepOf, Workflow, WorkflowOptions};
@@ -114,64 +114,8 @@ pub use workflow::{OnNondeterminism, Payload, Step, StepOf, Workflow, WorkflowOp
 /// Items the macros' generated code refers to. Not a stable API: names and
 /// signatures may change in any release.
 #[doc(hidden)]
-pub mod __private {
-    pub use crate::state::{StateNeed, StateParam, needs_of};
-    /// What `Workflow::required_state` returns.
-    pub type StateNeeds = Vec<StateNeed>;
-    pub use crate::workflow::{CallTree, CalledBy, Callee, StepIdClash, fingerprint, fingerprint_calls, step_id_clash};
-    pub use crate::{
-        Compensation, Engine, Error, RetryPolicy, RunHandle, SignalName, StartOptions, Step, StepError, StepOf,
-        StepOptions, StepTransaction, Workflow, WorkflowClient, WorkflowContext, WorkflowError, WorkflowOptions,
-    };
-
-    /// The run-time half of the duplicate step ID check, called by every
-    /// `#[step]` before its step: fails the run if a different step
-    /// function (`function`, its Rust path), or a step called without
-    /// `#[step]`, used the base ID `id` earlier in this run.
-    pub async fn claim_step_id(ctx: &WorkflowContext, id: &str, function: &'static str) {
-        ctx.run.claim_step_id(id, function).await;
-    }
-
-    /// Converts a step body's error (a function, so that user crates see no
-    /// `useless_conversion` lint when the error already is a `StepError`).
-    pub fn into_step_error<E: Into<StepError>>(e: E) -> StepError {
-        e.into()
-    }
-
-    /// Converts a workflow body's error.
-    pub fn into_workflow_error<E: Into<WorkflowError>>(e: E) -> WorkflowError {
-        e.into()
-    }
-
-    /// A context whose steps are answered from `history` (completed steps,
-    /// as [`crate::RecordedStep::completed`] builds them), for the CPU
-    /// benchmark of replay; a step beyond the history would write through
-    /// `store` under a lease it does not hold, and fail. `None` for an
-    /// empty history.
-    pub fn replay_context(
-        store: crate::Store,
-        codec: crate::Codec,
-        history: Vec<crate::RecordedStep>,
-    ) -> Option<WorkflowContext> {
-        crate::context::replay_context(store, codec, history)
-    }
-
-    /// Compile-time string equality, for the duplicate step ID check.
-    pub const fn str_eq(a: &str, b: &str) -> bool {
-        let (a, b) = (a.as_bytes(), b.as_bytes());
-        if a.len() != b.len() {
-            return false;
-        }
-        let mut i = 0;
-        while i < a.len() {
-            if a[i] != b[i] {
-                return false;
-            }
-            i += 1;
-        }
-        true
-    }
-}
+#[path = "macro_support.rs"]
+pub mod __private;
 
 /// Everything a workflow author needs: `use hydra_runtime::prelude::*;`.
 pub mod prelude {

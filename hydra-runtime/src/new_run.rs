@@ -10,10 +10,10 @@
 
 use crate::clock::duration_ms;
 use crate::codec::{Codec, CodecRegistry};
-use crate::engine::StartOptions;
 use crate::error::Error;
 use crate::workflow::{Workflow, WorkflowOptions};
 use hydra_store::{Execution, ExecutionId, NewExecution, TriggerType};
+use std::time::Duration;
 
 /// What made a run.
 #[derive(Clone, Debug)]
@@ -181,4 +181,78 @@ fn fits(what: &str, text: &str) -> Result<(), Error> {
 /// The first 40 characters of `text`, for an error message.
 fn cut(text: &str) -> String {
     text.chars().take(40).collect()
+}
+
+/// Options of one start.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct StartOptions {
+    /// A second start with the same key (same namespace and workflow)
+    /// returns the first run instead of creating another.
+    pub idempotency_key: Option<String>,
+    /// Workflow attempts allowed (default: the workflow's retry policy).
+    pub max_attempts: Option<u32>,
+    /// Run timeout (default: the workflow's).
+    pub timeout: Option<Duration>,
+    /// Do not start before this long from now.
+    pub delay: Option<Duration>,
+    /// What started it (default: the API).
+    pub trigger_type: Option<TriggerType>,
+    /// Which schedule or caller started it.
+    pub trigger_source: Option<String>,
+    /// The version of the workflow's code starting it (set by
+    /// [`Engine::start_with`] from [`crate::Workflow::VERSION`]; `None`:
+    /// unversioned).
+    pub workflow_version: Option<u32>,
+    /// Search attributes (name, value) the run carries from its start; find
+    /// runs by them with [`hydra_store::ExecutionFilter::search`].
+    pub search_attributes: Vec<(String, String)>,
+}
+
+impl StartOptions {
+    /// Default options.
+    pub fn new() -> Self {
+        StartOptions::default()
+    }
+
+    /// Sets the idempotency key.
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+
+    /// Sets the workflow attempts allowed.
+    pub fn max_attempts(mut self, n: u32) -> Self {
+        self.max_attempts = Some(n.max(1));
+        self
+    }
+
+    /// Sets the run timeout.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Delays the first claim.
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay = Some(delay);
+        self
+    }
+
+    /// Adds search attribute `name` = `value` (at most
+    /// [`hydra_store::MAX_SEARCH_VALUE_BYTES`] bytes); a workflow sets more
+    /// with [`crate::WorkflowContext::set_search_attribute`].
+    pub fn search_attribute(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        let name = name.into();
+        self.search_attributes.retain(|(n, _)| *n != name);
+        self.search_attributes.push((name, value.into()));
+        self
+    }
+
+    /// Sets the trigger.
+    pub fn trigger(mut self, trigger_type: TriggerType, source: impl Into<String>) -> Self {
+        self.trigger_type = Some(trigger_type);
+        self.trigger_source = Some(source.into());
+        self
+    }
 }

@@ -203,8 +203,8 @@ impl StepIdClash {
 /// A step of `tree` with the ID of `step` but a different function.
 const fn clash_in(step: CallTree, id: &str, tree: CallTree) -> Option<CallTree> {
     if let Some(other) = tree.step_id {
-        let same_id = crate::__private::str_eq(other, id);
-        return if same_id && !crate::__private::str_eq(tree.function, step.function) { Some(tree) } else { None };
+        let same_id = str_eq(other, id);
+        return if same_id && !str_eq(tree.function, step.function) { Some(tree) } else { None };
     }
     let mut i = 0;
     while i < tree.calls.len() {
@@ -430,6 +430,22 @@ impl<W: Workflow> ErasedWorkflow for Registered<W> {
             }
         }))
     }
+}
+
+/// Compile-time string equality, for the duplicate step ID check.
+pub const fn str_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 
 use hydra_runtime::Clock;
 use hydra_runtime::prelude::*;
+use hydra_runtime::unstable::EngineBuilderStoreExt as _;
 use hydra_tests::both_backends;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used)]
 
 use hydra_runtime::prelude::*;
+use hydra_runtime::unstable::EngineBuilderStoreExt as _;
 use hydra_runtime::{ChildOptions, Execution, ExecutionFilter};
 use hydra_store::sea_orm::{ConnectionTrait, Statement};
 use hydra_tests::{TestDb, both_backends};
@@ -135,7 +136,7 @@ impl Workflow for Twice {
 }
 
 async fn sql(e: &Engine, sql: &str, id: &ExecutionId) {
-    let c = e.store().connection();
+    let c = e.connection();
     let backend = c.get_database_backend();
     let sql =
         if backend == hydra_store::sea_orm::DbBackend::Postgres { sql.replace('?', "$1") } else { sql.to_owned() };
@@ -309,7 +310,7 @@ both_backends! {
         // The state a crash after the insert and before the start's record
         // leaves: the child exists, the parent has recorded nothing and is
         // due to run again.
-        let c = e.store().connection();
+        let c = e.connection();
         let backend = c.get_database_backend();
         let p = if backend == hydra_store::sea_orm::DbBackend::Postgres { "$1" } else { "?" };
         for sql in [
@@ -358,7 +359,7 @@ both_backends! {
         let h = e.start::<Order>("wait".into()).await.unwrap();
         let child = parked_child(&e, h.id()).await;
         // A hand edit makes the parent its child's child.
-        let c = e.store().connection();
+        let c = e.connection();
         let backend = c.get_database_backend();
         let q = if backend == hydra_store::sea_orm::DbBackend::Postgres {
             "UPDATE workflow_executions SET parent_id = $1 WHERE id = $2"

@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used)]
 
 use hydra_runtime::prelude::*;
+use hydra_runtime::unstable::EngineBuilderStoreExt as _;
 use hydra_runtime::{CustomCodec, Execution, ExecutionStatus, Json, StepStatus, WorkflowClient, erased_serde};
 use hydra_store::sea_orm::{ConnectionTrait, Statement};
 use hydra_tests::both_backends;
@@ -45,7 +46,7 @@ async fn until_ended(engine: &Engine, id: &ExecutionId) -> Execution {
 
 /// Overwrites one stored payload column of run `id` with `bytes`.
 async fn overwrite(e: &Engine, sql: &str, id: &ExecutionId, bytes: &[u8]) {
-    let conn = e.store().connection();
+    let conn = e.connection();
     let backend = conn.get_database_backend();
     let sql = match backend {
         hydra_store::sea_orm::DbBackend::Postgres => sql.replacen('?', "$1", 1).replacen('?', "$2", 1),

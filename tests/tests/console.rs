@@ -7,7 +7,7 @@
 // Test code: a failed unwrap is a failed test, with its message.
 #![allow(clippy::unwrap_used)]
 
-use hydra_runtime::console::{Console, ConsoleConfig};
+use hydra_console::{Console, ConsoleConfig, EngineBuilderExt, EngineExt};
 use hydra_runtime::prelude::*;
 use hydra_runtime::{Clock, CronSchedule, ExecutionFilter, ExecutionStatus};
 use hydra_tests::http::{Http, form_token};

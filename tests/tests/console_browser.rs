@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used)]
 
 use fantoccini::Locator;
+use hydra_console::{EngineBuilderExt, EngineExt};
 use hydra_runtime::ExecutionStatus;
 use hydra_runtime::prelude::*;
 use hydra_tests::both_backends;

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 use hydra_runtime::prelude::*;
+use hydra_runtime::unstable::EngineBuilderStoreExt as _;
 use hydra_runtime::{Clock, CronSchedule, Execution, ExecutionFilter, MissedTicks, TriggerType};
 use hydra_tests::flow::{Act, Flow, StepPlan};
 use hydra_tests::{TestDb, both_backends};

@@ -7,6 +7,7 @@
 
 use hydra_runtime::ExecutionFilter;
 use hydra_runtime::prelude::*;
+use hydra_runtime::unstable::EngineBuilderStoreExt as _;
 use hydra_store::sea_orm::{ConnectionTrait, Statement};
 use hydra_tests::fault::{FaultFlow, FaultPlan, ProcConfig, WorkerProc, body_log};
 use hydra_tests::{DbKind, TestDb};
@@ -71,7 +72,7 @@ async fn postgres_restart_mid_run_loses_and_duplicates_nothing() {
     assert!(before > 0 && before < n * steps as usize, "the restart happened mid-run ({before} bodies)");
     assert_eq!(runs.len(), n);
     assert!(runs.iter().all(|r| r.status == ExecutionStatus::Completed), "nothing lost");
-    let c = engine.store().connection();
+    let c = engine.connection();
     let row = c
         .query_one_raw(Statement::from_string(c.get_database_backend(), "SELECT COUNT(*) FROM workflow_steps"))
         .await

@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used)]
 
 use hydra_runtime::prelude::*;
+use hydra_runtime::unstable::EngineBuilderStoreExt as _;
 use hydra_runtime::{Execution, OnNondeterminism};
 use hydra_tests::{TestDb, both_backends};
 use std::time::Duration;
@@ -227,7 +228,7 @@ async fn marker_flow(ctx: WorkflowContext, _n: u32) -> Result<bool, WorkflowErro
 
 async fn sql(e: &Engine, sql: &str, id: &ExecutionId) {
     use hydra_runtime::sea_orm::{ConnectionTrait, DbBackend, Statement};
-    let c = e.store().connection();
+    let c = e.connection();
     let backend = c.get_database_backend();
     let sql = if backend == DbBackend::Postgres { sql.replace('?', "$1") } else { sql.to_owned() };
     c.execute_raw(Statement::from_sql_and_values(backend, &sql, [id.as_str().into()])).await.unwrap();

@@ -13,6 +13,7 @@ use hydra_examples::orders::{
 use hydra_runtime::RunFailed;
 use hydra_runtime::prelude::*;
 use hydra_runtime::sea_orm::{ConnectionTrait, Statement};
+use hydra_runtime::unstable::EngineBuilderStoreExt as _;
 use hydra_runtime::{ExecutionFilter, StepStatus};
 use hydra_tests::both_backends;
 use std::sync::Arc;
@@ -29,7 +30,7 @@ both_backends! {
             .register(order_processing)
             .register(shipping)
             .state_arc(Arc::clone(&payments))
-            .state(engine.store().connection().clone())
+            .state(engine.connection().clone())
             .poll_interval(Duration::from_millis(50))
             .start()
             .await
@@ -77,7 +78,7 @@ both_backends! {
         assert!(refunded.contains("refunded 9900"), "{refunded}");
 
         assert_eq!(client.list(100).await.unwrap().len(), 3);
-        let conn = engine.store().connection();
+        let conn = engine.connection();
         let rows = conn
             .query_one_raw(Statement::from_string(conn.get_database_backend(), "SELECT COUNT(*) FROM ledger_entries"))
             .await

@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used)]
 
 use hydra_runtime::prelude::*;
+use hydra_runtime::unstable::EngineBuilderStoreExt as _;
 use hydra_runtime::{Execution, ExecutionFilter, StepStatus};
 use hydra_store::sea_orm::{ConnectionTrait, Statement};
 use hydra_tests::fault::{
@@ -32,7 +33,7 @@ impl Campaign {
     async fn new(db: TestDb, concurrency: usize) -> Campaign {
         let dir = tempfile::tempdir().unwrap();
         let engine = Engine::builder().store(db.store().await).namespace("faults").build().await.unwrap();
-        create_ledger(engine.store().connection()).await;
+        create_ledger(engine.connection()).await;
         let cfg = ProcConfig {
             bin: env!("CARGO_BIN_EXE_fault_worker").into(),
             url: db.url.clone(),
@@ -71,7 +72,7 @@ impl Campaign {
     }
 
     async fn count(&self, sql: &str) -> i64 {
-        let c = self.engine.store().connection();
+        let c = self.engine.connection();
         let row = c.query_one_raw(Statement::from_string(c.get_database_backend(), sql)).await.unwrap().unwrap();
         row.try_get_by_index::<i64>(0).unwrap()
     }
@@ -388,7 +389,7 @@ both_backends! {
         let _serial = SERIAL.lock().await;
         let c = Campaign::new(db, 2).await;
         let poisoned = c.start(1, FaultPlan::steps(1, 1)).await.remove(0);
-        let c2 = c.engine.store().connection();
+        let c2 = c.engine.connection();
         let sql = match c2.get_database_backend() {
             hydra_store::sea_orm::DbBackend::Postgres => "UPDATE workflow_executions SET input_data = $1 WHERE id = $2",
             _ => "UPDATE workflow_executions SET input_data = ? WHERE id = ?",

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 use hydra_runtime::prelude::*;
+use hydra_runtime::unstable::EngineBuilderStoreExt as _;
 use hydra_tests::both_backends;
 use hydra_tests::flow::{Act, Flow, StepPlan};
 use std::time::Duration;

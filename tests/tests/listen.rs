@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 use hydra_runtime::prelude::*;
+use hydra_runtime::unstable::EngineBuilderStoreExt as _;
 use hydra_store::StoreOptions;
 use hydra_store::sea_orm::ConnectionTrait;
 use hydra_tests::TestDb;
@@ -109,7 +110,7 @@ async fn postgres_a_waiter_whose_listen_connection_drops_still_sees_the_end() {
         let h = h.clone();
         async move { h.result().await }
     });
-    let admin = runner.store().connection().clone();
+    let admin = runner.connection().clone();
     let listeners = |admin: hydra_store::sea_orm::DatabaseConnection| async move {
         let sql = "SELECT pid FROM pg_stat_activity WHERE query ILIKE 'LISTEN%' AND pid <> pg_backend_pid() \
                    AND datname = current_database()";

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 use hydra_runtime::prelude::*;
+use hydra_runtime::unstable::EngineBuilderStoreExt as _;
 use hydra_runtime::{Execution, RunHandle};
 use hydra_tests::TestDb;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -9,6 +9,7 @@
 
 use hydra_runtime::metrics;
 use hydra_runtime::prelude::*;
+use hydra_runtime::unstable::EngineBuilderStoreExt as _;
 use hydra_runtime::{Clock, ExecutionStatus};
 use hydra_tests::flow::{Act, Flow, StepPlan};
 use hydra_tests::prometheus::{scrape, value};

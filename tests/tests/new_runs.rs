@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used)]
 
 use hydra_runtime::prelude::*;
+use hydra_runtime::unstable::EngineBuilderStoreExt as _;
 use hydra_runtime::{Clock, CronSchedule, Execution, ExecutionFilter, TriggerType};
 use hydra_tests::{TestDb, both_backends};
 use std::time::Duration;

@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used)]
 
 use hydra_runtime::prelude::*;
+use hydra_runtime::unstable::EngineStoreExt as _;
 use hydra_runtime::{ExecutionStatus, Retention, StartOptions};
 use hydra_store::{Backend, ExecutionFilter, Store};
 use hydra_tests::{TestDb, both_backends};

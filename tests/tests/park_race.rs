@@ -12,6 +12,7 @@
 
 use hydra_runtime::metrics;
 use hydra_runtime::prelude::*;
+use hydra_runtime::unstable::EngineBuilderStoreExt as _;
 use hydra_tests::flow::{Act, Flow, StepPlan};
 use hydra_tests::prometheus::{scrape, value};
 use hydra_tests::{DbKind, TestDb};

@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used)]
 
 use hydra_runtime::prelude::*;
+use hydra_runtime::unstable::EngineBuilderStoreExt as _;
 use hydra_store::sea_orm::{ConnectionTrait, Statement};
 use hydra_tests::TestDb;
 use hydra_tests::flow::{Act, Flow, StepPlan};
@@ -45,7 +46,7 @@ async fn postgres_a_partitioned_worker_stops_before_its_lease_expires_and_nothin
         .await
         .unwrap();
     let h = direct.start::<Flow>(vec![StepPlan::new("pay", Act::Gate("g".into()))]).await.unwrap();
-    let conn = direct.store().connection().clone();
+    let conn = direct.connection().clone();
     let expiry_sql = format!("SELECT due_at FROM workflow_executions WHERE id = '{}'", h.id());
     // A runs the body (its gate stays shut); the partition starts right
     // after one of A's renewals committed, so A holds no transaction open.

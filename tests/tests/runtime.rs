@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 use hydra_runtime::prelude::*;
+use hydra_runtime::unstable::EngineBuilderStoreExt as _;
 use hydra_runtime::{Clock, Execution, RunHandle, StepStatus};
 use hydra_store::sea_orm::{ConnectionTrait, Statement};
 use hydra_tests::flow::{Act, Flow, Plan, Probe, StepPlan};
@@ -714,7 +715,7 @@ both_backends! {
 
 /// Overwrites one payload column of a run with bytes no codec accepts.
 async fn corrupt(e: &Engine, sql: &str, id: &ExecutionId) {
-    let conn = e.store().connection();
+    let conn = e.connection();
     let backend = conn.get_database_backend();
     let sql = match backend {
         hydra_store::sea_orm::DbBackend::Postgres => sql.replacen('?', "$1", 1).replacen('?', "$2", 1),

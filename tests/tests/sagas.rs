@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used)]
 
 use hydra_runtime::prelude::*;
+use hydra_runtime::unstable::EngineBuilderStoreExt as _;
 use hydra_runtime::{CancelOutcome, Compensation, Execution};
 use hydra_tests::{TestDb, both_backends};
 use serde::{Deserialize, Serialize};

@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used)]
 
 use hydra_runtime::prelude::*;
+use hydra_runtime::unstable::{EngineBuilderStoreExt as _, EngineStoreExt as _};
 use hydra_runtime::{RunHandle, StartOptions, TriggerType};
 use hydra_store::{BatchOp, BatchValue, ClaimRequest, Created, ExecutionId, NewExecution, Store, StoreError, WorkerId};
 use hydra_tests::both_backends;
@@ -95,12 +96,12 @@ both_backends! {
 
     async fn start_many_writes_its_runs_in_one_commit_and_each_runs_once(db: TestDb) {
         let engine = Engine::builder().store(db.store().await).namespace(NS).build().await.unwrap();
-        let commits = engine.store().write_commits();
+        let commits = engine.write_commits();
         let answers = engine.start_many::<many>((0..100u32).map(|i| (i, StartOptions::new()))).await;
-        assert_eq!(engine.store().write_commits(), commits + 1, "100 runs, one commit");
+        assert_eq!(engine.write_commits(), commits + 1, "100 runs, one commit");
         // 300 more: two commits (256 per commit).
         let more = engine.start_many::<many>((100..400u32).map(|i| (i, StartOptions::new()))).await;
-        assert_eq!(engine.store().write_commits(), commits + 3);
+        assert_eq!(engine.write_commits(), commits + 3);
         let handles: Vec<_> = answers.into_iter().chain(more).map(Result::unwrap).collect();
         let mut ids: Vec<_> = handles.iter().map(|h| h.id().clone()).collect();
         ids.sort();
@@ -124,7 +125,7 @@ both_backends! {
         let engine =
             Engine::builder().store(db.store().await).namespace(NS).max_payload_bytes(3).build().await.unwrap();
         let before = engine.start_with::<many>(9, StartOptions::new().idempotency_key("pre")).await.unwrap();
-        let commits = engine.store().write_commits();
+        let commits = engine.write_commits();
         let answers = engine
             .start_many::<many>([
                 (1, StartOptions::new()),
@@ -137,7 +138,7 @@ both_backends! {
                 (7, StartOptions::new()),
             ])
             .await;
-        assert_eq!(engine.store().write_commits(), commits + 1);
+        assert_eq!(engine.write_commits(), commits + 1);
         let input_of = async |h: &Result<RunHandle<u32>, Error>| {
             let id = h.as_ref().unwrap().id().clone();
             let e = engine.get(&id).await.unwrap().unwrap();

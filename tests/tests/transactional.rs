@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 use hydra_runtime::prelude::*;
+use hydra_runtime::unstable::EngineBuilderStoreExt as _;
 use hydra_runtime::{Clock, StepStatus};
 use hydra_store::sea_orm::{ConnectionTrait, DbBackend, Statement};
 use hydra_tests::fault::create_ledger;
@@ -67,14 +68,14 @@ impl Workflow for Ledger {
 }
 
 async fn ledger_rows(e: &Engine) -> i64 {
-    let c = e.store().connection();
+    let c = e.connection();
     let r = c.query_one_raw(Statement::from_string(c.get_database_backend(), "SELECT COUNT(*) FROM ledger")).await;
     r.unwrap().unwrap().try_get_by_index::<i64>(0).unwrap()
 }
 
 async fn setup(db: &TestDb, clock: &Clock) -> Engine {
     let e = Engine::builder().store(db.store().await).namespace("tx").clock(clock.clone()).build().await.unwrap();
-    create_ledger(e.store().connection()).await;
+    create_ledger(e.connection()).await;
     e
 }
 

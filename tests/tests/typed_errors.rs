@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used)]
 
 use hydra_runtime::prelude::*;
+use hydra_runtime::unstable::EngineBuilderStoreExt as _;
 use hydra_runtime::{RunFailed, RunHandle};
 use hydra_store::sea_orm::{ConnectionTrait, DbBackend, Statement};
 use hydra_tests::{TestDb, both_backends};
@@ -140,7 +141,7 @@ both_backends! {
             other => panic!("{other}"),
         }
         // Bytes written by another tool: still an error, never a panic.
-        let c = e.store().connection();
+        let c = e.connection();
         let backend = c.get_database_backend();
         let sql = match backend {
             DbBackend::Postgres => "UPDATE workflow_executions SET error_data = $1 WHERE id = $2",

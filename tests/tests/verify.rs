@@ -9,6 +9,7 @@
 
 use hydra_runtime::ExecutionFilter;
 use hydra_runtime::prelude::*;
+use hydra_runtime::unstable::EngineBuilderStoreExt as _;
 use hydra_runtime::verify::{Report, Verdict, Verifier, export, read_jsonl, write_jsonl};
 use hydra_tests::both_backends;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -156,7 +156,7 @@ async fn fresh_db(backend: &str, args: &Args, tag: &str) -> Result<String, Box<d
 /// a pool with the store's settings. Returns commits per second.
 async fn floor(backend: &str, args: &Args, commits: usize) -> Result<f64, Box<dyn std::error::Error>> {
     let url = fresh_db(backend, args, "floor").await?;
-    let store = hydra_runtime::Store::connect_with(StoreOptions::new(url)).await?;
+    let store = hydra_store::Store::connect_with(StoreOptions::new(url)).await?;
     let db = store.connection();
     let be = db.get_database_backend();
     let (create, insert) = match backend {
@@ -215,7 +215,7 @@ async fn run_one(
         Engine::builder().store_options(opts).namespace("bench").group_commit(args.group_commit).build().await?;
     let worker =
         Worker::builder(&engine).register(bench_wf).concurrency(w).claim_batch(w.min(256) as u32).start().await?;
-    let commits_before = engine.store().write_commits();
+    let commits_before = engine.write_commits();
     let t0 = engine.clock().now_ms();
     let mut handles = Vec::with_capacity(n);
     if args.start_many {
@@ -232,7 +232,7 @@ async fn run_one(
         let v = tokio::time::timeout(Duration::from_secs(600), h.result()).await??;
         assert_eq!(v, expected, "wrong result");
     }
-    let commits = engine.store().write_commits() - commits_before;
+    let commits = engine.write_commits() - commits_before;
     worker.shutdown(Duration::from_secs(5)).await;
     let runs = engine.list(ExecutionFilter::new("bench").limit(n as u64 + 10)).await?;
     let last = runs.iter().filter_map(|r| r.completed_at).max().unwrap_or(t0);
@@ -327,7 +327,7 @@ async fn claim_cost(backend: &str, args: &Args, finished: i64) -> Result<f64, Bo
     use hydra_runtime::sea_orm::DbBackend;
     use hydra_store::{ClaimRequest, ExecutionId, NewExecution, WorkerId};
     let url = fresh_db(backend, args, &format!("claim_{finished}")).await?;
-    let store = hydra_runtime::Store::connect_with(StoreOptions::new(url)).await?;
+    let store = hydra_store::Store::connect_with(StoreOptions::new(url)).await?;
     let db = store.connection();
     // Eight in ten finished, one in ten sleeping far in the future, one in
     // ten parked waiting for a signal (no due time).

@@ -56,7 +56,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .register(order_processing)
         .register(shipping)
         .state_arc(Arc::clone(&payments))
-        .state(engine.store().connection().clone())
+        .state(engine.connection().clone())
         .concurrency(8)
         .poll_interval(Duration::from_millis(200))
         .start()
@@ -125,7 +125,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for line in payments.journal() {
         println!("  {line}");
     }
-    let conn = engine.store().connection();
+    let conn = engine.connection();
     let holds = conn
         .query_one_raw(Statement::from_string(conn.get_database_backend(), "SELECT COUNT(*) FROM inventory_holds"))
         .await?

@@ -12,9 +12,9 @@
 //! none of them. Prints a table row and a JSON line per backend.
 
 use clap::Parser;
-use hydra_runtime::StoreOptions;
 use hydra_runtime::prelude::*;
 use hydra_runtime::sea_orm::{ConnectionTrait, Database};
+use hydra_store::StoreOptions;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 

@@ -14,6 +14,7 @@
 use clap::Parser;
 use hydra_runtime::prelude::*;
 use hydra_runtime::sea_orm::{ConnectionTrait, Database, DbBackend};
+use hydra_runtime::unstable::EngineBuilderStoreExt as _;
 use hydra_runtime::{Retention, StoreOptions};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -91,7 +92,7 @@ async fn fresh_db(backend: &str, args: &Args) -> Result<String, Box<dyn std::err
 }
 
 /// `n` runs that ended at time 1000 (long ago), one completed step each.
-async fn seed(store: &hydra_runtime::Store, n: u64) -> Result<(), Box<dyn std::error::Error>> {
+async fn seed(store: &hydra_store::Store, n: u64) -> Result<(), Box<dyn std::error::Error>> {
     let db = store.connection();
     let series = match db.get_database_backend() {
         DbBackend::Postgres => format!("generate_series(1, {n}) AS s(i)"),
@@ -175,7 +176,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     for backend in backends {
         let url = fresh_db(backend, &args).await?;
-        let store = hydra_runtime::Store::connect_with(StoreOptions::new(url.clone())).await?;
+        let store = hydra_store::Store::connect_with(StoreOptions::new(url.clone())).await?;
         let t = Instant::now();
         seed(&store, args.runs).await?;
         eprintln!("{backend}: seeded {} finished runs in {:.1}s", args.runs, t.elapsed().as_secs_f64());

@@ -184,7 +184,7 @@ impl WorkflowContext {
                         input: bytes,
                         version: Some(W::VERSION),
                         defaults: &defaults,
-                        options: crate::engine::StartOptions::default(),
+                        options: crate::new_run::StartOptions::default(),
                         origin: crate::new_run::Origin::Child {
                             id: id.clone(),
                             parent: run.lease.execution_id.clone(),

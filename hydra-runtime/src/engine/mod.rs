@@ -5,21 +5,21 @@ mod messages;
 mod operate;
 mod repair;
 mod start;
+mod takers;
 
+pub use crate::new_run::StartOptions;
 pub(crate) use handle::decode_result;
 pub use handle::{RunFailed, RunHandle};
 pub use messages::SignalOptions;
-pub use operate::Unclaimable;
-pub(crate) use operate::unclaimable;
-pub use repair::{Retention, RunDetail};
+pub use repair::Retention;
+pub(crate) use takers::{Reservation, StartTaker};
 
 use crate::clock::Clock;
 use crate::codec::{Codec, CodecRegistry, CustomCodec};
 use crate::error::Error;
-use hydra_store::{CancelOutcome, Execution, ExecutionFilter, ExecutionId, Store, StoreOptions, TriggerType};
+use hydra_store::{CancelOutcome, Execution, ExecutionFilter, ExecutionId, Store, StoreOptions};
 use std::marker::PhantomData;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::watch;
 
 /// The default database: a SQLite file in the working directory.
@@ -53,15 +53,16 @@ pub(crate) struct EngineInner {
     pub(crate) committer: Option<crate::commit::Committer>,
     /// This process's workers, which may take a run at its start (see
     /// `worker/direct.rs`).
-    pub(crate) takers: std::sync::Mutex<Vec<crate::worker::Taker>>,
+    pub(crate) takers: std::sync::Mutex<Vec<Box<dyn StartTaker>>>,
     /// Workflows registered by this process's workers: the version and
     /// defaults of their code, for runs started by name (by-name starts, cron
     /// ticks and triggers).
     pub(crate) known: std::sync::Mutex<std::collections::HashMap<String, Known>>,
     /// What this engine's workers delete of old finished runs.
     pub(crate) retention: Option<Retention>,
-    /// Where the console started with the engine listens.
-    pub(crate) console_addr: std::sync::OnceLock<std::net::SocketAddr>,
+    /// What was attached to the engine when it was built (see
+    /// [`EngineBuilder::attach`]), by type.
+    pub(crate) extensions: std::sync::Mutex<Vec<Arc<dyn std::any::Any + Send + Sync>>>,
 }
 
 /// A workflow registered by a worker of this engine: what runs of it
@@ -89,8 +90,7 @@ pub struct EngineBuilder {
     prometheus: Option<std::net::SocketAddr>,
     no_group_commit: bool,
     retention: Option<Retention>,
-    #[cfg(feature = "console")]
-    console: Option<crate::console::ConsoleConfig>,
+    attachments: Attachments,
 }
 
 impl EngineBuilder {
@@ -106,8 +106,8 @@ impl EngineBuilder {
         self
     }
 
-    /// An already open store (shared between engines of several namespaces).
-    pub fn store(mut self, store: Store) -> Self {
+    /// An already open store (see [`crate::unstable::EngineBuilderStoreExt`]).
+    pub(crate) fn with_store(mut self, store: Store) -> Self {
         self.store = Some(store);
         self
     }
@@ -179,20 +179,11 @@ impl EngineBuilder {
         self
     }
 
-    /// Serves the web console for this engine's namespace on `addr` (a
-    /// loopback address; elsewhere use [`EngineBuilder::console_with`] and a
-    /// token) from [`EngineBuilder::build`] until the async runtime ends;
-    /// port 0 takes a free port ([`Engine::console_addr`]). Feature
-    /// `console`; see [`crate::console`].
-    #[cfg(feature = "console")]
-    pub fn console(self, addr: std::net::SocketAddr) -> Self {
-        self.console_with(crate::console::ConsoleConfig::new(addr))
-    }
-
-    /// Serves the web console as `config` says (address, token).
-    #[cfg(feature = "console")]
-    pub fn console_with(mut self, config: crate::console::ConsoleConfig) -> Self {
-        self.console = Some(config);
+    /// Starts `attachment` with the engine, at [`EngineBuilder::build`]
+    /// (which fails if it does): something that serves beside the engine,
+    /// such as the web console (`hydra_console::EngineBuilderExt::console`).
+    pub fn attach(mut self, attachment: impl Attachment) -> Self {
+        self.attachments.0.push(Box::new(attachment));
         self
     }
 
@@ -233,16 +224,31 @@ impl EngineBuilder {
                 known: std::sync::Mutex::new(std::collections::HashMap::new()),
                 takers: std::sync::Mutex::new(Vec::new()),
                 retention: self.retention,
-                console_addr: std::sync::OnceLock::new(),
+                extensions: std::sync::Mutex::new(Vec::new()),
             }),
         };
-        #[cfg(feature = "console")]
-        if let Some(config) = self.console {
-            let console = crate::console::Console::start(engine.clone(), config).await?;
-            let _ = engine.inner.console_addr.set(console.addr());
-            console.detach();
+        for attachment in self.attachments.0 {
+            attachment.start(engine.clone()).await?;
         }
         Ok(engine)
+    }
+}
+
+/// Something started with an engine when it is built (see
+/// [`EngineBuilder::attach`]): it gets the engine, and may record what it
+/// wants found later with [`Engine::set_extension`].
+pub trait Attachment: Send + 'static {
+    /// Starts it for `engine`; an error fails the build.
+    fn start(self: Box<Self>, engine: Engine) -> futures_util::future::BoxFuture<'static, Result<(), Error>>;
+}
+
+/// The attachments of a builder.
+#[derive(Default)]
+struct Attachments(Vec<Box<dyn Attachment>>);
+
+impl std::fmt::Debug for Attachments {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} attachment(s)", self.0.len())
     }
 }
 
@@ -256,80 +262,6 @@ impl std::fmt::Debug for CustomCodecs {
     }
 }
 
-/// Options of one start.
-#[derive(Clone, Debug, Default)]
-#[non_exhaustive]
-pub struct StartOptions {
-    /// A second start with the same key (same namespace and workflow)
-    /// returns the first run instead of creating another.
-    pub idempotency_key: Option<String>,
-    /// Workflow attempts allowed (default: the workflow's retry policy).
-    pub max_attempts: Option<u32>,
-    /// Run timeout (default: the workflow's).
-    pub timeout: Option<Duration>,
-    /// Do not start before this long from now.
-    pub delay: Option<Duration>,
-    /// What started it (default: the API).
-    pub trigger_type: Option<TriggerType>,
-    /// Which schedule or caller started it.
-    pub trigger_source: Option<String>,
-    /// The version of the workflow's code starting it (set by
-    /// [`Engine::start_with`] from [`crate::Workflow::VERSION`]; `None`:
-    /// unversioned).
-    pub workflow_version: Option<u32>,
-    /// Search attributes (name, value) the run carries from its start; find
-    /// runs by them with [`ExecutionFilter::search`].
-    pub search_attributes: Vec<(String, String)>,
-}
-
-impl StartOptions {
-    /// Default options.
-    pub fn new() -> Self {
-        StartOptions::default()
-    }
-
-    /// Sets the idempotency key.
-    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
-        self.idempotency_key = Some(key.into());
-        self
-    }
-
-    /// Sets the workflow attempts allowed.
-    pub fn max_attempts(mut self, n: u32) -> Self {
-        self.max_attempts = Some(n.max(1));
-        self
-    }
-
-    /// Sets the run timeout.
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
-        self
-    }
-
-    /// Delays the first claim.
-    pub fn delay(mut self, delay: Duration) -> Self {
-        self.delay = Some(delay);
-        self
-    }
-
-    /// Adds search attribute `name` = `value` (at most
-    /// [`hydra_store::MAX_SEARCH_VALUE_BYTES`] bytes); a workflow sets more
-    /// with [`crate::WorkflowContext::set_search_attribute`].
-    pub fn search_attribute(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        let name = name.into();
-        self.search_attributes.retain(|(n, _)| *n != name);
-        self.search_attributes.push((name, value.into()));
-        self
-    }
-
-    /// Sets the trigger.
-    pub fn trigger(mut self, trigger_type: TriggerType, source: impl Into<String>) -> Self {
-        self.trigger_type = Some(trigger_type);
-        self.trigger_source = Some(source.into());
-        self
-    }
-}
-
 impl Engine {
     /// A builder with defaults: SQLite file `hydra.db`, namespace `default`,
     /// JSON payloads, system clock.
@@ -337,9 +269,17 @@ impl Engine {
         EngineBuilder::default()
     }
 
-    /// The store.
-    pub fn store(&self) -> &Store {
-        &self.inner.store
+    /// The engine's database connection pool, for your own tables (a
+    /// transactional step gets a transaction of it: [`crate::StepTransaction`]).
+    pub fn connection(&self) -> &hydra_store::sea_orm::DatabaseConnection {
+        self.inner.store.connection()
+    }
+
+    /// How many write transactions this engine's database handle
+    /// committed (starts, claims, renewals, checkpoints, group commits): the
+    /// benchmark reports it per step.
+    pub fn write_commits(&self) -> u64 {
+        self.inner.store.write_commits()
     }
 
     /// The namespace.
@@ -347,10 +287,19 @@ impl Engine {
         &self.inner.namespace
     }
 
-    /// Where the console started with this engine
-    /// ([`EngineBuilder::console`]) listens, if one was.
-    pub fn console_addr(&self) -> Option<std::net::SocketAddr> {
-        self.inner.console_addr.get().copied()
+    /// Records `value` with this engine, found again by
+    /// [`Engine::extension`] of its type (an attachment's state, such as
+    /// the address the console listens on); replaces a value of that type.
+    pub fn set_extension<T: Send + Sync + 'static>(&self, value: T) {
+        let mut all = self.inner.extensions.lock().unwrap_or_else(|p| p.into_inner());
+        all.retain(|v| !v.is::<T>());
+        all.push(Arc::new(value));
+    }
+
+    /// The value of type `T` recorded with [`Engine::set_extension`].
+    pub fn extension<T: Send + Sync + 'static>(&self) -> Option<Arc<T>> {
+        let all = self.inner.extensions.lock().unwrap_or_else(|p| p.into_inner());
+        all.iter().find_map(|v| Arc::clone(v).downcast::<T>().ok())
     }
 
     /// The clock.
@@ -396,22 +345,26 @@ impl Engine {
         RunHandle { engine: self.clone(), id, _output: PhantomData }
     }
 
+    /// The read model of this engine's namespace: runs, schedules,
+    /// workers, counts (see [`crate::runs`]).
+    pub fn runs(&self) -> crate::runs::Runs {
+        crate::runs::Runs::new(self.inner.store.clone(), self.inner.namespace.clone(), self.inner.clock.clone())
+    }
+
     /// A run of this namespace.
     pub async fn get(&self, id: &ExecutionId) -> Result<Option<Execution>, Error> {
-        Ok(self.inner.store.get_execution(&self.inner.namespace, id).await?)
+        self.runs().get(id).await
     }
 
     /// The recorded steps of a run, in call order.
     pub async fn steps(&self, id: &ExecutionId) -> Result<Vec<hydra_store::Step>, Error> {
-        Ok(self.inner.store.steps(&self.inner.namespace, id).await?)
+        self.runs().steps(id).await
     }
 
     /// Runs of this namespace, newest first (`filter`'s namespace is replaced
     /// by the engine's).
     pub async fn list(&self, filter: ExecutionFilter) -> Result<Vec<Execution>, Error> {
-        let mut f = filter;
-        f.namespace = self.inner.namespace.clone();
-        Ok(self.inner.store.list_executions(&f).await?)
+        self.runs().list(filter).await
     }
 
     /// Cancels a run: one that never ran ends at once; one that has run is
@@ -455,7 +408,7 @@ impl Engine {
 
     /// The runs that run `id` started as its children, oldest first.
     pub async fn children(&self, id: &ExecutionId) -> Result<Vec<Execution>, Error> {
-        Ok(self.inner.store.children(&self.inner.namespace, id).await?)
+        self.runs().children(id).await
     }
 
     /// Ends run `id` at once, `cancelled` ("terminated"), without running

@@ -4,46 +4,8 @@
 
 use super::Engine;
 use crate::error::Error;
+use crate::runs::Unclaimable;
 use hydra_store::{ExecutionId, ExecutionStatus};
-
-/// Runs due for a workflow (and version) that no live worker of the
-/// namespace registers: they wait for a worker that may never come.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Unclaimable {
-    /// The workflow.
-    pub workflow_name: String,
-    /// The version the runs record (`None`: unversioned).
-    pub workflow_version: Option<u32>,
-    /// How many runs.
-    pub runs: u64,
-    /// How long the one due first has waited (ms).
-    pub waited_ms: i64,
-}
-
-/// The unclaimable runs of `engine`'s namespace, by workflow and version.
-/// Live workers that record no registrations (older versions) are taken to
-/// run nothing.
-pub(crate) async fn unclaimable(engine: &Engine) -> Result<Vec<Unclaimable>, Error> {
-    let now = engine.clock().now_ms();
-    let store = engine.store();
-    let live = store.live_workers(engine.namespace(), now).await?;
-    let regs: Vec<_> = live.iter().filter_map(|w| crate::worker::upkeep::parse(w.registrations.as_deref())).collect();
-    let mut out: Vec<Unclaimable> = store
-        .due_runs(engine.namespace(), now)
-        .await?
-        .into_iter()
-        .filter(|d| !crate::worker::upkeep::covered(&regs, &d.workflow_name, d.workflow_version))
-        .map(|d| Unclaimable {
-            workflow_name: d.workflow_name,
-            workflow_version: d.workflow_version,
-            runs: d.runs,
-            waited_ms: now.saturating_sub(d.oldest_due_at).max(0),
-        })
-        .collect();
-    out.sort_by(|a, b| (&a.workflow_name, a.workflow_version).cmp(&(&b.workflow_name, b.workflow_version)));
-    Ok(out)
-}
 
 impl Engine {
     /// Runs that are due but that no live worker of this namespace
@@ -51,7 +13,7 @@ impl Engine {
     /// long the oldest has waited. Workers also export it as the gauge
     /// `hydra_runs_unclaimable` and log it, every minute.
     pub async fn unclaimable(&self) -> Result<Vec<Unclaimable>, Error> {
-        unclaimable(self).await
+        self.runs().unclaimable().await
     }
 
     /// Ends run `id` at once, `failed` with `reason`, if it is not running

@@ -15,8 +15,7 @@ use super::Engine;
 use crate::clock::duration_ms;
 use crate::error::Error;
 use hydra_store::{
-    EventRow, Execution, ExecutionId, ExecutionStatus, ForkRequest, MoveReport, Pruned, SignalRow, StatusCount, Step,
-    Store, StoreError,
+    Execution, ExecutionId, ExecutionStatus, ForkRequest, MoveReport, Pruned, StatusCount, Store, StoreError,
 };
 use std::time::Duration;
 
@@ -63,26 +62,6 @@ impl Retention {
     }
 }
 
-/// Everything stored about one run: the run, its steps in order, its
-/// children, the signals sent to it, the events it published and its
-/// search attributes.
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub struct RunDetail {
-    /// The run.
-    pub execution: Execution,
-    /// Its recorded steps, in call order.
-    pub steps: Vec<Step>,
-    /// The runs it started as children.
-    pub children: Vec<Execution>,
-    /// The signals sent to it, in the order they were accepted.
-    pub signals: Vec<SignalRow>,
-    /// The events it published.
-    pub events: Vec<EventRow>,
-    /// Its search attributes, by name.
-    pub search_attributes: Vec<(String, String)>,
-}
-
 /// A store error as the operator reads it.
 fn operator_error(e: StoreError) -> Error {
     match e {
@@ -95,18 +74,8 @@ fn operator_error(e: StoreError) -> Error {
 impl Engine {
     /// Run `id` with its steps, children, signals, events and search
     /// attributes. [`Error::NotFound`] if this namespace has no such run.
-    pub async fn run_detail(&self, id: &ExecutionId) -> Result<RunDetail, Error> {
-        let store = self.store();
-        let ns = self.namespace();
-        let execution = store.get_execution(ns, id).await?.ok_or_else(|| Error::NotFound(id.clone()))?;
-        Ok(RunDetail {
-            steps: store.steps(ns, id).await?,
-            children: store.children(ns, id).await?,
-            signals: store.signals_of(ns, id).await?,
-            events: store.events_of(ns, id).await?,
-            search_attributes: store.search_attributes(ns, id).await?,
-            execution,
-        })
+    pub async fn run_detail(&self, id: &ExecutionId) -> Result<crate::runs::RunDetail, Error> {
+        self.runs().detail(id).await
     }
 
     /// Retries an ended run: a `failed`, `timed_out` or `cancelled` run
@@ -121,7 +90,7 @@ impl Engine {
     /// for an unknown run.
     pub async fn retry(&self, id: &ExecutionId) -> Result<Execution, Error> {
         let now = self.clock().now_ms();
-        let e = self.store().retry_run(self.namespace(), id, now).await.map_err(operator_error)?;
+        let e = self.inner.store.retry_run(self.namespace(), id, now).await.map_err(operator_error)?;
         tracing::info!(execution_id = %id, workflow = %e.workflow_name, "run retried by an operator");
         self.inner.work.send_modify(|n| *n = n.wrapping_add(1));
         Ok(e)
@@ -158,8 +127,12 @@ impl Engine {
             origin: crate::new_run::Origin::Fork { origin: id.clone(), id: ExecutionId::generate(rules.now) },
         }
         .build(rules)?;
-        let e =
-            self.store().fork_run(&ForkRequest::new(id.clone(), from_position, run)).await.map_err(operator_error)?;
+        let e = self
+            .inner
+            .store
+            .fork_run(&ForkRequest::new(id.clone(), from_position, run))
+            .await
+            .map_err(operator_error)?;
         tracing::info!(execution_id = %e.id, origin = %id, from_position, "run forked by an operator");
         crate::new_run::started(&e, false);
         self.inner.work.send_modify(|n| *n = n.wrapping_add(1));
@@ -168,7 +141,7 @@ impl Engine {
 
     /// The search attributes of run `id`, by name.
     pub async fn search_attributes(&self, id: &ExecutionId) -> Result<Vec<(String, String)>, Error> {
-        Ok(self.store().search_attributes(self.namespace(), id).await?)
+        Ok(self.inner.store.search_attributes(self.namespace(), id).await?)
     }
 
     /// Deletes the runs of this namespace that ended longer than
@@ -184,7 +157,7 @@ impl Engine {
         loop {
             let size = retention.batch.clamp(1, 5_000);
             let started = std::time::Instant::now();
-            let batch = self.store().prune_batch(self.namespace(), cutoff, &retention.statuses, size).await?;
+            let batch = self.inner.store.prune_batch(self.namespace(), cutoff, &retention.statuses, size).await?;
             let took = started.elapsed();
             total.add(batch);
             // Only an empty batch ends it: on PostgreSQL a batch skips runs
@@ -203,7 +176,7 @@ impl Engine {
     /// What [`Engine::prune`] would delete now, deleting nothing.
     pub async fn prune_dry_run(&self, retention: &Retention) -> Result<Pruned, Error> {
         let cutoff = self.prune_cutoff(retention)?;
-        Ok(self.store().prune_count(self.namespace(), cutoff, &retention.statuses).await?)
+        Ok(self.inner.store.prune_count(self.namespace(), cutoff, &retention.statuses).await?)
     }
 
     fn prune_cutoff(&self, retention: &Retention) -> Result<i64, Error> {
@@ -214,37 +187,34 @@ impl Engine {
         Ok(self.clock().now_ms().saturating_sub(keep))
     }
 
-    /// Starts a run of cron schedule `name` now, as its tick would (same
-    /// workflow and input, trigger `cron`, and the version and defaults of
-    /// the workflow as a worker of this engine registers it), without
-    /// moving its next tick. Works for a paused schedule too.
-    pub async fn trigger_cron(&self, name: &str) -> Result<Execution, Error> {
-        let job =
-            self.store().cron(self.namespace(), name).await?.ok_or_else(|| Error::CronNotFound(name.to_owned()))?;
-        let new = crate::cron::cron_run(self, &job, None)?;
-        self.create(new).await
-    }
-
     /// The runs of this namespace counted by workflow and status.
     pub async fn status_counts(&self) -> Result<Vec<StatusCount>, Error> {
-        Ok(self.store().status_counts(self.namespace()).await?)
+        Ok(self.inner.store.status_counts(self.namespace()).await?)
     }
 
     /// The pending run due first (its ID and due time), if any.
     pub async fn oldest_pending(&self) -> Result<Option<(ExecutionId, i64)>, Error> {
-        Ok(self.store().oldest_pending(self.namespace()).await?)
+        Ok(self.inner.store.oldest_pending(self.namespace()).await?)
     }
 
     /// Copies this engine's whole database (every namespace) into the
-    /// empty database `target`: runs in every state, steps, signals,
-    /// events, search attributes and cron schedules, checked by row counts
-    /// and checksums (see [`hydra_store::MoveReport`]). Refused while any
-    /// lease in this database is live: stop every worker first. Runs that
-    /// were pending, sleeping or waiting go on with the workers of the
-    /// target.
-    pub async fn move_into(&self, target: &Store) -> Result<MoveReport, Error> {
+    /// empty database at `target_url` (opened, and migrated, here): runs in
+    /// every state, steps, signals, events, search attributes and cron
+    /// schedules, checked by row counts and checksums (see
+    /// [`crate::runs::MoveReport`]). Refused while any lease in this
+    /// database is live: stop every worker first. Runs that were pending,
+    /// sleeping or waiting go on with the workers of the target.
+    pub async fn move_to(&self, target_url: &str) -> Result<MoveReport, Error> {
+        let target = Store::connect(target_url).await?;
+        let report = self.move_into(&target).await;
+        let _ = target.close().await;
+        report
+    }
+
+    /// [`Engine::move_to`] into an open store.
+    pub(crate) async fn move_into(&self, target: &Store) -> Result<MoveReport, Error> {
         let now = self.clock().now_ms();
-        self.store().move_into(target, now).await.map_err(|e| match e {
+        self.inner.store.move_into(target, now).await.map_err(|e| match e {
             StoreError::MoveRefused(m) => Error::Refused(m),
             e => e.into(),
         })

@@ -72,7 +72,7 @@ impl Engine {
 
     /// Creates one checked run in a commit of its own, claimed by its
     /// start when a worker of this engine can take it.
-    pub(super) async fn create(&self, new: NewExecution) -> Result<Execution, Error> {
+    pub(crate) async fn create(&self, new: NewExecution) -> Result<Execution, Error> {
         // A commit of its own, not the group committer's: measured with
         // runs started one at a time (`bench`, SQLite, K = 1 and 10), a
         // start that waits for the batch in flight and then rides the next
@@ -85,7 +85,7 @@ impl Engine {
         let reserved =
             if new.due_at == new.now { self.reserve_slot(&new.workflow_name, new.workflow_version) } else { None };
         if let Some(r) = reserved {
-            return Ok(crate::worker::create_claimed(self, r, new).await?.into_execution());
+            return Ok(r.create(self, new).await?.into_execution());
         }
         let created = self.inner.store.create_execution(new).await?;
         if let hydra_store::Created::New(e) = &created {
@@ -96,7 +96,7 @@ impl Engine {
     }
 
     /// A free slot of one of this engine's workers for a new run of `name`.
-    fn reserve_slot(&self, name: &str, version: Option<u32>) -> Option<crate::worker::Reserved> {
+    fn reserve_slot(&self, name: &str, version: Option<u32>) -> Option<Box<dyn super::Reservation>> {
         let takers = self.inner.takers.lock().unwrap_or_else(|p| p.into_inner());
         takers.iter().find_map(|t| t.reserve(name, version))
     }

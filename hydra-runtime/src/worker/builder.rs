@@ -250,13 +250,13 @@ impl WorkerBuilder {
         let id = self.id.unwrap_or_else(default_worker_id);
         let mut names: Vec<String> = self.registry.keys().cloned().collect();
         names.sort();
-        let regs: Vec<super::upkeep::Registration> = names
+        let regs: Vec<crate::runs::Registration> = names
             .iter()
             .filter_map(|n| self.registry.get(n).map(|w| (n, w.version())))
             // Versions are stored as 32-bit integers.
             .map(|(n, (to, from, _))| {
                 let cap = |v: u32| v.min(i32::MAX.unsigned_abs());
-                super::upkeep::Registration { name: n.clone(), from: cap(from), to: cap(to) }
+                crate::runs::Registration::new(n.clone(), cap(from), cap(to))
             })
             .collect();
         let versions = regs.iter().map(|r| (r.from, r.to)).collect();
@@ -267,7 +267,7 @@ impl WorkerBuilder {
             registry: self.registry,
             state: Arc::new(self.state),
             admission,
-            registrations: super::upkeep::render(&regs),
+            registrations: crate::runs::Registration::render(&regs),
             slots: Arc::new(Semaphore::new(self.config.concurrency)),
             config: self.config,
             active: Mutex::new(HashMap::new()),
@@ -281,7 +281,8 @@ impl WorkerBuilder {
         let now = shared.engine.clock().now_ms();
         if let Err(e) = shared
             .engine
-            .store()
+            .inner
+            .store
             .heartbeat_worker_with(
                 shared.engine.namespace(),
                 &shared.id,
@@ -299,7 +300,7 @@ impl WorkerBuilder {
         {
             let mut takers = shared.engine.inner.takers.lock().unwrap_or_else(|p| p.into_inner());
             takers.retain(|t| !t.is_gone());
-            takers.push(super::Taker::new(&shared));
+            takers.push(Box::new(super::Taker::new(&shared)));
         }
         let poll = tokio::spawn(claim::poll_loop(Arc::clone(&shared)));
         let heartbeat = tokio::spawn(lease::heartbeat_loop(Arc::clone(&shared)));

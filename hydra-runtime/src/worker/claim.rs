@@ -31,7 +31,7 @@ pub(super) async fn listen_loop(s: Arc<Shared>) {
     loop {
         let attempt = tokio::select! {
             _ = s.stop_claiming.cancelled() => return,
-            w = s.engine.store().wake_ups() => w,
+            w = s.engine.inner.store.wake_ups() => w,
         };
         let mut wake_ups = match attempt {
             Ok(Some(w)) => w,
@@ -65,7 +65,7 @@ pub(super) async fn listen_loop(s: Arc<Shared>) {
 /// commit of this very process shows too, while this process committed
 /// meanwhile at most once per [`SELF_WAKE_GAP`], but never later than that.
 async fn follow(s: &Arc<Shared>, wake_ups: &mut hydra_store::WakeUps) -> bool {
-    let store = s.engine.store();
+    let store = &s.engine.inner.store;
     let mut own = store.write_commits();
     let mut last_wake = tokio::time::Instant::now();
     // A change held back (see above), to be acted on when the gap is over.
@@ -148,12 +148,12 @@ async fn claim_available(s: &Arc<Shared>) {
         // Through the group committer when there is one: the claim shares a
         // commit with the step writes of running runs.
         let op = hydra_store::BatchOp::Claim(req.clone());
-        let claimed = match crate::commit::write(s.engine.inner.committer.as_ref(), s.engine.store(), op, req.now).await
-        {
-            Ok(hydra_store::BatchValue::Claimed(v)) => Ok(v),
-            Ok(other) => Err(crate::commit::unexpected(other)),
-            Err(e) => Err(e),
-        };
+        let claimed =
+            match crate::commit::write(s.engine.inner.committer.as_ref(), &s.engine.inner.store, op, req.now).await {
+                Ok(hydra_store::BatchValue::Claimed(v)) => Ok(v),
+                Ok(other) => Err(crate::commit::unexpected(other)),
+                Err(e) => Err(e),
+            };
         let claimed = match claimed {
             Ok(c) => c,
             Err(e) => {

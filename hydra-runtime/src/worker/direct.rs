@@ -23,7 +23,7 @@
 use super::Shared;
 use super::drive::{drive, hand_back};
 use crate::clock::duration_ms;
-use crate::engine::Engine;
+use crate::engine::{Engine, Reservation, StartTaker};
 use hydra_store::{ClaimedExecution, Created, Execution, Lease, NewExecution, StartClaim, StoreError};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
@@ -45,16 +45,17 @@ impl Taker {
     pub(super) fn new(shared: &Arc<Shared>) -> Taker {
         Taker(Arc::downgrade(shared))
     }
+}
 
-    /// Whether the worker is gone (dropped).
-    pub(crate) fn is_gone(&self) -> bool {
+impl StartTaker for Taker {
+    fn is_gone(&self) -> bool {
         self.0.strong_count() == 0
     }
 
     /// A free slot of this worker for a new run of `name` at `version`, if
     /// the worker runs that workflow and version, is claiming, and has no
     /// due run waiting (see the module docs).
-    pub(crate) fn reserve(&self, name: &str, version: Option<u32>) -> Option<Reserved> {
+    fn reserve(&self, name: &str, version: Option<u32>) -> Option<Box<dyn Reservation>> {
         let s = self.0.upgrade()?;
         if s.stop_claiming.is_cancelled() {
             return None;
@@ -72,18 +73,25 @@ impl Taker {
             // the next slot to free claims first.
             s.drained.store(false, Ordering::SeqCst);
         }
-        Some(Reserved { shared: s, permit: Some(permit), sent: tokio::time::Instant::now() })
+        Some(Box::new(Reserved { shared: s, permit: Some(permit), sent: tokio::time::Instant::now() }))
+    }
+}
+
+impl Reservation for Reserved {
+    fn create(
+        self: Box<Self>,
+        engine: &Engine,
+        new: NewExecution,
+    ) -> futures_util::future::BoxFuture<'_, Result<Created, StoreError>> {
+        let engine = engine.clone();
+        Box::pin(async move { create_claimed(&engine, *self, new).await })
     }
 }
 
 /// Creates `new` claimed for `reserved`'s worker and hands it over, on a
 /// task of its own: once sent, the insert is followed by the hand-over (or,
 /// after an error, by a give-back) even if the caller stops waiting.
-pub(crate) async fn create_claimed(
-    engine: &Engine,
-    reserved: Reserved,
-    mut new: NewExecution,
-) -> Result<Created, StoreError> {
+async fn create_claimed(engine: &Engine, reserved: Reserved, mut new: NewExecution) -> Result<Created, StoreError> {
     new.claim = Some(reserved.claim());
     let engine = engine.clone();
     // On the worker's runtime, like the runs it claims: a start made from
@@ -92,7 +100,7 @@ pub(crate) async fn create_claimed(
     let task = runtime.spawn(
         async move {
             let (namespace, id) = (new.namespace.clone(), new.id.clone());
-            match engine.store().create_execution(new).await {
+            match engine.inner.store.create_execution(new).await {
                 Ok(created) => {
                     if let Created::New(e) = &created {
                         crate::new_run::started(e, true);
@@ -188,7 +196,7 @@ impl Reserved {
         let engine = &self.shared.engine;
         let cp = hydra_store::Checkpoint::transition(hydra_store::Transition::Release)
             .open(hydra_store::OpenStep::new(0, 0));
-        match engine.store().checkpoint(&lease, cp, engine.clock().now_ms()).await {
+        match engine.inner.store.checkpoint(&lease, cp, engine.clock().now_ms()).await {
             Ok(()) => engine.inner.work.send_modify(|n| *n = n.wrapping_add(1)),
             Err(e) => tracing::debug!(execution_id = %id, error = %e, "no run to give back after a failed start"),
         }

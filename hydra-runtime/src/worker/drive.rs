@@ -130,7 +130,7 @@ fn new_run(
     RunState::new(RunSetup {
         committer: engine.inner.committer.clone(),
         work: Some(engine.inner.work.clone()),
-        store: engine.store().clone(),
+        store: engine.inner.store.clone(),
         codec: workflow.options().codec.unwrap_or(engine.codec()),
         codecs: engine.codecs().clone(),
         max_payload_bytes: engine.inner.max_payload_bytes,
@@ -205,7 +205,7 @@ async fn load_history(
         if let Some(i) = run.current_interrupt() {
             return Err(Some(i));
         }
-        match s.engine.store().steps(&lease.namespace, &lease.execution_id).await {
+        match s.engine.inner.store.steps(&lease.namespace, &lease.execution_id).await {
             Ok(h) => {
                 if let Some(delay) = s.config.history_delay {
                     // The test hook: an answer that arrives late.
@@ -309,8 +309,9 @@ async fn settle(
             }
             let (_, _, code) = workflow.version();
             let open = run.open_to_hand_back();
-            let r = write_retrying(s, || engine.store().suspend(lease, open, &message, code, engine.clock().now_ms()))
-                .await;
+            let r =
+                write_retrying(s, || engine.inner.store.suspend(lease, open, &message, code, engine.clock().now_ms()))
+                    .await;
             if r.is_ok() {
                 crate::metrics::suspended(&lease.namespace, &execution.workflow_name);
                 tracing::warn!(error = %message, "run suspended: its code does not replay its history");
@@ -318,7 +319,7 @@ async fn settle(
         }
         Outcome::Interrupted(Interrupt::Release) => {
             let cp = hydra_store::Checkpoint::transition(Transition::Release).open(run.open_to_hand_back());
-            if let Err(e) = engine.store().checkpoint(lease, cp, engine.clock().now_ms()).await {
+            if let Err(e) = engine.inner.store.checkpoint(lease, cp, engine.clock().now_ms()).await {
                 tracing::warn!(error = %e, "could not release the lease; it will expire");
             }
         }
@@ -346,7 +347,7 @@ async fn settle(
                 let at = execution.deadline_at.map_or(at, |d| at.min(d));
                 tracing::info!(error = %e, ?delay, "workflow attempt failed; retrying");
                 let r = write_retrying(s, || {
-                    engine.store().checkpoint(
+                    engine.inner.store.checkpoint(
                         lease,
                         hydra_store::Checkpoint::transition(Transition::Retry { at, error: e.message().to_owned() })
                             .open(run.open_to_hand_back()),
@@ -488,7 +489,7 @@ pub(super) async fn hand_back(engine: &Engine, execution: &Execution, lease: &Le
     let open = execution.open_step;
     let cp = hydra_store::Checkpoint::transition(Transition::Release)
         .open(OpenStep::new(open.position, open.attempts.saturating_sub(1)));
-    engine.store().checkpoint(lease, cp, engine.clock().now_ms()).await
+    engine.inner.store.checkpoint(lease, cp, engine.clock().now_ms()).await
 }
 
 /// Writes a run's end, retrying transient failures.
@@ -508,7 +509,7 @@ async fn end(s: &Arc<Shared>, execution: &Execution, lease: &Lease, terminal: Te
     let r = write_retrying(s, || async {
         let cp = hydra_store::Checkpoint::transition(Transition::Finish(terminal.clone()));
         let op = hydra_store::BatchOp::Checkpoint(lease.clone(), cp);
-        crate::commit::write(engine.inner.committer.as_ref(), engine.store(), op, engine.clock().now_ms())
+        crate::commit::write(engine.inner.committer.as_ref(), &engine.inner.store, op, engine.clock().now_ms())
             .await
             .map(|_| ())
     })

@@ -25,7 +25,13 @@ pub(super) async fn heartbeat_loop(s: Arc<Shared>) {
         // No call may hold the heartbeat up for longer than one interval.
         let beat = tokio::time::timeout(
             hb,
-            s.engine.store().heartbeat_worker_with(s.engine.namespace(), &s.id, now, ttl_ms, Some(&s.registrations)),
+            s.engine.inner.store.heartbeat_worker_with(
+                s.engine.namespace(),
+                &s.id,
+                now,
+                ttl_ms,
+                Some(&s.registrations),
+            ),
         )
         .await;
         let ok = matches!(beat, Ok(Ok(())));
@@ -39,7 +45,7 @@ pub(super) async fn heartbeat_loop(s: Arc<Shared>) {
             continue;
         }
         let leases: Vec<Lease> = runs.iter().map(|(l, _)| l.clone()).collect();
-        match tokio::time::timeout(hb, s.engine.store().renew_leases(&leases, now, ttl_ms)).await {
+        match tokio::time::timeout(hb, s.engine.inner.store.renew_leases(&leases, now, ttl_ms)).await {
             Ok(Ok(results)) => {
                 let mut active = s.active();
                 for ((lease, run), result) in runs.iter().zip(results) {

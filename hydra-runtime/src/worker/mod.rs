@@ -29,7 +29,7 @@ mod shutdown;
 pub(crate) mod upkeep;
 
 pub use builder::WorkerBuilder;
-pub(crate) use direct::{Reserved, Taker, create_claimed};
+use direct::Taker;
 
 use crate::context::RunState;
 use crate::engine::Engine;

@@ -46,7 +46,7 @@ impl Worker {
         if let Some(h) = self.heartbeat.take() {
             let _ = h.await;
         }
-        if let Err(e) = s.engine.store().remove_worker(s.engine.namespace(), &s.id).await {
+        if let Err(e) = s.engine.inner.store.remove_worker(s.engine.namespace(), &s.id).await {
             tracing::warn!(error = %e, "could not remove worker liveness row");
         }
         crate::metrics::concurrency(s.engine.namespace(), s.id.as_str(), 0);

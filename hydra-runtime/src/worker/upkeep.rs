@@ -11,40 +11,12 @@ use std::time::Duration;
 /// How often the upkeep runs.
 const EVERY: Duration = Duration::from_secs(60);
 
-/// What a worker registers, as recorded in its liveness row: one entry per
-/// workflow, with the versions it replays.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub(crate) struct Registration {
-    pub(crate) name: String,
-    pub(crate) from: u32,
-    pub(crate) to: u32,
-}
-
-impl Registration {
-    /// Whether the worker takes runs of `name` at `version`: the rule of its
-    /// claims ([`hydra_store::Admission`]).
-    fn covers(&self, name: &str, version: Option<u32>) -> bool {
-        hydra_store::Admission::new(vec![self.name.clone()]).versions(vec![(self.from, self.to)]).admits(name, version)
-    }
-}
-
-/// The registrations of a liveness row (`None` for rows of workers that
-/// record none, or whose text does not read).
-pub(crate) fn parse(text: Option<&str>) -> Option<Vec<Registration>> {
-    serde_json::from_str(text?).ok()
-}
-
-/// The liveness row text of `regs`.
-pub(crate) fn render(regs: &[Registration]) -> String {
-    serde_json::to_string(regs).unwrap_or_default()
-}
-
 /// Runs the upkeep until the worker stops claiming.
 pub(super) async fn upkeep_loop(s: Arc<Shared>) {
     let mut gauges: Vec<String> = Vec::new();
     loop {
         resume_suspended(&s).await;
-        match crate::engine::unclaimable(&s.engine).await {
+        match s.engine.runs().unclaimable().await {
             Ok(list) => {
                 let ns = s.engine.namespace();
                 for old in &gauges {
@@ -95,7 +67,7 @@ async fn resume_suspended(s: &Shared) {
     let now = s.engine.clock().now_ms();
     for (name, w) in &s.registry {
         let (to, from, code) = w.version();
-        match s.engine.store().resume_suspended(s.engine.namespace(), name, (from, to), code, now).await {
+        match s.engine.inner.store.resume_suspended(s.engine.namespace(), name, (from, to), code, now).await {
             Ok(0) => {}
             Ok(n) => {
                 tracing::info!(workflow = %name, runs = n, "took up suspended runs again: other code suspended them");
@@ -104,9 +76,4 @@ async fn resume_suspended(s: &Shared) {
             Err(e) => tracing::warn!(workflow = %name, error = %e, "could not take up suspended runs"),
         }
     }
-}
-
-/// Whether any of `regs` covers runs of `name` at `version`.
-pub(crate) fn covered(regs: &[Vec<Registration>], name: &str, version: Option<u32>) -> bool {
-    regs.iter().flatten().any(|r| r.covers(name, version))
 }

@@ -4,8 +4,8 @@
 //! failed, still open); above them the time the run was queued before a
 //! worker first took it. Server-drawn SVG, no script.
 
-use crate::describe;
-use hydra_store::{Execution, Step, StepKind, StepStatus};
+use hydra_runtime::describe;
+use hydra_runtime::{Execution, RecordedStep as Step, StepKind, StepStatus};
 use maud::{Markup, html};
 
 const WIDTH: f64 = 960.0;

@@ -3,11 +3,11 @@
 
 use super::layout::{self, Problem, badge, cut, payload, payload_line, run_href, when, when_opt, with_query};
 use super::{App, timeline};
-use crate::describe;
-use crate::engine::RunDetail;
 use axum::extract::{Path, Query, State};
 use axum::response::Redirect;
-use hydra_store::{Execution, ExecutionFilter, ExecutionId, ExecutionStatus, StepStatus};
+use hydra_runtime::RunDetail;
+use hydra_runtime::describe;
+use hydra_runtime::{Execution, ExecutionFilter, ExecutionId, ExecutionStatus, StepStatus};
 use maud::{Markup, html};
 use std::sync::Arc;
 

@@ -1,5 +1,5 @@
-//! The web console: the runs of one namespace in a browser (feature
-//! `console`).
+//! Hydra's web console: the runs of one namespace in a browser, over the
+//! engine's read model (`hydra_runtime::runs`) and its repair operations.
 //!
 //! Pages: the runs list with filters and paging; a run with its step
 //! timeline, payloads, errors, children, signals and events, and the
@@ -9,8 +9,9 @@
 //! script at all; the stylesheet is compiled into the binary), and every
 //! stored text is escaped.
 //!
-//! Start it with [`Console::start`], with [`crate::EngineBuilder::console`]
-//! beside an engine, or with `hydra console`.
+//! Start it with [`Console::start`], beside an engine from its build on
+//! with [`EngineBuilderExt::console`] (`Engine::builder().console(addr)`),
+//! or with `hydra console`.
 //!
 //! # Who may use it
 //! - Bound to a loopback address it needs no token to read; a request
@@ -37,11 +38,12 @@ mod layout;
 mod runs;
 mod timeline;
 
-use crate::engine::Engine;
-use crate::error::Error;
 use axum::Router;
 use axum::routing::{get, post};
+use hydra_runtime::{Attachment, Engine, EngineBuilder, Error};
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 
 /// The address `hydra console` binds by default.
@@ -188,13 +190,66 @@ impl Console {
     }
 
     /// Lets the console serve for as long as the async runtime runs.
-    pub(crate) fn detach(mut self) {
+    fn detach(mut self) {
         // Dropping the sender would stop the server: keep it with the task.
         let stop = self.stop.take();
         drop(tokio::spawn(async move {
             let _keep = stop;
             let _ = (&mut self.task).await;
         }));
+    }
+}
+
+/// Serves the console beside an engine from [`EngineBuilder::build`] on,
+/// until the async runtime ends: `Engine::builder().console(addr)`.
+pub trait EngineBuilderExt {
+    /// Serves the web console for the engine's namespace on `addr` (a
+    /// loopback address; elsewhere use [`EngineBuilderExt::console_with`]
+    /// and a token); port 0 takes a free port ([`EngineExt::console_addr`]).
+    #[must_use]
+    fn console(self, addr: SocketAddr) -> Self;
+    /// Serves the web console as `config` says (address, token).
+    #[must_use]
+    fn console_with(self, config: ConsoleConfig) -> Self;
+}
+
+impl EngineBuilderExt for EngineBuilder {
+    fn console(self, addr: SocketAddr) -> Self {
+        self.console_with(ConsoleConfig::new(addr))
+    }
+
+    fn console_with(self, config: ConsoleConfig) -> Self {
+        self.attach(Beside(config))
+    }
+}
+
+/// Where the console started with an engine listens.
+pub trait EngineExt {
+    /// The address of the console started with this engine
+    /// ([`EngineBuilderExt::console`]), if one was.
+    fn console_addr(&self) -> Option<SocketAddr>;
+}
+
+impl EngineExt for Engine {
+    fn console_addr(&self) -> Option<SocketAddr> {
+        self.extension::<ConsoleAddr>().map(|a| a.0)
+    }
+}
+
+/// The console started with an engine (see [`EngineBuilderExt`]).
+struct Beside(ConsoleConfig);
+
+/// The address of the console started with an engine.
+struct ConsoleAddr(SocketAddr);
+
+impl Attachment for Beside {
+    fn start(self: Box<Self>, engine: Engine) -> Pin<Box<dyn Future<Output = Result<(), Error>> + Send>> {
+        Box::pin(async move {
+            let console = Console::start(engine.clone(), self.0).await?;
+            engine.set_extension(ConsoleAddr(console.addr()));
+            console.detach();
+            Ok(())
+        })
     }
 }
 

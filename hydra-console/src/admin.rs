@@ -3,10 +3,10 @@
 
 use super::App;
 use super::layout::{self, Problem, badge, cut, run_href, when, with_query};
-use crate::describe;
 use axum::extract::State;
+use hydra_runtime::describe;
+use hydra_runtime::runs::{Registration, Workers};
 use maud::{Markup, html};
-use serde_json::Value;
 use std::sync::Arc;
 
 /// `GET /cron`.
@@ -41,23 +41,20 @@ pub(super) async fn cron(State(app): State<Arc<App>>) -> Result<Markup, Problem>
     Ok(layout::page(&app.engine, "Cron", "cron", body))
 }
 
-/// The workflow names a worker's lease row says it runs.
-fn registered(text: Option<&str>) -> String {
-    let Some(v) = text.and_then(|t| serde_json::from_str::<Value>(t).ok()) else { return "-".to_owned() };
-    let names: Vec<&str> = v
-        .as_array()
-        .map(|a| a.iter().filter_map(|r| r.get("name").and_then(Value::as_str)).collect())
-        .unwrap_or_default();
-    names.join(", ")
+/// The workflow names a worker says it runs.
+fn registered(regs: Option<&[Registration]>) -> String {
+    match regs {
+        Some(regs) => regs.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", "),
+        None => "-".to_owned(),
+    }
 }
 
 /// `GET /workers`.
 pub(super) async fn workers(State(app): State<Arc<App>>) -> Result<Markup, Problem> {
     let e = &app.engine;
-    let now = e.clock().now_ms();
-    let live = e.store().live_workers(e.namespace(), now).await.map_err(crate::Error::from)?;
-    let running = e.store().running_by_worker(e.namespace()).await.map_err(crate::Error::from)?;
-    let runs_of = |w: &str| running.iter().find(|(o, _)| o == w).map_or(0, |(_, n)| *n);
+    let runs = e.runs();
+    let now = runs.now_ms();
+    let Workers { live, held_by_gone, .. } = runs.workers().await?;
     let body = html! {
         h1 { "Workers" }
         @if live.is_empty() { p.empty { "No live worker in this namespace." } } @else {
@@ -65,19 +62,18 @@ pub(super) async fn workers(State(app): State<Arc<App>>) -> Result<Markup, Probl
                 thead { tr { th { "Worker" } th { "Since (UTC)" } th { "Last heartbeat" } th { "Lease expires" } th { "Running runs" } th { "Workflows" } } }
                 tbody { @for w in &live { tr {
                     td { code { (w.worker_id.as_str()) } }
-                    td { (when(w.acquired_at)) }
+                    td { (when(w.since)) }
                     td { (describe::span(now.saturating_sub(w.heartbeat_at))) " ago" }
                     td { "in " (describe::span(w.expires_at.saturating_sub(now))) }
-                    td.num { (runs_of(w.worker_id.as_str())) }
+                    td.num { (w.running_runs) }
                     td { (cut(&registered(w.registrations.as_deref()), 200)) }
                 } } }
             }
         }
-        @let orphaned: Vec<_> = running.iter().filter(|(o, _)| !live.iter().any(|w| w.worker_id.as_str() == o)).collect();
-        @if !orphaned.is_empty() {
+        @if !held_by_gone.is_empty() {
             h2 { "Runs held by workers that are gone" }
             p { "Their leases lapse and other workers take them over." }
-            ul { @for (o, n) in orphaned { li { code { (o) } ": " (n) " run(s)" } } }
+            ul { @for (o, n) in &held_by_gone { li { code { (o) } ": " (n) " run(s)" } } }
         }
     };
     Ok(layout::page(e, "Workers", "workers", body))
@@ -93,7 +89,7 @@ pub(super) async fn summary(State(app): State<Arc<App>>) -> Result<Markup, Probl
     let counts = e.status_counts().await?;
     let oldest = e.oldest_pending().await?;
     let since = (now / 60_000).saturating_sub(MINUTES - 1).saturating_mul(60_000);
-    let buckets = e.store().ended_by_bucket(e.namespace(), since, 60_000).await.map_err(crate::Error::from)?;
+    let buckets = e.runs().ended_per_bucket(since, 60_000).await?;
     let mut ok = vec![0u64; MINUTES as usize];
     let mut bad = vec![0u64; MINUTES as usize];
     for b in &buckets {

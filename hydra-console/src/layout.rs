@@ -1,11 +1,11 @@
 //! The page frame (navigation, stylesheet), error pages, and the pieces
 //! every page uses: status badges, times, payloads, links with queries.
 
-use crate::describe;
-use crate::engine::Engine;
-use crate::error::Error;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use hydra_runtime::Engine;
+use hydra_runtime::Error;
+use hydra_runtime::describe;
 use maud::{DOCTYPE, Markup, html};
 
 /// The stylesheet, compiled into the binary.

@@ -8,11 +8,11 @@ use super::App;
 use super::guard::form_token;
 use super::layout::{Problem, run_href};
 use super::runs::parse_id;
-use crate::codec::Codec;
-use crate::engine::SignalOptions;
 use axum::extract::{Form, Path, State};
 use axum::response::Redirect;
-use hydra_store::{CancelOutcome, SignalSent};
+use hydra_runtime::Codec;
+use hydra_runtime::SignalOptions;
+use hydra_runtime::{CancelOutcome, SignalSent};
 use std::sync::Arc;
 
 /// A form with nothing but the token.
@@ -37,7 +37,7 @@ pub(super) async fn cancel(
     match app.engine.cancel(&id).await? {
         CancelOutcome::Cancelled => Ok(done(id.as_str(), "cancelled")),
         CancelOutcome::AlreadyEnded(s) => {
-            Err(Problem::from(crate::Error::Refused(format!("run {id} has already ended ({s})"))))
+            Err(Problem::from(hydra_runtime::Error::Refused(format!("run {id} has already ended ({s})"))))
         }
         _ => Ok(done(id.as_str(), "cancel-requested")),
     }
