@@ -30,6 +30,7 @@ pub struct Model {
     pub cancel_requested: bool,
     pub open_position: i32,
     pub open_attempts: i32,
+    pub signal_wait: bool,
     pub parent_id: Option<String>,
     pub cancel_with_parent: bool,
     pub error_data: Option<Vec<u8>>,

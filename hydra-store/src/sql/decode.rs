@@ -166,6 +166,7 @@ impl FromRow for crate::entity::workflow_executions::Model {
             cancel_requested: r.try_get("", "cancel_requested")?,
             open_position: r.try_get("", "open_position")?,
             open_attempts: r.try_get("", "open_attempts")?,
+            signal_wait: r.try_get("", "signal_wait")?,
             parent_id: r.try_get("", "parent_id")?,
             cancel_with_parent: r.try_get("", "cancel_with_parent")?,
             error_data: r.try_get("", "error_data")?,

@@ -15,7 +15,7 @@ use crate::sql::{Db, Row};
 use sea_orm::Value;
 
 /// The type of a copied column.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Col {
     Text,
     OptText,
@@ -29,131 +29,60 @@ enum Col {
 }
 
 /// A table that moves: its name, its key columns (for paging) and every
-/// column with its type.
+/// column with its type, as its entity declares them (`crate::entity`:
+/// the schema as the store reads it; no second copy here).
 struct Table {
     name: &'static str,
-    key: &'static [&'static str],
-    cols: &'static [(&'static str, Col)],
+    key: Vec<&'static str>,
+    cols: Vec<(&'static str, Col)>,
     /// Whether its `id` is drawn from a sequence (moved past the copied
     /// IDs after the copy, see `Dialect::after_copy`).
     serial: bool,
 }
 
-const TABLES: &[Table] = &[
+/// The tables a move copies, in copy order (runs before what refers to
+/// them). Worker rows (`leases`) belong to the old database's processes.
+fn tables() -> Vec<Table> {
+    use crate::entity::{
+        cron_jobs, workflow_events, workflow_executions, workflow_search_attributes, workflow_signals, workflow_steps,
+    };
+    vec![
+        table::<workflow_executions::Entity>(),
+        table::<workflow_steps::Entity>(),
+        table::<workflow_signals::Entity>(),
+        table::<workflow_events::Entity>(),
+        table::<workflow_search_attributes::Entity>(),
+        table::<cron_jobs::Entity>(),
+    ]
+}
+
+/// The [`Table`] entity `E` declares.
+fn table<E: sea_orm::EntityTrait>() -> Table {
+    use sea_orm::{ColumnTrait, ColumnType, IdenStatic, Iterable, PrimaryKeyToColumn, PrimaryKeyTrait};
+    let cols = E::Column::iter()
+        .map(|c| {
+            let def = c.def();
+            let kind = match (def.get_column_type(), def.is_null()) {
+                (ColumnType::Integer | ColumnType::SmallInteger | ColumnType::TinyInteger, false) => Col::Int,
+                (ColumnType::Integer | ColumnType::SmallInteger | ColumnType::TinyInteger, true) => Col::OptInt,
+                (ColumnType::BigInteger, false) => Col::Big,
+                (ColumnType::BigInteger, true) => Col::OptBig,
+                (ColumnType::Boolean, _) => Col::Bool,
+                (ColumnType::Blob | ColumnType::Binary(_) | ColumnType::VarBinary(_), false) => Col::Blob,
+                (ColumnType::Blob | ColumnType::Binary(_) | ColumnType::VarBinary(_), true) => Col::OptBlob,
+                (_, false) => Col::Text,
+                (_, true) => Col::OptText,
+            };
+            (c.as_str(), kind)
+        })
+        .collect();
     Table {
-        name: "workflow_executions",
-        key: &["id"],
-        cols: &[
-            ("id", Col::Text),
-            ("namespace", Col::Text),
-            ("workflow_name", Col::Text),
-            ("status", Col::Text),
-            ("input_data", Col::Blob),
-            ("output_data", Col::OptBlob),
-            ("error_message", Col::OptText),
-            ("max_attempts", Col::Int),
-            ("attempts", Col::Int),
-            ("idempotency_key", Col::OptText),
-            ("trigger_type", Col::Text),
-            ("trigger_source", Col::OptText),
-            ("created_at", Col::Big),
-            ("started_at", Col::OptBig),
-            ("updated_at", Col::Big),
-            ("completed_at", Col::OptBig),
-            ("due_at", Col::OptBig),
-            ("deadline_at", Col::OptBig),
-            ("lease_owner", Col::OptText),
-            ("fencing_token", Col::Big),
-            ("cancel_requested", Col::Bool),
-            ("open_position", Col::Int),
-            ("open_attempts", Col::Int),
-            ("signal_wait", Col::Bool),
-            ("parent_id", Col::OptText),
-            ("cancel_with_parent", Col::Bool),
-            ("error_data", Col::OptBlob),
-            ("workflow_version", Col::OptInt),
-            ("suspended_code", Col::OptBig),
-        ],
-        serial: false,
-    },
-    Table {
-        name: "workflow_steps",
-        key: &["id"],
-        cols: &[
-            ("id", Col::Big),
-            ("execution_id", Col::Text),
-            ("namespace", Col::Text),
-            ("step_id", Col::Text),
-            ("step_name", Col::Text),
-            ("position", Col::Int),
-            ("kind", Col::Text),
-            ("status", Col::Text),
-            ("attempts", Col::Int),
-            ("max_attempts", Col::Int),
-            ("output_data", Col::OptBlob),
-            ("error_message", Col::OptText),
-            ("started_at", Col::Big),
-            ("completed_at", Col::OptBig),
-            ("wake_at", Col::OptBig),
-            ("fencing_token", Col::Big),
-        ],
-        serial: true,
-    },
-    Table {
-        name: "workflow_signals",
-        key: &["id"],
-        cols: &[
-            ("id", Col::Big),
-            ("namespace", Col::Text),
-            ("execution_id", Col::Text),
-            ("name", Col::Text),
-            ("payload", Col::Blob),
-            ("idempotency_key", Col::OptText),
-            ("created_at", Col::Big),
-            ("consumed_at", Col::OptBig),
-            ("consumed_position", Col::OptInt),
-        ],
-        serial: true,
-    },
-    Table {
-        name: "workflow_events",
-        key: &["execution_id", "event_key"],
-        cols: &[
-            ("execution_id", Col::Text),
-            ("event_key", Col::Text),
-            ("namespace", Col::Text),
-            ("value", Col::Blob),
-            ("updated_at", Col::Big),
-        ],
-        serial: false,
-    },
-    Table {
-        name: "workflow_search_attributes",
-        key: &["execution_id", "name"],
-        cols: &[("execution_id", Col::Text), ("name", Col::Text), ("namespace", Col::Text), ("value", Col::Text)],
-        serial: false,
-    },
-    Table {
-        name: "cron_jobs",
-        key: &["id"],
-        cols: &[
-            ("id", Col::Text),
-            ("namespace", Col::Text),
-            ("name", Col::Text),
-            ("cron_spec", Col::Text),
-            ("timezone", Col::Text),
-            ("workflow_name", Col::OptText),
-            ("input_data", Col::OptBlob),
-            ("missed_policy", Col::Text),
-            ("enabled", Col::Bool),
-            ("created_at", Col::Big),
-            ("updated_at", Col::Big),
-            ("next_run_at", Col::Big),
-            ("last_tick_at", Col::OptBig),
-        ],
-        serial: false,
-    },
-];
+        name: E::default().table_name(),
+        key: E::PrimaryKey::iter().map(|k| k.into_column().as_str()).collect(),
+        cols,
+        serial: <E::PrimaryKey as PrimaryKeyTrait>::auto_increment(),
+    }
+}
 
 /// Rows per read (and at most per insert statement).
 const BATCH: usize = 200;
@@ -225,7 +154,8 @@ impl Store {
         // SHARE mode. The lease check runs inside it, so no worker can start
         // writing between the check and the copy.
         let _source_gate = self.gate().await;
-        let names: Vec<&str> = TABLES.iter().map(|t| t.name).chain(["leases"]).collect();
+        let tables = tables();
+        let names: Vec<&str> = tables.iter().map(|t| t.name).chain(["leases"]).collect();
         let source = self.dialect().begin_snapshot(self.connection(), &names).await?;
         let r = self.move_from((&source).into(), target, now).await;
         // The source was only read: ending its transaction cannot undo the
@@ -252,7 +182,7 @@ impl Store {
                  under lease): stop every worker and wait for their leases to expire before moving it"
             )));
         }
-        for table in TABLES {
+        for table in &tables() {
             self.check_columns(source, table, "source").await?;
             target.check_columns(target.conn(), table, "target").await?;
         }
@@ -318,7 +248,7 @@ impl Store {
 
     async fn copy_all(&self, source: Db<'_>, target: &Store, txn: Db<'_>) -> Result<MoveReport, StoreError> {
         let mut report = MoveReport::default();
-        for table in TABLES {
+        for table in &tables() {
             let mut moved = MovedTable {
                 table: table.name.to_owned(),
                 source_rows: 0,
@@ -376,7 +306,7 @@ impl Store {
     async fn page(&self, db: Db<'_>, table: &Table, after: Option<&[Value]>) -> Result<Vec<Row>, StoreError> {
         let cols: Vec<&str> = table.cols.iter().map(|(c, _)| *c).collect();
         let order = table.key.join(", ");
-        let (cond, mut values) = match (after, table.key) {
+        let (cond, mut values) = match (after, table.key.as_slice()) {
             (None, _) => (String::new(), Vec::new()),
             (Some(k), [a]) => (format!(" WHERE {a} > ?"), vec![k[0].clone()]),
             (Some(k), [a, b]) => {
@@ -434,7 +364,7 @@ fn refusal(reason: String) -> StoreError {
 /// A row's values in column order, typed as the column is.
 fn read_row(table: &Table, row: &Row) -> Result<Vec<Value>, StoreError> {
     let mut out = Vec::with_capacity(table.cols.len());
-    for (name, col) in table.cols {
+    for &(name, col) in &table.cols {
         let v: Value = match col {
             Col::Text => row.try_get::<String>("", name)?.into(),
             Col::OptText => row.try_get::<Option<String>>("", name)?.into(),

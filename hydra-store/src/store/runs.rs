@@ -370,6 +370,7 @@ pub(super) fn execution_row(new: &NewExecution) -> exec::ActiveModel {
         cancel_requested: Set(false),
         open_position: Set(0),
         open_attempts: Set(attempts),
+        signal_wait: Set(false),
         parent_id: Set(new.parent_id.as_ref().map(|p| p.as_str().to_owned())),
         cancel_with_parent: Set(new.cancel_with_parent),
         error_data: Set(None),
