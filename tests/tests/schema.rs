@@ -6,7 +6,7 @@
 // Test code: a failed unwrap is a failed test, with its message.
 #![allow(clippy::unwrap_used)]
 
-use hydra_tests::{TestDb, both_backends};
+use hydra_tests::both_backends;
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
 
 /// The columns of `table` in a migrated database, sorted.
