@@ -36,7 +36,9 @@
 //!
 //! | module | what it owns |
 //! | --- | --- |
-//! | `engine` | [`Engine`] and [`EngineBuilder`]: reading and cancelling runs; `start` (starting runs, one or many per commit); `handle` ([`RunHandle`]); `messages` (signals, awakeables, events) |
+//! | `engine` | [`Engine`] and [`EngineBuilder`] (the hub; attachments such as the web console): cancelling runs; `start` (starting runs, one or many per commit); `takers` (the local workers a start hands its run to, known by two traits); `handle` ([`RunHandle`]); `messages` (signals, awakeables, events); `repair` and `operate` (an operator's hands) |
+//! | `new_run` | one road into the run table: every new run built with every check ([`StartOptions`]) |
+//! | [`runs`] | the read model: runs and their whole story, schedules, workers, counts; what the CLI and the console read |
 //! | `worker` | [`Worker`]: `builder` (settings, start), `claim` (poll and `LISTEN` loops, batch claims), `lease` (heartbeat and lease guard), `drive` (one claimed run, claim to end), `cron_ticks`, `shutdown` |
 //! | `context` | the workflow's side of a run: `run` (replay state, open step, fenced writes), `workflow` ([`WorkflowContext`]), `execute` (one step call and its attempts), `sleep` (durable sleep), `signal` (receiving signals), `event` (publishing events), `awakeable` (completion tokens), `child` (child workflows), `compensate` (sagas: [`Compensation`]), `step` ([`StepContext`]) |
 //! | `commit` | the group committer: many runs' writes in one transaction, results after commit |
@@ -50,6 +52,9 @@
 //! | `clock` | the engine's one source of time ([`Clock`]) |
 //! | `metrics` | metric names and where they are recorded; the Prometheus endpoint |
 //! | `error` | [`Error`], [`StepError`], [`WorkflowError`] |
+//! | [`unstable`] | the store under the engine, for Hydra's own tests and tools: not a stable API |
+//!
+//! `docs/ARCHITECTURE.md` in the repository is the map of the whole house.
 //!
 //! # Cargo features
 //!

@@ -201,7 +201,7 @@ pub struct StartOptions {
     /// Which schedule or caller started it.
     pub trigger_source: Option<String>,
     /// The version of the workflow's code starting it (set by
-    /// [`Engine::start_with`] from [`crate::Workflow::VERSION`]; `None`:
+    /// [`Engine::start_with`](crate::Engine::start_with) from [`crate::Workflow::VERSION`]; `None`:
     /// unversioned).
     pub workflow_version: Option<u32>,
     /// Search attributes (name, value) the run carries from its start; find

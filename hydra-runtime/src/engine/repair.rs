@@ -100,7 +100,7 @@ impl Engine {
     /// history keeps the origin's steps at positions below `from_position`
     /// and runs the rest, with `input` (encoded, as by
     /// [`Engine::codecs`]) or the origin's input. The fork records trigger
-    /// [`TriggerType::Fork`] with the origin's ID as its source; the origin
+    /// [`TriggerType::Fork`](crate::TriggerType::Fork) with the origin's ID as its source; the origin
     /// is not touched. The origin's search attributes are copied; its
     /// events, signals and children are not.
     ///

@@ -84,7 +84,7 @@ fn pick(url: &str) -> Result<Backend, StoreError> {
 }
 
 /// Wake-ups: a backend's way to learn that runs became claimable, or
-/// ended, in another process (see [`Dialect::wake_ups`]).
+/// ended, in another process (see [`Store::wake_ups`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum WakeUp {
@@ -271,7 +271,7 @@ pub(crate) type ErasedJob = Box<
         + Send,
 >;
 
-/// The wake-ups of one store (see [`Dialect::wake_ups`]).
+/// The wake-ups of one store (see [`Store::wake_ups`]).
 pub struct WakeUps {
     source: Box<dyn WakeSource>,
 }

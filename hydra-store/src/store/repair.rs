@@ -167,7 +167,7 @@ impl Store {
     }
 
     /// Forks a run: creates run `req.id` of the same workflow (and version),
-    /// started by trigger [`TriggerType::Fork`] with the origin's ID as its
+    /// started by trigger [`TriggerType::Fork`](crate::TriggerType::Fork) with the origin's ID as its
     /// source, whose history is a copy of the origin's steps at positions
     /// below `req.from_position`, and whose input is `req.input` or the
     /// origin's. A replay returns those steps' recorded results; the fork
