@@ -388,6 +388,7 @@ pub(crate) fn cron_run(engine: &Engine, job: &CronJob, tick: Option<i64>) -> Res
     NewRun {
         name: &job.workflow_name,
         input: job.input.clone(),
+        input_stored: true,
         version: known.map(|k| k.version),
         defaults: &defaults,
         options: crate::engine::StartOptions::default(),

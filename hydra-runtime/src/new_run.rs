@@ -1,8 +1,9 @@
 //! One road into the run table: every new run, whatever made it (a start,
 //! a start of many, a start by name, a cron tick or a schedule triggered
 //! by hand, a child, a fork), is built by [`NewRun::build`] with the same
-//! checks: a name the schema holds, the input within the engine's payload
-//! limit, an idempotency key and a trigger source the schema holds and not
+//! checks: a name the schema holds, a new input within the engine's payload
+//! limit (an input already stored, a schedule's or a forked run's, was held
+//! to it where it entered the database), an idempotency key and a trigger source the schema holds and not
 //! of Hydra's own form, valid search attributes; and it carries its
 //! workflow's version wherever that is known, so that version-gated claims
 //! apply to it. Typed inputs are encoded by [`encode_input`], checked to
@@ -56,6 +57,10 @@ pub(crate) struct NewRun<'a> {
     pub(crate) name: &'a str,
     /// The encoded input.
     pub(crate) input: Vec<u8>,
+    /// Whether the input is already stored (a schedule's input, a forked
+    /// run's): it was held to the limit where it entered the database, and
+    /// is not refused again by an engine whose limit is lower.
+    pub(crate) input_stored: bool,
     /// The workflow's version, if known (a start's options may name one).
     pub(crate) version: Option<u32>,
     /// The workflow's defaults (attempts, timeout).
@@ -81,7 +86,7 @@ pub(crate) struct Rules<'a> {
 impl NewRun<'_> {
     /// The run as the store takes it, after every check.
     pub(crate) fn build(self, rules: Rules<'_>) -> Result<NewExecution, Error> {
-        let NewRun { name, input, version, defaults, options, origin } = self;
+        let NewRun { name, input, input_stored, version, defaults, options, origin } = self;
         if name.is_empty() {
             return Err(Error::UnknownWorkflow(name.to_owned()));
         }
@@ -99,7 +104,7 @@ impl NewRun<'_> {
         if let Some(s) = &options.trigger_source {
             fits("a trigger source", s)?;
         }
-        if input.len() > rules.max_payload_bytes {
+        if !input_stored && input.len() > rules.max_payload_bytes {
             let what = match &origin {
                 Origin::Start => format!("the input of `{name}`"),
                 Origin::Cron { schedule, .. } => format!("the input of cron schedule `{schedule}`"),
@@ -188,7 +193,8 @@ fn cut(text: &str) -> String {
 #[non_exhaustive]
 pub struct StartOptions {
     /// A second start with the same key (same namespace and workflow)
-    /// returns the first run instead of creating another.
+    /// returns the first run instead of creating another. Keys beginning
+    /// `cron:` are Hydra's own (one run per cron tick) and are refused.
     pub idempotency_key: Option<String>,
     /// Workflow attempts allowed (default: the workflow's retry policy).
     pub max_attempts: Option<u32>,

@@ -10,6 +10,7 @@
 use hydra_runtime::prelude::*;
 use hydra_runtime::unstable::EngineBuilderStoreExt as _;
 use hydra_runtime::{Clock, CronSchedule, Execution, ExecutionFilter, TriggerType};
+use hydra_tests::flow::{Act, StepPlan};
 use hydra_tests::{TestDb, both_backends};
 use std::time::Duration;
 
@@ -140,5 +141,61 @@ both_backends! {
             .await
             .unwrap_err();
         assert!(matches!(&err, Error::Config(m) if m.contains("cron")), "{err}");
+    }
+
+    async fn an_input_stored_earlier_is_not_refused_again_by_a_lower_limit(db: TestDb) {
+        // A schedule and a run stored under a limit of 1,024 bytes ...
+        let clock = Clock::manual(T0);
+        let roomy = engine(&db, &clock, 1024).await;
+        let big = "x".repeat(100);
+        roomy.register_cron(CronSchedule::workflow::<Report>("big", "* * * * *", big.clone())).await.unwrap();
+        let w = worker(&roomy).await;
+        let done = roomy.start::<Report>(big.clone()).await.unwrap();
+        assert_eq!(done.result_timeout(WAIT).await.unwrap(), 100);
+        w.shutdown(Duration::from_secs(5)).await;
+        // ... are run and forked by engines whose limit is 64 bytes: the tick
+        // is not lost, the fork keeps the origin's input.
+        let tight = engine(&db, &clock, 64).await;
+        let w = worker(&tight).await;
+        clock.advance(Duration::from_secs(31));
+        let tick = tokio::time::timeout(WAIT, async {
+            loop {
+                if let Some(r) = runs_of(&tight, TriggerType::Cron).await.into_iter().next() {
+                    return r;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the tick started its run");
+        assert_eq!(tick.input.len(), done.execution().await.unwrap().input.len());
+        let fork = tight.fork(done.id(), 0, None).await.unwrap();
+        assert_eq!(tight.handle::<usize>(fork.id).result_timeout(WAIT).await.unwrap(), 100);
+        w.shutdown(Duration::from_secs(5)).await;
+    }
+
+    async fn a_step_recorded_under_a_reserved_id_before_the_rule_still_replays(db: TestDb) {
+        use hydra_runtime::unstable::EngineStoreExt as _;
+        use hydra_tests::flow::Flow;
+        let clock = Clock::manual(T0);
+        let e = engine(&db, &clock, 1024).await;
+        // A run whose history, written by an earlier version, holds a user
+        // step named `event:x` at position 0.
+        let h = e.start::<Flow>(vec![StepPlan::new("event:x", Act::Ok)]).await.unwrap();
+        let store = e.store().clone();
+        let now = clock.now_ms();
+        let mut req = hydra_store::ClaimRequest::new("roads", vec!["flow".into()], hydra_store::WorkerId::from_string("old"), now, 30_000, 10);
+        req.lease_ttl_ms = 30_000;
+        let lease = store.claim(&req).await.unwrap().remove(0).lease;
+        let output = e.codecs().encode(hydra_runtime::Codec::Json, &"from the old version".to_owned()).unwrap();
+        let rec = hydra_store::StepRecord::new(hydra_store::StepId::new("event:x", 1), "event:x", 0, hydra_store::StepKind::Step, 3, hydra_store::StepOutcome::Completed(output));
+        store.record_step_result(&lease, rec, now).await.unwrap();
+        store.release(&lease, now).await.unwrap();
+        let (flow, probe) = Flow::new();
+        let w = Worker::builder(&e).register(flow).poll_interval(Duration::from_millis(20)).start().await.unwrap();
+        let out = h.result_timeout(WAIT).await.unwrap();
+        assert_eq!(out, vec!["from the old version".to_owned()], "answered from its history");
+        assert_eq!(probe.bodies("event:x"), 0);
+        w.shutdown(Duration::from_secs(5)).await;
     }
 }

@@ -182,6 +182,7 @@ impl WorkflowContext {
                     let new = crate::new_run::NewRun {
                         name: W::NAME,
                         input: bytes,
+                        input_stored: false,
                         version: Some(W::VERSION),
                         defaults: &defaults,
                         options: crate::new_run::StartOptions::default(),

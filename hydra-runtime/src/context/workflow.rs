@@ -61,14 +61,20 @@ impl WorkflowContext {
     /// A step ID that breaks the rules of step IDs, or begins with a prefix
     /// of Hydra's own records (`hydra.`, `signal:`, `select:`, `event:`,
     /// `search:`; see [`hydra_store::reserved`]), fails the run with a clear
-    /// error (`#[step(id = ...)]` refuses them at compile time).
+    /// error (`#[step(id = ...)]` refuses them at compile time); a step a
+    /// run recorded under such an ID before this rule still replays.
     pub async fn step_with<T, F, Fut>(&self, options: StepOptions, body: F) -> Result<T, StepError>
     where
         T: Serialize + DeserializeOwned + Send,
         F: FnMut(StepContext) -> Fut + Send,
         Fut: Future<Output = Result<T, StepError>> + Send,
     {
-        if let Err(why) = hydra_store::reserved::step::check_user(&options.id) {
+        // A step a run recorded under this ID before the rule (a history
+        // written by an earlier version) still replays; only new records
+        // are refused.
+        let recorded_as_such =
+            self.run.recorded(self.run.peek_position()).is_some_and(|r| r.step_id.base() == options.id);
+        if !recorded_as_such && let Err(why) = hydra_store::reserved::step::check_user(&options.id) {
             match self.run.fail_run(format!("invalid step ID: {why}")).await {}
         }
         self.own_step_with(options, body).await

@@ -80,8 +80,13 @@ impl<O: DeserializeOwned> RunHandle<O> {
         // One shared connection per store, not one per waiter.
         // Only wake-ups that name the run that ended are worth following
         // (a SQLite file's say only that something was committed).
-        let mut ended = match self.engine.inner.store.wake_ups().await {
-            Ok(w) => w.filter(hydra_store::WakeUps::names_runs),
+        let wake_ups = if self.engine.inner.store.wake_ups_name_runs() {
+            self.engine.inner.store.wake_ups().await
+        } else {
+            Ok(None)
+        };
+        let mut ended = match wake_ups {
+            Ok(w) => w,
             Err(e) => {
                 tracing::debug!(error = %e, "cannot listen for ended runs; polling");
                 None

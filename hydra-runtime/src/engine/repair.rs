@@ -118,9 +118,11 @@ impl Engine {
         let defaults = crate::WorkflowOptions::default();
         let mut options = super::StartOptions::new().max_attempts(origin.max_attempts);
         options.workflow_version = origin.workflow_version;
+        let input_stored = input.is_none();
         let run = crate::new_run::NewRun {
             name: &origin.workflow_name,
             input: input.unwrap_or(origin.input),
+            input_stored,
             version: origin.workflow_version,
             defaults: &defaults,
             options,

@@ -42,6 +42,7 @@ impl Engine {
         NewRun {
             name: W::NAME,
             input: bytes,
+            input_stored: false,
             version: Some(W::VERSION),
             defaults: &defaults,
             options,
@@ -66,7 +67,8 @@ impl Engine {
     ) -> Result<Execution, Error> {
         let version = self.known(name).map(|k| k.version);
         let new =
-            NewRun { name, input, version, defaults: &defaults, options, origin: Origin::Start }.build(self.rules())?;
+            NewRun { name, input, input_stored: false, version, defaults: &defaults, options, origin: Origin::Start }
+                .build(self.rules())?;
         self.create(new).await
     }
 

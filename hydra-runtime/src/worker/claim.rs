@@ -70,12 +70,17 @@ async fn follow(s: &Arc<Shared>, wake_ups: &mut hydra_store::WakeUps) -> bool {
     let mut last_wake = tokio::time::Instant::now();
     // A change held back (see above), to be acted on when the gap is over.
     let mut deferred = false;
+    // Failures in a row.
+    let mut failures = 0u32;
     loop {
         let next = tokio::select! {
             _ = s.stop_claiming.cancelled() => return false,
             n = wake_ups.next() => Some(n),
             _ = tokio::time::sleep_until(last_wake + SELF_WAKE_GAP), if deferred => None,
         };
+        if matches!(next, Some(Ok(_))) {
+            failures = 0;
+        }
         match next {
             Some(Ok(hydra_store::WakeUp::Runs(namespace))) => {
                 if namespace == s.engine.namespace() {
@@ -85,14 +90,21 @@ async fn follow(s: &Arc<Shared>, wake_ups: &mut hydra_store::WakeUps) -> bool {
             }
             Some(Ok(hydra_store::WakeUp::Ended(_))) => continue,
             Some(Err(e)) => {
-                // Wake-ups sent meanwhile may be lost: claim once, listen again.
-                tracing::warn!(worker_id = %s.id, error = %e, "lost the wake-ups from other processes; listening again");
+                // Wake-ups sent meanwhile may be lost: claim once. A source
+                // that fails again and again (its watching task ended) is
+                // opened anew; one that recovers by itself (a lost `LISTEN`
+                // connection, a receiver that fell behind) is kept.
+                failures += 1;
+                tracing::warn!(worker_id = %s.id, error = %e, failures, "lost wake-ups from other processes");
                 s.wake.notify_one();
                 tokio::select! {
                     _ = s.stop_claiming.cancelled() => return false,
                     _ = tokio::time::sleep(Duration::from_millis(500)) => {}
                 }
-                return true;
+                if failures >= 3 {
+                    return true;
+                }
+                continue;
             }
             Some(Ok(_)) | None => {}
         }

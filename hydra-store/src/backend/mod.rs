@@ -143,6 +143,13 @@ pub(crate) trait Dialect: Send + Sync + std::fmt::Debug {
         None
     }
 
+    /// Whether this database's wake-ups name the runs they concern (a
+    /// namespace, an ended run) rather than only that something was
+    /// committed (see [`WakeUps::names_runs`]).
+    fn wake_ups_name_runs(&self) -> bool {
+        false
+    }
+
     /// How many group-commit transactions are worth running at once: one
     /// where the database writes one at a time anyway, more where
     /// concurrent transactions hide each other's round trips.
@@ -215,7 +222,9 @@ pub(crate) trait Dialect: Send + Sync + std::fmt::Debug {
     /// Writes the step results `items` of `ops` together in `txn` (see
     /// `store/batch.rs`): `Some` answers in the order of `items` when every
     /// row was written, `None` when one was refused and the transaction
-    /// must be rolled back. A single item always gets its own answer.
+    /// must be rolled back. A backend that writes one step this way too
+    /// ([`Dialect::writes_one_step_together`]) answers a single item with
+    /// its own answer, never `None`.
     fn steps_together<'a>(
         &'a self,
         store: &'a Store,

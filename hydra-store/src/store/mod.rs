@@ -182,6 +182,13 @@ impl Store {
         self.dialect.wake_ups(self).await
     }
 
+    /// Whether this database's wake-ups name the runs they concern (see
+    /// [`WakeUps::names_runs`]): a caller waiting for one run's end need
+    /// not open them otherwise.
+    pub fn wake_ups_name_runs(&self) -> bool {
+        self.dialect.wake_ups_name_runs()
+    }
+
     /// How many group-commit transactions are worth running at once on
     /// this database.
     pub fn committers(&self) -> usize {

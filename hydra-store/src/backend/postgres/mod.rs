@@ -123,6 +123,10 @@ impl Dialect for Postgres {
         4
     }
 
+    fn wake_ups_name_runs(&self) -> bool {
+        true
+    }
+
     fn wake_ups<'a>(&'a self, store: &'a Store) -> Fut<'a, Result<Option<WakeUps>, StoreError>> {
         Box::pin(async move { listen::listen(&self.listener, store).await.map(|l| Some(WakeUps::new(l))) })
     }
