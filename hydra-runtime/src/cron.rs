@@ -356,12 +356,12 @@ impl crate::workflow::ErasedWorkflow for HandlerWorkflow {
         &self,
         ctx: crate::WorkflowContext,
         input: &[u8],
-    ) -> Result<futures_util::future::BoxFuture<'static, crate::workflow::Returned>, String> {
-        let () = ctx.run.codecs.decode(input)?;
-        let (codecs, codec) = (ctx.run.codecs.clone(), ctx.run.codec);
+    ) -> Result<futures_util::future::BoxFuture<'static, crate::context::RunEnd>, String> {
+        let () = ctx.run.env.codecs.decode(input)?;
+        let (codecs, codec) = (ctx.run.env.codecs.clone(), ctx.run.env.codec);
         let handler = std::sync::Arc::clone(&self.handler);
         Ok(Box::pin(async move {
-            use crate::workflow::Returned;
+            use crate::context::RunEnd;
             let result = ctx
                 .step("handler", move |s| {
                     let handler = std::sync::Arc::clone(&handler);
@@ -370,10 +370,10 @@ impl crate::workflow::ErasedWorkflow for HandlerWorkflow {
                 .await;
             match result {
                 Ok(()) => match codecs.encode_checked(codec, &()) {
-                    Ok(bytes) => Returned::Output(bytes),
-                    Err(e) => Returned::EncodeFailed(e),
+                    Ok(bytes) => RunEnd::Output(bytes),
+                    Err(e) => RunEnd::OutputNotEncoded(e),
                 },
-                Err(e) => Returned::Failed(e.into()),
+                Err(e) => RunEnd::Failed(std::sync::Arc::new(e.into())),
             }
         }))
     }

@@ -26,7 +26,7 @@
 //! ```
 
 use crate::codec::CodecRegistry;
-use crate::context::{Interrupt, RunSetup, RunState, WorkflowContext, panic_message};
+use crate::context::{RunEnd, RunSetup, RunState, WorkflowContext, panic_message};
 use crate::error::Error;
 use crate::workflow::{ErasedWorkflow, Registered, Workflow};
 use futures_util::FutureExt;
@@ -230,7 +230,7 @@ impl Verifier {
             state: Default::default(),
             on_nondeterminism: crate::workflow::OnNondeterminism::Fail,
         });
-        run.verifying.store(true, std::sync::atomic::Ordering::SeqCst);
+        run.replay.verifying.store(true, std::sync::atomic::Ordering::SeqCst);
         let ctx = WorkflowContext { run: Arc::clone(&run) };
         let future = match std::panic::catch_unwind(AssertUnwindSafe(|| workflow.start(ctx, input))) {
             Ok(Ok(f)) => f,
@@ -245,7 +245,7 @@ impl Verifier {
             }
         })
         .await;
-        let divergence = run.divergence.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let divergence = run.replay.divergence.lock().unwrap_or_else(|p| p.into_inner()).clone();
         if let Some((position, recorded, called)) = divergence {
             return Verdict::Diverges { position, recorded: recorded.to_string(), called: called.to_string() };
         }
@@ -263,10 +263,10 @@ impl Verifier {
             },
             // It reached the end of the history, or the point where it began
             // compensating.
-            Ok(Ok(Some(Interrupt::Release | Interrupt::End(_)))) => Verdict::Replays,
+            Ok(Ok(Some(RunEnd::Release | RunEnd::End(_)))) => Verdict::Replays,
             Ok(Err(Err(panic))) => Verdict::Failed(format!("the workflow panicked: {panic}")),
-            Ok(Ok(Some(Interrupt::Fail(m)))) if m.contains("could not decode") => Verdict::Undecodable(m),
-            Ok(Ok(Some(Interrupt::Fail(m)))) => Verdict::Failed(m),
+            Ok(Ok(Some(RunEnd::Fail(m)))) if m.contains("could not decode") => Verdict::Undecodable(m),
+            Ok(Ok(Some(RunEnd::Fail(m)))) => Verdict::Failed(m),
             Ok(Ok(other)) => Verdict::Failed(format!("the replay stopped unexpectedly ({other:?})")),
             Err(_) => Verdict::Failed(format!(
                 "the replay did not reach the end of the history within {REPLAY_LIMIT:?} (the body waits on \

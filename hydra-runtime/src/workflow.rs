@@ -379,16 +379,6 @@ impl WorkflowOptions {
     }
 }
 
-/// What a workflow run produced, in encoded form.
-pub(crate) enum Returned {
-    /// The encoded output.
-    Output(Vec<u8>),
-    /// The output could not be encoded.
-    EncodeFailed(String),
-    /// The workflow returned an error.
-    Failed(WorkflowError),
-}
-
 /// A registered workflow, with types erased so a worker can hold many.
 pub(crate) trait ErasedWorkflow: Send + Sync {
     fn options(&self) -> WorkflowOptions;
@@ -397,8 +387,8 @@ pub(crate) trait ErasedWorkflow: Send + Sync {
     fn version(&self) -> (u32, u32, i64);
     /// Decodes the input and starts the body; a decode failure is returned
     /// before anything runs. Payloads are read and written with the run's
-    /// codecs (`ctx.run.codecs`, `ctx.run.codec`).
-    fn start(&self, ctx: WorkflowContext, input: &[u8]) -> Result<BoxFuture<'static, Returned>, String>;
+    /// codecs (`ctx.run.env.codecs`, `ctx.run.env.codec`).
+    fn start(&self, ctx: WorkflowContext, input: &[u8]) -> Result<BoxFuture<'static, crate::context::RunEnd>, String>;
 }
 
 pub(crate) struct Registered<W>(pub(crate) Arc<W>);
@@ -416,17 +406,17 @@ impl<W: Workflow> ErasedWorkflow for Registered<W> {
         (W::VERSION, W::REPLAYS_FROM.min(W::VERSION), W::code_fingerprint())
     }
 
-    fn start(&self, ctx: WorkflowContext, input: &[u8]) -> Result<BoxFuture<'static, Returned>, String> {
-        let input: W::Input = ctx.run.codecs.decode(input)?;
+    fn start(&self, ctx: WorkflowContext, input: &[u8]) -> Result<BoxFuture<'static, crate::context::RunEnd>, String> {
+        let input: W::Input = ctx.run.env.codecs.decode(input)?;
         let wf = Arc::clone(&self.0);
-        let (codecs, codec) = (ctx.run.codecs.clone(), ctx.run.codec);
+        let (codecs, codec) = (ctx.run.env.codecs.clone(), ctx.run.env.codec);
         Ok(Box::pin(async move {
             match wf.run(ctx, input).await {
                 Ok(out) => match codecs.encode_checked(codec, &out) {
-                    Ok(bytes) => Returned::Output(bytes),
-                    Err(e) => Returned::EncodeFailed(e),
+                    Ok(bytes) => crate::context::RunEnd::Output(bytes),
+                    Err(e) => crate::context::RunEnd::OutputNotEncoded(e),
                 },
-                Err(e) => Returned::Failed(e),
+                Err(e) => crate::context::RunEnd::Failed(Arc::new(e)),
             }
         }))
     }

@@ -150,7 +150,7 @@ impl WorkflowContext {
     pub async fn await_child<O: serde::de::DeserializeOwned>(&self, child: &ChildHandle<O>) -> Result<O, StepError> {
         let name = hydra_store::reserved::signal::child(&child.id);
         let bytes = self.recv_raw_payload(&name).await;
-        child_result(&self.run.codecs, &self.run.lease.execution_id, &child.id, &bytes)
+        child_result(&self.run.env.codecs, &self.run.lease.execution_id, &child.id, &bytes)
     }
 
     /// Starts a child (`link` set) or a detached run (`None`).
@@ -162,7 +162,7 @@ impl WorkflowContext {
         let linked = link.is_some();
         let cancel_with_parent = link.is_none_or(|o| o.cancel_with_parent);
         let run = std::sync::Arc::clone(&self.run);
-        let bytes = crate::new_run::encode_input::<W>(&run.codecs, run.codec, &input, || {
+        let bytes = crate::new_run::encode_input::<W>(&run.env.codecs, run.env.codec, &input, || {
             format!("the input of child `{}`", W::NAME)
         })
         .map_err(|e| StepError::permanent(e.to_string()))?;
@@ -176,8 +176,8 @@ impl WorkflowContext {
                     let defaults = W::options();
                     let rules = crate::new_run::Rules {
                         namespace: &run.lease.namespace,
-                        max_payload_bytes: run.max_payload_bytes,
-                        now: run.clock.now_ms(),
+                        max_payload_bytes: run.env.max_payload_bytes,
+                        now: run.env.clock.now_ms(),
                     };
                     let new = crate::new_run::NewRun {
                         name: W::NAME,
@@ -196,6 +196,7 @@ impl WorkflowContext {
                     .build(rules)
                     .map_err(|e| StepError::permanent(format!("could not start the child run: {e}")))?;
                     let created = run
+                        .env
                         .store
                         .create_execution(new)
                         .await
@@ -205,7 +206,7 @@ impl WorkflowContext {
                         crate::metrics::child_started(&run.lease.namespace, &run.workflow_name, W::NAME);
                         tracing::info!(child = %id, child_workflow = W::NAME, linked, "started a child run");
                     }
-                    if let Some(work) = &run.work {
+                    if let Some(work) = &run.env.work {
                         work.send_modify(|n| *n = n.wrapping_add(1));
                     }
                     Ok::<_, StepError>(id.to_string())

@@ -97,7 +97,7 @@ impl WorkflowContext {
     /// once each, also across crashes (see the module documentation).
     /// Register right after the step whose effect it undoes succeeds.
     pub fn compensate(&self, compensation: Compensation) {
-        let mut list = self.run.compensations.lock().unwrap_or_else(|p| p.into_inner());
+        let mut list = self.run.undo.compensations.lock().unwrap_or_else(|p| p.into_inner());
         list.push(compensation);
     }
 
@@ -107,13 +107,13 @@ impl WorkflowContext {
     /// its compensations and ends cancelled. A moment's value, not a
     /// recorded one: base no choice of durable calls on it.
     pub fn is_cancelled(&self) -> bool {
-        self.run.cancel_requested.load(Ordering::SeqCst)
-            || matches!(*self.run.stop.lock().unwrap_or_else(|p| p.into_inner()), Some(EndCause::Cancelled))
+        self.run.stops.cancel_requested.load(Ordering::SeqCst)
+            || matches!(*self.run.stops.stop.lock().unwrap_or_else(|p| p.into_inner()), Some(EndCause::Cancelled))
     }
 
     /// Whether compensations are registered.
     pub(crate) fn has_compensations(&self) -> bool {
-        !self.run.compensations.lock().unwrap_or_else(|p| p.into_inner()).is_empty()
+        !self.run.undo.compensations.lock().unwrap_or_else(|p| p.into_inner()).is_empty()
     }
 }
 
@@ -121,7 +121,7 @@ impl WorkflowContext {
 /// not decode is ending as failed).
 pub(crate) fn recorded_cause(ctx: &WorkflowContext, bytes: Option<&[u8]>) -> EndCause {
     bytes
-        .and_then(|b| ctx.run.codecs.decode(b).ok())
+        .and_then(|b| ctx.run.env.codecs.decode(b).ok())
         .unwrap_or_else(|| EndCause::Failed("compensating (its recorded cause does not decode)".into(), None))
 }
 
@@ -146,7 +146,7 @@ pub(crate) async fn run_compensations(ctx: WorkflowContext, cause: EndCause) -> 
         Ok(c) => c,
         Err(e) => return Terminal::CompensationFailed(format!("could not record the start of compensation: {e}")),
     };
-    let list = std::mem::take(&mut *run.compensations.lock().unwrap_or_else(|p| p.into_inner()));
+    let list = std::mem::take(&mut *run.undo.compensations.lock().unwrap_or_else(|p| p.into_inner()));
     let mut done = Vec::with_capacity(list.len());
     let mut failed = Vec::new();
     for c in list.into_iter().rev() {
@@ -178,7 +178,7 @@ pub(crate) async fn run_compensations(ctx: WorkflowContext, cause: EndCause) -> 
 /// or passed deadline stopped the body, not its compensations), step
 /// bodies get a fresh cancellation token, and a new interrupt can be
 /// raised. Returns a receiver of that interrupt.
-pub(crate) fn begin(ctx: &WorkflowContext) -> tokio::sync::watch::Receiver<Option<super::Interrupt>> {
-    ctx.run.compensating.store(true, Ordering::SeqCst);
+pub(crate) fn begin(ctx: &WorkflowContext) -> tokio::sync::watch::Receiver<Option<super::RunEnd>> {
+    ctx.run.undo.compensating.store(true, Ordering::SeqCst);
     ctx.run.reset_interrupt()
 }

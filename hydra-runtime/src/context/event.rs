@@ -4,8 +4,9 @@
 //! a replay does not publish an old value over a newer one.
 
 use super::WorkflowContext;
+use super::call::{Entered, Replayed};
 use crate::error::{Error, StepError};
-use hydra_store::{OpenStep, StepKind, StepOutcome, StepRecord, StepStatus};
+use hydra_store::{Step, StepKind, StepOutcome, StepRecord, StepStatus};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -22,26 +23,31 @@ impl WorkflowContext {
             match run.fail_run(format!("invalid event key: {}", why.replace("signal name", "event key"))).await {}
         }
         let base = format!("{EVENT_STEP_PREFIX}{key}");
-        let (position, step_id) = run.next_step_id(&base);
-        if let Some(rec) = run.recorded(position) {
-            self.check_recorded(rec, position, &step_id, StepKind::Event).await;
-            if rec.status == StepStatus::Completed {
-                return Ok(());
-            }
+        let slot = self.slot(&base);
+        let done =
+            |rec: &Step| if rec.status == StepStatus::Completed { Replayed::Answer(()) } else { Replayed::Resume };
+        if let Entered::Answered(()) = self.enter(&slot, StepKind::Event, done).await {
+            return Ok(());
         }
         run.checkpoint_gate().await;
-        let bytes = run.codecs.encode_checked(run.codec, value).map_err(|reason| {
+        let bytes = run.env.codecs.encode_checked(run.env.codec, value).map_err(|reason| {
             StepError::permanent(Error::Encode { what: format!("event `{key}`"), reason }.to_string())
         })?;
-        let record = StepRecord::new(step_id, base, position, StepKind::Event, 1, StepOutcome::Completed(Vec::new()));
-        let next = OpenStep::new(position.saturating_add(1), 1);
-        let written = run.write("event", || run.store.set_event(&run.lease, &record, key, &bytes, run.now())).await;
-        match written {
-            Ok(()) => {
-                run.moved_open(position, next);
-                Ok(())
-            }
-            Err(e) => match run.fail_run(format!("could not publish event `{key}`: {e}")).await {},
-        }
+        let record = StepRecord::new(
+            slot.step_id.clone(),
+            base,
+            slot.position,
+            StepKind::Event,
+            1,
+            StepOutcome::Completed(Vec::new()),
+        );
+        self.continued(
+            &slot,
+            "event",
+            || run.env.store.set_event(&run.lease, &record, key, &bytes, run.now()),
+            |e| format!("could not publish event `{key}`: {e}"),
+        )
+        .await;
+        Ok(())
     }
 }

@@ -33,6 +33,7 @@
 //! - `step`: [`StepContext`], [`StepOptions`], [`StepTransaction`].
 
 mod awakeable;
+mod call;
 mod child;
 mod compensate;
 mod event;
@@ -53,7 +54,7 @@ pub use compensate::Compensation;
 pub(crate) use compensate::{
     COMPENSATE_STEP, EndCause, begin as begin_compensation, recorded_cause, run_compensations,
 };
-pub(crate) use run::{Interrupt, RunSetup, RunState};
+pub(crate) use run::{RunEnd, RunSetup, RunState};
 pub use signal::Selected;
 pub(crate) use signal::validate_signal_name;
 pub use step::{StepContext, StepOptions, StepTransaction};

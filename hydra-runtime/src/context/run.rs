@@ -16,9 +16,23 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-/// Why a run stopped before its workflow function returned.
-#[derive(Clone, Debug, PartialEq)]
-pub(crate) enum Interrupt {
+/// How a run's workflow future stopped, whoever stopped it: the body
+/// returned (an output, an error, a panic); the run stopped itself or was
+/// stopped (parked, refused, cancelled, timed out, a lease lost, a drain);
+/// or, after its compensations, how it ends. One enum from the body to the
+/// worker's last write (`worker/drive.rs`); the store's
+/// [`hydra_store::Terminal`] is the end it writes, and
+/// [`super::compensate::EndCause`] the cause a compensation marker records.
+#[derive(Clone, Debug)]
+pub(crate) enum RunEnd {
+    /// The body returned this encoded output.
+    Output(Vec<u8>),
+    /// The body's output could not be encoded (why).
+    OutputNotEncoded(String),
+    /// The body returned this error.
+    Failed(Arc<crate::error::WorkflowError>),
+    /// The body panicked (its message).
+    Panicked(String),
     /// Parked until `until` (already written); the worker may poke its poll
     /// loop then.
     Suspended { until: i64 },
@@ -39,6 +53,15 @@ pub(crate) enum Interrupt {
     LeaseLost,
     /// Stop and hand the lease back (worker shutting down).
     Release,
+    /// Compensated (or nothing to compensate): end the run so.
+    Ended(hydra_store::Terminal),
+}
+
+impl RunEnd {
+    /// Whether the body returned (rather than being stopped).
+    pub(crate) fn returned(&self) -> bool {
+        matches!(self, RunEnd::Output(_) | RunEnd::OutputNotEncoded(_) | RunEnd::Failed(_) | RunEnd::Panicked(_))
+    }
 }
 
 struct Cursor {
@@ -69,9 +92,38 @@ struct Open {
     begun: bool,
 }
 
+/// A run under one lease, by concern: which run it is (its lease,
+/// workflow, attempt, deadline), what it works with (`env`), its policy,
+/// its replay (history, cursor, divergence), this holder's view of its
+/// open step, what stops it (`stops`), its compensations (`undo`), and
+/// what its steps hand over (transactions, one-shot signals taken).
 pub(crate) struct RunState {
-    pub(super) committer: Option<crate::commit::Committer>,
-    pub(super) work: Option<watch::Sender<u64>>,
+    pub(crate) lease: Lease,
+    pub(crate) workflow_name: String,
+    /// The workflow attempt (from 1).
+    pub(crate) attempt: u32,
+    pub(crate) deadline_at: Option<i64>,
+    pub(crate) env: RunEnv,
+    pub(crate) policy: RunPolicy,
+    pub(crate) replay: Replay,
+    open: Mutex<Open>,
+    pub(crate) stops: Stops,
+    pub(crate) undo: Undo,
+    /// Transactions of transactional steps whose bodies succeeded, waiting
+    /// for their checkpoint to be written into them.
+    pub(super) pending_tx: Mutex<HashMap<StepId, Arc<hydra_store::sea_orm::DatabaseTransaction>>>,
+    /// Signals sent once that this run took (a child's end, an awakeable's
+    /// settlement), by name, with the receive that took them: a second wait
+    /// for one answers from here instead of parking for ever. Rebuilt by
+    /// replay in the same order.
+    pub(super) taken: Mutex<HashMap<String, (StepId, Vec<u8>)>>,
+}
+
+/// What a run works with: the engine's services, for this run.
+pub(crate) struct RunEnv {
+    pub(crate) committer: Option<crate::commit::Committer>,
+    /// Pokes this process's workers (a child run was started).
+    pub(crate) work: Option<watch::Sender<u64>>,
     pub(crate) store: Store,
     /// The codec of this run's new payloads.
     pub(crate) codec: Codec,
@@ -80,27 +132,43 @@ pub(crate) struct RunState {
     /// The largest encoded input of a run it starts (a child).
     pub(crate) max_payload_bytes: usize,
     pub(crate) clock: Clock,
-    pub(crate) lease: Lease,
-    pub(crate) workflow_name: String,
-    pub(crate) attempt: u32,
-    pub(crate) deadline_at: Option<i64>,
+    /// The worker's state, for step bodies.
+    pub(crate) state: Arc<crate::state::StateMap>,
+}
+
+/// How a run behaves where its worker decides.
+pub(crate) struct RunPolicy {
+    /// Backoffs up to this long are waited out in process; longer ones park
+    /// the run durably.
+    pub(crate) inline_backoff: Duration,
+    /// How long a checkpoint write is retried through transient database
+    /// errors before the run is given up locally.
+    pub(crate) write_patience: Duration,
+    /// What non-determinism does to this run.
+    pub(crate) on_nondeterminism: crate::workflow::OnNondeterminism,
+}
+
+/// The run's replay: its recorded history and the cursor that gives each
+/// call its position.
+pub(crate) struct Replay {
     /// The recorded steps by position: set once, before the workflow code
     /// runs (the run is already heartbeated while it is read).
     history: std::sync::OnceLock<HashMap<u32, Step>>,
     /// The highest recorded position (see `replaying`).
     last_recorded: std::sync::OnceLock<Option<u32>>,
     cursor: Mutex<Cursor>,
-    open: Mutex<Open>,
+    /// The first divergence a replay met: position, recorded step, called
+    /// step (for the replay verifier).
+    pub(crate) divergence: Mutex<Option<(u32, StepId, StepId)>>,
+    /// A replay verification: the run stops where its history ends, before
+    /// anything is written.
+    pub(crate) verifying: std::sync::atomic::AtomicBool,
+}
+
+/// What stops a run, and how it learns of it.
+pub(crate) struct Stops {
     /// Cancelled when the run was cancelled, its lease lost, or the worker drains.
     pub(crate) cancel: CancellationToken,
-    /// The step bodies' token while compensations run (a cancel of the run
-    /// does not stop its compensations; a lost lease or a drain does).
-    pub(super) undo_cancel: CancellationToken,
-    /// Compensations registered by the body, in order.
-    pub(super) compensations: Mutex<Vec<super::compensate::Compensation>>,
-    /// Set once the run's compensations run: the gate lets their steps
-    /// through a cancel or a passed deadline.
-    pub(crate) compensating: std::sync::atomic::AtomicBool,
     /// Why the run is to end, decided before it was driven: the body
     /// replays up to its first new durable call and stops there.
     pub(crate) stop: Mutex<Option<super::compensate::EndCause>>,
@@ -112,31 +180,20 @@ pub(crate) struct RunState {
     /// need not park, or is dropped part-way leaves the count as it was; a
     /// lease really lost is then reported by the heartbeat or the write.
     pub(crate) handing_back: std::sync::atomic::AtomicUsize,
-    interrupt: watch::Sender<Option<Interrupt>>,
-    /// Transactions of transactional steps whose bodies succeeded, waiting
-    /// for their checkpoint to be written into them.
-    pub(super) pending_tx: Mutex<HashMap<StepId, Arc<hydra_store::sea_orm::DatabaseTransaction>>>,
-    /// Signals sent once that this run took (a child's end, an awakeable's
-    /// settlement), by name, with the receive that took them: a second wait
-    /// for one answers from here instead of parking for ever. Rebuilt by
-    /// replay in the same order.
-    pub(super) taken: Mutex<HashMap<String, (StepId, Vec<u8>)>>,
-    /// Backoffs up to this long are waited out in process; longer ones park
-    /// the run durably.
-    pub(crate) inline_backoff: Duration,
-    /// How long a checkpoint write is retried through transient database
-    /// errors before the run is given up locally.
-    pub(crate) write_patience: Duration,
-    /// The worker's state, for step bodies.
-    pub(crate) state: Arc<crate::state::StateMap>,
-    /// What non-determinism does to this run.
-    pub(crate) on_nondeterminism: crate::workflow::OnNondeterminism,
-    /// The first divergence a replay met: position, recorded step, called
-    /// step (for the replay verifier).
-    pub(crate) divergence: Mutex<Option<(u32, StepId, StepId)>>,
-    /// A replay verification: the run stops where its history ends, before
-    /// anything is written.
-    pub(crate) verifying: std::sync::atomic::AtomicBool,
+    /// The first stop (see [`RunEnd`]), watched by the worker.
+    interrupt: watch::Sender<Option<RunEnd>>,
+}
+
+/// The run's compensations (sagas).
+pub(crate) struct Undo {
+    /// The step bodies' token while compensations run (a cancel of the run
+    /// does not stop its compensations; a lost lease or a drain does).
+    pub(crate) undo_cancel: CancellationToken,
+    /// Compensations registered by the body, in order.
+    pub(crate) compensations: Mutex<Vec<super::compensate::Compensation>>,
+    /// Set once the run's compensations run: the gate lets their steps
+    /// through a cancel or a passed deadline.
+    pub(crate) compensating: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for RunState {
@@ -171,55 +228,65 @@ pub(crate) struct RunSetup {
 }
 
 impl RunState {
-    pub(crate) fn new(s: RunSetup) -> (Arc<RunState>, watch::Receiver<Option<Interrupt>>) {
+    pub(crate) fn new(s: RunSetup) -> (Arc<RunState>, watch::Receiver<Option<RunEnd>>) {
         let (tx, rx) = watch::channel(None);
         let state = RunState {
-            committer: s.committer,
-            work: s.work,
-            store: s.store,
-            codec: s.codec,
-            codecs: s.codecs,
-            max_payload_bytes: s.max_payload_bytes,
-            clock: s.clock,
             lease: s.lease,
             workflow_name: s.workflow_name,
             attempt: s.attempt,
             deadline_at: s.deadline_at,
-            last_recorded: std::sync::OnceLock::new(),
-            history: s.history.map_or_else(std::sync::OnceLock::new, |h| {
-                h.into_iter().map(|st| (st.position, st)).collect::<HashMap<_, _>>().into()
-            }),
-            cursor: Mutex::new(Cursor { next_position: 0, occurrences: HashMap::new(), claimed: false }),
+            env: RunEnv {
+                committer: s.committer,
+                work: s.work,
+                store: s.store,
+                codec: s.codec,
+                codecs: s.codecs,
+                max_payload_bytes: s.max_payload_bytes,
+                clock: s.clock,
+                state: s.state,
+            },
+            policy: RunPolicy {
+                inline_backoff: s.inline_backoff,
+                write_patience: s.write_patience,
+                on_nondeterminism: s.on_nondeterminism,
+            },
+            replay: Replay {
+                history: s.history.map_or_else(std::sync::OnceLock::new, |h| {
+                    h.into_iter().map(|st| (st.position, st)).collect::<HashMap<_, _>>().into()
+                }),
+                last_recorded: std::sync::OnceLock::new(),
+                cursor: Mutex::new(Cursor { next_position: 0, occurrences: HashMap::new(), claimed: false }),
+                divergence: Mutex::new(None),
+                verifying: false.into(),
+            },
             open: Mutex::new(Open { position: s.open_step.position, attempts: s.open_step.attempts, begun: false }),
-            cancel: CancellationToken::new(),
-            undo_cancel: CancellationToken::new(),
-            compensations: Mutex::new(Vec::new()),
-            compensating: false.into(),
-            stop: Mutex::new(None),
-            cancel_requested: false.into(),
-            draining: false.into(),
-            handing_back: 0.into(),
-            interrupt: tx,
+            stops: Stops {
+                cancel: CancellationToken::new(),
+                stop: Mutex::new(None),
+                cancel_requested: false.into(),
+                draining: false.into(),
+                handing_back: 0.into(),
+                interrupt: tx,
+            },
+            undo: Undo {
+                undo_cancel: CancellationToken::new(),
+                compensations: Mutex::new(Vec::new()),
+                compensating: false.into(),
+            },
             pending_tx: Mutex::new(HashMap::new()),
             taken: Mutex::new(HashMap::new()),
-            inline_backoff: s.inline_backoff,
-            write_patience: s.write_patience,
-            state: s.state,
-            on_nondeterminism: s.on_nondeterminism,
-            divergence: Mutex::new(None),
-            verifying: false.into(),
         };
         (Arc::new(state), rx)
     }
 
     /// Sets the recorded steps (once; later calls are ignored).
     pub(crate) fn set_history(&self, history: Vec<Step>) {
-        let _ = self.history.set(history.into_iter().map(|st| (st.position, st)).collect());
+        let _ = self.replay.history.set(history.into_iter().map(|st| (st.position, st)).collect());
     }
 
     /// The step recorded at `position`, if any.
     pub(crate) fn recorded(&self, position: u32) -> Option<&Step> {
-        self.history.get().and_then(|h| h.get(&position))
+        self.replay.history.get().and_then(|h| h.get(&position))
     }
 
     /// Mirrors a write that moved the open step from `at` to `to` (if it
@@ -232,13 +299,13 @@ impl RunState {
     }
 
     /// Why the run was stopped (lease lost, cancelled, parked, …), if it was.
-    pub(crate) fn current_interrupt(&self) -> Option<Interrupt> {
-        self.interrupt.borrow().clone()
+    pub(crate) fn current_interrupt(&self) -> Option<RunEnd> {
+        self.stops.interrupt.borrow().clone()
     }
 
     /// Signals the worker (first signal wins) and never returns.
-    pub(crate) async fn halt(&self, why: Interrupt) -> Infallible {
-        if matches!(why, Interrupt::Suspended { .. }) {
+    pub(crate) async fn halt(&self, why: RunEnd) -> Infallible {
+        if matches!(why, RunEnd::Suspended { .. }) {
             crate::metrics::parked(&self.lease.namespace, &self.workflow_name);
         }
         self.raise(why);
@@ -247,23 +314,23 @@ impl RunState {
 
     /// Clears the interrupt (the body's stop), for the compensation phase,
     /// keeping a drain; returns a receiver of the next one.
-    pub(crate) fn reset_interrupt(&self) -> watch::Receiver<Option<Interrupt>> {
-        self.interrupt.send_replace(None);
-        if self.draining.load(std::sync::atomic::Ordering::SeqCst) {
-            self.raise(Interrupt::Release);
+    pub(crate) fn reset_interrupt(&self) -> watch::Receiver<Option<RunEnd>> {
+        self.stops.interrupt.send_replace(None);
+        if self.stops.draining.load(std::sync::atomic::Ordering::SeqCst) {
+            self.raise(RunEnd::Release);
         }
-        self.interrupt.subscribe()
+        self.stops.interrupt.subscribe()
     }
 
     /// Raises an interrupt from outside the workflow (heartbeat, shutdown).
-    pub(crate) fn interrupt(&self, why: Interrupt) {
+    pub(crate) fn interrupt(&self, why: RunEnd) {
         self.raise(why);
     }
 
     /// Records the first interrupt (later ones are ignored) and, unless the
     /// run merely parked, cancels its step bodies.
-    fn raise(&self, why: Interrupt) {
-        self.interrupt.send_if_modified(|slot| {
+    fn raise(&self, why: RunEnd) {
+        self.stops.interrupt.send_if_modified(|slot| {
             if slot.is_none() {
                 *slot = Some(why);
                 true
@@ -271,16 +338,16 @@ impl RunState {
                 false
             }
         });
-        if !matches!(self.interrupt.borrow().as_ref(), Some(Interrupt::Suspended { .. })) {
-            self.cancel.cancel();
-            if self.compensating.load(std::sync::atomic::Ordering::SeqCst) {
-                self.undo_cancel.cancel();
+        if !matches!(self.stops.interrupt.borrow().as_ref(), Some(RunEnd::Suspended { .. })) {
+            self.stops.cancel.cancel();
+            if self.undo.compensating.load(std::sync::atomic::Ordering::SeqCst) {
+                self.undo.undo_cancel.cancel();
             }
         }
     }
 
     pub(super) fn next_step_id(&self, base: &str) -> (u32, StepId) {
-        let mut c = self.cursor.lock().unwrap_or_else(|p| p.into_inner());
+        let mut c = self.replay.cursor.lock().unwrap_or_else(|p| p.into_inner());
         let position = c.next_position;
         c.next_position = c.next_position.saturating_add(1);
         // Look up before inserting: no allocation for a name seen before.
@@ -301,7 +368,7 @@ impl RunState {
     /// ID `called` took: it stopped at the compensation marker recorded
     /// there, which the compensation phase then reads at that position.
     pub(super) fn unwind_call(&self, position: u32, called: &StepId) {
-        let mut c = self.cursor.lock().unwrap_or_else(|p| p.into_inner());
+        let mut c = self.replay.cursor.lock().unwrap_or_else(|p| p.into_inner());
         if c.next_position == position.saturating_add(1) {
             c.next_position = position;
             if let Some(u) = c.occurrences.get_mut(called.base()) {
@@ -316,7 +383,8 @@ impl RunState {
     pub(crate) fn replaying(&self) -> bool {
         let next = self.peek_position();
         // Computed once per history (the guard asks on every tick).
-        let last = self.history.get().map(|h| *self.last_recorded.get_or_init(|| h.keys().max().copied()));
+        let last =
+            self.replay.history.get().map(|h| *self.replay.last_recorded.get_or_init(|| h.keys().max().copied()));
         match last {
             None => true,
             Some(last) => last.is_some_and(|p| p >= next),
@@ -328,9 +396,9 @@ impl RunState {
     /// run) or it was stopped already. The check and the stop are one step
     /// under the interrupt's lock, which compensation's start also takes,
     /// so a deadline seen just before compensations begin cannot cancel them.
-    pub(crate) fn interrupt_past_deadline(&self, why: Interrupt) {
-        let raised = self.interrupt.send_if_modified(|slot| {
-            if slot.is_none() && !self.compensating.load(std::sync::atomic::Ordering::SeqCst) {
+    pub(crate) fn interrupt_past_deadline(&self, why: RunEnd) {
+        let raised = self.stops.interrupt.send_if_modified(|slot| {
+            if slot.is_none() && !self.undo.compensating.load(std::sync::atomic::Ordering::SeqCst) {
                 *slot = Some(why);
                 true
             } else {
@@ -338,18 +406,18 @@ impl RunState {
             }
         });
         if raised {
-            self.cancel.cancel();
+            self.stops.cancel.cancel();
         }
     }
 
     /// The position the next durable call takes.
     pub(crate) fn peek_position(&self) -> u32 {
-        self.cursor.lock().unwrap_or_else(|p| p.into_inner()).next_position
+        self.replay.cursor.lock().unwrap_or_else(|p| p.into_inner()).next_position
     }
 
     /// Notes the first divergence a replay met.
     pub(super) fn note_divergence(&self, position: u32, recorded: &StepId, called: &StepId) {
-        let mut d = self.divergence.lock().unwrap_or_else(|p| p.into_inner());
+        let mut d = self.replay.divergence.lock().unwrap_or_else(|p| p.into_inner());
         if d.is_none() {
             *d = Some((position, recorded.clone(), called.clone()));
         }
@@ -358,13 +426,13 @@ impl RunState {
     /// Moves the cursor to `position` (the compensation phase, to the
     /// recorded marker).
     pub(crate) fn seek(&self, position: u32) {
-        self.cursor.lock().unwrap_or_else(|p| p.into_inner()).next_position = position;
+        self.replay.cursor.lock().unwrap_or_else(|p| p.into_inner()).next_position = position;
     }
 
     /// The position and recorded cause of this run's compensation marker,
     /// if a worker began compensating it before.
     pub(crate) fn recorded_marker(&self) -> Option<(u32, Option<Vec<u8>>)> {
-        let history = self.history.get()?;
+        let history = self.replay.history.get()?;
         history
             .values()
             .find(|s| s.step_id.base() == super::compensate::COMPENSATE_STEP)
@@ -379,7 +447,7 @@ impl RunState {
     /// ID not seen before in the run (as `next_step_id` would).
     pub(crate) async fn claim_step_id(&self, base: &str, function: &'static str) {
         let other = {
-            let mut c = self.cursor.lock().unwrap_or_else(|p| p.into_inner());
+            let mut c = self.replay.cursor.lock().unwrap_or_else(|p| p.into_inner());
             match c.occurrences.get_mut(base) {
                 None => {
                     c.occurrences.insert(base.to_owned(), Uses { calls: 0, owner: Some(function) });
@@ -400,7 +468,7 @@ impl RunState {
             }
         };
         if other.is_none() {
-            self.cursor.lock().unwrap_or_else(|p| p.into_inner()).claimed = true;
+            self.replay.cursor.lock().unwrap_or_else(|p| p.into_inner()).claimed = true;
         }
         if let Some(other) = other {
             let message = format!(
@@ -418,7 +486,7 @@ impl RunState {
     /// `base` in this run, that function. The run must then fail, as in
     /// [`RunState::claim_step_id`].
     pub(super) fn unclaimed_use_of_owned_id(&self, base: &str) -> Option<&'static str> {
-        let mut c = self.cursor.lock().unwrap_or_else(|p| p.into_inner());
+        let mut c = self.replay.cursor.lock().unwrap_or_else(|p| p.into_inner());
         if std::mem::take(&mut c.claimed) {
             return None;
         }
@@ -426,7 +494,7 @@ impl RunState {
     }
 
     pub(super) fn now(&self) -> i64 {
-        self.clock.now_ms()
+        self.env.clock.now_ms()
     }
 
     fn open_state(&self) -> std::sync::MutexGuard<'_, Open> {
@@ -456,7 +524,7 @@ impl RunState {
     pub(super) async fn park(&self, until: i64) -> Result<(), StoreError> {
         let write = self.write("park", || {
             let cp = Checkpoint::transition(Transition::Sleep { until }).open(self.open_to_hand_back());
-            self.store.checkpoint(&self.lease, cp, self.now())
+            self.env.store.checkpoint(&self.lease, cp, self.now())
         });
         self.parking_write(write, |_| true).await
     }
@@ -468,7 +536,7 @@ impl RunState {
         write: impl Future<Output = Result<T, E>>,
         parked: impl FnOnce(&T) -> bool,
     ) -> Result<T, E> {
-        let guard = super::hand_back::HandBack::new(&self.handing_back);
+        let guard = super::hand_back::HandBack::new(&self.stops.handing_back);
         let r = write.await;
         if r.as_ref().is_ok_and(parked) {
             guard.keep();
@@ -486,7 +554,7 @@ impl RunState {
     /// The run's wake-up for `until`, brought forward to its deadline
     /// (not while compensating: the deadline is why it compensates).
     pub(super) fn park_until(&self, until: i64) -> i64 {
-        if self.compensating.load(std::sync::atomic::Ordering::SeqCst) {
+        if self.undo.compensating.load(std::sync::atomic::Ordering::SeqCst) {
             return until;
         }
         self.deadline_at.map_or(until, |d| until.min(d))
@@ -494,28 +562,28 @@ impl RunState {
 
     /// Checks that apply at every checkpoint: cancellation, deadline, drain.
     pub(super) async fn checkpoint_gate(&self) {
-        if self.verifying.load(std::sync::atomic::Ordering::SeqCst) {
+        if self.replay.verifying.load(std::sync::atomic::Ordering::SeqCst) {
             // The end of the recorded history: it replayed this far.
-            match self.halt(Interrupt::Release).await {}
+            match self.halt(RunEnd::Release).await {}
         }
-        let compensating = self.compensating.load(std::sync::atomic::Ordering::SeqCst);
+        let compensating = self.undo.compensating.load(std::sync::atomic::Ordering::SeqCst);
         if !compensating {
-            let stop = self.stop.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let stop = self.stops.stop.lock().unwrap_or_else(|p| p.into_inner()).clone();
             if let Some(cause) = stop {
-                match self.halt(Interrupt::End(cause)).await {}
+                match self.halt(RunEnd::End(cause)).await {}
             }
         }
-        if !compensating && self.cancel_requested.load(std::sync::atomic::Ordering::SeqCst) {
-            match self.halt(Interrupt::Cancel).await {}
+        if !compensating && self.stops.cancel_requested.load(std::sync::atomic::Ordering::SeqCst) {
+            match self.halt(RunEnd::Cancel).await {}
         }
         if let Some(d) = self.deadline_at
             && !compensating
             && self.now() >= d
         {
-            match self.halt(Interrupt::TimeOut("the run passed its deadline".into())).await {}
+            match self.halt(RunEnd::TimeOut("the run passed its deadline".into())).await {}
         }
-        if self.draining.load(std::sync::atomic::Ordering::SeqCst) {
-            match self.halt(Interrupt::Release).await {}
+        if self.stops.draining.load(std::sync::atomic::Ordering::SeqCst) {
+            match self.halt(RunEnd::Release).await {}
         }
     }
 
@@ -526,14 +594,14 @@ impl RunState {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, StoreError>>,
     {
-        let give_up = crate::clock::instant_after(self.write_patience);
+        let give_up = crate::clock::instant_after(self.policy.write_patience);
         let mut pause = Duration::from_millis(50);
         loop {
             match op().await {
                 Ok(v) => return Ok(v),
                 Err(e) if e.is_lease_lost() => {
                     tracing::warn!(execution_id = %self.lease.execution_id, "lease lost during {what}; stopping this run");
-                    match self.halt(Interrupt::LeaseLost).await {}
+                    match self.halt(RunEnd::LeaseLost).await {}
                 }
                 Err(e) if e.is_retryable() && crate::clock::instant_after(pause) < give_up => {
                     tracing::warn!(execution_id = %self.lease.execution_id, error = %e, "transient failure during {what}; retrying");
@@ -544,7 +612,7 @@ impl RunState {
                     // The database stayed unreachable: stop locally and let the
                     // lease expire, so a healthy worker resumes the run.
                     tracing::error!(execution_id = %self.lease.execution_id, error = %e, "giving up on {what}");
-                    match self.halt(Interrupt::LeaseLost).await {}
+                    match self.halt(RunEnd::LeaseLost).await {}
                 }
                 Err(e) => return Err(e),
             }
@@ -606,14 +674,15 @@ impl RunState {
                 ))));
             };
             if matches!(rec.outcome, StepOutcome::Completed(_)) && matches!(transition, Transition::Continue) {
-                return match self.store.commit_step_transaction(txn, &self.lease, rec, Some(open), self.now()).await {
+                return match self.env.store.commit_step_transaction(txn, &self.lease, rec, Some(open), self.now()).await
+                {
                     Ok(()) => Ok(()),
-                    Err(e) if e.is_lease_lost() => match self.halt(Interrupt::LeaseLost).await {},
+                    Err(e) if e.is_lease_lost() => match self.halt(RunEnd::LeaseLost).await {},
                     Err(e) => {
                         // The commit may or may not have happened; the recorded
                         // history decides on the next claim. Hand the run back.
                         tracing::warn!(execution_id = %self.lease.execution_id, error = %e, "transactional step commit failed");
-                        match self.halt(Interrupt::Release).await {}
+                        match self.halt(RunEnd::Release).await {}
                     }
                 };
             }
@@ -629,12 +698,13 @@ impl RunState {
                 None => cp.open(open),
             };
             let op = hydra_store::BatchOp::Checkpoint(self.lease.clone(), cp);
-            crate::commit::write(self.committer.as_ref(), &self.store, op, self.now()).await.map(|_| ())
+            crate::commit::write(self.env.committer.as_ref(), &self.env.store, op, self.now()).await.map(|_| ())
         });
         let result = if parks { self.parking_write(write, |_| true).await } else { write.await };
         match result {
             Err(StoreError::StepAlreadyRecorded { .. }) => {
                 let ours = self
+                    .env
                     .store
                     .step(&self.lease.namespace, &self.lease.execution_id, &rec.step_id)
                     .await?
@@ -642,7 +712,7 @@ impl RunState {
                 if ours {
                     // An earlier try committed: the lease is handed back.
                     if parks {
-                        self.handing_back.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        self.stops.handing_back.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     }
                     Ok(())
                 } else {
@@ -656,14 +726,14 @@ impl RunState {
     /// This code does not replay the run (`message` says why): suspended
     /// or failed, by the workflow's [`crate::OnNondeterminism`].
     pub(super) async fn refuse(&self, message: String) -> Infallible {
-        match self.on_nondeterminism {
-            crate::workflow::OnNondeterminism::Suspend => self.halt(Interrupt::Suspend(message)).await,
+        match self.policy.on_nondeterminism {
+            crate::workflow::OnNondeterminism::Suspend => self.halt(RunEnd::Suspend(message)).await,
             _ => self.fail_run(message).await,
         }
     }
 
     pub(super) async fn fail_run(&self, message: String) -> Infallible {
         tracing::error!(execution_id = %self.lease.execution_id, "{message}");
-        self.halt(Interrupt::Fail(message)).await
+        self.halt(RunEnd::Fail(message)).await
     }
 }

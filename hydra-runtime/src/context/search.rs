@@ -4,8 +4,9 @@
 //! Each setting is a step of the history, so a replay does not set it again.
 
 use super::WorkflowContext;
+use super::call::{Entered, Replayed};
 use crate::error::StepError;
-use hydra_store::{OpenStep, StepKind, StepOutcome, StepRecord, StepStatus};
+use hydra_store::{Step, StepKind, StepOutcome, StepRecord, StepStatus};
 
 /// The prefix of a setting's step ID: `search:{name}`.
 const SEARCH_STEP_PREFIX: &str = hydra_store::reserved::step::SEARCH;
@@ -20,25 +21,28 @@ impl WorkflowContext {
         let run = &*self.run;
         hydra_store::check_search_attribute(name, value).map_err(StepError::permanent)?;
         let base = format!("{SEARCH_STEP_PREFIX}{name}");
-        let (position, step_id) = run.next_step_id(&base);
-        if let Some(rec) = run.recorded(position) {
-            self.check_recorded(rec, position, &step_id, StepKind::Event).await;
-            if rec.status == StepStatus::Completed {
-                return Ok(());
-            }
+        let slot = self.slot(&base);
+        let done =
+            |rec: &Step| if rec.status == StepStatus::Completed { Replayed::Answer(()) } else { Replayed::Resume };
+        if let Entered::Answered(()) = self.enter(&slot, StepKind::Event, done).await {
+            return Ok(());
         }
         run.checkpoint_gate().await;
-        let record = StepRecord::new(step_id, base, position, StepKind::Event, 1, StepOutcome::Completed(Vec::new()));
-        let next = OpenStep::new(position.saturating_add(1), 1);
-        let written = run
-            .write("search attribute", || run.store.set_search_attribute(&run.lease, &record, name, value, run.now()))
-            .await;
-        match written {
-            Ok(()) => {
-                run.moved_open(position, next);
-                Ok(())
-            }
-            Err(e) => match run.fail_run(format!("could not set search attribute `{name}`: {e}")).await {},
-        }
+        let record = StepRecord::new(
+            slot.step_id.clone(),
+            base,
+            slot.position,
+            StepKind::Event,
+            1,
+            StepOutcome::Completed(Vec::new()),
+        );
+        self.continued(
+            &slot,
+            "search attribute",
+            || run.env.store.set_search_attribute(&run.lease, &record, name, value, run.now()),
+            |e| format!("could not set search attribute `{name}`: {e}"),
+        )
+        .await;
+        Ok(())
     }
 }

@@ -6,10 +6,10 @@
 //! run waiting for a signal is parked: a row, no worker slot, no memory.
 
 use super::WorkflowContext;
-use super::run::Interrupt;
+use super::call::{Entered, Replayed};
 use crate::clock::duration_ms;
 use crate::error::{Error, StepError};
-use hydra_store::{OpenStep, Receive, Received, StepId, StepKind, StepOutcome, StepRecord, StepStatus};
+use hydra_store::{OpenStep, Receive, Received, Step, StepId, StepKind, StepOutcome, StepRecord, StepStatus};
 use serde::de::DeserializeOwned;
 use std::time::Duration;
 use tracing::Instrument;
@@ -115,7 +115,7 @@ impl WorkflowContext {
             name,
             step,
             payload: bytes,
-            codecs: self.run.codecs.clone(),
+            codecs: self.run.env.codecs.clone(),
             execution: self.run.lease.execution_id.clone(),
         }))
     }
@@ -144,33 +144,38 @@ impl WorkflowContext {
         if let Some(again) = self.taken_before(names) {
             return Some(again);
         }
-        let (position, step_id) = run.next_step_id(&base);
+        let slot = self.slot(&base);
         let mut deadline = timeout.map(|t| run.now().saturating_add(duration_ms(t)));
-        if let Some(rec) = run.recorded(position) {
-            self.check_recorded(rec, position, &step_id, StepKind::Signal).await;
-            match rec.status {
-                StepStatus::Completed => {
-                    let output = rec.output.clone()?;
-                    let taken = rec.step_name.strip_prefix(SIGNAL_STEP_PREFIX).filter(|t| names.contains(t));
-                    let Some(taken) = taken else {
-                        let message = format!(
-                            "receive `{step_id}` is recorded as `{}`, which is none of {names:?}",
-                            rec.step_name
-                        );
-                        match run.refuse(message).await {}
-                    };
-                    self.remember(taken, &step_id, &output);
-                    return Some((taken.to_owned(), step_id, Some(output)));
-                }
-                // A wait in progress: its recorded deadline holds.
-                StepStatus::Running => deadline = rec.wake_at,
-                other => {
-                    match run
-                        .fail_run(format!("receive `{step_id}` has status `{other}`, unknown to this version"))
-                        .await {}
-                }
+        let read = |rec: &Step| match rec.status {
+            // Timed out (an empty record), or the name it took.
+            StepStatus::Completed => match rec.output.clone() {
+                None => Replayed::Answer(None),
+                Some(output) => match rec.step_name.strip_prefix(SIGNAL_STEP_PREFIX).filter(|t| names.contains(t)) {
+                    Some(taken) => {
+                        self.remember(taken, &slot.step_id, &output);
+                        Replayed::Answer(Some((taken.to_owned(), slot.step_id.clone(), Some(output))))
+                    }
+                    None => Replayed::Refuse(format!(
+                        "receive `{}` is recorded as `{}`, which is none of {names:?}",
+                        slot.step_id, rec.step_name
+                    )),
+                },
+            },
+            // A wait in progress: its recorded deadline holds.
+            StepStatus::Running => Replayed::Resume,
+            other => {
+                Replayed::Fail(format!("receive `{}` has status `{other}`, unknown to this version", slot.step_id))
             }
-        }
+        };
+        let recorded = match self.enter(&slot, StepKind::Signal, read).await {
+            Entered::Answered(answer) => return answer,
+            Entered::Resumed(rec) => {
+                deadline = rec.wake_at;
+                true
+            }
+            Entered::New => false,
+        };
+        let (position, step_id) = (slot.position, slot.step_id);
         run.checkpoint_gate().await;
         let kind = wait_kind(&base);
         let span = tracing::info_span!(
@@ -182,7 +187,7 @@ impl WorkflowContext {
             step_id = %step_id,
             deadline = ?deadline,
         );
-        if run.recorded(position).is_none() {
+        if !recorded {
             // Counted once: not again when the run resumes the wait.
             crate::metrics::wait(&run.lease.namespace, &run.workflow_name, kind);
         }
@@ -204,7 +209,7 @@ impl WorkflowContext {
     ) -> Option<(String, StepId, Option<Vec<u8>>)> {
         let run = &*self.run;
         // A receive that finds nothing parks the run in the same write.
-        let write = run.write("signal receive", || run.store.receive_signal(&run.lease, &receive, run.now()));
+        let write = run.write("signal receive", || run.env.store.receive_signal(&run.lease, &receive, run.now()));
         let got = run.parking_write(write, |got| matches!(got, Received::Parked)).await;
         let next = OpenStep::new(position.saturating_add(1), 1);
         match got {
@@ -222,7 +227,7 @@ impl WorkflowContext {
             }
             Ok(Received::Parked) => {
                 tracing::debug!(signals = ?receive.names, "parked until a signal comes");
-                match run.halt(Interrupt::Suspended { until: due.unwrap_or(i64::MAX) }).await {}
+                match self.parked(due.unwrap_or(i64::MAX)).await {}
             }
             Err(e) => match run.fail_run(format!("could not receive a signal ({:?}): {e}", receive.names)).await {},
             Ok(_) => match run.fail_run("receive of a signal: unexpected outcome".to_owned()).await {},
@@ -254,7 +259,7 @@ impl WorkflowContext {
         bytes: Option<&[u8]>,
     ) -> Result<Option<T>, StepError> {
         let Some(bytes) = bytes else { return Ok(None) };
-        self.run.codecs.decode::<T>(bytes).map(Some).map_err(|reason| {
+        self.run.env.codecs.decode::<T>(bytes).map(Some).map_err(|reason| {
             let e = Error::Decode {
                 execution: self.run.lease.execution_id.clone(),
                 what: format!("signal `{name}` (received as `{step}`) as `{}`", std::any::type_name::<T>()),

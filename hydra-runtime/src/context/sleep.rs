@@ -1,10 +1,10 @@
 //! Durable sleep: the wake-up time is recorded as a step and the worker is
 //! released; a sleeping run costs a row, not memory.
 
-use super::run::Interrupt;
+use super::call::{Entered, Replayed};
 use super::{SLEEP_STEP, WorkflowContext};
 use crate::clock::duration_ms;
-use hydra_store::{OpenStep, StepKind, StepOutcome, StepRecord, Transition};
+use hydra_store::{OpenStep, Step, StepKind, StepOutcome, StepRecord, Transition};
 use std::time::Duration;
 
 impl WorkflowContext {
@@ -23,36 +23,40 @@ impl WorkflowContext {
 
     async fn sleep_inner(&self, requested_wake: i64) {
         let run = &*self.run;
-        let (position, step_id) = run.next_step_id(SLEEP_STEP);
-        let recorded = run.recorded(position);
-        let wake = match recorded {
-            Some(rec) => {
-                self.check_recorded(rec, position, &step_id, StepKind::Sleep).await;
-                rec.wake_at.unwrap_or(requested_wake)
-            }
-            None => requested_wake,
+        let slot = self.slot(SLEEP_STEP);
+        // The recorded wake-up holds on replay: a resumed run does not sleep again.
+        let recorded_wake = |rec: &Step| rec.wake_at.unwrap_or(requested_wake);
+        let read = |rec: &Step| if run.now() >= recorded_wake(rec) { Replayed::Answer(()) } else { Replayed::Resume };
+        let (wake, recorded) = match self.enter(&slot, StepKind::Sleep, read).await {
+            Entered::Answered(()) => return,
+            Entered::Resumed(rec) => (recorded_wake(rec), true),
+            Entered::New => (requested_wake, false),
         };
-        if recorded.is_some() && run.now() >= wake {
-            return;
-        }
         run.checkpoint_gate().await;
         let until = run.park_until(wake);
-        if recorded.is_none() {
-            let rec =
-                StepRecord::new(step_id, SLEEP_STEP, position, StepKind::Sleep, 1, StepOutcome::Completed(Vec::new()))
-                    .wake_at(wake);
-            // The claim that wakes the run counts the next step's first attempt.
-            if let Err(e) =
-                run.record(rec, Transition::Sleep { until }, OpenStep::new(position.saturating_add(1), 0)).await
-            {
-                match run.fail_run(format!("could not record a sleep: {e}")).await {}
-            }
+        let parked = if recorded {
+            // Woken early (a cancel, a release): parked again, no record.
+            run.park(until).await.map_err(|e| format!("could not park the run: {e}"))
         } else {
-            if let Err(e) = run.park(until).await {
-                match run.fail_run(format!("could not park the run: {e}")).await {}
-            }
+            let rec = StepRecord::new(
+                slot.step_id.clone(),
+                SLEEP_STEP,
+                slot.position,
+                StepKind::Sleep,
+                1,
+                StepOutcome::Completed(Vec::new()),
+            )
+            .wake_at(wake);
+            // The claim that wakes the run counts the next step's first attempt.
+            let open = OpenStep::new(slot.position.saturating_add(1), 0);
+            run.record(rec, Transition::Sleep { until }, open)
+                .await
+                .map_err(|e| format!("could not record a sleep: {e}"))
+        };
+        if let Err(message) = parked {
+            match run.fail_run(message).await {}
         }
         tracing::debug!(wake_at = wake, "sleeping durably");
-        match run.halt(Interrupt::Suspended { until }).await {}
+        match self.parked(until).await {}
     }
 }

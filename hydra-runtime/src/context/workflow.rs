@@ -101,16 +101,16 @@ impl WorkflowContext {
             );
             match run.fail_run(message).await {}
         }
-        let (position, step_id) = run.next_step_id(&options.id);
+        let slot = self.slot(&options.id);
         let span = tracing::info_span!(
             "step",
             namespace = %run.lease.namespace,
             workflow = %run.workflow_name,
             execution_id = %run.lease.execution_id,
-            step_id = %step_id,
+            step_id = %slot.step_id,
             attempt = tracing::field::Empty,
         );
-        self.run_step(options, body, position, step_id).instrument(span).await
+        self.run_step(options, body, slot).instrument(span).await
     }
 
     /// Runs a transactional step: its body gets a [`StepTransaction`] on the
@@ -133,7 +133,7 @@ impl WorkflowContext {
             let body = Arc::clone(&body);
             async move {
                 let step_id = s.step_id.clone();
-                let txn = match run.store.begin_step_transaction().await {
+                let txn = match run.env.store.begin_step_transaction().await {
                     Ok(t) => Arc::new(t),
                     Err(e) => return Err(StepError::retryable(format!("could not begin the step transaction: {e}"))),
                 };

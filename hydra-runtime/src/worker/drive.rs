@@ -4,10 +4,10 @@
 
 use super::{ActiveRun, Shared};
 use crate::clock::duration_ms;
-use crate::context::{EndCause, Interrupt, RunSetup, RunState, WorkflowContext, panic_message};
+use crate::context::{EndCause, RunEnd, RunSetup, RunState, WorkflowContext, panic_message};
 use crate::engine::Engine;
 use crate::error::Error;
-use crate::workflow::{ErasedWorkflow, Returned};
+use crate::workflow::ErasedWorkflow;
 use futures_util::FutureExt;
 use hydra_store::{ClaimedExecution, Execution, Lease, OpenStep, StoreError, Terminal, Transition};
 use std::panic::AssertUnwindSafe;
@@ -39,21 +39,13 @@ pub(super) async fn drive(
     s.wake.notify_one();
 }
 
-/// How a claimed run's workflow future stopped.
-enum Outcome {
-    Returned(Result<Returned, String>),
-    Interrupted(Interrupt),
-    /// Compensated (or nothing to compensate): end the run so.
-    Ended(Terminal),
-}
-
 /// The states of a claimed run, in order: admitted, registered (renewed
 /// and guarded from here on), history loaded, run, settled.
 async fn drive_inner(s: &Arc<Shared>, execution: Execution, lease: Lease, claim_sent: tokio::time::Instant) {
     tracing::debug!(token = lease.token.get(), expires_at = ?execution.lease_expires_at(), "lease acquired");
     let Some((workflow, stop)) = admit(s, &execution, &lease).await else { return };
     let (run, interrupts) = new_run(s, &*workflow, &execution, &lease);
-    *run.stop.lock().unwrap_or_else(|p| p.into_inner()) = stop;
+    *run.stops.stop.lock().unwrap_or_else(|p| p.into_inner()) = stop;
     // From here the heartbeat renews the lease and the guard stops the run
     // before it can expire, also while the history loads: no body may start
     // on a lease that expired meanwhile.
@@ -66,7 +58,7 @@ async fn drive_inner(s: &Arc<Shared>, execution: Execution, lease: Lease, claim_
                 None => None,
             }
         }
-        Err(Some(interrupt)) => Some(Outcome::Interrupted(interrupt)),
+        Err(Some(interrupt)) => Some(interrupt),
         Err(None) => None,
     };
     // Nothing more runs for this claim.
@@ -125,7 +117,7 @@ fn new_run(
     workflow: &dyn ErasedWorkflow,
     execution: &Execution,
     lease: &Lease,
-) -> (Arc<RunState>, tokio::sync::watch::Receiver<Option<Interrupt>>) {
+) -> (Arc<RunState>, tokio::sync::watch::Receiver<Option<RunEnd>>) {
     let engine = &s.engine;
     RunState::new(RunSetup {
         committer: engine.inner.committer.clone(),
@@ -162,7 +154,7 @@ fn register<'a>(
         // This worker re-claimed a run it was still driving under an older
         // token (its own lease expired): that drive's writes are fenced off
         // already; stop it.
-        old.run.interrupt(Interrupt::LeaseLost);
+        old.run.interrupt(RunEnd::LeaseLost);
     }
     Registration { s, id: execution.id.clone(), token: run.lease.token }
 }
@@ -195,7 +187,7 @@ async fn load_history(
     s: &Arc<Shared>,
     run: &RunState,
     lease: &Lease,
-) -> Result<Vec<hydra_store::Step>, Option<Interrupt>> {
+) -> Result<Vec<hydra_store::Step>, Option<RunEnd>> {
     // The first claim of a run (token 1) cannot have a history: every step
     // write needs a lease. Skip the query.
     if lease.token == hydra_store::FencingToken::FIRST {
@@ -220,7 +212,7 @@ async fn load_history(
                 tracing::warn!(error = %e, "could not load history; retrying");
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 if s.stop_all.is_cancelled() {
-                    return Err(Some(Interrupt::LeaseLost));
+                    return Err(Some(RunEnd::LeaseLost));
                 }
             }
             Err(e) => {
@@ -241,8 +233,8 @@ async fn run_workflow(
     execution: &Execution,
     lease: &Lease,
     run: &Arc<RunState>,
-    mut interrupts: tokio::sync::watch::Receiver<Option<Interrupt>>,
-) -> Option<Outcome> {
+    mut interrupts: tokio::sync::watch::Receiver<Option<RunEnd>>,
+) -> Option<RunEnd> {
     let ctx = WorkflowContext { run: Arc::clone(run) };
     // Decoding the input runs user code (a custom codec, a Deserialize
     // impl): a panic there fails the run, like one in the workflow.
@@ -267,10 +259,10 @@ async fn run_workflow(
     let outcome = tokio::select! {
         biased;
         i = interrupts.wait_for(Option::is_some) => match i {
-            Ok(v) => Outcome::Interrupted(v.clone().unwrap_or(Interrupt::LeaseLost)),
-            Err(_) => Outcome::Interrupted(Interrupt::LeaseLost),
+            Ok(v) => v.clone().unwrap_or(RunEnd::LeaseLost),
+            Err(_) => RunEnd::LeaseLost,
         },
-        r = AssertUnwindSafe(future).catch_unwind() => Outcome::Returned(r.map_err(|p| panic_message(&p))),
+        r = AssertUnwindSafe(future).catch_unwind() => r.unwrap_or_else(|p| RunEnd::Panicked(panic_message(&p))),
     };
     Some(outcome)
 }
@@ -283,24 +275,24 @@ async fn settle(
     execution: &Execution,
     lease: &Lease,
     run: &RunState,
-    outcome: Outcome,
+    outcome: RunEnd,
 ) {
     let engine = &s.engine;
-    let cancelled = run.cancel_requested.load(std::sync::atomic::Ordering::SeqCst);
+    let cancelled = run.stops.cancel_requested.load(std::sync::atomic::Ordering::SeqCst);
     match outcome {
-        Outcome::Interrupted(Interrupt::Suspended { until }) => {
+        RunEnd::Suspended { until } => {
             tracing::debug!(until, "run parked; lease released");
             schedule_wake(s, until);
         }
-        Outcome::Interrupted(Interrupt::LeaseLost) => {
+        RunEnd::LeaseLost => {
             crate::metrics::lease_lost(&lease.namespace, &execution.workflow_name);
         }
-        Outcome::Interrupted(Interrupt::Suspend(message)) => {
+        RunEnd::Suspend(message) => {
             // A run on its way out (cancelled, past its deadline, out of
             // attempts) ends so: waiting for code that replays it would
             // keep a cancel for ever. No compensation: its code is not the
             // code that ran.
-            let stop = run.stop.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let stop = run.stops.stop.lock().unwrap_or_else(|p| p.into_inner()).clone();
             let stop = stop.or_else(|| cancelled.then_some(EndCause::Cancelled));
             if let Some(cause) = stop {
                 let note = format!(" (not compensated: {message})");
@@ -317,26 +309,24 @@ async fn settle(
                 tracing::warn!(error = %message, "run suspended: its code does not replay its history");
             }
         }
-        Outcome::Interrupted(Interrupt::Release) => {
+        RunEnd::Release => {
             let cp = hydra_store::Checkpoint::transition(Transition::Release).open(run.open_to_hand_back());
             if let Err(e) = engine.inner.store.checkpoint(lease, cp, engine.clock().now_ms()).await {
                 tracing::warn!(error = %e, "could not release the lease; it will expire");
             }
         }
-        Outcome::Ended(terminal) => end(s, execution, lease, terminal).await,
-        Outcome::Interrupted(Interrupt::End(cause)) => end(s, execution, lease, cause.terminal("")).await,
-        Outcome::Interrupted(Interrupt::Cancel) => {
-            end(s, execution, lease, Terminal::Cancelled("cancelled".into())).await
-        }
-        Outcome::Interrupted(Interrupt::TimeOut(m)) => end(s, execution, lease, Terminal::TimedOut(m)).await,
-        Outcome::Interrupted(Interrupt::Fail(m)) => end(s, execution, lease, Terminal::Failed(m)).await,
-        Outcome::Returned(_) if cancelled => end(s, execution, lease, Terminal::Cancelled("cancelled".into())).await,
-        Outcome::Returned(Ok(Returned::Output(bytes))) => end(s, execution, lease, Terminal::Completed(bytes)).await,
-        Outcome::Returned(Ok(Returned::EncodeFailed(reason))) => {
+        RunEnd::Ended(terminal) => end(s, execution, lease, terminal).await,
+        RunEnd::End(cause) => end(s, execution, lease, cause.terminal("")).await,
+        RunEnd::Cancel => end(s, execution, lease, Terminal::Cancelled("cancelled".into())).await,
+        RunEnd::TimeOut(m) => end(s, execution, lease, Terminal::TimedOut(m)).await,
+        RunEnd::Fail(m) => end(s, execution, lease, Terminal::Failed(m)).await,
+        end_ if end_.returned() && cancelled => end(s, execution, lease, Terminal::Cancelled("cancelled".into())).await,
+        RunEnd::Output(bytes) => end(s, execution, lease, Terminal::Completed(bytes)).await,
+        RunEnd::OutputNotEncoded(reason) => {
             let e = Error::Encode { what: format!("the output of `{}`", execution.workflow_name), reason };
             end(s, execution, lease, Terminal::Failed(e.to_string())).await
         }
-        Outcome::Returned(Ok(Returned::Failed(e))) => {
+        RunEnd::Failed(e) => {
             let attempts = execution.attempts.max(1);
             if let Some(msg) = final_failure(workflow, execution, &e) {
                 end(s, execution, lease, failure_terminal(run, msg, &e)).await
@@ -360,7 +350,7 @@ async fn settle(
                 }
             }
         }
-        Outcome::Returned(Err(panic)) => {
+        RunEnd::Panicked(panic) => {
             end(s, execution, lease, Terminal::Failed(format!("workflow panicked: {panic}"))).await
         }
     }
@@ -373,27 +363,21 @@ async fn compensate_if_ending(
     workflow: &dyn ErasedWorkflow,
     execution: &Execution,
     run: &Arc<RunState>,
-    outcome: Outcome,
-) -> Outcome {
+    outcome: RunEnd,
+) -> RunEnd {
     // Not ending here; or Hydra refused the code (non-determinism, a record
     // that does not decode, a step ID clash): then the run ends failed
     // without compensating, since the code that would compensate is not the
     // code that ran.
     if matches!(
         outcome,
-        Outcome::Interrupted(
-            Interrupt::LeaseLost
-                | Interrupt::Release
-                | Interrupt::Suspended { .. }
-                | Interrupt::Fail(_)
-                | Interrupt::Suspend(_)
-        )
+        RunEnd::LeaseLost | RunEnd::Release | RunEnd::Suspended { .. } | RunEnd::Fail(_) | RunEnd::Suspend(_)
     ) {
         return outcome;
     }
     let ctx = WorkflowContext { run: Arc::clone(run) };
-    let cancelled = run.cancel_requested.load(std::sync::atomic::Ordering::SeqCst);
-    let stop = run.stop.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let cancelled = run.stops.cancel_requested.load(std::sync::atomic::Ordering::SeqCst);
+    let stop = run.stops.stop.lock().unwrap_or_else(|p| p.into_inner()).clone();
     // Once a worker began compensating (the marker is recorded), the run
     // finishes compensating, for the recorded cause, whatever this replay
     // of its body returned; likewise a run to be stopped (cancelled, timed
@@ -404,27 +388,27 @@ async fn compensate_if_ending(
     };
     let cause = match (&outcome, decided) {
         (_, Some(c)) => c,
-        (Outcome::Interrupted(Interrupt::End(c)), None) => c.clone(),
-        (Outcome::Interrupted(Interrupt::Cancel), None) => EndCause::Cancelled,
-        (Outcome::Interrupted(Interrupt::TimeOut(m)), None) => EndCause::TimedOut(m.clone()),
-        (Outcome::Returned(_), None) if cancelled => EndCause::Cancelled,
-        (Outcome::Returned(Ok(Returned::Failed(e))), None) => match final_failure(workflow, execution, e) {
+        (RunEnd::End(c), None) => c.clone(),
+        (RunEnd::Cancel, None) => EndCause::Cancelled,
+        (RunEnd::TimeOut(m), None) => EndCause::TimedOut(m.clone()),
+        (end_, None) if end_.returned() && cancelled => EndCause::Cancelled,
+        (RunEnd::Failed(e), None) => match final_failure(workflow, execution, e) {
             Some(message) => match failure_terminal(run, message, e) {
                 Terminal::FailedWith(m, typed) => EndCause::Failed(m, Some(typed)),
                 other => EndCause::Failed(terminal_message(&other), None),
             },
             None => return outcome,
         },
-        (Outcome::Returned(Ok(Returned::EncodeFailed(reason))), None) => {
+        (RunEnd::OutputNotEncoded(reason), None) => {
             let e =
                 Error::Encode { what: format!("the output of `{}`", execution.workflow_name), reason: reason.clone() };
             EndCause::Failed(e.to_string(), None)
         }
-        (Outcome::Returned(Err(panic)), None) => EndCause::Failed(format!("workflow panicked: {panic}"), None),
+        (RunEnd::Panicked(panic), None) => EndCause::Failed(format!("workflow panicked: {panic}"), None),
         _ => return outcome,
     };
     if !ctx.has_compensations() {
-        return Outcome::Ended(cause.terminal(""));
+        return RunEnd::Ended(cause.terminal(""));
     }
     tracing::info!(?cause, "running compensations");
     let mut interrupts = crate::context::begin_compensation(&ctx);
@@ -435,15 +419,15 @@ async fn compensate_if_ending(
             // Hydra refused something in a compensation (a record that
             // does not decode, a step ID clash): the run ends visibly so.
             Ok(v) => match v.clone() {
-                Some(Interrupt::Fail(m)) => Outcome::Ended(Terminal::CompensationFailed(m)),
-                Some(other) => Outcome::Interrupted(other),
-                None => Outcome::Interrupted(Interrupt::LeaseLost),
+                Some(RunEnd::Fail(m)) => RunEnd::Ended(Terminal::CompensationFailed(m)),
+                Some(other) => other,
+                None => RunEnd::LeaseLost,
             },
-            Err(_) => Outcome::Interrupted(Interrupt::LeaseLost),
+            Err(_) => RunEnd::LeaseLost,
         },
         r = work => match r {
-            Ok(terminal) => Outcome::Ended(terminal),
-            Err(p) => Outcome::Ended(Terminal::CompensationFailed(format!("compensation panicked: {}", panic_message(&p)))),
+            Ok(terminal) => RunEnd::Ended(terminal),
+            Err(p) => RunEnd::Ended(Terminal::CompensationFailed(format!("compensation panicked: {}", panic_message(&p)))),
         },
     }
 }
@@ -451,7 +435,7 @@ async fn compensate_if_ending(
 /// A final workflow failure's end: with its typed error when it carries
 /// one that encodes (else a note on why it is missing).
 fn failure_terminal(run: &RunState, message: String, e: &crate::WorkflowError) -> Terminal {
-    match e.typed_error().map(|t| t.encode(&run.codecs, run.codec)) {
+    match e.typed_error().map(|t| t.encode(&run.env.codecs, run.env.codec)) {
         Some(Ok(bytes)) => Terminal::FailedWith(message, bytes),
         Some(Err(reason)) => Terminal::Failed(format!("{message} (its typed error was not stored: {reason})")),
         None => Terminal::Failed(message),

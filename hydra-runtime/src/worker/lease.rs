@@ -4,7 +4,7 @@
 
 use super::Shared;
 use crate::clock::duration_ms;
-use crate::context::{EndCause, Interrupt, RunState};
+use crate::context::{EndCause, RunEnd, RunState};
 use hydra_store::Lease;
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,15 +59,15 @@ pub(super) async fn heartbeat_loop(s: Arc<Shared>) {
                             if r.cancel_requested {
                                 // Stops the body's steps; compensations, which
                                 // run on another token, go on.
-                                run.cancel_requested.store(true, std::sync::atomic::Ordering::SeqCst);
-                                run.cancel.cancel();
+                                run.stops.cancel_requested.store(true, std::sync::atomic::Ordering::SeqCst);
+                                run.stops.cancel.cancel();
                             }
                         }
                         // The run's own park handed the lease back: not a loss.
-                        Err(_) if run.handing_back.load(std::sync::atomic::Ordering::SeqCst) > 0 => {}
+                        Err(_) if run.stops.handing_back.load(std::sync::atomic::Ordering::SeqCst) > 0 => {}
                         Err(e) => {
                             tracing::warn!(execution_id = %lease.execution_id, error = %e, "lease lost at heartbeat; stopping the run");
-                            run.interrupt(Interrupt::LeaseLost);
+                            run.interrupt(RunEnd::LeaseLost);
                         }
                     }
                 }
@@ -98,12 +98,12 @@ pub(super) async fn lease_guard_loop(s: Arc<Shared>) {
         for a in s.active().values() {
             if real_now.saturating_duration_since(a.renewed_at) >= local_limit {
                 tracing::warn!(execution_id = %a.run.lease.execution_id, "lease not renewed in time; stopping the run before it expires");
-                a.run.interrupt(Interrupt::LeaseLost);
+                a.run.interrupt(RunEnd::LeaseLost);
             }
             // A run's compensations run past its deadline (they are why it ends).
             if let Some(d) = a.run.deadline_at
                 && now >= d
-                && !a.run.compensating.load(std::sync::atomic::Ordering::SeqCst)
+                && !a.run.undo.compensating.load(std::sync::atomic::Ordering::SeqCst)
             {
                 let why = "the run passed its deadline";
                 if a.run.replaying() && now < d.saturating_add(ttl_ms) {
@@ -111,12 +111,12 @@ pub(super) async fn lease_guard_loop(s: Arc<Shared>) {
                     // registered the compensations of its recorded steps;
                     // it stops at its first new durable call instead, or
                     // here once a lease's length has passed without one.
-                    let mut stop = a.run.stop.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut stop = a.run.stops.stop.lock().unwrap_or_else(|p| p.into_inner());
                     if stop.is_none() {
                         *stop = Some(EndCause::TimedOut(why.into()));
                     }
                 } else {
-                    a.run.interrupt_past_deadline(Interrupt::TimeOut(why.into()));
+                    a.run.interrupt_past_deadline(RunEnd::TimeOut(why.into()));
                 }
             }
         }

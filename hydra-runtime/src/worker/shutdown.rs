@@ -2,7 +2,7 @@
 //! runs to lease expiry.
 
 use super::Worker;
-use crate::context::Interrupt;
+use crate::context::RunEnd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,14 +20,14 @@ impl Worker {
             let _ = c.await;
         }
         for a in s.active().values() {
-            a.run.draining.store(true, std::sync::atomic::Ordering::SeqCst);
+            a.run.stops.draining.store(true, std::sync::atomic::Ordering::SeqCst);
         }
         let deadline = crate::clock::instant_after(grace);
         while !s.active().is_empty() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         for a in s.active().values() {
-            a.run.interrupt(Interrupt::Release);
+            a.run.interrupt(RunEnd::Release);
         }
         // Until every drive task has ended, not only left the active set: a
         // drive hands its lease back after it stops running the workflow.
