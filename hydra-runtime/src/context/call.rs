@@ -15,7 +15,7 @@
 //!    that parks the run ends in [`WorkflowContext::parked`].
 
 use super::WorkflowContext;
-use super::run::RunEnd;
+use super::stop::RunEnd;
 use crate::error::Error;
 use hydra_store::{OpenStep, Step, StepId, StepKind, StoreError};
 use std::convert::Infallible;

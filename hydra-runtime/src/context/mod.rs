@@ -38,6 +38,7 @@ mod child;
 mod compensate;
 mod event;
 mod execute;
+mod fenced;
 mod hand_back;
 mod patch;
 mod run;
@@ -45,6 +46,7 @@ mod search;
 mod signal;
 mod sleep;
 mod step;
+mod stop;
 mod workflow;
 
 pub use awakeable::Awakeable;
@@ -54,10 +56,11 @@ pub use compensate::Compensation;
 pub(crate) use compensate::{
     COMPENSATE_STEP, EndCause, begin as begin_compensation, recorded_cause, run_compensations,
 };
-pub(crate) use run::{RunEnd, RunSetup, RunState};
+pub(crate) use run::{RunSetup, RunState};
 pub use signal::Selected;
 pub(crate) use signal::validate_signal_name;
 pub use step::{StepContext, StepOptions, StepTransaction};
+pub(crate) use stop::RunEnd;
 pub use workflow::WorkflowContext;
 
 use crate::clock::Clock;

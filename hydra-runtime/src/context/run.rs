@@ -1,68 +1,17 @@
 //! The run's state under one lease: its recorded history, the cursor that
-//! gives each call its position and step ID, this holder's view of the open
-//! step, the interrupt that stops the run, and the fenced writes (retried
-//! through transient failures) that every step, sleep and park goes through.
+//! gives each call its position and step ID, and this holder's view of the
+//! open step. What stops a run is in `stop.rs`; its fenced writes in
+//! `fenced.rs`.
 
+use super::stop::RunEnd;
 use crate::clock::Clock;
 use crate::codec::{Codec, CodecRegistry};
-use hydra_store::{
-    Checkpoint, Lease, OpenStep, Step, StepId, StepOutcome, StepRecord, StepStatus, Store, StoreError, Transition,
-};
+use hydra_store::{Lease, OpenStep, Step, StepId, Store};
 use std::collections::HashMap;
-use std::convert::Infallible;
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-
-/// How a run's workflow future stopped, whoever stopped it: the body
-/// returned (an output, an error, a panic); the run stopped itself or was
-/// stopped (parked, refused, cancelled, timed out, a lease lost, a drain);
-/// or, after its compensations, how it ends. One enum from the body to the
-/// worker's last write (`worker/drive.rs`); the store's
-/// [`hydra_store::Terminal`] is the end it writes, and
-/// [`super::compensate::EndCause`] the cause a compensation marker records.
-#[derive(Clone, Debug)]
-pub(crate) enum RunEnd {
-    /// The body returned this encoded output.
-    Output(Vec<u8>),
-    /// The body's output could not be encoded (why).
-    OutputNotEncoded(String),
-    /// The body returned this error.
-    Failed(Arc<crate::error::WorkflowError>),
-    /// The body panicked (its message).
-    Panicked(String),
-    /// Parked until `until` (already written); the worker may poke its poll
-    /// loop then.
-    Suspended { until: i64 },
-    /// End the run failed with this message.
-    Fail(String),
-    /// End the run cancelled.
-    Cancel,
-    /// End the run timed out.
-    TimeOut(String),
-    /// End the run for this cause: set before the run was driven (cancel
-    /// requested, deadline passed, out of attempts) or found recorded (a
-    /// compensation under way); its compensations run first.
-    End(super::compensate::EndCause),
-    /// Suspend the run: its code does not replay its history (the message
-    /// names both steps and the position).
-    Suspend(String),
-    /// Stop without writing: the lease is gone.
-    LeaseLost,
-    /// Stop and hand the lease back (worker shutting down).
-    Release,
-    /// Compensated (or nothing to compensate): end the run so.
-    Ended(hydra_store::Terminal),
-}
-
-impl RunEnd {
-    /// Whether the body returned (rather than being stopped).
-    pub(crate) fn returned(&self) -> bool {
-        matches!(self, RunEnd::Output(_) | RunEnd::OutputNotEncoded(_) | RunEnd::Failed(_) | RunEnd::Panicked(_))
-    }
-}
 
 struct Cursor {
     next_position: u32,
@@ -181,7 +130,7 @@ pub(crate) struct Stops {
     /// lease really lost is then reported by the heartbeat or the write.
     pub(crate) handing_back: std::sync::atomic::AtomicUsize,
     /// The first stop (see [`RunEnd`]), watched by the worker.
-    interrupt: watch::Sender<Option<RunEnd>>,
+    pub(super) interrupt: watch::Sender<Option<RunEnd>>,
 }
 
 /// The run's compensations (sagas).
@@ -298,54 +247,6 @@ impl RunState {
         }
     }
 
-    /// Why the run was stopped (lease lost, cancelled, parked, …), if it was.
-    pub(crate) fn current_interrupt(&self) -> Option<RunEnd> {
-        self.stops.interrupt.borrow().clone()
-    }
-
-    /// Signals the worker (first signal wins) and never returns.
-    pub(crate) async fn halt(&self, why: RunEnd) -> Infallible {
-        if matches!(why, RunEnd::Suspended { .. }) {
-            crate::metrics::parked(&self.lease.namespace, &self.workflow_name);
-        }
-        self.raise(why);
-        std::future::pending::<Infallible>().await
-    }
-
-    /// Clears the interrupt (the body's stop), for the compensation phase,
-    /// keeping a drain; returns a receiver of the next one.
-    pub(crate) fn reset_interrupt(&self) -> watch::Receiver<Option<RunEnd>> {
-        self.stops.interrupt.send_replace(None);
-        if self.stops.draining.load(std::sync::atomic::Ordering::SeqCst) {
-            self.raise(RunEnd::Release);
-        }
-        self.stops.interrupt.subscribe()
-    }
-
-    /// Raises an interrupt from outside the workflow (heartbeat, shutdown).
-    pub(crate) fn interrupt(&self, why: RunEnd) {
-        self.raise(why);
-    }
-
-    /// Records the first interrupt (later ones are ignored) and, unless the
-    /// run merely parked, cancels its step bodies.
-    fn raise(&self, why: RunEnd) {
-        self.stops.interrupt.send_if_modified(|slot| {
-            if slot.is_none() {
-                *slot = Some(why);
-                true
-            } else {
-                false
-            }
-        });
-        if !matches!(self.stops.interrupt.borrow().as_ref(), Some(RunEnd::Suspended { .. })) {
-            self.stops.cancel.cancel();
-            if self.undo.compensating.load(std::sync::atomic::Ordering::SeqCst) {
-                self.undo.undo_cancel.cancel();
-            }
-        }
-    }
-
     pub(super) fn next_step_id(&self, base: &str) -> (u32, StepId) {
         let mut c = self.replay.cursor.lock().unwrap_or_else(|p| p.into_inner());
         let position = c.next_position;
@@ -388,25 +289,6 @@ impl RunState {
         match last {
             None => true,
             Some(last) => last.is_some_and(|p| p >= next),
-        }
-    }
-
-    /// Stops the body because the run passed its deadline, unless its
-    /// compensations have begun (they run past the deadline: it is why they
-    /// run) or it was stopped already. The check and the stop are one step
-    /// under the interrupt's lock, which compensation's start also takes,
-    /// so a deadline seen just before compensations begin cannot cancel them.
-    pub(crate) fn interrupt_past_deadline(&self, why: RunEnd) {
-        let raised = self.stops.interrupt.send_if_modified(|slot| {
-            if slot.is_none() && !self.undo.compensating.load(std::sync::atomic::Ordering::SeqCst) {
-                *slot = Some(why);
-                true
-            } else {
-                false
-            }
-        });
-        if raised {
-            self.stops.cancel.cancel();
         }
     }
 
@@ -520,30 +402,6 @@ impl RunState {
         }
     }
 
-    /// Parks the run until `until`, handing back any reserved attempt.
-    pub(super) async fn park(&self, until: i64) -> Result<(), StoreError> {
-        let write = self.write("park", || {
-            let cp = Checkpoint::transition(Transition::Sleep { until }).open(self.open_to_hand_back());
-            self.env.store.checkpoint(&self.lease, cp, self.now())
-        });
-        self.parking_write(write, |_| true).await
-    }
-
-    /// Runs `write`, which hands the lease back when it succeeds and
-    /// `parked` says so of its result (see `handing_back`).
-    pub(super) async fn parking_write<T, E>(
-        &self,
-        write: impl Future<Output = Result<T, E>>,
-        parked: impl FnOnce(&T) -> bool,
-    ) -> Result<T, E> {
-        let guard = super::hand_back::HandBack::new(&self.stops.handing_back);
-        let r = write.await;
-        if r.as_ref().is_ok_and(parked) {
-            guard.keep();
-        }
-        r
-    }
-
     /// The open step to leave behind when the lease is handed back: an
     /// attempt reserved for us that never began is taken back.
     pub(crate) fn open_to_hand_back(&self) -> OpenStep {
@@ -560,180 +418,9 @@ impl RunState {
         self.deadline_at.map_or(until, |d| until.min(d))
     }
 
-    /// Checks that apply at every checkpoint: cancellation, deadline, drain.
-    pub(super) async fn checkpoint_gate(&self) {
-        if self.replay.verifying.load(std::sync::atomic::Ordering::SeqCst) {
-            // The end of the recorded history: it replayed this far.
-            match self.halt(RunEnd::Release).await {}
-        }
-        let compensating = self.undo.compensating.load(std::sync::atomic::Ordering::SeqCst);
-        if !compensating {
-            let stop = self.stops.stop.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            if let Some(cause) = stop {
-                match self.halt(RunEnd::End(cause)).await {}
-            }
-        }
-        if !compensating && self.stops.cancel_requested.load(std::sync::atomic::Ordering::SeqCst) {
-            match self.halt(RunEnd::Cancel).await {}
-        }
-        if let Some(d) = self.deadline_at
-            && !compensating
-            && self.now() >= d
-        {
-            match self.halt(RunEnd::TimeOut("the run passed its deadline".into())).await {}
-        }
-        if self.stops.draining.load(std::sync::atomic::Ordering::SeqCst) {
-            match self.halt(RunEnd::Release).await {}
-        }
-    }
-
-    /// Runs a store write, retrying transient failures for a while. A lost
-    /// lease halts the run; any other failure ends it failed.
-    pub(super) async fn write<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T, StoreError>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, StoreError>>,
-    {
-        let give_up = crate::clock::instant_after(self.policy.write_patience);
-        let mut pause = Duration::from_millis(50);
-        loop {
-            match op().await {
-                Ok(v) => return Ok(v),
-                Err(e) if e.is_lease_lost() => {
-                    tracing::warn!(execution_id = %self.lease.execution_id, "lease lost during {what}; stopping this run");
-                    match self.halt(RunEnd::LeaseLost).await {}
-                }
-                Err(e) if e.is_retryable() && crate::clock::instant_after(pause) < give_up => {
-                    tracing::warn!(execution_id = %self.lease.execution_id, error = %e, "transient failure during {what}; retrying");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(2));
-                }
-                Err(e) if e.is_retryable() => {
-                    // The database stayed unreachable: stop locally and let the
-                    // lease expire, so a healthy worker resumes the run.
-                    tracing::error!(execution_id = %self.lease.execution_id, error = %e, "giving up on {what}");
-                    match self.halt(RunEnd::LeaseLost).await {}
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    /// Records a step outcome. If an earlier try of this same write committed
-    /// but its reply was lost, the retry finds the result already recorded
-    /// under this lease's token and counts that as success.
-    /// Records a step outcome and moves the open step to `open`, if the
-    /// open step is this step (as the store does: see `open_set`).
-    pub(super) async fn record(
-        &self,
-        rec: StepRecord,
-        transition: Transition,
-        open: OpenStep,
-    ) -> Result<(), StoreError> {
-        let at = rec.position;
-        let r = self.record_inner(rec, transition, open, None).await;
-        if r.is_ok() {
-            let mut o = self.open_state();
-            if o.position == at {
-                *o = Open { position: open.position, attempts: open.attempts, begun: false };
-            }
-        }
-        r
-    }
-
-    /// Records a step outcome that parks the run. If the step is not the
-    /// open step, the open step is handed back as this holder sees it
-    /// ([`RunState::open_to_hand_back`]: a claim reserved an attempt for it
-    /// that did not begin), but only if it is still what this holder saw: a
-    /// sibling step's result committed meanwhile is not undone.
-    pub(super) async fn record_parking(&self, rec: StepRecord, until: i64, attempt: u32) -> Result<(), StoreError> {
-        let transition = Transition::Sleep { until };
-        if self.open_state().position == rec.position {
-            // The claim that wakes the run counts the step's next attempt.
-            let open = OpenStep::new(rec.position, attempt);
-            return self.record(rec, transition, open).await;
-        }
-        let seen = *self.open_state();
-        let open = self.open_to_hand_back();
-        self.record_inner(rec, transition, open, Some(OpenStep::new(seen.position, seen.attempts))).await
-    }
-
-    async fn record_inner(
-        &self,
-        rec: StepRecord,
-        transition: Transition,
-        open: OpenStep,
-        seen: Option<OpenStep>,
-    ) -> Result<(), StoreError> {
-        let pending = self.pending_tx.lock().unwrap_or_else(|p| p.into_inner()).remove(&rec.step_id);
-        if let Some(txn) = pending {
-            let Ok(txn) = Arc::try_unwrap(txn) else {
-                return Err(StoreError::Database(hydra_store::sea_orm::DbErr::Custom(format!(
-                    "the transaction of step `{}` is still held by its body",
-                    rec.step_id
-                ))));
-            };
-            if matches!(rec.outcome, StepOutcome::Completed(_)) && matches!(transition, Transition::Continue) {
-                return match self.env.store.commit_step_transaction(txn, &self.lease, rec, Some(open), self.now()).await
-                {
-                    Ok(()) => Ok(()),
-                    Err(e) if e.is_lease_lost() => match self.halt(RunEnd::LeaseLost).await {},
-                    Err(e) => {
-                        // The commit may or may not have happened; the recorded
-                        // history decides on the next claim. Hand the run back.
-                        tracing::warn!(execution_id = %self.lease.execution_id, error = %e, "transactional step commit failed");
-                        match self.halt(RunEnd::Release).await {}
-                    }
-                };
-            }
-            // Not a success (for example the output did not encode): nothing
-            // the body wrote may survive.
-            txn.rollback().await?;
-        }
-        let parks = !matches!(transition, Transition::Continue);
-        let write = self.write("checkpoint", || async {
-            let cp = Checkpoint::step_and(rec.clone(), transition.clone());
-            let cp = match seen {
-                Some(seen) => cp.open_if_unchanged(seen, open),
-                None => cp.open(open),
-            };
-            let op = hydra_store::BatchOp::Checkpoint(self.lease.clone(), cp);
-            crate::commit::write(self.env.committer.as_ref(), &self.env.store, op, self.now()).await.map(|_| ())
-        });
-        let result = if parks { self.parking_write(write, |_| true).await } else { write.await };
-        match result {
-            Err(StoreError::StepAlreadyRecorded { .. }) => {
-                let ours = self
-                    .env
-                    .store
-                    .step(&self.lease.namespace, &self.lease.execution_id, &rec.step_id)
-                    .await?
-                    .is_some_and(|s| s.fencing_token == self.lease.token && s.status != StepStatus::Running);
-                if ours {
-                    // An earlier try committed: the lease is handed back.
-                    if parks {
-                        self.stops.handing_back.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    }
-                    Ok(())
-                } else {
-                    result
-                }
-            }
-            other => other,
-        }
-    }
-
-    /// This code does not replay the run (`message` says why): suspended
-    /// or failed, by the workflow's [`crate::OnNondeterminism`].
-    pub(super) async fn refuse(&self, message: String) -> Infallible {
-        match self.policy.on_nondeterminism {
-            crate::workflow::OnNondeterminism::Suspend => self.halt(RunEnd::Suspend(message)).await,
-            _ => self.fail_run(message).await,
-        }
-    }
-
-    pub(super) async fn fail_run(&self, message: String) -> Infallible {
-        tracing::error!(execution_id = %self.lease.execution_id, "{message}");
-        self.halt(RunEnd::Fail(message)).await
+    /// The open step as this holder sees it.
+    pub(super) fn open_seen(&self) -> OpenStep {
+        let o = *self.open_state();
+        OpenStep::new(o.position, o.attempts)
     }
 }
