@@ -1,6 +1,7 @@
 //! One shape for every durable call (a step, a sleep, a signal wait, an
 //! event, a search attribute; a child and an awakeable are a step and a
-//! wait; a patch only peeks at the next position):
+//! wait; a patch peeks at the next position and takes it only where its
+//! marker is recorded):
 //!
 //! 1. the call takes its place in the run, first and without awaiting
 //!    ([`WorkflowContext::slot`]), so calls `join!`-ed keep their order;

@@ -27,7 +27,8 @@ impl WorkflowContext {
         let run = &*self.run;
         match run.recorded(run.peek_position()) {
             Some(rec) if rec.step_id.base() == base => {
-                run.next_step_id(&base);
+                // Its marker, recorded: the call takes its place, no write.
+                self.slot(&base);
                 true
             }
             // Recorded by the code before the patch: the old branch.
@@ -51,7 +52,7 @@ impl WorkflowContext {
         let base = self.patch_base(id).await;
         let run = &*self.run;
         if run.recorded(run.peek_position()).is_some_and(|rec| rec.step_id.base() == base) {
-            run.next_step_id(&base);
+            self.slot(&base);
         }
     }
 

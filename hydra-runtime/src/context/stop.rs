@@ -88,6 +88,9 @@ impl RunState {
     /// Records the first interrupt (later ones are ignored) and, unless the
     /// run merely parked, cancels its step bodies.
     fn raise(&self, why: RunEnd) {
+        // A stop, not a body's return or a run's settled end: those travel
+        // by the workflow future's output, never by the interrupt.
+        debug_assert!(!why.returned() && !matches!(why, RunEnd::Ended(_)), "raised a non-stop: {why:?}");
         self.stops.interrupt.send_if_modified(|slot| {
             if slot.is_none() {
                 *slot = Some(why);

@@ -1,0 +1,176 @@
+//! Every durable call has one shape (`hydra-runtime/src/context/call.rs`):
+//! it takes its place in the run before it awaits anything, so calls
+//! joined in one future keep the order of the source, on the first run
+//! and on every replay; and a call that parks the run while a sibling
+//! holds the open step leaves the sibling's attempt counted.
+
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
+use hydra_runtime::prelude::*;
+use hydra_runtime::unstable::EngineBuilderStoreExt as _;
+use hydra_runtime::{Clock, Execution};
+use hydra_tests::flow::Probe;
+use hydra_tests::{TestDb, both_backends};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+const T0: i64 = 1_700_000_000_000;
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn engine(db: &TestDb, clock: &Clock) -> Engine {
+    Engine::builder().store(db.store().await).namespace("calls").clock(clock.clone()).build().await.unwrap()
+}
+
+async fn until_status(engine: &Engine, id: &ExecutionId, status: ExecutionStatus) -> Execution {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let e = engine.get(id).await.unwrap().unwrap();
+            if e.status == status {
+                return e;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("run {id} never reached {status}"))
+}
+
+/// An event, a search attribute and a step joined, then a sleep: the wake
+/// replays the join from the history.
+#[derive(Clone)]
+struct Joined(Arc<AtomicU32>);
+
+impl Workflow for Joined {
+    const NAME: &'static str = "joined";
+    type Input = ();
+    type Output = u32;
+
+    async fn run(&self, ctx: WorkflowContext, _: ()) -> Result<u32, WorkflowError> {
+        let bodies = Arc::clone(&self.0);
+        let event = ctx.set_event("e", &1u32);
+        let search = ctx.set_search_attribute("k", "v");
+        let step = ctx.step("s", move |_| {
+            let bodies = Arc::clone(&bodies);
+            async move {
+                bodies.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, StepError>(7u32)
+            }
+        });
+        let (event, search, step) = tokio::join!(biased; event, search, step);
+        event?;
+        search?;
+        let v = step?;
+        ctx.sleep(Duration::from_secs(10)).await;
+        Ok(v)
+    }
+}
+
+/// Two steps at once: `slow` (position 0) waits on gate `g`; `flaky`
+/// (position 1) fails its first attempt with a backoff too long to wait
+/// in process, so it parks the run while `slow` holds the open step.
+#[derive(Clone)]
+struct ParkBeside {
+    probe: Arc<Probe>,
+    flaky: Arc<AtomicU32>,
+}
+
+impl Workflow for ParkBeside {
+    const NAME: &'static str = "park_beside";
+    type Input = ();
+    type Output = (u32, u32);
+
+    async fn run(&self, ctx: WorkflowContext, _: ()) -> Result<(u32, u32), WorkflowError> {
+        let probe = Arc::clone(&self.probe);
+        let slow = ctx.step_with(StepOptions::new("slow").retry(RetryPolicy::attempts(5)), move |s| {
+            let probe = Arc::clone(&probe);
+            async move {
+                probe.wait_gate("g").await;
+                Ok::<_, StepError>(s.attempt())
+            }
+        });
+        let calls = Arc::clone(&self.flaky);
+        let retry = RetryPolicy::attempts(5).initial(Duration::from_secs(20)).jitter(0.0);
+        let flaky = ctx.step_with(StepOptions::new("flaky").retry(retry), move |s| {
+            let calls = Arc::clone(&calls);
+            async move {
+                if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                    return Err(StepError::retryable("the first attempt fails"));
+                }
+                Ok::<_, StepError>(s.attempt())
+            }
+        });
+        let (slow, flaky) = tokio::join!(biased; slow, flaky);
+        Ok((slow?, flaky?))
+    }
+}
+
+both_backends! {
+    async fn calls_joined_in_one_future_take_the_positions_of_the_source_order_and_replay_them(db: TestDb) {
+        let clock = Clock::manual(T0);
+        let engine = engine(&db, &clock).await;
+        let bodies = Arc::new(AtomicU32::new(0));
+        let worker = Worker::builder(&engine)
+            .register(Joined(Arc::clone(&bodies)))
+            .poll_interval(Duration::from_millis(50))
+            .start()
+            .await
+            .unwrap();
+        let h = engine.start::<Joined>(()).await.unwrap();
+        let id = h.id().clone();
+        until_status(&engine, &id, ExecutionStatus::Sleeping).await;
+        let bases = |steps: &[hydra_runtime::RecordedStep]| {
+            let mut by_position: Vec<(u32, String)> =
+                steps.iter().map(|s| (s.position, s.step_id.base().to_owned())).collect();
+            by_position.sort();
+            by_position.into_iter().map(|(_, b)| b).collect::<Vec<_>>()
+        };
+        let first = bases(&engine.steps(&id).await.unwrap());
+        assert_eq!(first[..3], ["event:e", "search:k", "s"], "the joined calls took positions out of source order");
+        assert_eq!(first.len(), 4, "one sleep after the join: {first:?}");
+        // The wake replays the join from the history: same positions, no
+        // new record, the step's body not run again.
+        clock.advance(Duration::from_secs(11));
+        let out = tokio::time::timeout(WAIT, h.result()).await.unwrap().unwrap();
+        assert_eq!(out, 7);
+        assert_eq!(bases(&engine.steps(&id).await.unwrap()), first, "the replay recorded something new");
+        assert_eq!(bodies.load(Ordering::SeqCst), 1, "a replayed step's body ran again");
+        worker.shutdown(Duration::from_secs(5)).await;
+    }
+
+    async fn a_step_that_parks_the_run_beside_a_running_sibling_leaves_both_attempts_counted(db: TestDb) {
+        let clock = Clock::manual(T0);
+        let engine = engine(&db, &clock).await;
+        let probe = Arc::new(Probe::default());
+        let flaky = Arc::new(AtomicU32::new(0));
+        let wf = ParkBeside { probe: Arc::clone(&probe), flaky: Arc::clone(&flaky) };
+        let worker = Worker::builder(&engine)
+            .register(wf)
+            .poll_interval(Duration::from_millis(50))
+            .inline_backoff(Duration::from_secs(2))
+            .start()
+            .await
+            .unwrap();
+        let h = engine.start::<ParkBeside>(()).await.unwrap();
+        let id = h.id().clone();
+        // `flaky` failed once and parked the run for its 20 s backoff
+        // while `slow` was still running.
+        until_status(&engine, &id, ExecutionStatus::Sleeping).await;
+        probe.open("g");
+        clock.advance(Duration::from_secs(21));
+        let (slow, flaky_attempt) = tokio::time::timeout(WAIT, h.result()).await.unwrap().unwrap();
+        // `slow` began once before the park (its body was stopped there):
+        // that attempt stays counted, so it ends on its second.
+        assert_eq!(slow, 2, "slow's first attempt was not counted");
+        assert_eq!(flaky_attempt, 2, "flaky's failed attempt was not counted");
+        let steps = engine.steps(&id).await.unwrap();
+        let attempts = |base: &str| steps.iter().find(|s| s.step_id.base() == base).map(|s| s.attempts);
+        assert_eq!(attempts("slow"), Some(2));
+        assert_eq!(attempts("flaky"), Some(2));
+        let run = engine.get(&id).await.unwrap().unwrap();
+        assert_eq!(run.status, ExecutionStatus::Completed);
+        assert_eq!(run.attempts, 1, "a park is not a workflow retry");
+        worker.shutdown(Duration::from_secs(5)).await;
+    }
+}
