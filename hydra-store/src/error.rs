@@ -161,16 +161,8 @@ pub(crate) fn is_transient(err: &sea_orm::DbErr) -> bool {
                 | SqlxError::PoolClosed
                 | SqlxError::WorkerCrashed
                 | SqlxError::Protocol(_) => true,
-                SqlxError::Database(d) => {
-                    let code = d.code().unwrap_or_default();
-                    // SQLite: 5 BUSY, 6 LOCKED, 517 BUSY_SNAPSHOT, 261 BUSY_RECOVERY.
-                    // PostgreSQL: 40001 serialization, 40P01 deadlock, 57P01..03 admin shutdown,
-                    // 08xxx connection exceptions, 53300 too many connections.
-                    matches!(
-                        code.as_ref(),
-                        "5" | "6" | "517" | "261" | "40001" | "40P01" | "57P01" | "57P02" | "57P03" | "53300"
-                    ) || code.starts_with("08")
-                }
+                // Each backend's codes are in its folder.
+                SqlxError::Database(d) => crate::backend::is_transient_code(&d.code().unwrap_or_default()),
                 _ => false,
             }
         }

@@ -1,9 +1,9 @@
 //! A run's own writes that hand its lease back (parks), counted while in
 //! flight and once done, so that the heartbeat can tell a lease the run
-//! gave back from a lease another worker took (`RunState::handing_back`,
+//! gave back from a lease another worker took (`RunState::stops.handing_back`,
 //! read in `worker/lease.rs`).
 
-/// One write counted in `RunState::handing_back` while it is in flight;
+/// One write counted in `RunState::stops.handing_back` while it is in flight;
 /// kept counted once it parked the run, uncounted on every other way out
 /// (a failure, a result that does not park, the write dropped part-way).
 pub(super) struct HandBack<'a> {

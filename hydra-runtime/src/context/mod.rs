@@ -19,17 +19,24 @@
 //! worker, which drops the workflow future.
 //!
 //! Rooms:
-//! - `run`: the run's state under one lease (history, cursor, open step,
-//!   interrupts, fenced writes with retries);
+//! - `run`: the run's state under one lease (history, cursor, open step);
+//! - `stop`: how a run stops (`RunEnd`; the first stop wins) and the
+//!   checkpoint gate every new durable call passes;
+//! - `fenced`: the run's fenced writes, retried through transient failures;
 //! - `hand_back`: the run's own parks counted, so a lease it gave back is
 //!   not taken for a lost one;
+//! - `call`: the one shape of a durable call (its slot, its meeting with
+//!   the history, its write);
 //! - `workflow`: [`WorkflowContext`] and its step entry points;
 //! - `execute`: one step call, from the history or through its attempts;
 //! - `sleep`: durable sleep;
 //! - `signal`: receiving signals (buffered, once each, in order; parked waits);
 //! - `event`: publishing events (durable key/values clients read);
+//! - `search`: search attributes;
 //! - `awakeable`: completion tokens for external systems;
 //! - `child`: child workflows, started once, awaited durably;
+//! - `patch`: patches, so new code and old runs agree;
+//! - `compensate`: sagas' compensations, run once each, newest first;
 //! - `step`: [`StepContext`], [`StepOptions`], [`StepTransaction`].
 
 mod awakeable;

@@ -17,8 +17,11 @@
 //!   `LISTEN` (`postgres/listen.rs`), step writes as arrays after one
 //!   ordered lock (`postgres/steps.rs`).
 //!
-//! Adding a backend means adding a folder that implements [`Dialect`] and
-//! a line in [`open`].
+//! Adding a backend means a folder that implements [`Dialect`] (and a
+//! [`WakeSource`]), its `Backend` variant, its line in `pick`, [`open`] and
+//! [`is_transient_code`]; `docs/ARCHITECTURE.md` ("To add a backend") lists the
+//! rest, and what a database outside the SQL subset SQLite and PostgreSQL
+//! share needs beyond it.
 
 pub(crate) mod postgres;
 pub(crate) mod sqlite;
@@ -68,6 +71,14 @@ pub(crate) async fn open(
 }
 
 /// The backend a URL names, by its scheme.
+/// Whether a database error code means a passing condition (contention,
+/// a connection going away) that a retry may outlive, on any backend: each
+/// backend names its own codes, and codes of different backends do not
+/// collide (SQLite's are numbers, PostgreSQL's five-character SQLSTATEs).
+pub(crate) fn is_transient_code(code: &str) -> bool {
+    sqlite::is_transient_code(code) || postgres::is_transient_code(code)
+}
+
 fn pick(url: &str) -> Result<Backend, StoreError> {
     let trimmed = url.trim();
     if trimmed.is_empty() {

@@ -59,6 +59,13 @@ pub(crate) async fn open(opts: &StoreOptions) -> Result<(DatabaseConnection, Arc
 /// The advisory lock migrations take ("Hydra").
 const MIGRATION_LOCK: i64 = 0x0048_7964_7261;
 
+/// PostgreSQL's transient SQLSTATEs: 40001 serialization failure, 40P01
+/// deadlock, 57P01..03 an administrator's or a crash's shutdown, 53300 too
+/// many connections, class 08 connection exceptions.
+pub(crate) fn is_transient_code(code: &str) -> bool {
+    matches!(code, "40001" | "40P01" | "57P01" | "57P02" | "57P03" | "53300") || code.starts_with("08")
+}
+
 impl Dialect for Postgres {
     fn kind(&self) -> Backend {
         Backend::Postgres

@@ -181,6 +181,12 @@ async fn start_writer(
 
 /// `BEGIN IMMEDIATE`: takes the write lock up front, so a transaction that
 /// reads then writes never fails with BUSY_SNAPSHOT.
+/// SQLite's transient result codes: 5 BUSY, 6 LOCKED, 261 BUSY_RECOVERY,
+/// 517 BUSY_SNAPSHOT (the writer lost a race; a new transaction may win).
+pub(crate) fn is_transient_code(code: &str) -> bool {
+    matches!(code, "5" | "6" | "261" | "517")
+}
+
 fn immediate() -> TransactionOptions {
     TransactionOptions {
         sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
