@@ -332,3 +332,32 @@ async fn rows_read_through_the_writer_equal_rows_read_through_the_pool() {
     drop(store);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_transaction_a_job_leaves_open_is_rolled_back_before_the_next_job() {
+    use std::sync::atomic::AtomicBool;
+    let path = fresh_file("left-open");
+    let (conn, db) = connect(&path, Duration::from_secs(1));
+    // A job that leaves its transaction open (its handle leaked, not
+    // dropped: no rollback of its own).
+    conn.start_job(Arc::new(AtomicBool::new(false)));
+    let txn = begin(&db).expect("begin");
+    txn.db().batch("INSERT INTO t (v) VALUES (1)").await.expect("insert");
+    std::mem::forget(txn);
+    conn.end_job();
+    // The next job begins afresh, and its commit carries only its own row.
+    conn.start_job(Arc::new(AtomicBool::new(false)));
+    let txn = begin(&db).expect("the next job begins: nothing is left open");
+    txn.db().batch("INSERT INTO t (v) VALUES (2)").await.expect("insert");
+    txn.commit().await.expect("commit");
+    assert!(conn.end_job().is_none());
+    let c = rusqlite::Connection::open(&*path).expect("open");
+    let rows: Vec<i64> = c
+        .prepare("SELECT v FROM t ORDER BY v")
+        .expect("prepare")
+        .query_map([], |r| r.get(0))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert_eq!(rows, [2], "the left-open job's row was committed by the next job");
+}
