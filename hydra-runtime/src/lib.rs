@@ -36,11 +36,11 @@
 //!
 //! | module | what it owns |
 //! | --- | --- |
-//! | `engine` | [`Engine`] and [`EngineBuilder`] (the hub; attachments such as the web console): cancelling runs; `start` (starting runs, one or many per commit); `takers` (the local workers a start hands its run to, known by two traits); `handle` ([`RunHandle`]); `messages` (signals, awakeables, events); `repair` and `operate` (an operator's hands) |
+//! | `engine` | [`Engine`] and [`EngineBuilder`] (the hub; attachments such as the web console): cancelling runs; `start` (starting runs, one or many per commit); `local_workers` (the workers of this process as the engine knows them: they take runs at their start and hear cancels); `handle` ([`RunHandle`]); `messages` (signals, awakeables, events); `repair` and `operate` (an operator's hands) |
 //! | `new_run` | one road into the run table: every new run built with every check ([`StartOptions`]) |
 //! | [`runs`] | the read model: runs and their whole story, schedules, workers, counts; what the CLI and the console read |
-//! | `worker` | [`Worker`]: `builder` (settings, start), `claim` (poll and `LISTEN` loops, batch claims), `lease` (heartbeat and lease guard), `drive` (one claimed run, claim to end), `cron_ticks`, `shutdown` |
-//! | `context` | the workflow's side of a run: `run` (replay state, open step, fenced writes), `workflow` ([`WorkflowContext`]), `execute` (one step call and its attempts), `sleep` (durable sleep), `signal` (receiving signals), `event` (publishing events), `awakeable` (completion tokens), `child` (child workflows), `compensate` (sagas: [`Compensation`]), `step` ([`StepContext`]) |
+//! | `worker` | [`Worker`]: `builder` (settings, start), `claim` (poll and `LISTEN` loops, batch claims), `lease` (heartbeat and lease guard), `cancels` (cancels heard at once), `direct` (runs taken at their start), `drive` (one claimed run, claim to end), `cron_ticks`, `shutdown` |
+//! | `context` | the workflow's side of a run: `run` (replay state, open step), `stop` (how a run stops, the checkpoint gate), `fenced` (fenced writes), `call` (the one shape of a durable call), `workflow` ([`WorkflowContext`]), `execute` (one step call and its attempts), `sleep` (durable sleep), `signal` (receiving signals), `event` (publishing events), `awakeable` (completion tokens), `child` (child workflows), `compensate` (sagas: [`Compensation`]), `step` ([`StepContext`]) |
 //! | `commit` | the group committer: many runs' writes in one transaction, results after commit |
 //! | `workflow` | the [`Workflow`] trait and the type-erased form a worker runs |
 //! | `client` | typed inspection: [`WorkflowClient`], [`WorkflowRun`] |

@@ -48,6 +48,14 @@ pub enum StoreError {
         /// The token the caller presented.
         token: FencingToken,
     },
+    /// A run's end was refused because a cancel was accepted for the run
+    /// first (see `Checkpoint::unless_cancel_requested`): the lease holder
+    /// ends it cancelled instead. Nothing was written.
+    #[error("execution {execution}: a cancel was accepted before its end")]
+    CancelRequested {
+        /// The execution.
+        execution: ExecutionId,
+    },
     /// A result for this (execution, step) is already recorded; a step result
     /// is recorded once.
     #[error("step `{step}` of execution {execution} already has a recorded result")]

@@ -32,6 +32,7 @@ mod m20261201_000009_typed_errors_and_compensation;
 mod m20261201_000010_versions;
 mod m20261201_000011_operations;
 mod m20261207_000012_partial_indexes;
+mod m20261207_000013_notify_cancel;
 
 /// What every migration file uses.
 mod prelude {
@@ -65,6 +66,7 @@ migrations!(
     m20261201_000010_versions,
     m20261201_000011_operations,
     m20261207_000012_partial_indexes,
+    m20261207_000013_notify_cancel,
 );
 
 /// The names of every migration this version knows, in order.

@@ -22,7 +22,7 @@ impl RunState {
 
     /// Runs `write`, which hands the lease back when it succeeds and
     /// `parked` says so of its result (see `handing_back`).
-    pub(super) async fn parking_write<T, E>(
+    pub(crate) async fn parking_write<T, E>(
         &self,
         write: impl Future<Output = Result<T, E>>,
         parked: impl FnOnce(&T) -> bool,

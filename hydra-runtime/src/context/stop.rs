@@ -80,6 +80,14 @@ impl RunState {
         self.stops.interrupt.subscribe()
     }
 
+    /// A cancel was accepted for the run: its step bodies are told (their
+    /// token is cancelled) and it stops at its next durable call, where its
+    /// compensations run (they run on a token of their own and go on).
+    pub(crate) fn hear_cancel(&self) {
+        self.stops.cancel_requested.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.stops.cancel.cancel();
+    }
+
     /// Raises an interrupt from outside the workflow (heartbeat, shutdown).
     pub(crate) fn interrupt(&self, why: RunEnd) {
         self.raise(why);

@@ -1,18 +1,18 @@
 //! [`Engine`]: starts, reads and cancels runs in one namespace.
 
 mod handle;
+mod local_workers;
 mod messages;
 mod operate;
 mod repair;
 mod start;
-mod takers;
 
 pub use crate::new_run::StartOptions;
 pub(crate) use handle::decode_result;
 pub use handle::{RunFailed, RunHandle};
+pub(crate) use local_workers::{LocalWorker, Reservation};
 pub use messages::SignalOptions;
 pub use repair::Retention;
-pub(crate) use takers::{Reservation, StartTaker};
 
 use crate::clock::Clock;
 use crate::codec::{Codec, CodecRegistry, CustomCodec};
@@ -53,7 +53,7 @@ pub(crate) struct EngineInner {
     pub(crate) committer: Option<crate::commit::Committer>,
     /// This process's workers, which may take a run at its start (see
     /// `worker/direct.rs`).
-    pub(crate) takers: std::sync::Mutex<Vec<Box<dyn StartTaker>>>,
+    pub(crate) local_workers: std::sync::Mutex<Vec<Box<dyn LocalWorker>>>,
     /// Workflows registered by this process's workers: the version and
     /// defaults of their code, for runs started by name (by-name starts, cron
     /// ticks and triggers).
@@ -222,7 +222,7 @@ impl EngineBuilder {
                 work: watch::channel(0).0,
                 done: watch::channel(0).0,
                 known: std::sync::Mutex::new(std::collections::HashMap::new()),
-                takers: std::sync::Mutex::new(Vec::new()),
+                local_workers: std::sync::Mutex::new(Vec::new()),
                 retention: self.retention,
                 extensions: std::sync::Mutex::new(Vec::new()),
             }),
@@ -372,13 +372,30 @@ impl Engine {
     /// its step bodies see [`crate::StepContext::cancelled`]), which runs its
     /// compensations ([`crate::WorkflowContext::compensate`]) and ends it
     /// `cancelled`. So a started run needs a worker of its workflow to end:
-    /// see [`Engine::terminate`] for runs no worker can run. Its child runs that have not
-    /// ended are cancelled with it, and theirs, except children started
-    /// with [`ChildOptions::cancel_with_parent`](crate::ChildOptions)
-    /// `false` (and their own children); detached starts are not children.
+    /// see [`Engine::terminate`] for runs no worker can run.
+    ///
+    /// Either the cancel or the run's own end wins, never both: a cancel
+    /// answered [`CancelOutcome::Requested`] ends the run `cancelled` even
+    /// if its body returns before it hears of it (its end is written only
+    /// if no cancel was accepted first), and a run whose end committed
+    /// first answers [`CancelOutcome::AlreadyEnded`]. The worker holding
+    /// the run hears the cancel at once: in this process directly, in
+    /// another through the store's wake-ups (`LISTEN` on PostgreSQL, the
+    /// file's commits on SQLite), at the latest at its next lease renewal.
+    ///
+    /// Its child runs that have not ended are cancelled with it, and
+    /// theirs, except children started with
+    /// [`ChildOptions::cancel_with_parent`](crate::ChildOptions) `false`
+    /// (and their own children); detached starts are not children. A parent
+    /// that already ended on its own leaves its children running.
     pub async fn cancel(&self, id: &ExecutionId) -> Result<CancelOutcome, Error> {
         let outcome = self.cancel_one(id).await?;
-        self.cancel_children(id).await?;
+        // A parent that ended on its own leaves its children running; one
+        // that ended cancelled (by an earlier cancel whose cascade a crash
+        // may have cut short) passes the cancel on again.
+        if !matches!(outcome, CancelOutcome::AlreadyEnded(s) if s != hydra_store::ExecutionStatus::Cancelled) {
+            self.cancel_children(id).await?;
+        }
         Ok(outcome)
     }
 
@@ -438,6 +455,14 @@ impl Engine {
                     if let Ok(Some(e)) = self.get(id).await {
                         let seconds = now.saturating_sub(e.created_at).max(0) as f64 / 1000.0;
                         crate::metrics::workflow_ended(&e.namespace, &e.workflow_name, "cancelled", seconds);
+                    }
+                }
+                if o == CancelOutcome::Requested {
+                    // A worker of this process that holds the run hears it
+                    // now; others through the store's wake-ups.
+                    let workers = self.inner.local_workers.lock().unwrap_or_else(|p| p.into_inner());
+                    for w in workers.iter() {
+                        w.hear_cancel(id);
                     }
                 }
                 self.inner.done.send_modify(|n| *n = n.wrapping_add(1));

@@ -99,7 +99,7 @@ impl Engine {
 
     /// A free slot of one of this engine's workers for a new run of `name`.
     fn reserve_slot(&self, name: &str, version: Option<u32>) -> Option<Box<dyn super::Reservation>> {
-        let takers = self.inner.takers.lock().unwrap_or_else(|p| p.into_inner());
+        let takers = self.inner.local_workers.lock().unwrap_or_else(|p| p.into_inner());
         takers.iter().find_map(|t| t.reserve(name, version))
     }
 

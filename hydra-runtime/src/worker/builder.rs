@@ -298,7 +298,7 @@ impl WorkerBuilder {
         crate::metrics::concurrency(shared.engine.namespace(), shared.id.as_str(), shared.config.concurrency);
         crate::metrics::active(shared.engine.namespace(), shared.id.as_str(), 0);
         {
-            let mut takers = shared.engine.inner.takers.lock().unwrap_or_else(|p| p.into_inner());
+            let mut takers = shared.engine.inner.local_workers.lock().unwrap_or_else(|p| p.into_inner());
             takers.retain(|t| !t.is_gone());
             takers.push(Box::new(super::Taker::new(&shared)));
         }
@@ -306,6 +306,7 @@ impl WorkerBuilder {
         let heartbeat = tokio::spawn(lease::heartbeat_loop(Arc::clone(&shared)));
         tokio::spawn(lease::lease_guard_loop(Arc::clone(&shared)));
         tokio::spawn(claim::listen_loop(Arc::clone(&shared)));
+        tokio::spawn(super::cancels::cancel_watch_loop(Arc::clone(&shared)));
         let cron = tokio::spawn(cron_ticks::cron_loop(Arc::clone(&shared)));
         tokio::spawn(super::upkeep::upkeep_loop(Arc::clone(&shared)));
         Ok(Worker { shared, poll: Some(poll), heartbeat: Some(heartbeat), cron: Some(cron) })

@@ -88,7 +88,8 @@ async fn follow(s: &Arc<Shared>, wake_ups: &mut hydra_store::WakeUps) -> bool {
                 }
                 continue;
             }
-            Some(Ok(hydra_store::WakeUp::Ended(_))) => continue,
+            // Cancels are followed by `cancels.rs`.
+            Some(Ok(hydra_store::WakeUp::Ended(_) | hydra_store::WakeUp::CancelRequested(_))) => continue,
             Some(Err(e)) => {
                 // Wake-ups sent meanwhile may be lost: claim once. A source
                 // that fails again and again (its watching task ended) is

@@ -23,14 +23,14 @@
 use super::Shared;
 use super::drive::{drive, hand_back};
 use crate::clock::duration_ms;
-use crate::engine::{Engine, Reservation, StartTaker};
+use crate::engine::{Engine, LocalWorker, Reservation};
 use hydra_store::{ClaimedExecution, Created, Execution, Lease, NewExecution, StartClaim, StoreError};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
-/// A worker's offer to take runs at their start, held weakly by its engine.
+/// A worker as its engine knows it (see [`LocalWorker`]), held weakly.
 #[derive(Clone)]
 pub(crate) struct Taker(Weak<Shared>);
 
@@ -47,9 +47,15 @@ impl Taker {
     }
 }
 
-impl StartTaker for Taker {
+impl LocalWorker for Taker {
     fn is_gone(&self) -> bool {
         self.0.strong_count() == 0
+    }
+
+    fn hear_cancel(&self, id: &hydra_store::ExecutionId) {
+        if let Some(s) = self.0.upgrade() {
+            super::cancels::hear_cancel(&s, id);
+        }
     }
 
     /// A free slot of this worker for a new run of `name` at `version`, if

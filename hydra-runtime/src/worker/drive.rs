@@ -50,22 +50,53 @@ async fn drive_inner(s: &Arc<Shared>, execution: Execution, lease: Lease, claim_
     // before it can expire, also while the history loads: no body may start
     // on a lease that expired meanwhile.
     let registration = register(s, &execution, &run, claim_sent);
-    let outcome = match load_history(s, &run, &lease).await {
+    match load_history(s, &run, &lease).await {
         Ok(history) => {
             run.set_history(history);
-            match run_workflow(s, &*workflow, &execution, &lease, &run, interrupts).await {
-                Some(o) => Some(compensate_if_ending(&*workflow, &execution, &run, o).await),
-                None => None,
+            if let Some(body) = run_workflow(s, &*workflow, &execution, &lease, &run, interrupts).await {
+                finish(s, &*workflow, &execution, &lease, &run, body).await;
             }
         }
-        Err(Some(interrupt)) => Some(interrupt),
-        Err(None) => None,
-    };
-    // Nothing more runs for this claim.
-    drop(registration);
-    if let Some(outcome) = outcome {
-        settle(s, &*workflow, &execution, &lease, &run, outcome).await
+        Err(Some(interrupt)) => {
+            settle(s, &*workflow, &execution, &lease, &run, interrupt, false).await;
+        }
+        Err(None) => {}
     }
+    // Nothing more runs for this claim. (The registration lived through
+    // the last write, which hands the lease back: see `settle`.)
+    drop(registration);
+}
+
+/// What the body's end means for the run: its compensations if it is
+/// ending badly, then its last write. A body that returned, with no
+/// compensation run, ends only if no cancel was accepted first (the write
+/// is conditional on it); if one was, the run hears it now, compensates
+/// and ends cancelled: an accepted cancel is never dropped.
+async fn finish(
+    s: &Arc<Shared>,
+    workflow: &dyn ErasedWorkflow,
+    execution: &Execution,
+    lease: &Lease,
+    run: &Arc<RunState>,
+    body: RunEnd,
+) {
+    let outcome = compensate_if_ending(workflow, execution, run, body.clone()).await;
+    let guarded = body.returned() && !run.undo.compensating.load(std::sync::atomic::Ordering::SeqCst);
+    if settle(s, workflow, execution, lease, run, outcome, guarded).await == Settled::CancelFirst {
+        tracing::info!("a cancel was accepted before the run's end; ending it cancelled");
+        run.hear_cancel();
+        let outcome = compensate_if_ending(workflow, execution, run, body).await;
+        settle(s, workflow, execution, lease, run, outcome, false).await;
+    }
+}
+
+/// How [`settle`] went.
+#[derive(Debug, PartialEq, Eq)]
+enum Settled {
+    /// Written (or nothing to write, or the lease is gone).
+    Done,
+    /// The end was refused: a cancel was accepted for the run first.
+    CancelFirst,
 }
 
 /// The workflow to run, and why it is to end if it is (cancelled, past
@@ -102,7 +133,7 @@ async fn admit(
         // Never driven before (its first claim): no step ran, nothing to
         // compensate; it ends here.
         Some(cause) if lease.token.get() == 1 => {
-            end(s, execution, lease, cause.terminal("")).await;
+            end(s, execution, lease, None, cause.terminal(""), false).await;
             None
         }
         // It may have registered compensations: the body replays up to its
@@ -246,13 +277,13 @@ async fn run_workflow(
         // readable by waiting).
         Ok(Err(reason)) => {
             let e = Error::Decode { execution: execution.id.clone(), what: "the input".into(), reason };
-            end(s, execution, lease, Terminal::Failed(e.to_string())).await;
+            end(s, execution, lease, Some(run), Terminal::Failed(e.to_string()), false).await;
             return None;
         }
         Err(panic) => {
             let reason = format!("decoding panicked: {}", panic_message(&panic));
             let e = Error::Decode { execution: execution.id.clone(), what: "the input".into(), reason };
-            end(s, execution, lease, Terminal::Failed(e.to_string())).await;
+            end(s, execution, lease, Some(run), Terminal::Failed(e.to_string()), false).await;
             return None;
         }
     };
@@ -268,7 +299,11 @@ async fn run_workflow(
 }
 
 /// Writes what the outcome means for the run: its end, a workflow retry,
-/// a release, or nothing (parked already, or the lease is gone).
+/// a release, or nothing (parked already, or the lease is gone). Each of
+/// these writes hands the lease back, so it is counted as the run's own
+/// doing while the heartbeat still renews the run. With `guarded`, an end
+/// other than cancelled or timed out is written only if no cancel was
+/// accepted first.
 async fn settle(
     s: &Arc<Shared>,
     workflow: &dyn ErasedWorkflow,
@@ -276,7 +311,9 @@ async fn settle(
     lease: &Lease,
     run: &RunState,
     outcome: RunEnd,
-) {
+    guarded: bool,
+) -> Settled {
+    let end = |terminal: Terminal| end(s, execution, lease, Some(run), terminal, guarded);
     let engine = &s.engine;
     let cancelled = run.stops.cancel_requested.load(std::sync::atomic::Ordering::SeqCst);
     match outcome {
@@ -296,64 +333,62 @@ async fn settle(
             let stop = stop.or_else(|| cancelled.then_some(EndCause::Cancelled));
             if let Some(cause) = stop {
                 let note = format!(" (not compensated: {message})");
-                end(s, execution, lease, cause.terminal(&note)).await;
-                return;
+                return end(cause.terminal(&note)).await;
             }
             let (_, _, code) = workflow.version();
             let open = run.open_to_hand_back();
-            let r =
-                write_retrying(s, || engine.inner.store.suspend(lease, open, &message, code, engine.clock().now_ms()))
-                    .await;
-            if r.is_ok() {
+            let write =
+                write_retrying(s, || engine.inner.store.suspend(lease, open, &message, code, engine.clock().now_ms()));
+            if run.parking_write(write, |_| true).await.is_ok() {
                 crate::metrics::suspended(&lease.namespace, &execution.workflow_name);
                 tracing::warn!(error = %message, "run suspended: its code does not replay its history");
             }
         }
         RunEnd::Release => {
             let cp = hydra_store::Checkpoint::transition(Transition::Release).open(run.open_to_hand_back());
-            if let Err(e) = engine.inner.store.checkpoint(lease, cp, engine.clock().now_ms()).await {
+            let write = engine.inner.store.checkpoint(lease, cp, engine.clock().now_ms());
+            if let Err(e) = run.parking_write(write, |_| true).await {
                 tracing::warn!(error = %e, "could not release the lease; it will expire");
             }
         }
-        RunEnd::Ended(terminal) => end(s, execution, lease, terminal).await,
-        RunEnd::End(cause) => end(s, execution, lease, cause.terminal("")).await,
-        RunEnd::Cancel => end(s, execution, lease, Terminal::Cancelled("cancelled".into())).await,
-        RunEnd::TimeOut(m) => end(s, execution, lease, Terminal::TimedOut(m)).await,
-        RunEnd::Fail(m) => end(s, execution, lease, Terminal::Failed(m)).await,
-        end_ if end_.returned() && cancelled => end(s, execution, lease, Terminal::Cancelled("cancelled".into())).await,
-        RunEnd::Output(bytes) => end(s, execution, lease, Terminal::Completed(bytes)).await,
+        RunEnd::Ended(terminal) => return end(terminal).await,
+        RunEnd::End(cause) => return end(cause.terminal("")).await,
+        RunEnd::Cancel => return end(Terminal::Cancelled("cancelled".into())).await,
+        RunEnd::TimeOut(m) => return end(Terminal::TimedOut(m)).await,
+        RunEnd::Fail(m) => return end(Terminal::Failed(m)).await,
+        end_ if end_.returned() && cancelled => return end(Terminal::Cancelled("cancelled".into())).await,
+        RunEnd::Output(bytes) => return end(Terminal::Completed(bytes)).await,
         RunEnd::OutputNotEncoded(reason) => {
             let e = Error::Encode { what: format!("the output of `{}`", execution.workflow_name), reason };
-            end(s, execution, lease, Terminal::Failed(e.to_string())).await
+            return end(Terminal::Failed(e.to_string())).await;
         }
         RunEnd::Failed(e) => {
             let attempts = execution.attempts.max(1);
             if let Some(msg) = final_failure(workflow, execution, &e) {
-                end(s, execution, lease, failure_terminal(run, msg, &e)).await
-            } else {
-                let delay = workflow.options().retry.next_delay(attempts);
-                let now = engine.clock().now_ms();
-                let at = now.saturating_add(duration_ms(delay));
-                let at = execution.deadline_at.map_or(at, |d| at.min(d));
-                tracing::info!(error = %e, ?delay, "workflow attempt failed; retrying");
-                let r = write_retrying(s, || {
-                    engine.inner.store.checkpoint(
-                        lease,
-                        hydra_store::Checkpoint::transition(Transition::Retry { at, error: e.message().to_owned() })
-                            .open(run.open_to_hand_back()),
-                        engine.clock().now_ms(),
-                    )
-                })
-                .await;
-                if r.is_ok() {
-                    schedule_wake(s, at);
-                }
+                return end(failure_terminal(run, msg, &e)).await;
+            }
+            let delay = workflow.options().retry.next_delay(attempts);
+            let now = engine.clock().now_ms();
+            let at = now.saturating_add(duration_ms(delay));
+            let at = execution.deadline_at.map_or(at, |d| at.min(d));
+            tracing::info!(error = %e, ?delay, "workflow attempt failed; retrying");
+            // A cancel accepted meanwhile makes the next attempt due now,
+            // and its claim ends the run cancelled (see the statement).
+            let write = write_retrying(s, || {
+                engine.inner.store.checkpoint(
+                    lease,
+                    hydra_store::Checkpoint::transition(Transition::Retry { at, error: e.message().to_owned() })
+                        .open(run.open_to_hand_back()),
+                    engine.clock().now_ms(),
+                )
+            });
+            if run.parking_write(write, |_| true).await.is_ok() {
+                schedule_wake(s, at);
             }
         }
-        RunEnd::Panicked(panic) => {
-            end(s, execution, lease, Terminal::Failed(format!("workflow panicked: {panic}"))).await
-        }
+        RunEnd::Panicked(panic) => return end(Terminal::Failed(format!("workflow panicked: {panic}"))).await,
     }
+    Settled::Done
 }
 
 /// If `outcome` ends the run other than with an output and the body
@@ -476,8 +511,18 @@ pub(super) async fn hand_back(engine: &Engine, execution: &Execution, lease: &Le
     engine.inner.store.checkpoint(lease, cp, engine.clock().now_ms()).await
 }
 
-/// Writes a run's end, retrying transient failures.
-async fn end(s: &Arc<Shared>, execution: &Execution, lease: &Lease, terminal: Terminal) {
+/// Writes a run's end, retrying transient failures (a write that hands
+/// the lease back: see [`settle`]). With `guarded`, an end that is not a
+/// cancel's or a deadline's is written only if no cancel was accepted
+/// first ([`Settled::CancelFirst`] otherwise, and nothing is written).
+async fn end(
+    s: &Arc<Shared>,
+    execution: &Execution,
+    lease: &Lease,
+    run: Option<&RunState>,
+    terminal: Terminal,
+    guarded: bool,
+) -> Settled {
     let status = match &terminal {
         Terminal::Completed(out) => {
             crate::metrics::payload(&lease.namespace, &execution.workflow_name, "output", out.len());
@@ -489,16 +534,23 @@ async fn end(s: &Arc<Shared>, execution: &Execution, lease: &Lease, terminal: Te
         Terminal::CompensationFailed(_) => "compensation_failed",
         _ => "ended",
     };
+    let unless_cancel = guarded && matches!(status, "completed" | "failed");
     let engine = &s.engine;
-    let r = write_retrying(s, || async {
-        let cp = hydra_store::Checkpoint::transition(Transition::Finish(terminal.clone()));
+    let write = write_retrying(s, || async {
+        let mut cp = hydra_store::Checkpoint::transition(Transition::Finish(terminal.clone()));
+        if unless_cancel {
+            cp = cp.unless_cancel_requested();
+        }
         let op = hydra_store::BatchOp::Checkpoint(lease.clone(), cp);
         crate::commit::write(engine.inner.committer.as_ref(), &engine.inner.store, op, engine.clock().now_ms())
             .await
             .map(|_| ())
-    })
-    .await;
-    match r {
+    });
+    let written = match run {
+        Some(run) => run.parking_write(write, |_| true).await,
+        None => write.await,
+    };
+    match written {
         Ok(()) => {
             let seconds = engine.clock().now_ms().saturating_sub(execution.created_at).max(0) as f64 / 1000.0;
             crate::metrics::workflow_ended(&lease.namespace, &execution.workflow_name, status, seconds);
@@ -510,9 +562,11 @@ async fn end(s: &Arc<Shared>, execution: &Execution, lease: &Lease, terminal: Te
                 tracing::warn!(error = %e, "could not cancel the children of a cancelled run");
             }
         }
+        Err(StoreError::CancelRequested { .. }) => return Settled::CancelFirst,
         Err(e) if e.is_lease_lost() => crate::metrics::lease_lost(&lease.namespace, &execution.workflow_name),
         Err(_) => {}
     }
+    Settled::Done
 }
 
 async fn write_retrying<F, Fut>(s: &Arc<Shared>, mut op: F) -> Result<(), StoreError>

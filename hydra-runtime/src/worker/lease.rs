@@ -57,10 +57,7 @@ pub(super) async fn heartbeat_loop(s: Arc<Shared>) {
                                 a.renewed_at = started;
                             }
                             if r.cancel_requested {
-                                // Stops the body's steps; compensations, which
-                                // run on another token, go on.
-                                run.stops.cancel_requested.store(true, std::sync::atomic::Ordering::SeqCst);
-                                run.stops.cancel.cancel();
+                                run.hear_cancel();
                             }
                         }
                         // The run's own park handed the lease back: not a loss.

@@ -20,6 +20,7 @@
 //! - `shutdown`: graceful shutdown and drop.
 
 mod builder;
+mod cancels;
 mod claim;
 mod cron_ticks;
 mod direct;

@@ -103,6 +103,8 @@ pub enum WakeUp {
     Runs(String),
     /// The run with this ID ended.
     Ended(String),
+    /// A cancel was accepted for the running run with this ID.
+    CancelRequested(String),
     /// Something was committed (which runs, the backend cannot tell): a
     /// worker with a free slot may claim. A commit of this very process
     /// also shows as one.

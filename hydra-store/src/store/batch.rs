@@ -255,7 +255,7 @@ fn hot_step_rows(ops: &[BatchOp]) -> Vec<(usize, HotStep<'_>)> {
         match op {
             BatchOp::Checkpoint(
                 lease,
-                Checkpoint { step: Some(rec), open: Some(open), transition, open_seen: None },
+                Checkpoint { step: Some(rec), open: Some(open), transition, open_seen: None, .. },
             ) => matches!(transition, Transition::Continue).then_some((lease, rec, *open)),
             _ => None,
         }

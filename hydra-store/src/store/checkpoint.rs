@@ -57,22 +57,31 @@ pub struct Checkpoint {
     /// records a step moves the open step only if the open step is that
     /// step, and one without a step sets it as given.
     pub open_seen: Option<OpenStep>,
+    /// A [`Transition::Finish`] that applies only if no cancel was
+    /// accepted for the run (see [`Checkpoint::unless_cancel_requested`]).
+    pub unless_cancel_requested: bool,
 }
 
 impl Checkpoint {
     /// Record a step and keep running.
     pub fn step(record: StepRecord) -> Self {
-        Checkpoint { step: Some(record), transition: Transition::Continue, open: None, open_seen: None }
+        Checkpoint {
+            step: Some(record),
+            transition: Transition::Continue,
+            open: None,
+            open_seen: None,
+            unless_cancel_requested: false,
+        }
     }
 
     /// Change the run without recording a step.
     pub fn transition(transition: Transition) -> Self {
-        Checkpoint { step: None, transition, open: None, open_seen: None }
+        Checkpoint { step: None, transition, open: None, open_seen: None, unless_cancel_requested: false }
     }
 
     /// Record a step and change the run in the same commit.
     pub fn step_and(record: StepRecord, transition: Transition) -> Self {
-        Checkpoint { step: Some(record), transition, open: None, open_seen: None }
+        Checkpoint { step: Some(record), transition, open: None, open_seen: None, unless_cancel_requested: false }
     }
 
     /// Also sets the run's open step, in the same fenced statement.
@@ -88,6 +97,17 @@ impl Checkpoint {
     pub fn open_if_unchanged(mut self, seen: OpenStep, open: OpenStep) -> Self {
         self.open = Some(open);
         self.open_seen = Some(seen);
+        self
+    }
+
+    /// Makes a [`Transition::Finish`] conditional on the run having no
+    /// accepted cancel: the end of a body that returned. If a cancel was
+    /// accepted first, nothing is written and the checkpoint fails with
+    /// [`StoreError::CancelRequested`] (the run is then ended cancelled,
+    /// after its compensations); a cancel that comes after the end finds
+    /// the run ended. Either the end or the cancel wins, never both.
+    pub fn unless_cancel_requested(mut self) -> Self {
+        self.unless_cancel_requested = true;
         self
     }
 }
@@ -236,15 +256,18 @@ impl Store {
                 None => "",
             };
             values.extend(fence_values(lease));
-            let fence = self.fence();
+            let mut fence = self.fence();
             if let Transition::Finish(terminal) = &cp.transition {
+                if cp.unless_cancel_requested {
+                    fence.push_str(" AND cancel_requested = ?");
+                    values.push(false.into());
+                }
                 // The run's parent, read by the same statement: only a child's
                 // end costs the statements that tell its parent.
                 let returning = self.dialect().returning("parent_id");
-                let row = db
-                    .one(self.stmt(&format!("{sql}{open}{fence}{returning}"), values))
-                    .await?
-                    .ok_or_else(|| lease_lost(lease))?;
+                let Some(row) = db.one(self.stmt(&format!("{sql}{open}{fence}{returning}"), values)).await? else {
+                    return Err(self.why_not_ended(db, lease, cp.unless_cancel_requested).await?);
+                };
                 if row.try_get::<Option<String>>("", "parent_id")?.is_some() {
                     // A child's end reaches its parent in the same commit.
                     self.notify_parent(db, &lease.execution_id, terminal, now).await?;
@@ -270,5 +293,26 @@ impl Store {
             self.write_step(db, lease, record, None, now, false).await?;
         }
         Ok(())
+    }
+
+    /// Why a fenced end wrote nothing: a cancel accepted for a run this
+    /// lease still holds (when the end was conditional on none), else a
+    /// lost lease.
+    async fn why_not_ended(&self, db: Db<'_>, lease: &Lease, unless_cancel: bool) -> Result<StoreError, StoreError> {
+        if unless_cancel {
+            let fence = self.fence();
+            let row = db
+                .one(self.stmt(
+                    &format!("SELECT cancel_requested FROM workflow_executions{fence}"),
+                    fence_values(lease).to_vec(),
+                ))
+                .await?;
+            if let Some(row) = row
+                && row.try_get::<bool>("", "cancel_requested")?
+            {
+                return Ok(StoreError::CancelRequested { execution: lease.execution_id.clone() });
+            }
+        }
+        Ok(lease_lost(lease))
     }
 }

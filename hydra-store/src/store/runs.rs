@@ -247,6 +247,37 @@ impl Store {
         self.cancel_run(namespace, id, now, true).await
     }
 
+    /// The runs among `ids` (of `namespace`) that are running with a cancel
+    /// accepted: how a worker on a database whose wake-ups name no run
+    /// learns of cancels before its next lease renewal. Reads by primary
+    /// key, on the pool (never through the writer).
+    pub async fn cancels_requested(
+        &self,
+        namespace: &str,
+        ids: &[ExecutionId],
+    ) -> Result<Vec<ExecutionId>, StoreError> {
+        let mut found = Vec::new();
+        for chunk in ids.chunks(500) {
+            let marks = vec!["?"; chunk.len()].join(", ");
+            let mut values: Vec<sea_orm::Value> = chunk.iter().map(|id| id.as_str().into()).collect();
+            values.push(namespace.into());
+            values.push(true.into());
+            let rows = Db::Pool(&self.db)
+                .all(self.stmt(
+                    &format!(
+                        "SELECT id FROM workflow_executions WHERE id IN ({marks}) AND namespace = ? \
+                         AND status = 'running' AND cancel_requested = ?"
+                    ),
+                    values,
+                ))
+                .await?;
+            for row in rows {
+                found.push(ExecutionId::from_string(row.try_get::<String>("", "id")?));
+            }
+        }
+        Ok(found)
+    }
+
     async fn cancel_run(
         &self,
         namespace: &str,

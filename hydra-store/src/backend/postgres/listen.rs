@@ -24,6 +24,10 @@ pub(crate) const RUNS_CHANNEL: &str = "hydra_runs";
 /// migration `m20261201_000003_notify_ended`).
 pub(crate) const ENDED_CHANNEL: &str = "hydra_ended";
 
+/// The notification channel of cancels accepted for running runs
+/// (payload: the execution ID; migration `m20261207_000013_notify_cancel`).
+pub(crate) const CANCEL_CHANNEL: &str = "hydra_cancel";
+
 /// What the listening task broadcasts: a namespace, or that the connection
 /// was lost (notifications may have been missed meanwhile).
 #[derive(Clone, Debug)]
@@ -87,7 +91,7 @@ impl WakeSource for RunListener {
 }
 
 /// Listens for runs that become claimable (created, handed back, set to
-/// retry) or end, in any process. The first listener of a store opens its
+/// retry), end, or have a cancel accepted, in any process. The first listener of a store opens its
 /// `LISTEN` connection (outside the pool), kept in `slot`; the others
 /// share it.
 pub(super) async fn listen(
@@ -107,7 +111,7 @@ pub(super) async fn listen(
         .acquire_timeout(std::time::Duration::from_secs(10))
         .connect_lazy_with((*options).clone());
     let mut listener = PgListener::connect_with(&own).await.map_err(transient)?;
-    listener.listen_all([RUNS_CHANNEL, ENDED_CHANNEL]).await.map_err(transient)?;
+    listener.listen_all([RUNS_CHANNEL, ENDED_CHANNEL, CANCEL_CHANNEL]).await.map_err(transient)?;
     let (tx, events) = broadcast::channel(1024);
     let task = tokio::spawn(forward(listener, tx.clone()));
     let shared = Arc::new(SharedListener { events: tx, task });
@@ -127,6 +131,9 @@ async fn forward(mut listener: PgListener, tx: broadcast::Sender<Event>) {
                 continue;
             }
             Ok(Some(n)) if n.channel() == ENDED_CHANNEL => Event::Notice(WakeUp::Ended(n.payload().to_owned())),
+            Ok(Some(n)) if n.channel() == CANCEL_CHANNEL => {
+                Event::Notice(WakeUp::CancelRequested(n.payload().to_owned()))
+            }
             Ok(Some(n)) => Event::Notice(WakeUp::Runs(n.payload().to_owned())),
             Err(e) => {
                 let _ = tx.send(Event::Lost(e.to_string()));
