@@ -56,6 +56,11 @@ pub enum Error {
     #[error("awakeable `{0}` was already completed or rejected")]
     AwakeableSettled(String),
 
+    /// No run drew this awakeable token: it names a run that exists, but
+    /// that run never issued it (a forged, mistyped or altered token).
+    #[error("awakeable `{0}` was never issued by its run")]
+    UnknownAwakeable(String),
+
     /// A bounded wait for a run's end ran out; the run goes on.
     #[error("execution {execution} had not ended after {waited:?}")]
     WaitTimedOut {

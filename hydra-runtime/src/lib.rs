@@ -95,8 +95,8 @@ pub use context::{
 };
 pub use cron::{CronSchedule, MissedTicks, SKIP_GRACE_MS};
 pub use engine::{
-    Attachment, DEFAULT_DATABASE_URL, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_NAMESPACE, Engine, EngineBuilder, Retention,
-    RunFailed, RunHandle, SignalOptions, StartOptions,
+    Attachment, AwakeableState, DEFAULT_DATABASE_URL, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_NAMESPACE, Engine,
+    EngineBuilder, Retention, RunFailed, RunHandle, SignalOptions, StartOptions,
 };
 /// erased-serde, as [`CustomCodec`] uses it: implement custom codecs against this re-export.
 pub use erased_serde;

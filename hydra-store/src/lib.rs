@@ -78,9 +78,9 @@ pub use model::{
     StepRecord, StepStatus, Terminal, TriggerType, WorkerLease,
 };
 pub use store::{
-    BatchOp, BatchValue, COMPENSATION_MARKER, Checkpoint, DueRuns, EndedBucket, EventRow, EventValue, ForkRequest,
-    MAX_SEARCH_NAME_BYTES, MAX_SEARCH_VALUE_BYTES, MoveReport, MovedTable, NewSignal, Pruned, Receive, Received,
-    SignalRow, SignalSent, StatusCount, Store, Transition, check_search_attribute, child_outcome_payload,
+    AwakeableDraws, BatchOp, BatchValue, COMPENSATION_MARKER, Checkpoint, DueRuns, EndedBucket, EventRow, EventValue,
+    ForkRequest, MAX_SEARCH_NAME_BYTES, MAX_SEARCH_VALUE_BYTES, MoveReport, MovedTable, NewSignal, Pruned, Receive,
+    Received, SignalRow, SignalSent, StatusCount, Store, Transition, check_search_attribute, child_outcome_payload,
 };
 
 /// Re-exported so that transactional code can name the connection types.

@@ -71,9 +71,50 @@ both_backends! {
         assert!(matches!(other.complete(&token, "x".to_owned()).await.unwrap_err(), Error::NotFound(_)));
         assert!(matches!(e.complete("not-a-token", "x".to_owned()).await.unwrap_err(), Error::Config(_)));
         let guessed = format!("{run}.{}", "0".repeat(32));
-        e.complete(&guessed, "guess".to_owned()).await.unwrap();
+        let refused = e.complete(&guessed, "guess".to_owned()).await.unwrap_err();
+        assert!(matches!(&refused, Error::UnknownAwakeable(t) if *t == guessed), "{refused}");
         e.complete(&token, "real".to_owned()).await.unwrap();
         assert_eq!(h.result_timeout(WAIT).await.unwrap(), "completed: real", "a guessed token settles nothing");
+        w.shutdown(Duration::from_secs(5)).await;
+    }
+
+    async fn a_token_the_run_never_drew_completes_nothing_and_leaves_nothing_on_the_run(db: TestDb) {
+        let (e, w) = setup(&db, "awk").await;
+        let h = e.start::<Webhook>(()).await.unwrap();
+        let token: String = e.wait_event(h.id(), "token", WAIT).await.unwrap().unwrap();
+        let (run, secret) = token.rsplit_once('.').unwrap();
+        // A secret the run never drew, in the canonical form.
+        let forged = format!("{run}.{}", if secret.starts_with('a') { "b" } else { "a" }.repeat(32));
+        let refused = e.complete(&forged, "junk".repeat(1_000)).await.unwrap_err();
+        assert!(matches!(&refused, Error::UnknownAwakeable(_)), "{refused}");
+        assert!(matches!(e.reject(&forged, "junk").await.unwrap_err(), Error::UnknownAwakeable(_)));
+        assert!(matches!(e.awakeable_state(&forged).await.unwrap_err(), Error::UnknownAwakeable(_)));
+        // The real token upper-cased is not a token at all.
+        let upper = format!("{run}.{}", secret.to_uppercase());
+        assert!(matches!(e.complete(&upper, "x".to_owned()).await.unwrap_err(), Error::Config(_)));
+        // Nothing was left on the run: no signal buffered.
+        let signals = e.runs().detail(h.id()).await.unwrap().signals;
+        assert!(signals.is_empty(), "the refused completions left signals: {signals:?}");
+        assert_eq!(e.awakeable_state(&token).await.unwrap(), hydra_runtime::AwakeableState::Open);
+        e.complete(&token, "real".to_owned()).await.unwrap();
+        assert_eq!(e.awakeable_state(&token).await.unwrap(), hydra_runtime::AwakeableState::Settled);
+        assert_eq!(h.result_timeout(WAIT).await.unwrap(), "completed: real");
+        w.shutdown(Duration::from_secs(5)).await;
+    }
+
+    async fn a_token_whose_run_ended_unsettled_says_so(db: TestDb) {
+        let (e, w) = setup(&db, "awk").await;
+        let h = e.start::<Webhook>(()).await.unwrap();
+        let token: String = e.wait_event(h.id(), "token", WAIT).await.unwrap().unwrap();
+        assert_eq!(e.cancel(h.id()).await.unwrap(), hydra_runtime::CancelOutcome::Requested);
+        let done = h.result_timeout(WAIT).await.unwrap_err();
+        assert!(matches!(done, Error::RunEnded { status: ExecutionStatus::Cancelled, .. }), "{done}");
+        assert_eq!(
+            e.awakeable_state(&token).await.unwrap(),
+            hydra_runtime::AwakeableState::RunEnded(ExecutionStatus::Cancelled)
+        );
+        let late = e.complete(&token, "late".to_owned()).await.unwrap_err();
+        assert!(matches!(late, Error::RunEnded { status: ExecutionStatus::Cancelled, .. }), "{late}");
         w.shutdown(Duration::from_secs(5)).await;
     }
 }

@@ -3,7 +3,10 @@
 //! hands it to a step that calls an external system, and waits; the system
 //! later completes it with a value or rejects it with a reason
 //! ([`crate::Engine::complete`], [`crate::Engine::reject`]). A token is
-//! single-use and belongs to its run's namespace. Underneath, the
+//! single-use and belongs to its run's namespace; only a token the run drew
+//! completes anything (a forged one is [`crate::Error::UnknownAwakeable`]),
+//! and [`crate::Engine::awakeable_state`] tells a receiver whether a token
+//! is open before it acts on it. Underneath, the
 //! completion is a signal of the run with the token's secret as name and
 //! idempotency key, so it is delivered exactly once and survives crashes.
 
@@ -61,10 +64,12 @@ pub(crate) enum Settled<T> {
     Rejected(String),
 }
 
-/// Splits a token into its run and the signal name it completes.
+/// Splits a token into its run and the signal name it completes. A token
+/// has one form: `{run ID}.{32 lowercase hex digits}`; anything else (an
+/// upper-cased secret included) is not a token.
 pub(crate) fn parse_token(token: &str) -> Option<(hydra_store::ExecutionId, String)> {
     let (execution, secret) = token.rsplit_once('.')?;
-    let valid = secret.len() == 32 && secret.bytes().all(|b| b.is_ascii_hexdigit());
+    let valid = secret.len() == 32 && secret.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
     (valid && !execution.is_empty() && execution.len() <= 64)
         .then(|| (hydra_store::ExecutionId::from_string(execution), signal_name(secret)))
 }

@@ -4,7 +4,7 @@
 
 use super::Engine;
 use crate::error::Error;
-use hydra_store::{ExecutionId, SignalSent};
+use hydra_store::{ExecutionId, ExecutionStatus, SignalSent};
 use serde::de::DeserializeOwned;
 use std::time::Duration;
 
@@ -123,9 +123,13 @@ impl Engine {
 
     /// Completes the awakeable with `token` with `value` (see
     /// [`WorkflowContext::awakeable`](crate::WorkflowContext::awakeable)).
-    /// A token settles once: a second completion or rejection is
-    /// [`Error::AwakeableSettled`]; a malformed token is [`Error::Config`]; a
-    /// token of a run not in this engine's namespace is [`Error::NotFound`].
+    /// Only a token its run drew completes anything: one it never issued
+    /// (forged, altered, upper-cased) is [`Error::UnknownAwakeable`] and
+    /// leaves nothing on the run. A token settles once: a second completion
+    /// or rejection is [`Error::AwakeableSettled`]; one whose run ended is
+    /// [`Error::RunEnded`]; a malformed token is [`Error::Config`]; a token
+    /// of a run not in this engine's namespace is [`Error::NotFound`]. See
+    /// [`Engine::awakeable_state`] to check a token first.
     pub async fn complete<T: serde::Serialize + DeserializeOwned>(&self, token: &str, value: T) -> Result<(), Error> {
         self.settle_awakeable(token, &crate::context::Settled::Completed(value)).await
     }
@@ -136,18 +140,69 @@ impl Engine {
         self.settle_awakeable(token, &crate::context::Settled::<()>::Rejected(reason.to_owned())).await
     }
 
+    /// Whether the awakeable with `token` can still be settled: for a
+    /// webhook receiver to check a token before acting on it. A token its
+    /// run never drew is [`Error::UnknownAwakeable`], a malformed one
+    /// [`Error::Config`], one of a run not in this engine's namespace
+    /// [`Error::NotFound`].
+    pub async fn awakeable_state(&self, token: &str) -> Result<AwakeableState, Error> {
+        self.awakeable_of(token).await.map(|(state, _, _)| state)
+    }
+
+    /// The state of the awakeable with `token`, its run and its signal name.
+    async fn awakeable_of(&self, token: &str) -> Result<(AwakeableState, ExecutionId, String), Error> {
+        let Some((id, name)) = crate::context::parse_token(token) else {
+            return Err(Error::Config(format!(
+                "`{token}` is not an awakeable token (a run ID, a dot, 32 lowercase hex digits)"
+            )));
+        };
+        let Some(draws) = self.inner.store.awakeable_draws(&self.inner.namespace, &id, &name).await? else {
+            return Err(Error::NotFound(id));
+        };
+        // Tokens are recorded as the draw step's output, in the codec of
+        // their time: decoded one by one (a run draws few).
+        let drawn =
+            draws.tokens.iter().any(|bytes| self.inner.codecs.decode::<String>(bytes).is_ok_and(|t| t == token));
+        if !drawn {
+            return Err(Error::UnknownAwakeable(token.to_owned()));
+        }
+        let state = if draws.settled {
+            AwakeableState::Settled
+        } else if draws.status.is_terminal() {
+            AwakeableState::RunEnded(draws.status)
+        } else {
+            AwakeableState::Open
+        };
+        Ok((state, id, name))
+    }
+
     async fn settle_awakeable<T: serde::Serialize + DeserializeOwned>(
         &self,
         token: &str,
         settled: &crate::context::Settled<T>,
     ) -> Result<(), Error> {
-        let Some((id, name)) = crate::context::parse_token(token) else {
-            return Err(Error::Config(format!("`{token}` is not an awakeable token")));
-        };
-        match self.send_signal(&id, &name, settled, SignalOptions::new().idempotency_key(&name)).await? {
-            SignalSent::Accepted { .. } => Ok(()),
-            SignalSent::Duplicate => Err(Error::AwakeableSettled(token.to_owned())),
-            _ => Err(Error::AwakeableSettled(token.to_owned())),
+        let (state, id, name) = self.awakeable_of(token).await?;
+        match state {
+            AwakeableState::Open => {}
+            AwakeableState::Settled => return Err(Error::AwakeableSettled(token.to_owned())),
+            AwakeableState::RunEnded(status) => {
+                return Err(Error::RunEnded {
+                    execution: id,
+                    status,
+                    message: "its run ended before the awakeable was settled".into(),
+                });
+            }
+        }
+        // Settled or ended meanwhile: the send itself refuses both.
+        match self.send_signal(&id, &name, settled, SignalOptions::new().idempotency_key(&name)).await {
+            Ok(SignalSent::Accepted { .. }) => Ok(()),
+            Ok(_) => Err(Error::AwakeableSettled(token.to_owned())),
+            Err(Error::Store(hydra_store::StoreError::RunEnded { execution, status })) => Err(Error::RunEnded {
+                execution,
+                status,
+                message: "its run ended before the awakeable was settled".into(),
+            }),
+            Err(e) => Err(e),
         }
     }
 
@@ -188,4 +243,17 @@ impl Engine {
             tokio::time::sleep(Duration::from_millis(100).min(give_up - tokio::time::Instant::now())).await;
         }
     }
+}
+
+/// Whether an awakeable can still be settled ([`Engine::awakeable_state`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AwakeableState {
+    /// Its run drew it and it was not settled: a completion or rejection
+    /// will be taken.
+    Open,
+    /// It was completed or rejected already.
+    Settled,
+    /// Its run ended (with this status) before it was settled.
+    RunEnded(ExecutionStatus),
 }

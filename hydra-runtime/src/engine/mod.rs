@@ -11,7 +11,7 @@ pub use crate::new_run::StartOptions;
 pub(crate) use handle::decode_result;
 pub use handle::{RunFailed, RunHandle};
 pub(crate) use local_workers::{LocalWorker, Reservation};
-pub use messages::SignalOptions;
+pub use messages::{AwakeableState, SignalOptions};
 pub use repair::Retention;
 
 use crate::clock::Clock;

@@ -56,7 +56,7 @@ pub use inspect::{EndedBucket, EventRow, SignalRow, StatusCount};
 pub use prune::Pruned;
 pub use repair::{COMPENSATION_MARKER, ForkRequest};
 pub use search::{MAX_SEARCH_NAME_BYTES, MAX_SEARCH_VALUE_BYTES, check_search_attribute};
-pub use signals::{NewSignal, Receive, Received, SignalSent};
+pub use signals::{AwakeableDraws, NewSignal, Receive, Received, SignalSent};
 pub use suspend::DueRuns;
 
 use crate::backend::{self, Backend, Dialect, WakeUps};

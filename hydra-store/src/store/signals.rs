@@ -123,7 +123,63 @@ impl Receive {
     }
 }
 
+/// A run's awakeables as a completion sees them (see
+/// [`Store::awakeable_draws`]).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct AwakeableDraws {
+    /// The run's status.
+    pub status: ExecutionStatus,
+    /// The encoded tokens the run drew.
+    pub tokens: Vec<Vec<u8>>,
+    /// Whether the awakeable asked about was settled.
+    pub settled: bool,
+}
+
 impl Store {
+    /// What a completion of an awakeable of run `id` needs to know: the
+    /// encoded outputs of the run's recorded token draws (steps named
+    /// [`reserved::step::AWAKEABLE`]), and whether a signal with
+    /// idempotency key `key` (the awakeable's settlement) was accepted.
+    /// `None` for a run not in `namespace`.
+    pub async fn awakeable_draws(
+        &self,
+        namespace: &str,
+        id: &ExecutionId,
+        key: &str,
+    ) -> Result<Option<AwakeableDraws>, StoreError> {
+        let db = Db::Pool(&self.db);
+        let run = db
+            .one(self.stmt(
+                "SELECT status FROM workflow_executions WHERE id = ? AND namespace = ?",
+                vec![id.as_str().into(), namespace.into()],
+            ))
+            .await?;
+        let Some(run) = run else { return Ok(None) };
+        let status = ExecutionStatus::parse(&run.try_get::<String>("", "status")?)?;
+        let rows = db
+            .all(self.stmt(
+                "SELECT output_data FROM workflow_steps WHERE execution_id = ? AND namespace = ? AND step_name = ? \
+                 AND status = 'completed'",
+                vec![id.as_str().into(), namespace.into(), reserved::step::AWAKEABLE.into()],
+            ))
+            .await?;
+        let mut tokens = Vec::with_capacity(rows.len());
+        for row in rows {
+            if let Some(out) = row.try_get::<Option<Vec<u8>>>("", "output_data")? {
+                tokens.push(out);
+            }
+        }
+        let settled = db
+            .one(self.stmt(
+                "SELECT 1 AS seen FROM workflow_signals WHERE execution_id = ? AND idempotency_key = ?",
+                vec![id.as_str().into(), key.into()],
+            ))
+            .await?
+            .is_some();
+        Ok(Some(AwakeableDraws { status, tokens, settled }))
+    }
+
     /// Sends a signal: in one transaction, locks the run's row, refuses an
     /// unknown ([`StoreError::ExecutionNotFound`]) or ended
     /// ([`StoreError::RunEnded`]) run, stores the signal unless its
