@@ -371,7 +371,9 @@ impl crate::workflow::ErasedWorkflow for HandlerWorkflow {
             match result {
                 Ok(()) => match codecs.encode_checked(codec, &()) {
                     Ok(bytes) => RunEnd::Output(bytes),
-                    Err(e) => RunEnd::OutputNotEncoded(e),
+                    Err(reason) => RunEnd::OutputRefused(
+                        crate::error::Error::Encode { what: "the output".into(), reason }.to_string(),
+                    ),
                 },
                 Err(e) => RunEnd::Failed(std::sync::Arc::new(e.into())),
             }

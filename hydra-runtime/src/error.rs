@@ -98,8 +98,9 @@ pub enum Error {
     /// use); nothing was changed. The text says why and what to do.
     #[error("{0}")]
     Refused(String),
-    /// An input is too large to store.
-    #[error("{what} is {size} bytes, above the limit of {limit} bytes")]
+    /// A payload is too large to store: above the engine's one limit for
+    /// every stored payload (inputs, outputs, signals, events, typed errors).
+    #[error("{what} is {size} bytes, above the payload limit of {limit} bytes (`EngineBuilder::max_payload_bytes`)")]
     TooLarge {
         /// What was too large.
         what: String,

@@ -410,11 +410,23 @@ impl<W: Workflow> ErasedWorkflow for Registered<W> {
         let input: W::Input = ctx.run.env.codecs.decode(input)?;
         let wf = Arc::clone(&self.0);
         let (codecs, codec) = (ctx.run.env.codecs.clone(), ctx.run.env.codec);
+        let limit = ctx.run.env.max_payload_bytes;
         Ok(Box::pin(async move {
             match wf.run(ctx, input).await {
                 Ok(out) => match codecs.encode_checked(codec, &out) {
+                    Ok(bytes) if bytes.len() > limit => crate::context::RunEnd::OutputRefused(
+                        crate::error::Error::TooLarge {
+                            what: format!("the output of `{}`", W::NAME),
+                            size: bytes.len(),
+                            limit,
+                        }
+                        .to_string(),
+                    ),
                     Ok(bytes) => crate::context::RunEnd::Output(bytes),
-                    Err(e) => crate::context::RunEnd::OutputNotEncoded(e),
+                    Err(reason) => crate::context::RunEnd::OutputRefused(
+                        crate::error::Error::Encode { what: format!("the output of `{}`", W::NAME), reason }
+                            .to_string(),
+                    ),
                 },
                 Err(e) => crate::context::RunEnd::Failed(Arc::new(e)),
             }

@@ -33,6 +33,7 @@ impl WorkflowContext {
         let bytes = run.env.codecs.encode_checked(run.env.codec, value).map_err(|reason| {
             StepError::permanent(Error::Encode { what: format!("event `{key}`"), reason }.to_string())
         })?;
+        run.env.fits(|| format!("event `{key}`"), bytes.len()).map_err(StepError::permanent)?;
         let record = StepRecord::new(
             slot.step_id.clone(),
             base,

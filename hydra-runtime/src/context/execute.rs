@@ -230,7 +230,14 @@ impl WorkflowContext {
         let (ns, wf, name) = (&run.lease.namespace, &run.workflow_name, &*call.options.id);
         let record = |outcome| call.record(outcome).attempt(attempt).started_at(began_at);
         match result {
-            Ok(value) => match run.env.codecs.encode_read_back(run.env.codec, &value) {
+            Ok(value) => match run
+                .env
+                .codecs
+                .encode_read_back(run.env.codec, &value)
+                .map_err(|reason| Error::Encode { what: format!("the output of step `{step_id}`"), reason }.to_string())
+                .and_then(|(bytes, read_back)| {
+                    run.env.fits(|| format!("the output of step `{step_id}`"), bytes.len()).map(|()| (bytes, read_back))
+                }) {
                 Ok((bytes, read_back)) => {
                     crate::metrics::step_executed(ns, wf, name, "completed", took);
                     crate::metrics::payload(ns, wf, "step", bytes.len());
@@ -240,13 +247,12 @@ impl WorkflowContext {
                     // passes take the same branch.
                     StepState::Done(Ok(read_back))
                 }
-                Err(reason) => {
+                Err(msg) => {
                     // The body ran and its effect happened: record a
                     // permanent failure, never a silent re-run. This includes
                     // a value the codec would not read back (refused now, not
-                    // on a replay).
+                    // on a replay) and one over the payload limit.
                     crate::metrics::step_executed(ns, wf, name, "failed", took);
-                    let msg = Error::Encode { what: format!("the output of step `{step_id}`"), reason }.to_string();
                     self.finish_step(record(StepOutcome::Failed(msg.clone())), Transition::Continue, call.slot.next())
                         .await;
                     StepState::Done(Err(StepError::permanent(msg)))
@@ -262,7 +268,10 @@ impl WorkflowContext {
                 crate::metrics::step_executed(ns, wf, name, "failed", took);
                 // A typed error is recorded with the step, and what is
                 // returned is what a replay reads back.
-                let typed = match e.typed_error().map(|t| t.encode(&run.env.codecs, run.env.codec)) {
+                let typed = match e.typed_error().map(|t| {
+                    t.encode(&run.env.codecs, run.env.codec)
+                        .and_then(|b| run.env.fits(|| "its typed error".into(), b.len()).map(|()| b))
+                }) {
                     Some(Ok(bytes)) => Some(bytes),
                     Some(Err(reason)) => {
                         msg = format!("{msg} (its typed error was not recorded: {reason})");

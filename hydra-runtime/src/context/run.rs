@@ -78,11 +78,23 @@ pub(crate) struct RunEnv {
     pub(crate) codec: Codec,
     /// The engine's codecs: stored payloads decode through them by tag.
     pub(crate) codecs: CodecRegistry,
-    /// The largest encoded input of a run it starts (a child).
+    /// The largest payload it stores: a child's input, a step's output, an
+    /// event, its own output, a typed error.
     pub(crate) max_payload_bytes: usize,
     pub(crate) clock: Clock,
     /// The worker's state, for step bodies.
     pub(crate) state: Arc<crate::state::StateMap>,
+}
+
+impl RunEnv {
+    /// `Ok` if a payload of `size` bytes fits the engine's payload limit;
+    /// otherwise the error that names `what` and the limit.
+    pub(crate) fn fits(&self, what: impl FnOnce() -> String, size: usize) -> Result<(), String> {
+        if size <= self.max_payload_bytes {
+            return Ok(());
+        }
+        Err(crate::error::Error::TooLarge { what: what(), size, limit: self.max_payload_bytes }.to_string())
+    }
 }
 
 /// How a run behaves where its worker decides.

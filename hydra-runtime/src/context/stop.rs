@@ -18,8 +18,9 @@ use tokio::sync::watch;
 pub(crate) enum RunEnd {
     /// The body returned this encoded output.
     Output(Vec<u8>),
-    /// The body's output could not be encoded (why).
-    OutputNotEncoded(String),
+    /// The body's output cannot be stored (the message: it did not encode,
+    /// or is over the payload limit).
+    OutputRefused(String),
     /// The body returned this error.
     Failed(Arc<crate::error::WorkflowError>),
     /// The body panicked (its message).
@@ -51,7 +52,7 @@ pub(crate) enum RunEnd {
 impl RunEnd {
     /// Whether the body returned (rather than being stopped).
     pub(crate) fn returned(&self) -> bool {
-        matches!(self, RunEnd::Output(_) | RunEnd::OutputNotEncoded(_) | RunEnd::Failed(_) | RunEnd::Panicked(_))
+        matches!(self, RunEnd::Output(_) | RunEnd::OutputRefused(_) | RunEnd::Failed(_) | RunEnd::Panicked(_))
     }
 }
 

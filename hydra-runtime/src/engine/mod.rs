@@ -148,7 +148,14 @@ impl EngineBuilder {
         self
     }
 
-    /// The largest encoded input accepted by `start` (default 8 MiB).
+    /// The largest payload stored, encoded (default 8 MiB): one limit for
+    /// run inputs (starts, cron schedules, children, forks), signals and
+    /// awakeable completions, step outputs, events, run outputs and typed
+    /// errors. Over it, a start or a send is refused with
+    /// [`Error::TooLarge`]; a step's output fails the step for good (its
+    /// body is not run again); an event is a permanent error; a run's
+    /// output fails the run; a typed error is left out of the record (its
+    /// message kept). Each error names the limit.
     pub fn max_payload_bytes(mut self, bytes: usize) -> Self {
         self.max_payload_bytes = Some(bytes);
         self

@@ -358,10 +358,7 @@ async fn settle(
         RunEnd::Fail(m) => return end(Terminal::Failed(m)).await,
         end_ if end_.returned() && cancelled => return end(Terminal::Cancelled("cancelled".into())).await,
         RunEnd::Output(bytes) => return end(Terminal::Completed(bytes)).await,
-        RunEnd::OutputNotEncoded(reason) => {
-            let e = Error::Encode { what: format!("the output of `{}`", execution.workflow_name), reason };
-            return end(Terminal::Failed(e.to_string())).await;
-        }
+        RunEnd::OutputRefused(message) => return end(Terminal::Failed(message)).await,
         RunEnd::Failed(e) => {
             let attempts = execution.attempts.max(1);
             if let Some(msg) = final_failure(workflow, execution, &e) {
@@ -434,11 +431,7 @@ async fn compensate_if_ending(
             },
             None => return outcome,
         },
-        (RunEnd::OutputNotEncoded(reason), None) => {
-            let e =
-                Error::Encode { what: format!("the output of `{}`", execution.workflow_name), reason: reason.clone() };
-            EndCause::Failed(e.to_string(), None)
-        }
+        (RunEnd::OutputRefused(message), None) => EndCause::Failed(message.clone(), None),
         (RunEnd::Panicked(panic), None) => EndCause::Failed(format!("workflow panicked: {panic}"), None),
         _ => return outcome,
     };
@@ -470,7 +463,10 @@ async fn compensate_if_ending(
 /// A final workflow failure's end: with its typed error when it carries
 /// one that encodes (else a note on why it is missing).
 fn failure_terminal(run: &RunState, message: String, e: &crate::WorkflowError) -> Terminal {
-    match e.typed_error().map(|t| t.encode(&run.env.codecs, run.env.codec)) {
+    match e.typed_error().map(|t| {
+        t.encode(&run.env.codecs, run.env.codec)
+            .and_then(|b| run.env.fits(|| "its typed error".into(), b.len()).map(|()| b))
+    }) {
         Some(Ok(bytes)) => Terminal::FailedWith(message, bytes),
         Some(Err(reason)) => Terminal::Failed(format!("{message} (its typed error was not stored: {reason})")),
         None => Terminal::Failed(message),
