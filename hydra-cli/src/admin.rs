@@ -5,7 +5,7 @@ use crate::output::{between, clean, parse_duration, print_json, span, table, tim
 use crate::runs::run_json;
 use crate::{CliError, Ctx};
 use clap::{Args, Subcommand};
-use hydra_runtime::{ExecutionStatus, Retention};
+use hydra_runtime::{Engine, ExecutionStatus, Retention, StoreOptions};
 use serde_json::{Value, json};
 
 #[derive(Debug, Subcommand)]
@@ -242,7 +242,13 @@ pub(crate) async fn move_database(args: &MoveArgs, json_out: bool) -> Result<(),
     if args.from == args.to {
         return Err(CliError::Usage("--from and --to name the same database".into()));
     }
-    let source = crate::connect(&args.from, "default").await?;
+    // The source must exist: a mistyped path is an error, not a new empty
+    // database copied with zero rows.
+    let source = Engine::builder()
+        .store_options(StoreOptions::new(args.from.clone()).create_if_missing(false))
+        .group_commit(false)
+        .build()
+        .await?;
     let started = std::time::Instant::now();
     let report = source.move_to(&args.to).await?;
     let took = started.elapsed();
@@ -274,7 +280,8 @@ pub(crate) async fn move_database(args: &MoveArgs, json_out: bool) -> Result<(),
         .collect();
     table(&["TABLE", "READ", "WRITTEN", "CHECKSUM", "VERIFIED"], &rows);
     println!(
-        "moved in {:.1}s; every row count and checksum agrees. Point your workers at the new database.",
+        "moved in {:.1}s; every row count and checksum agrees. The source is sealed: it refuses writes and \
+         engines, naming the new database. Point your workers at the new database.",
         took.as_secs_f64()
     );
     Ok(())

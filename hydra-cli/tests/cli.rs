@@ -379,8 +379,25 @@ async fn move_sqlite_to_postgres_and_finish_there() {
     assert_eq!(rows("workflow_signals"), 1, "{report}");
     assert_eq!(rows("workflow_search_attributes"), 2, "{report}");
 
-    // Again into the same (now used) database: refused, nothing doubled.
+    // The source is sealed: the engine still open on it is refused every
+    // write, naming the new database; no engine or tool opens it again (a
+    // worker restarted on the old URL would run every copied run again).
+    let named = |err: String| assert!(err.contains(&format!("moved to {}", to.url)), "{err}");
+    named(pay::start(&e, "late-order".to_owned()).await.unwrap_err().to_string());
+    named(e.signal(waiting.id(), "go", &"late".to_owned()).await.unwrap_err().to_string());
+    named(e.cancel(sleeping.id()).await.unwrap_err().to_string());
+    named(Engine::builder().database_url(&from.url).build().await.unwrap_err().to_string());
+    let (ok, _, err) = hydra(&from.url, &["runs", "list"]);
+    assert!(!ok);
+    named(err);
+    // Again from the sealed source: refused, nothing doubled.
     let (ok, _, err) = hydra(&from.url, &["move", "--from", &from.url, "--to", &to.url]);
+    assert!(!ok);
+    named(err);
+    // Another database into the same (now used) one: refused.
+    let other = TestDb::new(DbKind::Sqlite).await;
+    pay::start(&engine(&other).await, "other".to_owned()).await.unwrap();
+    let (ok, _, err) = hydra(&other.url, &["move", "--from", &other.url, "--to", &to.url]);
     assert!(!ok && err.contains("not empty"), "{err}");
 
     // On PostgreSQL every run goes on.
@@ -404,6 +421,20 @@ async fn move_sqlite_to_postgres_and_finish_there() {
     more.result_timeout(WAIT).await.unwrap();
     assert_eq!(pg.get(more.id()).await.unwrap().unwrap().trigger_type, TriggerType::Api);
     pw.shutdown(Duration::from_secs(5)).await;
+}
+
+/// A mistyped `--from` is an error that names the path; no file is
+/// created and nothing is copied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn move_from_a_missing_file_is_an_error_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("typo.db");
+    let url = format!("sqlite://{}", missing.display());
+    let to = TestDb::new(DbKind::Postgres).await;
+    let (ok, out, err) = hydra(&url, &["move", "--from", &url, "--to", &to.url]);
+    assert!(!ok && err.contains("no database file at"), "{out}{err}");
+    assert!(!missing.exists(), "the mistyped source was created");
+    assert!(engine(&to).await.list(ExecutionFilter::new("default")).await.unwrap().is_empty());
 }
 
 /// A source table with a column this version does not know (a newer

@@ -107,8 +107,8 @@ pub use hydra_store::SignalSent;
 /// sea-orm, as used by the store: for transactional steps and your own tables.
 pub use hydra_store::sea_orm;
 pub use hydra_store::{
-    Backend, CancelOutcome, Execution, ExecutionFilter, ExecutionId, ExecutionStatus, Step as RecordedStep, StepId,
-    StepKind, StepStatus, StoreError, StoreOptions, TriggerType, WorkerId,
+    Backend, CancelOutcome, Durability, Execution, ExecutionFilter, ExecutionId, ExecutionStatus, Step as RecordedStep,
+    StepId, StepKind, StepStatus, StoreError, StoreOptions, TriggerType, WorkerId,
 };
 pub use retry::RetryPolicy;
 pub use runs::{RunDetail, Unclaimable};

@@ -175,7 +175,7 @@ pub(crate) fn started(e: &Execution, claimed: bool) {
 }
 
 /// What the schema holds: 255 characters, no NUL (PostgreSQL refuses it).
-fn fits(what: &str, text: &str) -> Result<(), Error> {
+pub(crate) fn fits(what: &str, text: &str) -> Result<(), Error> {
     if text.chars().count() > 255 || text.contains('\0') {
         Err(Error::Config(format!("{what} must be at most 255 characters without NUL: {:?}", cut(text))))
     } else {

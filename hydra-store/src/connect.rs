@@ -17,6 +17,43 @@ pub struct StoreOptions {
     pub(crate) connect_timeout: Duration,
     pub(crate) busy_timeout: Duration,
     pub(crate) writer_thread: bool,
+    pub(crate) durability: Durability,
+    pub(crate) create_if_missing: bool,
+}
+
+/// What an acknowledged write survives. Hydra answers a caller (a start, a
+/// signal, a recorded step) only after the database committed the write;
+/// this says what that commit is worth.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Durability {
+    /// The default: an acknowledged write survives a crash of the process,
+    /// of the operating system and a power loss. SQLite: `synchronous =
+    /// FULL` on every connection (each commit syncs the WAL before it
+    /// returns). PostgreSQL: the server's `synchronous_commit`, which is
+    /// `on` unless its administrator turned it off (then this store reports
+    /// [`Durability::Relaxed`] from [`crate::Store::durability`]).
+    #[default]
+    Full,
+    /// Faster commits that a power loss or an operating-system crash can
+    /// roll back: the last writes acknowledged before it may be gone
+    /// afterwards (starts, signals, step results: a step body then runs
+    /// again). A crash of the process alone loses nothing. The database is
+    /// never corrupted. SQLite: `synchronous = NORMAL` (the WAL is synced at
+    /// checkpoints only). PostgreSQL: `synchronous_commit = off` for this
+    /// store's connections (the server acknowledges before its WAL is
+    /// flushed; at most about three times `wal_writer_delay`, 600 ms by
+    /// default, of commits can be lost in a server crash).
+    Relaxed,
+}
+
+impl std::fmt::Display for Durability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Durability::Full => "full",
+            Durability::Relaxed => "relaxed",
+        })
+    }
 }
 
 impl StoreOptions {
@@ -27,7 +64,8 @@ impl StoreOptions {
     /// for a SQLite file, 1 for `sqlite::memory:` (each connection to an
     /// in-memory database would see its own empty database), 16 for
     /// PostgreSQL; a SQLite file's group commits and starts on its writer
-    /// thread ([`StoreOptions::writer_thread`]).
+    /// thread ([`StoreOptions::writer_thread`]); durable commits
+    /// ([`Durability::Full`]).
     pub fn new(url: impl Into<String>) -> Self {
         StoreOptions {
             url: url.into(),
@@ -35,6 +73,8 @@ impl StoreOptions {
             connect_timeout: Duration::from_secs(5),
             busy_timeout: Duration::from_secs(5),
             writer_thread: true,
+            durability: Durability::Full,
+            create_if_missing: true,
         }
     }
 
@@ -72,9 +112,32 @@ impl StoreOptions {
         self.writer_thread = on;
         self
     }
+
+    /// SQLite file: whether a missing file is created (default on, as the
+    /// embedded default should). Off, opening a file that does not exist
+    /// is [`StoreError::InvalidUrl`] saying so: for tools that read an
+    /// existing database (a move's source), where a mistyped path must not
+    /// become a new empty database. PostgreSQL never creates a database.
+    pub fn create_if_missing(mut self, create: bool) -> Self {
+        self.create_if_missing = create;
+        self
+    }
+
+    /// What an acknowledged write survives (default
+    /// [`Durability::Full`]: a power loss). [`Durability::Relaxed`] trades
+    /// the last acknowledged writes before a power loss or an
+    /// operating-system crash for faster commits.
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
 }
 
 /// The URL with any password replaced, safe for error messages and logs.
+pub fn redact_url(url: &str) -> String {
+    redact(url)
+}
+
 pub(crate) fn redact(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut u) if u.password().is_some() => {

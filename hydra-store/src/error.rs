@@ -112,13 +112,33 @@ pub enum StoreError {
         /// What is wrong.
         reason: String,
     },
+    /// This database was moved to another (`hydra move`, which seals its
+    /// source): it refuses to be opened and every write. Nothing was
+    /// written.
+    #[error(
+        "this database was moved to {to} (`hydra move` sealed it): point engines, workers and tools at that \
+         database"
+    )]
+    Moved {
+        /// The database it moved to (its URL, any password hidden).
+        to: String,
+    },
     /// The database returned an error.
     #[error("database error: {0}")]
-    Database(#[from] sea_orm::DbErr),
+    Database(sea_orm::DbErr),
     /// A transient failure (lost connection, locked database) that ended a
     /// group commit without applying it; retrying may succeed.
     #[error("transient database failure: {0}")]
     Transient(String),
+}
+
+impl From<sea_orm::DbErr> for StoreError {
+    fn from(e: sea_orm::DbErr) -> Self {
+        match crate::store::moved_in(&e.to_string()) {
+            Some(to) => StoreError::Moved { to },
+            None => StoreError::Database(e),
+        }
+    }
 }
 
 impl StoreError {

@@ -69,7 +69,7 @@ mod sql;
 mod store;
 
 pub use backend::{Backend, WakeUp, WakeUps};
-pub use connect::StoreOptions;
+pub use connect::{Durability, StoreOptions, redact_url};
 pub use error::StoreError;
 pub use ids::{ExecutionId, FencingToken, StepId, WorkerId};
 pub use model::{

@@ -143,6 +143,34 @@ async fn sql(e: &Engine, sql: &str, id: &ExecutionId) {
     c.execute_raw(Statement::from_sql_and_values(backend, &sql, [id.as_str().into()])).await.unwrap();
 }
 
+/// Starts two children and handles each as it finishes: a select over
+/// both, twice; a third select (both taken) is an error, returned as text.
+struct EachOnce;
+
+impl Workflow for EachOnce {
+    const NAME: &'static str = "each-once";
+    type Input = ();
+    type Output = (Vec<String>, String);
+
+    async fn run(&self, ctx: WorkflowContext, _: ()) -> Result<(Vec<String>, String), WorkflowError> {
+        let a = ctx.start_child::<Ship>("a".into()).await?;
+        let b = ctx.start_child::<Ship>("b".into()).await?;
+        let names = [a.select_name(), b.select_name()];
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let mut handled = Vec::new();
+        for _ in 0..2 {
+            let s = ctx.select(&names, None).await?.expect("no timeout");
+            handled.push(if s.is(&a.select_name()) { s.child(&a)? } else { s.child(&b)? });
+        }
+        let third = match ctx.select(&names, None).await {
+            Ok(s) => format!("took {:?} again", s.map(|s| s.name().to_owned())),
+            Err(e) => e.message().to_owned(),
+        };
+        ctx.sleep(Duration::from_millis(20)).await;
+        Ok((handled, third))
+    }
+}
+
 async fn setup(db: &TestDb) -> (Engine, Worker) {
     let e = Engine::builder().store(db.store().await).namespace("kids").build().await.unwrap();
     let w = Worker::builder(&e)
@@ -152,6 +180,7 @@ async fn setup(db: &TestDb) -> (Engine, Worker) {
         .register(Keep)
         .register(Race)
         .register(Twice)
+        .register(EachOnce)
         .poll_interval(Duration::from_millis(20))
         .start()
         .await
@@ -203,6 +232,16 @@ async fn race(db: &TestDb, settle: impl AsyncFnOnce(&Engine, &ExecutionId, Strin
 }
 
 both_backends! {
+    async fn a_loop_of_selects_handles_each_child_once_and_then_says_none_is_left(db: TestDb) {
+        let (e, w) = setup(&db).await;
+        let h = e.start::<EachOnce>(()).await.unwrap();
+        let (mut handled, third) = h.result_timeout(WAIT).await.unwrap();
+        handled.sort();
+        assert_eq!(handled, ["shipped a", "shipped b"], "each child handled once");
+        assert!(third.contains("taken by an earlier wait"), "{third}");
+        w.shutdown(Duration::from_secs(5)).await;
+    }
+
     async fn a_child_is_started_once_and_its_result_reaches_the_parent(db: TestDb) {
         let (e, w) = setup(&db).await;
         let h = e.start::<Order>("book".into()).await.unwrap();

@@ -1,8 +1,10 @@
 //! Every durable call has one shape (`hydra-runtime/src/context/call.rs`):
 //! it takes its place in the run before it awaits anything, so calls
 //! joined in one future keep the order of the source, on the first run
-//! and on every replay; and a call that parks the run while a sibling
-//! holds the open step leaves the sibling's attempt counted.
+//! and on every replay; a call that parks the run while a sibling holds
+//! the open step leaves the sibling's attempt counted; and a call parks the
+//! run only once no sibling step's body is in flight, so no body runs
+//! twice without a crash (guarantee 4).
 
 // Test code: a failed unwrap is a failed test, with its message.
 #![allow(clippy::unwrap_used)]
@@ -69,7 +71,7 @@ impl Workflow for Joined {
 
 /// Two steps at once: `slow` (position 0) waits on gate `g`; `flaky`
 /// (position 1) fails its first attempt with a backoff too long to wait
-/// in process, so it parks the run while `slow` holds the open step.
+/// in process, so it parks the run, once `slow`'s body is recorded.
 #[derive(Clone)]
 struct ParkBeside {
     probe: Arc<Probe>,
@@ -106,6 +108,36 @@ impl Workflow for ParkBeside {
     }
 }
 
+/// An email sent while the run waits for approval, joined: the wait finds
+/// no signal and would park while the email's body is still running.
+#[derive(Clone)]
+struct EmailAndApproval {
+    probe: Arc<Probe>,
+    bodies: Arc<AtomicU32>,
+}
+
+impl Workflow for EmailAndApproval {
+    const NAME: &'static str = "email_and_approval";
+    type Input = ();
+    type Output = bool;
+
+    async fn run(&self, ctx: WorkflowContext, _: ()) -> Result<bool, WorkflowError> {
+        let (probe, bodies) = (Arc::clone(&self.probe), Arc::clone(&self.bodies));
+        let email = ctx.step_with(StepOptions::new("email").retry(RetryPolicy::attempts(1)), move |_| {
+            let (probe, bodies) = (Arc::clone(&probe), Arc::clone(&bodies));
+            async move {
+                bodies.fetch_add(1, Ordering::SeqCst);
+                probe.wait_gate("sent").await;
+                Ok::<_, StepError>(())
+            }
+        });
+        let approval = ctx.recv::<bool>("approval");
+        let (email, approval) = tokio::join!(email, approval);
+        email?;
+        Ok(approval?)
+    }
+}
+
 both_backends! {
     async fn calls_joined_in_one_future_take_the_positions_of_the_source_order_and_replay_them(db: TestDb) {
         let clock = Clock::manual(T0);
@@ -139,7 +171,7 @@ both_backends! {
         worker.shutdown(Duration::from_secs(5)).await;
     }
 
-    async fn a_step_that_parks_the_run_beside_a_running_sibling_leaves_both_attempts_counted(db: TestDb) {
+    async fn a_step_that_parks_the_run_beside_a_running_sibling_waits_for_its_body_and_counts_both(db: TestDb) {
         let clock = Clock::manual(T0);
         let engine = engine(&db, &clock).await;
         let probe = Arc::new(Probe::default());
@@ -154,23 +186,62 @@ both_backends! {
             .unwrap();
         let h = engine.start::<ParkBeside>(()).await.unwrap();
         let id = h.id().clone();
-        // `flaky` failed once and parked the run for its 20 s backoff
-        // while `slow` was still running.
-        until_status(&engine, &id, ExecutionStatus::Sleeping).await;
+        // `flaky` failed once and would park the run for its 20 s backoff
+        // while `slow` is still running: the park waits for `slow`.
+        tokio::time::timeout(WAIT, async {
+            while flaky.load(Ordering::SeqCst) == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(engine.get(&id).await.unwrap().unwrap().status, ExecutionStatus::Running, "parked beside a body");
         probe.open("g");
+        until_status(&engine, &id, ExecutionStatus::Sleeping).await;
         clock.advance(Duration::from_secs(21));
         let (slow, flaky_attempt) = tokio::time::timeout(WAIT, h.result()).await.unwrap().unwrap();
-        // `slow` began once before the park (its body was stopped there):
-        // that attempt stays counted, so it ends on its second.
-        assert_eq!(slow, 2, "slow's first attempt was not counted");
+        // `slow` ran once, its result recorded before the park; `flaky`'s
+        // failed attempt stays counted, so it succeeds on its second.
+        assert_eq!(slow, 1, "slow's body ran again after the park");
         assert_eq!(flaky_attempt, 2, "flaky's failed attempt was not counted");
         let steps = engine.steps(&id).await.unwrap();
         let attempts = |base: &str| steps.iter().find(|s| s.step_id.base() == base).map(|s| s.attempts);
-        assert_eq!(attempts("slow"), Some(2));
+        assert_eq!(attempts("slow"), Some(1));
         assert_eq!(attempts("flaky"), Some(2));
         let run = engine.get(&id).await.unwrap().unwrap();
         assert_eq!(run.status, ExecutionStatus::Completed);
         assert_eq!(run.attempts, 1, "a park is not a workflow retry");
+        worker.shutdown(Duration::from_secs(5)).await;
+    }
+
+    async fn a_wait_beside_a_running_step_parks_only_after_its_body_is_recorded(db: TestDb) {
+        let clock = Clock::manual(T0);
+        let engine = engine(&db, &clock).await;
+        let probe = Arc::new(Probe::default());
+        let bodies = Arc::new(AtomicU32::new(0));
+        let worker = Worker::builder(&engine)
+            .register(EmailAndApproval { probe: Arc::clone(&probe), bodies: Arc::clone(&bodies) })
+            .poll_interval(Duration::from_millis(20))
+            .start()
+            .await
+            .unwrap();
+        let h = engine.start::<EmailAndApproval>(()).await.unwrap();
+        tokio::time::timeout(WAIT, async {
+            while bodies.load(Ordering::SeqCst) == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .unwrap();
+        // Time for the wait to park the run, were it allowed to.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        probe.open("sent");
+        until_status(&engine, h.id(), ExecutionStatus::Sleeping).await;
+        engine.signal(h.id(), "approval", &true).await.unwrap();
+        let approved = tokio::time::timeout(WAIT, h.result()).await.unwrap().unwrap();
+        assert!(approved);
+        assert_eq!(bodies.load(Ordering::SeqCst), 1, "the email was sent twice without a crash");
         worker.shutdown(Duration::from_secs(5)).await;
     }
 }

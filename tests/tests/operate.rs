@@ -176,6 +176,97 @@ both_backends! {
         w.shutdown(Duration::from_secs(5)).await;
     }
 
+    async fn a_retry_answers_with_what_its_commit_wrote_while_a_claimer_takes_the_run_at_once(db: TestDb) {
+        // A claimer on its own connection takes the run the moment it is
+        // pending again. The retry's answer is the row its commit wrote
+        // (pending, the token moved on by one), not a later read of it.
+        let e = engine(&db).await;
+        let w = worker(&e).await;
+        let run = kid::start(&e, 7).await.unwrap();
+        assert!(run.result_timeout(WAIT).await.is_err());
+        w.shutdown(Duration::from_secs(5)).await;
+        let conn = sea_orm::Database::connect(db.url.as_str()).await.unwrap();
+        let backend = conn.get_database_backend();
+        let p = |n: usize| if db.kind == hydra_tests::DbKind::Sqlite { "?".to_owned() } else { format!("${n}") };
+        let claim = Statement::from_sql_and_values(
+            backend,
+            format!(
+                "UPDATE workflow_executions SET status = 'running', fencing_token = fencing_token + 1 WHERE id = {} \
+                 AND status = 'pending'",
+                p(1)
+            ),
+            [run.id().as_str().into()],
+        );
+        let fail = Statement::from_sql_and_values(
+            backend,
+            format!("UPDATE workflow_executions SET status = 'failed' WHERE id = {}", p(1)),
+            [run.id().as_str().into()],
+        );
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let claimer = tokio::spawn({
+            let (conn, claim, stop) = (conn.clone(), claim.clone(), stop.clone());
+            async move {
+                let mut taken = 0u32;
+                while !stop.load(Ordering::SeqCst) {
+                    if conn.execute_raw(claim.clone()).await.is_ok_and(|r| r.rows_affected() == 1) {
+                        taken += 1;
+                    }
+                }
+                taken
+            }
+        });
+        let rounds = 40;
+        for round in 0..rounds {
+            let before = e.get(run.id()).await.unwrap().unwrap();
+            let answer = e.retry(run.id()).await.unwrap();
+            assert_eq!(answer.status, ExecutionStatus::Pending, "round {round}: answered with a later state");
+            assert_eq!(answer.fencing_token.get(), before.fencing_token.get() + 1, "round {round}");
+            tokio::time::timeout(WAIT, async {
+                while e.get(run.id()).await.unwrap().unwrap().status != ExecutionStatus::Running {
+                    tokio::task::yield_now().await;
+                }
+            })
+            .await
+            .unwrap();
+            conn.execute_raw(fail.clone()).await.unwrap();
+        }
+        stop.store(true, Ordering::SeqCst);
+        assert_eq!(claimer.await.unwrap(), rounds, "the claimer took every retried run");
+    }
+
+    async fn a_moved_database_refuses_every_write_and_every_engine_naming_its_successor(db: TestDb) {
+        let target = match db.kind {
+            hydra_tests::DbKind::Sqlite => TestDb::new(hydra_tests::DbKind::Postgres).await,
+            hydra_tests::DbKind::Postgres => TestDb::sqlite(),
+        };
+        let e = engine(&db).await;
+        let w = worker(&e).await;
+        let ended = quick::start(&e, 2).await.unwrap();
+        ended.result_timeout(WAIT).await.unwrap();
+        w.shutdown(Duration::from_secs(5)).await;
+        let pending = quick::start(&e, 3).await.unwrap();
+        let report = e.move_to(&target.url).await.unwrap();
+        assert!(report.verified());
+        let named = |err: Error| {
+            let text = err.to_string();
+            assert!(text.contains(&format!("moved to {}", target.url)), "{text}");
+        };
+        // The engine still open on the source: every write refused.
+        named(quick::start(&e, 4).await.unwrap_err());
+        named(e.signal(pending.id(), "x", &1u32).await.unwrap_err());
+        named(e.cancel(pending.id()).await.unwrap_err());
+        named(e.prune(&Retention::keep(Duration::ZERO)).await.unwrap_err());
+        // Reads still answer (what was moved, as it was).
+        assert_eq!(e.get(pending.id()).await.unwrap().unwrap().status, ExecutionStatus::Pending);
+        // No engine opens it again, so no worker runs its runs a second time.
+        named(Engine::builder().database_url(&db.url).build().await.unwrap_err());
+        // The run goes on in the new database.
+        let t = engine(&target).await;
+        let w = worker(&t).await;
+        assert_eq!(t.handle::<u32>(pending.id().clone()).result_timeout(WAIT).await.unwrap(), 3);
+        w.shutdown(Duration::from_secs(5)).await;
+    }
+
     async fn children_are_kept_whole_by_fork_retry_and_prune(db: TestDb) {
         let e = engine(&db).await;
         let w = worker(&e).await;

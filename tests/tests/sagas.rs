@@ -173,12 +173,41 @@ impl Workflow for Audit {
     }
 }
 
+/// The runs whose [`ApprovedUndo`] compensation began, once per beginning
+/// (replays count).
+static UNDO_WAITS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+fn undo_waits(id: &ExecutionId) -> usize {
+    UNDO_WAITS.lock().unwrap().iter().filter(|r| **r == id.to_string()).count()
+}
+
+/// A run whose compensation waits for signal `undo-ok` (no timeout of its
+/// own), and whose body sleeps past the run's deadline.
+struct ApprovedUndo;
+
+impl Workflow for ApprovedUndo {
+    const NAME: &'static str = "approved-undo";
+    type Input = ();
+    type Output = ();
+
+    async fn run(&self, ctx: WorkflowContext, _: ()) -> Result<(), WorkflowError> {
+        ctx.compensate(Compensation::new("await-approval", |ctx| async move {
+            UNDO_WAITS.lock().unwrap().push(ctx.execution_id().to_string());
+            ctx.recv::<u32>("undo-ok").await.map_err(|e| StepError::permanent(e.to_string()))?;
+            Ok(())
+        }));
+        ctx.sleep(Duration::from_secs(3600)).await;
+        Ok(())
+    }
+}
+
 async fn setup(db: &TestDb) -> (Engine, Worker, Arc<Ledger>) {
     let e = Engine::builder().store(db.store().await).namespace("sagas").build().await.unwrap();
     let ledger = Arc::new(Ledger::default());
     let w = Worker::builder(&e)
         .register(trip)
         .register(Audit)
+        .register(ApprovedUndo)
         .state_arc(Arc::clone(&ledger))
         .inline_backoff(Duration::from_millis(100))
         .poll_interval(Duration::from_millis(20))
@@ -345,6 +374,30 @@ both_backends! {
         assert_eq!(done.error.as_deref(), Some("cancelled (compensated: unbook-later, unbook-later)"));
         assert_eq!(ledger.take(), lines(&["book 0", "book 1", "unbook 1", "unbook 0"]));
         assert!(done.fencing_token.get() <= 4, "claimed {} times: no claim loop while parked", done.fencing_token.get());
+        w.shutdown(Duration::from_secs(5)).await;
+    }
+
+    async fn a_compensation_waiting_past_the_deadline_parks_until_its_signal_without_a_claim_loop(db: TestDb) {
+        // The deadline is why the run compensates: a wait in the
+        // compensation must not be due at that (past) deadline, or the run
+        // is claimed, replayed and parked again in a loop.
+        let (e, w, _ledger) = setup(&db).await;
+        let h = e.start_with::<ApprovedUndo>((), StartOptions::new().timeout(Duration::from_secs(1))).await.unwrap();
+        until(&e, h.id(), "the compensation waits", |r| {
+            r.status == ExecutionStatus::Sleeping && undo_waits(h.id()) >= 1
+        })
+        .await;
+        let parked = e.get(h.id()).await.unwrap().unwrap();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let later = e.get(h.id()).await.unwrap().unwrap();
+        assert_eq!(later.status, ExecutionStatus::Sleeping);
+        assert_eq!(later.fencing_token, parked.fencing_token, "not claimed again while it waits for its signal");
+        let began = undo_waits(h.id());
+        assert!(began <= 2, "the compensation began {began} times while parked");
+        e.signal(h.id(), "undo-ok", &7u32).await.unwrap();
+        let done = ended(&e, h.id()).await;
+        assert_eq!(done.status, ExecutionStatus::TimedOut, "{:?}", done.error);
+        assert!(done.error.as_deref().unwrap_or_default().ends_with("(compensated: await-approval)"), "{:?}", done.error);
         w.shutdown(Duration::from_secs(5)).await;
     }
 

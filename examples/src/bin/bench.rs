@@ -19,7 +19,10 @@
 //! latency of parked runs, signalled the same two ways). `--help` lists
 //! them. `--peer durare` (instead): the peer comparison, durare 0.5
 //! (`peer/durare`, built on first use) and Hydra back to back on K = 1 and
-//! K = 10, both figures and the ratio.
+//! K = 10, both figures and the ratio. `--durability relaxed` runs with
+//! `Durability::Relaxed`; `--durability-cost` (instead): N runs of K = 1
+//! and K = 10 with full and with relaxed durability back to back, and the
+//! ratio.
 //!
 //! Prints one table row and one JSON line per configuration. Times come
 //! from the engine's own records: `seconds` runs from just before the first
@@ -28,7 +31,7 @@
 use clap::Parser;
 use hydra_runtime::prelude::*;
 use hydra_runtime::sea_orm::{ConnectionTrait, Database, Statement};
-use hydra_runtime::{ExecutionFilter, StartOptions, StoreOptions};
+use hydra_runtime::{Durability, ExecutionFilter, StartOptions, StoreOptions};
 use std::time::{Duration, Instant};
 
 #[step]
@@ -105,6 +108,15 @@ struct Args {
     /// Rounds of the peer comparison.
     #[arg(long, default_value_t = 2)]
     rounds: usize,
+    /// What acknowledged writes survive: `full` (the default: a power
+    /// loss) or `relaxed` (`StoreOptions::durability`).
+    #[arg(long, value_parser = ["full", "relaxed"], default_value = "full")]
+    durability: String,
+    /// Instead: the cost of durable commits. N runs of K = 1 and of K = 10
+    /// steps, each with `full` and with `relaxed` durability back to back,
+    /// and the ratio relaxed / full.
+    #[arg(long)]
+    durability_cost: bool,
 }
 
 impl Args {
@@ -113,6 +125,10 @@ impl Args {
             "both" => vec!["sqlite".into(), "postgres".into()],
             b => vec![b.to_owned()],
         }
+    }
+
+    fn durability(&self) -> Durability {
+        if self.durability == "relaxed" { Durability::Relaxed } else { Durability::Full }
     }
 }
 
@@ -156,7 +172,7 @@ async fn fresh_db(backend: &str, args: &Args, tag: &str) -> Result<String, Box<d
 /// a pool with the store's settings. Returns commits per second.
 async fn floor(backend: &str, args: &Args, commits: usize) -> Result<f64, Box<dyn std::error::Error>> {
     let url = fresh_db(backend, args, "floor").await?;
-    let store = hydra_store::Store::connect_with(StoreOptions::new(url)).await?;
+    let store = hydra_store::Store::connect_with(StoreOptions::new(url).durability(args.durability())).await?;
     let db = store.connection();
     let be = db.get_database_backend();
     let (create, insert) = match backend {
@@ -206,11 +222,13 @@ async fn run_one(
     n: usize,
     k: u32,
     w: usize,
+    durability: Durability,
 ) -> Result<Outcome, Box<dyn std::error::Error>> {
     let url = fresh_db(backend, args, &format!("{n}_{k}_{w}")).await?;
     let opts = StoreOptions::new(url)
         .max_connections(if backend == "sqlite" { 8 } else { 32 })
-        .writer_thread(args.writer_thread);
+        .writer_thread(args.writer_thread)
+        .durability(durability);
     let engine =
         Engine::builder().store_options(opts).namespace("bench").group_commit(args.group_commit).build().await?;
     let worker =
@@ -388,7 +406,7 @@ async fn peer_comparison(args: &Args) -> Result<(), Box<dyn std::error::Error>> 
                     hydra_examples::peer::run(&peer_bin, &peer_backend, &target, n, k)
                 })
                 .await??;
-                let ours = run_one(backend, args, n, k, args.w).await?.steps_per_s;
+                let ours = run_one(backend, args, n, k, args.w, args.durability()).await?.steps_per_s;
                 let ratio = ours / peer;
                 println!("{backend:<8} {n:>5} {k:>3} {:>3} {round:>5} {peer:>15.1} {ours:>15.1} {ratio:>7.2}", args.w);
                 println!(
@@ -396,6 +414,28 @@ async fn peer_comparison(args: &Args) -> Result<(), Box<dyn std::error::Error>> 
                     args.w
                 );
             }
+        }
+    }
+    Ok(())
+}
+
+/// Full and relaxed durability back to back on K = 1 and K = 10.
+async fn durability_cost(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    let n = args.n.unwrap_or(1000);
+    println!(
+        "{:<8} {:>5} {:>3} {:>3} {:>15} {:>18} {:>7}",
+        "backend", "N", "K", "W", "full steps/s", "relaxed steps/s", "ratio"
+    );
+    for backend in &args.backends() {
+        for k in [1u32, 10] {
+            let full = run_one(backend, args, n, k, args.w, Durability::Full).await?.steps_per_s;
+            let relaxed = run_one(backend, args, n, k, args.w, Durability::Relaxed).await?.steps_per_s;
+            let ratio = relaxed / full;
+            println!("{backend:<8} {n:>5} {k:>3} {:>3} {full:>15.1} {relaxed:>18.1} {ratio:>7.2}", args.w);
+            println!(
+                "{{\"bench\":\"durability\",\"backend\":\"{backend}\",\"n\":{n},\"k\":{k},\"w\":{},\"full_steps_per_s\":{full:.1},\"relaxed_steps_per_s\":{relaxed:.1},\"ratio\":{ratio:.3}}}",
+                args.w
+            );
         }
     }
     Ok(())
@@ -439,6 +479,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     if args.peer.is_some() {
         return peer_comparison(&args).await;
+    }
+    if args.durability_cost {
+        return durability_cost(&args).await;
     }
     if args.claim_flatness {
         println!("{:<8} {:>12} {:>12} {:>7}", "backend", "µs/claim 1e3", "µs/claim 1e6", "ratio");
@@ -491,7 +534,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for backend in &args.backends() {
         let floor_rate = floor(backend, &args, 200_000).await?;
         for &(n, k, w) in &configs {
-            let o = run_one(backend, &args, n, k, w).await?;
+            let o = run_one(backend, &args, n, k, w, args.durability()).await?;
             let ratio = o.steps_per_s / floor_rate;
             println!(
                 "{:<8} {:>5} {:>4} {:>3} {:>7.2} {:>8.1} {:>9.1} {:>10} {:>10} {:>9} {:>9} {:>8.3} {:>9.1} {:>7.2}",

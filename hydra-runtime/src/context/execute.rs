@@ -121,13 +121,19 @@ impl WorkflowContext {
                 _ => StepState::Admit { prior: rec.attempts },
             },
         };
+        // This call's body in flight, from its start until its result is
+        // recorded: a sibling call does not park the run meanwhile.
+        let mut in_flight = None;
         loop {
             state = match state {
                 StepState::BackingOff { wake_at } => match self.back_off(wake_at).await {},
                 StepState::Admit { prior } => self.admit(&call, prior).await,
-                StepState::Running { attempt } => self.run_attempt(&call, &mut body, attempt).await,
+                StepState::Running { attempt } => {
+                    in_flight = Some(run.body_begins());
+                    self.run_attempt(&call, &mut body, attempt).await
+                }
                 StepState::Ran { attempt, began_at, took, result } => {
-                    self.settle(&call, attempt, began_at, took, result).await
+                    self.settle(&call, attempt, began_at, took, result, &mut in_flight).await
                 }
                 StepState::Done(answer) => return answer,
             }
@@ -221,6 +227,7 @@ impl WorkflowContext {
         began_at: i64,
         took: f64,
         result: Result<T, StepError>,
+        in_flight: &mut Option<super::run::BodyInFlight<'_>>,
     ) -> StepState<T>
     where
         T: Serialize + DeserializeOwned + Send,
@@ -300,11 +307,15 @@ impl WorkflowContext {
                     // The retry's attempt is counted with this result.
                     let open = OpenStep::new(call.slot.position, attempt.saturating_add(1));
                     self.finish_step(failed, Transition::Continue, open).await;
+                    // Recorded: no body of this call is in flight while it waits.
+                    in_flight.take();
                     tokio::time::sleep(delay).await;
                     return StepState::Admit { prior: attempt };
                 }
                 let wake = run.now().saturating_add(duration_ms(delay));
                 let until = run.park_until(wake);
+                // Its own body is over; the park waits for its siblings'.
+                in_flight.take();
                 // Parked: the claim that wakes it counts the retry.
                 if let Err(e) = run.record_parking(failed.wake_at(wake), until, attempt).await {
                     match run.fail_run(format!("could not record the result of step `{step_id}`: {e}")).await {}

@@ -13,6 +13,7 @@ use std::time::Duration;
 impl RunState {
     /// Parks the run until `until`, handing back any reserved attempt.
     pub(super) async fn park(&self, until: i64) -> Result<(), StoreError> {
+        self.bodies_settled().await;
         let write = self.write("park", || {
             let cp = Checkpoint::transition(Transition::Sleep { until }).open(self.open_to_hand_back());
             self.env.store.checkpoint(&self.lease, cp, self.now())
@@ -76,6 +77,9 @@ impl RunState {
         open: OpenStep,
     ) -> Result<(), StoreError> {
         let at = rec.position;
+        if !matches!(transition, Transition::Continue) {
+            self.bodies_settled().await;
+        }
         let r = self.record_inner(rec, transition, open, None).await;
         if r.is_ok() {
             self.moved_open(at, open);
@@ -90,6 +94,7 @@ impl RunState {
     /// sibling step's result committed meanwhile is not undone.
     pub(super) async fn record_parking(&self, rec: StepRecord, until: i64, attempt: u32) -> Result<(), StoreError> {
         let transition = Transition::Sleep { until };
+        self.bodies_settled().await;
         let seen = self.open_seen();
         if seen.position == rec.position {
             // The claim that wakes the run counts the step's next attempt.

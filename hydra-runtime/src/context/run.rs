@@ -58,6 +58,10 @@ pub(crate) struct RunState {
     open: Mutex<Open>,
     pub(crate) stops: Stops,
     pub(crate) undo: Undo,
+    /// Step bodies running, from their start until their result is
+    /// recorded: a park waits for none to be left (see
+    /// [`RunState::bodies_settled`]).
+    bodies: Bodies,
     /// Transactions of transactional steps whose bodies succeeded, waiting
     /// for their checkpoint to be written into them.
     pub(super) pending_tx: Mutex<HashMap<StepId, Arc<hydra_store::sea_orm::DatabaseTransaction>>>,
@@ -66,6 +70,25 @@ pub(crate) struct RunState {
     /// for one answers from here instead of parking for ever. Rebuilt by
     /// replay in the same order.
     pub(super) taken: Mutex<HashMap<String, (StepId, Vec<u8>)>>,
+}
+
+/// Step bodies of a run in flight (see [`RunState::body_begins`]).
+#[derive(Default)]
+struct Bodies {
+    count: std::sync::atomic::AtomicUsize,
+    none_left: tokio::sync::Notify,
+}
+
+/// A step body in flight, from its start until its result is recorded
+/// (dropped then, or when the call is dropped).
+pub(super) struct BodyInFlight<'a>(&'a Bodies);
+
+impl Drop for BodyInFlight<'_> {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+            self.0.none_left.notify_waiters();
+        }
+    }
 }
 
 /// What a run works with: the engine's services, for this run.
@@ -234,6 +257,7 @@ impl RunState {
                 compensations: Mutex::new(Vec::new()),
                 compensating: false.into(),
             },
+            bodies: Bodies::default(),
             pending_tx: Mutex::new(HashMap::new()),
             taken: Mutex::new(HashMap::new()),
         };
@@ -428,6 +452,39 @@ impl RunState {
             return until;
         }
         self.deadline_at.map_or(until, |d| until.min(d))
+    }
+
+    /// When a wait without a deadline of its own is due: at the run's
+    /// deadline, unless the run compensates (past its deadline, a wait in a
+    /// compensation would be due at once, and claimed, replayed and parked
+    /// again in a loop; it waits for what it waits for).
+    pub(super) fn deadline_wake(&self) -> Option<i64> {
+        if self.undo.compensating.load(std::sync::atomic::Ordering::SeqCst) {
+            return None;
+        }
+        self.deadline_at
+    }
+
+    /// Notes a step body starting; it counts until the guard is dropped.
+    pub(super) fn body_begins(&self) -> BodyInFlight<'_> {
+        self.bodies.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        BodyInFlight(&self.bodies)
+    }
+
+    /// Waits until no step body of the run is in flight. A park hands the
+    /// lease back and drops the workflow future, with every call joined in
+    /// it: a sibling step whose body is still running (or whose result is
+    /// not recorded yet) would run again after the wake-up, without any
+    /// crash. So a call parks only once its siblings' bodies have finished
+    /// and their results are recorded.
+    pub(super) async fn bodies_settled(&self) {
+        loop {
+            let none_left = self.bodies.none_left.notified();
+            if self.bodies.count.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                return;
+            }
+            none_left.await;
+        }
     }
 
     /// The open step as this holder sees it.

@@ -109,9 +109,24 @@ impl WorkflowContext {
     /// end and an awakeable's settlement take part under their
     /// `select_name()` ([`crate::ChildHandle::select_name`],
     /// [`crate::Awakeable::select_name`]).
+    ///
+    /// A child's end or an awakeable's settlement is taken once: a select
+    /// after the one that took it waits for the others only ("handle each
+    /// as it finishes" is a loop of selects over all of them), and a select
+    /// whose every name was taken already is a permanent error.
     pub async fn select(&self, names: &[&str], timeout: Option<Duration>) -> Result<Option<Selected>, StepError> {
         let base = select_base(names);
-        Ok(self.receive_raw(base, names, timeout).await.map(|(name, step, bytes)| Selected {
+        let open: Vec<&str> = {
+            let taken = self.run.taken.lock().unwrap_or_else(|p| p.into_inner());
+            names.iter().copied().filter(|n| !taken.contains_key(*n)).collect()
+        };
+        if open.is_empty() && !names.is_empty() {
+            return Err(StepError::permanent(format!(
+                "select over {names:?}: each of them was taken by an earlier wait of this run (a child's end and an \
+                 awakeable's settlement are taken once)"
+            )));
+        }
+        Ok(self.receive_raw(base, &open, timeout).await.map(|(name, step, bytes)| Selected {
             name,
             step,
             payload: bytes,
@@ -142,6 +157,15 @@ impl WorkflowContext {
             match run.fail_run(format!("invalid receive: {why}")).await {}
         }
         if let Some(again) = self.taken_before(names) {
+            // Answered from memory: still a point where the run yields and
+            // stops if it is to (a loop of such waits must not pin the
+            // worker's thread, or outlive a cancel).
+            // (Not while replaying recorded history: a stop there would
+            // come before the compensations of later steps are registered.)
+            tokio::task::yield_now().await;
+            if !run.replaying() {
+                run.checkpoint_gate().await;
+            }
             return Some(again);
         }
         let slot = self.slot(&base);
@@ -192,7 +216,7 @@ impl WorkflowContext {
             crate::metrics::wait(&run.lease.namespace, &run.workflow_name, kind);
         }
         let record = StepRecord::new(step_id.clone(), base, position, StepKind::Signal, 1, StepOutcome::Waiting);
-        let due = deadline.map(|d| run.park_until(d)).or(run.deadline_at);
+        let due = deadline.map(|d| run.park_until(d)).or_else(|| run.deadline_wake());
         let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
         let receive = Receive::any(record, names, deadline).due(due);
         self.take_or_park(receive, position, step_id, due).instrument(span).await
@@ -208,7 +232,9 @@ impl WorkflowContext {
         due: Option<i64>,
     ) -> Option<(String, StepId, Option<Vec<u8>>)> {
         let run = &*self.run;
-        // A receive that finds nothing parks the run in the same write.
+        // A receive that finds nothing parks the run in the same write: not
+        // while a sibling step's body is in flight (see `bodies_settled`).
+        run.bodies_settled().await;
         let write = run.write("signal receive", || run.env.store.receive_signal(&run.lease, &receive, run.now()));
         let got = run.parking_write(write, |got| matches!(got, Received::Parked)).await;
         let next = OpenStep::new(position.saturating_add(1), 1);

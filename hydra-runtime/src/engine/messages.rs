@@ -87,6 +87,9 @@ impl Engine {
         options: SignalOptions,
     ) -> Result<SignalSent, Error> {
         crate::context::validate_signal_name(name).map_err(Error::Config)?;
+        if let Some(key) = &options.idempotency_key {
+            crate::new_run::fits("a signal's idempotency key", key)?;
+        }
         let payload = self
             .inner
             .codecs

@@ -282,6 +282,13 @@ impl Engine {
         self.inner.store.connection()
     }
 
+    /// What this engine's acknowledged writes survive, as its database
+    /// connections report their settings (see [`crate::Durability`] and
+    /// [`crate::StoreOptions::durability`]).
+    pub async fn durability(&self) -> Result<crate::Durability, Error> {
+        Ok(self.inner.store.durability().await?)
+    }
+
     /// How many write transactions this engine's database handle
     /// committed (starts, claims, renewals, checkpoints, group commits): the
     /// benchmark reports it per step.

@@ -205,18 +205,21 @@ impl Engine {
     /// schedules, checked by row counts and checksums (see
     /// [`crate::runs::MoveReport`]). Refused while any lease in this
     /// database is live: stop every worker first. Runs that were pending,
-    /// sleeping or waiting go on with the workers of the target.
+    /// sleeping or waiting go on with the workers of the target. Once the
+    /// copy is committed this database is sealed: it refuses every write
+    /// ([`hydra_store::StoreError::Moved`], naming the target) and no engine
+    /// opens it again.
     pub async fn move_to(&self, target_url: &str) -> Result<MoveReport, Error> {
         let target = Store::connect(target_url).await?;
-        let report = self.move_into(&target).await;
+        let report = self.move_into(&target, &hydra_store::redact_url(target_url)).await;
         let _ = target.close().await;
         report
     }
 
     /// [`Engine::move_to`] into an open store.
-    pub(crate) async fn move_into(&self, target: &Store) -> Result<MoveReport, Error> {
+    pub(crate) async fn move_into(&self, target: &Store, target_name: &str) -> Result<MoveReport, Error> {
         let now = self.clock().now_ms();
-        self.inner.store.move_into(target, now).await.map_err(|e| match e {
+        self.inner.store.move_into(target, target_name, now).await.map_err(|e| match e {
             StoreError::MoveRefused(m) => Error::Refused(m),
             e => e.into(),
         })

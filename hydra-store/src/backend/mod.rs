@@ -143,6 +143,15 @@ pub(crate) trait Dialect: Send + Sync + std::fmt::Debug {
     /// wait for each other, inside the migration's transaction.
     fn migration_lock<'a>(&'a self, txn: &'a DatabaseTransaction) -> Fut<'a, Result<(), DbErr>>;
 
+    /// The statements that make `tables` refuse every write with
+    /// `message` (a string literal's content, quotes doubled): a moved
+    /// database's seal (see `store/moved.rs`).
+    fn seal(&self, message: &str, tables: &[&str]) -> Vec<String>;
+
+    /// What the commits of connection `db` survive, as it reports its own
+    /// settings (see [`crate::Store::durability`]).
+    fn durability<'a>(&'a self, db: Db<'a>) -> Fut<'a, Result<crate::Durability, DbErr>>;
+
     /// One writer at a time in this process, if the database has one
     /// write lock: writers queue here rather than in the database's busy
     /// handler.

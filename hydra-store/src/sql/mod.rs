@@ -53,10 +53,33 @@ impl<'a> From<&'a DatabaseTransaction> for Db<'a> {
     }
 }
 
+/// Makes every text value of `stmt` storable on every backend: a NUL
+/// character (which PostgreSQL's text cannot hold, and which SQLite's C
+/// interface cuts strings at) becomes U+FFFD. Names and keys with NUL are
+/// refused before they reach the store (they must match exactly); what
+/// gets here with one is free text, such as an error message a step built
+/// from its input, and it is kept readable instead of making the write fail
+/// (which would lose the step's result and skip the run's compensations).
+/// Reads go through the same mapping, so a value matches itself.
+fn storable(mut stmt: Statement) -> Statement {
+    fn fix(v: &mut sea_orm::Value) {
+        match v {
+            sea_orm::Value::String(Some(s)) if s.contains('\0') => *s = s.replace('\0', "\u{FFFD}"),
+            sea_orm::Value::Array(_, Some(items)) => items.iter_mut().for_each(fix),
+            _ => {}
+        }
+    }
+    if let Some(values) = stmt.values.as_mut() {
+        values.0.iter_mut().for_each(fix);
+    }
+    stmt
+}
+
 impl Db<'_> {
     /// Runs a statement and returns how many rows it changed (a statement
     /// with `RETURNING` runs whole; its rows are dropped).
     pub(crate) async fn exec(self, stmt: Statement) -> Result<u64, DbErr> {
+        let stmt = storable(stmt);
         match self {
             Db::Pool(c) => Ok(c.execute_raw(stmt).await?.rows_affected()),
             Db::Txn(t) => Ok(t.execute_raw(stmt).await?.rows_affected()),
@@ -66,6 +89,7 @@ impl Db<'_> {
 
     /// Runs a query and returns its first row, if any.
     pub(crate) async fn one(self, stmt: Statement) -> Result<Option<Row>, DbErr> {
+        let stmt = storable(stmt);
         match self {
             Db::Pool(c) => Ok(c.query_one_raw(stmt).await?.map(Row::Orm)),
             Db::Txn(t) => Ok(t.query_one_raw(stmt).await?.map(Row::Orm)),
@@ -75,6 +99,7 @@ impl Db<'_> {
 
     /// Runs a query and returns its rows.
     pub(crate) async fn all(self, stmt: Statement) -> Result<Vec<Row>, DbErr> {
+        let stmt = storable(stmt);
         match self {
             Db::Pool(c) => Ok(c.query_all_raw(stmt).await?.into_iter().map(Row::Orm).collect()),
             Db::Txn(t) => Ok(t.query_all_raw(stmt).await?.into_iter().map(Row::Orm).collect()),

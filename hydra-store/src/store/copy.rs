@@ -4,7 +4,7 @@
 //! worker running, and checked row for row.
 //!
 //! The copy is one transaction on the target: a failure leaves it as it
-//! was. Worker rows (`leases`) are not copied: they belong to processes of
+//! was. Once it is committed, the source is sealed (`moved.rs`). Worker rows (`leases`) are not copied: they belong to processes of
 //! the old database. Runs keep their state, tokens and due times, so a run
 //! that was sleeping, waiting or pending is taken up by a worker of the new
 //! database as it would have been by one of the old.
@@ -147,7 +147,12 @@ impl Store {
     /// target, then read back; the report holds rows and checksums of both
     /// sides. A report that does not verify rolls the copy back and is an
     /// error.
-    pub async fn move_into(&self, target: &Store, now: i64) -> Result<MoveReport, StoreError> {
+    ///
+    /// Once the copy is committed, this database is sealed (see
+    /// `store/moved.rs`) in the same transaction that kept its writers out:
+    /// it refuses every write and every engine refuses to open it, naming
+    /// `target_name` (the target's URL, any password hidden).
+    pub async fn move_into(&self, target: &Store, target_name: &str, now: i64) -> Result<MoveReport, StoreError> {
         // The source is read in one transaction that keeps writers out until
         // the copy is done: SQLite's write lock (BEGIN IMMEDIATE), or on
         // PostgreSQL a repeatable-read snapshot with its tables locked in
@@ -157,13 +162,31 @@ impl Store {
         let tables = tables();
         let names: Vec<&str> = tables.iter().map(|t| t.name).chain(["leases"]).collect();
         let source = self.dialect().begin_snapshot(self.connection(), &names).await?;
-        let r = self.move_from((&source).into(), target, now).await;
-        // The source was only read: ending its transaction cannot undo the
-        // copy, and a failure to end it is not the move's.
-        if let Err(e) = source.rollback().await {
-            tracing::warn!(error = %e, "could not end the move's read of the source");
+        let report = match self.move_from((&source).into(), target, now).await {
+            Ok(report) => report,
+            Err(e) => {
+                // Only read: ending the transaction cannot undo anything.
+                if let Err(e) = source.rollback().await {
+                    tracing::warn!(error = %e, "could not end the move's read of the source");
+                }
+                return Err(e);
+            }
+        };
+        // The copy is committed: seal the source before any writer gets in.
+        let sealed = match self.seal_in((&source).into(), target_name, now).await {
+            Ok(()) => source.commit().await.map_err(StoreError::from),
+            Err(e) => {
+                let _ = source.rollback().await;
+                Err(e)
+            }
+        };
+        match sealed {
+            Ok(()) => Ok(report),
+            Err(e) => Err(refusal(format!(
+                "the copy into {target_name} is committed and verified, but this database could not be sealed \
+                 ({e}): stop every engine and worker on it and point them at {target_name}"
+            ))),
         }
-        r
     }
 
     async fn move_from(&self, source: Db<'_>, target: &Store, now: i64) -> Result<MoveReport, StoreError> {

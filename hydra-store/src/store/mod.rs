@@ -26,6 +26,7 @@
 //! - `search`: search attributes;
 //! - `prune`: retention (deleting old finished runs in batches);
 //! - `copy`: moving a whole database into another;
+//! - `moved`: the seal a move leaves on its source;
 //! - `inspect`: a run's signals and events, runs counted by status.
 
 mod batch;
@@ -38,6 +39,7 @@ mod events;
 mod fence;
 mod inspect;
 mod lease;
+mod moved;
 mod prune;
 mod repair;
 mod runs;
@@ -53,6 +55,7 @@ pub use children::child_outcome_payload;
 pub use copy::{MoveReport, MovedTable};
 pub use events::EventValue;
 pub use inspect::{EndedBucket, EventRow, SignalRow, StatusCount};
+pub(crate) use moved::moved_in;
 pub use prune::Pruned;
 pub use repair::{COMPENSATION_MARKER, ForkRequest};
 pub use search::{MAX_SEARCH_NAME_BYTES, MAX_SEARCH_VALUE_BYTES, check_search_attribute};
@@ -60,7 +63,7 @@ pub use signals::{AwakeableDraws, NewSignal, Receive, Received, SignalSent};
 pub use suspend::DueRuns;
 
 use crate::backend::{self, Backend, Dialect, WakeUps};
-use crate::connect::StoreOptions;
+use crate::connect::{Durability, StoreOptions};
 use crate::error::StoreError;
 use crate::sql::{Db, Direct, Txn};
 use sea_orm::{DatabaseConnection, Statement, Value};
@@ -100,7 +103,11 @@ impl Store {
     pub async fn connect_with(options: StoreOptions) -> Result<Store, StoreError> {
         let commits = Arc::new(AtomicU64::new(0));
         let (db, dialect) = backend::open(&options, &commits).await?;
-        Ok(Store::from_parts(db, dialect, commits, None))
+        let store = Store::from_parts(db, dialect, commits, None);
+        if let Some(to) = store.moved_to().await? {
+            return Err(StoreError::Moved { to });
+        }
+        Ok(store)
     }
 
     pub(crate) fn from_parts(
@@ -211,6 +218,21 @@ impl Store {
     #[doc(hidden)]
     pub fn __writer_thread(&self) -> bool {
         self.has_writer()
+    }
+
+    /// What this store's acknowledged writes survive, as its connections
+    /// report their own settings (SQLite: `synchronous` of the pool's
+    /// connection and of the writer thread's; PostgreSQL: the session's
+    /// `synchronous_commit`). [`Durability::Relaxed`] if any of them
+    /// would lose acknowledged writes in a power loss. A database in memory
+    /// survives nothing past its process and reports `Full` (no setting of
+    /// it could do better).
+    pub async fn durability(&self) -> Result<Durability, StoreError> {
+        let pool = self.dialect.durability(Db::Pool(&self.db)).await?;
+        if pool != Durability::Full || !self.has_writer() {
+            return Ok(pool);
+        }
+        self.offload(|store| Box::pin(async move { Ok(store.dialect.durability(store.conn()).await?) })).await
     }
 
     /// The underlying sea-orm connection pool.

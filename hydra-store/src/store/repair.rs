@@ -56,13 +56,12 @@ impl Store {
         let _gate = self.gate().await;
         let txn = self.begin().await?;
         let r = self.retry_in(txn.db(), namespace, id, now).await;
-        self.settle(txn, r).await?;
-        self.get_execution(namespace, id)
-            .await?
-            .ok_or_else(|| StoreError::ExecutionNotFound { namespace: namespace.to_owned(), execution: id.clone() })
+        // The answer is the row as this transaction wrote it: read after the
+        // commit, a live worker may already have moved it on.
+        self.settle(txn, r).await
     }
 
-    async fn retry_in(&self, db: Db<'_>, namespace: &str, id: &ExecutionId, now: i64) -> Result<(), StoreError> {
+    async fn retry_in(&self, db: Db<'_>, namespace: &str, id: &ExecutionId, now: i64) -> Result<Execution, StoreError> {
         let run = self.locked_run(db, namespace, id).await?;
         let retryable = [ExecutionStatus::Failed, ExecutionStatus::TimedOut, ExecutionStatus::Cancelled];
         if !retryable.contains(&run.status) {
@@ -163,7 +162,7 @@ impl Store {
         if r != 1 {
             return Err(refused(id, format!("run {id} changed while it was being retried; look at it again")));
         }
-        Ok(())
+        self.locked_run(db, namespace, id).await
     }
 
     /// Forks a run: creates run `req.id` of the same workflow (and version),

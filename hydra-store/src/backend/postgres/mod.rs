@@ -15,7 +15,7 @@ pub(crate) mod listen;
 mod steps;
 
 use super::{Backend, Dialect, Fut, HotStep, StepAnswers, WakeUps};
-use crate::connect::{self, StoreOptions};
+use crate::connect::{self, Durability, StoreOptions};
 use crate::error::StoreError;
 use crate::sql::Db;
 use crate::store::{BatchOp, Store};
@@ -46,6 +46,9 @@ pub(crate) async fn open(opts: &StoreOptions) -> Result<(DatabaseConnection, Arc
         return Err(connect::invalid(&opts.url, "no host"));
     }
     let mut co = ConnectOptions::new(url.to_owned());
+    if opts.durability == Durability::Relaxed {
+        co.map_sqlx_postgres_opts(|o| o.options([("synchronous_commit", "off")]));
+    }
     co.max_connections(opts.max_connections.unwrap_or(16))
         .connect_timeout(opts.connect_timeout)
         .acquire_timeout(opts.connect_timeout)
@@ -196,6 +199,34 @@ impl Dialect for Postgres {
         // recorded by a fenced insert was refused after its fence had
         // updated the run (the data-modifying CTE).
         true
+    }
+
+    fn seal(&self, message: &str, tables: &[&str]) -> Vec<String> {
+        let mut out = vec![
+            "CREATE OR REPLACE FUNCTION hydra_moved_refuse() RETURNS trigger LANGUAGE plpgsql AS $f$ BEGIN RAISE \
+             EXCEPTION '%', TG_ARGV[0]; END $f$"
+                .to_owned(),
+        ];
+        for table in tables {
+            out.push(format!(
+                "CREATE TRIGGER hydra_moved BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON {table} FOR EACH \
+                 STATEMENT EXECUTE FUNCTION hydra_moved_refuse('{message}')"
+            ));
+        }
+        out
+    }
+
+    fn durability<'a>(&'a self, db: Db<'a>) -> Fut<'a, Result<Durability, DbErr>> {
+        Box::pin(async move {
+            // `on`, `remote_write`, `remote_apply` and `local` all flush
+            // the server's own WAL before the commit returns; `off` does not.
+            let row = db.one(self.statement("SELECT current_setting('synchronous_commit') AS v", vec![])).await?;
+            let level: String = match row {
+                Some(r) => r.try_get("", "v")?,
+                None => String::new(),
+            };
+            Ok(if level == "off" { Durability::Relaxed } else { Durability::Full })
+        })
     }
 
     fn columns_query(&self) -> &'static str {

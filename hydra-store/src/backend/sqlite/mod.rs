@@ -20,7 +20,7 @@ pub(crate) mod watch;
 pub(crate) mod writer;
 
 use super::{Backend, Dialect, Fut, HotStep, Offload, StepAnswers, WakeUps};
-use crate::connect::{self, StoreOptions};
+use crate::connect::{self, Durability, StoreOptions};
 use crate::error::StoreError;
 use crate::sql::Db;
 use crate::store::{BatchOp, Store};
@@ -107,8 +107,15 @@ fn writer_file(url: &str) -> Option<std::path::PathBuf> {
     }
 }
 
-/// The `synchronous` setting of every connection to a file.
-const SYNCHRONOUS: &str = "NORMAL";
+/// The `synchronous` setting of every connection to a file: `FULL` syncs
+/// the WAL at each commit (a power loss keeps every acknowledged write);
+/// `NORMAL` only at checkpoints.
+fn synchronous(durability: Durability) -> (SqliteSynchronous, &'static str) {
+    match durability {
+        Durability::Relaxed => (SqliteSynchronous::Normal, "NORMAL"),
+        _ => (SqliteSynchronous::Full, "FULL"),
+    }
+}
 
 /// Opens a SQLite database (see [`super::open`]).
 pub(crate) async fn open(
@@ -116,15 +123,19 @@ pub(crate) async fn open(
     commits: &Arc<AtomicU64>,
 ) -> Result<(DatabaseConnection, Arc<dyn Dialect>), StoreError> {
     let target = classify(&opts.url)?;
+    if let Target::File { path, .. } = &target
+        && !opts.create_if_missing
+        && !std::path::Path::new(path).is_file()
+    {
+        return Err(connect::invalid(&opts.url, &format!("no database file at `{path}`")));
+    }
     let busy = opts.busy_timeout;
+    let sync = synchronous(opts.durability);
     let mut co = match &target {
         Target::File { url, .. } => {
             let mut co = ConnectOptions::new(url.clone());
             co.max_connections(opts.max_connections.unwrap_or(8)).map_sqlx_sqlite_opts(move |o| {
-                o.journal_mode(SqliteJournalMode::Wal)
-                    .synchronous(SqliteSynchronous::Normal)
-                    .busy_timeout(busy)
-                    .foreign_keys(true)
+                o.journal_mode(SqliteJournalMode::Wal).synchronous(sync.0).busy_timeout(busy).foreign_keys(true)
             });
             co
         }
@@ -153,7 +164,7 @@ pub(crate) async fn open(
     if opts.writer_thread
         && let Some(path) = writer_file(&opts.url)
     {
-        sqlite.writer = Some(start_writer(path, busy, commits).await?);
+        sqlite.writer = Some(start_writer(path, busy, sync, commits).await?);
     }
     Ok((db, Arc::new(sqlite)))
 }
@@ -163,11 +174,12 @@ pub(crate) async fn open(
 async fn start_writer(
     path: std::path::PathBuf,
     busy: std::time::Duration,
+    sync: (SqliteSynchronous, &'static str),
     commits: &Arc<AtomicU64>,
 ) -> Result<writer::Writer, StoreError> {
     // Opening is file I/O: off the async threads.
     let file = path.clone();
-    let opened = tokio::task::spawn_blocking(move || writer::SyncConn::open(&file, busy, SYNCHRONOUS))
+    let opened = tokio::task::spawn_blocking(move || writer::SyncConn::open(&file, busy, sync.1))
         .await
         .map_err(|e| StoreError::Database(DbErr::Custom(format!("opening the SQLite writer: {e}"))))?;
     let conn = Arc::new(opened.map_err(StoreError::Database)?);
@@ -290,6 +302,35 @@ impl Dialect for Sqlite {
 
     fn columns_query(&self) -> &'static str {
         "SELECT name FROM pragma_table_info(?)"
+    }
+
+    fn seal(&self, message: &str, tables: &[&str]) -> Vec<String> {
+        // One trigger per table and kind of write (SQLite's triggers are
+        // per row: a write that changes no row is not refused, and changes
+        // nothing).
+        let mut out = Vec::new();
+        for table in tables {
+            for op in ["INSERT", "UPDATE", "DELETE"] {
+                out.push(format!(
+                    "CREATE TRIGGER hydra_moved_{table}_{} BEFORE {op} ON {table} BEGIN SELECT RAISE(ABORT, \
+                     '{message}'); END",
+                    op.to_lowercase()
+                ));
+            }
+        }
+        out
+    }
+
+    fn durability<'a>(&'a self, db: Db<'a>) -> Fut<'a, Result<Durability, DbErr>> {
+        Box::pin(async move {
+            // 0 OFF, 1 NORMAL, 2 FULL, 3 EXTRA.
+            let row = db.one(self.statement("SELECT synchronous AS v FROM pragma_synchronous", vec![])).await?;
+            let level: i64 = match row {
+                Some(r) => r.try_get("", "v")?,
+                None => 0,
+            };
+            Ok(if level >= 2 || !self.file { Durability::Full } else { Durability::Relaxed })
+        })
     }
 }
 
