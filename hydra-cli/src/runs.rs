@@ -273,6 +273,7 @@ fn step_json(s: &Step) -> Value {
     json!({
         "position": s.position,
         "step_id": s.step_id.as_str(),
+        "label": s.label(),
         "kind": s.kind.as_str(),
         "status": s.status.as_str(),
         "attempts": s.attempts,
@@ -353,9 +354,9 @@ async fn show(ctx: &Ctx, id: &ExecutionId) -> Result<(), CliError> {
         .map(|s| {
             vec![
                 s.position.to_string(),
-                s.step_id.to_string(),
+                s.label(),
                 s.kind.to_string(),
-                s.status.to_string(),
+                s.state_label().to_owned(),
                 format!("{}/{}", s.attempts, s.max_attempts),
                 s.completed_at.map_or_else(|| "-".to_owned(), |c| between(s.started_at, c)),
                 match (&s.error, &s.output) {

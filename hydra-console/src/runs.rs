@@ -265,9 +265,9 @@ fn run_page(app: &App, d: &RunDetail, now: i64, notice: Option<&str>) -> Markup 
                     @for s in d.steps.iter().take(MAX_ROWS) {
                         tr {
                             td.num { (s.position) }
-                            td { code { (s.step_id.as_str()) } }
+                            td { span title=(s.step_id.as_str()) { (s.label()) } }
                             td { (s.kind.as_str()) }
-                            td { (badge(s.status.as_str())) }
+                            td { (badge(s.state_label())) }
                             td.num { (s.attempts) "/" (s.max_attempts) }
                             td { (when(s.started_at)) }
                             td { (s.completed_at.map(|c| describe::span(c.saturating_sub(s.started_at))).unwrap_or_else(|| "-".into())) }

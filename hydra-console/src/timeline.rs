@@ -53,7 +53,7 @@ fn bar_of(s: &Step, now: i64) -> Bar {
     if s.attempts > 1 {
         note.push_str(&format!(" · {} attempts", s.attempts));
     }
-    Bar { label: format!("{} {}", s.position, s.step_id.as_str()), class, start: s.started_at, end, note }
+    Bar { label: format!("{} {}", s.position, s.label()), class, start: s.started_at, end, note }
 }
 
 /// The chart of run `e` with `steps`, drawn at `now`.

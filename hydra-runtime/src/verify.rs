@@ -281,7 +281,8 @@ impl Verifier {
 pub async fn export(engine: &crate::Engine, filter: ExecutionFilter) -> Result<Vec<History>, Error> {
     let mut out = Vec::new();
     for e in engine.list(filter).await? {
-        let steps = engine.steps(&e.id).await?;
+        // As stored (not as the read model shows an ended run's open steps).
+        let steps = engine.inner.store.steps(engine.namespace(), &e.id).await?;
         out.push(History {
             execution: e.id.to_string(),
             workflow: e.workflow_name.clone(),

@@ -1,6 +1,10 @@
 //! PostgreSQL is restarted (stop/start of the test cluster) while worker
 //! processes are mid-run: they reconnect and finish everything, nothing lost
-//! or duplicated. Its own test binary: the restart disturbs every connection.
+//! or duplicated. Then crashed (`pg_ctl -m immediate`: no checkpoint, the
+//! server recovers from its WAL) while starts keep coming: every start,
+//! step result and run end it acknowledged is there afterwards. Its own
+//! test binary: the restart disturbs every connection (and the two tests
+//! take turns).
 
 // Test code: a failed unwrap is a failed test, with its message.
 #![allow(clippy::unwrap_used)]
@@ -14,12 +18,15 @@ use hydra_tests::{DbKind, TestDb};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn restart_postgres() {
+/// One restart at a time (they share the server).
+static SERVER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn restart_postgres(mode: &str) {
     let data = std::env::var("HYDRA_TEST_PG_DATA").expect("HYDRA_TEST_PG_DATA (set by scripts/test)");
     let bin = std::env::var("HYDRA_TEST_PG_BIN").expect("HYDRA_TEST_PG_BIN (set by scripts/test)");
     let user = std::env::var("HYDRA_TEST_PG_OS_USER").unwrap_or_default();
     let pg_ctl = format!("{bin}/pg_ctl");
-    let args = ["-D", data.as_str(), "-m", "fast", "-w", "-t", "60", "restart"];
+    let args = ["-D", data.as_str(), "-m", mode, "-w", "-t", "60", "restart"];
     let status = if user.is_empty() || std::env::var("USER").ok().as_deref() == Some(user.as_str()) {
         Command::new(&pg_ctl).args(args).stdout(std::process::Stdio::null()).status()
     } else {
@@ -34,6 +41,7 @@ fn restart_postgres() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_restart_mid_run_loses_and_duplicates_nothing() {
+    let _turn = SERVER.lock().await;
     let db = TestDb::new(DbKind::Postgres).await;
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::builder().store(db.store().await).namespace("restart").build().await.unwrap();
@@ -54,7 +62,7 @@ async fn postgres_restart_mid_run_loses_and_duplicates_nothing() {
     let procs: Vec<WorkerProc> = (0..2).map(|i| WorkerProc::start(&cfg, i)).collect();
     tokio::time::sleep(Duration::from_millis(700)).await;
     let before = body_log(&cfg.log).len();
-    restart_postgres();
+    restart_postgres("fast");
     let restarted_at = body_log(&cfg.log).len();
     eprintln!("database restart: {before} bodies before the restart, {restarted_at} when it was back");
     let give_up = Instant::now() + Duration::from_secs(180);
@@ -79,4 +87,90 @@ async fn postgres_restart_mid_run_loses_and_duplicates_nothing() {
         .unwrap()
         .unwrap();
     assert_eq!(row.try_get_by_index::<i64>(0).unwrap(), (n * steps as usize) as i64, "one result per step");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_crash_mid_run_keeps_every_acknowledged_write() {
+    let _turn = SERVER.lock().await;
+    let db = TestDb::new(DbKind::Postgres).await;
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::builder().store(db.store().await).namespace("crash").build().await.unwrap();
+    let cfg = ProcConfig {
+        bin: env!("CARGO_BIN_EXE_fault_worker").into(),
+        url: db.url.clone(),
+        namespace: "crash".into(),
+        log: dir.path().join("bodies.log"),
+        dir: dir.path().to_owned(),
+        concurrency: 4,
+        ttl_ms: 3_000,
+        heartbeat_ms: 500,
+    };
+    let (n, steps) = (60, 4);
+    for _ in 0..n {
+        engine.start::<FaultFlow>(FaultPlan::steps(steps, 20)).await.unwrap();
+    }
+    let procs: Vec<WorkerProc> = (0..2).map(|i| WorkerProc::start(&cfg, i)).collect();
+    // Starts keep coming through the crash; those answered Ok are the
+    // acknowledged ones.
+    let starter = tokio::spawn({
+        let engine = engine.clone();
+        async move {
+            let (mut acked, mut refused) = (Vec::new(), 0u32);
+            let until = Instant::now() + Duration::from_secs(4);
+            while Instant::now() < until {
+                match engine.start::<FaultFlow>(FaultPlan::steps(steps, 20)).await {
+                    Ok(h) => acked.push(h.id().clone()),
+                    Err(_) => refused += 1,
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (acked, refused)
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let before = body_log(&cfg.log).len();
+    restart_postgres("immediate");
+    let (acked, refused) = starter.await.unwrap();
+    let give_up = Instant::now() + Duration::from_secs(180);
+    let runs = loop {
+        if let Ok(runs) = engine.list(ExecutionFilter::new("crash").limit(10_000)).await
+            && runs.iter().all(|r| r.status.is_terminal())
+        {
+            break runs;
+        }
+        assert!(Instant::now() < give_up, "runs did not finish after the crash");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    drop(procs);
+    assert!(before > 0 && before < n * steps as usize, "the crash happened mid-run ({before} bodies)");
+    // Every acknowledged start is there, and every run finished.
+    let ids: std::collections::HashSet<&ExecutionId> = runs.iter().map(|r| &r.id).collect();
+    let lost: Vec<&ExecutionId> = acked.iter().filter(|id| !ids.contains(id)).collect();
+    assert!(lost.is_empty(), "acknowledged starts lost in the crash: {lost:?}");
+    assert!(runs.len() >= n + acked.len(), "{} runs for {} acknowledged starts", runs.len(), n + acked.len());
+    assert!(runs.iter().all(|r| r.status == ExecutionStatus::Completed), "nothing lost");
+    // One result per step; bodies ran again only where a result was not
+    // yet committed when the server went down (at most one body per slot).
+    let c = engine.connection();
+    let row = c
+        .query_one_raw(Statement::from_string(c.get_database_backend(), "SELECT COUNT(*) FROM workflow_steps"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.try_get_by_index::<i64>(0).unwrap(), (runs.len() * steps as usize) as i64, "one result per step");
+    let log = body_log(&cfg.log);
+    let mut seen = std::collections::HashSet::new();
+    let again = log.iter().filter(|(run, step, _, _)| !seen.insert((run.clone(), step.clone()))).count();
+    eprintln!(
+        "database crash (-m immediate): {before} bodies before it; {} starts acknowledged during the run, {refused} \
+         refused while the server was down; {} runs, all completed; {} bodies for {} steps ({again} ran again)",
+        acked.len(),
+        runs.len(),
+        log.len(),
+        runs.len() * steps as usize
+    );
+    assert!(
+        again <= 2 * 4 * 2,
+        "{again} bodies ran again: more than the slots in flight at the crash (and one retry each)"
+    );
 }

@@ -138,7 +138,142 @@ impl Workflow for EmailAndApproval {
     }
 }
 
+/// The wait first, then the email, joined: the wait finds nothing and
+/// parks while the email's attempt is being admitted.
+#[derive(Clone)]
+struct ApprovalThenEmail {
+    probe: Arc<Probe>,
+    bodies: Arc<AtomicU32>,
+}
+
+impl Workflow for ApprovalThenEmail {
+    const NAME: &'static str = "approval_then_email";
+    type Input = ();
+    type Output = bool;
+
+    async fn run(&self, ctx: WorkflowContext, _: ()) -> Result<bool, WorkflowError> {
+        let (probe, bodies) = (Arc::clone(&self.probe), Arc::clone(&self.bodies));
+        let approval = ctx.recv::<bool>("approval");
+        let email = ctx.step_with(StepOptions::new("email").retry(RetryPolicy::attempts(1)), move |_| {
+            let (probe, bodies) = (Arc::clone(&probe), Arc::clone(&bodies));
+            async move {
+                bodies.fetch_add(1, Ordering::SeqCst);
+                probe.wait_gate("sent").await;
+                Ok::<_, StepError>(())
+            }
+        });
+        let (approval, email) = tokio::join!(approval, email);
+        email?;
+        Ok(approval?)
+    }
+}
+
+/// A step that runs until the wait beside it took its signal (a "stop
+/// this with a signal" pattern): the signal is there already.
+#[derive(Clone)]
+struct StopWithSignal(Arc<Probe>);
+
+impl Workflow for StopWithSignal {
+    const NAME: &'static str = "stop_with_signal";
+    type Input = ();
+    type Output = u32;
+
+    async fn run(&self, ctx: WorkflowContext, _: ()) -> Result<u32, WorkflowError> {
+        let probe = Arc::clone(&self.0);
+        let work = ctx.step("work", move |_| {
+            let probe = Arc::clone(&probe);
+            async move {
+                probe.wait_gate("stop").await;
+                Ok::<_, StepError>(())
+            }
+        });
+        let stop = async {
+            let v = ctx.recv::<u32>("stop").await;
+            self.0.open("stop");
+            v
+        };
+        let (work, stop) = tokio::join!(work, stop);
+        work?;
+        Ok(stop?)
+    }
+}
+
+/// A sleep inside a step's body: it would wait for that body for ever.
+struct SleepInBody;
+
+impl Workflow for SleepInBody {
+    const NAME: &'static str = "sleep_in_body";
+    type Input = ();
+    type Output = ();
+
+    async fn run(&self, ctx: WorkflowContext, _: ()) -> Result<(), WorkflowError> {
+        let inner = ctx.clone();
+        ctx.step("outer", move |_| {
+            let inner = inner.clone();
+            async move {
+                inner.sleep(Duration::from_secs(1)).await;
+                Ok::<_, StepError>(())
+            }
+        })
+        .await?;
+        Ok(())
+    }
+}
+
 both_backends! {
+    async fn a_wait_joined_before_a_step_does_not_park_while_the_step_begins(db: TestDb) {
+        let clock = Clock::manual(T0);
+        let engine = engine(&db, &clock).await;
+        let probe = Arc::new(Probe::default());
+        let bodies = Arc::new(AtomicU32::new(0));
+        let worker = Worker::builder(&engine)
+            .register(ApprovalThenEmail { probe: Arc::clone(&probe), bodies: Arc::clone(&bodies) })
+            .poll_interval(Duration::from_millis(20))
+            .start()
+            .await
+            .unwrap();
+        probe.open("sent");
+        let h = engine.start::<ApprovalThenEmail>(()).await.unwrap();
+        until_status(&engine, h.id(), ExecutionStatus::Sleeping).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        engine.signal(h.id(), "approval", &true).await.unwrap();
+        assert!(tokio::time::timeout(WAIT, h.result()).await.unwrap().unwrap());
+        assert_eq!(bodies.load(Ordering::SeqCst), 1, "the email was sent twice");
+        worker.shutdown(Duration::from_secs(5)).await;
+    }
+
+    async fn a_buffered_signal_reaches_a_wait_joined_beside_a_running_step(db: TestDb) {
+        let clock = Clock::manual(T0);
+        let engine = engine(&db, &clock).await;
+        let probe = Arc::new(Probe::default());
+        let h = engine.start::<StopWithSignal>(()).await.unwrap();
+        engine.signal(h.id(), "stop", &5u32).await.unwrap();
+        let worker = Worker::builder(&engine)
+            .register(StopWithSignal(Arc::clone(&probe)))
+            .poll_interval(Duration::from_millis(20))
+            .start()
+            .await
+            .unwrap();
+        let out = tokio::time::timeout(WAIT, h.result()).await.expect("the run waited for itself").unwrap();
+        assert_eq!(out, 5);
+        worker.shutdown(Duration::from_secs(5)).await;
+    }
+
+    async fn a_durable_call_that_parks_inside_a_step_body_fails_the_run_saying_so(db: TestDb) {
+        let clock = Clock::manual(T0);
+        let engine = engine(&db, &clock).await;
+        let worker = Worker::builder(&engine)
+            .register(SleepInBody)
+            .poll_interval(Duration::from_millis(20))
+            .start()
+            .await
+            .unwrap();
+        let h = engine.start::<SleepInBody>(()).await.unwrap();
+        let err = tokio::time::timeout(WAIT, h.result()).await.expect("the run waited for itself").unwrap_err();
+        assert!(err.to_string().contains("inside a step's body"), "{err}");
+        worker.shutdown(Duration::from_secs(5)).await;
+    }
+
     async fn calls_joined_in_one_future_take_the_positions_of_the_source_order_and_replay_them(db: TestDb) {
         let clock = Clock::manual(T0);
         let engine = engine(&db, &clock).await;

@@ -33,8 +33,12 @@ async fn take(n: u32) -> Result<u32, StepError> {
     Ok(n)
 }
 
+/// The numbers given back, once per undo that ran.
+static GIVEN_BACK: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+
 #[step(id = "give-back", retry(max_attempts = 1))]
-async fn give_back(_n: u32) -> Result<(), StepError> {
+async fn give_back(n: u32) -> Result<(), StepError> {
+    GIVEN_BACK.lock().unwrap().push(n);
     Ok(())
 }
 
@@ -52,6 +56,15 @@ async fn held(ctx: WorkflowContext, n: u32) -> Result<u32, WorkflowError> {
 async fn saga(ctx: WorkflowContext, n: u32) -> Result<u32, WorkflowError> {
     take(&ctx, n).await?;
     ctx.compensate(give_back::later(n));
+    Ok(boom(&ctx, n).await?)
+}
+
+/// Takes `n` (undone by giving it back), waits for signal `go`, then fails.
+#[workflow(name = "saga-wait")]
+async fn saga_wait(ctx: WorkflowContext, n: u32) -> Result<u32, WorkflowError> {
+    take(&ctx, n).await?;
+    ctx.compensate(give_back::later(n));
+    let _: u32 = ctx.recv("go").await?;
     Ok(boom(&ctx, n).await?)
 }
 
@@ -114,6 +127,7 @@ async fn worker(e: &Engine) -> Worker {
     Worker::builder(e)
         .register(held)
         .register(saga)
+        .register(saga_wait)
         .register(quick)
         .register(kid)
         .register(family)
@@ -267,6 +281,65 @@ both_backends! {
         w.shutdown(Duration::from_secs(5)).await;
     }
 
+    async fn an_ended_runs_open_wait_reads_as_closed_and_hydras_records_read_as_words(db: TestDb) {
+        let e = engine(&db).await;
+        let w = worker(&e).await;
+        let run = family::start(&e, 5).await.unwrap();
+        wait_for(&e, run.id(), |steps| steps == 2).await;
+        tokio::time::timeout(WAIT, async {
+            while e.get(run.id()).await.unwrap().unwrap().status != ExecutionStatus::Sleeping {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .unwrap();
+        let child = e.children(run.id()).await.unwrap().remove(0);
+        let labels = |steps: &[hydra_store::Step]| steps.iter().map(|s| s.label()).collect::<Vec<_>>();
+        let open = e.steps(run.id()).await.unwrap();
+        let want = ["child `kid`".to_owned(), format!("end of child run {}", child.id), "signal `done`".to_owned()];
+        assert_eq!(labels(&open), want);
+        assert_eq!(open[2].state_label(), "waiting");
+        e.cancel(run.id()).await.unwrap();
+        assert!(run.result_timeout(WAIT).await.is_err());
+        // Ended: the wait that will never finish reads as closed, with why.
+        for steps in [e.steps(run.id()).await.unwrap(), e.run_detail(run.id()).await.unwrap().steps] {
+            assert_eq!(labels(&steps), want);
+            assert_eq!(steps[2].status, hydra_store::StepStatus::Failed);
+            assert_eq!(steps[2].error.as_deref(), Some("the wait did not finish: the run ended cancelled"));
+            assert_eq!(steps[0].status, hydra_store::StepStatus::Completed, "finished steps read as they are");
+        }
+        // The row itself is kept: a retry resumes the wait.
+        e.retry(run.id()).await.unwrap();
+        e.signal(run.id(), "done", &1u32).await.unwrap();
+        assert_eq!(run.result_timeout(WAIT).await.unwrap(), 6);
+        w.shutdown(Duration::from_secs(5)).await;
+    }
+
+    async fn a_fork_that_keeps_steps_owns_their_compensations_so_one_charge_is_refunded_once(db: TestDb) {
+        let e = engine(&db).await;
+        let w = worker(&e).await;
+        let n = if db.kind == hydra_tests::DbKind::Sqlite { 101 } else { 202 };
+        let origin = saga_wait::start(&e, n).await.unwrap();
+        wait_for(&e, origin.id(), |steps| steps >= 1).await;
+        // Live, the origin can still fail and give back: a fork keeping the
+        // take is refused (position 0 keeps nothing and is allowed).
+        let err = e.fork(origin.id(), 1, None).await.unwrap_err();
+        assert!(matches!(err, Error::Refused(ref m) if m.contains("fork it once it has ended")), "{err}");
+        // Ended without compensating (terminated): the fork takes the step
+        // over, and the origin can be neither retried nor forked past 0 again.
+        e.terminate(origin.id()).await.unwrap();
+        let fork = e.fork(origin.id(), 1, None).await.unwrap();
+        let err = e.retry(origin.id()).await.unwrap_err();
+        assert!(matches!(err, Error::Refused(ref m) if m.contains(&format!("was forked into run {}", fork.id))), "{err}");
+        let err = e.fork(origin.id(), 1, None).await.unwrap_err();
+        assert!(matches!(err, Error::Refused(ref m) if m.contains(&format!("fork run {} instead", fork.id))), "{err}");
+        // The fork fails and gives the take back: once.
+        e.signal(&fork.id, "go", &1u32).await.unwrap();
+        assert!(e.handle::<u32>(fork.id.clone()).result_timeout(WAIT).await.is_err());
+        assert_eq!(GIVEN_BACK.lock().unwrap().iter().filter(|g| **g == n).count(), 1);
+        w.shutdown(Duration::from_secs(5)).await;
+    }
+
     async fn children_are_kept_whole_by_fork_retry_and_prune(db: TestDb) {
         let e = engine(&db).await;
         let w = worker(&e).await;
@@ -286,22 +359,27 @@ both_backends! {
         let err = e.retry(&bad_kids[0].id).await.unwrap_err();
         assert!(matches!(err, Error::Refused(ref m) if m.contains("is a child of run")), "{err}");
         // A fork keeping the child's start but not its end would wait for
-        // ever: refused; one keeping both runs on.
+        // ever: refused.
         let err = e.fork(ok.id(), 1, None).await.unwrap_err();
         assert!(matches!(err, Error::Refused(ref m) if m.contains("whose end the kept history does not take")), "{err}");
-        let fork = e.fork(ok.id(), 2, None).await.unwrap();
-        // A fork of the fork keeps them too.
-        let fork2 = e.fork(&fork.id, 2, None).await.unwrap();
-        for f in [&fork, &fork2] {
-            e.signal(&f.id, "done", &1u32).await.unwrap();
-            assert_eq!(e.handle::<u32>(f.id.clone()).result_timeout(WAIT).await.unwrap(), 6);
-            assert_eq!(e.children(&f.id).await.unwrap().len(), 0, "the fork started a second child");
-        }
-        // Once the parents end, their children go with them.
+        // A fork that keeps steps takes them over: not while the origin can
+        // still end on its own (and compensate them).
+        let err = e.fork(ok.id(), 2, None).await.unwrap_err();
+        assert!(matches!(err, Error::Refused(ref m) if m.contains("fork it once it has ended")), "{err}");
         e.signal(ok.id(), "done", &1u32).await.unwrap();
         e.signal(failed.id(), "done", &1u32).await.unwrap();
         assert_eq!(ok.result_timeout(WAIT).await.unwrap(), 6);
         assert_eq!(failed.result_timeout(WAIT).await.unwrap(), 1);
+        // Ended, it forks keeping both; a fork of the fork keeps them too.
+        let fork = e.fork(ok.id(), 2, None).await.unwrap();
+        e.signal(&fork.id, "done", &1u32).await.unwrap();
+        assert_eq!(e.handle::<u32>(fork.id.clone()).result_timeout(WAIT).await.unwrap(), 6);
+        let fork2 = e.fork(&fork.id, 2, None).await.unwrap();
+        e.signal(&fork2.id, "done", &1u32).await.unwrap();
+        assert_eq!(e.handle::<u32>(fork2.id.clone()).result_timeout(WAIT).await.unwrap(), 6);
+        for f in [&fork, &fork2] {
+            assert_eq!(e.children(&f.id).await.unwrap().len(), 0, "the fork started a second child");
+        }
         let pruned = e.prune(&Retention::keep(Duration::ZERO)).await.unwrap();
         assert_eq!(pruned.runs, 6, "{pruned:?}");
         w.shutdown(Duration::from_secs(5)).await;

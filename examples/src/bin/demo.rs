@@ -151,8 +151,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let took = s.completed_at.map(|c| (c - s.started_at).to_string()).unwrap_or_else(|| "-".into());
             println!(
                 "      {:<32}  {:<10}  {:>8}  {:>9}  {}",
-                s.step_id.to_string(),
-                s.status.to_string(),
+                s.label(),
+                s.state_label(),
                 s.attempts,
                 took,
                 s.error.unwrap_or_default()

@@ -121,15 +121,24 @@ impl WorkflowContext {
                 _ => StepState::Admit { prior: rec.attempts },
             },
         };
-        // This call's body in flight, from its start until its result is
-        // recorded: a sibling call does not park the run meanwhile.
+        // This call in flight, from its attempt's admission (before the
+        // attempt is counted) until its result is recorded: a sibling call
+        // does not park the run meanwhile, and it does not begin while a
+        // sibling's park is being written.
         let mut in_flight = None;
         loop {
             state = match state {
                 StepState::BackingOff { wake_at } => match self.back_off(wake_at).await {},
-                StepState::Admit { prior } => self.admit(&call, prior).await,
+                StepState::Admit { prior } => {
+                    if in_flight.is_none() {
+                        in_flight = Some(run.body_begins().await);
+                    }
+                    self.admit(&call, prior).await
+                }
                 StepState::Running { attempt } => {
-                    in_flight = Some(run.body_begins());
+                    if in_flight.is_none() {
+                        in_flight = Some(run.body_begins().await);
+                    }
                     self.run_attempt(&call, &mut body, attempt).await
                 }
                 StepState::Ran { attempt, began_at, took, result } => {
@@ -202,7 +211,8 @@ impl WorkflowContext {
         };
         let started = std::time::Instant::now();
         let began_at = run.now();
-        let fut = AssertUnwindSafe(body(sctx)).catch_unwind();
+        let fut =
+            super::run::IN_STEP_BODY.scope(run.lease.execution_id.clone(), AssertUnwindSafe(body(sctx)).catch_unwind());
         let result = match call.options.timeout {
             Some(t) => match tokio::time::timeout(t, fut).await {
                 Ok(r) => r,

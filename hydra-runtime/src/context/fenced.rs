@@ -13,7 +13,7 @@ use std::time::Duration;
 impl RunState {
     /// Parks the run until `until`, handing back any reserved attempt.
     pub(super) async fn park(&self, until: i64) -> Result<(), StoreError> {
-        self.bodies_settled().await;
+        let _gate = self.park_gate().await;
         let write = self.write("park", || {
             let cp = Checkpoint::transition(Transition::Sleep { until }).open(self.open_to_hand_back());
             self.env.store.checkpoint(&self.lease, cp, self.now())
@@ -77,9 +77,10 @@ impl RunState {
         open: OpenStep,
     ) -> Result<(), StoreError> {
         let at = rec.position;
-        if !matches!(transition, Transition::Continue) {
-            self.bodies_settled().await;
-        }
+        let _gate = match transition {
+            Transition::Continue => None,
+            _ => Some(self.park_gate().await),
+        };
         let r = self.record_inner(rec, transition, open, None).await;
         if r.is_ok() {
             self.moved_open(at, open);
@@ -94,12 +95,16 @@ impl RunState {
     /// sibling step's result committed meanwhile is not undone.
     pub(super) async fn record_parking(&self, rec: StepRecord, until: i64, attempt: u32) -> Result<(), StoreError> {
         let transition = Transition::Sleep { until };
-        self.bodies_settled().await;
+        let _gate = self.park_gate().await;
         let seen = self.open_seen();
         if seen.position == rec.position {
             // The claim that wakes the run counts the step's next attempt.
-            let open = OpenStep::new(rec.position, attempt);
-            return self.record(rec, transition, open).await;
+            let (at, open) = (rec.position, OpenStep::new(rec.position, attempt));
+            let r = self.record_inner(rec, transition, open, None).await;
+            if r.is_ok() {
+                self.moved_open(at, open);
+            }
+            return r;
         }
         let open = self.open_to_hand_back();
         self.record_inner(rec, transition, open, Some(seen)).await

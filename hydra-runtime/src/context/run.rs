@@ -72,23 +72,49 @@ pub(crate) struct RunState {
     pub(super) taken: Mutex<HashMap<String, (StepId, Vec<u8>)>>,
 }
 
-/// Step bodies of a run in flight (see [`RunState::body_begins`]).
+/// Step bodies of a run in flight, and a park about to be written: the
+/// two exclude each other (see [`RunState::body_begins`] and
+/// [`RunState::park_gate`]).
 #[derive(Default)]
 struct Bodies {
     count: std::sync::atomic::AtomicUsize,
-    none_left: tokio::sync::Notify,
+    parking: std::sync::atomic::AtomicBool,
+    /// Told when the count falls to 0, and when a park's gate is given
+    /// back (parkers wait here).
+    no_bodies: tokio::sync::Notify,
+    /// Told when `parking` is cleared (bodies wait here).
+    no_parking: tokio::sync::Notify,
 }
 
-/// A step body in flight, from its start until its result is recorded
-/// (dropped then, or when the call is dropped).
+/// A step call in flight, from the admission of its attempt until its
+/// result is recorded (dropped then, or when the call is dropped).
 pub(super) struct BodyInFlight<'a>(&'a Bodies);
 
 impl Drop for BodyInFlight<'_> {
     fn drop(&mut self) {
         if self.0.count.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
-            self.0.none_left.notify_waiters();
+            self.0.no_bodies.notify_waiters();
         }
     }
+}
+
+/// The right to write a park: held from when no body is in flight until
+/// the write is answered (a park that committed drops the workflow
+/// future, and this with it).
+pub(super) struct ParkGate<'a>(&'a Bodies);
+
+impl Drop for ParkGate<'_> {
+    fn drop(&mut self) {
+        self.0.parking.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.0.no_parking.notify_waiters();
+        self.0.no_bodies.notify_waiters();
+    }
+}
+
+tokio::task_local! {
+    /// Set while a step's body runs: the run it belongs to. A durable call
+    /// that parks from inside a body would wait for that body for ever.
+    pub(super) static IN_STEP_BODY: hydra_store::ExecutionId;
 }
 
 /// What a run works with: the engine's services, for this run.
@@ -465,26 +491,69 @@ impl RunState {
         self.deadline_at
     }
 
-    /// Notes a step body starting; it counts until the guard is dropped.
-    pub(super) fn body_begins(&self) -> BodyInFlight<'_> {
-        self.bodies.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        BodyInFlight(&self.bodies)
+    /// Notes a step call beginning its attempt (before the attempt is
+    /// counted and the body runs); it counts until the guard is dropped. It
+    /// waits while a park is being written: that park drops the workflow
+    /// future, and a body begun meanwhile would run again after the
+    /// wake-up.
+    pub(super) async fn body_begins(&self) -> BodyInFlight<'_> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let b = &self.bodies;
+        loop {
+            // Registered before the check: a gate given back after it wakes us.
+            let free = b.no_parking.notified();
+            if !b.parking.load(SeqCst) {
+                b.count.fetch_add(1, SeqCst);
+                if !b.parking.load(SeqCst) {
+                    return BodyInFlight(b);
+                }
+                // A park began at the same moment: it goes first.
+                if b.count.fetch_sub(1, SeqCst) == 1 {
+                    b.no_bodies.notify_waiters();
+                }
+            }
+            free.await;
+        }
     }
 
-    /// Waits until no step body of the run is in flight. A park hands the
-    /// lease back and drops the workflow future, with every call joined in
-    /// it: a sibling step whose body is still running (or whose result is
-    /// not recorded yet) would run again after the wake-up, without any
-    /// crash. So a call parks only once its siblings' bodies have finished
-    /// and their results are recorded.
-    pub(super) async fn bodies_settled(&self) {
-        loop {
-            let none_left = self.bodies.none_left.notified();
-            if self.bodies.count.load(std::sync::atomic::Ordering::SeqCst) == 0 {
-                return;
-            }
-            none_left.await;
+    /// Waits until no step body of the run is in flight, and keeps new ones
+    /// from beginning until the returned gate is dropped (after the park's
+    /// write was answered). A park hands the lease back and drops the
+    /// workflow future, with every call joined in it: a sibling step whose
+    /// body is running (or whose result is not recorded yet) would run
+    /// again after the wake-up, without any crash. So a call parks only
+    /// once its siblings' bodies have finished and their results are
+    /// recorded, and no body begins while it parks. A park from inside a
+    /// step's own body (a durable call that parks, made in a body) would
+    /// wait for itself: the run fails, saying so.
+    pub(super) async fn park_gate(&self) -> ParkGate<'_> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if IN_STEP_BODY.try_with(|id| *id == self.lease.execution_id).unwrap_or(false) {
+            let msg = "a durable call that parks the run (a sleep, a wait for a signal, a child or an awakeable, a \
+                       durable retry) was made inside a step's body: make it in the workflow, between steps";
+            match self.fail_run(msg.to_owned()).await {}
         }
+        let b = &self.bodies;
+        loop {
+            // Registered before the check: a body ending (or another park's
+            // gate given back) after it wakes us; our own step back below
+            // tells only the bodies, so this never wakes itself.
+            let settled = b.no_bodies.notified();
+            if b.parking.compare_exchange(false, true, SeqCst, SeqCst).is_ok() {
+                if b.count.load(SeqCst) == 0 {
+                    return ParkGate(b);
+                }
+                b.parking.store(false, SeqCst);
+                b.no_parking.notify_waiters();
+            }
+            settled.await;
+        }
+    }
+
+    /// Whether a sibling step call is in flight (a receive then first takes
+    /// what is there without parking).
+    pub(super) fn bodies_in_flight(&self) -> bool {
+        self.bodies.count.load(std::sync::atomic::Ordering::SeqCst) > 0
     }
 
     /// The open step as this holder sees it.

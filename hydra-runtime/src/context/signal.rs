@@ -233,10 +233,27 @@ impl WorkflowContext {
     ) -> Option<(String, StepId, Option<Vec<u8>>)> {
         let run = &*self.run;
         // A receive that finds nothing parks the run in the same write: not
-        // while a sibling step's body is in flight (see `bodies_settled`).
-        run.bodies_settled().await;
-        let write = run.write("signal receive", || run.env.store.receive_signal(&run.lease, &receive, run.now()));
-        let got = run.parking_write(write, |got| matches!(got, Received::Parked)).await;
+        // while a sibling step's body is in flight (see `park_gate`). What
+        // is there already is taken without waiting for them.
+        let mut got = None;
+        if run.bodies_in_flight() {
+            let first = receive.clone().without_parking();
+            let write = run.write("signal receive", || run.env.store.receive_signal(&run.lease, &first, run.now()));
+            match write.await {
+                Ok(Received::Nothing) => {}
+                other => got = Some(other),
+            }
+        }
+        let _gate;
+        let got = match got {
+            Some(got) => got,
+            None => {
+                _gate = run.park_gate().await;
+                let write =
+                    run.write("signal receive", || run.env.store.receive_signal(&run.lease, &receive, run.now()));
+                run.parking_write(write, |got| matches!(got, Received::Parked)).await
+            }
+        };
         let next = OpenStep::new(position.saturating_add(1), 1);
         match got {
             Ok(Received::Signal { name, payload }) => {

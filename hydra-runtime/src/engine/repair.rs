@@ -85,8 +85,9 @@ impl Engine {
     /// that were cancelled with it stay cancelled.
     ///
     /// [`Error::Refused`] for a run that has not ended, a `suspended` run
-    /// (it waits for code that replays it) and a run whose compensations
-    /// ran (fork it from before the failure instead); [`Error::NotFound`]
+    /// (it waits for code that replays it), a run whose compensations
+    /// ran (fork it from before the failure instead) and a run forked past
+    /// position 0 (the fork owns its steps); [`Error::NotFound`]
     /// for an unknown run.
     pub async fn retry(&self, id: &ExecutionId) -> Result<Execution, Error> {
         let now = self.clock().now_ms();
@@ -110,8 +111,15 @@ impl Engine {
     /// [`Error::Refused`] for a position past the recorded history, a kept
     /// step without a result; for a run whose compensations ran, any
     /// position but 0; a kept child start whose end the kept history does
-    /// not take (the child tells the origin); and a kept awakeable (its
+    /// not take (the child tells the origin); a kept awakeable (its
     /// token names the origin).
+    ///
+    /// A fork from a position past 0 takes the kept steps over, with their
+    /// compensations: one charge must not be refunded by two runs. So the
+    /// origin must have ended (a running or suspended run can still fail
+    /// and compensate them); once forked past 0 it can no longer be retried
+    /// or forked past 0 again (fork the fork instead: it keeps the same
+    /// steps).
     pub async fn fork(&self, id: &ExecutionId, from_position: u32, input: Option<Vec<u8>>) -> Result<Execution, Error> {
         let origin = self.get(id).await?.ok_or_else(|| Error::NotFound(id.clone()))?;
         let rules = self.rules();

@@ -11,7 +11,9 @@ use hydra_store::{EventRow, Execution, ExecutionId, SignalRow, Step, Store};
 pub struct RunDetail {
     /// The run.
     pub execution: Execution,
-    /// Its recorded steps, in call order.
+    /// Its recorded steps, in call order; once the run has ended, a step
+    /// or wait still open reads as failed, with the reason
+    /// ([`Step::closed_by`]).
     pub steps: Vec<Step>,
     /// The runs it started as children.
     pub children: Vec<Execution>,
@@ -25,8 +27,9 @@ pub struct RunDetail {
 
 pub(super) async fn read(store: &Store, ns: &str, id: &ExecutionId) -> Result<RunDetail, Error> {
     let execution = store.get_execution(ns, id).await?.ok_or_else(|| Error::NotFound(id.clone()))?;
+    let steps = store.steps(ns, id).await?;
     Ok(RunDetail {
-        steps: store.steps(ns, id).await?,
+        steps: steps.into_iter().map(|s| s.closed_by(execution.status, execution.completed_at)).collect(),
         children: store.children(ns, id).await?,
         signals: store.signals_of(ns, id).await?,
         events: store.events_of(ns, id).await?,

@@ -56,8 +56,13 @@ impl Runs {
     }
 
     /// The recorded steps of a run, in call order.
+    ///
+    /// Once the run has ended, a step or a wait still open reads as
+    /// failed, with the reason ([`Step::closed_by`]): it will never finish.
     pub async fn steps(&self, id: &ExecutionId) -> Result<Vec<Step>, Error> {
-        Ok(self.store.steps(&self.namespace, id).await?)
+        let steps = self.store.steps(&self.namespace, id).await?;
+        let Some(run) = self.get(id).await? else { return Ok(steps) };
+        Ok(steps.into_iter().map(|s| s.closed_by(run.status, run.completed_at)).collect())
     }
 
     /// The runs that run `id` started as its children, oldest first.

@@ -339,9 +339,18 @@ async fn settle(
             let open = run.open_to_hand_back();
             let write =
                 write_retrying(s, || engine.inner.store.suspend(lease, open, &message, code, engine.clock().now_ms()));
-            if run.parking_write(write, |_| true).await.is_ok() {
-                crate::metrics::suspended(&lease.namespace, &execution.workflow_name);
-                tracing::warn!(error = %message, "run suspended: its code does not replay its history");
+            match run.parking_write(write, |_| true).await {
+                Ok(()) => {
+                    crate::metrics::suspended(&lease.namespace, &execution.workflow_name);
+                    tracing::warn!(error = %message, "run suspended: its code does not replay its history");
+                }
+                // A cancel accepted meanwhile: the run ends cancelled now
+                // rather than keep it for ever.
+                Err(hydra_store::StoreError::CancelRequested { .. }) => {
+                    let note = format!(" (not compensated: {message})");
+                    return end(EndCause::Cancelled.terminal(&note)).await;
+                }
+                Err(_) => {}
             }
         }
         RunEnd::Release => {

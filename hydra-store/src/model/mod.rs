@@ -15,6 +15,7 @@ mod execution;
 mod lease;
 mod row;
 mod step;
+mod step_label;
 
 pub use admission::Admission;
 pub use cron::{CronJob, CronUpsert};

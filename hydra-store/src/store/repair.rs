@@ -51,7 +51,8 @@ impl Store {
     /// whose compensations ran (its effects were undone: fork it from
     /// position 0 instead), and for a child whose parent, still going, has
     /// taken the news of its end already (an untaken end is withdrawn, and
-    /// the retried child tells the parent again).
+    /// the retried child tells the parent again), and for a run forked from
+    /// a position past 0 (the fork owns its steps' compensations).
     pub async fn retry_run(&self, namespace: &str, id: &ExecutionId, now: i64) -> Result<Execution, StoreError> {
         let _gate = self.gate().await;
         let txn = self.begin().await?;
@@ -74,6 +75,15 @@ impl Store {
             return Err(refused(
                 id,
                 format!("run {id} is {}: only a failed, timed-out or cancelled run can be retried{hint}", run.status),
+            ));
+        }
+        if let Some(fork) = self.owning_fork(db, id).await? {
+            return Err(refused(
+                id,
+                format!(
+                    "run {id} was forked into run {fork}, which keeps its recorded steps and their compensations: \
+                     a retry would let both undo them; retry or fork run {fork} instead"
+                ),
             ));
         }
         let steps = self.steps_in(db, namespace, id).await?;
@@ -177,7 +187,11 @@ impl Store {
     /// position but 0 (its kept steps' effects were undone, and their
     /// compensations would run again); a kept child start whose end the
     /// kept history does not take (the child tells the origin, not the
-    /// fork); and a kept awakeable (its token names the origin).
+    /// fork); a kept awakeable (its token names the origin); and, from a
+    /// position past 0, an origin that has not ended (or is suspended) or
+    /// that was forked past 0 already: the steps a fork keeps, and their
+    /// compensations, become the fork's alone, so that one charge is never
+    /// refunded by two runs.
     pub async fn fork_run(&self, req: &ForkRequest) -> Result<Execution, StoreError> {
         let _gate = self.gate().await;
         let txn = self.begin().await?;
@@ -278,6 +292,31 @@ impl Store {
                 ));
             }
         }
+        // A fork that keeps steps takes them over with their compensations:
+        // only one run may undo a charge. So the origin must have ended
+        // (running, or suspended, it can still fail and compensate), and it
+        // is forked past position 0 once (then fork the fork).
+        if req.from_position > 0 {
+            if !origin.status.is_terminal() || origin.status == ExecutionStatus::Suspended {
+                return Err(refused(
+                    origin_id,
+                    format!(
+                        "run {origin_id} is {}: while it has not ended it may still compensate the steps a fork \
+                         would keep, and both would undo them; fork it once it has ended, or from position 0",
+                        origin.status
+                    ),
+                ));
+            }
+            if let Some(fork) = self.owning_fork(db, origin_id).await? {
+                return Err(refused(
+                    origin_id,
+                    format!(
+                        "run {origin_id} was forked already into run {fork}, which keeps its steps and their \
+                         compensations: fork run {fork} instead, or from position 0"
+                    ),
+                ));
+            }
+        }
         let mut row = execution_row(&req.run);
         row.open_position = sea_orm::ActiveValue::Set(i32::try_from(req.from_position).unwrap_or(i32::MAX));
         // A run's first claim gets token 1, and a worker takes token 1 to
@@ -308,6 +347,22 @@ impl Store {
         ))
         .await?;
         Ok(())
+    }
+
+    /// The fork of run `id` that took over some of its recorded steps (a
+    /// fork from a position past 0: its copied steps carry token 0), if any.
+    async fn owning_fork(&self, db: Db<'_>, id: &ExecutionId) -> Result<Option<String>, StoreError> {
+        let row = db
+            .one(self.stmt(
+                "SELECT f.id AS id FROM workflow_executions f WHERE f.trigger_type = ? AND f.trigger_source = ? \
+                 AND EXISTS (SELECT 1 FROM workflow_steps s WHERE s.execution_id = f.id AND s.fencing_token = 0)",
+                vec![crate::model::TriggerType::Fork.as_str().into(), id.as_str().into()],
+            ))
+            .await?;
+        match row {
+            Some(r) => Ok(Some(r.try_get("", "id")?)),
+            None => Ok(None),
+        }
     }
 
     /// How many of run `id`'s signals named `prefix…` were taken at a

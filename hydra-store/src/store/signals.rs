@@ -84,6 +84,9 @@ pub enum Received {
     TimedOut,
     /// Nothing to take: the run is parked until a signal or the deadline.
     Parked,
+    /// Nothing to take, and the receive was not to park
+    /// ([`Receive::without_parking`]): nothing was written.
+    Nothing,
 }
 
 /// A receive of signal `name` at `position` of a run.
@@ -102,18 +105,28 @@ pub struct Receive {
     /// deadline, or earlier: the run's own deadline); `None`: only a signal
     /// (or a cancel) wakes it.
     pub due: Option<i64>,
+    /// Whether to park the run when there is nothing to take (default);
+    /// otherwise the receive answers [`Received::Nothing`].
+    pub park: bool,
 }
 
 impl Receive {
     /// A receive recorded as `record`, of signal `name`, parked until
     /// `deadline`.
     pub fn new(record: StepRecord, name: impl Into<String>, deadline: Option<i64>) -> Self {
-        Receive { record, names: vec![name.into()], deadline, due: deadline }
+        Receive { record, names: vec![name.into()], deadline, due: deadline, park: true }
     }
 
     /// A receive of whichever of `names` was sent first (a select).
     pub fn any(record: StepRecord, names: Vec<String>, deadline: Option<i64>) -> Self {
-        Receive { record, names, deadline, due: deadline }
+        Receive { record, names, deadline, due: deadline, park: true }
+    }
+
+    /// Takes what is there (or records the timeout) but does not park:
+    /// nothing to take is [`Received::Nothing`].
+    pub fn without_parking(mut self) -> Self {
+        self.park = false;
+        self
     }
 
     /// Parks until `due` instead of the deadline.
@@ -358,6 +371,9 @@ impl Store {
             rec.outcome = StepOutcome::TimedOut;
             self.record_held(db, lease, &rec, next, now).await?;
             return Ok(Received::TimedOut);
+        }
+        if !r.park {
+            return Ok(Received::Nothing);
         }
         // Record the wait (its deadline survives replays) and park.
         let mut rec = r.record.clone();

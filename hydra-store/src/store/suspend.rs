@@ -30,6 +30,8 @@ impl Store {
     /// Suspends the lease's run: code fingerprinted `code` met a step its
     /// history does not have (`message` says which). Fenced; the run keeps
     /// its history and open step and has no due time until it is resumed.
+    /// A run with an accepted cancel is not suspended (the cancel would be
+    /// kept for ever): [`StoreError::CancelRequested`], nothing written.
     pub async fn suspend(
         &self,
         lease: &Lease,
@@ -51,13 +53,27 @@ impl Store {
             .exec(self.stmt(
                 &format!(
                     "UPDATE workflow_executions SET status = 'suspended', error_message = ?, suspended_code = ?, \
-                     due_at = NULL, lease_owner = NULL, signal_wait = FALSE, updated_at = ?{open_sql}{}",
+                     due_at = NULL, lease_owner = NULL, signal_wait = FALSE, updated_at = ?{open_sql}{} \
+                     AND cancel_requested = FALSE",
                     self.fence()
                 ),
                 values,
             ))
             .await?;
         if r != 1 {
+            let fence = self.fence();
+            let row = self
+                .conn()
+                .one(self.stmt(
+                    &format!("SELECT cancel_requested FROM workflow_executions{fence}"),
+                    fence_values(lease).to_vec(),
+                ))
+                .await?;
+            if let Some(row) = row
+                && row.try_get::<bool>("", "cancel_requested")?
+            {
+                return Err(StoreError::CancelRequested { execution: lease.execution_id.clone() });
+            }
             return Err(lease_lost(lease));
         }
         self.count();
