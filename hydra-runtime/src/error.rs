@@ -193,7 +193,7 @@ fn causes_of(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
     let mut out = Vec::new();
     let mut next = e.source();
     while let Some(s) = next {
-        out.push(s.to_string());
+        out.push(storable(s.to_string()));
         next = s.source();
         if out.len() >= 32 {
             break;
@@ -203,6 +203,13 @@ fn causes_of(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
 }
 
 /// `message`, then each cause on its own line.
+/// An error message as it is stored, the same on every backend and on the
+/// first run as on a replay: a NUL (which PostgreSQL's text cannot hold)
+/// becomes U+FFFD.
+fn storable(message: String) -> String {
+    if message.contains('\0') { message.replace('\0', "\u{FFFD}") } else { message }
+}
+
 fn with_causes(message: &str, causes: &[String]) -> String {
     let mut text = message.to_owned();
     for c in causes {
@@ -215,12 +222,24 @@ fn with_causes(message: &str, causes: &[String]) -> String {
 impl StepError {
     /// A failure worth retrying.
     pub fn retryable(message: impl fmt::Display) -> Self {
-        StepError { message: message.to_string(), permanent: false, source: None, causes: Vec::new(), typed: None }
+        StepError {
+            message: storable(message.to_string()),
+            permanent: false,
+            source: None,
+            causes: Vec::new(),
+            typed: None,
+        }
     }
 
     /// A failure that no retry will fix: the step fails at once.
     pub fn permanent(message: impl fmt::Display) -> Self {
-        StepError { message: message.to_string(), permanent: true, source: None, causes: Vec::new(), typed: None }
+        StepError {
+            message: storable(message.to_string()),
+            permanent: true,
+            source: None,
+            causes: Vec::new(),
+            typed: None,
+        }
     }
 
     /// A permanent failure carrying `error`, a value of your own error type
@@ -233,7 +252,7 @@ impl StepError {
     where
         E: serde::Serialize + serde::de::DeserializeOwned + fmt::Display + Send + Sync + 'static,
     {
-        let message = error.to_string();
+        let message = storable(error.to_string());
         StepError { message, permanent: true, source: None, causes: Vec::new(), typed: Some(TypedError::of(error)) }
     }
 
@@ -289,7 +308,7 @@ impl StepError {
 impl<E: std::error::Error + Send + Sync + 'static> From<E> for StepError {
     fn from(e: E) -> Self {
         let causes = causes_of(&e);
-        StepError { message: e.to_string(), permanent: false, source: Some(Box::new(e)), causes, typed: None }
+        StepError { message: storable(e.to_string()), permanent: false, source: Some(Box::new(e)), causes, typed: None }
     }
 }
 
@@ -321,12 +340,12 @@ impl WorkflowError {
     /// A failure worth retrying (the whole workflow runs again; recorded
     /// steps are not re-run).
     pub fn retryable(message: impl fmt::Display) -> Self {
-        WorkflowError { message: message.to_string(), permanent: false, causes: Vec::new(), typed: None }
+        WorkflowError { message: storable(message.to_string()), permanent: false, causes: Vec::new(), typed: None }
     }
 
     /// A failure that ends the run at once.
     pub fn permanent(message: impl fmt::Display) -> Self {
-        WorkflowError { message: message.to_string(), permanent: true, causes: Vec::new(), typed: None }
+        WorkflowError { message: storable(message.to_string()), permanent: true, causes: Vec::new(), typed: None }
     }
 
     /// A permanent failure with `error`, a value of your own error type: it
@@ -337,7 +356,7 @@ impl WorkflowError {
     where
         E: serde::Serialize + serde::de::DeserializeOwned + fmt::Display + Send + Sync + 'static,
     {
-        let message = error.to_string();
+        let message = storable(error.to_string());
         WorkflowError { message, permanent: true, causes: Vec::new(), typed: Some(TypedError::of(error)) }
     }
 
@@ -382,7 +401,7 @@ impl From<StepError> for WorkflowError {
 
 impl<E: std::error::Error + Send + Sync + 'static> From<E> for WorkflowError {
     fn from(e: E) -> Self {
-        WorkflowError { message: e.to_string(), permanent: false, causes: causes_of(&e), typed: None }
+        WorkflowError { message: storable(e.to_string()), permanent: false, causes: causes_of(&e), typed: None }
     }
 }
 

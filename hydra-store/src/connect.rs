@@ -45,6 +45,10 @@ pub enum Durability {
     /// flushed; at most about three times `wal_writer_delay`, 600 ms by
     /// default, of commits can be lost in a server crash).
     Relaxed,
+    /// What [`crate::Store::durability`] reports for a database in memory
+    /// (`sqlite::memory:`): nothing survives the process. Asked for as an
+    /// option, it is taken as [`Durability::Relaxed`].
+    Volatile,
 }
 
 impl std::fmt::Display for Durability {
@@ -52,6 +56,7 @@ impl std::fmt::Display for Durability {
         f.write_str(match self {
             Durability::Full => "full",
             Durability::Relaxed => "relaxed",
+            Durability::Volatile => "volatile",
         })
     }
 }
@@ -207,6 +212,10 @@ pub(crate) async fn migrate(
     dialect: &dyn Dialect,
     deadline: tokio::time::Instant,
 ) -> Result<(), StoreError> {
+    // A database a move sealed is refused before anything touches it.
+    if let Some(to) = crate::store::moved_to(db, dialect).await? {
+        return Err(StoreError::Moved { to });
+    }
     // The usual case, a worker starting on a migrated database, reads and
     // takes no write lock (on SQLite the write lock is the whole database's).
     if all_applied(db).await {

@@ -38,3 +38,9 @@ both_backends! {
         assert_eq!(db.store().await.durability().await.unwrap(), Durability::Full);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_in_memory_reports_that_nothing_survives_its_process() {
+    let store = hydra_store::Store::connect("sqlite::memory:").await.unwrap();
+    assert_eq!(store.durability().await.unwrap(), Durability::Volatile);
+}

@@ -201,6 +201,38 @@ impl Workflow for ApprovedUndo {
     }
 }
 
+/// Runs whose slow undo began, and runs whose slow undo may finish.
+static SLOW_UNDO_BEGAN: Mutex<Vec<String>> = Mutex::new(Vec::new());
+static SLOW_UNDO_GO: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Books, registers an undo that waits until the test lets it finish, then
+/// fails for good: the run compensates for its failure.
+struct FailsSlowly;
+
+impl Workflow for FailsSlowly {
+    const NAME: &'static str = "fails-slowly";
+    type Input = ();
+    type Output = ();
+
+    async fn run(&self, ctx: WorkflowContext, _: ()) -> Result<(), WorkflowError> {
+        ctx.compensate(Compensation::new("slow-undo", |ctx| async move {
+            let id = ctx.execution_id().to_string();
+            ctx.step("slow-undo", move |_| {
+                let id = id.clone();
+                async move {
+                    SLOW_UNDO_BEGAN.lock().unwrap().push(id.clone());
+                    while !SLOW_UNDO_GO.lock().unwrap().contains(&id) {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    Ok::<_, StepError>(())
+                }
+            })
+            .await
+        }));
+        Err(WorkflowError::permanent("out of stock"))
+    }
+}
+
 async fn setup(db: &TestDb) -> (Engine, Worker, Arc<Ledger>) {
     let e = Engine::builder().store(db.store().await).namespace("sagas").build().await.unwrap();
     let ledger = Arc::new(Ledger::default());
@@ -208,6 +240,7 @@ async fn setup(db: &TestDb) -> (Engine, Worker, Arc<Ledger>) {
         .register(trip)
         .register(Audit)
         .register(ApprovedUndo)
+        .register(FailsSlowly)
         .state_arc(Arc::clone(&ledger))
         .inline_backoff(Duration::from_millis(100))
         .poll_interval(Duration::from_millis(20))
@@ -398,6 +431,27 @@ both_backends! {
         let done = ended(&e, h.id()).await;
         assert_eq!(done.status, ExecutionStatus::TimedOut, "{:?}", done.error);
         assert!(done.error.as_deref().unwrap_or_default().ends_with("(compensated: await-approval)"), "{:?}", done.error);
+        w.shutdown(Duration::from_secs(5)).await;
+    }
+
+    async fn a_cancel_accepted_while_a_failing_run_compensates_ends_it_cancelled(db: TestDb) {
+        let (e, w, _ledger) = setup(&db).await;
+        let h = e.start::<FailsSlowly>(()).await.unwrap();
+        let id = h.id().to_string();
+        tokio::time::timeout(WAIT, async {
+            while !SLOW_UNDO_BEGAN.lock().unwrap().contains(&id) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .unwrap();
+        // The run is still running (compensating): the cancel is accepted.
+        assert_eq!(h.cancel().await.unwrap(), CancelOutcome::Requested);
+        SLOW_UNDO_GO.lock().unwrap().push(id);
+        let done = ended(&e, h.id()).await;
+        assert_eq!(done.status, ExecutionStatus::Cancelled, "{:?}", done.error);
+        let error = done.error.unwrap_or_default();
+        assert!(error.contains("out of stock") && error.contains("compensated: slow-undo"), "{error}");
         w.shutdown(Duration::from_secs(5)).await;
     }
 

@@ -55,12 +55,36 @@ async fn labelled_wait(ctx: WorkflowContext, _label: String) -> Result<u32, Work
     Ok(ctx.recv("go").await?)
 }
 
+/// What the workflow saw of its failed step before and after a replay:
+/// the first pass's text, and the text once the run woke from its wait
+/// (a replay).
+static ECHOED: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+
+#[workflow(name = "labelled-echo")]
+async fn labelled_echo(ctx: WorkflowContext, label: String) -> Result<(String, String), WorkflowError> {
+    let seen = ship(&ctx, label).await.unwrap_err().message().to_owned();
+    let id = ctx.execution_id().to_string();
+    let first = {
+        let mut echoed = ECHOED.lock().unwrap();
+        match echoed.iter().find(|(run, _)| *run == id) {
+            Some((_, first)) => first.clone(),
+            None => {
+                echoed.push((id.clone(), seen.clone()));
+                seen.clone()
+            }
+        }
+    };
+    let _: u32 = ctx.recv("go").await?;
+    Ok((first, seen))
+}
+
 async fn setup(db: &TestDb) -> (Engine, Worker) {
     let e = Engine::builder().database_url(&db.url).build().await.unwrap();
     let w = Worker::builder(&e)
         .register(labelled_order)
         .register(labelled_refusal)
         .register(labelled_wait)
+        .register(labelled_echo)
         .poll_interval(Duration::from_millis(20))
         .start()
         .await
@@ -95,6 +119,27 @@ both_backends! {
         assert_eq!(run.status, ExecutionStatus::Failed);
         assert_eq!(run.error.as_deref(), Some("refused a\u{FFFD}b (after 2 workflow attempts)"));
         assert_eq!(run.attempts, 2, "two attempts, no lease expiries in between");
+        w.shutdown(Duration::from_secs(5)).await;
+    }
+
+    async fn a_step_error_with_a_nul_reads_the_same_on_the_first_run_and_on_a_replay(db: TestDb) {
+        let (e, w) = setup(&db).await;
+        let h = labelled_echo::start(&e, "x\0y".to_owned()).await.unwrap();
+        tokio::time::timeout(WAIT, async {
+            while e.get(h.id()).await.unwrap().unwrap().status != ExecutionStatus::Sleeping {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .unwrap();
+        e.signal(h.id(), "go", &1u32).await.unwrap();
+        // The first pass saw the error before the sleep; the replay after it
+        // reads it from the record: the same text both times.
+        let (first, replayed) = h.result_timeout(WAIT).await.unwrap();
+        assert_eq!(first, "cannot print label x\u{FFFD}y");
+        assert_eq!(first, replayed);
+        let err = Engine::builder().database_url(&db.url).namespace("a\0b").build().await.unwrap_err();
+        assert!(matches!(err, Error::Config(ref m) if m.contains("without NUL")), "{err}");
         w.shutdown(Duration::from_secs(5)).await;
     }
 

@@ -200,8 +200,8 @@ impl EngineBuilder {
             crate::metrics::install_prometheus(addr)?;
         }
         let namespace = self.namespace.unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
-        if namespace.is_empty() || namespace.len() > 255 {
-            return Err(Error::Config(format!("namespace must be 1 to 255 bytes, got {:?}", namespace)));
+        if namespace.is_empty() || namespace.len() > 255 || namespace.contains('\0') {
+            return Err(Error::Config(format!("namespace must be 1 to 255 bytes without NUL, got {:?}", namespace)));
         }
         let store = match (self.store, self.store_options, self.url) {
             (Some(store), _, _) => store,

@@ -81,13 +81,29 @@ async fn finish(
     body: RunEnd,
 ) {
     let outcome = compensate_if_ending(workflow, execution, run, body.clone()).await;
-    let guarded = body.returned() && !run.undo.compensating.load(std::sync::atomic::Ordering::SeqCst);
-    if settle(s, workflow, execution, lease, run, outcome, guarded).await == Settled::CancelFirst {
-        tracing::info!("a cancel was accepted before the run's end; ending it cancelled");
-        run.hear_cancel();
-        let outcome = compensate_if_ending(workflow, execution, run, body).await;
-        settle(s, workflow, execution, lease, run, outcome, false).await;
+    let compensated = run.undo.compensating.load(std::sync::atomic::Ordering::SeqCst);
+    // Every end but a cancel's is written only if no cancel was accepted
+    // meanwhile: a cancel answered `Requested` ends the run cancelled.
+    let guarded = body.returned() || compensated;
+    if settle(s, workflow, execution, lease, run, outcome.clone(), guarded).await != Settled::CancelFirst {
+        return;
     }
+    tracing::info!("a cancel was accepted before the run's end; ending it cancelled");
+    run.hear_cancel();
+    if compensated {
+        // Its compensations ran already (for the failure, the deadline):
+        // they are what a cancel runs. It ends cancelled, saying how it was
+        // ending.
+        let was = match &outcome {
+            RunEnd::Ended(t) => terminal_message(t),
+            _ => String::new(),
+        };
+        let terminal = Terminal::Cancelled(format!("cancelled while it was ending: {was}"));
+        end(s, execution, lease, Some(run), terminal, false).await;
+        return;
+    }
+    let outcome = compensate_if_ending(workflow, execution, run, body).await;
+    settle(s, workflow, execution, lease, run, outcome, false).await;
 }
 
 /// How [`settle`] went.
@@ -539,7 +555,7 @@ async fn end(
         Terminal::CompensationFailed(_) => "compensation_failed",
         _ => "ended",
     };
-    let unless_cancel = guarded && matches!(status, "completed" | "failed");
+    let unless_cancel = guarded && status != "cancelled";
     let engine = &s.engine;
     let write = write_retrying(s, || async {
         let mut cp = hydra_store::Checkpoint::transition(Transition::Finish(terminal.clone()));

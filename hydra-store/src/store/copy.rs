@@ -162,7 +162,7 @@ impl Store {
         let tables = tables();
         let names: Vec<&str> = tables.iter().map(|t| t.name).chain(["leases"]).collect();
         let source = self.dialect().begin_snapshot(self.connection(), &names).await?;
-        let report = match self.move_from((&source).into(), target, now).await {
+        let report = match self.move_from((&source).into(), target, target_name, now).await {
             Ok(report) => report,
             Err(e) => {
                 // Only read: ending the transaction cannot undo anything.
@@ -172,15 +172,10 @@ impl Store {
                 return Err(e);
             }
         };
-        // The copy is committed: seal the source before any writer gets in.
-        let sealed = match self.seal_in((&source).into(), target_name, now).await {
-            Ok(()) => source.commit().await.map_err(StoreError::from),
-            Err(e) => {
-                let _ = source.rollback().await;
-                Err(e)
-            }
-        };
-        match sealed {
+        // The seal was written in the source's transaction before the copy
+        // committed; it takes effect now. (Only a failure of this one
+        // `COMMIT` leaves a committed copy and an unsealed source.)
+        match source.commit().await {
             Ok(()) => Ok(report),
             Err(e) => Err(refusal(format!(
                 "the copy into {target_name} is committed and verified, but this database could not be sealed \
@@ -189,7 +184,13 @@ impl Store {
         }
     }
 
-    async fn move_from(&self, source: Db<'_>, target: &Store, now: i64) -> Result<MoveReport, StoreError> {
+    async fn move_from(
+        &self,
+        source: Db<'_>,
+        target: &Store,
+        target_name: &str,
+        now: i64,
+    ) -> Result<MoveReport, StoreError> {
         let live_workers =
             self.count_on(source, "SELECT COUNT(*) AS n FROM leases WHERE expires_at > ?", vec![now.into()]).await?;
         let live_runs = self
@@ -243,6 +244,13 @@ impl Store {
                 return Err(e);
             }
         };
+        // Sealed inside the source's transaction before the copy commits: a
+        // seal that cannot be written (privileges, locks, a second move)
+        // leaves the target empty.
+        if let Err(e) = self.seal_in(source, target_name, now).await {
+            txn.rollback().await?;
+            return Err(refusal(format!("the source could not be sealed, nothing was written: {e}")));
+        }
         txn.commit().await?;
         target.count();
         Ok(report)

@@ -55,7 +55,7 @@ pub use children::child_outcome_payload;
 pub use copy::{MoveReport, MovedTable};
 pub use events::EventValue;
 pub use inspect::{EndedBucket, EventRow, SignalRow, StatusCount};
-pub(crate) use moved::moved_in;
+pub(crate) use moved::{moved_in, moved_to};
 pub use prune::Pruned;
 pub use repair::{COMPENSATION_MARKER, ForkRequest};
 pub use search::{MAX_SEARCH_NAME_BYTES, MAX_SEARCH_VALUE_BYTES, check_search_attribute};
@@ -103,11 +103,7 @@ impl Store {
     pub async fn connect_with(options: StoreOptions) -> Result<Store, StoreError> {
         let commits = Arc::new(AtomicU64::new(0));
         let (db, dialect) = backend::open(&options, &commits).await?;
-        let store = Store::from_parts(db, dialect, commits, None);
-        if let Some(to) = store.moved_to().await? {
-            return Err(StoreError::Moved { to });
-        }
-        Ok(store)
+        Ok(Store::from_parts(db, dialect, commits, None))
     }
 
     pub(crate) fn from_parts(
@@ -224,9 +220,9 @@ impl Store {
     /// report their own settings (SQLite: `synchronous` of the pool's
     /// connection and of the writer thread's; PostgreSQL: the session's
     /// `synchronous_commit`). [`Durability::Relaxed`] if any of them
-    /// would lose acknowledged writes in a power loss. A database in memory
-    /// survives nothing past its process and reports `Full` (no setting of
-    /// it could do better).
+    /// would lose acknowledged writes in a power loss;
+    /// [`Durability::Volatile`] for a database in memory (nothing survives
+    /// its process).
     pub async fn durability(&self) -> Result<Durability, StoreError> {
         let pool = self.dialect.durability(Db::Pool(&self.db)).await?;
         if pool != Durability::Full || !self.has_writer() {

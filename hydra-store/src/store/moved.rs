@@ -56,18 +56,23 @@ impl Store {
         }
         Ok(())
     }
+}
 
-    /// Where this database moved to, if a move sealed it.
-    pub(crate) async fn moved_to(&self) -> Result<Option<String>, StoreError> {
-        let db = Db::Pool(self.connection());
-        let cols = db.all(self.stmt(self.dialect().columns_query(), vec!["hydra_moved".into()])).await?;
-        if cols.is_empty() {
-            return Ok(None);
-        }
-        let row = db.one(self.stmt("SELECT moved_to FROM hydra_moved", vec![])).await?;
-        Ok(match row {
-            Some(r) => Some(r.try_get("", "moved_to")?),
-            None => Some("another database".to_owned()),
-        })
+/// Where the database of `db` moved to, if a move sealed it. Asked before
+/// anything else when a store opens (before migrations: a sealed database
+/// is not changed).
+pub(crate) async fn moved_to(
+    db: &sea_orm::DatabaseConnection,
+    dialect: &dyn crate::backend::Dialect,
+) -> Result<Option<String>, StoreError> {
+    let db = Db::Pool(db);
+    let cols = db.all(dialect.statement(dialect.columns_query(), vec!["hydra_moved".into()])).await?;
+    if cols.is_empty() {
+        return Ok(None);
     }
+    let row = db.one(dialect.statement("SELECT moved_to FROM hydra_moved", vec![])).await?;
+    Ok(match row {
+        Some(r) => Some(r.try_get("", "moved_to")?),
+        None => Some("another database".to_owned()),
+    })
 }

@@ -112,7 +112,7 @@ fn writer_file(url: &str) -> Option<std::path::PathBuf> {
 /// `NORMAL` only at checkpoints.
 fn synchronous(durability: Durability) -> (SqliteSynchronous, &'static str) {
     match durability {
-        Durability::Relaxed => (SqliteSynchronous::Normal, "NORMAL"),
+        Durability::Relaxed | Durability::Volatile => (SqliteSynchronous::Normal, "NORMAL"),
         _ => (SqliteSynchronous::Full, "FULL"),
     }
 }
@@ -329,7 +329,13 @@ impl Dialect for Sqlite {
                 Some(r) => r.try_get("", "v")?,
                 None => 0,
             };
-            Ok(if level >= 2 || !self.file { Durability::Full } else { Durability::Relaxed })
+            Ok(if !self.file {
+                Durability::Volatile
+            } else if level >= 2 {
+                Durability::Full
+            } else {
+                Durability::Relaxed
+            })
         })
     }
 }
