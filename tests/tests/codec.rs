@@ -249,6 +249,26 @@ impl Workflow for Secret {
     }
 }
 
+/// Draws an awakeable in a run whose codec is a custom one, publishes its
+/// token, and waits for it.
+struct XorAwakeable;
+
+impl Workflow for XorAwakeable {
+    const NAME: &'static str = "xor-awakeable";
+    type Input = ();
+    type Output = String;
+
+    fn options() -> WorkflowOptions {
+        WorkflowOptions::default().codec(Codec::Custom(XOR_TAG))
+    }
+
+    async fn run(&self, ctx: WorkflowContext, _: ()) -> Result<String, WorkflowError> {
+        let paid = ctx.awakeable::<String>().await?;
+        ctx.set_event("token", &paid.token().to_owned()).await?;
+        Ok(ctx.await_awakeable(&paid).await?)
+    }
+}
+
 /// Workflow `secret` as deployed without its codec.
 struct SecretWithoutCodec;
 
@@ -355,6 +375,25 @@ both_backends! {
         assert_eq!(bodies.load(Ordering::SeqCst), 1, "a permanent failure: the body did not run again");
         w.shutdown(Duration::from_secs(5)).await;
     }
+    async fn an_awakeable_of_a_run_in_a_custom_codec_is_completed_by_an_engine_without_it(db: TestDb) {
+        let store = db.store().await;
+        let e = Engine::builder()
+            .store(store.clone())
+            .namespace("codec")
+            .register_codec(XorJson { key: 0x5a })
+            .build()
+            .await
+            .unwrap();
+        let w = worker(&e).register(XorAwakeable).start().await.unwrap();
+        let h = e.start::<XorAwakeable>(()).await.unwrap();
+        let token: String = e.wait_event(h.id(), "token", Duration::from_secs(30)).await.unwrap().unwrap();
+        // A webhook service's engine: no codec of the run's.
+        let plain = Engine::builder().store(store.clone()).namespace("codec").build().await.unwrap();
+        plain.complete(&token, "paid".to_owned()).await.unwrap();
+        assert_eq!(h.result_timeout(Duration::from_secs(30)).await.unwrap(), "paid");
+        w.shutdown(Duration::from_secs(5)).await;
+    }
+
     async fn a_registered_wrapper_codec_stores_opaque_bytes_and_reads_them_back(db: TestDb) {
         let store = db.store().await;
         let e = Engine::builder()

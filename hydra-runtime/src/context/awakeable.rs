@@ -84,8 +84,13 @@ impl WorkflowContext {
     /// [`WorkflowContext::await_awakeable`].
     pub async fn awakeable<T: DeserializeOwned>(&self) -> Result<Awakeable<T>, StepError> {
         let execution = self.execution_id().to_string();
+        // Recorded in JSON whatever the run's codec: an engine that checks
+        // a completion's token (a webhook service) needs no codec of the
+        // run's.
+        let mut options = super::StepOptions::new(AWAKEABLE_STEP);
+        options.codec = Some(crate::codec::Codec::Json);
         let token: String = self
-            .own_step_with(super::StepOptions::new(AWAKEABLE_STEP), move |_s| {
+            .own_step_with(options, move |_s| {
                 let execution = execution.clone();
                 async move { Ok::<_, StepError>(format!("{execution}.{}", uuid::Uuid::new_v4().simple())) }
             })

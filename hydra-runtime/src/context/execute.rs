@@ -250,7 +250,7 @@ impl WorkflowContext {
             Ok(value) => match run
                 .env
                 .codecs
-                .encode_read_back(run.env.codec, &value)
+                .encode_read_back(call.options.codec.unwrap_or(run.env.codec), &value)
                 .map_err(|reason| Error::Encode { what: format!("the output of step `{step_id}`"), reason }.to_string())
                 .and_then(|(bytes, read_back)| {
                     run.env.fits(|| format!("the output of step `{step_id}`"), bytes.len()).map(|()| (bytes, read_back))

@@ -20,12 +20,15 @@ pub struct StepOptions {
     pub retry: RetryPolicy,
     /// A bound on each attempt's run time (default: none).
     pub timeout: Option<Duration>,
+    /// The codec of its output, for Hydra's own records that any engine
+    /// must read (an awakeable's token); the run's otherwise.
+    pub(crate) codec: Option<crate::codec::Codec>,
 }
 
 impl StepOptions {
     /// Options for step `id` with the default retry policy and no timeout.
     pub fn new(id: impl Into<Cow<'static, str>>) -> Self {
-        StepOptions { id: id.into(), retry: RetryPolicy::default(), timeout: None }
+        StepOptions { id: id.into(), retry: RetryPolicy::default(), timeout: None, codec: None }
     }
 
     /// Sets the retry policy.

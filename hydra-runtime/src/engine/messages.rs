@@ -162,11 +162,24 @@ impl Engine {
         let Some(draws) = self.inner.store.awakeable_draws(&self.inner.namespace, &id, &name).await? else {
             return Err(Error::NotFound(id));
         };
-        // Tokens are recorded as the draw step's output, in the codec of
-        // their time: decoded one by one (a run draws few).
-        let drawn =
-            draws.tokens.iter().any(|bytes| self.inner.codecs.decode::<String>(bytes).is_ok_and(|t| t == token));
+        // Tokens are recorded as the draw step's output (in JSON; by runs
+        // of earlier versions, in the run's codec): decoded one by one.
+        let mut unreadable = None;
+        let mut drawn = false;
+        for bytes in &draws.tokens {
+            match self.inner.codecs.decode::<String>(bytes) {
+                Ok(t) if t == token => drawn = true,
+                Ok(_) => {}
+                Err(reason) => unreadable = Some(reason),
+            }
+        }
         if !drawn {
+            if let Some(reason) = unreadable {
+                return Err(Error::Config(format!(
+                    "cannot check awakeable `{token}`: a token its run drew is in a codec this engine does not \
+                     read ({reason}); register the run's codec on this engine"
+                )));
+            }
             return Err(Error::UnknownAwakeable(token.to_owned()));
         }
         let state = if draws.settled {
