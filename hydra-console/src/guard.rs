@@ -119,10 +119,28 @@ fn same_origin(headers: &HeaderMap) -> bool {
     }
 }
 
+/// The headers a reverse proxy adds to what it forwards.
+const FORWARDED: &[&str] =
+    &["forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-real-ip", "via"];
+
 /// Every request passes here first.
 pub(super) async fn guard(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
     let headers = req.headers();
     if app.token.is_none() {
+        // A console without a token trusts whoever reaches its loopback
+        // port. A reverse proxy in front of it would make that everyone the
+        // proxy serves (a proxy usually sends the upstream's own loopback
+        // Host): a request it forwarded is refused.
+        if let Some(h) = FORWARDED.iter().find(|h| headers.contains_key(**h)) {
+            return Problem::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "this console has no token and the request came through a proxy (header `{h}`): start it \
+                     with a token to serve it through a proxy"
+                ),
+            )
+            .into_response();
+        }
         let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
         if !loopback_host(host) {
             return Problem::new(

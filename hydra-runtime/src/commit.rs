@@ -21,6 +21,18 @@ const MAX_BATCH: usize = 256;
 
 type Reply = oneshot::Sender<Result<BatchValue, StoreError>>;
 
+/// What a committer does with a batch: the store's group commit (or, in
+/// tests, anything that answers like it).
+type Apply = Arc<
+    dyn for<'a> Fn(
+            &'a [BatchOp],
+            i64,
+        )
+            -> futures_util::future::BoxFuture<'a, Result<Vec<Result<BatchValue, StoreError>>, StoreError>>
+        + Send
+        + Sync,
+>;
+
 /// A handle on the engine's committer tasks. Cheap to clone.
 #[derive(Clone, Debug)]
 pub(crate) struct Committer {
@@ -60,11 +72,20 @@ impl Committer {
     /// each run's order.
     pub(crate) fn start(store: Store, clock: Clock) -> Committer {
         let n = store.committers().max(1);
+        let apply: Apply = Arc::new(move |ops, now| {
+            let store = store.clone();
+            Box::pin(async move { store.apply_batch(ops, now).await })
+        });
+        Committer::with(n, apply, clock)
+    }
+
+    fn with(n: usize, apply: Apply, clock: Clock) -> Committer {
+        crate::metrics::committer_started();
         let queues = (0..n)
             .map(|_| {
                 let (tx, rx) = mpsc::unbounded_channel();
                 let waiting = Arc::new(AtomicUsize::new(0));
-                tokio::spawn(run(store.clone(), clock.clone(), rx, Arc::clone(&waiting)));
+                tokio::spawn(run(Arc::clone(&apply), clock.clone(), rx, Arc::clone(&waiting)));
                 Queue { tx, waiting }
             })
             .collect();
@@ -112,7 +133,8 @@ fn stopped() -> StoreError {
     StoreError::Database(hydra_store::sea_orm::DbErr::Custom("the engine's committer has stopped".into()))
 }
 
-async fn run(store: Store, clock: Clock, mut rx: mpsc::UnboundedReceiver<(BatchOp, Reply)>, waiting: Arc<AtomicUsize>) {
+async fn run(apply: Apply, clock: Clock, mut rx: mpsc::UnboundedReceiver<(BatchOp, Reply)>, waiting: Arc<AtomicUsize>) {
+    use futures_util::FutureExt as _;
     let mut ops = Vec::with_capacity(MAX_BATCH);
     let mut replies: Vec<Reply> = Vec::with_capacity(MAX_BATCH);
     while let Some((op, reply)) = rx.recv().await {
@@ -129,7 +151,20 @@ async fn run(store: Store, clock: Clock, mut rx: mpsc::UnboundedReceiver<(BatchO
         }
         // Taken: these no longer wait for their turn.
         waiting.fetch_sub(ops.len(), Ordering::Relaxed);
-        match store.apply_batch(&ops, clock.now_ms()).await {
+        // A panic in the store's code fails this batch's writes (nothing of
+        // it was committed: its transaction is rolled back when dropped)
+        // and the committer goes on: a committer that died would leave
+        // every later write of the engine without one.
+        let applied = std::panic::AssertUnwindSafe(apply(&ops, clock.now_ms())).catch_unwind().await;
+        let applied = applied.unwrap_or_else(|panic| {
+            let message = crate::context::panic_message(&panic);
+            tracing::error!(panic = %message, writes = ops.len(), "the group commit panicked; its writes failed");
+            crate::metrics::committer_panicked();
+            Err(StoreError::Database(hydra_store::sea_orm::DbErr::Custom(format!(
+                "the group commit panicked (nothing of it was written): {message}"
+            ))))
+        });
+        match applied {
             Ok(results) => {
                 for (reply, r) in replies.drain(..).zip(results) {
                     let _ = reply.send(r);
@@ -181,6 +216,29 @@ mod tests {
         for _ in 0..3 {
             let r = committer.submit(op.clone()).await;
             assert!(matches!(r, Ok(BatchValue::Claimed(_))), "{r:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panic_in_the_store_fails_its_batch_and_the_committer_goes_on() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let first = Arc::new(AtomicBool::new(true));
+        let apply: super::Apply = Arc::new(move |ops, _now| {
+            let first = Arc::clone(&first);
+            let n = ops.len();
+            Box::pin(async move {
+                assert!(!first.swap(false, Ordering::SeqCst), "a bug in store code");
+                Ok((0..n).map(|_| Ok(BatchValue::Claimed(Vec::new()))).collect())
+            })
+        });
+        let committer = Committer::with(1, apply, crate::clock::Clock::default());
+        let op = BatchOp::Claim(ClaimRequest::new("ns", vec!["wf".into()], WorkerId::generate(), 0, 1_000, 1));
+        let failed = committer.submit(op.clone()).await.unwrap_err();
+        assert!(failed.to_string().contains("the group commit panicked"), "{failed}");
+        assert!(!failed.is_retryable());
+        for _ in 0..3 {
+            let r = committer.submit(op.clone()).await;
+            assert!(matches!(r, Ok(BatchValue::Claimed(_))), "the committer died with the panic: {r:?}");
         }
     }
 

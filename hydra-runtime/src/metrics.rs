@@ -69,6 +69,10 @@ pub const RUNS_SUSPENDED: &str = "hydra_runs_suspended_total";
 /// counted by a worker of the namespace (namespace, workflow_name).
 pub const RUNS_UNCLAIMABLE: &str = "hydra_runs_unclaimable";
 
+/// Group commits whose store code panicked (their writes failed; the
+/// committer went on). Zero unless Hydra has a bug.
+pub const COMMITTER_PANICS: &str = "hydra_committer_panics_total";
+
 /// Every metric name Hydra records.
 pub const ALL: &[&str] = &[
     WORKFLOWS_STARTED,
@@ -96,6 +100,7 @@ pub const ALL: &[&str] = &[
     COMPENSATIONS,
     RUNS_SUSPENDED,
     RUNS_UNCLAIMABLE,
+    COMMITTER_PANICS,
 ];
 
 const SECONDS_BUCKETS: &[f64] =
@@ -163,6 +168,15 @@ pub(crate) fn heartbeat(ns: &str, worker: &str, ok: bool) {
 
 pub(crate) fn lease_acquired(ns: &str, worker: &str, workflow: &str) {
     metrics::counter!(LEASE_ACQUISITIONS, "namespace" => ns.to_owned(), "worker_id" => worker.to_owned(), "workflow_name" => workflow.to_owned()).increment(1);
+}
+
+/// Registers the panic counter at zero (a scrape shows 0, not nothing).
+pub(crate) fn committer_started() {
+    metrics::counter!(COMMITTER_PANICS).increment(0);
+}
+
+pub(crate) fn committer_panicked() {
+    metrics::counter!(COMMITTER_PANICS).increment(1);
 }
 
 pub(crate) fn lease_lost(ns: &str, workflow: &str) {

@@ -348,6 +348,13 @@ both_backends! {
         }
         // A page read under a foreign Host name (DNS rebinding) is refused too.
         assert_eq!(http.get_with("/runs", &[("host", "evil.example:80")]).await.status, 403);
+        // So is one a reverse proxy forwarded (it keeps the loopback Host):
+        // without a token, the console would be public to the proxy's users.
+        for header in ["x-forwarded-for", "forwarded", "x-real-ip", "via", "x-forwarded-host", "x-forwarded-proto"] {
+            let reply = http.get_with("/runs", &[(header, "203.0.113.9")]).await;
+            assert_eq!(reply.status, 403, "{header}: {}", reply.body);
+            assert!(reply.body.contains("came through a proxy"), "{}", reply.body);
+        }
         assert_eq!(e.get(bad.id()).await.unwrap().unwrap().status, ExecutionStatus::Failed, "nothing was retried");
         let ok = http.post_form(&path, &[("form_token", &token)], &[("sec-fetch-site", "same-origin")]).await;
         assert_eq!(ok.status, 303, "a same-origin form with the token is obeyed");

@@ -135,6 +135,32 @@ async fn nde_v3(ctx: WorkflowContext, n: u32) -> Result<u32, WorkflowError> {
     Ok(go)
 }
 
+/// A bad deploy of `nde` during which a cancel is accepted: the cancel is
+/// written straight into the run's row (as another process's would be,
+/// before this worker hears of it), then the body meets the renamed step.
+struct CancelThenDiverge(hydra_store::sea_orm::DatabaseConnection);
+
+impl Workflow for CancelThenDiverge {
+    const NAME: &'static str = "nde";
+    type Input = u32;
+    type Output = u32;
+
+    async fn run(&self, ctx: WorkflowContext, _n: u32) -> Result<u32, WorkflowError> {
+        use hydra_store::sea_orm::{ConnectionTrait, Statement, Value};
+        let backend = self.0.get_database_backend();
+        let sql = match backend {
+            hydra_store::sea_orm::DbBackend::Postgres => {
+                "UPDATE workflow_executions SET cancel_requested = TRUE WHERE id = $1"
+            }
+            _ => "UPDATE workflow_executions SET cancel_requested = TRUE WHERE id = ?",
+        };
+        let id = Value::from(ctx.execution_id().as_str());
+        self.0.execute_raw(Statement::from_sql_and_values(backend, sql, [id])).await.unwrap();
+        allocate(&ctx).await?;
+        Ok(ctx.recv::<u32>("go").await?)
+    }
+}
+
 /// v2 with the old behaviour: non-determinism fails the run.
 struct NdeFails;
 
@@ -316,6 +342,22 @@ both_backends! {
         assert!(list.iter().all(|u| u.waited_ms >= 0));
         assert!(e.get(&unknown.id).await.unwrap().is_some());
         v2.shutdown(Duration::from_secs(5)).await;
+    }
+
+    async fn a_cancel_accepted_just_before_a_suspend_ends_the_run_cancelled(db: TestDb) {
+        let e = engine(&db, "nde-cancel").await;
+        let w = worker(&e, nde_v1).await;
+        let h = nde_v1::start(&e, 1).await.unwrap();
+        until(&e, h.id(), "v1 parks", parked).await;
+        w.shutdown(Duration::from_secs(5)).await;
+        let conn = db.store().await.connection().clone();
+        let w = worker(&e, CancelThenDiverge(conn)).await;
+        e.signal(h.id(), "go", &7u32).await.unwrap();
+        let r = until(&e, h.id(), "the run ends", |r| r.status.is_terminal() || r.status == ExecutionStatus::Suspended).await;
+        assert_eq!(r.status, ExecutionStatus::Cancelled, "a suspended run would keep the cancel for ever: {:?}", r.error);
+        let error = r.error.unwrap_or_default();
+        assert!(error.contains("not compensated") && error.contains("non-determinism"), "{error}");
+        w.shutdown(Duration::from_secs(5)).await;
     }
 
     async fn non_determinism_suspends_until_other_code_takes_it_up_or_an_operator_fails_it(db: TestDb) {
