@@ -393,6 +393,23 @@ both_backends! {
         w.shutdown(Duration::from_secs(5)).await;
     }
 
+    async fn a_child_a_cancelled_parent_left_running_is_cancelled_by_the_next_worker(db: TestDb) {
+        // The parent's end (cancelled) committed, then its worker died
+        // before the cascade: the child still waits. A worker's upkeep (at
+        // its start) cancels it.
+        let (e, w) = setup(&db).await;
+        let h = e.start::<Order>("wait".into()).await.unwrap();
+        let child = parked_child(&e, h.id()).await;
+        until_parked(&e, h.id()).await;
+        w.shutdown(Duration::from_secs(5)).await;
+        sql(&e, "UPDATE workflow_executions SET status = 'cancelled', error_message = 'cancelled', due_at = NULL WHERE id = ?", h.id()).await;
+        assert!(!e.get(&child.id).await.unwrap().unwrap().status.is_terminal());
+        let (_e2, w2) = setup(&db).await;
+        let kid = e.handle::<String>(child.id.clone());
+        assert!(matches!(kid.result_timeout(WAIT).await.unwrap_err(), Error::RunEnded { status: ExecutionStatus::Cancelled, .. }));
+        w2.shutdown(Duration::from_secs(5)).await;
+    }
+
     async fn a_cancel_cascade_through_a_cycle_of_stored_links_ends(db: TestDb) {
         let (e, w) = setup(&db).await;
         let h = e.start::<Order>("wait".into()).await.unwrap();

@@ -1,5 +1,7 @@
 //! A worker's upkeep, at its start and every minute: it takes up again the
 //! runs of its workflows that other code suspended (non-determinism),
+//! cancels the children a cancelled parent left running (its worker died
+//! between the parent's end and their cancel),
 //! counts the runs of its namespace that no live worker can run (a gauge),
 //! and deletes old finished runs if the engine has a retention period
 //! ([`crate::EngineBuilder::retention`]).
@@ -16,6 +18,7 @@ pub(super) async fn upkeep_loop(s: Arc<Shared>) {
     let mut gauges: Vec<String> = Vec::new();
     loop {
         resume_suspended(&s).await;
+        cancel_orphans(&s).await;
         match s.engine.runs().unclaimable().await {
             Ok(list) => {
                 let ns = s.engine.namespace();
@@ -58,6 +61,26 @@ pub(super) async fn upkeep_loop(s: Arc<Shared>) {
             _ = s.stop_claiming.cancelled() => return,
             _ = tokio::time::sleep(EVERY) => {}
         }
+    }
+}
+
+/// Cancels the children whose parent ended cancelled without cancelling
+/// them (the cascade at a cancelled run's end is a second write: a crash
+/// between the two leaves them running).
+async fn cancel_orphans(s: &Shared) {
+    let ns = s.engine.namespace();
+    match s.engine.inner.store.children_left_by_cancelled_parents(ns, 500).await {
+        Ok(ids) => {
+            for id in ids {
+                match s.engine.cancel(&id).await {
+                    Ok(_) => tracing::info!(execution_id = %id, "cancelled a child its cancelled parent left running"),
+                    Err(e) => {
+                        tracing::warn!(execution_id = %id, error = %e, "could not cancel a child of a cancelled run")
+                    }
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not look for children of cancelled runs"),
     }
 }
 

@@ -94,6 +94,28 @@ impl Store {
             .order_by_asc(exec::Column::Id)
     }
 
+    /// Children of namespace `namespace` that should have been cancelled
+    /// with their parent and were not: linked to it
+    /// (`cancel_with_parent`), not ended and with no cancel accepted, while
+    /// the parent ended cancelled (a worker that ended the parent died
+    /// before it cancelled them). At most `limit`, oldest first.
+    pub async fn children_left_by_cancelled_parents(
+        &self,
+        namespace: &str,
+        limit: u64,
+    ) -> Result<Vec<ExecutionId>, StoreError> {
+        let rows = crate::sql::Db::Pool(&self.db)
+            .all(self.stmt(
+                "SELECT c.id AS id FROM workflow_executions c JOIN workflow_executions p ON p.id = c.parent_id \
+                 WHERE c.namespace = ? AND c.cancel_with_parent = ? AND c.cancel_requested = ? \
+                 AND c.status IN ('pending', 'running', 'sleeping', 'suspended') AND p.status = 'cancelled' \
+                 ORDER BY c.created_at, c.id LIMIT ?",
+                vec![namespace.into(), true.into(), false.into(), i64::try_from(limit).unwrap_or(i64::MAX).into()],
+            ))
+            .await?;
+        rows.iter().map(|r| Ok(ExecutionId::from_string(r.try_get::<String>("", "id")?))).collect()
+    }
+
     /// The statement [`Store::children`] runs (for plan tests).
     #[doc(hidden)]
     pub fn children_statement(&self, namespace: &str, id: &ExecutionId) -> sea_orm::Statement {
