@@ -58,9 +58,9 @@ pub(crate) struct RunState {
     open: Mutex<Open>,
     pub(crate) stops: Stops,
     pub(crate) undo: Undo,
-    /// Step bodies running, from their start until their result is
-    /// recorded: a park waits for none to be left (see
-    /// [`RunState::bodies_settled`]).
+    /// Step calls in flight, from their attempt's admission until their
+    /// result is recorded, and a park being written: the two exclude each
+    /// other (see [`RunState::park_gate`] and [`RunState::body_begins`]).
     bodies: Bodies,
     /// Transactions of transactional steps whose bodies succeeded, waiting
     /// for their checkpoint to be written into them.
