@@ -72,6 +72,21 @@ impl Workflow for Fire {
     }
 }
 
+/// Starts a detached run, then waits for signal `done`.
+struct FireAndWait;
+
+impl Workflow for FireAndWait {
+    const NAME: &'static str = "fire-and-wait";
+    type Input = ();
+    type Output = String;
+
+    async fn run(&self, ctx: WorkflowContext, _: ()) -> Result<String, WorkflowError> {
+        let id = ctx.start_detached::<Ship>("loose".into()).await?;
+        let _: u32 = ctx.recv("done").await?;
+        Ok(id.to_string())
+    }
+}
+
 /// Starts a child waiting for `go` that cancelling the parent leaves
 /// running, and waits for it.
 struct Keep;
@@ -181,6 +196,7 @@ async fn setup(db: &TestDb) -> (Engine, Worker) {
         .register(Race)
         .register(Twice)
         .register(EachOnce)
+        .register(FireAndWait)
         .poll_interval(Duration::from_millis(20))
         .start()
         .await
@@ -408,6 +424,23 @@ both_backends! {
         let kid = e.handle::<String>(child.id.clone());
         assert!(matches!(kid.result_timeout(WAIT).await.unwrap_err(), Error::RunEnded { status: ExecutionStatus::Cancelled, .. }));
         w2.shutdown(Duration::from_secs(5)).await;
+    }
+
+    async fn a_detached_run_is_not_pruned_while_the_run_that_started_it_can_replay(db: TestDb) {
+        // Pruned while its starter waits, a replay of the starter (after a
+        // crash before the start's record) would start it a second time.
+        let (e, w) = setup(&db).await;
+        let h = e.start::<FireAndWait>(()).await.unwrap();
+        until_parked(&e, h.id()).await;
+        let loose = runs_of(&e, "ship").await.remove(0);
+        e.handle::<String>(loose.id.clone()).result_timeout(WAIT).await.unwrap();
+        e.prune(&hydra_runtime::Retention::keep(Duration::ZERO)).await.unwrap();
+        assert!(e.get(&loose.id).await.unwrap().is_some(), "pruned while its starter can replay");
+        e.signal(h.id(), "done", &1u32).await.unwrap();
+        assert_eq!(h.result_timeout(WAIT).await.unwrap(), loose.id.to_string());
+        e.prune(&hydra_runtime::Retention::keep(Duration::ZERO)).await.unwrap();
+        assert!(e.get(&loose.id).await.unwrap().is_none(), "kept once its starter ended");
+        w.shutdown(Duration::from_secs(5)).await;
     }
 
     async fn a_cancel_cascade_through_a_cycle_of_stored_links_ends(db: TestDb) {

@@ -185,12 +185,14 @@ fn prune_condition(namespace: &str, ended_before: i64, statuses: &[ExecutionStat
     let marks = vec!["?"; wanted.len()].join(", ");
     // A child whose parent has not ended stays: the parent's replay may
     // start it again by its ID (its idempotency key), and would start a
-    // second one if the first were gone.
+    // second one if the first were gone. So does a detached run whose
+    // starter has not ended (no link, but its trigger names the starter).
     (
         format!(
             "e.namespace = ? AND e.completed_at IS NOT NULL AND e.completed_at < ? AND e.status IN ({marks}) \
-             AND (e.parent_id IS NULL OR NOT EXISTS (SELECT 1 FROM workflow_executions p WHERE p.id = e.parent_id \
-             AND p.status IN ('pending', 'running', 'sleeping', 'suspended')))"
+             AND NOT EXISTS (SELECT 1 FROM workflow_executions p WHERE p.id = COALESCE(e.parent_id, CASE WHEN \
+             e.trigger_type = 'child' THEN e.trigger_source END) \
+             AND p.status IN ('pending', 'running', 'sleeping', 'suspended'))"
         ),
         values,
     )
