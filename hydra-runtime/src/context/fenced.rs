@@ -76,11 +76,16 @@ impl RunState {
         transition: Transition,
         open: OpenStep,
     ) -> Result<(), StoreError> {
-        let at = rec.position;
         let _gate = match transition {
             Transition::Continue => None,
             _ => Some(self.park_gate().await),
         };
+        self.record_moving(rec, transition, open).await
+    }
+
+    /// [`RunState::record`] under a park gate the caller holds, if any.
+    async fn record_moving(&self, rec: StepRecord, transition: Transition, open: OpenStep) -> Result<(), StoreError> {
+        let at = rec.position;
         let r = self.record_inner(rec, transition, open, None).await;
         if r.is_ok() {
             self.moved_open(at, open);
@@ -99,12 +104,8 @@ impl RunState {
         let seen = self.open_seen();
         if seen.position == rec.position {
             // The claim that wakes the run counts the step's next attempt.
-            let (at, open) = (rec.position, OpenStep::new(rec.position, attempt));
-            let r = self.record_inner(rec, transition, open, None).await;
-            if r.is_ok() {
-                self.moved_open(at, open);
-            }
-            return r;
+            let open = OpenStep::new(rec.position, attempt);
+            return self.record_moving(rec, transition, open).await;
         }
         let open = self.open_to_hand_back();
         self.record_inner(rec, transition, open, Some(seen)).await

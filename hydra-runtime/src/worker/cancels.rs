@@ -38,22 +38,8 @@ pub(super) fn hear_cancel(s: &Shared, id: &ExecutionId) {
 /// until the worker stops claiming.
 pub(super) async fn cancel_watch_loop(s: Arc<Shared>) {
     loop {
-        let attempt = tokio::select! {
-            _ = s.stop_claiming.cancelled() => return,
-            w = s.engine.inner.store.wake_ups() => w,
-        };
-        let mut wake_ups = match attempt {
-            Ok(Some(w)) => w,
-            // No other process can write to this database (in memory).
-            Ok(None) => return,
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot follow cancels from other processes for now");
-                tokio::select! {
-                    _ = s.stop_claiming.cancelled() => return,
-                    _ = tokio::time::sleep(s.config.poll_interval.max(Duration::from_secs(1))) => {}
-                }
-                continue;
-            }
+        let Some(mut wake_ups) = super::claim::open_wake_ups(&s, "cancels from other processes").await else {
+            return;
         };
         let mut last_check = tokio::time::Instant::now() - CHECK_GAP;
         let mut failures = 0u32;

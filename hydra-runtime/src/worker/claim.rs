@@ -29,29 +29,36 @@ pub(super) async fn poll_loop(s: Arc<Shared>) {
 /// commits). In-process wake-ups and polling remain in any case.
 pub(super) async fn listen_loop(s: Arc<Shared>) {
     loop {
-        let attempt = tokio::select! {
-            _ = s.stop_claiming.cancelled() => return,
-            w = s.engine.inner.store.wake_ups() => w,
-        };
-        let mut wake_ups = match attempt {
-            Ok(Some(w)) => w,
-            // No other process can write to this database (in memory).
-            Ok(None) => return,
-            Err(e) => {
-                tracing::warn!(worker_id = %s.id, error = %e, "cannot listen for new runs; polling only for now");
-                tokio::select! {
-                    _ = s.stop_claiming.cancelled() => return,
-                    _ = tokio::time::sleep(s.config.poll_interval.max(Duration::from_secs(1))) => {}
-                }
-                continue;
-            }
-        };
+        let Some(mut wake_ups) = open_wake_ups(&s, "new runs (polling only meanwhile)").await else { return };
         if wake_ups.names_runs() {
             // Anything made claimable before the listening took effect.
             s.wake.notify_one();
         }
         if !follow(&s, &mut wake_ups).await {
             return;
+        }
+    }
+}
+
+/// Opens the store's wake-ups for this worker, trying again while it
+/// cannot (`what` it follows them for goes in the warning); `None` if the
+/// worker stops claiming first, or no other process can write to the
+/// database (in memory).
+pub(super) async fn open_wake_ups(s: &Shared, what: &str) -> Option<hydra_store::WakeUps> {
+    loop {
+        let attempt = tokio::select! {
+            _ = s.stop_claiming.cancelled() => return None,
+            w = s.engine.inner.store.wake_ups() => w,
+        };
+        match attempt {
+            Ok(w) => return w,
+            Err(e) => {
+                tracing::warn!(worker_id = %s.id, error = %e, "cannot follow the database's wake-ups for {what}");
+                tokio::select! {
+                    _ = s.stop_claiming.cancelled() => return None,
+                    _ = tokio::time::sleep(s.config.poll_interval.max(Duration::from_secs(1))) => {}
+                }
+            }
         }
     }
 }

@@ -68,10 +68,11 @@ async fn drive_inner(s: &Arc<Shared>, execution: Execution, lease: Lease, claim_
 }
 
 /// What the body's end means for the run: its compensations if it is
-/// ending badly, then its last write. A body that returned, with no
-/// compensation run, ends only if no cancel was accepted first (the write
-/// is conditional on it); if one was, the run hears it now, compensates
-/// and ends cancelled: an accepted cancel is never dropped.
+/// ending badly, then its last write. Every end but a cancel's is written
+/// only if no cancel was accepted first (the write is conditional on it);
+/// if one was, the run hears it now and ends cancelled, after its
+/// compensations (run now, or already run for the end it was making): an
+/// accepted cancel is never dropped.
 async fn finish(
     s: &Arc<Shared>,
     workflow: &dyn ErasedWorkflow,

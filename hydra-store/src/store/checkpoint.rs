@@ -266,7 +266,7 @@ impl Store {
                 // end costs the statements that tell its parent.
                 let returning = self.dialect().returning("parent_id");
                 let Some(row) = db.one(self.stmt(&format!("{sql}{open}{fence}{returning}"), values)).await? else {
-                    return Err(self.why_not_ended(db, lease, cp.unless_cancel_requested).await?);
+                    return Err(self.why_not_written(db, lease, cp.unless_cancel_requested).await?);
                 };
                 if row.try_get::<Option<String>>("", "parent_id")?.is_some() {
                     // A child's end reaches its parent in the same commit.
@@ -293,26 +293,5 @@ impl Store {
             self.write_step(db, lease, record, None, now, false).await?;
         }
         Ok(())
-    }
-
-    /// Why a fenced end wrote nothing: a cancel accepted for a run this
-    /// lease still holds (when the end was conditional on none), else a
-    /// lost lease.
-    async fn why_not_ended(&self, db: Db<'_>, lease: &Lease, unless_cancel: bool) -> Result<StoreError, StoreError> {
-        if unless_cancel {
-            let fence = self.fence();
-            let row = db
-                .one(self.stmt(
-                    &format!("SELECT cancel_requested FROM workflow_executions{fence}"),
-                    fence_values(lease).to_vec(),
-                ))
-                .await?;
-            if let Some(row) = row
-                && row.try_get::<bool>("", "cancel_requested")?
-            {
-                return Ok(StoreError::CancelRequested { execution: lease.execution_id.clone() });
-            }
-        }
-        Ok(lease_lost(lease))
     }
 }

@@ -32,6 +32,32 @@ use crate::sql::Db;
 use sea_orm::Value;
 
 impl Store {
+    /// Why a fenced write wrote nothing: a cancel accepted for a run this
+    /// lease still holds (when the write was conditional on none: a run's
+    /// end, a suspend), else a lost lease.
+    pub(super) async fn why_not_written(
+        &self,
+        db: Db<'_>,
+        lease: &Lease,
+        unless_cancel: bool,
+    ) -> Result<StoreError, StoreError> {
+        if unless_cancel {
+            let fence = self.fence();
+            let row = db
+                .one(self.stmt(
+                    &format!("SELECT cancel_requested FROM workflow_executions{fence}"),
+                    fence_values(lease).to_vec(),
+                ))
+                .await?;
+            if let Some(row) = row
+                && row.try_get::<bool>("", "cancel_requested")?
+            {
+                return Ok(StoreError::CancelRequested { execution: lease.execution_id.clone() });
+            }
+        }
+        Ok(lease_lost(lease))
+    }
+
     /// The fencing condition on `workflow_executions` (a `WHERE` clause):
     /// the write applies only if the caller's token is current and the run
     /// is still running; binds the run's ID, the caller's token and the

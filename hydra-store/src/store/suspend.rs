@@ -5,7 +5,7 @@
 //! runs due for a workflow (and version) nobody can run are counted.
 
 use super::Store;
-use super::fence::{fence_values, lease_lost};
+use super::fence::fence_values;
 use super::step_write::{OpenWhen, open_set};
 use crate::error::StoreError;
 use crate::ids::ExecutionId;
@@ -61,20 +61,7 @@ impl Store {
             ))
             .await?;
         if r != 1 {
-            let fence = self.fence();
-            let row = self
-                .conn()
-                .one(self.stmt(
-                    &format!("SELECT cancel_requested FROM workflow_executions{fence}"),
-                    fence_values(lease).to_vec(),
-                ))
-                .await?;
-            if let Some(row) = row
-                && row.try_get::<bool>("", "cancel_requested")?
-            {
-                return Err(StoreError::CancelRequested { execution: lease.execution_id.clone() });
-            }
-            return Err(lease_lost(lease));
+            return Err(self.why_not_written(self.conn(), lease, true).await?);
         }
         self.count();
         Ok(())
