@@ -226,59 +226,191 @@ async fn postgres_step_results_written_together_and_lease_renewals_never_deadloc
     }
 }
 
+/// A parent, its child and two other runs, created in that (ID) order,
+/// the four claimed by one worker; and a transaction of another connection
+/// that gives up waiting for a row lock after half a second (before
+/// PostgreSQL's deadlock detection, at one second, would pick a victim).
+struct Family {
+    parent: ExecutionId,
+    child: ExecutionId,
+    x: ExecutionId,
+    y: ExecutionId,
+    leases: Vec<Lease>,
+}
+
+impl Family {
+    async fn new(store: &Store, claim: bool) -> Family {
+        // IDs in time order: parent < child < x < y.
+        let parent = create(store, NS, 0).await;
+        let child = ExecutionId::generate(1);
+        let mut new = NewExecution::new(child.clone(), NS, WF, vec![], 1);
+        new.parent_id = Some(parent.clone());
+        store.create_execution(new).await.unwrap();
+        let x = create(store, NS, 2).await;
+        let y = create(store, NS, 3).await;
+        let leases = if claim {
+            let claimed = store.claim(&claim_req(NS, &WorkerId::generate(), 10, 100)).await.unwrap();
+            assert_eq!(claimed.len(), 4);
+            claimed.into_iter().map(|c| c.lease).collect()
+        } else {
+            Vec::new()
+        };
+        Family { parent, child, x, y, leases }
+    }
+
+    fn lease(&self, id: &ExecutionId) -> Lease {
+        self.leases.iter().find(|l| &l.execution_id == id).unwrap().clone()
+    }
+
+    fn hot(&self, id: &ExecutionId) -> BatchOp {
+        let rec = record("s", 0, StepOutcome::Completed(vec![1]));
+        BatchOp::Checkpoint(self.lease(id), Checkpoint::step(rec).open(OpenStep::new(1, 1)))
+    }
+
+    fn end_child(&self) -> BatchOp {
+        BatchOp::Checkpoint(
+            self.lease(&self.child),
+            Checkpoint::transition(Transition::Finish(Terminal::Completed(vec![7]))),
+        )
+    }
+}
+
+/// A transaction of its own connection that holds `first`'s row lock,
+/// waiting at most half a second for any other.
+async fn holding(store: &Store, first: &ExecutionId) -> hydra_store::sea_orm::DatabaseTransaction {
+    use hydra_store::sea_orm::TransactionTrait;
+    let other = store.connection().begin().await.unwrap();
+    other.execute_raw(Statement::from_string(DbBackend::Postgres, "SET LOCAL lock_timeout = '500ms'")).await.unwrap();
+    touch(&other, first).await.unwrap();
+    other
+}
+
+/// Takes `id`'s row lock in `txn`.
+async fn touch(
+    txn: &hydra_store::sea_orm::DatabaseTransaction,
+    id: &ExecutionId,
+) -> Result<hydra_store::sea_orm::ExecResult, hydra_store::sea_orm::DbErr> {
+    txn.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "UPDATE workflow_executions SET updated_at = updated_at WHERE id = $1",
+        [id.as_str().into()],
+    ))
+    .await
+}
+
+/// Runs `write` while another transaction holds the parent's row lock:
+/// the write must wait for the parent without holding `later` (a run after
+/// the parent in ID order), which the other transaction then takes at
+/// once. Locking `later` first and the parent second, the write would be
+/// in a cycle with any transaction that locks in ID order (a lease
+/// renewal of both runs): "deadlock detected" after a second.
+async fn parent_locked_first<T: Send + 'static>(
+    store: &Store,
+    family: &Family,
+    later: &ExecutionId,
+    write: impl std::future::Future<Output = T> + Send + 'static,
+) -> T {
+    let other = holding(store, &family.parent).await;
+    let write = tokio::spawn(write);
+    // The write is waiting for the parent now.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!write.is_finished(), "the write waits for the parent's lock");
+    touch(&other, later).await.expect("the waiting write holds no run after the parent");
+    other.commit().await.unwrap();
+    write.await.unwrap()
+}
+
+async fn parent_told(store: &Store, family: &Family) {
+    let signals: Vec<String> =
+        store.signals_of(NS, &family.parent).await.unwrap().into_iter().map(|s| s.name).collect();
+    assert_eq!(signals, vec![format!("child:{}", family.child)], "the parent was told in the same commit");
+}
+
 /// A group commit that ends a child and writes other runs' step results
 /// together locks the child's parent with its runs, in ID order, before
-/// any of them: a transaction holding the parent that then wants a later
-/// run of the batch is not in a cycle with it (the batch used to hold that
-/// run while waiting for the parent: "deadlock detected" after a second).
+/// any of them.
 #[tokio::test]
 async fn postgres_a_group_commit_ending_a_child_locks_its_parent_in_order() {
-    use hydra_store::sea_orm::TransactionTrait;
     let db = hydra_tests::TestDb::postgres().await;
     let store = db.store().await;
-    let w = WorkerId::generate();
-    // IDs in time order: parent < child < x < y.
-    let parent = create(&store, NS, 0).await;
-    let child = ExecutionId::generate(1);
-    let mut new = NewExecution::new(child.clone(), NS, WF, vec![], 1);
-    new.parent_id = Some(parent.clone());
-    store.create_execution(new).await.unwrap();
-    let x = create(&store, NS, 2).await;
-    let y = create(&store, NS, 3).await;
-    let claimed = store.claim(&claim_req(NS, &w, 10, 100)).await.unwrap();
-    assert_eq!(claimed.len(), 4);
-    let lease = |id: &ExecutionId| claimed.iter().find(|c| &c.execution.id == id).unwrap().lease.clone();
-    let hot = |id: &ExecutionId| {
-        let rec = record("s", 0, StepOutcome::Completed(vec![1]));
-        BatchOp::Checkpoint(lease(id), Checkpoint::step(rec).open(OpenStep::new(1, 1)))
-    };
-    let ops = vec![
-        BatchOp::Checkpoint(lease(&child), Checkpoint::transition(Transition::Finish(Terminal::Completed(vec![7])))),
-        hot(&x),
-        hot(&y),
-    ];
-    let touch = |id: &ExecutionId| {
-        Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "UPDATE workflow_executions SET updated_at = updated_at WHERE id = $1",
-            [id.as_str().into()],
-        )
-    };
-    let other = store.connection().begin().await.unwrap();
-    other.execute_raw(touch(&parent)).await.unwrap();
+    let family = Family::new(&store, true).await;
+    let ops = vec![family.end_child(), family.hot(&family.x), family.hot(&family.y)];
     let commits = store.write_commits();
-    let batch = tokio::spawn({
+    let batch = parent_locked_first(&store, &family, &family.x, {
         let store = store.clone();
         async move { store.apply_batch(&ops, 20).await }
-    });
-    // The batch is waiting for the parent now.
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert!(!batch.is_finished(), "the batch waits for the parent's lock");
-    other.execute_raw(touch(&x)).await.expect("no cycle with the waiting batch");
-    other.commit().await.unwrap();
-    let results = batch.await.unwrap().expect("group commit");
+    })
+    .await;
+    let results = batch.expect("group commit");
     assert!(results.iter().all(Result::is_ok), "{results:?}");
     assert_eq!(store.write_commits(), commits + 1, "one commit, no retry one by one");
-    let signals: Vec<String> = store.signals_of(NS, &parent).await.unwrap().into_iter().map(|s| s.name).collect();
-    assert_eq!(signals, vec![format!("child:{child}")], "the parent was told in the same commit");
+    parent_told(&store, &family).await;
+}
+
+/// The same for a group commit whose writes are applied one after another
+/// (no step results written together): the child's end does not lock the
+/// child by its update and then wait for the parent.
+#[tokio::test]
+async fn postgres_a_group_commit_ending_a_child_one_write_after_another_locks_its_parent_in_order() {
+    let db = hydra_tests::TestDb::postgres().await;
+    let store = db.store().await;
+    let family = Family::new(&store, true).await;
+    let ops = vec![
+        family.end_child(),
+        BatchOp::Checkpoint(family.lease(&family.y), Checkpoint::transition(Transition::Continue)),
+    ];
+    let commits = store.write_commits();
+    let batch = parent_locked_first(&store, &family, &family.child, {
+        let store = store.clone();
+        async move { store.apply_batch(&ops, 20).await }
+    })
+    .await;
+    let results = batch.expect("group commit");
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(store.write_commits(), commits + 1, "one commit, no retry one by one");
+    parent_told(&store, &family).await;
+}
+
+/// A child's end in a transaction of its own (`Store::finish`) locks its
+/// parent before itself.
+#[tokio::test]
+async fn postgres_a_child_ending_alone_locks_its_parent_before_itself() {
+    let db = hydra_tests::TestDb::postgres().await;
+    let store = db.store().await;
+    let family = Family::new(&store, true).await;
+    let lease = family.lease(&family.child);
+    let ended = parent_locked_first(&store, &family, &family.child, {
+        let store = store.clone();
+        async move { store.finish(&lease, Terminal::Completed(vec![7]), 20).await }
+    })
+    .await;
+    ended.expect("the end is written");
+    parent_told(&store, &family).await;
+}
+
+/// A cancel that ends a child at once (it never started) and an
+/// operator's `fail_now` lock its parent before it.
+#[tokio::test]
+async fn postgres_a_child_cancelled_or_failed_at_once_locks_its_parent_before_itself() {
+    let db = hydra_tests::TestDb::postgres().await;
+    let store = db.store().await;
+    let family = Family::new(&store, false).await;
+    let (ns, child) = (NS, family.child.clone());
+    let cancelled = parent_locked_first(&store, &family, &family.child, {
+        let store = store.clone();
+        async move { store.request_cancel(ns, &child, 20).await }
+    })
+    .await;
+    assert_eq!(cancelled.expect("cancel"), hydra_store::CancelOutcome::Cancelled);
+    parent_told(&store, &family).await;
+
+    let family = Family::new(&store, false).await;
+    let child = family.child.clone();
+    let failed = parent_locked_first(&store, &family, &family.child, {
+        let store = store.clone();
+        async move { store.fail_now(ns, &child, "by hand", 20).await }
+    })
+    .await;
+    assert_eq!(failed.expect("fail_now"), Ok(()));
+    parent_told(&store, &family).await;
 }

@@ -148,6 +148,63 @@ async fn trip(ctx: WorkflowContext, plan: Plan) -> Result<u32, WorkflowError> {
     Ok(plan.bookings)
 }
 
+/// An undo with attempts to spare.
+#[step(retry(max_attempts = 10, initial = "1ms"))]
+async fn release(ledger: State<Ledger>, i: u32) -> Result<(), StepError> {
+    ledger.push(format!("release {i}"));
+    Ok(())
+}
+
+/// Books `n`, registering each undo, then gives up (`fail`) or runs
+/// `work`; two workflow attempts.
+#[workflow(name = "refused-trip", retry(max_attempts = 2, initial = "1ms"))]
+async fn refused_trip(ctx: WorkflowContext, plan: (u32, bool)) -> Result<u32, WorkflowError> {
+    let (n, fail) = plan;
+    for i in 0..n {
+        book(&ctx, i, false).await?;
+        ctx.compensate(release::later(i));
+    }
+    if fail {
+        return Err(WorkflowError::permanent("given up"));
+    }
+    work(&ctx, 1).await?;
+    Ok(n)
+}
+
+/// Makes the database refuse every write of step `name`'s rows (a trigger:
+/// an error that is neither transient nor one of Hydra's refusals, like a
+/// statement timeout or a full disk), or (`on = false`) stop refusing.
+async fn refuse_step_rows(db: &TestDb, e: &Engine, name: &str, on: bool) {
+    let c = e.connection();
+    let sql: Vec<String> = match (db.kind, on) {
+        (hydra_tests::DbKind::Sqlite, true) => ["INSERT", "UPDATE"]
+            .iter()
+            .map(|op| {
+                format!(
+                    "CREATE TRIGGER refuse_{op} BEFORE {op} ON workflow_steps WHEN NEW.step_name = '{name}' \
+                     BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+                )
+            })
+            .collect(),
+        (hydra_tests::DbKind::Sqlite, false) => {
+            vec!["DROP TRIGGER refuse_INSERT".into(), "DROP TRIGGER refuse_UPDATE".into()]
+        }
+        (hydra_tests::DbKind::Postgres, true) => vec![
+            format!(
+                "CREATE FUNCTION refuse_step() RETURNS trigger LANGUAGE plpgsql AS $f$ BEGIN \
+                 IF NEW.step_name = '{name}' THEN RAISE EXCEPTION 'refused by the test'; END IF; RETURN NEW; END $f$"
+            ),
+            "CREATE TRIGGER refuse_step BEFORE INSERT OR UPDATE ON workflow_steps FOR EACH ROW \
+             EXECUTE FUNCTION refuse_step()"
+                .into(),
+        ],
+        (hydra_tests::DbKind::Postgres, false) => vec!["DROP TRIGGER refuse_step ON workflow_steps".into()],
+    };
+    for statement in sql {
+        hydra_runtime::sea_orm::ConnectionTrait::execute_unprepared(c, &statement).await.unwrap();
+    }
+}
+
 /// A hand-written workflow whose step takes state through its context, and
 /// says so.
 struct Audit;
@@ -238,6 +295,7 @@ async fn setup(db: &TestDb) -> (Engine, Worker, Arc<Ledger>) {
     let ledger = Arc::new(Ledger::default());
     let w = Worker::builder(&e)
         .register(trip)
+        .register(refused_trip)
         .register(Audit)
         .register(ApprovedUndo)
         .register(FailsSlowly)
@@ -479,6 +537,46 @@ both_backends! {
         assert_eq!(done.status, ExecutionStatus::Failed, "{:?}", done.error);
         assert_eq!(done.error.as_deref(), Some("the first pass fails (compensated: unbook-later)"));
         assert_eq!(ledger.take(), lines(&["book 0", "unbook 0"]), "booking 1 never ran");
+        w.shutdown(Duration::from_secs(5)).await;
+    }
+
+    async fn a_step_result_the_database_refuses_fails_the_attempt_and_the_last_one_compensates(db: TestDb) {
+        // Not the code's fault, unlike non-determinism: the attempt fails
+        // as if the body returned the error, and the last one undoes what
+        // was booked (it used to end the run failed, undoing nothing).
+        let (e, w, ledger) = setup(&db).await;
+        refuse_step_rows(&db, &e, "work", true).await;
+        let h = refused_trip::start(&e, (2, false)).await.unwrap();
+        let done = ended(&e, h.id()).await;
+        assert_eq!(done.status, ExecutionStatus::Failed, "{:?}", done.error);
+        let message = done.error.unwrap_or_default();
+        assert!(message.starts_with("could not record the result of step `work`"), "{message}");
+        assert!(message.contains("(after 2 workflow attempts)"), "{message}");
+        assert!(message.ends_with("(compensated: release, release)"), "{message}");
+        assert_eq!(ledger.take(), lines(&["book 0", "book 1", "release 1", "release 0"]));
+        w.shutdown(Duration::from_secs(5)).await;
+    }
+
+    async fn a_compensation_the_database_refuses_to_record_goes_on_once_it_is_written(db: TestDb) {
+        // Compensations must finish: the run is handed back and goes on
+        // after a backoff until the database takes the write (it used to
+        // end `compensation_failed` at the first refusal). Each try runs
+        // the undo's body again: it counts against the step's attempts.
+        let (e, w, ledger) = setup(&db).await;
+        refuse_step_rows(&db, &e, "release", true).await;
+        let h = refused_trip::start(&e, (2, true)).await.unwrap();
+        until(&e, h.id(), "the compensation is tried again", |r| r.attempts >= 3).await;
+        let meanwhile = e.get(h.id()).await.unwrap().unwrap();
+        assert!(!meanwhile.status.is_terminal(), "ended while its compensation could not be recorded: {meanwhile:?}");
+        refuse_step_rows(&db, &e, "release", false).await;
+        let done = ended(&e, h.id()).await;
+        assert_eq!(done.status, ExecutionStatus::Failed, "{:?}", done.error);
+        assert_eq!(done.error.as_deref(), Some("given up (compensated: release, release)"));
+        let seen = ledger.take();
+        assert_eq!(seen[..2], lines(&["book 0", "book 1"]));
+        assert_eq!(seen[seen.len() - 2..], lines(&["release 1", "release 0"]), "{seen:?}");
+        assert!(seen.iter().filter(|l| *l == "release 1").count() >= 3, "{seen:?}");
+        assert_eq!(seen.iter().filter(|l| *l == "release 0").count(), 1, "{seen:?}");
         w.shutdown(Duration::from_secs(5)).await;
     }
 

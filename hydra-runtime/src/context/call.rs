@@ -123,7 +123,7 @@ impl WorkflowContext {
         slot: &Slot,
         what: &str,
         write: F,
-        failed: impl FnOnce(StoreError) -> String,
+        failed: impl FnOnce(&StoreError) -> String,
     ) -> T
     where
         F: FnMut() -> Fut,
@@ -134,7 +134,7 @@ impl WorkflowContext {
                 self.run.moved_open(slot.position, slot.next());
                 v
             }
-            Err(e) => match self.run.fail_run(failed(e)).await {},
+            Err(e) => match self.run.write_failed(e, failed).await {},
         }
     }
 

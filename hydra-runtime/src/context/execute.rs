@@ -156,7 +156,7 @@ impl WorkflowContext {
         run.checkpoint_gate().await;
         let until = run.park_until(wake_at);
         if let Err(e) = run.park(until).await {
-            match run.fail_run(format!("could not park the run until its retry: {e}")).await {}
+            match run.write_failed(e, |e| format!("could not park the run until its retry: {e}")).await {}
         }
         self.parked(until).await
     }
@@ -328,7 +328,7 @@ impl WorkflowContext {
                 in_flight.take();
                 // Parked: the claim that wakes it counts the retry.
                 if let Err(e) = run.record_parking(failed.wake_at(wake), until, attempt).await {
-                    match run.fail_run(format!("could not record the result of step `{step_id}`: {e}")).await {}
+                    match run.write_failed(e, |e| format!("could not record the result of step `{step_id}`: {e}")).await {}
                 }
                 match self.parked(until).await {}
             }
@@ -360,7 +360,9 @@ impl WorkflowContext {
                     .fail_run(format!("step `{step_id}` at position {position} conflicts with the recorded history"))
                     .await {}
             }
-            Err(e) => match run.fail_run(format!("could not record an attempt of step `{step_id}`: {e}")).await {},
+            Err(e) => {
+                match run.write_failed(e, |e| format!("could not record an attempt of step `{step_id}`: {e}")).await {}
+            }
         }
     }
 
@@ -368,7 +370,7 @@ impl WorkflowContext {
         let run = &*self.run;
         let step = rec.step_id.clone();
         if let Err(e) = run.record(rec, transition, open).await {
-            match run.fail_run(format!("could not record the result of step `{step}`: {e}")).await {}
+            match run.write_failed(e, |e| format!("could not record the result of step `{step}`: {e}")).await {}
         }
     }
 }

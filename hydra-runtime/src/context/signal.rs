@@ -272,7 +272,9 @@ impl WorkflowContext {
                 tracing::debug!(signals = ?receive.names, "parked until a signal comes");
                 match self.parked(due.unwrap_or(i64::MAX)).await {}
             }
-            Err(e) => match run.fail_run(format!("could not receive a signal ({:?}): {e}", receive.names)).await {},
+            Err(e) => {
+                match run.write_failed(e, |e| format!("could not receive a signal ({:?}): {e}", receive.names)).await {}
+            }
             Ok(_) => match run.fail_run("receive of a signal: unexpected outcome".to_owned()).await {},
         }
     }

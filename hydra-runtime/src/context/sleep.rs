@@ -36,7 +36,7 @@ impl WorkflowContext {
         let until = run.park_until(wake);
         let parked = if recorded {
             // Woken early (a cancel, a release): parked again, no record.
-            run.park(until).await.map_err(|e| format!("could not park the run: {e}"))
+            run.park(until).await.map_err(|e| (e, "could not park the run"))
         } else {
             let rec = StepRecord::new(
                 slot.step_id.clone(),
@@ -49,12 +49,10 @@ impl WorkflowContext {
             .wake_at(wake);
             // The claim that wakes the run counts the next step's first attempt.
             let open = OpenStep::new(slot.position.saturating_add(1), 0);
-            run.record(rec, Transition::Sleep { until }, open)
-                .await
-                .map_err(|e| format!("could not record a sleep: {e}"))
+            run.record(rec, Transition::Sleep { until }, open).await.map_err(|e| (e, "could not record a sleep"))
         };
-        if let Err(message) = parked {
-            match run.fail_run(message).await {}
+        if let Err((e, what)) = parked {
+            match run.write_failed(e, |e| format!("{what}: {e}")).await {}
         }
         tracing::debug!(wake_at = wake, "sleeping durably");
         match self.parked(until).await {}

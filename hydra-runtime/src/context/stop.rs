@@ -41,6 +41,13 @@ pub(crate) enum RunEnd {
     /// Suspend the run: its code does not replay its history (the message
     /// names both steps and the position).
     Suspend(String),
+    /// A write of a durable call failed in the database for a reason that
+    /// is not transient and not a refusal of Hydra's (a statement timeout,
+    /// a full disk, a trigger): the message. The body's attempt fails as if
+    /// it had returned that error (retried by the workflow's policy,
+    /// compensated at the last); in a compensation, the run is handed back
+    /// to go on compensating after a backoff.
+    StoreFailed(String),
     /// Stop without writing: the lease is gone.
     LeaseLost,
     /// Stop and hand the lease back (worker shutting down).
@@ -169,6 +176,23 @@ impl RunState {
             crate::workflow::OnNondeterminism::Suspend => self.halt(RunEnd::Suspend(message)).await,
             _ => self.fail_run(message).await,
         }
+    }
+
+    /// A durable call's write failed (`e`, past the retries of transient
+    /// failures in [`RunState::write`]; `message` says what of the run was
+    /// not written): a failure of the database's ends the attempt as
+    /// [`RunEnd::StoreFailed`], anything else Hydra refused fails the run.
+    pub(super) async fn write_failed(
+        &self,
+        e: hydra_store::StoreError,
+        message: impl FnOnce(&hydra_store::StoreError) -> String,
+    ) -> Infallible {
+        let message = message(&e);
+        if matches!(e, hydra_store::StoreError::Database(_)) {
+            tracing::error!(execution_id = %self.lease.execution_id, "{message}");
+            return self.halt(RunEnd::StoreFailed(message)).await;
+        }
+        self.fail_run(message).await
     }
 
     pub(super) async fn fail_run(&self, message: String) -> Infallible {

@@ -2,6 +2,7 @@
 //! stop; hand-backs of runs never started; fenced end writes retried
 //! through transient failures.
 
+use super::ending::{compensate_if_ending, failure_terminal, final_failure, terminal_message};
 use super::{ActiveRun, Shared};
 use crate::clock::duration_ms;
 use crate::context::{EndCause, RunEnd, RunSetup, RunState, WorkflowContext, panic_message};
@@ -81,6 +82,13 @@ async fn finish(
     run: &Arc<RunState>,
     body: RunEnd,
 ) {
+    // A write the database failed (not a refusal of Hydra's) fails the
+    // body's attempt as if it had returned the error: retried by the
+    // workflow's policy, its compensations run at the last attempt.
+    let body = match body {
+        RunEnd::StoreFailed(m) => RunEnd::Failed(Arc::new(crate::WorkflowError::retryable(m))),
+        other => other,
+    };
     let outcome = compensate_if_ending(workflow, execution, run, body.clone()).await;
     let compensated = run.undo.compensating.load(std::sync::atomic::Ordering::SeqCst);
     // Every end but a cancel's is written only if no cancel was accepted
@@ -395,132 +403,38 @@ async fn settle(
             let at = now.saturating_add(duration_ms(delay));
             let at = execution.deadline_at.map_or(at, |d| at.min(d));
             tracing::info!(error = %e, ?delay, "workflow attempt failed; retrying");
-            // A cancel accepted meanwhile makes the next attempt due now,
-            // and its claim ends the run cancelled (see the statement).
-            let write = write_retrying(s, || {
-                engine.inner.store.checkpoint(
-                    lease,
-                    hydra_store::Checkpoint::transition(Transition::Retry { at, error: e.message().to_owned() })
-                        .open(run.open_to_hand_back()),
-                    engine.clock().now_ms(),
-                )
-            });
-            if run.parking_write(write, |_| true).await.is_ok() {
-                schedule_wake(s, at);
-            }
+            retry_at(s, lease, run, at, e.message()).await;
         }
         RunEnd::Panicked(panic) => return end(Terminal::Failed(format!("workflow panicked: {panic}"))).await,
+        // A compensation's write failed in the database (a body's is a
+        // failed attempt by now, see `finish`): compensations must finish,
+        // so the run is handed back to go on after a backoff, whatever its
+        // workflow's attempts (its recorded marker keeps the cause).
+        RunEnd::StoreFailed(m) => {
+            let delay = workflow.options().retry.next_delay(execution.attempts.max(1));
+            let at = engine.clock().now_ms().saturating_add(duration_ms(delay));
+            tracing::error!(error = %m, ?delay, "a write of the run's compensations failed; going on after a backoff");
+            retry_at(s, lease, run, at, &m).await;
+        }
     }
     Settled::Done
 }
 
-/// If `outcome` ends the run other than with an output and the body
-/// registered compensations, runs them (under the same lease and guard)
-/// and returns the run's end; otherwise returns `outcome` as it is.
-async fn compensate_if_ending(
-    workflow: &dyn ErasedWorkflow,
-    execution: &Execution,
-    run: &Arc<RunState>,
-    outcome: RunEnd,
-) -> RunEnd {
-    // Not ending here; or Hydra refused the code (non-determinism, a record
-    // that does not decode, a step ID clash): then the run ends failed
-    // without compensating, since the code that would compensate is not the
-    // code that ran.
-    if matches!(
-        outcome,
-        RunEnd::LeaseLost | RunEnd::Release | RunEnd::Suspended { .. } | RunEnd::Fail(_) | RunEnd::Suspend(_)
-    ) {
-        return outcome;
-    }
-    let ctx = WorkflowContext { run: Arc::clone(run) };
-    let cancelled = run.stops.cancel_requested.load(std::sync::atomic::Ordering::SeqCst);
-    let stop = run.stops.stop.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    // Once a worker began compensating (the marker is recorded), the run
-    // finishes compensating, for the recorded cause, whatever this replay
-    // of its body returned; likewise a run to be stopped (cancelled, timed
-    // out, out of attempts) ends so even if its body returned first.
-    let decided = match run.recorded_marker() {
-        Some((_, bytes)) => Some(crate::context::recorded_cause(&ctx, bytes.as_deref())),
-        None => stop,
-    };
-    let cause = match (&outcome, decided) {
-        (_, Some(c)) => c,
-        (RunEnd::End(c), None) => c.clone(),
-        (RunEnd::Cancel, None) => EndCause::Cancelled,
-        (RunEnd::TimeOut(m), None) => EndCause::TimedOut(m.clone()),
-        (end_, None) if end_.returned() && cancelled => EndCause::Cancelled,
-        (RunEnd::Failed(e), None) => match final_failure(workflow, execution, e) {
-            Some(message) => match failure_terminal(run, message, e) {
-                Terminal::FailedWith(m, typed) => EndCause::Failed(m, Some(typed)),
-                other => EndCause::Failed(terminal_message(&other), None),
-            },
-            None => return outcome,
-        },
-        (RunEnd::OutputRefused(message), None) => EndCause::Failed(message.clone(), None),
-        (RunEnd::Panicked(panic), None) => EndCause::Failed(format!("workflow panicked: {panic}"), None),
-        _ => return outcome,
-    };
-    if !ctx.has_compensations() {
-        return RunEnd::Ended(cause.terminal(""));
-    }
-    tracing::info!(?cause, "running compensations");
-    let mut interrupts = crate::context::begin_compensation(&ctx);
-    let work = AssertUnwindSafe(crate::context::run_compensations(ctx, cause)).catch_unwind();
-    tokio::select! {
-        biased;
-        i = interrupts.wait_for(Option::is_some) => match i {
-            // Hydra refused something in a compensation (a record that
-            // does not decode, a step ID clash): the run ends visibly so.
-            Ok(v) => match v.clone() {
-                Some(RunEnd::Fail(m)) => RunEnd::Ended(Terminal::CompensationFailed(m)),
-                Some(other) => other,
-                None => RunEnd::LeaseLost,
-            },
-            Err(_) => RunEnd::LeaseLost,
-        },
-        r = work => match r {
-            Ok(terminal) => RunEnd::Ended(terminal),
-            Err(p) => RunEnd::Ended(Terminal::CompensationFailed(format!("compensation panicked: {}", panic_message(&p)))),
-        },
-    }
-}
-
-/// A final workflow failure's end: with its typed error when it carries
-/// one that encodes (else a note on why it is missing).
-fn failure_terminal(run: &RunState, message: String, e: &crate::WorkflowError) -> Terminal {
-    match e.typed_error().map(|t| {
-        t.encode(&run.env.codecs, run.env.codec)
-            .and_then(|b| run.env.fits(|| "its typed error".into(), b.len()).map(|()| b))
-    }) {
-        Some(Ok(bytes)) => Terminal::FailedWith(message, bytes),
-        Some(Err(reason)) => Terminal::Failed(format!("{message} (its typed error was not stored: {reason})")),
-        None => Terminal::Failed(message),
-    }
-}
-
-fn terminal_message(t: &Terminal) -> String {
-    match t {
-        Terminal::Failed(m)
-        | Terminal::FailedWith(m, _)
-        | Terminal::Cancelled(m)
-        | Terminal::TimedOut(m)
-        | Terminal::CompensationFailed(m) => m.clone(),
-        _ => String::new(),
-    }
-}
-
-/// The message a failed workflow attempt ends the run with, or `None` if
-/// the workflow's retry policy runs it again.
-fn final_failure(workflow: &dyn ErasedWorkflow, execution: &Execution, e: &crate::WorkflowError) -> Option<String> {
-    let _ = workflow;
-    let attempts = execution.attempts.max(1);
-    if e.is_permanent() {
-        Some(e.full_message())
-    } else if attempts >= execution.max_attempts {
-        Some(e.full_message_noting(&format!(" (after {attempts} workflow attempts)")))
-    } else {
-        None
+/// Parks the run for a new attempt at `at` (`error`: why this one ended).
+/// A cancel accepted meanwhile makes the next attempt due now, and its
+/// claim ends the run cancelled (see the statement).
+async fn retry_at(s: &Arc<Shared>, lease: &Lease, run: &RunState, at: i64, error: &str) {
+    let engine = &s.engine;
+    let write = write_retrying(s, || {
+        engine.inner.store.checkpoint(
+            lease,
+            hydra_store::Checkpoint::transition(Transition::Retry { at, error: error.to_owned() })
+                .open(run.open_to_hand_back()),
+            engine.clock().now_ms(),
+        )
+    });
+    if run.parking_write(write, |_| true).await.is_ok() {
+        schedule_wake(s, at);
     }
 }
 

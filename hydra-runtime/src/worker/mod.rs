@@ -25,6 +25,7 @@ mod claim;
 mod cron_ticks;
 mod direct;
 mod drive;
+mod ending;
 mod lease;
 mod shutdown;
 pub(crate) mod upkeep;

@@ -29,7 +29,7 @@ pub(crate) mod sqlite;
 use crate::error::StoreError;
 use crate::model::{Lease, OpenStep, StepRecord};
 use crate::sql::{Db, Direct};
-use crate::store::{BatchOp, BatchValue, Store};
+use crate::store::{BatchValue, Store};
 use sea_orm::{DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, Statement, Value};
 use std::future::Future;
 use std::pin::Pin;
@@ -241,17 +241,34 @@ pub(crate) trait Dialect: Send + Sync + std::fmt::Debug {
     /// than one statement each).
     fn steps_together_pays(&self, hot: &[(usize, HotStep<'_>)]) -> bool;
 
-    /// Writes the step results `items` of `ops` together in `txn` (see
-    /// `store/batch.rs`): `Some` answers in the order of `items` when every
-    /// row was written, `None` when one was refused and the transaction
-    /// must be rolled back. A backend that writes one step this way too
-    /// ([`Dialect::writes_one_step_together`]) answers a single item with
-    /// its own answer, never `None`.
+    /// Locks the runs `ids`, and the parents of the runs `ending` (an end
+    /// tells its parent in the same transaction), in the byte order of
+    /// their IDs, until the transaction ends. A transaction that writes
+    /// several runs, or ends a run that may have a parent, calls it before
+    /// it writes any run, so that no two such transactions wait for each
+    /// other in a cycle (lease renewals lock in the same order, see
+    /// `store/fence.rs`). A backend that takes row locks must lock here; one
+    /// whose write transactions run one at a time (SQLite's one writer)
+    /// has no cycle to avoid.
+    fn lock_runs<'a>(
+        &'a self,
+        store: &'a Store,
+        db: Db<'a>,
+        ids: Vec<String>,
+        ending: Vec<String>,
+    ) -> Fut<'a, Result<(), StoreError>>;
+
+    /// Writes the step results `items` together in `txn` (see
+    /// `store/batch.rs`, which has locked their runs with
+    /// [`Dialect::lock_runs`] first): `Some` answers in the order of
+    /// `items` when every row was written, `None` when one was refused and
+    /// the transaction must be rolled back. A backend that writes one step
+    /// this way too ([`Dialect::writes_one_step_together`]) answers a
+    /// single item with its own answer, never `None`.
     fn steps_together<'a>(
         &'a self,
         store: &'a Store,
         db: Db<'a>,
-        ops: &'a [BatchOp],
         items: &'a [HotStep<'a>],
         now: i64,
     ) -> Fut<'a, Result<Option<StepAnswers>, StoreError>>;

@@ -34,6 +34,22 @@ impl BatchOp {
             BatchOp::Claim(_) | BatchOp::Create(_) => None,
         }
     }
+
+    /// Whether the write ends its run (and so tells the run's parent).
+    fn ends_run(&self) -> bool {
+        matches!(self, BatchOp::Checkpoint(_, Checkpoint { transition: Transition::Finish(_), .. }))
+    }
+}
+
+/// The runs `ops` write under a lease, and those they end: what
+/// `Dialect::lock_runs` locks (the second, with their parents).
+fn run_locks(ops: &[BatchOp]) -> (Vec<String>, Vec<String>) {
+    let mut ids: Vec<String> = ops.iter().filter_map(|op| op.lease().map(|l| l.execution_id.to_string())).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let ending =
+        ops.iter().filter(|op| op.ends_run()).filter_map(|op| op.lease().map(|l| l.execution_id.to_string())).collect();
+    (ids, ending)
 }
 
 /// What one write of a group commit returned.
@@ -103,7 +119,7 @@ impl Store {
         let txn = self.begin().await?;
         let mut out: Vec<Option<Result<BatchValue, StoreError>>> = ops.iter().map(|_| None).collect();
         let hot = if multi_row { hot_step_rows(ops) } else { Vec::new() };
-        let mut together = self.dialect().steps_together_pays(&hot);
+        let together = self.dialect().steps_together_pays(&hot);
         // New runs first (they lock only their own rows), then the runs'
         // writes in lock order (the step results written together first,
         // see `batch_steps`), claims last: they skip locked rows, wait for
@@ -114,10 +130,24 @@ impl Store {
             BatchOp::Create(new) => (0, new.workflow_name.as_str(), new.idempotency_key.as_deref().unwrap_or("")),
             _ => op.lease().map_or((2, "", ""), |l| (1, l.execution_id.as_str(), "")),
         });
+        // Before the first run is written, a batch that writes runs
+        // together or ends one (whose parent it then tells) locks them all,
+        // and the parents of those it ends, in ID order (see
+        // `Dialect::lock_runs`): one by one, the end of a child would lock
+        // its parent out of that order.
+        let lock_first = together || ops.iter().any(BatchOp::ends_run);
+        let mut locked = false;
         for i in order {
-            if together && !matches!(ops[i], BatchOp::Create(_)) {
-                together = false;
-                match self.steps_together(&txn, ops, &hot, now).await {
+            if !locked && !matches!(ops[i], BatchOp::Create(_)) {
+                locked = true;
+                let first = async {
+                    if lock_first {
+                        let (ids, ending) = run_locks(ops);
+                        self.dialect().lock_runs(self, txn.db(), ids, ending).await?;
+                    }
+                    if together { self.steps_together(&txn, &hot, now).await } else { Ok(Some(Vec::new())) }
+                };
+                match first.await {
                     Ok(Some(results)) => {
                         for ((row, _), r) in hot.iter().zip(results) {
                             out[*row] = Some(r);
@@ -198,12 +228,11 @@ impl Store {
     async fn steps_together(
         &self,
         txn: &Txn,
-        ops: &[BatchOp],
         hot: &[(usize, HotStep<'_>)],
         now: i64,
     ) -> Result<Option<StepAnswers>, StoreError> {
         let items: Vec<HotStep<'_>> = hot.iter().map(|(_, item)| *item).collect();
-        self.dialect().steps_together(self, txn.db(), ops, &items, now).await
+        self.dialect().steps_together(self, txn.db(), &items, now).await
     }
 
     async fn apply_one_by_one(

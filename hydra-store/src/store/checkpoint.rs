@@ -139,7 +139,13 @@ impl Store {
     pub async fn checkpoint(&self, lease: &Lease, checkpoint: Checkpoint, now: i64) -> Result<(), StoreError> {
         let _gate = self.gate().await;
         let txn = self.begin().await?;
-        let r = self.apply(txn.db(), lease, &checkpoint, now).await;
+        let r = async {
+            if let Transition::Finish(_) = checkpoint.transition {
+                self.lock_run_and_parent(txn.db(), &lease.execution_id).await?;
+            }
+            self.apply(txn.db(), lease, &checkpoint, now).await
+        }
+        .await;
         self.settle(txn, r).await
     }
 
@@ -183,7 +189,7 @@ impl Store {
                         // One step: its own answer, never `None` (see `Dialect::steps_together`).
                         return match self
                             .dialect()
-                            .steps_together(self, db, &[], &[(lease, record, open)], now)
+                            .steps_together(self, db, &[(lease, record, open)], now)
                             .await?
                             .and_then(|mut r| r.pop())
                         {

@@ -21,17 +21,29 @@
 //! Two statements spell the same condition out inline: lease renewal
 //! (`lease`, which also requires the lease not to have expired) and the
 //! backends' multi-row step writes (which read it from each row's values).
-//! Transactions that write several runs lock them in [`lock_order`].
+//! Transactions that write several runs lock them in [`lock_order`]; one
+//! that ends a run locks the run and its parent (which it tells of the end)
+//! in that order first ([`Store::lock_run_and_parent`], or for a group
+//! commit `Dialect::lock_runs` over all its runs).
 
 use super::Store;
 use super::step_write::{OpenWhen, open_set};
 use crate::error::StoreError;
-use crate::ids::StepId;
+use crate::ids::{ExecutionId, StepId};
 use crate::model::{Lease, OpenStep};
 use crate::sql::Db;
 use sea_orm::Value;
 
 impl Store {
+    /// Locks run `id` and its parent, if it has one, in [`lock_order`],
+    /// before a transaction ends the run and tells the parent: locking the
+    /// run by its update and then the parent would hold the one while
+    /// waiting for the other out of order (a cycle with a lease renewal
+    /// that holds both runs' leases).
+    pub(super) async fn lock_run_and_parent(&self, db: Db<'_>, id: &ExecutionId) -> Result<(), StoreError> {
+        self.dialect().lock_runs(self, db, vec![id.to_string()], vec![id.to_string()]).await
+    }
+
     /// Why a fenced write wrote nothing: a cancel accepted for a run this
     /// lease still holds (when the write was conditional on none: a run's
     /// end, a suspend), else a lost lease.

@@ -296,6 +296,10 @@ impl Store {
         for _ in 0..3 {
             // Ended here: its parent (if any) is told in the same transaction.
             let txn = self.begin().await?;
+            if let Err(e) = self.lock_run_and_parent(txn.db(), id).await {
+                txn.rollback().await?;
+                return Err(e);
+            }
             let r = txn
                 .db()
                 .exec(self.stmt(

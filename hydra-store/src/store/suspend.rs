@@ -118,6 +118,10 @@ impl Store {
     ) -> Result<Result<(), crate::model::ExecutionStatus>, StoreError> {
         let _gate = self.gate().await;
         let txn = self.begin().await?;
+        if let Err(e) = self.lock_run_and_parent(txn.db(), id).await {
+            txn.rollback().await?;
+            return Err(e);
+        }
         let r = txn
             .db()
             .exec(self.stmt(

@@ -18,7 +18,7 @@ use super::{Backend, Dialect, Fut, HotStep, StepAnswers, WakeUps};
 use crate::connect::{self, Durability, StoreOptions};
 use crate::error::StoreError;
 use crate::sql::Db;
-use crate::store::{BatchOp, Store};
+use crate::store::Store;
 use sea_orm::{
     ConnectOptions, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, Statement,
     TransactionOptions, TransactionTrait, Value,
@@ -180,18 +180,27 @@ impl Dialect for Postgres {
         hot.len() >= 2 && steps::output_bytes(hot) <= HOT_BYTES
     }
 
+    fn lock_runs<'a>(
+        &'a self,
+        store: &'a Store,
+        db: Db<'a>,
+        ids: Vec<String>,
+        ending: Vec<String>,
+    ) -> Fut<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            db.exec(steps::lock_runs_statement(store, ids, ending)).await?;
+            Ok(())
+        })
+    }
+
     fn steps_together<'a>(
         &'a self,
         store: &'a Store,
         db: Db<'a>,
-        ops: &'a [BatchOp],
         items: &'a [HotStep<'a>],
         now: i64,
     ) -> Fut<'a, Result<Option<StepAnswers>, StoreError>> {
-        Box::pin(async move {
-            steps::lock_runs(store, db, ops).await?;
-            steps::steps_in(store, db, items, now).await
-        })
+        Box::pin(steps::steps_in(store, db, items, now))
     }
 
     fn refusal_spoils_batch(&self) -> bool {

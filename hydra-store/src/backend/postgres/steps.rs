@@ -1,8 +1,9 @@
 //! PostgreSQL: the step results of a group commit that move their runs'
 //! open steps, written together. First every run the batch writes, and the
 //! parent of every run it ends, is locked in ID order (one statement,
-//! [`lock_runs`]: the order of every multi-run transaction, so none waits
-//! for another in a cycle), then one statement of arrays (`unnest`, the
+//! [`lock_runs_statement`], sent by `store/batch.rs` through
+//! `Dialect::lock_runs`: the order of every multi-run transaction, so none
+//! waits for another in a cycle), then one statement of arrays (`unnest`, the
 //! same text whatever the batch's size, so one prepared statement serves
 //! every batch) updates the runs under the fence, moving their open steps,
 //! and inserts the steps of the runs it updated. A row refused (a lost
@@ -13,7 +14,7 @@ use crate::backend::{HotStep, StepAnswers};
 use crate::error::StoreError;
 use crate::model::{StepOutcome, to_i32};
 use crate::sql::Db;
-use crate::store::{BatchOp, BatchValue, Checkpoint, Store, Transition, step_write};
+use crate::store::{BatchValue, Store, step_write};
 
 /// The bytes of the outputs and errors `hot` writes.
 pub(super) fn output_bytes(hot: &[(usize, HotStep<'_>)]) -> usize {
@@ -27,33 +28,11 @@ pub(super) fn output_bytes(hot: &[(usize, HotStep<'_>)]) -> usize {
         .fold(0usize, usize::saturating_add)
 }
 
-/// Locks the runs `ops` write under a lease, and the parents of those it
-/// ends (an end tells its parent, in the same transaction), until the
-/// transaction ends. One statement, in the byte order of their IDs
-/// (`COLLATE "C"`: the order of `lock_order` and of lease renewals,
-/// whatever the database's collation), so no other transaction that locks
-/// runs in that order can wait for this one in a cycle. After it, no other
-/// transaction can change those runs, so a statement of this transaction
-/// reads their current token.
-pub(super) async fn lock_runs(store: &Store, db: Db<'_>, ops: &[BatchOp]) -> Result<(), StoreError> {
-    let mut ids: Vec<String> = ops.iter().filter_map(|op| op.lease().map(|l| l.execution_id.to_string())).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    let ending: Vec<String> = ops
-        .iter()
-        .filter_map(|op| match op {
-            BatchOp::Checkpoint(lease, Checkpoint { transition: Transition::Finish(_), .. }) => {
-                Some(lease.execution_id.to_string())
-            }
-            _ => None,
-        })
-        .collect();
-    db.exec(lock_runs_statement(store, ids, ending)).await?;
-    Ok(())
-}
-
-/// The statement of [`lock_runs`]: the runs `ids` and the parents of the
-/// runs `ending`, locked in byte order of their IDs. One array of IDs, the
+/// The statement of `Dialect::lock_runs`: the runs `ids` and the parents
+/// of the runs `ending`, locked in byte order of their IDs (`COLLATE "C"`:
+/// the order of `lock_order` and of lease renewals, whatever the
+/// database's collation). After it, no other transaction can change those
+/// runs, so a statement of this transaction reads their current token. One array of IDs, the
 /// parents' found first (an `InitPlan`), so both are found through the
 /// primary key: `id = ANY(..) OR id IN (SELECT ..)` would read the whole
 /// run table, every batch. (A parent's NULL in the array matches no row.)
@@ -67,7 +46,7 @@ pub(crate) fn lock_runs_statement(store: &Store, ids: Vec<String>, ending: Vec<S
 }
 
 /// The step results `items` in one statement of arrays, after
-/// [`lock_runs`] (see the module docs). `Some` answers in the order of
+/// `Dialect::lock_runs` (see the module docs). `Some` answers in the order of
 /// `items` when every row was written, `None` when one was refused (the
 /// caller rolls back).
 pub(super) async fn steps_in(
@@ -201,7 +180,7 @@ impl Columns {
 
 impl Store {
     /// The statement that locks a PostgreSQL group commit's runs (see
-    /// [`lock_runs`]), for plan tests.
+    /// `Dialect::lock_runs`), for plan tests.
     #[doc(hidden)]
     pub fn lock_runs_statement(&self, ids: Vec<String>, ending: Vec<String>) -> sea_orm::Statement {
         lock_runs_statement(self, ids, ending)
