@@ -3,18 +3,30 @@
 use crate::output::{between, clean, cut, opt_time, parse_time, payload, payload_line, print_json, table, time};
 use crate::{CliError, Ctx};
 use clap::{Args, Subcommand};
+use hydra_runtime::runs::Shown;
 use hydra_runtime::{CancelOutcome, Codec, Error, ExecutionFilter, ExecutionId, ExecutionStatus, SignalOptions};
-use hydra_runtime::{Execution, RecordedStep as Step};
+use hydra_runtime::{Execution, RecordedStep as Step, ShowLimits};
 use serde_json::{Value, json};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum RunsCommand {
     /// Lists runs, newest first.
     List(ListArgs),
-    /// Shows one run: its state, step timeline, children, signals, events.
+    /// Shows one run: its state, step timeline, children, signals, events
+    /// (a page of each; payloads over a size are not read).
     Show {
         /// The run's ID.
         id: String,
+        /// The first step shown: its position (the next page of a long run).
+        #[arg(long, default_value_t = 0)]
+        from: u32,
+        /// The most rows shown per table (steps, children, signals, events).
+        #[arg(long, default_value_t = 500)]
+        rows: u32,
+        /// Payloads stored larger than this many bytes are not read; their
+        /// size is shown instead.
+        #[arg(long, default_value_t = 4096)]
+        payload_bytes: u32,
     },
     /// Cancels a run (its compensations run; a run that never ran ends at once).
     Cancel {
@@ -51,6 +63,12 @@ pub(crate) enum RunsCommand {
         #[arg(long)]
         key: Option<String>,
     },
+    /// Takes a suspended run up again now, for any worker of its workflow
+    /// (after a fix the code fingerprint does not see).
+    Resume {
+        /// The run's ID.
+        id: String,
+    },
     /// Ends a run that is not running (pending, sleeping, suspended) as failed.
     Fail {
         /// The run's ID.
@@ -85,6 +103,10 @@ pub(crate) struct ListArgs {
     /// At most this many runs (1 to 1,000).
     #[arg(long, default_value_t = 50)]
     limit: u64,
+    /// Read each run's input and output too (with --json): a payload may be
+    /// megabytes, so a list reads none by default.
+    #[arg(long)]
+    payloads: bool,
     /// The next page: runs listed after this run ID (the last of the previous page).
     #[arg(long)]
     after: Option<String>,
@@ -93,7 +115,10 @@ pub(crate) struct ListArgs {
 pub(crate) async fn run(ctx: &Ctx, cmd: RunsCommand) -> Result<(), CliError> {
     match cmd {
         RunsCommand::List(args) => list(ctx, args).await,
-        RunsCommand::Show { id } => show(ctx, &parse_id(&id)?).await,
+        RunsCommand::Show { id, from, rows, payload_bytes } => {
+            let limits = ShowLimits::new().steps_from(from).rows(rows).payload_bytes(payload_bytes);
+            show(ctx, &parse_id(&id)?, limits).await
+        }
         RunsCommand::Cancel { id } => {
             let id = parse_id(&id)?;
             let outcome = ctx.engine.cancel(&id).await?;
@@ -150,6 +175,12 @@ pub(crate) async fn run(ctx: &Ctx, cmd: RunsCommand) -> Result<(), CliError> {
                 json!({"id": id.as_str(), "signal": name, "sent": format!("{sent:?}")}),
                 &format!("signal `{name}` to run {id}: {sent:?}"),
             );
+            Ok(())
+        }
+        RunsCommand::Resume { id } => {
+            let id = parse_id(&id)?;
+            ctx.engine.resume(&id).await?;
+            say(ctx, json!({"id": id.as_str(), "status": "sleeping"}), &format!("run {id} is due again"));
             Ok(())
         }
         RunsCommand::Fail { id, reason } => {
@@ -215,9 +246,19 @@ async fn list(ctx: &Ctx, args: ListArgs) -> Result<(), CliError> {
         let last = ctx.engine.get(&id).await?.ok_or_else(|| Error::NotFound(id.clone()))?;
         filter = filter.after(&last);
     }
+    if !args.payloads {
+        filter = filter.without_payloads();
+    }
     let runs = ctx.engine.list(filter).await?;
     if ctx.json {
-        print_json(&Value::Array(runs.iter().map(run_json).collect()));
+        let json = |e: &Execution| {
+            let mut v = run_json(e);
+            if !args.payloads {
+                strip_payloads(&mut v);
+            }
+            v
+        };
+        print_json(&Value::Array(runs.iter().map(json).collect()));
         return Ok(());
     }
     let rows: Vec<Vec<String>> = runs
@@ -269,7 +310,31 @@ pub(crate) fn run_json(e: &Execution) -> Value {
     })
 }
 
-fn step_json(s: &Step) -> Value {
+/// A run's JSON without its input and output (which were not read).
+fn strip_payloads(v: &mut Value) {
+    if let Some(o) = v.as_object_mut() {
+        o.remove("input");
+        o.remove("output");
+    }
+}
+
+/// A payload as JSON, or, left unread, its size.
+fn shown_payload<T>(row: &Shown<T>, bytes: &[u8]) -> Value {
+    match row.left_out() {
+        Some(n) => json!({"not_read": true, "bytes": n}),
+        None => payload(bytes),
+    }
+}
+
+/// A payload on one line, or, left unread, its size.
+fn shown_line<T>(row: &Shown<T>, bytes: &[u8]) -> String {
+    match row.left_out() {
+        Some(n) => format!("({n} bytes, not read: see --payload-bytes)"),
+        None => payload_line(bytes),
+    }
+}
+
+fn step_json(s: &Shown<Step>) -> Value {
     json!({
         "position": s.position,
         "step_id": s.step_id.as_str(),
@@ -281,33 +346,46 @@ fn step_json(s: &Step) -> Value {
         "started_at": s.started_at,
         "completed_at": s.completed_at,
         "wake_at": s.wake_at,
-        "output": s.output.as_deref().filter(|o| !o.is_empty()).map(payload),
+        "output": s.output.as_deref().filter(|o| !o.is_empty() || s.left_out).map(|o| shown_payload(s, o)),
         "error": s.error,
     })
 }
 
-async fn show(ctx: &Ctx, id: &ExecutionId) -> Result<(), CliError> {
-    let d = ctx.engine.run_detail(id).await?;
+async fn show(ctx: &Ctx, id: &ExecutionId, limits: ShowLimits) -> Result<(), CliError> {
+    let d = ctx.engine.runs().detail_within(id, limits).await?;
     let e = &d.execution;
     if ctx.json {
         let mut v = run_json(e);
         v["steps"] = Value::Array(d.steps.iter().map(step_json).collect());
-        v["children"] = Value::Array(d.children.iter().map(run_json).collect());
+        v["steps_total"] = d.steps_total.into();
+        v["children"] = Value::Array(
+            d.children
+                .iter()
+                .map(|c| {
+                    let mut v = run_json(c);
+                    strip_payloads(&mut v);
+                    v
+                })
+                .collect(),
+        );
+        v["children_total"] = d.children_total.into();
         v["signals"] = Value::Array(
             d.signals
                 .iter()
                 .map(|s| {
-                    json!({"name": s.name, "payload": payload(&s.payload), "created_at": s.created_at,
+                    json!({"name": s.name, "payload": shown_payload(s, &s.payload), "created_at": s.created_at,
                            "consumed_at": s.consumed_at, "consumed_position": s.consumed_position})
                 })
                 .collect(),
         );
+        v["signals_total"] = d.signals_total.into();
         v["events"] = Value::Array(
             d.events
                 .iter()
-                .map(|ev| json!({"key": ev.key, "value": payload(&ev.value), "updated_at": ev.updated_at}))
+                .map(|ev| json!({"key": ev.key, "value": shown_payload(ev, &ev.value), "updated_at": ev.updated_at}))
                 .collect(),
         );
+        v["events_total"] = d.events_total.into();
         v["search_attributes"] =
             d.search_attributes.iter().map(|(n, val)| (n.clone(), Value::from(val.clone()))).collect();
         print_json(&v);
@@ -361,18 +439,27 @@ async fn show(ctx: &Ctx, id: &ExecutionId) -> Result<(), CliError> {
                 s.completed_at.map_or_else(|| "-".to_owned(), |c| between(s.started_at, c)),
                 match (&s.error, &s.output) {
                     (Some(err), _) => format!("error: {}", cut(err, 70)),
-                    (None, Some(o)) if !o.is_empty() => payload_line(o),
+                    (None, Some(o)) if !o.is_empty() || s.left_out => shown_line(s, o),
                     _ => s.wake_at.map_or_else(String::new, |w| format!("wakes {}", time(w))),
                 },
             ]
         })
         .collect();
     table(&["POS", "STEP", "KIND", "STATUS", "ATTEMPTS", "TOOK", "RESULT"], &rows);
+    if (d.steps.len() as u64) < d.steps_total {
+        match d.steps.last() {
+            Some(last) if d.steps.len() as u64 == u64::from(limits.rows) => {
+                println!("({} steps in all; the next page: --from {})", d.steps_total, last.position.saturating_add(1));
+            }
+            _ => println!("({} steps in all; these from position {})", d.steps_total, limits.steps_from),
+        }
+    }
     if !d.children.is_empty() {
         println!();
         let rows: Vec<Vec<String>> =
             d.children.iter().map(|c| vec![c.id.to_string(), c.workflow_name.clone(), c.status.to_string()]).collect();
         table(&["CHILD", "WORKFLOW", "STATUS"], &rows);
+        more(d.children.len(), d.children_total);
     }
     if !d.signals.is_empty() {
         println!();
@@ -384,17 +471,26 @@ async fn show(ctx: &Ctx, id: &ExecutionId) -> Result<(), CliError> {
                     s.name.clone(),
                     time(s.created_at),
                     s.consumed_position.map_or_else(|| "waiting".to_owned(), |p| format!("taken at {p}")),
-                    payload_line(&s.payload),
+                    shown_line(s, &s.payload),
                 ]
             })
             .collect();
         table(&["SIGNAL", "SENT", "TAKEN", "PAYLOAD"], &rows);
+        more(d.signals.len(), d.signals_total);
     }
     if !d.events.is_empty() {
         println!();
         let rows: Vec<Vec<String>> =
-            d.events.iter().map(|ev| vec![ev.key.clone(), time(ev.updated_at), payload_line(&ev.value)]).collect();
+            d.events.iter().map(|ev| vec![ev.key.clone(), time(ev.updated_at), shown_line(ev, &ev.value)]).collect();
         table(&["EVENT", "SET", "VALUE"], &rows);
+        more(d.events.len(), d.events_total);
     }
     Ok(())
+}
+
+/// Under a table that shows `shown` of `total` rows: how many there are.
+fn more(shown: usize, total: u64) {
+    if (shown as u64) < total {
+        println!("(the first {shown} of {total}: see --rows)");
+    }
 }

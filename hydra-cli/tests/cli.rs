@@ -155,10 +155,29 @@ both_backends! {
         assert_eq!(shown["steps"].as_array().unwrap().len(), 3);
         assert_eq!(shown["output"], Value::from(format!("hold-{bad} paid 4200")));
 
+        // A page of one step from position 1, payloads over 4 bytes unread:
+        // the reserve step's output is sized, not read; the total is whole.
+        let id = failed.id().as_str();
+        let page = hydra_json(&db.url, &["runs", "show", id, "--from", "1", "--rows", "1", "--payload-bytes", "4"]);
+        let steps = page["steps"].as_array().unwrap();
+        assert_eq!((steps.len(), page["steps_total"].as_u64()), (1, Some(3)), "{page}");
+        assert_eq!(steps[0]["position"], 1, "{page}");
+        assert_eq!(steps[0]["output"]["not_read"], true, "{page}");
+        let (ok, table, err) = hydra(&db.url, &["runs", "show", id, "--rows", "2", "--payload-bytes", "4"]);
+        assert!(ok, "{err}");
+        assert!(table.contains("not read") && table.contains("3 steps in all; the next page: --from 2"), "{table}");
+        // A list reads no payloads unless asked.
+        let listed = hydra_json(&db.url, &["runs", "list", "--status", "completed"]);
+        assert!(listed.as_array().unwrap().iter().all(|r| r.get("input").is_none() && r.get("output").is_none()));
+        let listed = hydra_json(&db.url, &["runs", "list", "--status", "completed", "--payloads"]);
+        assert!(listed.as_array().unwrap().iter().all(|r| r["input"].is_string()), "{listed}");
+
         // A retry of a completed run is refused, with the reason.
         let (ok, _, err) = hydra(&db.url, &["runs", "retry", failed.id().as_str()]);
         assert!(!ok);
         assert!(err.contains("is completed: only a failed, timed-out or cancelled run can be retried"), "{err}");
+        let (ok, _, err) = hydra(&db.url, &["runs", "resume", failed.id().as_str()]);
+        assert!(!ok && err.contains("is completed: only a suspended run can be resumed"), "{err}");
         w.shutdown(Duration::from_secs(5)).await;
     }
 

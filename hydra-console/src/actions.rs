@@ -1,4 +1,4 @@
-//! What the console's forms do: cancel, retry, fork and signal a run;
+//! What the console's forms do: cancel, retry, resume, fork and signal a run;
 //! pause and resume a cron schedule. Each checks the form's token (the
 //! guard has checked the origin and the access token), calls the
 //! [`crate::Engine`] method the `hydra` tool calls, and answers with a
@@ -53,6 +53,18 @@ pub(super) async fn retry(
     let id = parse_id(&id)?;
     app.engine.retry(&id).await?;
     Ok(done(id.as_str(), "retried"))
+}
+
+/// `POST /runs/{id}/resume`: a suspended run, due again.
+pub(super) async fn resume(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    Form(f): Form<Plain>,
+) -> Result<Redirect, Problem> {
+    form_token(&app, &f.form_token)?;
+    let id = parse_id(&id)?;
+    app.engine.resume(&id).await?;
+    Ok(done(id.as_str(), "resumed"))
 }
 
 #[derive(Debug, serde::Deserialize)]

@@ -3,7 +3,7 @@
 //!
 //! Pages: the runs list with filters and paging; a run with its step
 //! timeline, payloads, errors, children, signals and events, and the
-//! actions cancel, retry, fork and signal; cron schedules with pause and
+//! actions cancel, retry, resume, fork and signal; cron schedules with pause and
 //! resume; live workers and their leases; a summary of runs by status and
 //! of ends per minute. Everything is HTML rendered on the server (no
 //! script at all; the stylesheet is compiled into the binary), and every
@@ -260,6 +260,7 @@ fn router(app: Arc<App>) -> Router {
         .route("/runs/{id}", get(runs::show))
         .route("/runs/{id}/cancel", post(actions::cancel))
         .route("/runs/{id}/retry", post(actions::retry))
+        .route("/runs/{id}/resume", post(actions::resume))
         .route("/runs/{id}/fork", post(actions::fork))
         .route("/runs/{id}/signal", post(actions::signal))
         .route("/cron", get(admin::cron))

@@ -5,9 +5,10 @@ use super::layout::{self, Problem, badge, cut, payload, payload_line, run_href, 
 use super::{App, timeline};
 use axum::extract::{Path, Query, State};
 use axum::response::Redirect;
-use hydra_runtime::RunDetail;
 use hydra_runtime::describe;
+use hydra_runtime::runs::Shown;
 use hydra_runtime::{Execution, ExecutionFilter, ExecutionId, ExecutionStatus, StepStatus};
+use hydra_runtime::{RunDetail, ShowLimits};
 use maud::{Markup, html};
 use std::sync::Arc;
 
@@ -15,13 +16,24 @@ use std::sync::Arc;
 const PAGE: u64 = 50;
 const MAX_PAGE: u64 = 500;
 
-/// The most rows a run's page shows per table (steps, children, signals,
-/// events); a note says how many more there are.
-const MAX_ROWS: usize = 500;
+/// The most rows a run's page reads per table (steps, children, signals,
+/// events); a note says how many there are, and the steps page on.
+const MAX_ROWS: u32 = 500;
 
-/// "Showing the first N of M" under a table that was cut.
-fn more(total: usize) -> Markup {
-    html! { @if total > MAX_ROWS { p.note { "Showing the first " (MAX_ROWS) " of " (total) "." } } }
+/// Payloads stored larger than this are not read for a run's page.
+const PAYLOAD_BYTES: u32 = 4096;
+
+/// "Showing N of M" under a table that holds more rows than were read.
+fn more(shown: usize, total: u64) -> Markup {
+    html! { @if (shown as u64) < total { p.note { "Showing " (shown) " of " (total) "." } } }
+}
+
+/// A payload in a table cell, or, left unread, its size.
+fn cell<T>(row: &Shown<T>, bytes: &[u8]) -> String {
+    match row.left_out() {
+        Some(n) => format!("({n} bytes, not read)"),
+        None => payload_line(bytes, 120),
+    }
 }
 
 /// `GET /`.
@@ -196,6 +208,8 @@ fn took(e: &Execution, now: i64) -> String {
 #[derive(Debug, Default, serde::Deserialize)]
 pub(super) struct ShowQuery {
     done: Option<String>,
+    /// The first step shown: its position (the steps' next page).
+    from: Option<u32>,
 }
 
 /// `GET /runs/{id}`.
@@ -205,7 +219,8 @@ pub(super) async fn show(
     Query(q): Query<ShowQuery>,
 ) -> Result<Markup, Problem> {
     let id = parse_id(&id)?;
-    let detail = app.engine.run_detail(&id).await?;
+    let limits = ShowLimits::new().rows(MAX_ROWS).payload_bytes(PAYLOAD_BYTES).steps_from(q.from.unwrap_or(0));
+    let detail = app.engine.runs().detail_within(&id, limits).await?;
     let now = app.engine.clock().now_ms();
     let notice = q.done.as_deref().and_then(notice);
     Ok(layout::page(&app.engine, &format!("Run {id}"), "runs", run_page(&app, &detail, now, notice)))
@@ -218,6 +233,7 @@ fn notice(key: &str) -> Option<&'static str> {
         "cancelled" => "Cancelled.",
         "cancel-requested" => "Cancel requested: a worker stops the run and runs its compensations.",
         "retried" => "Retried: the run is pending again from its last recorded step.",
+        "resumed" => "Resumed: the run is due again, for any worker of its workflow.",
         "forked" => "This run is a fork, just started.",
         "signalled" => "Signal sent.",
         "signal-duplicate" => "That signal was sent before (same idempotency key): nothing new was sent.",
@@ -262,7 +278,7 @@ fn run_page(app: &App, d: &RunDetail, now: i64, notice: Option<&str>) -> Markup 
             table.steps {
                 thead { tr { th { "#" } th { "Step" } th { "Kind" } th { "Status" } th { "Attempts" } th { "Started (UTC)" } th { "Took" } th { "Result" } } }
                 tbody {
-                    @for s in d.steps.iter().take(MAX_ROWS) {
+                    @for s in &d.steps {
                         tr {
                             td.num { (s.position) }
                             td { span title=(s.step_id.as_str()) { (s.label()) } }
@@ -273,43 +289,48 @@ fn run_page(app: &App, d: &RunDetail, now: i64, notice: Option<&str>) -> Markup 
                             td { (s.completed_at.map(|c| describe::span(c.saturating_sub(s.started_at))).unwrap_or_else(|| "-".into())) }
                             td.result {
                                 @if s.status == StepStatus::Failed { span.error { (s.error.as_deref().map(|m| cut(m, 120)).unwrap_or_default()) } }
-                                @else if let Some(o) = &s.output { code { (payload_line(o, 120)) } }
+                                @else if let Some(o) = &s.output { code { (cell(s, o)) } }
                             }
                         }
                     }
                 }
             }
-            (more(d.steps.len()))
+            (more(d.steps.len(), d.steps_total))
+            @if d.steps.len() as u64 == u64::from(d.limits.rows) {
+                @if let Some(last) = d.steps.last() {
+                    p { a href=(with_query(&run_href(e.id.as_str()), [("from", Some(last.position.saturating_add(1).to_string().as_str()))])) { "Next steps →" } }
+                }
+            }
         }
         @if !d.children.is_empty() {
             h2 { "Children" }
             table {
                 thead { tr { th { "Run" } th { "Workflow" } th { "Status" } th { "Created (UTC)" } } }
-                tbody { @for c in d.children.iter().take(MAX_ROWS) { tr {
+                tbody { @for c in &d.children { tr {
                     td { a.id href=(run_href(c.id.as_str())) { (c.id.as_str()) } }
                     td { (c.workflow_name) } td { (badge(c.status.as_str())) } td { (when(c.created_at)) }
                 } } }
             }
-            (more(d.children.len()))
+            (more(d.children.len(), d.children_total))
         }
         @if !d.signals.is_empty() {
             h2 { "Signals" }
             table {
                 thead { tr { th { "Name" } th { "Payload" } th { "Sent (UTC)" } th { "Taken" } } }
-                tbody { @for s in d.signals.iter().take(MAX_ROWS) { tr {
-                    td { code { (s.name) } } td { code { (payload_line(&s.payload, 120)) } } td { (when(s.created_at)) }
+                tbody { @for s in &d.signals { tr {
+                    td { code { (s.name) } } td { code { (cell(s, &s.payload)) } } td { (when(s.created_at)) }
                     td { @if let Some(p) = s.consumed_position { "by step " (p) " at " (when_opt(s.consumed_at)) } @else { "not yet" } }
                 } } }
             }
-            (more(d.signals.len()))
+            (more(d.signals.len(), d.signals_total))
         }
         @if !d.events.is_empty() {
             h2 { "Events" }
             table {
                 thead { tr { th { "Key" } th { "Value" } th { "Set (UTC)" } } }
-                tbody { @for v in d.events.iter().take(MAX_ROWS) { tr { td { code { (v.key) } } td { code { (payload_line(&v.value, 120)) } } td { (when(v.updated_at)) } } } }
+                tbody { @for v in &d.events { tr { td { code { (v.key) } } td { code { (cell(v, &v.value)) } } td { (when(v.updated_at)) } } } }
             }
-            (more(d.events.len()))
+            (more(d.events.len(), d.events_total))
         }
         @if !d.search_attributes.is_empty() {
             h2 { "Search attributes" }
@@ -333,11 +354,18 @@ fn run_page(app: &App, d: &RunDetail, now: i64, notice: Option<&str>) -> Markup 
                     button type="submit" name="retry" { "Retry run" }
                 }
             }
+            @if e.status == ExecutionStatus::Suspended {
+                form.card method="post" action=(format!("{}/resume", run_href(e.id.as_str()))) {
+                    (layout::form_token(&app.form_token))
+                    p { "Take the run up again now, for any worker of its workflow (after a fix its code fingerprint does not see)." }
+                    button type="submit" name="resume" { "Resume run" }
+                }
+            }
             form.card method="post" action=(format!("{}/fork", run_href(e.id.as_str()))) {
                 (layout::form_token(&app.form_token))
                 p { "Start a new run that keeps the steps before a position and runs the rest." }
                 label { "Keep steps before position "
-                    input type="number" name="position" min="0" max=(d.steps.len()) value="0" required;
+                    input type="number" name="position" min="0" max=(d.steps_total) value="0" required;
                     " (0: run all again)"
                 }
                 label { "Input (JSON, empty: the same) " textarea name="input" rows="2" {} }

@@ -5,6 +5,7 @@
 //! worker first took it. Server-drawn SVG, no script.
 
 use hydra_runtime::describe;
+use hydra_runtime::runs::Shown;
 use hydra_runtime::{Execution, RecordedStep as Step, StepKind, StepStatus};
 use maud::{Markup, html};
 
@@ -57,7 +58,7 @@ fn bar_of(s: &Step, now: i64) -> Bar {
 }
 
 /// The chart of run `e` with `steps`, drawn at `now`.
-pub(super) fn chart(e: &Execution, steps: &[Step], now: i64) -> Markup {
+pub(super) fn chart(e: &Execution, steps: &[Shown<Step>], now: i64) -> Markup {
     let mut bars = Vec::with_capacity(steps.len().min(MAX_ROWS) + 1);
     let first_claim = e.started_at.or_else(|| steps.first().map(|s| s.started_at));
     let queued_end = first_claim.unwrap_or(if e.status.is_terminal() { e.completed_at.unwrap_or(now) } else { now });

@@ -111,7 +111,7 @@ pub use hydra_store::{
     StepId, StepKind, StepStatus, StoreError, StoreOptions, TriggerType, WorkerId,
 };
 pub use retry::RetryPolicy;
-pub use runs::{RunDetail, Unclaimable};
+pub use runs::{RunDetail, ShowLimits, Unclaimable};
 pub use state::{State, StateNeed};
 pub use worker::{Worker, WorkerBuilder};
 pub use workflow::{OnNondeterminism, Payload, Step, StepOf, Workflow, WorkflowOptions};

@@ -79,8 +79,9 @@ pub use model::{
 };
 pub use store::{
     AwakeableDraws, BatchOp, BatchValue, COMPENSATION_MARKER, Checkpoint, DueRuns, EndedBucket, EventRow, EventValue,
-    ForkRequest, MAX_SEARCH_NAME_BYTES, MAX_SEARCH_VALUE_BYTES, MoveReport, MovedTable, NewSignal, Pruned, Receive,
-    Received, SignalRow, SignalSent, StatusCount, Store, Transition, check_search_attribute, child_outcome_payload,
+    ForkRequest, MAX_SEARCH_NAME_BYTES, MAX_SEARCH_VALUE_BYTES, MoveReport, MovedTable, NewSignal, Page, Pruned,
+    Receive, Received, ShowLimits, Shown, SignalRow, SignalSent, StatusCount, Store, Transition,
+    check_search_attribute, child_outcome_payload,
 };
 
 /// Re-exported so that transactional code can name the connection types.

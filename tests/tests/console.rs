@@ -261,6 +261,9 @@ both_backends! {
         assert_eq!(ended(&e, bad.id()).await, ExecutionStatus::Completed);
         let again = http.post_form(&format!("/runs/{}/retry", bad.id()), &[("form_token", &token)], &with_origin).await;
         assert_eq!(again.status, 409, "a completed run is not retried");
+        let resumed = http.post_form(&format!("/runs/{}/resume", bad.id()), &[("form_token", &token)], &with_origin).await;
+        assert_eq!(resumed.status, 409, "only a suspended run is resumed: {}", resumed.body);
+        assert!(resumed.body.contains("only a suspended run can be resumed"), "{}", resumed.body);
         let shown = http.get(retried.header("location")).await;
         assert!(shown.body.contains("Retried"));
 
@@ -313,7 +316,7 @@ both_backends! {
         let origin = http.origin();
         let body = format!("form_token={token}").into_bytes();
         for method in ["GET", "PUT", "DELETE", "PATCH"] {
-            for action in ["retry", "cancel", "fork"] {
+            for action in ["retry", "resume", "cancel", "fork"] {
                 let reply = http
                     .send(method, &format!("/runs/{}/{action}", bad.id()), &[("origin", origin.as_str()), ("content-type", "application/x-www-form-urlencoded")], body.clone())
                     .await;

@@ -1,7 +1,8 @@
 //! Deploying changed code while runs are in flight: patches (old and new
 //! runs side by side across a restart; a deprecated patch), versions (old
 //! runs only on old workers), non-determinism that suspends a run until
-//! other code takes it up (or an operator fails it), and runs nobody can
+//! other code takes it up (never again the code that suspended it, in a
+//! mixed fleet) or an operator resumes or fails it, and runs nobody can
 //! run made visible. Each "deploy" is a worker started with other code.
 
 // Test code: a failed unwrap is a failed test, with its message.
@@ -411,6 +412,56 @@ both_backends! {
         let err = h.result_timeout(WAIT).await.unwrap_err();
         assert!(matches!(err, Error::RunEnded { status: ExecutionStatus::Failed, .. }), "{err}");
         w.shutdown(Duration::from_secs(5)).await;
+    }
+
+    async fn in_a_mixed_fleet_the_code_that_suspended_a_run_never_takes_it_again_and_an_operator_can_resume_it(db: TestDb) {
+        let e = engine(&db, "fleet").await;
+        let v3_code = <nde_v3 as Workflow>::code_fingerprint();
+        let w = worker(&e, nde_v1).await;
+        let h = nde_v1::start(&e, 1).await.unwrap();
+        let h2 = nde_v1::start(&e, 2).await.unwrap();
+        for h in [&h, &h2] {
+            until(&e, h.id(), "v1 runs park", parked).await;
+        }
+        w.shutdown(Duration::from_secs(5)).await;
+        // The bad code suspends both.
+        let bad = worker(&e, nde_v2).await;
+        let mut suspended = Vec::new();
+        for h in [&h, &h2] {
+            e.signal(h.id(), "go", &7u32).await.unwrap();
+            suspended.push(until(&e, h.id(), "suspended", |r| r.status == ExecutionStatus::Suspended).await);
+        }
+        // The fix starts on another machine: its upkeep takes the first run
+        // up (as a worker's does at its start) ...
+        let store = db.store().await;
+        let versions = (<nde_v3 as Workflow>::REPLAYS_FROM, <nde_v3 as Workflow>::VERSION);
+        let now = e.clock().now_ms();
+        let taken = store.resume_suspended("fleet", "nde", versions, v3_code, now).await.unwrap();
+        assert_eq!(taken, 2);
+        // ... and the bad code, still running beside it, takes neither
+        // again (it used to claim them and suspend them again, back and
+        // forth with every upkeep of the fix's workers).
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        for (h, before) in [&h, &h2].into_iter().zip(&suspended) {
+            let r = e.get(h.id()).await.unwrap().unwrap();
+            assert_eq!(r.status, ExecutionStatus::Sleeping, "{:?}", r.error);
+            assert_eq!(r.fencing_token, before.fencing_token, "claimed again by the code that suspended it");
+        }
+        bad.shutdown(Duration::from_secs(5)).await;
+        // A fix whose fingerprint is the suspending code's (a helper's
+        // body, a payload type changed): pretend its own code suspended
+        // the second run. It does not take it up by itself; an operator
+        // resumes it.
+        sql(&e, &format!("UPDATE workflow_executions SET status = 'suspended', due_at = NULL, suspended_code = {v3_code} WHERE id = ?"), h2.id()).await;
+        let fix = worker(&e, nde_v3).await;
+        assert_eq!(h.result_timeout(WAIT).await.unwrap(), 7, "the first run is the fix's");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(h2.status().await.unwrap(), ExecutionStatus::Suspended);
+        e.resume(h2.id()).await.unwrap();
+        assert_eq!(h2.result_timeout(WAIT).await.unwrap(), 7);
+        let err = e.resume(h2.id()).await.unwrap_err();
+        assert!(err.to_string().contains("is completed: only a suspended run can be resumed"), "{err}");
+        fix.shutdown(Duration::from_secs(5)).await;
     }
 
     async fn suspending_and_resuming_uses_up_no_attempt(db: TestDb) {

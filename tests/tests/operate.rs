@@ -302,7 +302,7 @@ both_backends! {
         e.cancel(run.id()).await.unwrap();
         assert!(run.result_timeout(WAIT).await.is_err());
         // Ended: the wait that will never finish reads as closed, with why.
-        for steps in [e.steps(run.id()).await.unwrap(), e.run_detail(run.id()).await.unwrap().steps] {
+        for steps in [e.steps(run.id()).await.unwrap(), e.run_detail(run.id()).await.unwrap().steps.into_iter().map(|s| s.row).collect()] {
             assert_eq!(labels(&steps), want);
             assert_eq!(steps[2].status, hydra_store::StepStatus::Failed);
             assert_eq!(steps[2].error.as_deref(), Some("the wait did not finish: the run ended cancelled"));

@@ -1,6 +1,6 @@
 //! An operator's view and hands: runs nobody can run
-//! ([`Engine::unclaimable`]), and ending a run by decision
-//! ([`Engine::fail`]).
+//! ([`Engine::unclaimable`]), ending a run by decision ([`Engine::fail`]),
+//! and taking a suspended run up again ([`Engine::resume`]).
 
 use super::Engine;
 use crate::error::Error;
@@ -38,6 +38,31 @@ impl Engine {
                 "run {id} is {status}: only a run that is not running (pending, sleeping, suspended) can be failed{}",
                 if status == ExecutionStatus::Running { "; cancel it instead" } else { "" }
             ))),
+            Err(hydra_store::StoreError::ExecutionNotFound { execution, .. }) => Err(Error::NotFound(execution)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Takes suspended run `id` up again: it is due now, for any worker of
+    /// its workflow and version, the code that suspended it included.
+    ///
+    /// A suspended run resumes by itself when a worker with other code (a
+    /// fix) starts: other code, by the fingerprint of the workflow's
+    /// function and the steps it calls. The fingerprint does not see every
+    /// change (a `#[workflow_helper]`'s body, a payload type's
+    /// definition): after such a fix, resume the run by hand. If the code
+    /// still does not replay it, the run is suspended again. A run that is
+    /// not suspended is left as it is: [`Error::Refused`] says what it is.
+    pub async fn resume(&self, id: &ExecutionId) -> Result<(), Error> {
+        let now = self.inner.clock.now_ms();
+        match self.inner.store.resume_now(&self.inner.namespace, id, now).await {
+            Ok(Ok(())) => {
+                self.inner.work.send_modify(|n| *n = n.wrapping_add(1));
+                Ok(())
+            }
+            Ok(Err(status)) => {
+                Err(Error::Refused(format!("run {id} is {status}: only a suspended run can be resumed")))
+            }
             Err(hydra_store::StoreError::ExecutionNotFound { execution, .. }) => Err(Error::NotFound(execution)),
             Err(e) => Err(e.into()),
         }

@@ -12,7 +12,9 @@ mod detail;
 mod workers;
 
 pub use detail::RunDetail;
-pub use hydra_store::{EndedBucket, EventRow, MoveReport, MovedTable, Pruned, SignalRow, StatusCount};
+pub use hydra_store::{
+    EndedBucket, EventRow, MoveReport, MovedTable, Page, Pruned, ShowLimits, Shown, SignalRow, StatusCount,
+};
 pub use workers::{LiveWorker, Registration, Unclaimable, Workers};
 
 use crate::clock::Clock;
@@ -75,10 +77,18 @@ impl Runs {
         Ok(self.store.search_attributes(&self.namespace, id).await?)
     }
 
-    /// Run `id` with its steps, children, signals, events and search
-    /// attributes. [`Error::NotFound`] if this namespace has no such run.
+    /// Run `id` with a page of its steps, children, signals and events
+    /// and its search attributes, read within the default [`ShowLimits`]
+    /// (500 rows each, payloads up to 4 KiB). [`Error::NotFound`] if this
+    /// namespace has no such run.
     pub async fn detail(&self, id: &ExecutionId) -> Result<RunDetail, Error> {
-        detail::read(&self.store, &self.namespace, id).await
+        self.detail_within(id, ShowLimits::default()).await
+    }
+
+    /// [`Runs::detail`] within `limits`: the page of steps from a position,
+    /// how many rows of each table, payloads up to what size.
+    pub async fn detail_within(&self, id: &ExecutionId, limits: ShowLimits) -> Result<RunDetail, Error> {
+        detail::read(&self.store, &self.namespace, id, limits).await
     }
 
     /// Every cron schedule of this namespace.

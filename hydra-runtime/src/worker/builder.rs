@@ -260,7 +260,8 @@ impl WorkerBuilder {
             })
             .collect();
         let versions = regs.iter().map(|r| (r.from, r.to)).collect();
-        let admission = hydra_store::Admission::new(names).versions(versions);
+        let codes = names.iter().filter_map(|n| self.registry.get(n).map(|w| w.version().2)).collect();
+        let admission = hydra_store::Admission::new(names).versions(versions).codes(codes);
         let shared = Arc::new(Shared {
             engine: self.engine,
             id,

@@ -16,12 +16,17 @@ pub struct Admission {
     /// `(from, to)` inclusive; runs of other versions are left to other
     /// workers. Empty: any.
     pub versions: Vec<(u32, u32)>,
+    /// The fingerprints of the code it runs them with: a run that code
+    /// suspended (it did not replay the run's history) is not taken by
+    /// it again once other code took it up (no run passes back and forth
+    /// between old and new workers in a mixed fleet). Empty: none.
+    pub codes: Vec<i64>,
 }
 
 impl Admission {
     /// Runs of `workflow_names`, at any version.
     pub fn new(workflow_names: Vec<String>) -> Self {
-        Admission { workflow_names, versions: Vec::new() }
+        Admission { workflow_names, versions: Vec::new(), codes: Vec::new() }
     }
 
     /// Only the versions `versions` of each workflow (same order as its
@@ -31,7 +36,14 @@ impl Admission {
         self
     }
 
-    /// Whether a run of `name` at `version` may be taken.
+    /// Not the runs that code fingerprinted `codes` suspended.
+    pub fn codes(mut self, codes: Vec<i64>) -> Self {
+        self.codes = codes;
+        self
+    }
+
+    /// Whether a run of `name` at `version` may be taken (a new run: no
+    /// code suspended it).
     pub fn admits(&self, name: &str, version: Option<u32>) -> bool {
         let Some(i) = self.workflow_names.iter().position(|n| n == name) else { return false };
         match (version, self.ranges().and_then(|r| r.get(i))) {
@@ -57,6 +69,11 @@ impl Admission {
         let names = vec!["?"; self.workflow_names.len()].join(", ");
         let mut sql = format!("workflow_name IN ({names})");
         let mut values: Vec<Value> = self.workflow_names.iter().map(|n| Value::from(n.as_str())).collect();
+        if !self.codes.is_empty() {
+            let codes = vec!["?"; self.codes.len()].join(", ");
+            sql.push_str(&format!(" AND (suspended_code IS NULL OR suspended_code NOT IN ({codes}))"));
+            values.extend(self.codes.iter().map(|c| Value::from(*c)));
+        }
         let Some(ranges) = self.ranges() else { return (sql, values) };
         let first = ranges[0];
         if ranges.iter().all(|v| *v == first) {

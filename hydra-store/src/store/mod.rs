@@ -28,6 +28,8 @@
 //! - `copy`: moving a whole database into another;
 //! - `moved`: the seal a move leaves on its source;
 //! - `inspect`: a run's signals and events, runs counted by status.
+//! - `shown`: what an operator is shown of one run: pages of its steps,
+//!   children, signals and events, payloads over a size left unread.
 
 mod batch;
 mod checkpoint;
@@ -44,6 +46,7 @@ mod prune;
 mod repair;
 mod runs;
 mod search;
+mod shown;
 mod signals;
 pub(crate) mod step_write;
 mod suspend;
@@ -59,6 +62,7 @@ pub(crate) use moved::{moved_in, moved_to};
 pub use prune::Pruned;
 pub use repair::{COMPENSATION_MARKER, ForkRequest};
 pub use search::{MAX_SEARCH_NAME_BYTES, MAX_SEARCH_VALUE_BYTES, check_search_attribute};
+pub use shown::{Page, ShowLimits, Shown};
 pub use signals::{AwakeableDraws, NewSignal, Receive, Received, SignalSent};
 pub use suspend::DueRuns;
 

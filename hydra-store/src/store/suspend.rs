@@ -70,7 +70,8 @@ impl Store {
     /// Takes up again the suspended runs of `workflow` that code other than
     /// `code` suspended and whose versions lie in `versions` (those the
     /// resuming worker replays; unversioned runs too): they are due now.
-    /// Returns how many.
+    /// Each keeps the fingerprint of the code that suspended it, which
+    /// claims no more (see [`crate::Admission::codes`]). Returns how many.
     pub async fn resume_suspended(
         &self,
         namespace: &str,
@@ -84,7 +85,7 @@ impl Store {
             .conn()
             .exec(self.stmt(
                 "UPDATE workflow_executions SET status = 'sleeping', due_at = ?, error_message = NULL, \
-                 suspended_code = NULL, updated_at = ? \
+                 updated_at = ? \
                  WHERE namespace = ? AND workflow_name = ? AND status = 'suspended' \
                  AND (suspended_code IS NULL OR suspended_code <> ?) \
                  AND (workflow_version IS NULL OR workflow_version BETWEEN ? AND ?)",
@@ -103,6 +104,36 @@ impl Store {
             self.count();
         }
         Ok(r)
+    }
+
+    /// An operator takes suspended run `id` up again: due now, for any
+    /// worker of its workflow and version, the code that suspended it
+    /// included (for a fix its fingerprint does not see: a helper's body, a
+    /// payload type's definition). `Err(status)`: the run was not
+    /// suspended (nothing changed).
+    pub async fn resume_now(
+        &self,
+        namespace: &str,
+        id: &ExecutionId,
+        now: i64,
+    ) -> Result<Result<(), crate::model::ExecutionStatus>, StoreError> {
+        let _gate = self.gate().await;
+        let r = self
+            .conn()
+            .exec(self.stmt(
+                "UPDATE workflow_executions SET status = 'sleeping', due_at = ?, error_message = NULL, \
+                 suspended_code = NULL, updated_at = ? WHERE id = ? AND namespace = ? AND status = 'suspended'",
+                vec![now.into(), now.into(), id.as_str().into(), namespace.into()],
+            ))
+            .await?;
+        if r == 1 {
+            self.count();
+            return Ok(Ok(()));
+        }
+        match self.get_execution(namespace, id).await? {
+            Some(e) => Ok(Err(e.status)),
+            None => Err(StoreError::ExecutionNotFound { execution: id.clone(), namespace: namespace.to_owned() }),
+        }
     }
 
     /// Ends a run that is not running (pending, sleeping or suspended) at
