@@ -78,6 +78,9 @@ fn expand_step(f: &ItemFn, args: &StepArgs, checked: &crate::valid::StepFn) -> T
     let output = &checked.output;
     let id = args.id.as_ref().map_or_else(|| name.to_string(), syn::LitStr::value);
     let name_str = name.to_string();
+    // What its callers' fingerprint sees of it: the types it takes and
+    // returns (a changed output type does not read the recorded outputs).
+    let signature = f.sig.to_token_stream().to_string();
     let mut inner_sig = f.sig.clone();
     inner_sig.ident = Ident::new("__hydra_body", name.span());
     let block = &f.block;
@@ -212,6 +215,7 @@ fn expand_step(f: &ItemFn, args: &StepArgs, checked: &crate::valid::StepFn) -> T
                 step_id: ::core::option::Option::Some(<Self as #p::Step>::ID),
                 calls: &[],
                 states: &[#( <#state_types as #p::StateParam>::NEED ),*],
+                code: #signature,
             };
         }
     }
@@ -361,8 +365,9 @@ fn expand_workflow(f: &ItemFn, args: &WorkflowArgs, w: &crate::valid::WorkflowFn
 
             fn code_fingerprint() -> i64 {
                 // The workflow function's tokens, its version and what it
-                // calls (paths, step IDs): other code, another fingerprint
-                // (a suspended run is taken up again).
+                // calls (paths, step IDs, steps' signatures, helpers' whole
+                // text): other code, another fingerprint (a suspended run
+                // is taken up again).
                 const FINGERPRINT: i64 = #p::fingerprint(&[
                     #wf_name.as_bytes(),
                     #code_text.as_bytes(),
@@ -455,6 +460,8 @@ fn expand_helper(f: &ItemFn, args: &HelperArgs, h: &crate::valid::HelperFn) -> T
     // or `#[workflow_helper]` is reported there.
     let calls = distinct.iter().map(|path| quote_spanned! {path.span()=> <#path as #p::Callee>::CALLS });
     let uniqueness = uniqueness(&p, &format!("`#[workflow_helper]` `{name}`"), &distinct);
+    // Its whole function: its callers' fingerprint changes with its body.
+    let code_text = f.to_token_stream().to_string();
     let doc = format!(
         "Helper marker of [`{name}()`](fn@{name}): the steps it calls, for the compile-time checks of its callers."
     );
@@ -472,6 +479,7 @@ fn expand_helper(f: &ItemFn, args: &HelperArgs, h: &crate::valid::HelperFn) -> T
                 step_id: ::core::option::Option::None,
                 calls: &[#(#calls),*],
                 states: &[],
+                code: #code_text,
             };
         }
 

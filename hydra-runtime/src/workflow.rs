@@ -157,6 +157,10 @@ pub struct CallTree {
     pub function: &'static str,
     pub step_id: Option<&'static str>,
     pub calls: &'static [CallTree],
+    /// The text its callers' code fingerprint hashes: a step's signature
+    /// (the types it takes and returns, by name), a helper's whole function
+    /// (its body decides which steps run).
+    pub code: &'static str,
     /// The state a step takes (`State<T>` parameters).
     pub states: &'static [crate::state::StateNeed],
 }
@@ -308,6 +312,8 @@ pub fn fingerprint_calls(base: i64, trees: &[CallTree]) -> i64 {
         bytes.push(0);
         bytes.extend_from_slice(t.step_id.unwrap_or_default().as_bytes());
         bytes.push(0);
+        bytes.extend_from_slice(t.code.as_bytes());
+        bytes.push(0);
         for c in t.calls {
             walk(c, bytes);
         }
@@ -456,12 +462,33 @@ mod tests {
 
     #[test]
     fn a_changed_step_id_or_callee_changes_the_fingerprint() {
-        let step =
-            |id: &'static str| CallTree { function: "shop::reserve", step_id: Some(id), calls: &[], states: &[] };
+        let step = |id: &'static str| CallTree {
+            function: "shop::reserve",
+            step_id: Some(id),
+            calls: &[],
+            code: "async fn reserve () -> Result < u32 , StepError >",
+            states: &[],
+        };
         let base = fingerprint_calls(7, &[step("reserve")]);
         assert_eq!(base, fingerprint_calls(7, &[step("reserve")]), "stable");
         assert_ne!(base, fingerprint_calls(7, &[step("reserve-v2")]), "a step's ID");
         assert_ne!(base, fingerprint_calls(8, &[step("reserve")]), "the workflow's own text");
         assert_ne!(base, fingerprint_calls(7, &[]), "what it calls");
+        let returns_text = CallTree { code: "async fn reserve () -> Result < String , StepError >", ..step("reserve") };
+        assert_ne!(base, fingerprint_calls(7, &[returns_text]), "a step's output type");
+    }
+
+    #[test]
+    fn a_changed_helper_body_changes_the_fingerprint() {
+        const STEP: CallTree =
+            CallTree { function: "shop::reserve", step_id: Some("reserve"), calls: &[], code: "", states: &[] };
+        let helper =
+            |code: &'static str| CallTree { function: "shop::book", step_id: None, calls: &[STEP], code, states: &[] };
+        let a = fingerprint_calls(7, &[helper("async fn book (ctx : & WorkflowContext) { reserve (ctx) . await ; }")]);
+        let b = fingerprint_calls(
+            7,
+            &[helper("async fn book (ctx : & WorkflowContext) { if x { reserve (ctx) . await ; } }")],
+        );
+        assert_ne!(a, b, "the same steps called, another body: another fingerprint");
     }
 }

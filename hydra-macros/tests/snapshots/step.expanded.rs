@@ -74,5 +74,6 @@ impl ::hydra_runtime::__private::Callee for charge_card {
         ),
         calls: &[],
         states: &[],
+        code: "async fn charge_card (s : StepContext , amount : u64) -> Result < String , StepError >",
     };
 }

@@ -18,6 +18,7 @@ impl ::hydra_runtime::__private::Callee for refund_and_notify {
             <notify as ::hydra_runtime::__private::Callee>::CALLS,
         ],
         states: &[],
+        code: "pub async fn refund_and_notify (ctx : & WorkflowContext , id : String) -> Result < () , StepError > { refund (ctx , id . clone ()) . await ? ; notify (ctx , id) . await ? ; Ok (()) }",
     };
 }
 const _: () = {

@@ -48,9 +48,9 @@ impl Engine {
     ///
     /// A suspended run resumes by itself when a worker with other code (a
     /// fix) starts: other code, by the fingerprint of the workflow's
-    /// function and the steps it calls. The fingerprint does not see every
-    /// change (a `#[workflow_helper]`'s body, a payload type's
-    /// definition): after such a fix, resume the run by hand. If the code
+    /// function, the steps and helpers it calls. The fingerprint does not see
+    /// every change (a payload type's definition, a plain function the
+    /// workflow calls): after such a fix, resume the run by hand. If the code
     /// still does not replay it, the run is suspended again. A run that is
     /// not suspended is left as it is: [`Error::Refused`] says what it is.
     pub async fn resume(&self, id: &ExecutionId) -> Result<(), Error> {

@@ -108,8 +108,8 @@ impl Store {
 
     /// An operator takes suspended run `id` up again: due now, for any
     /// worker of its workflow and version, the code that suspended it
-    /// included (for a fix its fingerprint does not see: a helper's body, a
-    /// payload type's definition). `Err(status)`: the run was not
+    /// included (for a fix its fingerprint does not see: a payload type's
+    /// definition, a plain function the workflow calls). `Err(status)`: the run was not
     /// suspended (nothing changed).
     pub async fn resume_now(
         &self,
