@@ -296,7 +296,7 @@ fn run_page(app: &App, d: &RunDetail, now: i64, notice: Option<&str>) -> Markup 
                 }
             }
             (more(d.steps.len(), d.steps_total))
-            @if d.steps.len() as u64 == u64::from(d.limits.rows) {
+            @if d.steps.len() as u64 == u64::from(d.limits.rows) && (d.steps.len() as u64) < d.steps_total {
                 @if let Some(last) = d.steps.last() {
                     p { a href=(with_query(&run_href(e.id.as_str()), [("from", Some(last.position.saturating_add(1).to_string().as_str()))])) { "Next steps →" } }
                 }

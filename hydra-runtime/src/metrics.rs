@@ -61,6 +61,10 @@ pub const WAITS: &str = "hydra_waits_total";
 /// failed); a run whose compensations failed also ends with status
 /// `compensation_failed` in `hydra_workflows_completed_total`.
 pub const COMPENSATIONS: &str = "hydra_compensations_total";
+/// Compensation phases parked because the database failed one of their
+/// writes for a reason that is not transient (namespace, workflow_name):
+/// they go on after a backoff, and the run's error says why it waits.
+pub const COMPENSATION_WRITE_FAILURES: &str = "hydra_compensation_write_failures_total";
 /// Runs suspended because their code did not replay their history
 /// (namespace, workflow_name); `hydra_nondeterminism_errors_total` counts
 /// every such replay.
@@ -98,6 +102,7 @@ pub const ALL: &[&str] = &[
     CHILDREN_STARTED,
     WAITS,
     COMPENSATIONS,
+    COMPENSATION_WRITE_FAILURES,
     RUNS_SUSPENDED,
     RUNS_UNCLAIMABLE,
     COMMITTER_PANICS,
@@ -223,6 +228,11 @@ pub(crate) fn wait(ns: &str, workflow: &str, kind: &'static str) {
 pub(crate) fn compensation(ns: &str, workflow: &str, ok: bool) {
     let status = if ok { "completed" } else { "failed" };
     metrics::counter!(COMPENSATIONS, "namespace" => ns.to_owned(), "workflow_name" => workflow.to_owned(), "status" => status).increment(1);
+}
+
+pub(crate) fn compensation_write_failed(ns: &str, workflow: &str) {
+    metrics::counter!(COMPENSATION_WRITE_FAILURES, "namespace" => ns.to_owned(), "workflow_name" => workflow.to_owned())
+        .increment(1);
 }
 
 pub(crate) fn suspended(ns: &str, workflow: &str) {

@@ -294,8 +294,10 @@ pub enum OnNondeterminism {
     /// The run stops in the `suspended` state, with an error naming both
     /// steps and the position, until a worker with other code
     /// ([`Workflow::code_fingerprint`]) takes it up again (at its start and
-    /// every minute), or an operator ends it ([`crate::Engine::fail`],
-    /// [`crate::Engine::cancel`]).
+    /// every minute; the code that suspended it never takes it again), an
+    /// operator resumes it for any worker ([`crate::Engine::resume`], for a
+    /// fix the fingerprint does not see), or an operator ends it
+    /// ([`crate::Engine::fail`], [`crate::Engine::cancel`]).
     #[default]
     Suspend,
     /// The run fails for good at once.

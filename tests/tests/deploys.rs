@@ -10,7 +10,7 @@
 
 use hydra_runtime::prelude::*;
 use hydra_runtime::unstable::EngineBuilderStoreExt as _;
-use hydra_runtime::{Execution, OnNondeterminism};
+use hydra_runtime::{CancelOutcome, Execution, OnNondeterminism};
 use hydra_tests::{TestDb, both_backends};
 use std::time::Duration;
 
@@ -420,37 +420,48 @@ both_backends! {
         let w = worker(&e, nde_v1).await;
         let h = nde_v1::start(&e, 1).await.unwrap();
         let h2 = nde_v1::start(&e, 2).await.unwrap();
-        for h in [&h, &h2] {
+        let h3 = nde_v1::start(&e, 3).await.unwrap();
+        for h in [&h, &h2, &h3] {
             until(&e, h.id(), "v1 runs park", parked).await;
         }
         w.shutdown(Duration::from_secs(5)).await;
-        // The bad code suspends both.
+        // The bad code suspends them.
         let bad = worker(&e, nde_v2).await;
         let mut suspended = Vec::new();
-        for h in [&h, &h2] {
+        for h in [&h, &h2, &h3] {
             e.signal(h.id(), "go", &7u32).await.unwrap();
             suspended.push(until(&e, h.id(), "suspended", |r| r.status == ExecutionStatus::Suspended).await);
         }
-        // The fix starts on another machine: its upkeep takes the first run
-        // up (as a worker's does at its start) ...
+        // The fix starts on another machine: its upkeep takes the runs up
+        // (as a worker's does at its start) ...
         let store = db.store().await;
         let versions = (<nde_v3 as Workflow>::REPLAYS_FROM, <nde_v3 as Workflow>::VERSION);
         let now = e.clock().now_ms();
         let taken = store.resume_suspended("fleet", "nde", versions, v3_code, now).await.unwrap();
-        assert_eq!(taken, 2);
-        // ... and the bad code, still running beside it, takes neither
-        // again (it used to claim them and suspend them again, back and
-        // forth with every upkeep of the fix's workers).
+        assert_eq!(taken, 3);
+        // ... and the bad code, still running beside it, takes none again
+        // (it used to claim them and suspend them again, back and forth
+        // with every upkeep of the fix's workers).
         tokio::time::sleep(Duration::from_millis(600)).await;
-        for (h, before) in [&h, &h2].into_iter().zip(&suspended) {
+        for (h, before) in [&h, &h2, &h3].into_iter().zip(&suspended) {
             let r = e.get(h.id()).await.unwrap().unwrap();
             assert_eq!(r.status, ExecutionStatus::Sleeping, "{:?}", r.error);
             assert_eq!(r.fencing_token, before.fencing_token, "claimed again by the code that suspended it");
         }
+        // The fix's worker is gone before it claimed them: a cancel still
+        // lands (the bad code takes a run with a cancel, and ends it as code
+        // that does not replay it does) ...
+        assert_eq!(e.cancel(h3.id()).await.unwrap(), CancelOutcome::Requested);
+        let r = until(&e, h3.id(), "the cancel lands", |r| r.status.is_terminal()).await;
+        assert_eq!(r.status, ExecutionStatus::Cancelled, "{:?}", r.error);
+        // ... and an operator may let the bad code try one again: it is
+        // suspended again.
+        e.resume(h2.id()).await.unwrap();
+        until(&e, h2.id(), "suspended again", |r| r.status == ExecutionStatus::Suspended).await;
         bad.shutdown(Duration::from_secs(5)).await;
-        // A fix whose fingerprint is the suspending code's (a helper's
-        // body, a payload type changed): pretend its own code suspended
-        // the second run. It does not take it up by itself; an operator
+        // A fix whose fingerprint is the suspending code's (a payload type's
+        // definition changed): pretend its own code suspended the second
+        // run. It does not take it up by itself; an operator
         // resumes it.
         sql(&e, &format!("UPDATE workflow_executions SET status = 'suspended', due_at = NULL, suspended_code = {v3_code} WHERE id = ?"), h2.id()).await;
         let fix = worker(&e, nde_v3).await;

@@ -414,3 +414,20 @@ async fn postgres_a_child_cancelled_or_failed_at_once_locks_its_parent_before_it
     assert_eq!(failed.expect("fail_now"), Ok(()));
     parent_told(&store, &family).await;
 }
+
+/// An operator's retry of a child (which withdraws its parent's untaken
+/// news of its end) locks the parent before the child.
+#[tokio::test]
+async fn postgres_a_retry_of_a_child_locks_its_parent_before_itself() {
+    let db = hydra_tests::TestDb::postgres().await;
+    let store = db.store().await;
+    let family = Family::new(&store, true).await;
+    store.finish(&family.lease(&family.child), Terminal::Failed("broke".into()), 20).await.unwrap();
+    let child = family.child.clone();
+    let retried = parent_locked_first(&store, &family, &family.child, {
+        let store = store.clone();
+        async move { store.retry_run(NS, &child, 30).await }
+    })
+    .await;
+    assert_eq!(retried.expect("retry").status, ExecutionStatus::Pending);
+}

@@ -258,6 +258,20 @@ both_backends! {
         let ended = quick::start(&e, 2).await.unwrap();
         ended.result_timeout(WAIT).await.unwrap();
         w.shutdown(Duration::from_secs(5)).await;
+        // A worker that claimed a run and lost its lease before the move
+        // (it expired: the move proceeds).
+        let stale = quick::start(&e, 5).await.unwrap();
+        let claim = hydra_store::ClaimRequest::new(
+            e.namespace(),
+            vec!["quick".into()],
+            hydra_store::WorkerId::generate(),
+            e.clock().now_ms(),
+            1,
+            1,
+        );
+        let claimed = e.store().claim(&claim).await.unwrap();
+        let stale_lease = claimed.into_iter().find(|c| &c.execution.id == stale.id()).unwrap().lease;
+        tokio::time::sleep(Duration::from_millis(20)).await;
         let pending = quick::start(&e, 3).await.unwrap();
         let report = e.move_to(&target.url).await.unwrap();
         assert!(report.verified());
@@ -270,6 +284,19 @@ both_backends! {
         named(e.signal(pending.id(), "x", &1u32).await.unwrap_err());
         named(e.cancel(pending.id()).await.unwrap_err());
         named(e.prune(&Retention::keep(Duration::ZERO)).await.unwrap_err());
+        // The stale holder's step write is refused as moved (not as a
+        // database error, which would fail its attempt and run its
+        // compensations on the source).
+        let rec = hydra_store::StepRecord::new(
+            hydra_store::StepId::new("s", 1),
+            "s",
+            0,
+            hydra_store::StepKind::Step,
+            3,
+            hydra_store::StepOutcome::Completed(vec![1]),
+        );
+        let refused = e.store().record_step_result(&stale_lease, rec, e.clock().now_ms()).await.unwrap_err();
+        assert!(matches!(refused, hydra_store::StoreError::Moved { .. }), "{refused:?}");
         // Reads still answer (what was moved, as it was).
         assert_eq!(e.get(pending.id()).await.unwrap().unwrap().status, ExecutionStatus::Pending);
         // No engine opens it again, so no worker runs its runs a second time.

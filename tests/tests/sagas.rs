@@ -155,8 +155,15 @@ async fn release(ledger: State<Ledger>, i: u32) -> Result<(), StepError> {
     Ok(())
 }
 
-/// Books `n`, registering each undo, then gives up (`fail`) or runs
-/// `work`; two workflow attempts.
+/// A step that fails for good (its body runs once).
+#[step(retry(max_attempts = 3))]
+async fn decline(ledger: State<Ledger>) -> Result<(), StepError> {
+    ledger.push("decline".to_owned());
+    Err(StepError::permanent("declined for good"))
+}
+
+/// Books `n`, registering each undo, then a step that fails for good
+/// (`fail`) or `work`; two workflow attempts.
 #[workflow(name = "refused-trip", retry(max_attempts = 2, initial = "1ms"))]
 async fn refused_trip(ctx: WorkflowContext, plan: (u32, bool)) -> Result<u32, WorkflowError> {
     let (n, fail) = plan;
@@ -165,7 +172,7 @@ async fn refused_trip(ctx: WorkflowContext, plan: (u32, bool)) -> Result<u32, Wo
         ctx.compensate(release::later(i));
     }
     if fail {
-        return Err(WorkflowError::permanent("given up"));
+        decline(&ctx).await?;
     }
     work(&ctx, 1).await?;
     Ok(n)
@@ -558,22 +565,29 @@ both_backends! {
     }
 
     async fn a_compensation_the_database_refuses_to_record_goes_on_once_it_is_written(db: TestDb) {
-        // Compensations must finish: the run is handed back and goes on
-        // after a backoff until the database takes the write (it used to
-        // end `compensation_failed` at the first refusal). Each try runs
-        // the undo's body again: it counts against the step's attempts.
+        // Compensations must finish: the run parks and goes on after a
+        // backoff until the database takes the write (it used to end
+        // `compensation_failed` at the first refusal). Each try runs the
+        // undo's body again (within its step's attempts); nothing recorded
+        // is reset, so the step that failed for good never runs again (a
+        // new workflow attempt would have reset it).
         let (e, w, ledger) = setup(&db).await;
         refuse_step_rows(&db, &e, "release", true).await;
         let h = refused_trip::start(&e, (2, true)).await.unwrap();
-        until(&e, h.id(), "the compensation is tried again", |r| r.attempts >= 3).await;
-        let meanwhile = e.get(h.id()).await.unwrap().unwrap();
-        assert!(!meanwhile.status.is_terminal(), "ended while its compensation could not be recorded: {meanwhile:?}");
+        until(&e, h.id(), "the compensation is tried again", |r| {
+            r.fencing_token.get() >= 3 && r.error.as_deref().is_some_and(|m| m.starts_with("compensations wait for the database"))
+        })
+        .await;
+        let waiting = e.get(h.id()).await.unwrap().unwrap();
+        assert!(!waiting.status.is_terminal(), "ended while its compensation could not be recorded: {waiting:?}");
+        assert_eq!(waiting.attempts, 1, "the same attempt goes on");
         refuse_step_rows(&db, &e, "release", false).await;
         let done = ended(&e, h.id()).await;
         assert_eq!(done.status, ExecutionStatus::Failed, "{:?}", done.error);
-        assert_eq!(done.error.as_deref(), Some("given up (compensated: release, release)"));
+        assert_eq!(done.error.as_deref(), Some("declined for good (compensated: release, release)"));
         let seen = ledger.take();
-        assert_eq!(seen[..2], lines(&["book 0", "book 1"]));
+        assert_eq!(seen[..3], lines(&["book 0", "book 1", "decline"]));
+        assert_eq!(seen.iter().filter(|l| *l == "decline").count(), 1, "the failed step ran again: {seen:?}");
         assert_eq!(seen[seen.len() - 2..], lines(&["release 1", "release 0"]), "{seen:?}");
         assert!(seen.iter().filter(|l| *l == "release 1").count() >= 3, "{seen:?}");
         assert_eq!(seen.iter().filter(|l| *l == "release 0").count(), 1, "{seen:?}");

@@ -188,6 +188,12 @@ impl RunState {
         message: impl FnOnce(&hydra_store::StoreError) -> String,
     ) -> Infallible {
         let message = message(&e);
+        if let hydra_store::StoreError::Moved { to } = &e {
+            // The database was moved: nothing more is written here, and
+            // nothing of the run runs (it lives in the new database).
+            tracing::error!(execution_id = %self.lease.execution_id, moved_to = %to, "{message}");
+            return self.halt(RunEnd::LeaseLost).await;
+        }
         if matches!(e, hydra_store::StoreError::Database(_)) {
             tracing::error!(execution_id = %self.lease.execution_id, "{message}");
             return self.halt(RunEnd::StoreFailed(message)).await;

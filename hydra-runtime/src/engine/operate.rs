@@ -51,8 +51,10 @@ impl Engine {
     /// function, the steps and helpers it calls. The fingerprint does not see
     /// every change (a payload type's definition, a plain function the
     /// workflow calls): after such a fix, resume the run by hand. If the code
-    /// still does not replay it, the run is suspended again. A run that is
-    /// not suspended is left as it is: [`Error::Refused`] says what it is.
+    /// still does not replay it, the run is suspended again. Also for a run
+    /// other code took up that no worker of that code claimed (it left):
+    /// the code that suspended it may take it then. Any other run is left
+    /// as it is: [`Error::Refused`] says what it is.
     pub async fn resume(&self, id: &ExecutionId) -> Result<(), Error> {
         let now = self.inner.clock.now_ms();
         match self.inner.store.resume_now(&self.inner.namespace, id, now).await {

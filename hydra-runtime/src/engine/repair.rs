@@ -1,5 +1,5 @@
 //! An operator's hands on runs, each also a command of the `hydra` tool:
-//! a run's whole story ([`Engine::run_detail`]), retry and fork of a run,
+//! a run's story, a page at a time ([`Engine::run_detail`]), retry and fork of a run,
 //! search attributes, retention ([`Engine::prune`], [`Retention`]), cron
 //! triggers, counts by status, and moving the database
 //! ([`Engine::move_into`]).
@@ -72,8 +72,10 @@ fn operator_error(e: StoreError) -> Error {
 }
 
 impl Engine {
-    /// Run `id` with its steps, children, signals, events and search
-    /// attributes. [`Error::NotFound`] if this namespace has no such run.
+    /// Run `id` with a page of its steps, children, signals and events and
+    /// its search attributes, within the default [`crate::ShowLimits`] (500
+    /// rows of each, payloads up to 4 KiB; see [`crate::runs::Runs::detail_within`]).
+    /// [`Error::NotFound`] if this namespace has no such run.
     pub async fn run_detail(&self, id: &ExecutionId) -> Result<crate::runs::RunDetail, Error> {
         self.runs().detail(id).await
     }

@@ -408,17 +408,42 @@ async fn settle(
         RunEnd::Panicked(panic) => return end(Terminal::Failed(format!("workflow panicked: {panic}"))).await,
         // A compensation's write failed in the database (a body's is a
         // failed attempt by now, see `finish`): compensations must finish,
-        // so the run is handed back to go on after a backoff, whatever its
-        // workflow's attempts (its recorded marker keeps the cause).
+        // so the run parks and goes on after a backoff, as the same
+        // attempt: nothing recorded is reset, so its replay meets the same
+        // cause (its marker, or the failure, cancel or deadline that
+        // decided it). At least a second apart, at most the policy's
+        // longest backoff; the run's error says why it waits meanwhile.
         RunEnd::StoreFailed(m) => {
-            let delay = workflow.options().retry.next_delay(execution.attempts.max(1));
+            // Each claim raised the token: the backoff grows with the
+            // claims, up to the policy's longest.
+            let claims = u32::try_from(lease.token.get()).unwrap_or(u32::MAX);
+            let delay = workflow.options().retry.next_delay(claims).max(COMPENSATION_BACKOFF_MIN);
             let at = engine.clock().now_ms().saturating_add(duration_ms(delay));
+            let error = format!("compensations wait for the database: {m}");
             tracing::error!(error = %m, ?delay, "a write of the run's compensations failed; going on after a backoff");
-            retry_at(s, lease, run, at, &m).await;
+            crate::metrics::compensation_write_failed(&lease.namespace, &execution.workflow_name);
+            let write = write_retrying(s, || {
+                engine.inner.store.checkpoint(
+                    lease,
+                    hydra_store::Checkpoint::transition(Transition::Backoff { until: at, error: error.clone() })
+                        .open(run.open_to_hand_back()),
+                    engine.clock().now_ms(),
+                )
+            });
+            match run.parking_write(write, |_| true).await {
+                Ok(()) => schedule_wake(s, at),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not park the run after a failed write; its lease will expire")
+                }
+            }
         }
     }
     Settled::Done
 }
+
+/// The shortest wait before compensations whose write the database failed
+/// go on.
+const COMPENSATION_BACKOFF_MIN: Duration = Duration::from_secs(1);
 
 /// Parks the run for a new attempt at `at` (`error`: why this one ended).
 /// A cancel accepted meanwhile makes the next attempt due now, and its
@@ -433,8 +458,9 @@ async fn retry_at(s: &Arc<Shared>, lease: &Lease, run: &RunState, at: i64, error
             engine.clock().now_ms(),
         )
     });
-    if run.parking_write(write, |_| true).await.is_ok() {
-        schedule_wake(s, at);
+    match run.parking_write(write, |_| true).await {
+        Ok(()) => schedule_wake(s, at),
+        Err(e) => tracing::warn!(error = %e, "could not park the run for its next attempt; its lease will expire"),
     }
 }
 
@@ -476,6 +502,9 @@ async fn end(
         let mut cp = hydra_store::Checkpoint::transition(Transition::Finish(terminal.clone()));
         if unless_cancel {
             cp = cp.unless_cancel_requested();
+        }
+        if execution.parent_id.is_none() {
+            cp = cp.without_parent();
         }
         let op = hydra_store::BatchOp::Checkpoint(lease.clone(), cp);
         crate::commit::write(engine.inner.committer.as_ref(), &engine.inner.store, op, engine.clock().now_ms())

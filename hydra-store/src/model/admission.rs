@@ -19,7 +19,10 @@ pub struct Admission {
     /// The fingerprints of the code it runs them with: a run that code
     /// suspended (it did not replay the run's history) is not taken by
     /// it again once other code took it up (no run passes back and forth
-    /// between old and new workers in a mixed fleet). Empty: none.
+    /// between old and new workers in a mixed fleet), unless a cancel was
+    /// accepted for it (a cancel lands: replayed to its stopping point by
+    /// any worker, or ended as code that does not replay it ends it).
+    /// Empty: none.
     pub codes: Vec<i64>,
 }
 
@@ -71,7 +74,9 @@ impl Admission {
         let mut values: Vec<Value> = self.workflow_names.iter().map(|n| Value::from(n.as_str())).collect();
         if !self.codes.is_empty() {
             let codes = vec!["?"; self.codes.len()].join(", ");
-            sql.push_str(&format!(" AND (suspended_code IS NULL OR suspended_code NOT IN ({codes}))"));
+            sql.push_str(&format!(
+                " AND (suspended_code IS NULL OR suspended_code NOT IN ({codes}) OR cancel_requested = TRUE)"
+            ));
             values.extend(self.codes.iter().map(|c| Value::from(*c)));
         }
         let Some(ranges) = self.ranges() else { return (sql, values) };

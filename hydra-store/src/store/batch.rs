@@ -35,20 +35,27 @@ impl BatchOp {
         }
     }
 
-    /// Whether the write ends its run (and so tells the run's parent).
-    fn ends_run(&self) -> bool {
-        matches!(self, BatchOp::Checkpoint(_, Checkpoint { transition: Transition::Finish(_), .. }))
+    /// Whether the write ends a run that may have a parent (which its end
+    /// tells).
+    fn ends_child(&self) -> bool {
+        matches!(
+            self,
+            BatchOp::Checkpoint(_, Checkpoint { transition: Transition::Finish(_), without_parent: false, .. })
+        )
     }
 }
 
-/// The runs `ops` write under a lease, and those they end: what
-/// `Dialect::lock_runs` locks (the second, with their parents).
+/// The runs `ops` write under a lease, and those they end that may have a
+/// parent: what `Dialect::lock_runs` locks (the second, with their parents).
 fn run_locks(ops: &[BatchOp]) -> (Vec<String>, Vec<String>) {
     let mut ids: Vec<String> = ops.iter().filter_map(|op| op.lease().map(|l| l.execution_id.to_string())).collect();
     ids.sort_unstable();
     ids.dedup();
-    let ending =
-        ops.iter().filter(|op| op.ends_run()).filter_map(|op| op.lease().map(|l| l.execution_id.to_string())).collect();
+    let ending = ops
+        .iter()
+        .filter(|op| op.ends_child())
+        .filter_map(|op| op.lease().map(|l| l.execution_id.to_string()))
+        .collect();
     (ids, ending)
 }
 
@@ -131,11 +138,11 @@ impl Store {
             _ => op.lease().map_or((2, "", ""), |l| (1, l.execution_id.as_str(), "")),
         });
         // Before the first run is written, a batch that writes runs
-        // together or ends one (whose parent it then tells) locks them all,
+        // together or ends one that may have a parent (which it then tells) locks them all,
         // and the parents of those it ends, in ID order (see
         // `Dialect::lock_runs`): one by one, the end of a child would lock
         // its parent out of that order.
-        let lock_first = together || ops.iter().any(BatchOp::ends_run);
+        let lock_first = together || ops.iter().any(BatchOp::ends_child);
         let mut locked = false;
         for i in order {
             if !locked && !matches!(ops[i], BatchOp::Create(_)) {

@@ -37,6 +37,16 @@ pub enum Transition {
     /// Give up the lease so that any worker can resume the run at once
     /// (graceful shutdown). Not a new attempt.
     Release,
+    /// Park the run until `until` (a cancel does not bring it forward) and
+    /// give up the lease, with `error` as the run's error meanwhile: a
+    /// write of its compensations the database failed; they go on when it
+    /// is claimed again. Not a new attempt; nothing recorded is reset.
+    Backoff {
+        /// When it may be claimed again (ms).
+        until: i64,
+        /// Why it waits.
+        error: String,
+    },
 }
 
 /// One atomic write on behalf of a claimed run: an optional step record and
@@ -60,6 +70,8 @@ pub struct Checkpoint {
     /// A [`Transition::Finish`] that applies only if no cancel was
     /// accepted for the run (see [`Checkpoint::unless_cancel_requested`]).
     pub unless_cancel_requested: bool,
+    /// The run has no parent (see [`Checkpoint::without_parent`]).
+    pub without_parent: bool,
 }
 
 impl Checkpoint {
@@ -71,17 +83,40 @@ impl Checkpoint {
             open: None,
             open_seen: None,
             unless_cancel_requested: false,
+            without_parent: false,
         }
     }
 
     /// Change the run without recording a step.
     pub fn transition(transition: Transition) -> Self {
-        Checkpoint { step: None, transition, open: None, open_seen: None, unless_cancel_requested: false }
+        Checkpoint {
+            step: None,
+            transition,
+            open: None,
+            open_seen: None,
+            unless_cancel_requested: false,
+            without_parent: false,
+        }
     }
 
     /// Record a step and change the run in the same commit.
     pub fn step_and(record: StepRecord, transition: Transition) -> Self {
-        Checkpoint { step: Some(record), transition, open: None, open_seen: None, unless_cancel_requested: false }
+        Checkpoint {
+            step: Some(record),
+            transition,
+            open: None,
+            open_seen: None,
+            unless_cancel_requested: false,
+            without_parent: false,
+        }
+    }
+
+    /// Says the run has no parent (its claim read so; a parent is set only
+    /// when a run is created): its end tells no other run, so it locks no
+    /// other run first (on a backend with row locks, a statement saved).
+    pub fn without_parent(mut self) -> Self {
+        self.without_parent = true;
+        self
     }
 
     /// Also sets the run's open step, in the same fenced statement.
@@ -140,7 +175,7 @@ impl Store {
         let _gate = self.gate().await;
         let txn = self.begin().await?;
         let r = async {
-            if let Transition::Finish(_) = checkpoint.transition {
+            if matches!(checkpoint.transition, Transition::Finish(_)) && !checkpoint.without_parent {
                 self.lock_run_and_parent(txn.db(), &lease.execution_id).await?;
             }
             self.apply(txn.db(), lease, &checkpoint, now).await
@@ -219,6 +254,11 @@ impl Store {
                  due_at = CASE WHEN cancel_requested AND NOT EXISTS (SELECT 1 FROM workflow_steps c WHERE c.execution_id = workflow_executions.id AND c.step_id = ?) THEN ? ELSE ? END, lease_owner = NULL, updated_at = ?, \
                  signal_wait = FALSE",
                 vec![reserved::step::COMPENSATE.into(), now.into(), (*until).into(), now.into()],
+            ),
+            Transition::Backoff { until, error } => (
+                "UPDATE workflow_executions SET status = 'sleeping', due_at = ?, error_message = ?, \
+                 lease_owner = NULL, updated_at = ?, signal_wait = FALSE",
+                vec![(*until).into(), error.as_str().into(), now.into()],
             ),
             Transition::Release => (
                 "UPDATE workflow_executions SET status = 'sleeping', due_at = ?, lease_owner = NULL, updated_at = ?, \

@@ -159,10 +159,10 @@ impl Store {
                     StoreError::StepAlreadyRecorded { execution: lease.execution_id.clone(), step: step.clone() }
                 }
                 Ok(false) => lease_lost(lease),
-                Err(e) => StoreError::Database(e),
+                Err(e) => e.into(),
             },
             Ok(None) => lease_lost(lease),
-            Err(e) => StoreError::Database(e),
+            Err(e) => e.into(),
         }
     }
 }

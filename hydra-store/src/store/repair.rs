@@ -63,6 +63,9 @@ impl Store {
     }
 
     async fn retry_in(&self, db: Db<'_>, namespace: &str, id: &ExecutionId, now: i64) -> Result<Execution, StoreError> {
+        // The run and its parent (whose news of the child's end a retry
+        // withdraws) in ID order, before either is locked on its own.
+        self.lock_run_and_parent(db, id).await?;
         let run = self.locked_run(db, namespace, id).await?;
         let retryable = [ExecutionStatus::Failed, ExecutionStatus::TimedOut, ExecutionStatus::Cancelled];
         if !retryable.contains(&run.status) {

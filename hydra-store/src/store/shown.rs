@@ -139,15 +139,25 @@ fn shown<T>(row: &crate::sql::Row, value: T) -> Result<Shown<T>, StoreError> {
 }
 
 impl Store {
-    /// How many rows of `table` belong to run `id`.
-    async fn count_of(&self, table: &str, namespace: &str, id: &ExecutionId, column: &str) -> Result<u64, StoreError> {
-        let row = self
-            .conn()
-            .one(self.stmt(
-                &format!("SELECT COUNT(*) AS n FROM {table} WHERE {column} = ? AND namespace = ?"),
-                vec![id.as_str().into(), namespace.into()],
-            ))
-            .await?;
+    /// How many rows of `table` have `column` = `id`, counted in the index
+    /// that leads with `column` (run IDs are unique across namespaces; the
+    /// namespace was checked on the run's own row). With `namespace`, for
+    /// an index that leads with it (the children's).
+    async fn count_of(
+        &self,
+        table: &str,
+        namespace: Option<&str>,
+        id: &ExecutionId,
+        column: &str,
+    ) -> Result<u64, StoreError> {
+        let (sql, values): (String, Vec<Value>) = match namespace {
+            Some(ns) => (
+                format!("SELECT COUNT(*) AS n FROM {table} WHERE namespace = ? AND {column} = ?"),
+                vec![ns.into(), id.as_str().into()],
+            ),
+            None => (format!("SELECT COUNT(*) AS n FROM {table} WHERE {column} = ?"), vec![id.as_str().into()]),
+        };
+        let row = self.conn().one(self.stmt(&sql, values)).await?;
         let n: i64 = match row {
             Some(r) => r.try_get("", "n")?,
             None => 0,
@@ -185,7 +195,7 @@ impl Store {
             .iter()
             .map(|r| shown(r, Step::try_from(r.to::<workflow_steps::Model>()?)?))
             .collect::<Result<Vec<_>, StoreError>>()?;
-        let total = self.count_of("workflow_steps", namespace, id, "execution_id").await?;
+        let total = self.count_of("workflow_steps", None, id, "execution_id").await?;
         Ok(Page { rows, total })
     }
 
@@ -222,7 +232,7 @@ impl Store {
                 shown(r, row)
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
-        let total = self.count_of("workflow_signals", namespace, id, "execution_id").await?;
+        let total = self.count_of("workflow_signals", None, id, "execution_id").await?;
         Ok(Page { rows, total })
     }
 
@@ -257,7 +267,7 @@ impl Store {
                 shown(r, row)
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
-        let total = self.count_of("workflow_events", namespace, id, "execution_id").await?;
+        let total = self.count_of("workflow_events", None, id, "execution_id").await?;
         Ok(Page { rows, total })
     }
 
@@ -290,7 +300,7 @@ impl Store {
             .await?;
         let rows =
             rows.iter().map(|r| Execution::try_from(r.to::<exec::Model>()?)).collect::<Result<Vec<_>, StoreError>>()?;
-        let total = self.count_of("workflow_executions", namespace, id, "parent_id").await?;
+        let total = self.count_of("workflow_executions", Some(namespace), id, "parent_id").await?;
         Ok(Page { rows, total })
     }
 }

@@ -242,6 +242,6 @@ pub(crate) fn position_conflict(e: DbErr, lease: &Lease, position: u32) -> Store
     if crate::error::is_unique_violation(&e) {
         StoreError::PositionTaken { execution: lease.execution_id.clone(), position }
     } else {
-        StoreError::Database(e)
+        e.into()
     }
 }

@@ -109,8 +109,9 @@ impl Store {
     /// An operator takes suspended run `id` up again: due now, for any
     /// worker of its workflow and version, the code that suspended it
     /// included (for a fix its fingerprint does not see: a payload type's
-    /// definition, a plain function the workflow calls). `Err(status)`: the run was not
-    /// suspended (nothing changed).
+    /// definition, a plain function the workflow calls). Also a run other
+    /// code took up and never claimed (it waits, due, for a worker of that
+    /// code). `Err(status)`: the run was neither (nothing changed).
     pub async fn resume_now(
         &self,
         namespace: &str,
@@ -122,7 +123,8 @@ impl Store {
             .conn()
             .exec(self.stmt(
                 "UPDATE workflow_executions SET status = 'sleeping', due_at = ?, error_message = NULL, \
-                 suspended_code = NULL, updated_at = ? WHERE id = ? AND namespace = ? AND status = 'suspended'",
+                 suspended_code = NULL, updated_at = ? WHERE id = ? AND namespace = ? \
+                 AND (status = 'suspended' OR (status IN ('pending', 'sleeping') AND suspended_code IS NOT NULL))",
                 vec![now.into(), now.into(), id.as_str().into(), namespace.into()],
             ))
             .await?;

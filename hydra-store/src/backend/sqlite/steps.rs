@@ -41,7 +41,7 @@ pub(super) async fn steps_in(
         // One step: a unique violation is its position taken. Several:
         // the group commit retries them one by one to find out.
         [(lease, rec, _)] => step_write::position_conflict(e, lease, rec.position),
-        _ => StoreError::Database(e),
+        _ => e.into(),
     })?;
     if written != items.len() as u64 {
         return match items {

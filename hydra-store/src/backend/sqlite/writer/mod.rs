@@ -118,7 +118,7 @@ impl Writer {
             drop(gate);
             let answer = match ran {
                 Ok(r) => Ok(match failure {
-                    Some(e) => Err(StoreError::Database(e)),
+                    Some(e) => Err(e.into()),
                     None => r,
                 }),
                 Err(panic) => Err(panic),
