@@ -298,6 +298,9 @@ impl WorkerBuilder {
         tracing::info!(worker_id = %shared.id, namespace = shared.engine.namespace(), workflows = ?shared.admission.workflow_names, "worker started");
         crate::metrics::concurrency(shared.engine.namespace(), shared.id.as_str(), shared.config.concurrency);
         crate::metrics::active(shared.engine.namespace(), shared.id.as_str(), 0);
+        for name in shared.registry.keys() {
+            crate::metrics::workflow_registered(shared.engine.namespace(), name);
+        }
         {
             let mut takers = shared.engine.inner.local_workers.lock().unwrap_or_else(|p| p.into_inner());
             takers.retain(|t| !t.is_gone());
