@@ -390,7 +390,10 @@ async fn settle(
         RunEnd::Cancel => return end(Terminal::Cancelled("cancelled".into())).await,
         RunEnd::TimeOut(m) => return end(Terminal::TimedOut(m)).await,
         RunEnd::Fail(m) => return end(Terminal::Failed(m)).await,
-        end_ if end_.returned() && cancelled => return end(Terminal::Cancelled("cancelled".into())).await,
+        // A body that returned is ended as it returned, under the guard
+        // (`finish`): a cancel heard after its compensations were decided
+        // refuses that end, and `finish` then runs them. Ending it
+        // cancelled here would skip them.
         RunEnd::Output(bytes) => return end(Terminal::Completed(bytes)).await,
         RunEnd::OutputRefused(message) => return end(Terminal::Failed(message)).await,
         RunEnd::Failed(e) => {
