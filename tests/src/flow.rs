@@ -122,6 +122,11 @@ impl Probe {
         self.bodies.lock().unwrap_or_else(|p| p.into_inner()).get(id).copied().unwrap_or(0)
     }
 
+    /// Counts a body of step `id` (for workflows written in a test).
+    pub fn began(&self, id: &str) {
+        self.count(id);
+    }
+
     fn count(&self, id: &str) {
         *self.bodies.lock().unwrap_or_else(|p| p.into_inner()).entry(id.to_owned()).or_insert(0) += 1;
     }

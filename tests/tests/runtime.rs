@@ -91,6 +91,7 @@ impl Workflow for Defaults {
             .step("wait", move |_s| {
                 let probe = Arc::clone(&probe);
                 async move {
+                    probe.began("wait");
                     probe.wait_gate("g").await;
                     Ok::<_, StepError>("done".to_owned())
                 }
@@ -131,7 +132,10 @@ both_backends! {
         let probe = Arc::new(Probe::default());
         let w1 = Worker::builder(&e1).register(Defaults(Arc::clone(&probe))).poll_interval(Duration::from_millis(50)).start().await.unwrap();
         let h = e1.start::<Defaults>(()).await.unwrap();
-        until_status(&e1, h.id(), ExecutionStatus::Running).await;
+        // Mid-step (a run started straight to the worker is `running` from
+        // its insert, before the worker took it: dropped then, the worker
+        // would hand it back, and no attempt would be lost).
+        until("the step's body to begin", || probe.bodies("wait") >= 1).await;
         drop(w1); // the worker dies mid-step
         clock.advance(Duration::from_secs(31));
         probe.open("g");
