@@ -312,12 +312,33 @@ async fn parent_locked_first<T: Send + 'static>(
 ) -> T {
     let other = holding(store, &family.parent).await;
     let write = tokio::spawn(write);
-    // The write is waiting for the parent now.
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // The write is waiting for a row lock now (the server says so: a
+    // write that has not started yet would hold none).
+    waiting_for_a_lock(store).await;
     assert!(!write.is_finished(), "the write waits for the parent's lock");
     touch(&other, later).await.expect("the waiting write holds no run after the parent");
     other.commit().await.unwrap();
     write.await.unwrap()
+}
+
+/// Until a session of this database waits for a lock (PostgreSQL's own
+/// view of its sessions).
+async fn waiting_for_a_lock(store: &Store) {
+    let waits = Statement::from_string(
+        DbBackend::Postgres,
+        "SELECT COUNT(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+    );
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            let row = store.connection().query_one_raw(waits.clone()).await.unwrap().unwrap();
+            if row.try_get::<i64>("", "n").unwrap() >= 1 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the write waits for a lock");
 }
 
 async fn parent_told(store: &Store, family: &Family) {

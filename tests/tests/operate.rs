@@ -18,11 +18,13 @@ use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-static HOLD: AtomicBool = AtomicBool::new(false);
+/// The inputs whose `slow` step is held (one per test instance: both
+/// backends' instances run at once).
+static HELD: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
 
 #[step(id = "slow", retry(max_attempts = 1))]
 async fn slow(n: u32) -> Result<u32, StepError> {
-    while HOLD.load(Ordering::SeqCst) {
+    while HELD.lock().unwrap().contains(&n) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     Ok(n)
@@ -145,8 +147,9 @@ both_backends! {
         let e = engine(&db).await;
         let w = worker(&e).await;
         // A running run: a retry is refused and changes nothing.
-        HOLD.store(true, Ordering::SeqCst);
-        let running = held::start(&e, 1).await.unwrap();
+        let n = if db.kind == hydra_tests::DbKind::Sqlite { 1 } else { 2 };
+        HELD.lock().unwrap().push(n);
+        let running = held::start(&e, n).await.unwrap();
         let waited = tokio::time::timeout(WAIT, async {
             while e.get(running.id()).await.unwrap().unwrap().status != ExecutionStatus::Running {
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -161,8 +164,8 @@ both_backends! {
         // Its step has no result: a fork that keeps it is refused.
         let err = e.fork(running.id(), 1, None).await.unwrap_err();
         assert!(matches!(err, Error::Refused(ref m) if m.contains("0 recorded step(s)")), "{err}");
-        HOLD.store(false, Ordering::SeqCst);
-        assert_eq!(running.result_timeout(WAIT).await.unwrap(), 1);
+        HELD.lock().unwrap().retain(|h| *h != n);
+        assert_eq!(running.result_timeout(WAIT).await.unwrap(), n);
 
         // A run whose compensations ran: no retry past its undo; a fork from
         // before the marker is allowed.
@@ -643,7 +646,7 @@ async fn wait_for(e: &Engine, id: &ExecutionId, done: impl Fn(usize) -> bool) {
 /// made pending by another transaction) leaves the run and its steps, and
 /// does not wait for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_prune_does_not_take_a_run_retried_under_it() {
+async fn postgres_a_prune_does_not_take_a_run_retried_under_it() {
     let db = TestDb::new(hydra_tests::DbKind::Postgres).await;
     let e = engine(&db).await;
     let store = e.store().clone();

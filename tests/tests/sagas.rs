@@ -30,8 +30,9 @@ fn first_failure(id: &ExecutionId) -> bool {
     first
 }
 
-/// What `ctx.is_cancelled()` said after the `Work` step.
-static SAW_CANCEL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// The runs whose body saw `ctx.is_cancelled()` after the `Work` step
+/// (by run: test instances run at once).
+static SAW_CANCEL: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 /// What the steps did, in order (the worker's state).
 #[derive(Default)]
@@ -138,7 +139,9 @@ async fn trip(ctx: WorkflowContext, plan: Plan) -> Result<u32, WorkflowError> {
             work(&ctx, ms).await?;
             // The cancel reached the step (its body stopped early): the
             // body sees it here, between steps.
-            SAW_CANCEL.store(ctx.is_cancelled(), std::sync::atomic::Ordering::SeqCst);
+            if ctx.is_cancelled() {
+                SAW_CANCEL.lock().unwrap().push(ctx.execution_id().to_string());
+            }
         }
         Then::Sleep => ctx.sleep(Duration::from_secs(3600)).await,
         Then::Wait => {
@@ -341,7 +344,7 @@ fn lines(v: &[&str]) -> Vec<String> {
 
 /// Cancels the trip once `ready` holds, and checks it ends cancelled after
 /// undoing its three bookings, newest first.
-async fn cancelled_trip(db: &TestDb, then: Then, ready: impl Fn(&Execution) -> bool) {
+async fn cancelled_trip(db: &TestDb, then: Then, ready: impl Fn(&Execution) -> bool) -> ExecutionId {
     let (e, w, ledger) = setup(db).await;
     let h = trip::start(&e, plan(3, then)).await.unwrap();
     until(&e, h.id(), "the run reaches the point to cancel", ready).await;
@@ -351,6 +354,7 @@ async fn cancelled_trip(db: &TestDb, then: Then, ready: impl Fn(&Execution) -> b
     assert_eq!(done.error.as_deref(), Some("cancelled (compensated: unbook, unbook, unbook)"));
     assert_eq!(ledger.take(), lines(&["book 0", "book 1", "book 2", "unbook 2", "unbook 1", "unbook 0"]));
     w.shutdown(Duration::from_secs(5)).await;
+    h.id().clone()
 }
 
 both_backends! {
@@ -376,8 +380,8 @@ both_backends! {
 
     async fn a_cancel_during_a_step_runs_the_compensations(db: TestDb) {
         let ledger_ready = |r: &Execution| r.status == ExecutionStatus::Running && r.open_step.position >= 3;
-        cancelled_trip(&db, Then::Work(60_000), ledger_ready).await;
-        assert!(SAW_CANCEL.load(std::sync::atomic::Ordering::SeqCst), "the body saw the cancel between steps");
+        let id = cancelled_trip(&db, Then::Work(60_000), ledger_ready).await;
+        assert!(SAW_CANCEL.lock().unwrap().contains(&id.to_string()), "the body saw the cancel between steps");
     }
 
     async fn a_cancel_during_a_sleep_runs_the_compensations(db: TestDb) {
