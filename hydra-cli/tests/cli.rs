@@ -322,7 +322,13 @@ both_backends! {
         let w = worker(&e).await;
         let done = pay::start(&e, unique("old", &db)).await.unwrap();
         done.result_timeout(WAIT).await.unwrap();
-        e.signal(done.id(), "late", &1u32).await.ok();
+        let late = e.signal(done.id(), "late", &1u32).await.unwrap_err();
+        assert!(late.to_string().contains("takes no more signals"), "{late}");
+        // An ended run with a signal (taken) and a wait step.
+        let answered = parked::start(&e, "wait".to_owned()).await.unwrap();
+        wait_status(&e, answered.id(), ExecutionStatus::Sleeping).await;
+        e.signal(answered.id(), "go", &"yes".to_owned()).await.unwrap();
+        assert_eq!(answered.result_timeout(WAIT).await.unwrap(), "got yes");
         let waiting = parked::start(&e, "wait".to_owned()).await.unwrap();
         let sleeping = parked::start_with(&e, "sleep".to_owned(), StartOptions::new().delay(Duration::from_secs(3600)))
             .await
@@ -330,14 +336,18 @@ both_backends! {
         wait_status(&e, waiting.id(), ExecutionStatus::Sleeping).await;
         tokio::time::sleep(Duration::from_millis(20)).await;
 
+        let answered_steps = e.steps(answered.id()).await.unwrap().len() as u64;
         let dry = hydra_json(&db.url, &["prune", "--older-than", "1ms", "--dry-run"]);
-        assert_eq!(dry["runs"], 1, "{dry}");
-        assert_eq!(dry["steps"], 3, "{dry}");
+        assert_eq!(dry["runs"], 2, "{dry}");
+        assert_eq!(dry["steps"].as_u64(), Some(3 + answered_steps), "{dry}");
+        assert_eq!(dry["signals"], 1, "{dry}");
         assert_eq!(dry["search_attributes"], 1, "{dry}");
         assert!(e.get(done.id()).await.unwrap().is_some(), "a dry run deleted");
         let pruned = hydra_json(&db.url, &["prune", "--older-than", "1ms"]);
-        assert_eq!(pruned["runs"], 1, "{pruned}");
+        assert_eq!(pruned["runs"], 2, "{pruned}");
+        assert_eq!(pruned["signals"], 1, "{pruned}");
         assert!(e.get(done.id()).await.unwrap().is_none());
+        assert!(e.get(answered.id()).await.unwrap().is_none());
         assert!(e.steps(done.id()).await.unwrap().is_empty());
         assert!(e.search_attributes(done.id()).await.unwrap().is_empty());
         // The runs that have not ended are where they were, and go on.
