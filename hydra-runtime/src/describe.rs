@@ -112,7 +112,7 @@ mod tests {
         assert_eq!(span(850), "850ms");
         assert_eq!(span(-5), "0ms");
         assert_eq!(span(245_000), "4m05s");
-        assert_eq!(span(i64::MAX), span(i64::MAX));
+        assert_eq!(span(i64::MAX), "106751991167d7h");
         assert_eq!(time(0), "1970-01-01 00:00:00.000");
         assert_eq!(time(i64::MAX), format!("{} ms", i64::MAX));
     }

@@ -473,6 +473,9 @@ mod tests {
         };
         let base = fingerprint_calls(7, &[step("reserve")]);
         assert_eq!(base, fingerprint_calls(7, &[step("reserve")]), "stable");
+        // The same in every build (FNV-1a over the walk, computed apart in
+        // Python): a suspended run is taken up again only by other code.
+        assert_eq!(base, -7_974_618_277_327_559_448, "the fingerprint's bytes or hash changed");
         assert_ne!(base, fingerprint_calls(7, &[step("reserve-v2")]), "a step's ID");
         assert_ne!(base, fingerprint_calls(8, &[step("reserve")]), "the workflow's own text");
         assert_ne!(base, fingerprint_calls(7, &[]), "what it calls");

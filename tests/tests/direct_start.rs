@@ -233,7 +233,7 @@ both_backends! {
         w.shutdown(Duration::from_secs(5)).await;
     }
 
-    async fn a_run_claimed_by_its_start_is_fenced_and_taken_over_when_its_worker_dies(db: TestDb) {
+    async fn a_run_claimed_by_its_start_is_taken_over_under_a_new_token_when_its_worker_dies(db: TestDb) {
         let e = engine(&db).await;
         let gate = Gate(Arc::new(Semaphore::new(0)));
         let w = builder(&e, &gate)

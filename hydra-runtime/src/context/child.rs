@@ -232,5 +232,8 @@ mod tests {
         let other = ExecutionId::from_string("01a22f84-8c12-75ae-9529-4e894ef38473");
         assert_ne!(child_id(&parent, &first), child_id(&other, &first), "another parent, another child");
         assert!(child_id(&parent, &first).as_str().len() <= 64, "fits the ID column");
+        // The same in every build and process: a replay elsewhere after a
+        // deploy must find the child it started, not start a second one.
+        assert_eq!(child_id(&parent, &first).as_str(), "14b651f9-7d30-5557-bba6-433f44094909");
     }
 }
