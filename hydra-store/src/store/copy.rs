@@ -377,15 +377,6 @@ impl Store {
         }
         Ok(())
     }
-
-    async fn count_on(&self, db: Db<'_>, sql: &str, values: Vec<Value>) -> Result<u64, StoreError> {
-        let row = db.one(self.stmt(sql, values)).await?;
-        let n: i64 = match row {
-            Some(r) => r.try_get("", "n")?,
-            None => 0,
-        };
-        Ok(u64::try_from(n).unwrap_or(0))
-    }
 }
 
 fn refusal(reason: String) -> StoreError {

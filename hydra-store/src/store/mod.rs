@@ -124,6 +124,15 @@ impl Store {
         self.dialect.as_ref()
     }
 
+    /// The count a `SELECT COUNT(*) AS n …` statement answers on `db`.
+    pub(crate) async fn count_on(&self, db: Db<'_>, sql: &str, values: Vec<Value>) -> Result<u64, StoreError> {
+        let n: i64 = match db.one(self.stmt(sql, values)).await? {
+            Some(r) => r.try_get("", "n")?,
+            None => 0,
+        };
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     /// Where this store's statements run outside a transaction: its
     /// backend's own connection on a writer thread's store, else the pool.
     pub(crate) fn conn(&self) -> Db<'_> {

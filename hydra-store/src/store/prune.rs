@@ -76,7 +76,7 @@ impl Store {
         let mut out = Pruned::default();
         let runs = format!("SELECT id FROM workflow_executions e WHERE {cond}");
         out.runs =
-            self.count_rows(&format!("SELECT COUNT(*) AS n FROM workflow_executions e WHERE {cond}"), &values).await?;
+            self.count_on(self.conn(), &format!("SELECT COUNT(*) AS n FROM workflow_executions e WHERE {cond}"), values.clone()).await?;
         for (table, field) in [
             ("workflow_steps", &mut out.steps),
             ("workflow_signals", &mut out.signals),
@@ -84,7 +84,7 @@ impl Store {
             ("workflow_search_attributes", &mut out.attributes),
         ] {
             *field = self
-                .count_rows(&format!("SELECT COUNT(*) AS n FROM {table} WHERE execution_id IN ({runs})"), &values)
+                .count_on(self.conn(), &format!("SELECT COUNT(*) AS n FROM {table} WHERE execution_id IN ({runs})"), values.clone())
                 .await?;
         }
         Ok(out)
@@ -103,16 +103,6 @@ impl Store {
         values.push(i64::from(batch.max(1)).into());
         self.stmt(&format!("SELECT id FROM workflow_executions e WHERE {cond} ORDER BY completed_at LIMIT ?"), values)
     }
-
-    async fn count_rows(&self, sql: &str, values: &[Value]) -> Result<u64, StoreError> {
-        let row = self.conn().one(self.stmt(sql, values.to_vec())).await?;
-        let n: i64 = match row {
-            Some(r) => r.try_get("", "n")?,
-            None => 0,
-        };
-        Ok(u64::try_from(n).unwrap_or(0))
-    }
-
     async fn prune_in(
         &self,
         db: Db<'_>,

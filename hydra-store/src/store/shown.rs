@@ -157,12 +157,7 @@ impl Store {
             ),
             None => (format!("SELECT COUNT(*) AS n FROM {table} WHERE {column} = ?"), vec![id.as_str().into()]),
         };
-        let row = self.conn().one(self.stmt(&sql, values)).await?;
-        let n: i64 = match row {
-            Some(r) => r.try_get("", "n")?,
-            None => 0,
-        };
-        Ok(u64::try_from(n).unwrap_or(0))
+        self.count_on(self.conn(), &sql, values).await
     }
 
     /// A page of run `id`'s recorded steps, from position
