@@ -5,6 +5,7 @@ use super::Store;
 use crate::error::StoreError;
 use crate::ids::ExecutionId;
 use crate::model::ExecutionStatus;
+use crate::sql::Row;
 
 /// A signal sent to a run, as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,18 +72,7 @@ impl Store {
                 vec![id.as_str().into(), namespace.into()],
             ))
             .await?;
-        rows.iter()
-            .map(|r| {
-                let pos: Option<i32> = r.try_get("", "consumed_position")?;
-                Ok(SignalRow {
-                    name: r.try_get("", "name")?,
-                    payload: r.try_get("", "payload")?,
-                    created_at: r.try_get("", "created_at")?,
-                    consumed_at: r.try_get("", "consumed_at")?,
-                    consumed_position: pos.and_then(|p| u32::try_from(p).ok()),
-                })
-            })
-            .collect()
+        rows.iter().map(signal_row).collect()
     }
 
     /// The events a run published, by key.
@@ -95,15 +85,7 @@ impl Store {
                 vec![id.as_str().into(), namespace.into()],
             ))
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(EventRow {
-                    key: r.try_get("", "event_key")?,
-                    value: r.try_get("", "value")?,
-                    updated_at: r.try_get("", "updated_at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(event_row).collect()
     }
 
     /// The runs of a namespace counted by workflow and status (one pass
@@ -196,4 +178,26 @@ impl Store {
             })
             .collect()
     }
+}
+
+/// A signal as its row holds it (`name`, `payload`, `created_at`,
+/// `consumed_at`, `consumed_position`).
+pub(super) fn signal_row(r: &Row) -> Result<SignalRow, StoreError> {
+    let pos: Option<i32> = r.try_get("", "consumed_position")?;
+    Ok(SignalRow {
+        name: r.try_get("", "name")?,
+        payload: r.try_get("", "payload")?,
+        created_at: r.try_get("", "created_at")?,
+        consumed_at: r.try_get("", "consumed_at")?,
+        consumed_position: pos.and_then(|p| u32::try_from(p).ok()),
+    })
+}
+
+/// An event as its row holds it (`event_key`, `value`, `updated_at`).
+pub(super) fn event_row(r: &Row) -> Result<EventRow, StoreError> {
+    Ok(EventRow {
+        key: r.try_get("", "event_key")?,
+        value: r.try_get("", "value")?,
+        updated_at: r.try_get("", "updated_at")?,
+    })
 }

@@ -75,8 +75,13 @@ impl Store {
         let (cond, values) = prune_condition(namespace, ended_before, statuses);
         let mut out = Pruned::default();
         let runs = format!("SELECT id FROM workflow_executions e WHERE {cond}");
-        out.runs =
-            self.count_on(self.conn(), &format!("SELECT COUNT(*) AS n FROM workflow_executions e WHERE {cond}"), values.clone()).await?;
+        out.runs = self
+            .count_on(
+                self.conn(),
+                &format!("SELECT COUNT(*) AS n FROM workflow_executions e WHERE {cond}"),
+                values.clone(),
+            )
+            .await?;
         for (table, field) in [
             ("workflow_steps", &mut out.steps),
             ("workflow_signals", &mut out.signals),
@@ -84,7 +89,11 @@ impl Store {
             ("workflow_search_attributes", &mut out.attributes),
         ] {
             *field = self
-                .count_on(self.conn(), &format!("SELECT COUNT(*) AS n FROM {table} WHERE execution_id IN ({runs})"), values.clone())
+                .count_on(
+                    self.conn(),
+                    &format!("SELECT COUNT(*) AS n FROM {table} WHERE execution_id IN ({runs})"),
+                    values.clone(),
+                )
                 .await?;
         }
         Ok(out)

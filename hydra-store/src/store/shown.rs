@@ -4,12 +4,13 @@
 //! record a million steps of 8 MiB outputs: its page reads what it shows.
 
 use super::Store;
-use super::inspect::{EventRow, SignalRow};
+use super::inspect::{EventRow, SignalRow, event_row, signal_row};
 use crate::entity::workflow_executions as exec;
 use crate::entity::workflow_steps;
 use crate::error::StoreError;
 use crate::ids::ExecutionId;
 use crate::model::{Execution, Step};
+use crate::sql::Row;
 use sea_orm::{IdenStatic, Iterable, Value};
 
 /// How much of a run [`Store::steps_shown`] and its siblings read.
@@ -132,7 +133,7 @@ fn columns(all: &[&str], payload: &str, text: Option<&str>) -> String {
 }
 
 /// Reads a [`Shown`]'s size and flag from `row`.
-fn shown<T>(row: &crate::sql::Row, value: T) -> Result<Shown<T>, StoreError> {
+fn shown<T>(row: &Row, value: T) -> Result<Shown<T>, StoreError> {
     let stored: i64 = row.try_get("", "stored_bytes")?;
     let left_out: i64 = row.try_get("", "left_out")?;
     Ok(Shown { row: value, stored_bytes: u64::try_from(stored).unwrap_or(0), left_out: left_out != 0 })
@@ -202,33 +203,8 @@ impl Store {
         id: &ExecutionId,
         limits: ShowLimits,
     ) -> Result<Page<Shown<SignalRow>>, StoreError> {
-        let cols = columns(&["name", "payload", "created_at", "consumed_at", "consumed_position"], "payload", None);
-        let cap = limits.cap();
-        let rows = self
-            .conn()
-            .all(self.stmt(
-                &format!(
-                    "SELECT {cols} FROM workflow_signals WHERE execution_id = ? AND namespace = ? ORDER BY id LIMIT ?"
-                ),
-                vec![cap.into(), cap.into(), id.as_str().into(), namespace.into(), i64::from(limits.rows).into()],
-            ))
-            .await?;
-        let rows = rows
-            .iter()
-            .map(|r| {
-                let pos: Option<i32> = r.try_get("", "consumed_position")?;
-                let row = SignalRow {
-                    name: r.try_get("", "name")?,
-                    payload: r.try_get("", "payload")?,
-                    created_at: r.try_get("", "created_at")?,
-                    consumed_at: r.try_get("", "consumed_at")?,
-                    consumed_position: pos.and_then(|p| u32::try_from(p).ok()),
-                };
-                shown(r, row)
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        let total = self.count_of("workflow_signals", None, id, "execution_id").await?;
-        Ok(Page { rows, total })
+        let cols = ["name", "payload", "created_at", "consumed_at", "consumed_position"];
+        self.payload_page("workflow_signals", &cols, "payload", "id", namespace, id, limits, signal_row).await
     }
 
     /// A page of the events run `id` published, by key, values over the
@@ -239,30 +215,37 @@ impl Store {
         id: &ExecutionId,
         limits: ShowLimits,
     ) -> Result<Page<Shown<EventRow>>, StoreError> {
-        let cols = columns(&["event_key", "value", "updated_at"], "value", None);
+        let cols = ["event_key", "value", "updated_at"];
+        self.payload_page("workflow_events", &cols, "value", "event_key", namespace, id, limits, event_row).await
+    }
+
+    /// A page of `table`'s rows of run `id` in `order`, read by `read`,
+    /// `payload` left unread over the limit; and how many there are.
+    #[allow(clippy::too_many_arguments)]
+    async fn payload_page<T>(
+        &self,
+        table: &str,
+        cols: &[&str],
+        payload: &str,
+        order: &str,
+        namespace: &str,
+        id: &ExecutionId,
+        limits: ShowLimits,
+        read: fn(&Row) -> Result<T, StoreError>,
+    ) -> Result<Page<Shown<T>>, StoreError> {
+        let cols = columns(cols, payload, None);
         let cap = limits.cap();
         let rows = self
             .conn()
             .all(self.stmt(
                 &format!(
-                    "SELECT {cols} FROM workflow_events WHERE execution_id = ? AND namespace = ? \
-                     ORDER BY event_key LIMIT ?"
+                    "SELECT {cols} FROM {table} WHERE execution_id = ? AND namespace = ? ORDER BY {order} LIMIT ?"
                 ),
                 vec![cap.into(), cap.into(), id.as_str().into(), namespace.into(), i64::from(limits.rows).into()],
             ))
             .await?;
-        let rows = rows
-            .iter()
-            .map(|r| {
-                let row = EventRow {
-                    key: r.try_get("", "event_key")?,
-                    value: r.try_get("", "value")?,
-                    updated_at: r.try_get("", "updated_at")?,
-                };
-                shown(r, row)
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        let total = self.count_of("workflow_events", None, id, "execution_id").await?;
+        let rows = rows.iter().map(|r| shown(r, read(r)?)).collect::<Result<Vec<_>, StoreError>>()?;
+        let total = self.count_of(table, None, id, "execution_id").await?;
         Ok(Page { rows, total })
     }
 
