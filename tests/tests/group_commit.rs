@@ -341,6 +341,22 @@ async fn waiting_for_a_lock(store: &Store) {
     .expect("the write waits for a lock");
 }
 
+/// `ops` as one group commit while another transaction holds the parent's
+/// lock (see [`parent_locked_first`]): every write applied in one commit,
+/// and the parent told.
+async fn batch_beside_the_parents_lock(store: &Store, family: &Family, later: &ExecutionId, ops: Vec<BatchOp>) {
+    let commits = store.write_commits();
+    let batch = parent_locked_first(store, family, later, {
+        let store = store.clone();
+        async move { store.apply_batch(&ops, 20).await }
+    })
+    .await;
+    let results = batch.expect("group commit");
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(store.write_commits(), commits + 1, "one commit, no retry one by one");
+    parent_told(store, family).await;
+}
+
 async fn parent_told(store: &Store, family: &Family) {
     let signals: Vec<String> =
         store.signals_of(NS, &family.parent).await.unwrap().into_iter().map(|s| s.name).collect();
@@ -356,16 +372,7 @@ async fn postgres_a_group_commit_ending_a_child_locks_its_parent_in_order() {
     let store = db.store().await;
     let family = Family::new(&store, true).await;
     let ops = vec![family.end_child(), family.hot(&family.x), family.hot(&family.y)];
-    let commits = store.write_commits();
-    let batch = parent_locked_first(&store, &family, &family.x, {
-        let store = store.clone();
-        async move { store.apply_batch(&ops, 20).await }
-    })
-    .await;
-    let results = batch.expect("group commit");
-    assert!(results.iter().all(Result::is_ok), "{results:?}");
-    assert_eq!(store.write_commits(), commits + 1, "one commit, no retry one by one");
-    parent_told(&store, &family).await;
+    batch_beside_the_parents_lock(&store, &family, &family.x, ops).await;
 }
 
 /// The same for a group commit whose writes are applied one after another
@@ -380,16 +387,7 @@ async fn postgres_a_group_commit_ending_a_child_one_write_after_another_locks_it
         family.end_child(),
         BatchOp::Checkpoint(family.lease(&family.y), Checkpoint::transition(Transition::Continue)),
     ];
-    let commits = store.write_commits();
-    let batch = parent_locked_first(&store, &family, &family.child, {
-        let store = store.clone();
-        async move { store.apply_batch(&ops, 20).await }
-    })
-    .await;
-    let results = batch.expect("group commit");
-    assert!(results.iter().all(Result::is_ok), "{results:?}");
-    assert_eq!(store.write_commits(), commits + 1, "one commit, no retry one by one");
-    parent_told(&store, &family).await;
+    batch_beside_the_parents_lock(&store, &family, &family.child, ops).await;
 }
 
 /// A child's end in a transaction of its own (`Store::finish`) locks its
