@@ -250,17 +250,16 @@ impl WorkerBuilder {
         let id = self.id.unwrap_or_else(default_worker_id);
         let mut names: Vec<String> = self.registry.keys().cloned().collect();
         names.sort();
-        let regs: Vec<crate::runs::Registration> = names
+        let (regs, codes): (Vec<crate::runs::Registration>, Vec<i64>) = names
             .iter()
             .filter_map(|n| self.registry.get(n).map(|w| (n, w.version())))
             // Versions are stored as 32-bit integers.
-            .map(|(n, (to, from, _))| {
+            .map(|(n, (to, from, code))| {
                 let cap = |v: u32| v.min(i32::MAX.unsigned_abs());
-                crate::runs::Registration::new(n.clone(), cap(from), cap(to))
+                (crate::runs::Registration::new(n.clone(), cap(from), cap(to)), code)
             })
-            .collect();
+            .unzip();
         let versions = regs.iter().map(|r| (r.from, r.to)).collect();
-        let codes = names.iter().filter_map(|n| self.registry.get(n).map(|w| w.version().2)).collect();
         let admission = hydra_store::Admission::new(names).versions(versions).codes(codes);
         let shared = Arc::new(Shared {
             engine: self.engine,

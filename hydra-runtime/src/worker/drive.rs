@@ -406,7 +406,7 @@ async fn settle(
             let at = now.saturating_add(duration_ms(delay));
             let at = execution.deadline_at.map_or(at, |d| at.min(d));
             tracing::info!(error = %e, ?delay, "workflow attempt failed; retrying");
-            retry_at(s, lease, run, at, e.message()).await;
+            park_for(s, lease, run, Transition::Retry { at, error: e.message().to_owned() }, at).await;
         }
         RunEnd::Panicked(panic) => return end(Terminal::Failed(format!("workflow panicked: {panic}"))).await,
         // A compensation's write failed in the database (a body's is a
@@ -425,20 +425,7 @@ async fn settle(
             let error = format!("compensations wait for the database: {m}");
             tracing::error!(error = %m, ?delay, "a write of the run's compensations failed; going on after a backoff");
             crate::metrics::compensation_write_failed(&lease.namespace, &execution.workflow_name);
-            let write = write_retrying(s, || {
-                engine.inner.store.checkpoint(
-                    lease,
-                    hydra_store::Checkpoint::transition(Transition::Backoff { until: at, error: error.clone() })
-                        .open(run.open_to_hand_back()),
-                    engine.clock().now_ms(),
-                )
-            });
-            match run.parking_write(write, |_| true).await {
-                Ok(()) => schedule_wake(s, at),
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not park the run after a failed write; its lease will expire")
-                }
-            }
+            park_for(s, lease, run, Transition::Backoff { until: at, error }, at).await;
         }
     }
     Settled::Done
@@ -448,22 +435,22 @@ async fn settle(
 /// go on.
 const COMPENSATION_BACKOFF_MIN: Duration = Duration::from_secs(1);
 
-/// Parks the run for a new attempt at `at` (`error`: why this one ended).
-/// A cancel accepted meanwhile makes the next attempt due now, and its
-/// claim ends the run cancelled (see the statement).
-async fn retry_at(s: &Arc<Shared>, lease: &Lease, run: &RunState, at: i64, error: &str) {
+/// Parks the run by `transition` (a new attempt, or a backoff), due at
+/// `at`, handing back the attempt its claim reserved. A `Retry` accepted
+/// with a cancel is due now instead, and its claim ends the run cancelled
+/// (see the statement).
+async fn park_for(s: &Arc<Shared>, lease: &Lease, run: &RunState, transition: Transition, at: i64) {
     let engine = &s.engine;
     let write = write_retrying(s, || {
         engine.inner.store.checkpoint(
             lease,
-            hydra_store::Checkpoint::transition(Transition::Retry { at, error: error.to_owned() })
-                .open(run.open_to_hand_back()),
+            hydra_store::Checkpoint::transition(transition.clone()).open(run.open_to_hand_back()),
             engine.clock().now_ms(),
         )
     });
     match run.parking_write(write, |_| true).await {
         Ok(()) => schedule_wake(s, at),
-        Err(e) => tracing::warn!(error = %e, "could not park the run for its next attempt; its lease will expire"),
+        Err(e) => tracing::warn!(error = %e, "could not park the run; its lease will expire"),
     }
 }
 

@@ -110,8 +110,7 @@ pub struct Page<T> {
 
 /// The select list of the columns `all`, with `payload` read only up to
 /// `?` bytes (else as an empty value of its type), `text` cut to `?`
-/// characters, then the payload's stored size (`stored_bytes`) and
-/// whether it was left out (`left_out`, by the same limit `?`). Every `?`
+/// characters, then the payload's stored size (`stored_bytes`). Every `?`
 /// of it takes the same value, the page's limit.
 fn columns(all: &[&str], payload: &str, text: Option<&str>) -> String {
     all.iter()
@@ -124,19 +123,17 @@ fn columns(all: &[&str], payload: &str, text: Option<&str>) -> String {
                 (*c).to_owned()
             }
         })
-        .chain([
-            format!("CAST(COALESCE(length({payload}), 0) AS BIGINT) AS stored_bytes"),
-            format!("CAST(CASE WHEN length({payload}) > ? THEN 1 ELSE 0 END AS BIGINT) AS left_out"),
-        ])
+        .chain([format!("CAST(COALESCE(length({payload}), 0) AS BIGINT) AS stored_bytes")])
         .collect::<Vec<_>>()
         .join(", ")
 }
 
-/// Reads a [`Shown`]'s size and flag from `row`.
-fn shown<T>(row: &Row, value: T) -> Result<Shown<T>, StoreError> {
-    let stored: i64 = row.try_get("", "stored_bytes")?;
-    let left_out: i64 = row.try_get("", "left_out")?;
-    Ok(Shown { row: value, stored_bytes: u64::try_from(stored).unwrap_or(0), left_out: left_out != 0 })
+/// `value` as shown within `limits`: its payload's stored size, read from
+/// `row`, says whether the payload was left out.
+fn shown<T>(row: &Row, value: T, limits: ShowLimits) -> Result<Shown<T>, StoreError> {
+    let stored = u64::try_from(row.try_get::<i64>("", "stored_bytes")?).unwrap_or(0);
+    let left_out = stored > u64::try_from(limits.cap()).unwrap_or(0);
+    Ok(Shown { row: value, stored_bytes: stored, left_out })
 }
 
 impl Store {
@@ -176,9 +173,8 @@ impl Store {
             "SELECT {cols} FROM workflow_steps WHERE namespace = ? AND execution_id = ? AND position >= ? \
              ORDER BY position LIMIT ?"
         );
-        // The select list's three limits (output, error, flag), then the rest.
+        // The select list's two limits (output, error), then the rest.
         let values: Vec<Value> = vec![
-            cap.into(),
             cap.into(),
             cap.into(),
             namespace.into(),
@@ -189,7 +185,7 @@ impl Store {
         let rows = self.conn().all(self.stmt(&sql, values)).await?;
         let rows = rows
             .iter()
-            .map(|r| shown(r, Step::try_from(r.to::<workflow_steps::Model>()?)?))
+            .map(|r| shown(r, Step::try_from(r.to::<workflow_steps::Model>()?)?, limits))
             .collect::<Result<Vec<_>, StoreError>>()?;
         let total = self.count_of("workflow_steps", None, id, "execution_id").await?;
         Ok(Page { rows, total })
@@ -241,10 +237,10 @@ impl Store {
                 &format!(
                     "SELECT {cols} FROM {table} WHERE execution_id = ? AND namespace = ? ORDER BY {order} LIMIT ?"
                 ),
-                vec![cap.into(), cap.into(), id.as_str().into(), namespace.into(), i64::from(limits.rows).into()],
+                vec![cap.into(), id.as_str().into(), namespace.into(), i64::from(limits.rows).into()],
             ))
             .await?;
-        let rows = rows.iter().map(|r| shown(r, read(r)?)).collect::<Result<Vec<_>, StoreError>>()?;
+        let rows = rows.iter().map(|r| shown(r, read(r)?, limits)).collect::<Result<Vec<_>, StoreError>>()?;
         let total = self.count_of(table, None, id, "execution_id").await?;
         Ok(Page { rows, total })
     }
