@@ -5,6 +5,7 @@
 use hydra_runtime::prelude::*;
 use hydra_store::sea_orm::{ConnectionTrait, DbBackend, Statement};
 use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -63,10 +64,23 @@ impl Workflow for Greeting {
     }
 }
 
-/// Receives `n` signals named `n`, one at a time, with a short step
-/// between two receives, and returns them in the order received.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Collector;
+/// Receives `n` signals named `n`, one at a time, with a logged step of
+/// `BETWEEN_MS` between two receives, and returns them in the order
+/// received.
+#[derive(Clone, Debug)]
+pub struct Collector {
+    log: PathBuf,
+}
+
+impl Collector {
+    /// How long the step between two receives takes.
+    pub const BETWEEN_MS: u64 = 20;
+
+    /// A collector logging bodies to `HYDRA_FAULT_LOG`.
+    pub fn from_env() -> Result<Self, std::env::VarError> {
+        Ok(Collector { log: PathBuf::from(std::env::var("HYDRA_FAULT_LOG")?) })
+    }
+}
 
 impl Workflow for Collector {
     const NAME: &'static str = "collector";
@@ -75,13 +89,9 @@ impl Workflow for Collector {
 
     async fn run(&self, ctx: WorkflowContext, n: u32) -> Result<Vec<u32>, WorkflowError> {
         let mut got = Vec::with_capacity(n as usize);
-        for _ in 0..n {
+        for i in 0..n {
             got.push(ctx.recv::<u32>("n").await?);
-            ctx.step("between", |_s| async {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-                Ok::<_, StepError>(())
-            })
-            .await?;
+            logged_step(&ctx, format!("between{i}"), self.log.clone(), Self::BETWEEN_MS).await?;
         }
         Ok(got)
     }
@@ -133,8 +143,9 @@ async fn logged_step(ctx: &WorkflowContext, id: String, log: PathBuf, ms: u64) -
     ctx.step_with(StepOptions::new(id).retry(policy()), move |s| {
         let log = log.clone();
         async move {
-            log_body(&log, &s)?;
+            log_body(&log, "start", &s)?;
             tokio::time::sleep(Duration::from_millis(ms)).await;
+            log_body(&log, "end", &s)?;
             Ok(std::process::id())
         }
     })
@@ -181,9 +192,11 @@ impl FaultFlow {
 }
 
 /// Appends one line to the body log (one `write` call, `O_APPEND`: lines
-/// from several processes do not interleave).
-fn log_body(log: &Path, s: &StepContext) -> Result<(), StepError> {
-    let line = format!("{} {} {} {}\n", s.execution_id(), s.step_id(), s.attempt(), std::process::id());
+/// from several processes do not interleave): `start` when a body begins,
+/// `end` when it is about to return, so a reader can tell which bodies a
+/// killed process had in flight.
+fn log_body(log: &Path, phase: &str, s: &StepContext) -> Result<(), StepError> {
+    let line = format!("{phase} {} {} {} {}\n", s.execution_id(), s.step_id(), s.attempt(), std::process::id());
     let mut f = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
     f.write_all(line.as_bytes())?;
     Ok(())
@@ -226,10 +239,11 @@ impl Workflow for FaultFlow {
                         .await?;
                         // Logged after the write: a kill from here on falls
                         // between the step's writes and its commit.
-                        log_body(&log, &s)?;
+                        log_body(&log, "start", &s)?;
                         if s.attempt() == 1 && pause > 0 {
                             tokio::time::sleep(Duration::from_millis(pause)).await;
                         }
+                        log_body(&log, "end", &s)?;
                         Ok(pid)
                     }
                 })
@@ -243,8 +257,9 @@ impl Workflow for FaultFlow {
                 .step_with(StepOptions::new(format!("s{i}")).retry(policy()), move |s| {
                     let log = log.clone();
                     async move {
-                        log_body(&log, &s)?;
+                        log_body(&log, "start", &s)?;
                         tokio::time::sleep(Duration::from_millis(ms)).await;
+                        log_body(&log, "end", &s)?;
                         Ok(std::process::id())
                     }
                 })
@@ -257,7 +272,8 @@ impl Workflow for FaultFlow {
                 .step_with(StepOptions::new("unencodable").retry(policy()), move |s| {
                     let log = log.clone();
                     async move {
-                        log_body(&log, &s)?;
+                        log_body(&log, "start", &s)?;
+                        log_body(&log, "end", &s)?;
                         Ok(Unencodable)
                     }
                 })
@@ -280,15 +296,98 @@ pub async fn create_ledger(conn: &impl ConnectionTrait) {
     conn.execute_unprepared(sql).await.expect("create ledger");
 }
 
-/// Lines of the body log: (execution, step, attempt, pid).
-pub fn body_log(path: &Path) -> Vec<(String, String, u32, u32)> {
-    let Ok(text) = std::fs::read_to_string(path) else { return Vec::new() };
-    text.lines()
-        .filter_map(|l| {
-            let mut p = l.split(' ');
-            Some((p.next()?.to_owned(), p.next()?.to_owned(), p.next()?.parse().ok()?, p.next()?.parse().ok()?))
-        })
-        .collect()
+/// One body execution, as the body log records it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Body {
+    /// The run.
+    pub execution: String,
+    /// The step ID.
+    pub step: String,
+    /// The attempt the engine counted for it.
+    pub attempt: u32,
+    /// The worker process that ran it.
+    pub pid: u32,
+}
+
+/// The body log, read back: which bodies began, and which of them reached
+/// their end.
+#[derive(Debug, Default)]
+pub struct BodyLog {
+    /// Every body that began, in the order the log holds them.
+    pub started: Vec<Body>,
+    ended: HashSet<Body>,
+}
+
+impl BodyLog {
+    /// Reads the log (empty if no body has run yet).
+    pub fn read(path: &Path) -> BodyLog {
+        let Ok(text) = std::fs::read_to_string(path) else { return BodyLog::default() };
+        let mut log = BodyLog::default();
+        for line in text.lines() {
+            let mut p = line.split(' ');
+            let (Some(phase), Some(execution), Some(step), Some(attempt), Some(pid)) =
+                (p.next(), p.next(), p.next(), p.next(), p.next())
+            else {
+                panic!("a body log line the harness did not write: {line:?}");
+            };
+            let body = Body {
+                execution: execution.to_owned(),
+                step: step.to_owned(),
+                attempt: attempt.parse().expect("attempt"),
+                pid: pid.parse().expect("pid"),
+            };
+            match phase {
+                "start" => log.started.push(body),
+                "end" => {
+                    log.ended.insert(body);
+                }
+                other => panic!("unknown body log phase {other:?}"),
+            }
+        }
+        log
+    }
+
+    /// Bodies `pid` began and did not end: after the process is killed and
+    /// reaped, the bodies the kill interrupted.
+    pub fn in_flight(&self, pid: u32) -> usize {
+        self.started.iter().filter(|b| b.pid == pid && !self.ended.contains(*b)).count()
+    }
+
+    /// The distinct (run, step) pairs that ran.
+    pub fn steps(&self) -> HashSet<(&str, &str)> {
+        self.started.iter().map(|b| (b.execution.as_str(), b.step.as_str())).collect()
+    }
+
+    /// Bodies beyond the first of their (run, step).
+    pub fn reruns(&self) -> usize {
+        self.started.len() - self.steps().len()
+    }
+
+    /// Bodies that ran under an attempt another body of the same step had
+    /// already run under: the engine counts an attempt durably before its
+    /// body runs, so two bodies under one attempt mean two holders at once.
+    pub fn repeated_attempts(&self) -> Vec<&Body> {
+        let mut seen = HashSet::new();
+        self.started.iter().filter(|b| !seen.insert((&b.execution, &b.step, b.attempt))).collect()
+    }
+
+    /// Bodies that ran again although the process that ran the earlier
+    /// attempt was never killed: a body runs again only when its worker
+    /// died before the result was committed. For each (run, step) that ran
+    /// more than once, every execution but the last must be on a killed PID.
+    pub fn reruns_without_a_kill(&self, killed: &HashSet<u32>) -> Vec<&Body> {
+        let mut by_step: HashMap<(&str, &str), Vec<&Body>> = HashMap::new();
+        for b in &self.started {
+            by_step.entry((b.execution.as_str(), b.step.as_str())).or_default().push(b);
+        }
+        let mut wrong = Vec::new();
+        for mut runs in by_step.into_values().filter(|r| r.len() > 1) {
+            runs.sort_by_key(|b| b.attempt);
+            runs.pop();
+            wrong.extend(runs.into_iter().filter(|b| !killed.contains(&b.pid)));
+        }
+        wrong
+    }
 }
 
 /// One worker process.
@@ -350,6 +449,15 @@ impl WorkerProc {
         }
         let pid = child.id();
         WorkerProc { child, pid, stderr }
+    }
+
+    /// [`WorkerProc::start`] on a blocking thread: waiting for the new
+    /// process's `ready` must not stall the caller's runtime (a write
+    /// transaction of the caller's, held open across the wait, would keep
+    /// the new worker from its first write, and every other worker with it).
+    pub async fn spawn(cfg: &ProcConfig, n: usize) -> WorkerProc {
+        let cfg = cfg.clone();
+        tokio::task::spawn_blocking(move || WorkerProc::start(&cfg, n)).await.expect("worker start")
     }
 
     /// Whether the process is still running (it did not exit or abort).

@@ -13,7 +13,7 @@ use hydra_runtime::ExecutionFilter;
 use hydra_runtime::prelude::*;
 use hydra_runtime::unstable::EngineBuilderStoreExt as _;
 use hydra_store::sea_orm::{ConnectionTrait, Statement};
-use hydra_tests::fault::{FaultFlow, FaultPlan, ProcConfig, WorkerProc, body_log};
+use hydra_tests::fault::{BodyLog, FaultFlow, FaultPlan, ProcConfig, WorkerProc};
 use hydra_tests::{DbKind, TestDb};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -67,9 +67,9 @@ async fn postgres_restart_mid_run_loses_and_duplicates_nothing() {
     }
     let procs: Vec<WorkerProc> = (0..2).map(|i| WorkerProc::start(&cfg, i)).collect();
     tokio::time::sleep(Duration::from_millis(700)).await;
-    let before = body_log(&cfg.log).len();
+    let before = BodyLog::read(&cfg.log).started.len();
     restart_postgres("fast");
-    let restarted_at = body_log(&cfg.log).len();
+    let restarted_at = BodyLog::read(&cfg.log).started.len();
     eprintln!("database restart: {before} bodies before the restart, {restarted_at} when it was back");
     let give_up = Instant::now() + Duration::from_secs(180);
     let runs = loop {
@@ -93,6 +93,17 @@ async fn postgres_restart_mid_run_loses_and_duplicates_nothing() {
         .unwrap()
         .unwrap();
     assert_eq!(row.try_get_by_index::<i64>(0).unwrap(), (n * steps as usize) as i64, "one result per step");
+    // The unique (run, step) index makes a second result row impossible;
+    // what the restart could duplicate is a body, under one counted attempt.
+    let log = BodyLog::read(&cfg.log);
+    eprintln!(
+        "database restart: {} bodies for {} steps ({} ran again)",
+        log.started.len(),
+        n * steps as usize,
+        log.reruns()
+    );
+    assert_eq!(log.steps().len(), n * steps as usize, "every step's body ran");
+    assert!(log.repeated_attempts().is_empty(), "two bodies under one attempt: {:?}", log.repeated_attempts());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -125,7 +136,7 @@ async fn postgres_crash_mid_run_keeps_every_acknowledged_write() {
         }
     });
     tokio::time::sleep(Duration::from_millis(700)).await;
-    let before = body_log(&cfg.log).len();
+    let before = BodyLog::read(&cfg.log).started.len();
     restart_postgres("immediate");
     let (acked, refused) = starter.await.unwrap();
     let give_up = Instant::now() + Duration::from_secs(180);
@@ -157,17 +168,17 @@ async fn postgres_crash_mid_run_keeps_every_acknowledged_write() {
         .unwrap()
         .unwrap();
     assert_eq!(row.try_get_by_index::<i64>(0).unwrap(), (runs.len() * steps as usize) as i64, "one result per step");
-    let log = body_log(&cfg.log);
-    let mut seen = std::collections::HashSet::new();
-    let again = log.iter().filter(|(run, step, _, _)| !seen.insert((run.clone(), step.clone()))).count();
+    let log = BodyLog::read(&cfg.log);
+    let again = log.reruns();
     eprintln!(
         "database crash (-m immediate): {before} bodies before it; {} starts acknowledged during the run, {refused} \
          refused while the server was down; {} runs, all completed; {} bodies for {} steps ({again} ran again)",
         acked.len(),
         runs.len(),
-        log.len(),
+        log.started.len(),
         runs.len() * steps as usize
     );
+    assert!(log.repeated_attempts().is_empty(), "two bodies under one attempt: {:?}", log.repeated_attempts());
     assert!(
         again <= 2 * 4 * 2,
         "{again} bodies ran again: more than the slots in flight at the crash (and one retry each)"

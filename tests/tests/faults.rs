@@ -12,12 +12,30 @@ use hydra_runtime::unstable::EngineBuilderStoreExt as _;
 use hydra_runtime::{Execution, ExecutionFilter, StepStatus};
 use hydra_store::sea_orm::{ConnectionTrait, Statement};
 use hydra_tests::fault::{
-    Collector, FaultFlow, FaultParent, FaultPlan, FaultSaga, Greeting, ProcConfig, WorkerProc, body_log, create_ledger,
+    BodyLog, Collector, FaultFlow, FaultParent, FaultPlan, FaultSaga, Greeting, ProcConfig, WorkerProc, create_ledger,
     env_or,
 };
 use hydra_tests::{DbKind, TestDb, both_backends};
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
+
+/// Kills each campaign must land while a body is in flight (so the re-run
+/// a kill forces is exercised, not only the claim after it).
+const MID_BODY_KILLS: usize = 10;
+
+/// The same for the campaigns of four runs per worker: one kill there
+/// interrupts several bodies at once (a worker is idle between them less
+/// often, but the work runs out sooner).
+const BUSY_MID_BODY_KILLS: usize = 6;
+
+/// The same for the transactional campaign: on SQLite a transactional body
+/// holds the database's write lock, so while one runs the other workers
+/// wait for the lock, outside any body.
+const TX_MID_BODY_KILLS: usize = 6;
+
+/// The same for the signals campaign, whose runs spend most of their time
+/// parked waiting for the next signal.
+const SIGNAL_MID_BODY_KILLS: usize = 4;
 
 /// Heavy scenarios run one at a time: the machine has two cores.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -88,16 +106,83 @@ fn scale() -> usize {
     if std::env::var_os("HYDRA_SOAK").is_some() { 10 } else { 1 }
 }
 
-/// Kills a random worker every 150–350 ms and restarts it, until at least
-/// `min_kills` kills and `done` says the work is finished (or no work is left).
+/// What a kill campaign did, told apart from what it merely attempted.
+#[derive(Debug, Default)]
+struct Kills {
+    /// SIGKILLs sent (each to a live worker).
+    total: usize,
+    /// Kills whose victim had a body in flight (begun, not ended).
+    mid_body: usize,
+    /// Bodies those kills interrupted.
+    interrupted: usize,
+    /// The processes killed.
+    pids: HashSet<u32>,
+}
+
+impl Kills {
+    /// Checks the campaign against the body log: at least `min_mid_body`
+    /// kills landed mid-body, no attempt ran twice, and every body that ran
+    /// again did so because the process that ran it before was killed.
+    fn check(&self, name: &str, log: &BodyLog, min_mid_body: usize, cfg: &ProcConfig) {
+        let twice = log.repeated_attempts();
+        let unexplained = log.reruns_without_a_kill(&self.pids);
+        eprintln!(
+            "{name}: kills {}, of which mid-body {} (bodies interrupted {}); bodies {}, reruns {}",
+            self.total,
+            self.mid_body,
+            self.interrupted,
+            log.started.len(),
+            log.reruns()
+        );
+        assert!(
+            self.mid_body >= min_mid_body,
+            "{name}: only {} of {} kills landed while a body was in flight (at least {min_mid_body} needed)",
+            self.mid_body,
+            self.total
+        );
+        assert!(twice.is_empty(), "{name}: bodies under an attempt that had already run: {twice:?}");
+        assert!(
+            unexplained.is_empty(),
+            "{name}: bodies that ran again without their process being killed: {unexplained:?}; the workers said:\n{}",
+            workers_said(cfg)
+        );
+        assert!(
+            log.reruns() >= self.interrupted,
+            "{name}: {} interrupted bodies but only {} reruns: an interrupted body's step was recorded without running again",
+            self.interrupted,
+            log.reruns()
+        );
+    }
+}
+
+/// Every warning in the campaign's worker stderr files, for a failure's message.
+fn workers_said(cfg: &ProcConfig) -> String {
+    let mut out = String::new();
+    for entry in std::fs::read_dir(&cfg.dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "stderr") {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            for line in text.lines().filter(|l| l.contains("WARN") || l.contains("ERROR")) {
+                out.push_str(&format!("{}: {line}\n", path.file_name().unwrap().to_string_lossy()));
+            }
+        }
+    }
+    out
+}
+
+/// Kills a random worker every 150–350 ms and restarts it, until
+/// `mid_body_target` kills have landed while their victim had a body in
+/// flight, or the work is finished (then the campaign's check tells whether
+/// enough kills landed). A victim found dead before its kill died on its
+/// own: that fails the campaign.
 async fn kill_campaign(
     c: &Campaign,
     procs: &mut Vec<WorkerProc>,
     rng: &mut fastrand::Rng,
-    min_kills: usize,
+    mid_body_target: usize,
     n: usize,
-) -> usize {
-    let mut kills = 0;
+) -> Kills {
+    let mut kills = Kills::default();
     let give_up = Instant::now() + Duration::from_secs(240);
     loop {
         tokio::time::sleep(Duration::from_millis(rng.u64(150..=350))).await;
@@ -105,14 +190,31 @@ async fn kill_campaign(
             let runs = c.runs().await;
             runs.len() == n && runs.iter().all(|r| r.status.is_terminal())
         };
-        if kills >= min_kills || (finished && kills > 0 && Instant::now() > give_up) {
+        if finished || kills.mid_body >= mid_body_target || Instant::now() > give_up {
             return kills;
         }
         let i = rng.usize(..procs.len());
-        let victim = procs.remove(i);
+        let mut victim = procs.remove(i);
+        assert!(victim.alive(), "worker {} died on its own; its stderr: {}", victim.pid, victim.stderr.display());
+        let pid = victim.pid;
         victim.kill();
-        kills += 1;
-        procs.insert(i, WorkerProc::start(&c.cfg, i));
+        // Reaped: the log holds everything the victim will ever write.
+        let in_flight = BodyLog::read(&c.cfg.log).in_flight(pid);
+        kills.total += 1;
+        kills.pids.insert(pid);
+        if in_flight > 0 {
+            kills.mid_body += 1;
+            kills.interrupted += in_flight;
+        }
+        procs.insert(i, WorkerProc::spawn(&c.cfg, i).await);
+    }
+}
+
+/// Stops the campaign's workers, each of which must still be alive: a worker
+/// that aborted by itself is a failure, not a kill.
+fn stop_workers(procs: Vec<WorkerProc>) {
+    for mut p in procs {
+        assert!(p.alive(), "worker {} died on its own; its stderr: {}", p.pid, p.stderr.display());
     }
 }
 
@@ -123,30 +225,19 @@ both_backends! {
         let kind = db.kind;
         let c = Campaign::new(db, 1).await;
         let (n, steps) = (200 * scale(), 5);
-        let ids = c.start(n, FaultPlan::steps(steps, 15)).await;
+        c.start(n, FaultPlan::steps(steps, 15)).await;
         let mut procs: Vec<WorkerProc> = (0..3).map(|i| WorkerProc::start(&c.cfg, i)).collect();
-        let kills = kill_campaign(&c, &mut procs, &mut rng, 20 * scale(), n).await;
+        let kills = kill_campaign(&c, &mut procs, &mut rng, MID_BODY_KILLS * scale(), n).await;
         let runs = c.until_all_ended(n, Duration::from_secs(300)).await;
-        drop(procs);
+        stop_workers(procs);
         let lost = runs.iter().filter(|r| r.status != ExecutionStatus::Completed).count();
         let recorded = c.count("SELECT COUNT(*) FROM workflow_steps WHERE status = 'completed'").await;
-        let duplicates = c
-            .count("SELECT COUNT(*) FROM (SELECT execution_id, step_id FROM workflow_steps GROUP BY execution_id, step_id HAVING COUNT(*) > 1) d")
-            .await;
-        let bodies = body_log(&c.cfg.log);
-        let extra = bodies.len() as i64 - (n * steps as usize) as i64;
-        eprintln!(
-            "kill-mid-step [{kind:?}]: runs {n}, kills {kills}, body executions {}, extra {extra}, duplicates {duplicates}, lost runs {lost}",
-            bodies.len()
-        );
-        assert!(kills >= 20 * scale());
+        let log = BodyLog::read(&c.cfg.log);
+        eprintln!("kill-mid-step [{kind:?}]: runs {n}, lost runs {lost}");
+        kills.check(&format!("kill-mid-step [{kind:?}]"), &log, MID_BODY_KILLS * scale(), &c.cfg);
         assert_eq!(lost, 0, "every run completed");
-        assert_eq!(duplicates, 0);
         assert_eq!(recorded, (n * steps as usize) as i64, "exactly one recorded result per (run, step)");
-        let per_step: HashSet<(String, String)> = bodies.iter().map(|b| (b.0.clone(), b.1.clone())).collect();
-        assert_eq!(per_step.len(), n * steps as usize, "every step body ran");
-        assert!(extra >= 0 && extra <= kills as i64, "extra body executions ({extra}) must not exceed kills ({kills})");
-        assert_eq!(ids.len(), n);
+        assert_eq!(log.steps().len(), n * steps as usize, "every step body ran");
     }
 
     async fn signals_sent_while_workers_are_killed_arrive_once_each_in_order(db: TestDb) {
@@ -154,23 +245,31 @@ both_backends! {
         let mut rng = fastrand::Rng::with_seed(Campaign::seed());
         let kind = db.kind;
         let c = Campaign::new(db, 4).await;
-        let (runs_n, per_run) = (30 * scale(), 10u32);
+        let (runs_n, per_run) = (30 * scale(), 20u32);
         let mut handles = Vec::with_capacity(runs_n);
         for _ in 0..runs_n {
             handles.push(c.engine.start::<Collector>(per_run).await.unwrap());
         }
         let mut procs: Vec<WorkerProc> = (0..3).map(|i| WorkerProc::start(&c.cfg, i)).collect();
-        let send = async {
-            for i in 0..per_run {
-                for h in &handles {
-                    c.engine.signal(h.id(), "n", &i).await.unwrap();
+        // The sender is a task of its own: the kill loop waits for each new
+        // worker to be ready, and must not hold up a signal's transaction
+        // meanwhile.
+        let send = tokio::spawn({
+            let (engine, ids) = (c.engine.clone(), handles.iter().map(|h| h.id().clone()).collect::<Vec<_>>());
+            async move {
+                for i in 0..per_run {
+                    for id in &ids {
+                        engine.signal(id, "n", &i).await.unwrap();
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                tokio::time::sleep(Duration::from_millis(30)).await;
             }
-        };
-        let ((), kills) = tokio::join!(send, kill_campaign(&c, &mut procs, &mut rng, 10 * scale(), runs_n));
+        });
+        let target = SIGNAL_MID_BODY_KILLS * scale();
+        let kills = kill_campaign(&c, &mut procs, &mut rng, target, runs_n).await;
+        send.await.unwrap();
         c.until_all_ended(runs_n, Duration::from_secs(300)).await;
-        drop(procs);
+        stop_workers(procs);
         let expected: Vec<u32> = (0..per_run).collect();
         let mut wrong = 0;
         for h in &handles {
@@ -181,10 +280,10 @@ both_backends! {
         let consumed = c.count("SELECT COUNT(*) FROM workflow_signals WHERE consumed_at IS NOT NULL").await;
         let sent = (runs_n * per_run as usize) as i64;
         eprintln!(
-            "signals under kills [{kind:?}]: runs {runs_n}, signals {sent}, kills {kills}, consumed {consumed}, \
+            "signals under kills [{kind:?}]: runs {runs_n}, signals {sent}, consumed {consumed}, \
              runs with a lost, repeated or reordered signal {wrong}"
         );
-        assert!(kills >= 10 * scale());
+        kills.check(&format!("signals under kills [{kind:?}]"), &BodyLog::read(&c.cfg.log), target, &c.cfg);
         assert_eq!(wrong, 0, "every run received 0..{per_run} once each, in order");
         assert_eq!(consumed, sent, "every signal received once");
     }
@@ -194,15 +293,15 @@ both_backends! {
         let mut rng = fastrand::Rng::with_seed(Campaign::seed());
         let kind = db.kind;
         let c = Campaign::new(db, 4).await;
-        let (n, steps) = (40 * scale(), 4u32);
+        let (n, steps) = (60 * scale(), 4u32);
         let mut parents = Vec::with_capacity(n);
         for _ in 0..n {
-            parents.push(c.engine.start::<FaultParent>(FaultPlan::steps(steps, 40)).await.unwrap());
+            parents.push(c.engine.start::<FaultParent>(FaultPlan::steps(steps, 150)).await.unwrap());
         }
         let mut procs: Vec<WorkerProc> = (0..3).map(|i| WorkerProc::start(&c.cfg, i)).collect();
-        let kills = kill_campaign(&c, &mut procs, &mut rng, 12 * scale(), 2 * n).await;
+        let kills = kill_campaign(&c, &mut procs, &mut rng, BUSY_MID_BODY_KILLS * scale(), 2 * n).await;
         let runs = c.until_all_ended(2 * n, Duration::from_secs(300)).await;
-        drop(procs);
+        stop_workers(procs);
         let not_completed = runs.iter().filter(|r| r.status != ExecutionStatus::Completed).count();
         let mut wrong = 0;
         for p in &parents {
@@ -216,30 +315,21 @@ both_backends! {
                 wrong += 1;
             }
         }
-        let duplicates = c
-            .count("SELECT COUNT(*) FROM (SELECT execution_id, step_id FROM workflow_steps GROUP BY execution_id, step_id HAVING COUNT(*) > 1) d")
-            .await;
         let child_steps = c
             .count("SELECT COUNT(*) FROM workflow_steps WHERE status = 'completed' AND step_id LIKE 's%' AND kind = 'step'")
             .await;
-        let bodies = body_log(&c.cfg.log);
+        let log = BodyLog::read(&c.cfg.log);
         eprintln!(
-            "children under kills [{kind:?}]: parents {n}, runs {}, kills {kills}, child step bodies {} for {} steps, \
-             parents with a missing, second or mismatched child {wrong}, not completed {not_completed}",
+            "children under kills [{kind:?}]: parents {n}, runs {}, parents with a missing, second or mismatched \
+             child {wrong}, not completed {not_completed}",
             runs.len(),
-            bodies.len(),
-            n * steps as usize
         );
-        assert!(kills >= 12 * scale());
+        kills.check(&format!("children under kills [{kind:?}]"), &log, BUSY_MID_BODY_KILLS * scale(), &c.cfg);
         assert_eq!(runs.len(), 2 * n, "one child per parent, no more");
         assert_eq!(not_completed, 0, "every parent and child completed");
         assert_eq!(wrong, 0, "each parent has one child and returns its result");
-        assert_eq!(duplicates, 0);
         assert_eq!(child_steps, (n * steps as usize) as i64, "one recorded result per child step");
-        // A kill interrupts at most one body per run slot (4 per worker).
-        let extra = bodies.len() as i64 - (n * steps as usize) as i64;
-        let bound = 4 * kills as i64;
-        assert!(extra >= 0 && extra <= bound, "extra body executions ({extra}) must not exceed 4 × kills ({bound})");
+        assert_eq!(log.steps().len(), n * steps as usize, "every child step body ran");
     }
 
     async fn compensations_under_kills_run_once_each_and_every_saga_ends_compensated(db: TestDb) {
@@ -247,14 +337,14 @@ both_backends! {
         let mut rng = fastrand::Rng::with_seed(Campaign::seed());
         let kind = db.kind;
         let c = Campaign::new(db, 4).await;
-        let (n, steps) = (30 * scale(), 3u32);
+        let (n, steps) = (60 * scale(), 3u32);
         for _ in 0..n {
-            c.engine.start::<FaultSaga>(FaultPlan::steps(steps, 40)).await.unwrap();
+            c.engine.start::<FaultSaga>(FaultPlan::steps(steps, 150)).await.unwrap();
         }
         let mut procs: Vec<WorkerProc> = (0..3).map(|i| WorkerProc::start(&c.cfg, i)).collect();
-        let kills = kill_campaign(&c, &mut procs, &mut rng, 12 * scale(), n).await;
+        let kills = kill_campaign(&c, &mut procs, &mut rng, BUSY_MID_BODY_KILLS * scale(), n).await;
         let runs = c.until_all_ended(n, Duration::from_secs(300)).await;
-        drop(procs);
+        stop_workers(procs);
         let expected = format!("the last step refused (compensated: {})", (0..steps).rev().map(|i| format!("undo{i}")).collect::<Vec<_>>().join(", "));
         let wrong: Vec<_> = runs
             .iter()
@@ -263,31 +353,20 @@ both_backends! {
             .collect();
         let undone = c.count("SELECT COUNT(*) FROM workflow_steps WHERE status = 'completed' AND step_id LIKE 'undo%'").await;
         let markers = c.count("SELECT COUNT(*) FROM workflow_steps WHERE status = 'completed' AND step_id LIKE 'hydra.compensate%'").await;
-        let duplicates = c
-            .count("SELECT COUNT(*) FROM (SELECT execution_id, step_id FROM workflow_steps GROUP BY execution_id, step_id HAVING COUNT(*) > 1) d")
-            .await;
-        let bodies = body_log(&c.cfg.log);
-        let undo_bodies = bodies.iter().filter(|b| b.1.starts_with("undo")).count();
-        let per_undo: HashSet<(String, String)> =
-            bodies.iter().filter(|b| b.1.starts_with("undo")).map(|b| (b.0.clone(), b.1.clone())).collect();
+        let log = BodyLog::read(&c.cfg.log);
+        let undo_bodies = log.started.iter().filter(|b| b.step.starts_with("undo")).count();
+        let interrupted_undos = log.started.len() - log.steps().len();
         eprintln!(
-            "compensation under kills [{kind:?}]: sagas {n}, kills {kills}, compensations recorded {undone} of {}, \
-             compensation bodies {undo_bodies}, all bodies {} for {} steps, runs not ended compensated {}",
+            "compensation under kills [{kind:?}]: sagas {n}, compensations recorded {undone} of {}, \
+             compensation bodies {undo_bodies}, runs not ended compensated {}, reruns {interrupted_undos}",
             n * steps as usize,
-            bodies.len(),
-            2 * n * steps as usize,
             wrong.len()
         );
-        assert!(kills >= 12 * scale());
+        kills.check(&format!("compensation under kills [{kind:?}]"), &log, BUSY_MID_BODY_KILLS * scale(), &c.cfg);
         assert!(wrong.is_empty(), "every saga ends failed and compensated: {wrong:?}");
         assert_eq!(undone, (n * steps as usize) as i64, "each compensation recorded once");
         assert_eq!(markers, n as i64, "one compensation marker per run");
-        assert_eq!(duplicates, 0);
-        assert_eq!(per_undo.len(), n * steps as usize, "every compensation body ran");
-        // A kill interrupts at most one body per run slot (4 per worker).
-        let extra = bodies.len() as i64 - (2 * n * steps as usize) as i64;
-        let bound = 4 * kills as i64;
-        assert!(extra >= 0 && extra <= bound, "extra body executions ({extra}) must not exceed 4 × kills ({bound})");
+        assert_eq!(log.steps().len(), 2 * n * steps as usize, "every step and compensation body ran");
     }
 
     async fn transactional_effects_are_exactly_once_under_kills(db: TestDb) {
@@ -295,17 +374,26 @@ both_backends! {
         let mut rng = fastrand::Rng::with_seed(Campaign::seed());
         let kind = db.kind;
         let c = Campaign::new(db, 1).await;
-        let n = 100 * scale();
-        let plan = FaultPlan { steps: 2, step_ms: 10, transactional: true, tx_pause_ms: 30, unencodable: false };
+        let n = 250 * scale();
+        let plan = FaultPlan { steps: 2, step_ms: 10, transactional: true, tx_pause_ms: 60, unencodable: false };
         c.start(n, plan).await;
         let mut procs: Vec<WorkerProc> = (0..3).map(|i| WorkerProc::start(&c.cfg, i)).collect();
-        let kills = kill_campaign(&c, &mut procs, &mut rng, 20 * scale(), n).await;
+        let kills = kill_campaign(&c, &mut procs, &mut rng, TX_MID_BODY_KILLS * scale(), n).await;
         let runs = c.until_all_ended(n, Duration::from_secs(300)).await;
-        drop(procs);
+        stop_workers(procs);
         let effects = c.count("SELECT COUNT(*) FROM ledger").await;
         let distinct = c.count("SELECT COUNT(DISTINCT execution_id) FROM ledger").await;
-        let bodies = body_log(&c.cfg.log).iter().filter(|b| b.1 == "ledger").count();
-        eprintln!("transactional kill campaign [{kind:?}]: runs {n}, kills {kills}, ledger bodies {bodies}, effect rows {effects}");
+        let log = BodyLog::read(&c.cfg.log);
+        // A ledger body logs after its write: one that ran again was killed
+        // between its write and the commit of its checkpoint.
+        let ledger_bodies = log.started.iter().filter(|b| b.step == "ledger").count();
+        eprintln!(
+            "transactional kill campaign [{kind:?}]: runs {n}, ledger bodies {ledger_bodies} \
+             ({} killed between the write and the commit), effect rows {effects}",
+            ledger_bodies - n
+        );
+        kills.check(&format!("transactional kill campaign [{kind:?}]"), &log, TX_MID_BODY_KILLS * scale(), &c.cfg);
+        assert!(ledger_bodies > n, "no kill landed between a ledger write and its commit");
         assert!(runs.iter().all(|r| r.status == ExecutionStatus::Completed));
         assert_eq!(effects, n as i64, "effect rows == runs exactly");
         assert_eq!(distinct, n as i64);
@@ -318,7 +406,7 @@ both_backends! {
         let id = c.start(1, plan).await.remove(0);
         let a = WorkerProc::start(&c.cfg, 0);
         let give_up = Instant::now() + Duration::from_secs(30);
-        while body_log(&c.cfg.log).is_empty() {
+        while BodyLog::read(&c.cfg.log).started.is_empty() {
             assert!(Instant::now() < give_up, "the transactional body never ran");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -335,14 +423,19 @@ both_backends! {
         assert_eq!(ledger.attempts, 2, "the step ran again after the kill");
     }
 
-    async fn a_worker_paused_past_its_lease_has_its_writes_rejected(db: TestDb) {
+    // Worker A is paused (SIGSTOP) mid-body past its lease; B takes the run
+    // over and finishes it. Resumed, A notices it lost the lease (its guard
+    // stops the run, or the fence refuses its write) and changes nothing.
+    // The fence itself is tested in process by `partition.rs` and
+    // `runtime.rs`.
+    async fn a_worker_paused_past_its_lease_changes_nothing_after_resuming(db: TestDb) {
         let _serial = SERIAL.lock().await;
         let kind = db.kind;
         let c = Campaign::new(db, 1).await;
         let id = c.start(1, FaultPlan::steps(1, 2_500)).await.remove(0);
         let a = WorkerProc::start(&c.cfg, 0);
         let give_up = Instant::now() + Duration::from_secs(30);
-        while body_log(&c.cfg.log).is_empty() {
+        while BodyLog::read(&c.cfg.log).started.is_empty() {
             assert!(Instant::now() < give_up);
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -351,18 +444,23 @@ both_backends! {
         let runs = c.until_all_ended(1, Duration::from_secs(60)).await;
         let after_b: Vec<_> = c.engine.steps(&id).await.unwrap();
         a.signal("CONT");
-        // Give A time to wake, finish its body and try to write.
-        tokio::time::sleep(Duration::from_millis(3_500)).await;
-        // A either stops the run itself (its lease went unrenewed) or has a
-        // write refused by the fence; both are logged.
-        let rejected = a.stderr_count("lease lost") + a.stderr_count("lease not renewed in time");
+        // Wait until A has acted on its lost lease: it logs either way.
+        let noticed = || a.stderr_count("lease lost") + a.stderr_count("lease not renewed in time");
+        let give_up = Instant::now() + Duration::from_secs(30);
+        while noticed() == 0 {
+            assert!(Instant::now() < give_up, "A never noticed it had lost the lease; its stderr: {}", a.stderr.display());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Every timer of A's (its body's sleep, its guard) expired while it
+        // was stopped, so what it does after CONT it does at once; the grace
+        // covers the scheduling of its last write attempt.
+        tokio::time::sleep(Duration::from_millis(500)).await;
         let after_a = c.engine.steps(&id).await.unwrap();
-        eprintln!("pause past the lease [{kind:?}]: stale writes rejected or stopped by A: {rejected}");
+        eprintln!("pause past the lease [{kind:?}]: A noticed the lost lease {} time(s)", noticed());
         assert_eq!(runs[0].status, ExecutionStatus::Completed);
         assert_eq!(after_a, after_b, "A changed nothing after resuming");
         let out: Vec<u32> = c.engine.handle::<Vec<u32>>(id.clone()).result().await.unwrap();
         assert_eq!(out, vec![b.pid], "the result is B's");
-        assert!(rejected >= 1, "A noticed it had lost the lease (stopped itself or was refused)");
         drop(b);
     }
 
@@ -378,7 +476,7 @@ both_backends! {
         let runs = c.until_all_ended(n, Duration::from_secs(300)).await;
         drop(procs);
         let claimed_more_than_once = runs.iter().filter(|r| r.fencing_token.get() != 1).count();
-        let bodies = body_log(&c.cfg.log).len();
+        let bodies = BodyLog::read(&c.cfg.log).started.len();
         eprintln!("thundering herd [{kind:?}]: runs {n}, workers 10, runs claimed twice {claimed_more_than_once}, bodies {bodies}");
         assert!(runs.iter().all(|r| r.status == ExecutionStatus::Completed));
         assert_eq!(claimed_more_than_once, 0, "every run claimed exactly once");
@@ -427,7 +525,7 @@ both_backends! {
         let u = by_id[&unencodable];
         assert_eq!(u.status, ExecutionStatus::Failed);
         assert!(u.error.as_deref().unwrap().contains("could not encode the output of step `unencodable`"), "{:?}", u.error);
-        let unencodable_bodies = body_log(&c.cfg.log).iter().filter(|b| b.1 == "unencodable").count();
+        let unencodable_bodies = BodyLog::read(&c.cfg.log).started.iter().filter(|b| b.step == "unencodable").count();
         assert_eq!(unencodable_bodies, 1, "the body's effect counted once, no re-run");
         assert_eq!(runs.iter().filter(|r| r.status == ExecutionStatus::Completed).count(), 21, "the worker kept serving");
     }
@@ -439,11 +537,13 @@ both_backends! {
 async fn sqlite_a_briefly_locked_file_delays_but_fails_nothing() {
     let _serial = SERIAL.lock().await;
     let c = Campaign::new(TestDb::new(DbKind::Sqlite).await, 1).await;
-    c.start(30, FaultPlan::steps(3, 5)).await;
+    c.start(30, FaultPlan::steps(3, 30)).await;
     let procs: Vec<WorkerProc> = (0..2).map(|i| WorkerProc::start(&c.cfg, i)).collect();
     let path = c.db.url.trim_start_matches("sqlite://").split('?').next().unwrap().to_owned();
+    let mut unfinished_at_lock = Vec::new();
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(200)).await;
+        unfinished_at_lock.push(c.runs().await.iter().filter(|r| !r.status.is_terminal()).count());
         let status = std::process::Command::new("python3")
             .args([
                 "-c",
@@ -456,45 +556,70 @@ async fn sqlite_a_briefly_locked_file_delays_but_fails_nothing() {
         assert!(status.success(), "the locking process failed");
     }
     let runs = c.until_all_ended(30, Duration::from_secs(120)).await;
-    drop(procs);
+    stop_workers(procs);
+    eprintln!("a locked file: runs not yet ended when each lock was taken: {unfinished_at_lock:?}");
+    assert!(unfinished_at_lock.iter().all(|&n| n > 0), "every lock was taken while runs were still working");
     assert!(runs.iter().all(|r| r.status == ExecutionStatus::Completed), "no run failed because of the lock");
     assert_eq!(c.count("SELECT COUNT(*) FROM workflow_steps").await, 90);
 }
 
 /// PostgreSQL: the workers' connections are terminated in the middle of
-/// checkpoints, repeatedly; every run still finishes with one result per step.
+/// their statements and transactions, repeatedly; every run still finishes
+/// with one result per step, and the workers retried the failed writes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_killed_connections_mid_checkpoint_lose_nothing() {
     let _serial = SERIAL.lock().await;
-    let c = Campaign::new(TestDb::new(DbKind::Postgres).await, 4).await;
-    let n = 60;
+    let mut c = Campaign::new(TestDb::new(DbKind::Postgres).await, 4).await;
+    // The workers name their connections, so the terminations below reach
+    // theirs only (not this test's pool).
+    let sep = if c.cfg.url.contains('?') { '&' } else { '?' };
+    c.cfg.url = format!("{}{sep}application_name=hydra-fault-worker", c.cfg.url);
+    let n = 120;
     c.start(n, FaultPlan::steps(4, 5)).await;
     let procs: Vec<WorkerProc> = (0..2).map(|i| WorkerProc::start(&c.cfg, i)).collect();
     let db_name = c.db.url.rsplit('/').next().unwrap().split('?').next().unwrap().to_owned();
     let admin = hydra_store::sea_orm::Database::connect(hydra_tests::pg_admin_url()).await.unwrap();
-    let mut terminated = 0i64;
-    for _ in 0..15 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    // Only backends inside a statement or a transaction: a checkpoint in flight.
+    let (mut terminated, mut rounds) = (0i64, 0);
+    let give_up = Instant::now() + Duration::from_secs(60);
+    while terminated < 5 && Instant::now() < give_up {
+        tokio::time::sleep(Duration::from_millis(rng_ms(rounds))).await;
+        rounds += 1;
         let row = admin
             .query_one_raw(Statement::from_sql_and_values(
                 hydra_store::sea_orm::DbBackend::Postgres,
                 "SELECT COUNT(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                 WHERE datname = $1 AND pid <> pg_backend_pid() AND application_name <> 'hydra-test-reader') t",
+                 WHERE datname = $1 AND application_name = 'hydra-fault-worker' \
+                 AND state IN ('active', 'idle in transaction')) t",
                 [db_name.clone().into()],
             ))
             .await
             .unwrap()
             .unwrap();
         terminated += row.try_get_by_index::<i64>(0).unwrap();
+        if c.runs().await.iter().all(|r| r.status.is_terminal()) {
+            break;
+        }
     }
     let runs = c.until_all_ended(n, Duration::from_secs(120)).await;
-    drop(procs);
-    eprintln!("killed connections: {terminated} backends terminated during {n} runs");
-    assert!(terminated > 0);
+    let retried: usize = procs.iter().map(|p| p.stderr_count("transient failure")).sum();
+    stop_workers(procs);
+    eprintln!(
+        "killed connections: {terminated} backends terminated mid-statement or mid-transaction in {rounds} rounds \
+         during {n} runs; the workers logged {retried} retried writes"
+    );
+    assert!(terminated >= 5, "only {terminated} connections were caught in a statement or transaction");
+    assert!(retried >= 1, "no worker retried a write after its connection was terminated");
     assert!(
         runs.iter().all(|r| r.status == ExecutionStatus::Completed),
         "{:?}",
         runs.iter().find(|r| r.status != ExecutionStatus::Completed)
     );
     assert_eq!(c.count("SELECT COUNT(*) FROM workflow_steps").await, (n * 4) as i64, "one result per step");
+}
+
+/// 5–25 ms between two sweeps, varied so they do not fall into step with
+/// the workers' own rhythm.
+fn rng_ms(round: u64) -> u64 {
+    5 + (round * 7) % 21
 }

@@ -4,7 +4,8 @@
 //! Configuration (environment):
 //! - `HYDRA_FAULT_URL`: database URL; `HYDRA_FAULT_NS`: namespace;
 //! - `HYDRA_FAULT_LOG`: file every step body appends a line to when it starts
-//!   (`execution step attempt pid`), so bodies are counted outside the engine;
+//!   and when it ends (`start|end execution step attempt pid`), so bodies are
+//!   counted outside the engine;
 //! - `HYDRA_FAULT_CONCURRENCY` (1), `HYDRA_FAULT_TTL_MS` (1500),
 //!   `HYDRA_FAULT_HEARTBEAT_MS` (250), `HYDRA_FAULT_POLL_MS` (20).
 //!
@@ -25,7 +26,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let _worker = Worker::builder(&engine)
         .register(FaultFlow::from_env()?)
         .register(Greeting)
-        .register(Collector)
+        .register(Collector::from_env()?)
         .register(FaultParent)
         .register(FaultSaga::from_env()?)
         .concurrency(env_or("HYDRA_FAULT_CONCURRENCY", 1))
