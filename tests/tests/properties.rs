@@ -1,8 +1,11 @@
 //! Property test over random interleavings of claim, heartbeat, expiry,
 //! takeover, step result, completion and reclaim against the real store
-//! (SQLite and PostgreSQL). After every operation: at most one worker holds
-//! a live lease, tokens strictly increase, no result is recorded under a
-//! stale token; after every schedule the run can always be driven to an end.
+//! (SQLite and PostgreSQL). After every operation: every lease but the
+//! running run's current one is refused (its renewal and its step writes),
+//! a renewal that succeeds was made under the current token, tokens strictly
+//! increase, no result is recorded under a stale token and no recorded
+//! result changes; after every schedule the run can always be driven to an
+//! end.
 
 // Test code: a failed unwrap is a failed test, with its message.
 #![allow(clippy::unwrap_used)]
@@ -58,11 +61,22 @@ async fn check_schedule(store: Store, ops: Vec<Op>) -> Result<(), TestCaseError>
                 }
             }
             Op::Heartbeat(w) => {
-                if let Some(l) = &leases[w]
-                    && let Err(e) = store.renew_lease(l, now, TTL).await
-                {
-                    prop_assert!(e.is_lease_lost(), "{e}");
-                    leases[w] = None;
+                if let Some(l) = &leases[w] {
+                    match store.renew_lease(l, now, TTL).await {
+                        Ok(_) => {
+                            let e = store.get_execution(ns, &id).await.unwrap().unwrap();
+                            prop_assert_eq!(l.token, e.fencing_token, "a renewal succeeded under a stale token");
+                            prop_assert_eq!(
+                                e.status,
+                                ExecutionStatus::Running,
+                                "a renewal succeeded on a run not running"
+                            );
+                        }
+                        Err(e) => {
+                            prop_assert!(e.is_lease_lost(), "{e}");
+                            leases[w] = None;
+                        }
+                    }
                 }
             }
             Op::Advance(ms) => now += ms,
@@ -103,18 +117,36 @@ async fn check_schedule(store: Store, ops: Vec<Op>) -> Result<(), TestCaseError>
                 store.reclaim_expired(ns, now).await.unwrap();
             }
         }
-        // At most one worker holds a live lease: the one with the current token.
+        // Only the running run's current lease is honoured: every other one
+        // a worker still holds is refused, for a renewal and for a step
+        // write (at a position no schedule uses, so a wrong success shows).
         let e = store.get_execution(ns, &id).await.unwrap().unwrap();
-        let live: Vec<usize> = (0..3)
-            .filter(|w| {
-                leases[*w].as_ref().is_some_and(|l| {
-                    l.token == e.fencing_token
-                        && e.status == ExecutionStatus::Running
-                        && e.due_at.is_some_and(|d| d > now)
-                })
-            })
-            .collect();
-        prop_assert!(live.len() <= 1, "two live leases: {live:?}");
+        for (w, l) in leases.iter().enumerate() {
+            let Some(l) = l else { continue };
+            if l.token == e.fencing_token && e.status == ExecutionStatus::Running {
+                continue;
+            }
+            let renewed = store.renew_lease(l, now, TTL).await;
+            prop_assert!(
+                renewed.as_ref().is_err_and(|e| e.is_lease_lost()),
+                "worker {w}'s stale lease (token {}, current {}) was renewed: {renewed:?}",
+                l.token.get(),
+                e.fencing_token.get()
+            );
+            let probe = StepRecord::new(
+                StepId::new("probe", 1),
+                "probe",
+                100,
+                StepKind::Step,
+                1,
+                StepOutcome::Completed(vec![]),
+            );
+            let wrote = store.record_step_result(l, probe, now).await;
+            prop_assert!(
+                matches!(wrote, Err(StoreError::LeaseLost { .. })),
+                "worker {w}'s stale lease wrote a step: {wrote:?}"
+            );
+        }
         prop_assert!(e.fencing_token.get() >= max_token);
         for s in store.steps(ns, &id).await.unwrap() {
             let first = written.iter().find(|(p, _)| *p == s.position).map(|(_, t)| *t);
