@@ -252,15 +252,27 @@ both_backends! {
     }
 
     async fn a_step_row_records_when_its_attempt_began(db: TestDb) {
-        let clock = Clock::system();
+        // On a manual clock the claim, each body's start and each end fall
+        // at different instants, so only the body's start matches.
+        let clock = Clock::manual(T0);
         let e = engine(&db, &clock).await;
-        let (flow, _probe) = Flow::new();
+        let (flow, probe) = Flow::new();
         let w = worker_for(&e, flow).start().await.unwrap();
-        let h = start(&e, vec![StepPlan::new("slow", Act::Busy(300))]).await;
+        let h = start(&e, vec![StepPlan::new("first", Act::Gate("a".into())), StepPlan::new("slow", Act::Gate("b".into()))]).await;
+        until("the first body", || probe.bodies("first") == 1).await;
+        clock.advance(Duration::from_secs(5));
+        probe.open("a");
+        until("the second body", || probe.bodies("slow") == 1).await;
+        clock.advance(Duration::from_secs(7));
+        probe.open("b");
         tokio::time::timeout(WAIT, h.result()).await.unwrap().unwrap();
-        let s = e.steps(h.id()).await.unwrap().remove(0);
-        let ran = s.completed_at.unwrap() - s.started_at;
-        assert!(ran >= 300, "started_at is the body's start, {ran} ms before completion");
+        let steps = e.steps(h.id()).await.unwrap();
+        let at = |name: &str| {
+            let s = steps.iter().find(|s| s.step_name == name).unwrap();
+            (s.started_at, s.completed_at.unwrap())
+        };
+        assert_eq!(at("first"), (T0, T0 + 5_000), "the first step began at the claim's instant, ended 5 s on");
+        assert_eq!(at("slow"), (T0 + 5_000, T0 + 12_000), "the second began when the first ended, not at the claim");
         w.shutdown(Duration::from_secs(5)).await;
     }
 
