@@ -172,6 +172,17 @@ both_backends! {
         };
         let row = c.query_one_raw(Statement::from_string(c.get_database_backend(), partial)).await.unwrap().unwrap();
         assert_eq!(row.try_get_by_index::<i64>(0).unwrap(), 3, "the three indexes are partial after the upgrade");
+        // And the statements they exist for can use them: a partial index
+        // whose condition the statement does not imply is never used.
+        use hydra_tests::store_ops::{Costs, plan_of};
+        for (what, stmt, index) in [
+            ("key", store.list_statement(&ExecutionFilter::new(NS).idempotency_key("order-7")), "idx_executions_ns_key"),
+            ("children", store.children_statement(NS, &keyed), "idx_workflow_executions_parent"),
+            ("ended chart", store.ended_statement(NS, 0, 1_000), "idx_executions_ns_completed"),
+        ] {
+            let plan = plan_of(&store, &stmt, Costs::IndexIfUsable).await;
+            assert!(plan.contains(index), "after the upgrade, {what} is not served by {index}: {plan}");
+        }
     }
 
     async fn a_database_from_another_line_of_versions_is_refused_unchanged(db: TestDb) {
