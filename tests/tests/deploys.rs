@@ -200,6 +200,15 @@ async fn att_v2(ctx: WorkflowContext, _n: u32) -> Result<String, WorkflowError> 
     Ok(charge_once(&ctx).await?)
 }
 
+/// A second bad build: its own code (the sleep moved first), which no
+/// more replays the history than `att_v2` does.
+#[workflow(name = "attempts")]
+async fn att_v2b(ctx: WorkflowContext, _n: u32) -> Result<String, WorkflowError> {
+    ctx.sleep(Duration::from_millis(200)).await;
+    allocate(&ctx).await?;
+    Ok(charge_once(&ctx).await?)
+}
+
 #[workflow(name = "attempts")]
 async fn att_v3(ctx: WorkflowContext, n: u32) -> Result<String, WorkflowError> {
     let _ = n;
@@ -482,9 +491,17 @@ both_backends! {
         until(&e, h.id(), "sleeps", parked).await;
         w.shutdown(Duration::from_secs(5)).await;
         // The bad deploy wakes it, suspends it; a second build of bad code
-        // too: neither may cost the one attempt `charge` has.
+        // (another code) takes it up and suspends it again: neither may cost
+        // the one attempt `charge` has.
         let w = worker(&e, att_v2).await;
-        until(&e, h.id(), "suspended", |r| r.status == ExecutionStatus::Suspended).await;
+        let first = until(&e, h.id(), "suspended", |r| r.status == ExecutionStatus::Suspended).await;
+        w.shutdown(Duration::from_secs(5)).await;
+        let w = worker(&e, att_v2b).await;
+        let second = until(&e, h.id(), "suspended by the second build", |r| {
+            r.status == ExecutionStatus::Suspended && r.suspended_code.is_some() && r.suspended_code != first.suspended_code
+        })
+        .await;
+        assert!(second.fencing_token > first.fencing_token, "the second build claimed the run");
         w.shutdown(Duration::from_secs(5)).await;
         let w = worker(&e, att_v3).await;
         assert_eq!(h.result_timeout(WAIT).await.unwrap(), "charged");
