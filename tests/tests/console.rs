@@ -240,11 +240,19 @@ both_backends! {
         let with_origin = [("origin", origin.as_str())];
 
         // Fork from 0 while the outage lasts: a new run, the origin untouched.
+        let runs = || async { e.list(ExecutionFilter::new(e.namespace()).limit(1_000)).await.unwrap() };
+        let (before, origin_before) = (runs().await, e.get(bad.id()).await.unwrap().unwrap());
         let forked = http
             .post_form(&format!("/runs/{}/fork", bad.id()), &[("form_token", &token), ("position", "0"), ("input", "")], &with_origin)
             .await;
         assert_eq!(forked.status, 303, "{}", forked.body);
         assert!(forked.header("location").ends_with("?done=forked"));
+        let after = runs().await;
+        assert_eq!(after.len(), before.len() + 1, "the fork made one run");
+        let fork = after.iter().find(|r| !before.iter().any(|b| b.id == r.id)).unwrap();
+        assert_eq!(fork.trigger_source.as_deref(), Some(bad.id().as_str()), "the new run is the origin's fork");
+        assert!(forked.header("location").contains(fork.id.as_str()), "the answer leads to the new run");
+        assert_eq!(e.get(bad.id()).await.unwrap().unwrap(), origin_before, "the origin is untouched");
         let bad_fork = http
             .post_form(&format!("/runs/{}/fork", bad.id()), &[("form_token", &token), ("position", "99")], &with_origin)
             .await;
