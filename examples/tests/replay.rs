@@ -86,7 +86,9 @@ async fn this_build_replays_the_recorded_order_histories() {
     let histories = histories(true).await;
     assert!(histories.len() >= 5, "orders and their shipping children: {}", histories.len());
     let verifier = Verifier::new().await.unwrap().register(order_processing).register(shipping);
-    for report in verifier.verify_all(&histories).await {
+    let reports = verifier.verify_all(&histories).await;
+    assert_eq!(reports.len(), histories.len(), "one report per history");
+    for report in reports {
         println!("{report}");
         assert!(report.replays(), "{report}");
     }

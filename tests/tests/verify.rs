@@ -71,8 +71,11 @@ impl Workflow for Pipeline {
     }
 }
 
+/// One report per history (checked, so a loop over them cannot pass empty).
 async fn verdicts(change: Change, histories: &[hydra_runtime::verify::History]) -> Vec<Report> {
-    Verifier::new().await.unwrap().register(Pipeline(change)).verify_all(histories).await
+    let reports = Verifier::new().await.unwrap().register(Pipeline(change)).verify_all(histories).await;
+    assert_eq!(reports.len(), histories.len(), "one report per history");
+    reports
 }
 
 both_backends! {
