@@ -128,6 +128,33 @@ pub fn pg_admin_url() -> String {
     }
 }
 
+/// PostgreSQL: the PIDs of this database's connections whose last statement
+/// was a `LISTEN` (the connections that carry wake-ups), seen through `conn`.
+pub async fn pg_listeners(conn: &sea_orm::DatabaseConnection) -> Vec<i32> {
+    let sql = "SELECT pid FROM pg_stat_activity WHERE query ILIKE 'LISTEN%' AND pid <> pg_backend_pid() \
+               AND datname = current_database()";
+    let rows = conn
+        .query_all_raw(sea_orm::Statement::from_string(conn.get_database_backend(), sql))
+        .await
+        .expect("read pg_stat_activity");
+    rows.iter().map(|r| r.try_get_by_index::<i32>(0).expect("pid")).collect()
+}
+
+/// PostgreSQL: waits (30 s at most) until at least `n` connections of this
+/// database listen, so a test's wake-up cannot come from a claim or a poll
+/// made before the `LISTEN` took effect.
+pub async fn until_listening(conn: &sea_orm::DatabaseConnection, n: usize) -> Vec<i32> {
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let pids = pg_listeners(conn).await;
+        if pids.len() >= n {
+            return pids;
+        }
+        assert!(std::time::Instant::now() < give_up, "only {} of {n} connections listen", pids.len());
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 fn replace_db(url: &str, db: &str) -> String {
     let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
     let prefix_end = base.find("://").map_or(0, |i| i + 3);

@@ -75,6 +75,9 @@ async fn postgres_a_run_ended_by_another_process_wakes_its_waiter_through_listen
     while probe.bodies("wait") == 0 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    // The worker's engine listens, and now the waiter's too: without its
+    // LISTEN the waiter would fall back to polling, which also ends the wait.
+    hydra_tests::until_listening(runner.connection(), 2).await;
     probe.open("g");
     // The waiter polls only once a minute: the notification has to wake it.
     let out = tokio::time::timeout(Duration::from_secs(30), waiting).await.expect("woken by NOTIFY").unwrap().unwrap();
@@ -111,15 +114,9 @@ async fn postgres_a_waiter_whose_listen_connection_drops_still_sees_the_end() {
         async move { h.result().await }
     });
     let admin = runner.connection().clone();
-    let listeners = |admin: hydra_store::sea_orm::DatabaseConnection| async move {
-        let sql = "SELECT pid FROM pg_stat_activity WHERE query ILIKE 'LISTEN%' AND pid <> pg_backend_pid() \
-                   AND datname = current_database()";
-        let rows = admin.query_all_raw(Statement::from_string(admin.get_database_backend(), sql)).await.unwrap();
-        rows.iter().map(|r| r.try_get_by_index::<i32>(0).unwrap()).collect::<Vec<_>>()
-    };
     // Both engines listen (the worker's and the waiter's connection).
     tokio::time::timeout(Duration::from_secs(30), async {
-        while listeners(admin.clone()).await.len() < 2 || probe.bodies("wait") == 0 {
+        while hydra_tests::pg_listeners(&admin).await.len() < 2 || probe.bodies("wait") == 0 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
@@ -128,7 +125,7 @@ async fn postgres_a_waiter_whose_listen_connection_drops_still_sees_the_end() {
     // The waiter's network fails and its LISTEN connection is dropped; the
     // run ends while it cannot hear about it.
     proxy.held.store(true, Ordering::SeqCst);
-    for pid in listeners(admin.clone()).await {
+    for pid in hydra_tests::pg_listeners(&admin).await {
         let sql = format!("SELECT pg_terminate_backend({pid})");
         admin.execute_raw(Statement::from_string(admin.get_database_backend(), sql)).await.unwrap();
     }

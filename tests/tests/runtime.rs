@@ -720,7 +720,9 @@ both_backends! {
         let e = engine(&db, &clock).await;
         let (flow, _probe) = Flow::new();
         let w = worker_for(&e, flow).poll_interval(Duration::from_secs(3600)).start().await.unwrap();
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Its first claim made and found nothing: the next claim is an hour
+        // away unless something wakes it.
+        tokio::time::timeout(WAIT, w.__until_drained(Duration::from_millis(150))).await.expect("the first claim");
         let h = start(&e, vec![ok("quick")]).await;
         // With an hour between polls, only the in-process wake-up can run it.
         let out = tokio::time::timeout(WAIT, h.result()).await.expect("woken without a poll").unwrap();
@@ -776,8 +778,11 @@ async fn postgres_a_start_in_another_process_wakes_an_idle_worker_through_listen
     let e = engine(&db, &clock).await;
     let (flow, _probe) = Flow::new();
     let w = worker_for(&e, flow).poll_interval(Duration::from_secs(3600)).start().await.unwrap();
-    // Past the worker's first claim and its LISTEN.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Past the worker's first claim, and its LISTEN in effect (it claims
+    // once more when the LISTEN begins, for what came before): both found
+    // nothing, the next poll is an hour away.
+    hydra_tests::until_listening(e.connection(), 1).await;
+    tokio::time::timeout(WAIT, w.__until_drained(Duration::from_millis(150))).await.expect("the first claims");
     let h = start(&starter, vec![ok("quick")]).await;
     // With an hour between polls, only the notification can run it.
     let out = tokio::time::timeout(WAIT, h.result()).await.expect("woken by NOTIFY without a poll").unwrap();
