@@ -296,6 +296,38 @@ both_backends! {
         assert!(both.is_empty(), "the end and the cancel both won: {both:?}");
     }
 
+    async fn a_run_parked_after_an_accepted_cancel_it_never_heard_is_due_at_once(db: TestDb) {
+        // The store's side, with no worker: whatever channel should have
+        // told the run of the cancel (its engine, a notification, a
+        // heartbeat) failed, and the run parks for an hour. The park itself
+        // makes it due now, so its next claim ends it cancelled; a retry's
+        // park likewise.
+        let store = db.store().await;
+        let other = db.store().await;
+        let w = WorkerId::from_string("w");
+        let hour = 3_600_000;
+        for (round, park) in [
+            Transition::Sleep { until: 2_000 + hour },
+            Transition::Retry { at: 2_000 + hour, error: "again".into() },
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let id = ExecutionId::generate(1_000 + round as i64);
+            store.create_execution(NewExecution::new(id.clone(), "lands", "pay", vec![1], 1_000)).await.unwrap();
+            let req = ClaimRequest::new("lands", vec!["pay".to_owned()], w.clone(), 1_000, hour, 1);
+            let lease = store.claim(&req).await.unwrap().pop().unwrap().lease;
+            assert_eq!(other.request_cancel("lands", &id, 1_500).await.unwrap(), CancelOutcome::Requested);
+            store.checkpoint(&lease, Checkpoint::transition(park.clone()), 2_000).await.unwrap();
+            let row = store.get_execution("lands", &id).await.unwrap().unwrap();
+            assert_eq!(row.due_at, Some(2_000), "{park:?} with a cancel accepted is due at once");
+            let req = ClaimRequest::new("lands", vec!["pay".to_owned()], w.clone(), 2_000, hour, 1);
+            let again = store.claim(&req).await.unwrap();
+            assert_eq!(again.len(), 1, "{park:?}: the next claim takes it up to end it");
+            assert!(again[0].execution.cancel_requested);
+        }
+    }
+
     async fn cancelling_a_parent_that_ended_on_its_own_leaves_its_children_running(db: TestDb) {
         let e = engine(&db).await;
         let w = Worker::builder(&e)

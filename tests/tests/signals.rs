@@ -10,8 +10,8 @@ use hydra_runtime::unstable::EngineBuilderStoreExt as _;
 use hydra_runtime::{Clock, Execution, SignalOptions, SignalSent, StoreError};
 use hydra_tests::{TestDb, both_backends};
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -76,8 +76,14 @@ impl Workflow for Choose {
     }
 }
 
-/// A step of 400 ms (the window for a cancel the run does not see), then a
-/// wait with no end: signal `never` (input `true`) or an hour's sleep.
+/// Runs whose `work` step has begun, and runs whose `work` may end (the
+/// test opens it once its cancel was accepted).
+static IN_WORK: Mutex<Vec<String>> = Mutex::new(Vec::new());
+static WORK_OPEN: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// A step that ends when the test says (the window for a cancel the run
+/// does not see), then a wait with no end: signal `never` (input `true`) or
+/// an hour's sleep.
 struct WorkThenWait;
 
 impl Workflow for WorkThenWait {
@@ -86,8 +92,13 @@ impl Workflow for WorkThenWait {
     type Output = u32;
 
     async fn run(&self, ctx: WorkflowContext, signal: bool) -> Result<u32, WorkflowError> {
-        ctx.step("work", |_s| async {
-            tokio::time::sleep(Duration::from_millis(400)).await;
+        ctx.step("work", |s| async move {
+            let id = s.execution_id().to_string();
+            IN_WORK.lock().unwrap().push(id.clone());
+            let give_up = std::time::Instant::now() + WAIT;
+            while !WORK_OPEN.lock().unwrap().contains(&id) && std::time::Instant::now() < give_up {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
             Ok::<_, StepError>(())
         })
         .await?;
@@ -275,10 +286,14 @@ both_backends! {
         w.shutdown(Duration::from_secs(5)).await;
     }
 
-    async fn a_cancel_the_run_has_not_seen_when_it_parks_still_ends_it(db: TestDb) {
+    async fn a_cancel_accepted_while_a_step_runs_ends_the_run_instead_of_its_wait(db: TestDb) {
+        // The cancel is accepted while `work` runs (the step ends only after
+        // it), so it is not the cancel of a parked run. The worker hears it
+        // from its engine at once; the park's own check, for a cancel no
+        // channel delivered, is pinned in `cancel_lands.rs`
+        // (`a_run_parked_after_an_accepted_cancel_it_never_heard_…`).
         let e = Engine::builder().store(db.store().await).namespace("signals").build().await.unwrap();
-        // Heartbeats (which carry a cancel to a running run) far apart: the
-        // run parks without having seen it.
+        // Heartbeats (which also carry a cancel to a running run) far apart.
         let w = Worker::builder(&e)
             .register(WorkThenWait)
             .poll_interval(Duration::from_millis(20))
@@ -289,8 +304,12 @@ both_backends! {
             .unwrap();
         for signal in [true, false] {
             let h = e.start::<WorkThenWait>(signal).await.unwrap();
-            until(&e, h.id(), "runs its step", |r| r.status == ExecutionStatus::Running).await;
+            let id = h.id().to_string();
+            until(&e, h.id(), "runs its step", |_| IN_WORK.lock().unwrap().contains(&id)).await;
+            // Accepted while the step runs; the step ends only afterwards,
+            // so the run parks with the cancel not yet seen.
             assert_eq!(e.cancel(h.id()).await.unwrap(), hydra_runtime::CancelOutcome::Requested);
+            WORK_OPEN.lock().unwrap().push(id);
             let err = h.result_timeout(WAIT).await.unwrap_err();
             assert!(
                 matches!(err, Error::RunEnded { status: ExecutionStatus::Cancelled, .. }),
