@@ -50,6 +50,26 @@ async fn cron_runs(engine: &Engine) -> Vec<Execution> {
         .collect()
 }
 
+/// The runs schedule `name` started.
+async fn runs_of(engine: &Engine, name: &str) -> Vec<Execution> {
+    cron_runs(engine).await.into_iter().filter(|r| r.trigger_source.as_deref() == Some(name)).collect()
+}
+
+/// Waits until schedule `name` has started `n` runs, all ended.
+async fn until_runs_of(engine: &Engine, name: &str, n: usize) -> Vec<Execution> {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let runs = runs_of(engine, name).await;
+            if runs.len() >= n && runs.iter().all(|r| r.status.is_terminal()) {
+                return runs;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("never saw {n} finished runs of schedule {name}"))
+}
+
 /// Waits until there are `n` cron runs, all ended.
 async fn until_runs(engine: &Engine, n: usize) -> Vec<Execution> {
     tokio::time::timeout(WAIT, async {
@@ -206,20 +226,26 @@ both_backends! {
         let (flow, _probe) = Flow::new();
         let w = worker(&e, flow).await;
         e.register_cron(report()).await.unwrap();
+        // A schedule on the same minutes that is never paused: its runs show
+        // the scheduler has acted on the ticks the paused one skips.
+        let witness = CronSchedule::workflow::<Flow>("witness", "* * * * *", vec![StepPlan::new("witness", Act::Ok)]);
+        e.register_cron(witness).await.unwrap();
         e.pause_cron("report").await.unwrap();
-        assert!(!e.list_crons().await.unwrap()[0].enabled);
+        assert!(!e.list_crons().await.unwrap().iter().find(|c| c.name == "report").unwrap().enabled);
         clock.advance(Duration::from_secs(120));
-        settle().await;
-        assert!(cron_runs(&e).await.is_empty());
+        let seen = until_runs_of(&e, "witness", 1).await;
+        assert!(runs_of(&e, "report").await.is_empty(), "a paused schedule fired");
         // Re-registering (a restart) keeps it paused.
         assert!(!e.register_cron(report()).await.unwrap().enabled);
         e.resume_cron("report").await.unwrap();
-        settle().await;
-        assert!(cron_runs(&e).await.is_empty(), "ticks passed while paused are not fired");
+        // The next tick: the witness fires it, the resumed schedule fires
+        // it and nothing for the ticks that passed while it was paused.
         clock.advance(Duration::from_secs(60));
-        until_runs(&e, 1).await;
+        until_runs_of(&e, "witness", seen.len() + 1).await;
+        until_runs_of(&e, "report", 1).await;
+        assert_eq!(runs_of(&e, "report").await.len(), 1, "ticks passed while paused are not fired");
         e.delete_cron("report").await.unwrap();
-        assert!(e.list_crons().await.unwrap().is_empty());
+        assert!(e.list_crons().await.unwrap().iter().all(|c| c.name != "report"));
         w.shutdown(Duration::from_secs(1)).await;
     }
 
