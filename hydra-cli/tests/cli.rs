@@ -56,7 +56,8 @@ async fn pay(ctx: WorkflowContext, order: String) -> Result<String, WorkflowErro
     Ok(format!("{hold} paid {cents}"))
 }
 
-/// Waits for a signal `go`, or sleeps, as its input says.
+/// Waits for a signal `go` and publishes what it got as event `answer`, or
+/// sleeps, as its input says.
 #[workflow(name = "parked")]
 async fn parked(ctx: WorkflowContext, how: String) -> Result<String, WorkflowError> {
     if how == "sleep" {
@@ -64,6 +65,7 @@ async fn parked(ctx: WorkflowContext, how: String) -> Result<String, WorkflowErr
         return Ok("slept".into());
     }
     let v: String = ctx.recv("go").await?;
+    ctx.set_event("answer", &v).await?;
     Ok(format!("got {v}"))
 }
 
@@ -328,7 +330,7 @@ both_backends! {
         done.result_timeout(WAIT).await.unwrap();
         let late = e.signal(done.id(), "late", &1u32).await.unwrap_err();
         assert!(late.to_string().contains("takes no more signals"), "{late}");
-        // An ended run with a signal (taken) and a wait step.
+        // An ended run with a signal (taken), a wait step and an event.
         let answered = parked::start(&e, "wait".to_owned()).await.unwrap();
         wait_status(&e, answered.id(), ExecutionStatus::Sleeping).await;
         e.signal(answered.id(), "go", &"yes".to_owned()).await.unwrap();
@@ -345,11 +347,22 @@ both_backends! {
         assert_eq!(dry["runs"], 2, "{dry}");
         assert_eq!(dry["steps"].as_u64(), Some(3 + answered_steps), "{dry}");
         assert_eq!(dry["signals"], 1, "{dry}");
+        assert_eq!(dry["events"], 1, "{dry}");
         assert_eq!(dry["search_attributes"], 1, "{dry}");
         assert!(e.get(done.id()).await.unwrap().is_some(), "a dry run deleted");
         let pruned = hydra_json(&db.url, &["prune", "--older-than", "1ms"]);
         assert_eq!(pruned["runs"], 2, "{pruned}");
         assert_eq!(pruned["signals"], 1, "{pruned}");
+        assert_eq!(pruned["events"], 1, "{pruned}");
+        let left = |table: &str| {
+            let sql = format!("SELECT COUNT(*) FROM {table} WHERE execution_id = '{}'", answered.id());
+            let c = e.connection().clone();
+            async move {
+                let row = c.query_one_raw(hydra_runtime::sea_orm::Statement::from_string(c.get_database_backend(), sql));
+                row.await.unwrap().unwrap().try_get_by_index::<i64>(0).unwrap()
+            }
+        };
+        assert_eq!((left("workflow_signals").await, left("workflow_events").await), (0, 0), "the rows are gone");
         assert!(e.get(done.id()).await.unwrap().is_none());
         assert!(e.get(answered.id()).await.unwrap().is_none());
         assert!(e.steps(done.id()).await.unwrap().is_empty());
