@@ -323,7 +323,8 @@ impl BodyLog {
     pub fn read(path: &Path) -> BodyLog {
         let Ok(text) = std::fs::read_to_string(path) else { return BodyLog::default() };
         let mut log = BodyLog::default();
-        for line in text.lines() {
+        // A line still being written (read while workers run) is skipped.
+        for line in text.split_inclusive('\n').filter_map(|l| l.strip_suffix('\n')) {
             let mut p = line.split(' ');
             let (Some(phase), Some(execution), Some(step), Some(attempt), Some(pid)) =
                 (p.next(), p.next(), p.next(), p.next(), p.next())
@@ -371,23 +372,40 @@ impl BodyLog {
         self.started.iter().filter(|b| !seen.insert((&b.execution, &b.step, b.attempt))).collect()
     }
 
-    /// Bodies that ran again although the process that ran the earlier
-    /// attempt was never killed: a body runs again only when its worker
-    /// died before the result was committed. For each (run, step) that ran
-    /// more than once, every execution but the last must be on a killed PID.
-    pub fn reruns_without_a_kill(&self, killed: &HashSet<u32>) -> Vec<&Body> {
-        let mut by_step: HashMap<(&str, &str), Vec<&Body>> = HashMap::new();
-        for b in &self.started {
-            by_step.entry((b.execution.as_str(), b.step.as_str())).or_default().push(b);
+    /// Bodies that ran again without an explanation: for each (run, step)
+    /// that ran more than once, every execution but the last is passed to
+    /// `explained` with the position in [`BodyLog::started`] of the
+    /// execution that followed it. A body runs again only when its process
+    /// died, or lost the run's lease, before the result was committed.
+    pub fn unexplained_reruns(&self, explained: impl Fn(&Body, usize) -> bool) -> Vec<&Body> {
+        let mut by_step: HashMap<(&str, &str), Vec<(usize, &Body)>> = HashMap::new();
+        for (i, b) in self.started.iter().enumerate() {
+            by_step.entry((b.execution.as_str(), b.step.as_str())).or_default().push((i, b));
         }
         let mut wrong = Vec::new();
         for mut runs in by_step.into_values().filter(|r| r.len() > 1) {
-            runs.sort_by_key(|b| b.attempt);
-            runs.pop();
-            wrong.extend(runs.into_iter().filter(|b| !killed.contains(&b.pid)));
+            runs.sort_by_key(|(_, b)| b.attempt);
+            for pair in runs.windows(2) {
+                let ((_, earlier), (next_at, _)) = (pair[0], pair[1]);
+                if !explained(earlier, next_at) {
+                    wrong.push(earlier);
+                }
+            }
         }
         wrong
     }
+}
+
+/// Whether worker process `pid` (its stderr in `dir`) said it let the lease
+/// of run `execution` go on its own: its renewals stalled (the guard stopped
+/// the run before the lease expired), the database stayed unreachable, or a
+/// failed commit handed the run back. These are the reasons other than a
+/// kill for a body to run again. "Lease lost" alone is not one: a worker
+/// says it also when another took the run while its lease was live.
+pub fn said_it_lost(dir: &Path, pid: u32, execution: &str) -> bool {
+    const LET_GO: [&str; 3] = ["lease not renewed in time", "giving up on", "transactional step commit failed"];
+    let text = std::fs::read_to_string(WorkerProc::stderr_path(dir, pid)).unwrap_or_default();
+    text.lines().any(|l| l.contains(execution) && LET_GO.iter().any(|n| l.contains(n)))
 }
 
 /// One worker process.
@@ -422,9 +440,14 @@ pub struct ProcConfig {
 }
 
 impl WorkerProc {
+    /// Where the stderr of worker process `pid` is kept, in `dir`.
+    pub fn stderr_path(dir: &Path, pid: u32) -> PathBuf {
+        dir.join(format!("worker-{pid}.stderr"))
+    }
+
     /// Starts a worker process and waits until it is claiming.
     pub fn start(cfg: &ProcConfig, n: usize) -> WorkerProc {
-        let stderr = cfg.dir.join(format!("worker-{n}-{}.stderr", uuid::Uuid::new_v4().simple()));
+        let stderr = cfg.dir.join(format!("starting-{n}-{}.stderr", uuid::Uuid::new_v4().simple()));
         let err = std::fs::File::create(&stderr).expect("stderr file");
         let mut child = Command::new(&cfg.bin)
             .env("HYDRA_FAULT_URL", &cfg.url)
@@ -448,7 +471,10 @@ impl WorkerProc {
             panic!("worker {n} did not start (stdout {line:?}); its stderr:\n{said}");
         }
         let pid = child.id();
-        WorkerProc { child, pid, stderr }
+        // Named by its PID from now on (the process keeps writing to it).
+        let named = WorkerProc::stderr_path(&cfg.dir, pid);
+        std::fs::rename(&stderr, &named).expect("name the stderr file");
+        WorkerProc { child, pid, stderr: named }
     }
 
     /// [`WorkerProc::start`] on a blocking thread: waiting for the new

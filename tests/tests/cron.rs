@@ -238,6 +238,8 @@ both_backends! {
         // Re-registering (a restart) keeps it paused.
         assert!(!e.register_cron(report()).await.unwrap().enabled);
         e.resume_cron("report").await.unwrap();
+        let resumed = e.list_crons().await.unwrap().into_iter().find(|c| c.name == "report").unwrap();
+        assert!(resumed.next_run_at > clock.now_ms(), "resumed at a tick that passed while it was paused");
         // The next tick: the witness fires it, the resumed schedule fires
         // it and nothing for the ticks that passed while it was paused.
         clock.advance(Duration::from_secs(60));

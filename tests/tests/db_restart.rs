@@ -65,7 +65,7 @@ async fn postgres_restart_mid_run_loses_and_duplicates_nothing() {
     for _ in 0..n {
         engine.start::<FaultFlow>(FaultPlan::steps(steps, 20)).await.unwrap();
     }
-    let procs: Vec<WorkerProc> = (0..2).map(|i| WorkerProc::start(&cfg, i)).collect();
+    let procs = vec![WorkerProc::spawn(&cfg, 0).await, WorkerProc::spawn(&cfg, 1).await];
     tokio::time::sleep(Duration::from_millis(700)).await;
     let before = BodyLog::read(&cfg.log).started.len();
     restart_postgres("fast");
@@ -117,7 +117,7 @@ async fn postgres_crash_mid_run_keeps_every_acknowledged_write() {
     for _ in 0..n {
         engine.start::<FaultFlow>(FaultPlan::steps(steps, 20)).await.unwrap();
     }
-    let procs: Vec<WorkerProc> = (0..2).map(|i| WorkerProc::start(&cfg, i)).collect();
+    let procs = vec![WorkerProc::spawn(&cfg, 0).await, WorkerProc::spawn(&cfg, 1).await];
     // Starts keep coming through the crash; those answered Ok are the
     // acknowledged ones.
     let starter = tokio::spawn({

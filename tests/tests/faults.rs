@@ -13,10 +13,10 @@ use hydra_runtime::{Execution, ExecutionFilter, StepStatus};
 use hydra_store::sea_orm::{ConnectionTrait, Statement};
 use hydra_tests::fault::{
     BodyLog, Collector, FaultFlow, FaultParent, FaultPlan, FaultSaga, Greeting, ProcConfig, WorkerProc, create_ledger,
-    env_or,
+    env_or, said_it_lost,
 };
 use hydra_tests::{DbKind, TestDb, both_backends};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// Kills each campaign must land while a body is in flight (so the re-run
@@ -115,8 +115,12 @@ struct Kills {
     mid_body: usize,
     /// Bodies those kills interrupted.
     interrupted: usize,
-    /// The processes killed.
-    pids: HashSet<u32>,
+    /// Each process killed, with the length of the body log when it was
+    /// dead: a body that ran again because of the kill began after it.
+    killed_at: HashMap<u32, usize>,
+    /// Runs not yet ended when the campaign stopped killing (how much work
+    /// was left past the target: the campaign's margin).
+    work_left: usize,
 }
 
 impl Kills {
@@ -125,14 +129,27 @@ impl Kills {
     /// again did so because the process that ran it before was killed.
     fn check(&self, name: &str, log: &BodyLog, min_mid_body: usize, cfg: &ProcConfig) {
         let twice = log.repeated_attempts();
-        let unexplained = log.reruns_without_a_kill(&self.pids);
+        // A re-run is explained by its earlier process's death before it
+        // began, or by that process's own word that it lost the lease.
+        let lost = std::cell::Cell::new(0);
+        let unexplained = log.unexplained_reruns(|earlier, next_at| {
+            if self.killed_at.get(&earlier.pid).is_some_and(|&at| next_at >= at) {
+                return true;
+            }
+            let said = said_it_lost(&cfg.dir, earlier.pid, &earlier.execution);
+            lost.set(lost.get() + usize::from(said));
+            said
+        });
         eprintln!(
-            "{name}: kills {}, of which mid-body {} (bodies interrupted {}); bodies {}, reruns {}",
+            "{name}: kills {}, of which mid-body {} (bodies interrupted {}); bodies {}, reruns {} ({} after a lease \
+             lost without a kill); runs left when the kills stopped {}",
             self.total,
             self.mid_body,
             self.interrupted,
             log.started.len(),
-            log.reruns()
+            log.reruns(),
+            lost.get(),
+            self.work_left
         );
         assert!(
             self.mid_body >= min_mid_body,
@@ -186,11 +203,11 @@ async fn kill_campaign(
     let give_up = Instant::now() + Duration::from_secs(240);
     loop {
         tokio::time::sleep(Duration::from_millis(rng.u64(150..=350))).await;
-        let finished = {
-            let runs = c.runs().await;
-            runs.len() == n && runs.iter().all(|r| r.status.is_terminal())
-        };
+        let runs = c.runs().await;
+        let ended = runs.iter().filter(|r| r.status.is_terminal()).count();
+        let finished = runs.len() == n && ended == n;
         if finished || kills.mid_body >= mid_body_target || Instant::now() > give_up {
+            kills.work_left = n - ended.min(n);
             return kills;
         }
         let i = rng.usize(..procs.len());
@@ -199,15 +216,25 @@ async fn kill_campaign(
         let pid = victim.pid;
         victim.kill();
         // Reaped: the log holds everything the victim will ever write.
-        let in_flight = BodyLog::read(&c.cfg.log).in_flight(pid);
+        let log = BodyLog::read(&c.cfg.log);
+        let in_flight = log.in_flight(pid);
         kills.total += 1;
-        kills.pids.insert(pid);
+        kills.killed_at.insert(pid, log.started.len());
         if in_flight > 0 {
             kills.mid_body += 1;
             kills.interrupted += in_flight;
         }
         procs.insert(i, WorkerProc::spawn(&c.cfg, i).await);
     }
+}
+
+/// Starts `n` worker processes (waiting for each on a blocking thread).
+async fn workers(cfg: &ProcConfig, n: usize) -> Vec<WorkerProc> {
+    let mut procs = Vec::with_capacity(n);
+    for i in 0..n {
+        procs.push(WorkerProc::spawn(cfg, i).await);
+    }
+    procs
 }
 
 /// Stops the campaign's workers, each of which must still be alive: a worker
@@ -224,9 +251,9 @@ both_backends! {
         let mut rng = fastrand::Rng::with_seed(Campaign::seed());
         let kind = db.kind;
         let c = Campaign::new(db, 1).await;
-        let (n, steps) = (200 * scale(), 5);
+        let (n, steps) = (300 * scale(), 5);
         c.start(n, FaultPlan::steps(steps, 15)).await;
-        let mut procs: Vec<WorkerProc> = (0..3).map(|i| WorkerProc::start(&c.cfg, i)).collect();
+        let mut procs = workers(&c.cfg, 3).await;
         let kills = kill_campaign(&c, &mut procs, &mut rng, MID_BODY_KILLS * scale(), n).await;
         let runs = c.until_all_ended(n, Duration::from_secs(300)).await;
         stop_workers(procs);
@@ -250,7 +277,7 @@ both_backends! {
         for _ in 0..runs_n {
             handles.push(c.engine.start::<Collector>(per_run).await.unwrap());
         }
-        let mut procs: Vec<WorkerProc> = (0..3).map(|i| WorkerProc::start(&c.cfg, i)).collect();
+        let mut procs = workers(&c.cfg, 3).await;
         // The sender is a task of its own: the kill loop waits for each new
         // worker to be ready, and must not hold up a signal's transaction
         // meanwhile.
@@ -298,7 +325,7 @@ both_backends! {
         for _ in 0..n {
             parents.push(c.engine.start::<FaultParent>(FaultPlan::steps(steps, 150)).await.unwrap());
         }
-        let mut procs: Vec<WorkerProc> = (0..3).map(|i| WorkerProc::start(&c.cfg, i)).collect();
+        let mut procs = workers(&c.cfg, 3).await;
         let kills = kill_campaign(&c, &mut procs, &mut rng, BUSY_MID_BODY_KILLS * scale(), 2 * n).await;
         let runs = c.until_all_ended(2 * n, Duration::from_secs(300)).await;
         stop_workers(procs);
@@ -341,7 +368,7 @@ both_backends! {
         for _ in 0..n {
             c.engine.start::<FaultSaga>(FaultPlan::steps(steps, 150)).await.unwrap();
         }
-        let mut procs: Vec<WorkerProc> = (0..3).map(|i| WorkerProc::start(&c.cfg, i)).collect();
+        let mut procs = workers(&c.cfg, 3).await;
         let kills = kill_campaign(&c, &mut procs, &mut rng, BUSY_MID_BODY_KILLS * scale(), n).await;
         let runs = c.until_all_ended(n, Duration::from_secs(300)).await;
         stop_workers(procs);
@@ -377,7 +404,7 @@ both_backends! {
         let n = 250 * scale();
         let plan = FaultPlan { steps: 2, step_ms: 10, transactional: true, tx_pause_ms: 60, unencodable: false };
         c.start(n, plan).await;
-        let mut procs: Vec<WorkerProc> = (0..3).map(|i| WorkerProc::start(&c.cfg, i)).collect();
+        let mut procs = workers(&c.cfg, 3).await;
         let kills = kill_campaign(&c, &mut procs, &mut rng, TX_MID_BODY_KILLS * scale(), n).await;
         let runs = c.until_all_ended(n, Duration::from_secs(300)).await;
         stop_workers(procs);
@@ -404,7 +431,7 @@ both_backends! {
         let c = Campaign::new(db, 1).await;
         let plan = FaultPlan { steps: 1, step_ms: 1, transactional: true, tx_pause_ms: 60_000, unencodable: false };
         let id = c.start(1, plan).await.remove(0);
-        let a = WorkerProc::start(&c.cfg, 0);
+        let a = WorkerProc::spawn(&c.cfg, 0).await;
         let give_up = Instant::now() + Duration::from_secs(30);
         while BodyLog::read(&c.cfg.log).started.is_empty() {
             assert!(Instant::now() < give_up, "the transactional body never ran");
@@ -414,7 +441,7 @@ both_backends! {
         a.kill();
         assert_eq!(c.count("SELECT COUNT(*) FROM ledger").await, 0, "no effect without its checkpoint");
         assert!(c.engine.steps(&id).await.unwrap().iter().all(|s| s.status != StepStatus::Completed));
-        let b = WorkerProc::start(&c.cfg, 1);
+        let b = WorkerProc::spawn(&c.cfg, 1).await;
         let runs = c.until_all_ended(1, Duration::from_secs(60)).await;
         drop(b);
         assert_eq!(runs[0].status, ExecutionStatus::Completed);
@@ -433,14 +460,14 @@ both_backends! {
         let kind = db.kind;
         let c = Campaign::new(db, 1).await;
         let id = c.start(1, FaultPlan::steps(1, 2_500)).await.remove(0);
-        let a = WorkerProc::start(&c.cfg, 0);
+        let a = WorkerProc::spawn(&c.cfg, 0).await;
         let give_up = Instant::now() + Duration::from_secs(30);
         while BodyLog::read(&c.cfg.log).started.is_empty() {
             assert!(Instant::now() < give_up);
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         a.signal("STOP");
-        let b = WorkerProc::start(&c.cfg, 1);
+        let b = WorkerProc::spawn(&c.cfg, 1).await;
         let runs = c.until_all_ended(1, Duration::from_secs(60)).await;
         let after_b: Vec<_> = c.engine.steps(&id).await.unwrap();
         a.signal("CONT");
@@ -472,7 +499,7 @@ both_backends! {
         c.cfg.heartbeat_ms = 1_000;
         let n = 1_000;
         c.start(n, FaultPlan::steps(1, 0)).await;
-        let procs: Vec<WorkerProc> = (0..10).map(|i| WorkerProc::start(&c.cfg, i)).collect();
+        let procs = workers(&c.cfg, 10).await;
         let runs = c.until_all_ended(n, Duration::from_secs(300)).await;
         drop(procs);
         let claimed_more_than_once = runs.iter().filter(|r| r.fencing_token.get() != 1).count();
@@ -510,7 +537,7 @@ both_backends! {
         let greeting = c.engine.start_encoded(Greeting::NAME, hostile, options, StartOptions::new()).await.unwrap().id;
         let greeted = c.engine.start::<Greeting>("campaign".into()).await.unwrap();
         c.start(20, FaultPlan::steps(2, 1)).await;
-        let mut w = WorkerProc::start(&c.cfg, 0);
+        let mut w = WorkerProc::spawn(&c.cfg, 0).await;
         let runs = c.until_all_ended(24, Duration::from_secs(60)).await;
         assert!(w.alive(), "the worker process survived the hostile input; see {}", w.stderr.display());
         drop(w);
@@ -538,7 +565,7 @@ async fn sqlite_a_briefly_locked_file_delays_but_fails_nothing() {
     let _serial = SERIAL.lock().await;
     let c = Campaign::new(TestDb::new(DbKind::Sqlite).await, 1).await;
     c.start(30, FaultPlan::steps(3, 30)).await;
-    let procs: Vec<WorkerProc> = (0..2).map(|i| WorkerProc::start(&c.cfg, i)).collect();
+    let procs = workers(&c.cfg, 2).await;
     let path = c.db.url.trim_start_matches("sqlite://").split('?').next().unwrap().to_owned();
     let mut unfinished_at_lock = Vec::new();
     for _ in 0..3 {
@@ -576,7 +603,7 @@ async fn postgres_killed_connections_mid_checkpoint_lose_nothing() {
     c.cfg.url = format!("{}{sep}application_name=hydra-fault-worker", c.cfg.url);
     let n = 120;
     c.start(n, FaultPlan::steps(4, 5)).await;
-    let procs: Vec<WorkerProc> = (0..2).map(|i| WorkerProc::start(&c.cfg, i)).collect();
+    let procs = workers(&c.cfg, 2).await;
     let db_name = c.db.url.rsplit('/').next().unwrap().split('?').next().unwrap().to_owned();
     let admin = hydra_store::sea_orm::Database::connect(hydra_tests::pg_admin_url()).await.unwrap();
     // Only backends inside a statement or a transaction: a checkpoint in flight.
@@ -588,9 +615,11 @@ async fn postgres_killed_connections_mid_checkpoint_lose_nothing() {
         let row = admin
             .query_one_raw(Statement::from_sql_and_values(
                 hydra_store::sea_orm::DbBackend::Postgres,
-                "SELECT COUNT(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                 WHERE datname = $1 AND application_name = 'hydra-fault-worker' \
-                 AND state IN ('active', 'idle in transaction')) t",
+                // The victims are chosen first (a materialized CTE), then
+                // terminated, counting only terminations that took effect.
+                "WITH victims AS MATERIALIZED (SELECT pid FROM pg_stat_activity WHERE datname = $1 \
+                 AND application_name = 'hydra-fault-worker' AND state IN ('active', 'idle in transaction') \
+                 AND pid <> pg_backend_pid()) SELECT COUNT(*) FROM victims WHERE pg_terminate_backend(pid)",
                 [db_name.clone().into()],
             ))
             .await
@@ -602,7 +631,10 @@ async fn postgres_killed_connections_mid_checkpoint_lose_nothing() {
         }
     }
     let runs = c.until_all_ended(n, Duration::from_secs(120)).await;
-    let retried: usize = procs.iter().map(|p| p.stderr_count("transient failure")).sum();
+    // A terminated connection fails a write (a checkpoint, retried at once)
+    // or a claim (retried by the next claim).
+    let retried: usize =
+        procs.iter().map(|p| p.stderr_count("transient failure") + p.stderr_count("claim failed")).sum();
     stop_workers(procs);
     eprintln!(
         "killed connections: {terminated} backends terminated mid-statement or mid-transaction in {rounds} rounds \

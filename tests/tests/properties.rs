@@ -50,6 +50,9 @@ async fn check_schedule(store: Store, ops: Vec<Op>) -> Result<(), TestCaseError>
     let mut max_token = 0i64;
     let mut written: Vec<(u32, i64)> = Vec::new();
     for op in ops {
+        // The run as the operation finds it: whether a refusal was due.
+        let before = store.get_execution(ns, &id).await.unwrap().unwrap();
+        let holds = |l: &Lease| l.token == before.fencing_token && before.status == ExecutionStatus::Running;
         match op {
             Op::Claim(w) => {
                 let req = ClaimRequest::new(ns, vec!["wf".into()], workers[w].clone(), now, TTL, 5);
@@ -62,8 +65,10 @@ async fn check_schedule(store: Store, ops: Vec<Op>) -> Result<(), TestCaseError>
             }
             Op::Heartbeat(w) => {
                 if let Some(l) = &leases[w] {
+                    let live = holds(l) && before.due_at.is_some_and(|d| d > now);
                     match store.renew_lease(l, now, TTL).await {
                         Ok(_) => {
+                            prop_assert!(live, "a renewal succeeded on a lease that had expired or was not held");
                             let e = store.get_execution(ns, &id).await.unwrap().unwrap();
                             prop_assert_eq!(l.token, e.fencing_token, "a renewal succeeded under a stale token");
                             prop_assert_eq!(
@@ -74,6 +79,7 @@ async fn check_schedule(store: Store, ops: Vec<Op>) -> Result<(), TestCaseError>
                         }
                         Err(e) => {
                             prop_assert!(e.is_lease_lost(), "{e}");
+                            prop_assert!(!live, "the live lease's renewal was refused: {e}");
                             leases[w] = None;
                         }
                     }
@@ -96,7 +102,10 @@ async fn check_schedule(store: Store, ops: Vec<Op>) -> Result<(), TestCaseError>
                             prop_assert_eq!(l.token, e.fencing_token, "a result was accepted under a stale token");
                             written.push((s, l.token.get()));
                         }
-                        Err(StoreError::LeaseLost { .. }) => leases[w] = None,
+                        Err(StoreError::LeaseLost { .. }) => {
+                            prop_assert!(!holds(&l), "the holder's step write was refused");
+                            leases[w] = None;
+                        }
                         Err(StoreError::StepAlreadyRecorded { .. }) => {}
                         Err(e) => return Err(TestCaseError::fail(format!("unexpected: {e}"))),
                     }
@@ -105,9 +114,13 @@ async fn check_schedule(store: Store, ops: Vec<Op>) -> Result<(), TestCaseError>
             Op::Complete(w) => {
                 if let Some(l) = leases[w].clone() {
                     match store.finish(&l, Terminal::Completed(vec![]), now).await {
-                        Ok(()) => leases[w] = None,
+                        Ok(()) => {
+                            prop_assert!(holds(&l), "a run was finished under a lease that did not hold it");
+                            leases[w] = None;
+                        }
                         Err(e) => {
                             prop_assert!(e.is_lease_lost(), "{e}");
+                            prop_assert!(!holds(&l), "the holder's finish was refused: {e}");
                             leases[w] = None;
                         }
                     }

@@ -715,20 +715,22 @@ both_backends! {
         w.shutdown(Duration::from_secs(5)).await;
     }
 
-    async fn a_local_start_wakes_an_idle_worker_without_waiting_for_a_poll(db: TestDb) {
-        let clock = Clock::system();
-        let e = engine(&db, &clock).await;
-        let (flow, _probe) = Flow::new();
-        let w = worker_for(&e, flow).poll_interval(Duration::from_secs(3600)).start().await.unwrap();
-        // Its first claim made and found nothing: the next claim is an hour
-        // away unless something wakes it.
-        tokio::time::timeout(WAIT, w.__until_drained(Duration::from_millis(150))).await.expect("the first claim");
-        let h = start(&e, vec![ok("quick")]).await;
-        // With an hour between polls, only the in-process wake-up can run it.
-        let out = tokio::time::timeout(WAIT, h.result()).await.expect("woken without a poll").unwrap();
-        assert_eq!(out.len(), 1);
-        w.shutdown(Duration::from_secs(5)).await;
-    }
+}
+
+/// A start in the worker's own engine wakes it at once. On an in-memory
+/// database (no commit watcher, no `LISTEN`), with starts that are never
+/// claimed by the start itself (`start_many`), and the worker's first claim
+/// done and an hour to the next poll, only the in-process wake-up is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_start_wakes_an_idle_worker_without_waiting_for_a_poll() {
+    let e = Engine::builder().database_url("sqlite::memory:").build().await.unwrap();
+    let (flow, _probe) = Flow::new();
+    let w = worker_for(&e, flow).poll_interval(Duration::from_secs(3600)).start().await.unwrap();
+    tokio::time::timeout(WAIT, w.__until_drained(Duration::from_millis(150))).await.expect("the first claim");
+    let h = e.start_many::<Flow>([(vec![ok("quick")], StartOptions::new())]).await.remove(0).unwrap();
+    let out = tokio::time::timeout(WAIT, h.result()).await.expect("woken without a poll").unwrap();
+    assert_eq!(out.len(), 1);
+    w.shutdown(Duration::from_secs(5)).await;
 }
 
 /// Overwrites one payload column of a run with bytes no codec accepts.

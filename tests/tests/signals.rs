@@ -306,8 +306,7 @@ both_backends! {
             let h = e.start::<WorkThenWait>(signal).await.unwrap();
             let id = h.id().to_string();
             until(&e, h.id(), "runs its step", |_| IN_WORK.lock().unwrap().contains(&id)).await;
-            // Accepted while the step runs; the step ends only afterwards,
-            // so the run parks with the cancel not yet seen.
+            // Accepted while the step runs; the step ends only afterwards.
             assert_eq!(e.cancel(h.id()).await.unwrap(), hydra_runtime::CancelOutcome::Requested);
             WORK_OPEN.lock().unwrap().push(id);
             let err = h.result_timeout(WAIT).await.unwrap_err();
