@@ -6,6 +6,7 @@
 //! say how to run them.
 
 pub mod browser;
+pub mod campaign;
 pub mod fault;
 pub mod flow;
 pub mod http;

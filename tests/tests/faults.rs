@@ -7,14 +7,11 @@
 // Test code: a failed unwrap is a failed test, with its message.
 #![allow(clippy::unwrap_used)]
 
+use hydra_runtime::StepStatus;
 use hydra_runtime::prelude::*;
-use hydra_runtime::unstable::EngineBuilderStoreExt as _;
-use hydra_runtime::{Execution, ExecutionFilter, StepStatus};
 use hydra_store::sea_orm::{ConnectionTrait, Statement};
-use hydra_tests::fault::{
-    BodyLog, Collector, FaultFlow, FaultParent, FaultPlan, FaultSaga, Greeting, ProcConfig, WorkerProc, create_ledger,
-    env_or, said_it_lost,
-};
+use hydra_tests::campaign::{Campaign, kill_campaign, scale, stop_workers, workers};
+use hydra_tests::fault::{BodyLog, Collector, FaultParent, FaultPlan, FaultSaga, Greeting, WorkerProc};
 use hydra_tests::{DbKind, TestDb, both_backends};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -37,220 +34,18 @@ const TX_MID_BODY_KILLS: usize = 6;
 /// parked waiting for the next signal.
 const SIGNAL_MID_BODY_KILLS: usize = 4;
 
+/// The worker processes' binary.
+const BIN: &str = env!("CARGO_BIN_EXE_fault_worker");
+
 /// Heavy scenarios run one at a time: the machine has two cores.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-struct Campaign {
-    db: TestDb,
-    engine: Engine,
-    cfg: ProcConfig,
-    _dir: tempfile::TempDir,
-}
-
-impl Campaign {
-    async fn new(db: TestDb, concurrency: usize) -> Campaign {
-        let dir = tempfile::tempdir().unwrap();
-        let engine = Engine::builder().store(db.store().await).namespace("faults").build().await.unwrap();
-        create_ledger(engine.connection()).await;
-        let cfg = ProcConfig {
-            bin: env!("CARGO_BIN_EXE_fault_worker").into(),
-            url: db.url.clone(),
-            namespace: "faults".into(),
-            log: dir.path().join("bodies.log"),
-            dir: dir.path().to_owned(),
-            concurrency,
-            ttl_ms: 1_500,
-            heartbeat_ms: 250,
-        };
-        Campaign { db, engine, cfg, _dir: dir }
-    }
-
-    async fn start(&self, n: usize, plan: FaultPlan) -> Vec<ExecutionId> {
-        let mut ids = Vec::with_capacity(n);
-        for _ in 0..n {
-            ids.push(self.engine.start::<FaultFlow>(plan.clone()).await.unwrap().id().clone());
-        }
-        ids
-    }
-
-    async fn runs(&self) -> Vec<Execution> {
-        self.engine.list(ExecutionFilter::new("faults").limit(100_000)).await.unwrap()
-    }
-
-    async fn until_all_ended(&self, n: usize, limit: Duration) -> Vec<Execution> {
-        let give_up = Instant::now() + limit;
-        loop {
-            let runs = self.runs().await;
-            if runs.len() == n && runs.iter().all(|r| r.status.is_terminal()) {
-                return runs;
-            }
-            assert!(Instant::now() < give_up, "runs did not all end within {limit:?}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn count(&self, sql: &str) -> i64 {
-        let c = self.engine.connection();
-        let row = c.query_one_raw(Statement::from_string(c.get_database_backend(), sql)).await.unwrap().unwrap();
-        row.try_get_by_index::<i64>(0).unwrap()
-    }
-
-    fn seed() -> u64 {
-        let seed = env_or("HYDRA_FAULT_SEED", fastrand::u64(..));
-        eprintln!("fault campaign seed: {seed} (replay with HYDRA_FAULT_SEED={seed})");
-        seed
-    }
-}
-
-fn scale() -> usize {
-    if std::env::var_os("HYDRA_SOAK").is_some() { 10 } else { 1 }
-}
-
-/// What a kill campaign did, told apart from what it merely attempted.
-#[derive(Debug, Default)]
-struct Kills {
-    /// SIGKILLs sent (each to a live worker).
-    total: usize,
-    /// Kills whose victim had a body in flight (begun, not ended).
-    mid_body: usize,
-    /// Bodies those kills interrupted.
-    interrupted: usize,
-    /// Each process killed, with the length of the body log when it was
-    /// dead: a body that ran again because of the kill began after it.
-    killed_at: HashMap<u32, usize>,
-    /// Runs not yet ended when the campaign stopped killing (how much work
-    /// was left past the target: the campaign's margin).
-    work_left: usize,
-}
-
-impl Kills {
-    /// Checks the campaign against the body log: at least `min_mid_body`
-    /// kills landed mid-body, no attempt ran twice, and every body that ran
-    /// again did so because the process that ran it before was killed.
-    fn check(&self, name: &str, log: &BodyLog, min_mid_body: usize, cfg: &ProcConfig) {
-        let twice = log.repeated_attempts();
-        // A re-run is explained by its earlier process's death before it
-        // began, or by that process's own word that it lost the lease.
-        let lost = std::cell::Cell::new(0);
-        let unexplained = log.unexplained_reruns(|earlier, next_at| {
-            if self.killed_at.get(&earlier.pid).is_some_and(|&at| next_at >= at) {
-                return true;
-            }
-            let said = said_it_lost(&cfg.dir, earlier.pid, &earlier.execution);
-            lost.set(lost.get() + usize::from(said));
-            said
-        });
-        eprintln!(
-            "{name}: kills {}, of which mid-body {} (bodies interrupted {}); bodies {}, reruns {} ({} after a lease \
-             lost without a kill); runs left when the kills stopped {}",
-            self.total,
-            self.mid_body,
-            self.interrupted,
-            log.started.len(),
-            log.reruns(),
-            lost.get(),
-            self.work_left
-        );
-        assert!(
-            self.mid_body >= min_mid_body,
-            "{name}: only {} of {} kills landed while a body was in flight (at least {min_mid_body} needed)",
-            self.mid_body,
-            self.total
-        );
-        assert!(twice.is_empty(), "{name}: bodies under an attempt that had already run: {twice:?}");
-        assert!(
-            unexplained.is_empty(),
-            "{name}: bodies that ran again without their process being killed: {unexplained:?}; the workers said:\n{}",
-            workers_said(cfg)
-        );
-        assert!(
-            log.reruns() >= self.interrupted,
-            "{name}: {} interrupted bodies but only {} reruns: an interrupted body's step was recorded without running again",
-            self.interrupted,
-            log.reruns()
-        );
-    }
-}
-
-/// Every warning in the campaign's worker stderr files, for a failure's message.
-fn workers_said(cfg: &ProcConfig) -> String {
-    let mut out = String::new();
-    for entry in std::fs::read_dir(&cfg.dir).unwrap().flatten() {
-        let path = entry.path();
-        if path.extension().is_some_and(|e| e == "stderr") {
-            let text = std::fs::read_to_string(&path).unwrap_or_default();
-            for line in text.lines().filter(|l| l.contains("WARN") || l.contains("ERROR")) {
-                out.push_str(&format!("{}: {line}\n", path.file_name().unwrap().to_string_lossy()));
-            }
-        }
-    }
-    out
-}
-
-/// Kills a random worker every 150–350 ms and restarts it, until
-/// `mid_body_target` kills have landed while their victim had a body in
-/// flight, or the work is finished (then the campaign's check tells whether
-/// enough kills landed). A victim found dead before its kill died on its
-/// own: that fails the campaign.
-async fn kill_campaign(
-    c: &Campaign,
-    procs: &mut Vec<WorkerProc>,
-    rng: &mut fastrand::Rng,
-    mid_body_target: usize,
-    n: usize,
-) -> Kills {
-    let mut kills = Kills::default();
-    let give_up = Instant::now() + Duration::from_secs(240);
-    loop {
-        tokio::time::sleep(Duration::from_millis(rng.u64(150..=350))).await;
-        let runs = c.runs().await;
-        let ended = runs.iter().filter(|r| r.status.is_terminal()).count();
-        let finished = runs.len() == n && ended == n;
-        if finished || kills.mid_body >= mid_body_target || Instant::now() > give_up {
-            kills.work_left = n - ended.min(n);
-            return kills;
-        }
-        let i = rng.usize(..procs.len());
-        let mut victim = procs.remove(i);
-        assert!(victim.alive(), "worker {} died on its own; its stderr: {}", victim.pid, victim.stderr.display());
-        let pid = victim.pid;
-        victim.kill();
-        // Reaped: the log holds everything the victim will ever write.
-        let log = BodyLog::read(&c.cfg.log);
-        let in_flight = log.in_flight(pid);
-        kills.total += 1;
-        kills.killed_at.insert(pid, log.started.len());
-        if in_flight > 0 {
-            kills.mid_body += 1;
-            kills.interrupted += in_flight;
-        }
-        procs.insert(i, WorkerProc::spawn(&c.cfg, i).await);
-    }
-}
-
-/// Starts `n` worker processes (waiting for each on a blocking thread).
-async fn workers(cfg: &ProcConfig, n: usize) -> Vec<WorkerProc> {
-    let mut procs = Vec::with_capacity(n);
-    for i in 0..n {
-        procs.push(WorkerProc::spawn(cfg, i).await);
-    }
-    procs
-}
-
-/// Stops the campaign's workers, each of which must still be alive: a worker
-/// that aborted by itself is a failure, not a kill.
-fn stop_workers(procs: Vec<WorkerProc>) {
-    for mut p in procs {
-        assert!(p.alive(), "worker {} died on its own; its stderr: {}", p.pid, p.stderr.display());
-    }
-}
 
 both_backends! {
     async fn kill_mid_step_loses_and_duplicates_nothing(db: TestDb) {
         let _serial = SERIAL.lock().await;
         let mut rng = fastrand::Rng::with_seed(Campaign::seed());
         let kind = db.kind;
-        let c = Campaign::new(db, 1).await;
+        let c = Campaign::new(db, 1, BIN).await;
         let (n, steps) = (300 * scale(), 5);
         c.start(n, FaultPlan::steps(steps, 15)).await;
         let mut procs = workers(&c.cfg, 3).await;
@@ -271,7 +66,7 @@ both_backends! {
         let _serial = SERIAL.lock().await;
         let mut rng = fastrand::Rng::with_seed(Campaign::seed());
         let kind = db.kind;
-        let c = Campaign::new(db, 4).await;
+        let c = Campaign::new(db, 4, BIN).await;
         let (runs_n, per_run) = (30 * scale(), 20u32);
         let mut handles = Vec::with_capacity(runs_n);
         for _ in 0..runs_n {
@@ -319,7 +114,7 @@ both_backends! {
         let _serial = SERIAL.lock().await;
         let mut rng = fastrand::Rng::with_seed(Campaign::seed());
         let kind = db.kind;
-        let c = Campaign::new(db, 4).await;
+        let c = Campaign::new(db, 4, BIN).await;
         let (n, steps) = (60 * scale(), 4u32);
         let mut parents = Vec::with_capacity(n);
         for _ in 0..n {
@@ -363,7 +158,7 @@ both_backends! {
         let _serial = SERIAL.lock().await;
         let mut rng = fastrand::Rng::with_seed(Campaign::seed());
         let kind = db.kind;
-        let c = Campaign::new(db, 4).await;
+        let c = Campaign::new(db, 4, BIN).await;
         let (n, steps) = (60 * scale(), 3u32);
         for _ in 0..n {
             c.engine.start::<FaultSaga>(FaultPlan::steps(steps, 150)).await.unwrap();
@@ -400,7 +195,7 @@ both_backends! {
         let _serial = SERIAL.lock().await;
         let mut rng = fastrand::Rng::with_seed(Campaign::seed());
         let kind = db.kind;
-        let c = Campaign::new(db, 1).await;
+        let c = Campaign::new(db, 1, BIN).await;
         let n = 250 * scale();
         let plan = FaultPlan { steps: 2, step_ms: 10, transactional: true, tx_pause_ms: 60, unencodable: false };
         c.start(n, plan).await;
@@ -428,7 +223,7 @@ both_backends! {
 
     async fn a_kill_between_transactional_writes_and_commit_leaves_no_effect(db: TestDb) {
         let _serial = SERIAL.lock().await;
-        let c = Campaign::new(db, 1).await;
+        let c = Campaign::new(db, 1, BIN).await;
         let plan = FaultPlan { steps: 1, step_ms: 1, transactional: true, tx_pause_ms: 60_000, unencodable: false };
         let id = c.start(1, plan).await.remove(0);
         let a = WorkerProc::spawn(&c.cfg, 0).await;
@@ -458,7 +253,7 @@ both_backends! {
     async fn a_worker_paused_past_its_lease_changes_nothing_after_resuming(db: TestDb) {
         let _serial = SERIAL.lock().await;
         let kind = db.kind;
-        let c = Campaign::new(db, 1).await;
+        let c = Campaign::new(db, 1, BIN).await;
         let id = c.start(1, FaultPlan::steps(1, 2_500)).await.remove(0);
         let a = WorkerProc::spawn(&c.cfg, 0).await;
         let give_up = Instant::now() + Duration::from_secs(30);
@@ -494,7 +289,7 @@ both_backends! {
     async fn a_thundering_herd_claims_every_run_once(db: TestDb) {
         let _serial = SERIAL.lock().await;
         let kind = db.kind;
-        let mut c = Campaign::new(db, 8).await;
+        let mut c = Campaign::new(db, 8, BIN).await;
         c.cfg.ttl_ms = 30_000;
         c.cfg.heartbeat_ms = 1_000;
         let n = 1_000;
@@ -512,7 +307,7 @@ both_backends! {
 
     async fn poison_and_unencodable_runs_fail_cleanly_while_others_finish(db: TestDb) {
         let _serial = SERIAL.lock().await;
-        let c = Campaign::new(db, 2).await;
+        let c = Campaign::new(db, 2, BIN).await;
         let poisoned = c.start(1, FaultPlan::steps(1, 1)).await.remove(0);
         let c2 = c.engine.connection();
         let sql = match c2.get_database_backend() {
@@ -563,7 +358,7 @@ both_backends! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_a_briefly_locked_file_delays_but_fails_nothing() {
     let _serial = SERIAL.lock().await;
-    let c = Campaign::new(TestDb::new(DbKind::Sqlite).await, 1).await;
+    let c = Campaign::new(TestDb::new(DbKind::Sqlite).await, 1, BIN).await;
     c.start(30, FaultPlan::steps(3, 30)).await;
     let procs = workers(&c.cfg, 2).await;
     let path = c.db.url.trim_start_matches("sqlite://").split('?').next().unwrap().to_owned();
@@ -596,7 +391,7 @@ async fn sqlite_a_briefly_locked_file_delays_but_fails_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_killed_connections_mid_checkpoint_lose_nothing() {
     let _serial = SERIAL.lock().await;
-    let mut c = Campaign::new(TestDb::new(DbKind::Postgres).await, 4).await;
+    let mut c = Campaign::new(TestDb::new(DbKind::Postgres).await, 4, BIN).await;
     // The workers name their connections, so the terminations below reach
     // theirs only (not this test's pool).
     let sep = if c.cfg.url.contains('?') { '&' } else { '?' };
