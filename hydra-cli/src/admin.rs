@@ -105,7 +105,7 @@ pub(crate) async fn cron(ctx: &Ctx, cmd: CronCommand) -> Result<(), CliError> {
 }
 
 fn say(ctx: &Ctx, json: Value, text: &str) {
-    if ctx.json { print_json(&json) } else { println!("{}", clean(text)) }
+    if ctx.json { print_json(&json) } else { out!("{}", clean(text)) }
 }
 
 pub(crate) async fn workers(ctx: &Ctx) -> Result<(), CliError> {
@@ -125,7 +125,7 @@ pub(crate) async fn workers(ctx: &Ctx) -> Result<(), CliError> {
         return Ok(());
     }
     if live.is_empty() {
-        println!("no live worker in namespace `{}`", runs.namespace());
+        out!("no live worker in namespace `{}`", runs.namespace());
         return Ok(());
     }
     let rows: Vec<Vec<String>> = live
@@ -174,18 +174,18 @@ pub(crate) async fn stats(ctx: &Ctx) -> Result<(), CliError> {
         .map(|c| vec![c.workflow_name.clone(), c.status.clone(), c.runs.to_string(), time(c.oldest_created_at)])
         .collect();
     table(&["WORKFLOW", "STATUS", "RUNS", "OLDEST (UTC)"], &rows);
-    println!();
+    out!();
     match oldest {
         Some((id, due)) => {
-            println!("oldest pending run: {}, due {} ({} ago)", clean(id.as_str()), time(due), between(due, now))
+            out!("oldest pending run: {}, due {} ({} ago)", clean(id.as_str()), time(due), between(due, now))
         }
-        None => println!("no pending run"),
+        None => out!("no pending run"),
     }
     if unclaimable.is_empty() {
-        println!("every due run has a live worker for its workflow");
+        out!("every due run has a live worker for its workflow");
     } else {
         for u in &unclaimable {
-            println!(
+            out!(
                 "NO LIVE WORKER for {}{}: {} run(s) due, the first for {}",
                 clean(&u.workflow_name),
                 u.workflow_version.map_or_else(String::new, |v| format!(" version {v}")),
@@ -223,7 +223,7 @@ pub(crate) async fn prune(ctx: &Ctx, args: &PruneArgs) -> Result<(), CliError> {
                            "signals": pruned.signals, "events": pruned.events, "search_attributes": pruned.attributes,
                            "seconds": took.as_secs_f64()}));
     } else {
-        println!(
+        out!(
             "{verb} {} run(s) that ended more than {} ago, with {} step(s), {} signal(s), {} event(s), {} search \
              attribute(s), in {:.1}s",
             pruned.runs,
@@ -279,7 +279,7 @@ pub(crate) async fn move_database(args: &MoveArgs, json_out: bool) -> Result<(),
         })
         .collect();
     table(&["TABLE", "READ", "WRITTEN", "CHECKSUM", "VERIFIED"], &rows);
-    println!(
+    out!(
         "moved in {:.1}s; every row count and checksum agrees. The source is sealed: it refuses writes and \
          engines, naming the new database. Point your workers at the new database.",
         took.as_secs_f64()

@@ -13,15 +13,18 @@
 //! deletes only ended runs; move holds the source's writers out while it
 //! copies. Every command applies the schema's migrations to the database it
 //! opens, as any Hydra process does (point a newer `hydra` at a database
-//! only when its workers may be upgraded too).
+//! only when its workers may be upgraded too). It never creates one: a
+//! mistyped SQLite path is an error.
 //!
 //! Where things live: `main.rs` the command line and the entry point;
 //! `runs.rs` the `runs` commands; `admin.rs` cron, workers, stats, prune and
-//! move; `output.rs` tables, JSON, times and payloads; `console` serves
+//! move; `output.rs` tables, JSON, times and payloads (and every line
+//! printed, through `out!`, so a closed pipe ends the tool quietly); `console` serves
 //! [`hydra_console`].
 
-mod admin;
+#[macro_use]
 mod output;
+mod admin;
 mod runs;
 
 use clap::{Parser, Subcommand};
@@ -163,7 +166,7 @@ async fn console(engine: Engine, args: ConsoleArgs) -> Result<(), CliError> {
     }
     let console = hydra_console::Console::start(engine, config).await?;
     // Tests and scripts read this line for the address (port 0 binds any).
-    println!("hydra console: listening on {}", console.url());
+    out!("hydra console: listening on {}", console.url());
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut s) => {
@@ -180,8 +183,9 @@ async fn console(engine: Engine, args: ConsoleArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-/// An engine on `url` (which must name an existing database: a SQLite URL
-/// without `mode=rwc` does not create a file).
+/// An engine on `url`, which must name an existing database: a mistyped
+/// SQLite path is an error naming the path, never a new empty database.
 async fn connect(url: &str, namespace: &str) -> Result<Engine, CliError> {
-    Ok(Engine::builder().database_url(url).namespace(namespace).group_commit(false).build().await?)
+    let options = hydra_runtime::StoreOptions::new(url).create_if_missing(false);
+    Ok(Engine::builder().store_options(options).namespace(namespace).group_commit(false).build().await?)
 }

@@ -4,6 +4,33 @@
 use serde_json::Value;
 use std::time::Duration;
 
+/// Prints a line on standard output through [`emit`]: `out!()` for an
+/// empty one, `out!("{x}")` as `println!` takes.
+macro_rules! out {
+    () => {
+        $crate::output::emit("")
+    };
+    ($($arg:tt)*) => {
+        $crate::output::emit(&format!($($arg)*))
+    };
+}
+
+/// Writes `text` and a newline to standard output. A reader that went away
+/// (`hydra … | head`) ends the program quietly with success, as a pipe's
+/// writer ends; any other failure to write ends it with a message and exit
+/// code 1. (`println!` panics on both.)
+pub(crate) fn emit(text: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{text}").and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("hydra: error: cannot write the output: {e}");
+        std::process::exit(1);
+    }
+}
+
 /// `text` with control characters (escape sequences, carriage returns,
 /// anything a stored error or name may carry) and bidirectional overrides
 /// shown escaped, so nothing a row holds can rewrite or reorder what the
@@ -45,7 +72,7 @@ pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) {
                 out.push_str(&" ".repeat(pad + 2));
             }
         }
-        println!("{}", out.trim_end());
+        emit(out.trim_end());
     };
     line(headers.to_vec());
     for row in rows {
@@ -55,7 +82,7 @@ pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) {
 
 /// Prints `value` as pretty JSON.
 pub(crate) fn print_json(value: &Value) {
-    println!("{}", serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string()));
+    emit(&serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string()));
 }
 
 /// A time on the engine's clock (ms since the Unix epoch) in UTC.

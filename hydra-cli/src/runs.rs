@@ -4,7 +4,9 @@ use crate::output::{between, clean, cut, opt_time, parse_time, payload, payload_
 use crate::{CliError, Ctx};
 use clap::{Args, Subcommand};
 use hydra_runtime::runs::Shown;
-use hydra_runtime::{CancelOutcome, Codec, Error, ExecutionFilter, ExecutionId, ExecutionStatus, SignalOptions};
+use hydra_runtime::{
+    CancelOutcome, Codec, Error, ExecutionFilter, ExecutionId, ExecutionStatus, SignalOptions, SignalSent,
+};
 use hydra_runtime::{Execution, RecordedStep as Step, ShowLimits};
 use serde_json::{Value, json};
 
@@ -130,7 +132,7 @@ pub(crate) async fn run(ctx: &Ctx, cmd: RunsCommand) -> Result<(), CliError> {
                 CancelOutcome::AlreadyEnded(s) => {
                     return Err(Error::Refused(format!("run {id} has already ended ({s})")).into());
                 }
-                _ => ("requested", format!("cancel of run {id}: {outcome:?}")),
+                _ => ("requested", format!("cancel of run {id} requested")),
             };
             say(ctx, json!({"id": id.as_str(), "cancel": word}), &text);
             Ok(())
@@ -169,11 +171,16 @@ pub(crate) async fn run(ctx: &Ctx, cmd: RunsCommand) -> Result<(), CliError> {
             if let Some(k) = key {
                 options = options.idempotency_key(k);
             }
-            let sent = ctx.engine.signal_with(&id, &name, &value, options).await?;
+            let (word, words) = match ctx.engine.signal_with(&id, &name, &value, options).await? {
+                SignalSent::Duplicate => {
+                    ("duplicate", "a signal with this idempotency key was accepted before; nothing was done")
+                }
+                _ => ("accepted", "accepted"),
+            };
             say(
                 ctx,
-                json!({"id": id.as_str(), "signal": name, "sent": format!("{sent:?}")}),
-                &format!("signal `{name}` to run {id}: {sent:?}"),
+                json!({"id": id.as_str(), "signal": name, "sent": word}),
+                &format!("signal `{name}` to run {id}: {words}"),
             );
             Ok(())
         }
@@ -194,7 +201,7 @@ pub(crate) async fn run(ctx: &Ctx, cmd: RunsCommand) -> Result<(), CliError> {
 
 /// Prints `json` with `--json`, else `text`.
 fn say(ctx: &Ctx, json: Value, text: &str) {
-    if ctx.json { print_json(&json) } else { println!("{}", clean(text)) }
+    if ctx.json { print_json(&json) } else { out!("{}", clean(text)) }
 }
 
 fn parse_id(text: &str) -> Result<ExecutionId, CliError> {
@@ -278,7 +285,7 @@ async fn list(ctx: &Ctx, args: ListArgs) -> Result<(), CliError> {
     if runs.len() as u64 == args.limit.clamp(1, 1_000)
         && let Some(last) = runs.last()
     {
-        println!("(more may follow: --after {})", clean(last.id.as_str()));
+        out!("(more may follow: --after {})", clean(last.id.as_str()));
     }
     Ok(())
 }
@@ -391,41 +398,41 @@ async fn show(ctx: &Ctx, id: &ExecutionId, limits: ShowLimits) -> Result<(), Cli
         print_json(&v);
         return Ok(());
     }
-    println!("run        {}", clean(e.id.as_str()));
-    println!(
+    out!("run        {}", clean(e.id.as_str()));
+    out!(
         "workflow   {}{}",
         clean(&e.workflow_name),
         e.workflow_version.map_or_else(String::new, |v| format!(" (version {v})"))
     );
-    println!("status     {}{}", e.status, if e.cancel_requested { " (cancel requested)" } else { "" });
-    println!("attempts   {} of {}", e.attempts, e.max_attempts);
-    println!(
+    out!("status     {}{}", e.status, if e.cancel_requested { " (cancel requested)" } else { "" });
+    out!("attempts   {} of {}", e.attempts, e.max_attempts);
+    out!(
         "trigger    {}{}",
         e.trigger_type,
         e.trigger_source.as_deref().map_or_else(String::new, |s| format!(" ({})", clean(s)))
     );
     if let Some(k) = &e.idempotency_key {
-        println!("key        {}", clean(k));
+        out!("key        {}", clean(k));
     }
     if let Some(p) = &e.parent_id {
-        println!("parent     {}", clean(p.as_str()));
+        out!("parent     {}", clean(p.as_str()));
     }
-    println!("created    {}", time(e.created_at));
-    println!("ended      {}", opt_time(e.completed_at));
+    out!("created    {}", time(e.created_at));
+    out!("ended      {}", opt_time(e.completed_at));
     if !e.status.is_terminal() {
-        println!("due        {}", opt_time(e.due_at));
+        out!("due        {}", opt_time(e.due_at));
     }
-    println!("input      {}", payload_line(&e.input));
+    out!("input      {}", payload_line(&e.input));
     if let Some(o) = &e.output {
-        println!("output     {}", payload_line(o));
+        out!("output     {}", payload_line(o));
     }
     if let Some(m) = &e.error {
-        println!("error      {}", clean(m).replace('\n', "\n           "));
+        out!("error      {}", clean(m).replace('\n', "\n           "));
     }
     for (n, v) in &d.search_attributes {
-        println!("search     {} = {}", clean(n), clean(v));
+        out!("search     {} = {}", clean(n), clean(v));
     }
-    println!();
+    out!();
     let rows: Vec<Vec<String>> = d
         .steps
         .iter()
@@ -435,7 +442,7 @@ async fn show(ctx: &Ctx, id: &ExecutionId, limits: ShowLimits) -> Result<(), Cli
                 s.label(),
                 s.kind.to_string(),
                 s.state_label().to_owned(),
-                format!("{}/{}", s.attempts, s.max_attempts),
+                hydra_runtime::describe::attempts(s.attempts, s.max_attempts),
                 s.completed_at.map_or_else(|| "-".to_owned(), |c| between(s.started_at, c)),
                 match (&s.error, &s.output) {
                     (Some(err), _) => format!("error: {}", cut(err, 70)),
@@ -449,20 +456,20 @@ async fn show(ctx: &Ctx, id: &ExecutionId, limits: ShowLimits) -> Result<(), Cli
     if (d.steps.len() as u64) < d.steps_total {
         match d.steps.last() {
             Some(last) if d.steps.len() as u64 == u64::from(limits.rows) => {
-                println!("({} steps in all; the next page: --from {})", d.steps_total, last.position.saturating_add(1));
+                out!("({} steps in all; the next page: --from {})", d.steps_total, last.position.saturating_add(1));
             }
-            _ => println!("({} steps in all; these from position {})", d.steps_total, limits.steps_from),
+            _ => out!("({} steps in all; these from position {})", d.steps_total, limits.steps_from),
         }
     }
     if !d.children.is_empty() {
-        println!();
+        out!();
         let rows: Vec<Vec<String>> =
             d.children.iter().map(|c| vec![c.id.to_string(), c.workflow_name.clone(), c.status.to_string()]).collect();
         table(&["CHILD", "WORKFLOW", "STATUS"], &rows);
         more(d.children.len(), d.children_total);
     }
     if !d.signals.is_empty() {
-        println!();
+        out!();
         let rows: Vec<Vec<String>> = d
             .signals
             .iter()
@@ -479,7 +486,7 @@ async fn show(ctx: &Ctx, id: &ExecutionId, limits: ShowLimits) -> Result<(), Cli
         more(d.signals.len(), d.signals_total);
     }
     if !d.events.is_empty() {
-        println!();
+        out!();
         let rows: Vec<Vec<String>> =
             d.events.iter().map(|ev| vec![ev.key.clone(), time(ev.updated_at), shown_line(ev, &ev.value)]).collect();
         table(&["EVENT", "SET", "VALUE"], &rows);
@@ -491,6 +498,6 @@ async fn show(ctx: &Ctx, id: &ExecutionId, limits: ShowLimits) -> Result<(), Cli
 /// Under a table that shows `shown` of `total` rows: how many there are.
 fn more(shown: usize, total: u64) {
     if (shown as u64) < total {
-        println!("(the first {shown} of {total}: see --rows)");
+        out!("(the first {shown} of {total}: see --rows)");
     }
 }

@@ -284,7 +284,7 @@ fn run_page(app: &App, d: &RunDetail, now: i64, notice: Option<&str>) -> Markup 
                             td { span title=(s.step_id.as_str()) { (s.label()) } }
                             td { (s.kind.as_str()) }
                             td { (badge(s.state_label())) }
-                            td.num { (s.attempts) "/" (s.max_attempts) }
+                            td.num { (describe::attempts(s.attempts, s.max_attempts)) }
                             td { (when(s.started_at)) }
                             td { (s.completed_at.map(|c| describe::span(c.saturating_sub(s.started_at))).unwrap_or_else(|| "-".into())) }
                             td.result {

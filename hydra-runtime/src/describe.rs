@@ -1,5 +1,5 @@
 //! Stored values in words, as the `hydra` tool and the web console show
-//! them: payloads (by their codec tag), times on the engine's clock,
+//! them: payloads (by their codec tag), steps' attempts, times on the engine's clock,
 //! spans of milliseconds; and the durations and times an operator types.
 
 use serde_json::{Value, json};
@@ -32,6 +32,18 @@ fn opaque(codec: &str, bytes: &[u8]) -> Value {
     let hex: String = shown.iter().map(|b| format!("{b:02x}")).collect();
     json!({"codec": codec, "bytes": bytes.len(), "hex": if shown.len() < bytes.len() { format!("{hex}…") } else { hex }})
 }
+
+/// A step's attempts for people: `2/5`, or the count alone for a step
+/// without a limit worth showing (Hydra's markers, such as the start of
+/// compensation, which never run out: see [`MARKER_ATTEMPTS`]).
+pub fn attempts(made: u32, max: u32) -> String {
+    if max >= MARKER_ATTEMPTS { made.to_string() } else { format!("{made}/{max}") }
+}
+
+/// The attempts allowed to Hydra's marker steps (a patch, the start of
+/// compensation): a marker has no effect, so it never runs out of attempts
+/// (each crash before it is recorded counts one).
+pub const MARKER_ATTEMPTS: u32 = 1_000_000;
 
 /// A time on the engine's clock (ms since the Unix epoch) in UTC, to the
 /// millisecond; a time chrono cannot show is shown as its number.

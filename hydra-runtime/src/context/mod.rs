@@ -111,11 +111,10 @@ pub(crate) fn replay_context(store: Store, codec: Codec, history: Vec<Step>) -> 
     Some(WorkflowContext { run })
 }
 
-/// The retry policy of Hydra's marker steps (a patch, the start of
-/// compensation): a marker has no effect, so it never runs out of attempts
-/// (each crash before it is recorded counts one).
+/// The retry policy of Hydra's marker steps (see
+/// [`crate::describe::MARKER_ATTEMPTS`]).
 fn marker_retry() -> crate::RetryPolicy {
-    crate::RetryPolicy::attempts(1_000_000)
+    crate::RetryPolicy::attempts(crate::describe::MARKER_ATTEMPTS)
 }
 
 pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {

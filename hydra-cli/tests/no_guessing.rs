@@ -1,0 +1,129 @@
+//! The `hydra` binary never guesses: a mistyped database path is an error
+//! (nothing is created), output into a pipe the reader closed ends quietly,
+//! and what it prints is words, not Rust's debug forms or internal limits.
+
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
+use hydra_runtime::Compensation;
+use hydra_runtime::prelude::*;
+use hydra_tests::{DbKind, TestDb, both_backends};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// One step whose compensation undoes it, then a permanent failure: every
+/// run ends compensated.
+#[workflow(name = "undone")]
+async fn undone(ctx: WorkflowContext, _n: u32) -> Result<u32, WorkflowError> {
+    ctx.step("book", |_s| async { Ok::<_, StepError>(1u32) }).await?;
+    ctx.compensate(Compensation::new("unbook", |undo| async move {
+        undo.step("unbook", |_s| async { Ok::<_, StepError>(()) }).await.map(|_| ())
+    }));
+    Err(WorkflowError::permanent("refused"))
+}
+
+/// Waits for signal `go`.
+#[workflow(name = "waits")]
+async fn waits(ctx: WorkflowContext, _n: u32) -> Result<u32, WorkflowError> {
+    Ok(ctx.recv::<u32>("go").await?)
+}
+
+fn hydra(url: &str, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_hydra"))
+        .arg("--database-url")
+        .arg(url)
+        .args(args)
+        .env_remove("HYDRA_DATABASE_URL")
+        .output()
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A mistyped SQLite path: every command fails with the path named, exit
+/// 1, and no file appears (before, a read created an empty database and
+/// showed an empty table).
+#[test]
+fn a_mistyped_database_path_is_an_error_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let typo = dir.path().join("hydar.db");
+    let url = format!("sqlite://{}", typo.display());
+    for args in [&["runs", "list"][..], &["stats"], &["workers"], &["cron", "list"], &["runs", "list", "--json"]] {
+        let out = hydra(&url, args);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains("no database file at") && err.contains("hydar.db"), "{args:?}: {err}");
+        assert!(!typo.exists(), "{args:?} created {}", typo.display());
+    }
+}
+
+/// `hydra … --json | head -c0`: the reader is gone before the first line.
+/// The tool ends quietly with success, as a pipe's writer does, instead of
+/// panicking on the broken pipe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_into_a_pipe_whose_reader_left_ends_quietly() {
+    let db = TestDb::new(DbKind::Sqlite).await;
+    let e = Engine::builder().database_url(&db.url).build().await.unwrap();
+    for i in 0..3 {
+        waits::start(&e, i).await.unwrap();
+    }
+    for args in [&["runs", "list", "--json"][..], &["runs", "list"], &["stats"]] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hydra"))
+            .arg("--database-url")
+            .arg(&db.url)
+            .args(args)
+            .env_remove("HYDRA_DATABASE_URL")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = text(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+    }
+}
+
+both_backends! {
+    async fn signals_and_attempts_are_told_in_words(db: TestDb) {
+        let e = Engine::builder().database_url(&db.url).build().await.unwrap();
+        let w = Worker::builder(&e)
+            .register(undone)
+            .register(waits)
+            .poll_interval(Duration::from_millis(50))
+            .start()
+            .await
+            .unwrap();
+        // A signal: accepted, then the same key again.
+        let h = waits::start(&e, 1).await.unwrap();
+        let id = h.id().to_string();
+        let send = |key: &str| hydra(&db.url, &["runs", "signal", &id, "go", "--payload", "7", "--key", key]);
+        let first = send("k-1");
+        assert!(first.status.success(), "{}", text(&first.stderr));
+        assert_eq!(text(&first.stdout).trim(), format!("signal `go` to run {id}: accepted"));
+        let again = send("k-1");
+        assert_eq!(
+            text(&again.stdout).trim(),
+            format!("signal `go` to run {id}: a signal with this idempotency key was accepted before; nothing was done")
+        );
+        let json = hydra(&db.url, &["runs", "signal", &id, "go", "--payload", "7", "--key", "k-1", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+        assert_eq!(v["sent"], "duplicate", "{v}");
+        assert_eq!(h.result_timeout(WAIT).await.unwrap(), 7);
+        // A compensated run: its compensation marker has no attempt limit
+        // to show.
+        let s = undone::start(&e, 1).await.unwrap();
+        s.result_timeout(WAIT).await.unwrap_err();
+        let show = hydra(&db.url, &["runs", "show", s.id().as_str()]);
+        let shown = text(&show.stdout);
+        assert!(show.status.success(), "{}", text(&show.stderr));
+        assert!(shown.contains("compensations begin"), "{shown}");
+        assert!(!shown.contains("1000000"), "an internal limit shown as the attempts: {shown}");
+        w.shutdown(Duration::from_secs(5)).await;
+    }
+}
