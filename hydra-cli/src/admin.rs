@@ -156,6 +156,9 @@ pub(crate) async fn stats(ctx: &Ctx) -> Result<(), CliError> {
     let e = &ctx.engine;
     let now = e.clock().now_ms();
     let counts = e.status_counts().await?;
+    if counts.is_empty() {
+        crate::runs::hint_namespaces(ctx).await?;
+    }
     let oldest = e.oldest_pending().await?;
     let unclaimable = e.unclaimable().await?;
     if ctx.json {

@@ -204,6 +204,28 @@ fn say(ctx: &Ctx, json: Value, text: &str) {
     if ctx.json { print_json(&json) } else { out!("{}", clean(text)) }
 }
 
+/// Tells an operator whose namespace holds no runs at all which ones do
+/// (on stderr, so `--json` stays parseable): a mistyped `--namespace`
+/// otherwise reads as "nothing happened".
+pub(crate) async fn hint_namespaces(ctx: &Ctx) -> Result<(), CliError> {
+    let ns = ctx.engine.namespace();
+    let held = ctx.engine.namespaces(20).await?;
+    if held.iter().any(|n| n == ns) {
+        return Ok(());
+    }
+    let known = if held.is_empty() {
+        "none (this database holds no runs yet)".to_owned()
+    } else {
+        held.iter().map(|n| format!("`{}`", clean(n))).collect::<Vec<_>>().join(", ")
+    };
+    eprintln!(
+        "hydra: no runs in namespace `{}`; namespaces with runs: {known} (choose one with --namespace or \
+         HYDRA_NAMESPACE)",
+        clean(ns)
+    );
+    Ok(())
+}
+
 fn parse_id(text: &str) -> Result<ExecutionId, CliError> {
     let t = text.trim();
     if t.is_empty() || t.len() > 64 || !t.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == ':')
@@ -257,6 +279,9 @@ async fn list(ctx: &Ctx, args: ListArgs) -> Result<(), CliError> {
         filter = filter.without_payloads();
     }
     let runs = ctx.engine.list(filter).await?;
+    if runs.is_empty() {
+        hint_namespaces(ctx).await?;
+    }
     if ctx.json {
         let json = |e: &Execution| {
             let mut v = run_json(e);

@@ -90,6 +90,27 @@ async fn output_into_a_pipe_whose_reader_left_ends_quietly() {
 }
 
 both_backends! {
+    async fn a_namespace_without_runs_names_those_with_runs(db: TestDb) {
+        let e = Engine::builder().database_url(&db.url).build().await.unwrap();
+        waits::start(&e, 1).await.unwrap();
+        let other = Engine::builder().database_url(&db.url).namespace("billing").build().await.unwrap();
+        waits::start(&other, 2).await.unwrap();
+        for args in [&["--namespace", "dfault", "runs", "list"][..], &["--namespace", "dfault", "runs", "list", "--json"], &["--namespace", "dfault", "stats"]] {
+            let out = hydra(&db.url, args);
+            let err = text(&out.stderr);
+            assert!(out.status.success(), "{args:?}: {err}");
+            assert!(
+                err.contains("no runs in namespace `dfault`; namespaces with runs: `billing`, `default`"),
+                "{args:?}: {err}"
+            );
+        }
+        let json = hydra(&db.url, &["--namespace", "dfault", "runs", "list", "--json"]);
+        assert_eq!(text(&json.stdout).trim(), "[]", "the JSON stays what a script parses");
+        // A namespace with runs, filtered to none: no hint.
+        let quiet = hydra(&db.url, &["runs", "list", "--status", "failed"]);
+        assert!(!text(&quiet.stderr).contains("no runs in namespace"), "{}", text(&quiet.stderr));
+    }
+
     async fn signals_and_attempts_are_told_in_words(db: TestDb) {
         let e = Engine::builder().database_url(&db.url).build().await.unwrap();
         let w = Worker::builder(&e)

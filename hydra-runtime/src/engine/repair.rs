@@ -204,6 +204,12 @@ impl Engine {
         Ok(self.inner.store.status_counts(self.namespace()).await?)
     }
 
+    /// The namespaces of this database that hold runs (any namespace, not
+    /// only this engine's), in order, at most `limit`.
+    pub async fn namespaces(&self, limit: u32) -> Result<Vec<String>, Error> {
+        Ok(self.inner.store.namespaces(limit).await?)
+    }
+
     /// The pending run due first (its ID and due time), if any.
     pub async fn oldest_pending(&self) -> Result<Option<(ExecutionId, i64)>, Error> {
         Ok(self.inner.store.oldest_pending(self.namespace()).await?)
