@@ -15,13 +15,16 @@ macro_rules! out {
     };
 }
 
-/// Writes `text` and a newline to standard output. A reader that went away
+/// Writes `text` (awakeable secrets cut: see
+/// [`hydra_runtime::describe::redact_secrets`]) and a newline to standard
+/// output. A reader that went away
 /// (`hydra … | head`) ends the program quietly with success, as a pipe's
 /// writer ends; any other failure to write ends it with a message and exit
 /// code 1. (`println!` panics on both.)
 pub(crate) fn emit(text: &str) {
     use std::io::Write as _;
     let mut out = std::io::stdout().lock();
+    let text = hydra_runtime::describe::redact_secrets(text);
     if let Err(e) = writeln!(out, "{text}").and_then(|()| out.flush()) {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             std::process::exit(0);

@@ -30,6 +30,15 @@ async fn waits(ctx: WorkflowContext, _n: u32) -> Result<u32, WorkflowError> {
     Ok(ctx.recv::<u32>("go").await?)
 }
 
+/// Draws an awakeable, publishes its token as event `token`, and returns
+/// the value it is completed with.
+#[workflow(name = "token")]
+async fn token_flow(ctx: WorkflowContext, _n: u32) -> Result<u32, WorkflowError> {
+    let a = ctx.awakeable::<u32>().await?;
+    ctx.set_event("token", &a.token().to_owned()).await?;
+    Ok(ctx.await_awakeable(&a).await?)
+}
+
 fn hydra(url: &str, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_hydra"))
         .arg("--database-url")
@@ -90,6 +99,33 @@ async fn output_into_a_pipe_whose_reader_left_ends_quietly() {
 }
 
 both_backends! {
+    async fn awakeable_secrets_are_never_shown_whole(db: TestDb) {
+        use hydra_console::{EngineBuilderExt as _, EngineExt as _};
+        let e = Engine::builder().database_url(&db.url).console("127.0.0.1:0".parse().unwrap()).build().await.unwrap();
+        let w = Worker::builder(&e).register(token_flow).poll_interval(Duration::from_millis(50)).start().await.unwrap();
+        let h = token_flow::start(&e, 1).await.unwrap();
+        let token: String = e.wait_event(h.id(), "token", WAIT).await.unwrap().unwrap();
+        let secret = token.rsplit_once('.').unwrap().1.to_owned();
+        assert_eq!(secret.len(), 32);
+        e.complete(&token, 5u32).await.unwrap();
+        assert_eq!(h.result_timeout(WAIT).await.unwrap(), 5);
+        let cut = format!("{}…", &secret[..4]);
+        // The token is in the drawn step's output and the event; the secret
+        // in the completion's signal name too.
+        for args in [&["runs", "show", h.id().as_str()][..], &["runs", "show", h.id().as_str(), "--json"]] {
+            let out = hydra(&db.url, args);
+            let shown = text(&out.stdout);
+            assert!(out.status.success(), "{}", text(&out.stderr));
+            assert!(!shown.contains(&secret), "{args:?} printed the secret: {shown}");
+            assert!(shown.contains(&cut), "{args:?}: {shown}");
+        }
+        let page = hydra_tests::http::Http::new(e.console_addr().unwrap()).get(&format!("/runs/{}", h.id())).await;
+        assert_eq!(page.status, 200);
+        assert!(!page.body.contains(&secret), "the console showed the secret");
+        assert!(page.body.contains(&cut));
+        w.shutdown(Duration::from_secs(5)).await;
+    }
+
     async fn a_namespace_without_runs_names_those_with_runs(db: TestDb) {
         let e = Engine::builder().database_url(&db.url).build().await.unwrap();
         waits::start(&e, 1).await.unwrap();

@@ -25,7 +25,14 @@ pub(super) fn page(engine: &Engine, title: &str, section: &str, body: Markup) ->
     frame(Some(engine.namespace()), title, section, body)
 }
 
+/// Every page, with awakeable secrets cut wherever the page shows them (a
+/// token drawn, a completion's name: see [`describe::redact_secrets`]).
 fn frame(namespace: Option<&str>, title: &str, section: &str, body: Markup) -> Markup {
+    let whole = framed(namespace, title, section, body).into_string();
+    maud::PreEscaped(describe::redact_secrets(&whole).into_owned())
+}
+
+fn framed(namespace: Option<&str>, title: &str, section: &str, body: Markup) -> Markup {
     let link = |href: &str, name: &str, key: &str| {
         html! { a href=(href) class=[(section == key).then_some("here")] { (name) } }
     };

@@ -106,9 +106,72 @@ pub fn parse_time(text: &str, now_ms: i64) -> Result<i64, String> {
     Ok(now_ms.saturating_sub(i64::try_from(ago.as_millis()).unwrap_or(i64::MAX)))
 }
 
+/// `text` with every awakeable secret shown as its first four characters
+/// and `…`: in a token (`{run}.{secret}`, the run an ID of 36 characters)
+/// and in a completion's signal name (`awakeable:{secret}`). Whoever holds
+/// a token can complete the awakeable, so no view prints one whole; the
+/// first characters are enough to tell two apart. Other text, hashes in a
+/// payload among it, is left as it is.
+pub fn redact_secrets(text: &str) -> std::borrow::Cow<'_, str> {
+    const SECRET: usize = 32;
+    const SHOWN: usize = 4;
+    let b = text.as_bytes();
+    let hex = |c: u8| c.is_ascii_digit() || (b'a'..=b'f').contains(&c);
+    // A run ID before a token's dot: 8-4-4-4-12 hex digits.
+    let run_id = |end: usize| {
+        end >= 36
+            && b[end - 36..end]
+                .iter()
+                .enumerate()
+                .all(|(i, &c)| if matches!(i, 8 | 13 | 18 | 23) { c == b'-' } else { hex(c) })
+    };
+    let prefix = hydra_store::reserved::signal::awakeable("");
+    let mut out = String::new();
+    let mut copied = 0;
+    let mut i = 0;
+    while i + SECRET <= b.len() {
+        let starts_run = i == 0 || !hex(b[i - 1]);
+        let secret = starts_run
+            && b[i..i + SECRET].iter().all(|&c| hex(c))
+            && b.get(i + SECRET).is_none_or(|&c| !hex(c))
+            && ((i > 0 && b[i - 1] == b'.' && run_id(i - 1)) || text[..i].ends_with(prefix.as_str()));
+        if secret {
+            out.push_str(&text[copied..i + SHOWN]);
+            out.push('…');
+            copied = i + SECRET;
+            i += SECRET;
+        } else {
+            i += 1;
+        }
+    }
+    if copied == 0 {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    out.push_str(&text[copied..]);
+    std::borrow::Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn awakeable_secrets_are_shown_cut() {
+        let secret = "0123456789abcdef0123456789abcdef";
+        let run = "01a2536a-1111-7222-8333-444455556666";
+        assert_eq!(redact_secrets(&format!("{run}.{secret}")), format!("{run}.0123…"));
+        assert_eq!(redact_secrets(&format!("\"awakeable:{secret}\", x")), "\"awakeable:0123…\", x");
+        assert_eq!(
+            redact_secrets(&format!("a {run}.{secret} and awakeable:{secret}")),
+            format!("a {run}.0123… and awakeable:0123…")
+        );
+        // Not a secret: another prefix, a longer run of hex, no run ID.
+        for kept in
+            [format!("md5:{secret}"), format!("awakeable:{secret}0"), format!("x.{secret}"), "é awakeable:".to_owned()]
+        {
+            assert_eq!(redact_secrets(&kept), kept);
+        }
+    }
 
     #[test]
     fn payloads_in_words() {
