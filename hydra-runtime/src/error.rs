@@ -5,13 +5,18 @@ use crate::codec::CodecRegistry;
 use hydra_store::{ExecutionId, ExecutionStatus, StepId, StoreError};
 use std::fmt;
 
-/// Everything an engine or worker call can fail with.
+/// Everything an engine or worker call can fail with. One situation has
+/// one variant, whichever call meets it: an unknown run is always
+/// [`Error::NotFound`], an ended run [`Error::RunEnded`], an operation that
+/// does not apply [`Error::Refused`], a bad URL or setting [`Error::Config`];
+/// [`Error::Store`] is left for the database itself failing.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The store failed (connection, SQL, lease loss).
+    /// The database failed: the connection, a statement, a lost lease, a
+    /// row this version cannot read, a database sealed by a move.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(StoreError),
     /// A value could not be encoded.
     #[error("could not encode {what}: {reason}")]
     Encode {
@@ -109,6 +114,23 @@ pub enum Error {
         /// The limit.
         limit: usize,
     },
+}
+
+/// A store error as the API reports it: the situations a caller matches get
+/// their own variants (see [`Error`]); the database's own failures stay
+/// [`Error::Store`].
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::ExecutionNotFound { execution, .. } => Error::NotFound(execution),
+            StoreError::RunEnded { execution, status } => {
+                Error::RunEnded { execution, status, message: "it takes no more signals".into() }
+            }
+            StoreError::Refused { reason, .. } | StoreError::MoveRefused(reason) => Error::Refused(reason),
+            e @ (StoreError::InvalidUrl { .. } | StoreError::UnsupportedScheme { .. }) => Error::Config(e.to_string()),
+            e => Error::Store(e),
+        }
+    }
 }
 
 impl Error {

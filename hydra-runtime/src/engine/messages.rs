@@ -119,7 +119,6 @@ impl Engine {
                 }
                 Ok(sent)
             }
-            Err(hydra_store::StoreError::ExecutionNotFound { execution, .. }) => Err(Error::NotFound(execution)),
             Err(e) => Err(e.into()),
         }
     }
@@ -213,7 +212,7 @@ impl Engine {
         match self.send_signal(&id, &name, settled, SignalOptions::new().idempotency_key(&name)).await {
             Ok(SignalSent::Accepted { .. }) => Ok(()),
             Ok(_) => Err(Error::AwakeableSettled(token.to_owned())),
-            Err(Error::Store(hydra_store::StoreError::RunEnded { execution, status })) => Err(Error::RunEnded {
+            Err(Error::RunEnded { execution, status, .. }) => Err(Error::RunEnded {
                 execution,
                 status,
                 message: "its run ended before the awakeable was settled".into(),

@@ -482,7 +482,6 @@ impl Engine {
                 self.inner.done.send_modify(|n| *n = n.wrapping_add(1));
                 Ok(o)
             }
-            Err(hydra_store::StoreError::ExecutionNotFound { execution, .. }) => Err(Error::NotFound(execution)),
             Err(e) => Err(e.into()),
         }
     }

@@ -34,11 +34,10 @@ impl Engine {
                 // Its children go with it, as with a cancel.
                 self.cancel_children(id).await
             }
-            Ok(Err(status)) => Err(Error::Config(format!(
+            Ok(Err(status)) => Err(Error::Refused(format!(
                 "run {id} is {status}: only a run that is not running (pending, sleeping, suspended) can be failed{}",
                 if status == ExecutionStatus::Running { "; cancel it instead" } else { "" }
             ))),
-            Err(hydra_store::StoreError::ExecutionNotFound { execution, .. }) => Err(Error::NotFound(execution)),
             Err(e) => Err(e.into()),
         }
     }
@@ -65,7 +64,6 @@ impl Engine {
             Ok(Err(status)) => {
                 Err(Error::Refused(format!("run {id} is {status}: only a suspended run can be resumed")))
             }
-            Err(hydra_store::StoreError::ExecutionNotFound { execution, .. }) => Err(Error::NotFound(execution)),
             Err(e) => Err(e.into()),
         }
     }

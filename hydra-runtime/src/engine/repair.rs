@@ -14,9 +14,7 @@
 use super::Engine;
 use crate::clock::duration_ms;
 use crate::error::Error;
-use hydra_store::{
-    Execution, ExecutionId, ExecutionStatus, ForkRequest, MoveReport, Pruned, StatusCount, Store, StoreError,
-};
+use hydra_store::{Execution, ExecutionId, ExecutionStatus, ForkRequest, MoveReport, Pruned, StatusCount, Store};
 use std::time::Duration;
 
 /// How long finished runs are kept ([`crate::EngineBuilder::retention`]).
@@ -62,15 +60,6 @@ impl Retention {
     }
 }
 
-/// A store error as the operator reads it.
-fn operator_error(e: StoreError) -> Error {
-    match e {
-        StoreError::Refused { reason, .. } | StoreError::MoveRefused(reason) => Error::Refused(reason),
-        StoreError::ExecutionNotFound { execution, .. } => Error::NotFound(execution),
-        e => e.into(),
-    }
-}
-
 impl Engine {
     /// Run `id` with a page of its steps, children, signals and events and
     /// its search attributes, within the default [`crate::ShowLimits`] (500
@@ -93,7 +82,7 @@ impl Engine {
     /// for an unknown run.
     pub async fn retry(&self, id: &ExecutionId) -> Result<Execution, Error> {
         let now = self.clock().now_ms();
-        let e = self.inner.store.retry_run(self.namespace(), id, now).await.map_err(operator_error)?;
+        let e = self.inner.store.retry_run(self.namespace(), id, now).await.map_err(Error::from)?;
         tracing::info!(execution_id = %id, workflow = %e.workflow_name, "run retried by an operator");
         self.inner.work.send_modify(|n| *n = n.wrapping_add(1));
         Ok(e)
@@ -139,12 +128,8 @@ impl Engine {
             origin: crate::new_run::Origin::Fork { origin: id.clone(), id: ExecutionId::generate(rules.now) },
         }
         .build(rules)?;
-        let e = self
-            .inner
-            .store
-            .fork_run(&ForkRequest::new(id.clone(), from_position, run))
-            .await
-            .map_err(operator_error)?;
+        let e =
+            self.inner.store.fork_run(&ForkRequest::new(id.clone(), from_position, run)).await.map_err(Error::from)?;
         tracing::info!(execution_id = %e.id, origin = %id, from_position, "run forked by an operator");
         crate::new_run::started(&e, false);
         self.inner.work.send_modify(|n| *n = n.wrapping_add(1));
@@ -235,9 +220,6 @@ impl Engine {
     /// [`Engine::move_to`] into an open store.
     pub(crate) async fn move_into(&self, target: &Store, target_name: &str) -> Result<MoveReport, Error> {
         let now = self.clock().now_ms();
-        self.inner.store.move_into(target, target_name, now).await.map_err(|e| match e {
-            StoreError::MoveRefused(m) => Error::Refused(m),
-            e => e.into(),
-        })
+        Ok(self.inner.store.move_into(target, target_name, now).await?)
     }
 }
