@@ -118,7 +118,7 @@ fn main() -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("hydra: error: could not start the async runtime: {e}");
+            output::warn(&format!("hydra: error: could not start the async runtime: {e}"));
             return ExitCode::FAILURE;
         }
     };
@@ -126,11 +126,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         // As clap's own: 2 for a wrong command line, 1 for a failure.
         Err(e @ CliError::Usage(_)) => {
-            eprintln!("hydra: error: {}", output::clean(&e.to_string()));
+            output::warn(&format!("hydra: error: {}", output::clean(&e.to_string())));
             ExitCode::from(2)
         }
         Err(e) => {
-            eprintln!("hydra: error: {}", output::clean(&e.to_string()));
+            output::warn(&format!("hydra: error: {}", output::clean(&e.to_string())));
             ExitCode::FAILURE
         }
     }
@@ -166,7 +166,7 @@ async fn console(engine: Engine, args: ConsoleArgs) -> Result<(), CliError> {
     }
     let console = hydra_console::Console::start(engine, config).await?;
     // Tests and scripts read this line for the address (port 0 binds any).
-    out!("hydra console: listening on {}", console.url());
+    output::note(&format!("hydra console: listening on {}", console.url()));
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut s) => {

@@ -29,9 +29,25 @@ pub(crate) fn emit(text: &str) {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             std::process::exit(0);
         }
-        eprintln!("hydra: error: cannot write the output: {e}");
+        warn(&format!("hydra: error: cannot write the output: {e}"));
         std::process::exit(1);
     }
+}
+
+/// Writes `text` and a newline to standard error, ignoring a failure to
+/// (`eprintln!` panics on a pipe whose reader left).
+pub(crate) fn warn(text: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "{}", hydra_runtime::describe::redact_secrets(text));
+}
+
+/// Writes `text` and a newline to standard output, and goes on whatever
+/// happens to the write: for the one line a long-running command prints
+/// (`hydra console`'s address), which must not end it.
+pub(crate) fn note(text: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}").and_then(|()| out.flush());
 }
 
 /// `text` with control characters (escape sequences, carriage returns,
@@ -134,7 +150,8 @@ pub(crate) fn payload_line(bytes: &[u8]) -> String {
 
 /// `text` cut to `max` characters, on one line, cleaned.
 pub(crate) fn cut(text: &str, max: usize) -> String {
-    let one_line = clean(text).replace('\n', " ⏎ ");
+    // Secrets cut first, so a cut never leaves more of one than that.
+    let one_line = clean(&hydra_runtime::describe::redact_secrets(text)).replace('\n', " ⏎ ");
     if one_line.chars().count() <= max {
         one_line
     } else {

@@ -172,10 +172,11 @@ pub(crate) async fn run(ctx: &Ctx, cmd: RunsCommand) -> Result<(), CliError> {
                 options = options.idempotency_key(k);
             }
             let (word, words) = match ctx.engine.signal_with(&id, &name, &value, options).await? {
+                SignalSent::Accepted { .. } => ("accepted", "accepted"),
                 SignalSent::Duplicate => {
                     ("duplicate", "a signal with this idempotency key was accepted before; nothing was done")
                 }
-                _ => ("accepted", "accepted"),
+                _ => ("sent", "sent (an answer this version of hydra does not know)"),
             };
             say(
                 ctx,
@@ -209,20 +210,25 @@ fn say(ctx: &Ctx, json: Value, text: &str) {
 /// otherwise reads as "nothing happened".
 pub(crate) async fn hint_namespaces(ctx: &Ctx) -> Result<(), CliError> {
     let ns = ctx.engine.namespace();
-    let held = ctx.engine.namespaces(20).await?;
-    if held.iter().any(|n| n == ns) {
+    let any = ctx.engine.list(ExecutionFilter::new(ns).limit(1).without_payloads()).await?;
+    if !any.is_empty() {
         return Ok(());
     }
-    let known = if held.is_empty() {
+    const SHOWN: u32 = 20;
+    let held = ctx.engine.namespaces(SHOWN).await?;
+    let mut known = if held.is_empty() {
         "none (this database holds no runs yet)".to_owned()
     } else {
         held.iter().map(|n| format!("`{}`", clean(n))).collect::<Vec<_>>().join(", ")
     };
-    eprintln!(
+    if held.len() == SHOWN as usize {
+        known.push_str(", …");
+    }
+    crate::output::warn(&format!(
         "hydra: no runs in namespace `{}`; namespaces with runs: {known} (choose one with --namespace or \
          HYDRA_NAMESPACE)",
         clean(ns)
-    );
+    ));
     Ok(())
 }
 

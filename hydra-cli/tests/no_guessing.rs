@@ -39,6 +39,14 @@ async fn token_flow(ctx: WorkflowContext, _n: u32) -> Result<u32, WorkflowError>
     Ok(ctx.await_awakeable(&a).await?)
 }
 
+/// Draws an awakeable and fails with its token in the error: the token is
+/// then in columns every view cuts to its width.
+#[workflow(name = "token-error")]
+async fn token_error(ctx: WorkflowContext, _n: u32) -> Result<u32, WorkflowError> {
+    let a = ctx.awakeable::<u32>().await?;
+    Err(WorkflowError::permanent(format!("gave up on {}", a.token())))
+}
+
 fn hydra(url: &str, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_hydra"))
         .arg("--database-url")
@@ -102,7 +110,13 @@ both_backends! {
     async fn awakeable_secrets_are_never_shown_whole(db: TestDb) {
         use hydra_console::{EngineBuilderExt as _, EngineExt as _};
         let e = Engine::builder().database_url(&db.url).console("127.0.0.1:0".parse().unwrap()).build().await.unwrap();
-        let w = Worker::builder(&e).register(token_flow).poll_interval(Duration::from_millis(50)).start().await.unwrap();
+        let w = Worker::builder(&e)
+            .register(token_flow)
+            .register(token_error)
+            .poll_interval(Duration::from_millis(50))
+            .start()
+            .await
+            .unwrap();
         let h = token_flow::start(&e, 1).await.unwrap();
         let token: String = e.wait_event(h.id(), "token", WAIT).await.unwrap().unwrap();
         let secret = token.rsplit_once('.').unwrap().1.to_owned();
@@ -119,10 +133,29 @@ both_backends! {
             assert!(!shown.contains(&secret), "{args:?} printed the secret: {shown}");
             assert!(shown.contains(&cut), "{args:?}: {shown}");
         }
-        let page = hydra_tests::http::Http::new(e.console_addr().unwrap()).get(&format!("/runs/{}", h.id())).await;
+        let http = hydra_tests::http::Http::new(e.console_addr().unwrap());
+        let page = http.get(&format!("/runs/{}", h.id())).await;
         assert_eq!(page.status, 200);
         assert!(!page.body.contains(&secret), "the console showed the secret");
         assert!(page.body.contains(&cut));
+        // A failed run whose error holds a token: the error columns cut it
+        // to their width, and must not leave more of the secret than four
+        // characters (five would be a leak, whatever the cut).
+        let failed = token_error::start(&e, 1).await.unwrap();
+        let error = failed.result_timeout(WAIT).await.unwrap_err().to_string();
+        let other = error.rsplit_once('.').unwrap().1.chars().take(32).collect::<String>();
+        assert_eq!(other.len(), 32, "{error}");
+        let views = [
+            text(&hydra(&db.url, &["runs", "list"]).stdout),
+            text(&hydra(&db.url, &["runs", "list", "--json"]).stdout),
+            text(&hydra(&db.url, &["runs", "show", failed.id().as_str()]).stdout),
+            http.get("/runs").await.body,
+            http.get(&format!("/runs/{}", failed.id())).await.body,
+        ];
+        for (i, view) in views.iter().enumerate() {
+            assert!(view.contains(&other[..4]), "view {i} does not show the run's error: {view}");
+            assert!(!view.contains(&other[..5]), "view {i} shows more than four characters of a secret: {view}");
+        }
         w.shutdown(Duration::from_secs(5)).await;
     }
 
@@ -142,9 +175,20 @@ both_backends! {
         }
         let json = hydra(&db.url, &["--namespace", "dfault", "runs", "list", "--json"]);
         assert_eq!(text(&json.stdout).trim(), "[]", "the JSON stays what a script parses");
-        // A namespace with runs, filtered to none: no hint.
-        let quiet = hydra(&db.url, &["runs", "list", "--status", "failed"]);
-        assert!(!text(&quiet.stderr).contains("no runs in namespace"), "{}", text(&quiet.stderr));
+        // A namespace with runs, filtered to none: no hint, even when it
+        // sorts after the twenty namespaces a hint names.
+        let store = db.store().await;
+        for i in 0..20 {
+            hydra_tests::store_ops::create(&store, &format!("a{i:02}"), 1).await;
+        }
+        let last = Engine::builder().database_url(&db.url).namespace("zz").build().await.unwrap();
+        waits::start(&last, 3).await.unwrap();
+        for ns in ["default", "zz"] {
+            let quiet = hydra(&db.url, &["--namespace", ns, "runs", "list", "--status", "failed"]);
+            assert!(!text(&quiet.stderr).contains("no runs in namespace"), "{ns}: {}", text(&quiet.stderr));
+        }
+        let many = text(&hydra(&db.url, &["--namespace", "nope", "runs", "list"]).stderr);
+        assert!(many.contains("`a00`, `a01`") && many.contains("`a19`, …"), "twenty named, and more: {many}");
     }
 
     async fn signals_and_attempts_are_told_in_words(db: TestDb) {

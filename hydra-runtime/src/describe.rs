@@ -109,9 +109,10 @@ pub fn parse_time(text: &str, now_ms: i64) -> Result<i64, String> {
 /// `text` with every awakeable secret shown as its first four characters
 /// and `…`: in a token (`{run}.{secret}`, the run an ID of 36 characters)
 /// and in a completion's signal name (`awakeable:{secret}`). Whoever holds
-/// a token can complete the awakeable, so no view prints one whole; the
-/// first characters are enough to tell two apart. Other text, hashes in a
-/// payload among it, is left as it is.
+/// a token can complete the awakeable, so no view prints one whole, nor the
+/// part of one that a cut to a column's width left (any run of 5 to 32 hex
+/// digits in those places); the first characters are enough to tell two
+/// apart. Other text, hashes in a payload among it, is left as it is.
 pub fn redact_secrets(text: &str) -> std::borrow::Cow<'_, str> {
     const SECRET: usize = 32;
     const SHOWN: usize = 4;
@@ -129,20 +130,22 @@ pub fn redact_secrets(text: &str) -> std::borrow::Cow<'_, str> {
     let mut out = String::new();
     let mut copied = 0;
     let mut i = 0;
-    while i + SECRET <= b.len() {
-        let starts_run = i == 0 || !hex(b[i - 1]);
-        let secret = starts_run
-            && b[i..i + SECRET].iter().all(|&c| hex(c))
-            && b.get(i + SECRET).is_none_or(|&c| !hex(c))
-            && ((i > 0 && b[i - 1] == b'.' && run_id(i - 1)) || text[..i].ends_with(prefix.as_str()));
-        if secret {
-            out.push_str(&text[copied..i + SHOWN]);
-            out.push('…');
-            copied = i + SECRET;
-            i += SECRET;
-        } else {
+    while i < b.len() {
+        if !hex(b[i]) || (i > 0 && hex(b[i - 1])) {
             i += 1;
+            continue;
         }
+        // A run of hex digits begins at `i` (ASCII: a character boundary).
+        let len = b[i..].iter().take_while(|&&c| hex(c)).count();
+        let placed = (i > 0 && b[i - 1] == b'.' && run_id(i - 1)) || text[..i].ends_with(prefix.as_str());
+        if placed && (SHOWN + 1..=SECRET).contains(&len) {
+            out.push_str(&text[copied..i + SHOWN]);
+            if !text[i + len..].starts_with('…') {
+                out.push('…');
+            }
+            copied = i + len;
+        }
+        i += len;
     }
     if copied == 0 {
         return std::borrow::Cow::Borrowed(text);

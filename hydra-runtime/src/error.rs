@@ -74,14 +74,17 @@ pub enum Error {
         /// How long the caller waited.
         waited: std::time::Duration,
     },
-    /// The run ended without an output.
+    /// The run has ended, and what was asked needs it not to have: its
+    /// result, when it ended without an output (the message is its error);
+    /// a signal or an awakeable's settlement, whatever its end (the
+    /// message says what was refused).
     #[error("execution {execution} ended {status}: {message}")]
     RunEnded {
         /// The execution.
         execution: ExecutionId,
         /// How it ended.
         status: ExecutionStatus,
-        /// Its error message.
+        /// Its error message, or what was refused.
         message: String,
     },
     /// A cron expression or time zone does not parse.

@@ -39,7 +39,7 @@ impl Engine {
     /// [`WorkflowContext::recv`](crate::WorkflowContext::recv)). Buffered
     /// until the run receives it; wakes the run if it waits for a signal. An
     /// unknown run is [`Error::NotFound`]; a run that has ended refuses
-    /// signals ([`hydra_store::StoreError::RunEnded`]). The payload is
+    /// signals ([`Error::RunEnded`]). The payload is
     /// encoded with the engine's codec, checked to read back, and
     /// size-checked like inputs.
     pub async fn signal<T: serde::Serialize + DeserializeOwned>(

@@ -21,7 +21,7 @@ impl Engine {
     /// it): an operator's decision; nothing of the run runs (no
     /// compensations), its parent is told, its children are cancelled (as
     /// with [`Engine::cancel`]). A running or ended run is left
-    /// as it is: [`Error::Config`] says which it is.
+    /// as it is: [`Error::Refused`] says which it is.
     pub async fn fail(&self, id: &ExecutionId, reason: &str) -> Result<(), Error> {
         let now = self.inner.clock.now_ms();
         match self.inner.store.fail_now(&self.inner.namespace, id, reason, now).await {

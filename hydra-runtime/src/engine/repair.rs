@@ -190,7 +190,9 @@ impl Engine {
     }
 
     /// The namespaces of this database that hold runs (any namespace, not
-    /// only this engine's), in order, at most `limit`.
+    /// only this engine's), in order, at most `limit`. Whoever holds the
+    /// engine learns every namespace's name: a service that hands tenants
+    /// an engine each should not pass this on.
     pub async fn namespaces(&self, limit: u32) -> Result<Vec<String>, Error> {
         Ok(self.inner.store.namespaces(limit).await?)
     }
