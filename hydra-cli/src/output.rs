@@ -22,10 +22,7 @@ macro_rules! out {
 /// writer ends; any other failure to write ends it with a message and exit
 /// code 1. (`println!` panics on both.)
 pub(crate) fn emit(text: &str) {
-    use std::io::Write as _;
-    let mut out = std::io::stdout().lock();
-    let text = hydra_runtime::describe::redact_secrets(text);
-    if let Err(e) = writeln!(out, "{text}").and_then(|()| out.flush()) {
+    if let Err(e) = stdout_line(text) {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             std::process::exit(0);
         }
@@ -45,9 +42,15 @@ pub(crate) fn warn(text: &str) {
 /// happens to the write: for the one line a long-running command prints
 /// (`hydra console`'s address), which must not end it.
 pub(crate) fn note(text: &str) {
+    let _ = stdout_line(text);
+}
+
+/// One line on standard output, secrets cut, flushed.
+fn stdout_line(text: &str) -> std::io::Result<()> {
     use std::io::Write as _;
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{text}").and_then(|()| out.flush());
+    writeln!(out, "{}", hydra_runtime::describe::redact_secrets(text))?;
+    out.flush()
 }
 
 /// `text` with control characters (escape sequences, carriage returns,
@@ -150,8 +153,7 @@ pub(crate) fn payload_line(bytes: &[u8]) -> String {
 
 /// `text` cut to `max` characters, on one line, cleaned.
 pub(crate) fn cut(text: &str, max: usize) -> String {
-    // Secrets cut first, so a cut never leaves more of one than that.
-    let one_line = clean(&hydra_runtime::describe::redact_secrets(text)).replace('\n', " ⏎ ");
+    let one_line = clean(text).replace('\n', " ⏎ ");
     if one_line.chars().count() <= max {
         one_line
     } else {

@@ -200,8 +200,7 @@ pub(super) fn payload_line(bytes: &[u8], max: usize) -> String {
 
 /// `text` on one line, cut to `max` characters.
 pub(super) fn cut(text: &str, max: usize) -> String {
-    // Secrets cut first, so a cut never leaves more of one than that.
-    let one: String = describe::redact_secrets(text).replace(['\n', '\r'], " ");
+    let one: String = text.replace(['\n', '\r'], " ");
     if one.chars().count() <= max {
         one
     } else {

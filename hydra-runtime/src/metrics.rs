@@ -230,16 +230,18 @@ pub(crate) fn compensation(ns: &str, workflow: &str, ok: bool) {
     metrics::counter!(COMPENSATIONS, "namespace" => ns.to_owned(), "workflow_name" => workflow.to_owned(), "status" => status).increment(1);
 }
 
+fn compensation_write_failures(ns: &str, workflow: &str) -> metrics::Counter {
+    metrics::counter!(COMPENSATION_WRITE_FAILURES, "namespace" => ns.to_owned(), "workflow_name" => workflow.to_owned())
+}
+
 /// Registers the counters a healthy run never moves at zero for a
 /// workflow a worker runs (a scrape shows 0, not nothing).
 pub(crate) fn workflow_registered(ns: &str, workflow: &str) {
-    metrics::counter!(COMPENSATION_WRITE_FAILURES, "namespace" => ns.to_owned(), "workflow_name" => workflow.to_owned())
-        .increment(0);
+    compensation_write_failures(ns, workflow).increment(0);
 }
 
 pub(crate) fn compensation_write_failed(ns: &str, workflow: &str) {
-    metrics::counter!(COMPENSATION_WRITE_FAILURES, "namespace" => ns.to_owned(), "workflow_name" => workflow.to_owned())
-        .increment(1);
+    compensation_write_failures(ns, workflow).increment(1);
 }
 
 pub(crate) fn suspended(ns: &str, workflow: &str) {

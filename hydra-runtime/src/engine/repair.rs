@@ -82,7 +82,7 @@ impl Engine {
     /// for an unknown run.
     pub async fn retry(&self, id: &ExecutionId) -> Result<Execution, Error> {
         let now = self.clock().now_ms();
-        let e = self.inner.store.retry_run(self.namespace(), id, now).await.map_err(Error::from)?;
+        let e = self.inner.store.retry_run(self.namespace(), id, now).await?;
         tracing::info!(execution_id = %id, workflow = %e.workflow_name, "run retried by an operator");
         self.inner.work.send_modify(|n| *n = n.wrapping_add(1));
         Ok(e)
@@ -128,8 +128,7 @@ impl Engine {
             origin: crate::new_run::Origin::Fork { origin: id.clone(), id: ExecutionId::generate(rules.now) },
         }
         .build(rules)?;
-        let e =
-            self.inner.store.fork_run(&ForkRequest::new(id.clone(), from_position, run)).await.map_err(Error::from)?;
+        let e = self.inner.store.fork_run(&ForkRequest::new(id.clone(), from_position, run)).await?;
         tracing::info!(execution_id = %e.id, origin = %id, from_position, "run forked by an operator");
         crate::new_run::started(&e, false);
         self.inner.work.send_modify(|n| *n = n.wrapping_add(1));
