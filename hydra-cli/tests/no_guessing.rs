@@ -47,13 +47,27 @@ async fn token_error(ctx: WorkflowContext, _n: u32) -> Result<u32, WorkflowError
     Err(WorkflowError::permanent(format!("gave up on {}", a.token())))
 }
 
+/// `hydra --database-url url args…`, not yet run.
+fn hydra_cmd(url: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hydra"));
+    cmd.arg("--database-url").arg(url).args(args).env_remove("HYDRA_DATABASE_URL");
+    cmd
+}
+
 fn hydra(url: &str, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_hydra"))
-        .arg("--database-url")
-        .arg(url)
-        .args(args)
-        .env_remove("HYDRA_DATABASE_URL")
-        .output()
+    hydra_cmd(url, args).output().unwrap()
+}
+
+/// A worker for every workflow of these tests.
+async fn worker(e: &Engine) -> Worker {
+    Worker::builder(e)
+        .register(undone)
+        .register(waits)
+        .register(token_flow)
+        .register(token_error)
+        .poll_interval(Duration::from_millis(50))
+        .start()
+        .await
         .unwrap()
 }
 
@@ -89,15 +103,7 @@ async fn output_into_a_pipe_whose_reader_left_ends_quietly() {
         waits::start(&e, i).await.unwrap();
     }
     for args in [&["runs", "list", "--json"][..], &["runs", "list"], &["stats"]] {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hydra"))
-            .arg("--database-url")
-            .arg(&db.url)
-            .args(args)
-            .env_remove("HYDRA_DATABASE_URL")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = hydra_cmd(&db.url, args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
         drop(child.stdout.take());
         let out = child.wait_with_output().unwrap();
         let err = text(&out.stderr);
@@ -110,13 +116,7 @@ both_backends! {
     async fn awakeable_secrets_are_never_shown_whole(db: TestDb) {
         use hydra_console::{EngineBuilderExt as _, EngineExt as _};
         let e = Engine::builder().database_url(&db.url).console("127.0.0.1:0".parse().unwrap()).build().await.unwrap();
-        let w = Worker::builder(&e)
-            .register(token_flow)
-            .register(token_error)
-            .poll_interval(Duration::from_millis(50))
-            .start()
-            .await
-            .unwrap();
+        let w = worker(&e).await;
         let h = token_flow::start(&e, 1).await.unwrap();
         let token: String = e.wait_event(h.id(), "token", WAIT).await.unwrap().unwrap();
         let secret = token.rsplit_once('.').unwrap().1.to_owned();
@@ -193,13 +193,7 @@ both_backends! {
 
     async fn signals_and_attempts_are_told_in_words(db: TestDb) {
         let e = Engine::builder().database_url(&db.url).build().await.unwrap();
-        let w = Worker::builder(&e)
-            .register(undone)
-            .register(waits)
-            .poll_interval(Duration::from_millis(50))
-            .start()
-            .await
-            .unwrap();
+        let w = worker(&e).await;
         // A signal: accepted, then the same key again.
         let h = waits::start(&e, 1).await.unwrap();
         let id = h.id().to_string();

@@ -98,18 +98,17 @@ pub fn scale() -> usize {
 /// What a kill campaign did, told apart from what it merely attempted.
 #[derive(Debug, Default)]
 pub struct Kills {
-    /// SIGKILLs sent (each to a live worker).
-    pub total: usize,
     /// Kills whose victim had a body in flight (begun, not ended).
-    pub mid_body: usize,
+    mid_body: usize,
     /// Bodies those kills interrupted.
-    pub interrupted: usize,
-    /// Each process killed, with the length of the body log when it was
-    /// dead: a body that ran again because of the kill began after it.
-    pub killed_at: HashMap<u32, usize>,
+    interrupted: usize,
+    /// Each process killed (one kill each), with the length of the body log
+    /// when it was dead: a body that ran again because of the kill began
+    /// after it.
+    killed_at: HashMap<u32, usize>,
     /// Runs not yet ended when the campaign stopped killing (how much work
     /// was left past the target: the campaign's margin).
-    pub work_left: usize,
+    work_left: usize,
 }
 
 impl Kills {
@@ -120,31 +119,31 @@ impl Kills {
         let twice = log.repeated_attempts();
         // A re-run is explained by its earlier process's death before it
         // began, or by that process's own word that it lost the lease.
-        let lost = std::cell::Cell::new(0);
+        let mut lost = 0;
         let unexplained = log.unexplained_reruns(|earlier, next_at| {
             if self.killed_at.get(&earlier.pid).is_some_and(|&at| next_at >= at) {
                 return true;
             }
             let said = said_it_lost(&cfg.dir, earlier.pid, &earlier.execution);
-            lost.set(lost.get() + usize::from(said));
+            lost += usize::from(said);
             said
         });
         eprintln!(
             "{name}: kills {}, of which mid-body {} (bodies interrupted {}); bodies {}, reruns {} ({} after a lease \
              lost without a kill); runs left when the kills stopped {}",
-            self.total,
+            self.killed_at.len(),
             self.mid_body,
             self.interrupted,
             log.started.len(),
             log.reruns(),
-            lost.get(),
+            lost,
             self.work_left
         );
         assert!(
             self.mid_body >= min_mid_body,
             "{name}: only {} of {} kills landed while a body was in flight (at least {min_mid_body} needed)",
             self.mid_body,
-            self.total
+            self.killed_at.len()
         );
         assert!(twice.is_empty(), "{name}: bodies under an attempt that had already run: {twice:?}");
         assert!(
@@ -162,7 +161,7 @@ impl Kills {
 }
 
 /// Every warning in the campaign's worker stderr files, for a failure's message.
-pub fn workers_said(cfg: &ProcConfig) -> String {
+fn workers_said(cfg: &ProcConfig) -> String {
     let mut out = String::new();
     for entry in std::fs::read_dir(&cfg.dir).unwrap().flatten() {
         let path = entry.path();
@@ -207,7 +206,6 @@ pub async fn kill_campaign(
         // Reaped: the log holds everything the victim will ever write.
         let log = BodyLog::read(&c.cfg.log);
         let in_flight = log.in_flight(pid);
-        kills.total += 1;
         kills.killed_at.insert(pid, log.started.len());
         if in_flight > 0 {
             kills.mid_body += 1;

@@ -377,7 +377,7 @@ impl BodyLog {
     /// `explained` with the position in [`BodyLog::started`] of the
     /// execution that followed it. A body runs again only when its process
     /// died, or lost the run's lease, before the result was committed.
-    pub fn unexplained_reruns(&self, explained: impl Fn(&Body, usize) -> bool) -> Vec<&Body> {
+    pub fn unexplained_reruns(&self, mut explained: impl FnMut(&Body, usize) -> bool) -> Vec<&Body> {
         let mut by_step: HashMap<(&str, &str), Vec<(usize, &Body)>> = HashMap::new();
         for (i, b) in self.started.iter().enumerate() {
             by_step.entry((b.execution.as_str(), b.step.as_str())).or_default().push((i, b));
@@ -445,8 +445,9 @@ impl WorkerProc {
         dir.join(format!("worker-{pid}.stderr"))
     }
 
-    /// Starts a worker process and waits until it is claiming.
-    pub fn start(cfg: &ProcConfig, n: usize) -> WorkerProc {
+    /// Starts a worker process and waits until it is claiming (blocking:
+    /// async callers use [`WorkerProc::spawn`]).
+    fn start(cfg: &ProcConfig, n: usize) -> WorkerProc {
         let stderr = cfg.dir.join(format!("starting-{n}-{}.stderr", uuid::Uuid::new_v4().simple()));
         let err = std::fs::File::create(&stderr).expect("stderr file");
         let mut child = Command::new(&cfg.bin)

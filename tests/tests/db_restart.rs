@@ -13,7 +13,8 @@ use hydra_runtime::ExecutionFilter;
 use hydra_runtime::prelude::*;
 use hydra_runtime::unstable::EngineBuilderStoreExt as _;
 use hydra_store::sea_orm::{ConnectionTrait, Statement};
-use hydra_tests::fault::{BodyLog, FaultFlow, FaultPlan, ProcConfig, WorkerProc};
+use hydra_tests::campaign::workers;
+use hydra_tests::fault::{BodyLog, FaultFlow, FaultPlan, ProcConfig};
 use hydra_tests::{DbKind, TestDb};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -41,7 +42,7 @@ fn restart_postgres(mode: &str) {
 
 /// Worker processes on `db`'s namespace `ns`, four runs at once each,
 /// logging their bodies in `dir`.
-fn workers(db: &TestDb, dir: &tempfile::TempDir, ns: &str) -> ProcConfig {
+fn proc_config(db: &TestDb, dir: &tempfile::TempDir, ns: &str) -> ProcConfig {
     ProcConfig {
         bin: env!("CARGO_BIN_EXE_fault_worker").into(),
         url: db.url.clone(),
@@ -60,12 +61,12 @@ async fn postgres_restart_mid_run_loses_and_duplicates_nothing() {
     let db = TestDb::new(DbKind::Postgres).await;
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::builder().store(db.store().await).namespace("restart").build().await.unwrap();
-    let cfg = workers(&db, &dir, "restart");
+    let cfg = proc_config(&db, &dir, "restart");
     let (n, steps) = (80, 4);
     for _ in 0..n {
         engine.start::<FaultFlow>(FaultPlan::steps(steps, 20)).await.unwrap();
     }
-    let procs = vec![WorkerProc::spawn(&cfg, 0).await, WorkerProc::spawn(&cfg, 1).await];
+    let procs = workers(&cfg, 2).await;
     tokio::time::sleep(Duration::from_millis(700)).await;
     let before = BodyLog::read(&cfg.log).started.len();
     restart_postgres("fast");
@@ -103,7 +104,8 @@ async fn postgres_restart_mid_run_loses_and_duplicates_nothing() {
         log.reruns()
     );
     assert_eq!(log.steps().len(), n * steps as usize, "every step's body ran");
-    assert!(log.repeated_attempts().is_empty(), "two bodies under one attempt: {:?}", log.repeated_attempts());
+    let twice = log.repeated_attempts();
+    assert!(twice.is_empty(), "two bodies under one attempt: {twice:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,12 +114,12 @@ async fn postgres_crash_mid_run_keeps_every_acknowledged_write() {
     let db = TestDb::new(DbKind::Postgres).await;
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::builder().store(db.store().await).namespace("crash").build().await.unwrap();
-    let cfg = workers(&db, &dir, "crash");
+    let cfg = proc_config(&db, &dir, "crash");
     let (n, steps) = (60, 4);
     for _ in 0..n {
         engine.start::<FaultFlow>(FaultPlan::steps(steps, 20)).await.unwrap();
     }
-    let procs = vec![WorkerProc::spawn(&cfg, 0).await, WorkerProc::spawn(&cfg, 1).await];
+    let procs = workers(&cfg, 2).await;
     // Starts keep coming through the crash; those answered Ok are the
     // acknowledged ones.
     let starter = tokio::spawn({
@@ -178,7 +180,8 @@ async fn postgres_crash_mid_run_keeps_every_acknowledged_write() {
         log.started.len(),
         runs.len() * steps as usize
     );
-    assert!(log.repeated_attempts().is_empty(), "two bodies under one attempt: {:?}", log.repeated_attempts());
+    let twice = log.repeated_attempts();
+    assert!(twice.is_empty(), "two bodies under one attempt: {twice:?}");
     assert!(
         again <= 2 * 4 * 2,
         "{again} bodies ran again: more than the slots in flight at the crash (and one retry each)"

@@ -177,12 +177,12 @@ both_backends! {
         let markers = c.count("SELECT COUNT(*) FROM workflow_steps WHERE status = 'completed' AND step_id LIKE 'hydra.compensate%'").await;
         let log = BodyLog::read(&c.cfg.log);
         let undo_bodies = log.started.iter().filter(|b| b.step.starts_with("undo")).count();
-        let interrupted_undos = log.started.len() - log.steps().len();
         eprintln!(
             "compensation under kills [{kind:?}]: sagas {n}, compensations recorded {undone} of {}, \
-             compensation bodies {undo_bodies}, runs not ended compensated {}, reruns {interrupted_undos}",
+             compensation bodies {undo_bodies}, runs not ended compensated {}, reruns {}",
             n * steps as usize,
-            wrong.len()
+            wrong.len(),
+            log.reruns()
         );
         kills.check(&format!("compensation under kills [{kind:?}]"), &log, BUSY_MID_BODY_KILLS * scale(), &c.cfg);
         assert!(wrong.is_empty(), "every saga ends failed and compensated: {wrong:?}");
@@ -405,7 +405,7 @@ async fn postgres_killed_connections_mid_checkpoint_lose_nothing() {
     let (mut terminated, mut rounds) = (0i64, 0);
     let give_up = Instant::now() + Duration::from_secs(60);
     while terminated < 5 && Instant::now() < give_up {
-        tokio::time::sleep(Duration::from_millis(rng_ms(rounds))).await;
+        tokio::time::sleep(Duration::from_millis(sweep_gap_ms(rounds))).await;
         rounds += 1;
         let row = admin
             .query_one_raw(Statement::from_sql_and_values(
@@ -447,6 +447,6 @@ async fn postgres_killed_connections_mid_checkpoint_lose_nothing() {
 
 /// 5–25 ms between two sweeps, varied so they do not fall into step with
 /// the workers' own rhythm.
-fn rng_ms(round: u64) -> u64 {
+fn sweep_gap_ms(round: u64) -> u64 {
     5 + (round * 7) % 21
 }

@@ -146,14 +146,7 @@ async fn check_schedule(store: Store, ops: Vec<Op>) -> Result<(), TestCaseError>
                 l.token.get(),
                 e.fencing_token.get()
             );
-            let probe = StepRecord::new(
-                StepId::new("probe", 1),
-                "probe",
-                100,
-                StepKind::Step,
-                1,
-                StepOutcome::Completed(vec![]),
-            );
+            let probe = hydra_tests::store_ops::record("probe", 100, StepOutcome::Completed(vec![]));
             let wrote = store.record_step_result(l, probe, now).await;
             prop_assert!(
                 matches!(wrote, Err(StoreError::LeaseLost { .. })),
